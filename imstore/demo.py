@@ -1,0 +1,274 @@
+"""``imstore demo``: two users on an embedded `MemoryServer`, each with a store in a temporary
+directory, going through every capability. Exits 0 when every step behaved as it should."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import struct
+import tempfile
+import zlib
+from collections.abc import Callable
+
+from .client import ChatClient, MessageListener
+from .errors import ErrorCode, IMError
+from .message import (
+    ChatType,
+    CmdBody,
+    Direction,
+    FetchOptions,
+    GroupReadAck,
+    Message,
+    MessageStatus,
+    MessageType,
+    SearchScope,
+)
+from .server import MemoryServer
+from .store import MessageStore, content_text
+
+__all__ = ["run_demo"]
+
+
+def _png(width: int, height: int) -> bytes:
+    """A real (grey) PNG image, made without an imaging library."""
+    raw = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+class _Printer(MessageListener):
+    def __init__(self, name: str, say: Callable[[str], None]) -> None:
+        self.name, self.say = name, say
+        self.cmds: list[Message] = []
+
+    def on_messages_received(self, messages: list[Message]) -> None:
+        for m in messages:
+            self.say(f"    {self.name} <- {m.sender}: [{m.type.name}] {_short(m)}")
+
+    def on_cmd_messages_received(self, messages: list[Message]) -> None:
+        self.cmds += messages
+        for m in messages:
+            assert isinstance(m.body, CmdBody)
+            self.say(f"    {self.name} <- command {m.body.action!r} (not stored)")
+
+    def on_messages_delivered(self, messages: list[Message]) -> None:
+        self.say(f"    {self.name}: delivered receipt for {len(messages)} message(s)")
+
+    def on_messages_read(self, messages: list[Message]) -> None:
+        self.say(f"    {self.name}: read receipt for {len(messages)} message(s)")
+
+    def on_conversation_read(self, conv_id: str, reader: str) -> None:
+        self.say(f"    {self.name}: {reader} read the whole conversation")
+
+    def on_group_message_read(self, acks: list[GroupReadAck]) -> None:
+        for a in acks:
+            self.say(f"    {self.name}: {a.reader} read group message {a.msg_id}")
+
+
+def _short(m: Message) -> str:
+    text = (content_text(m.type, m.body) or "").replace("\n", " ")
+    return (text[:60] + "...") if len(text) > 60 else text
+
+
+class _Check:
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say, self.failed = say, 0
+
+    def __call__(self, ok: bool, what: str) -> None:
+        self.say(f"  {'ok ' if ok else 'FAIL'} {what}")
+        self.failed += not ok
+
+
+async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
+    server = MemoryServer()
+    server.create_group("team", ["alice", "bob", "carol"])
+    stores = {u: MessageStore.open(os.path.join(root, u), user_id=u) for u in ("alice", "bob", "carol")}
+    alice, bob, carol = stores["alice"], stores["bob"], stores["carol"]
+    ca = ChatClient(alice, server.connect("alice"), send_timeout=0.5)
+    cb = ChatClient(bob, server.connect("bob"), send_timeout=0.5)
+    cc = ChatClient(carol, server.connect("carol"), send_timeout=0.5)
+    pa, pb = _Printer("alice", say), _Printer("bob", say)
+    ca.add_listener(pa)
+    cb.add_listener(pb)
+
+    async def settle() -> None:
+        for _ in range(3):
+            for c in (ca, cb, cc):
+                await c.wait_idle()
+
+    files = os.path.join(root, "outbox")
+    os.makedirs(files)
+
+    def make(name: str, data: bytes) -> str:
+        path = os.path.join(files, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    say("\n1. alice sends bob one message of every type")
+    sent = [
+        await ca.send_message(Message.text("bob", "Hi Bob! Are we still meeting tomorrow? 🙂",
+                                               ext={"topic": "weekly sync"})),
+        await ca.send_message(Message.image("bob", make("beach.png", _png(64, 48)), width=64,
+                                            height=48)),
+        await ca.send_message(Message.voice("bob", make("hello.ogg", os.urandom(4000)), 2300)),
+        await ca.send_message(Message.video("bob", make("clip.mp4", os.urandom(20000)), 5000,
+                                            thumbnail=make("clip.png", _png(16, 9)))),
+        await ca.send_message(Message.file("bob", make("agenda.pdf", b"%PDF-1.4 agenda"))),
+        await ca.send_message(Message.location("bob", 39.9042, 116.4074, address="北京市东城区",
+                                               building_name="天安门")),
+        await ca.send_message(Message.custom("bob", "red_packet", {"amount": "8.88"})),
+        await ca.send_message(Message.cmd("bob", "typing")),
+    ]
+    await settle()
+    check(all(m.status == MessageStatus.SUCCESS for m in sent), "all eight sends succeeded")
+    check(bob.message_count("alice") == 7 and len(pb.cmds) == 1,
+          "bob stored 7 messages; the command was delivered but not stored")
+    img = bob.get_message(sent[1].msg_id)
+    check(img is not None and img.body.thumbnail_status.name == "SUCCEEDED",  # type: ignore[union-attr]
+          "bob's image thumbnail downloaded automatically")
+    got = await cb.download_attachment(sent[4].msg_id)
+    with open(got.body.local_path, "rb") as f:  # type: ignore[union-attr]
+        check(f.read() == b"%PDF-1.4 agenda", "bob downloaded the PDF on request, intact")
+
+    say("\n2. unread counts and receipts")
+    say(f"    bob: unread from alice = {bob.unread_count('alice')}, total = {bob.total_unread_count()}")
+    check(bob.unread_count("alice") == 7, "bob has 7 unread messages from alice")
+    check(alice.get_message(sent[0].msg_id).is_delivered,  # type: ignore[union-attr]
+          "alice sees the delivery receipt")
+    await cb.ack_message_read(sent[0].msg_id)
+    check(alice.get_message(sent[0].msg_id).is_read_acked,  # type: ignore[union-attr]
+          "alice sees bob's read receipt for one message")
+    await cb.ack_conversation_read("alice")
+    check(bob.unread_count("alice") == 0, "bob read the whole conversation: unread is 0")
+    check(all(m.is_read_acked for m in alice.messages("bob")), "alice sees every message read")
+    g = await ca.send_message(Message.text("team", "Please read the agenda", need_group_ack=True,
+                                           chat_type=ChatType.GROUP_CHAT))
+    await settle()
+    await cb.ack_group_message_read(g.msg_id)
+    await cc.ack_group_message_read(g.msg_id)
+    await cc.ack_group_message_read(g.msg_id)  # twice: still one reader
+    acks = await ca.fetch_group_read_acks(g.msg_id)
+    check(alice.get_message(g.msg_id).group_ack_count == 2  # type: ignore[union-attr]
+          and {a.reader for a in acks.items} == {"bob", "carol"},
+          "group read receipts: 2 distinct readers")
+
+    say("\n3. history from the server, paged, merged into a fresh store")
+    for i in range(45):
+        who = "alice" if i % 2 else "bob"
+        server.post(Message.text("bob" if who == "alice" else "alice", f"old message {i}",
+                                 sender=who), deliver=False)
+    fresh = MessageStore.open(os.path.join(root, "bob-new-phone"), user_id="bob")
+    cf = ChatClient(fresh, server.connect("bob"))
+    convs = await cf.fetch_conversations_from_server()
+    say(f"    server conversations: {[c.conv_id for c in convs.items]}")
+    pages, cursor = 0, None
+    while True:
+        page = await cf.fetch_history_messages("alice", ChatType.CHAT, cursor=cursor, limit=20)
+        pages += 1
+        cursor = page.cursor
+        if cursor is None:
+            break
+    total_hist = fresh.message_count("alice")
+    say(f"    fetched {pages} pages, {total_hist} messages; fetched again: nothing added")
+    await cf.fetch_history_messages("alice", ChatType.CHAT, limit=50)
+    check(fresh.message_count("alice") == total_hist == 52 and fresh.unread_count("alice") == 0,
+          "history merged without duplicates and without raising unread counts")
+
+    say("\n4. local paging, type and time filters")
+    newest = fresh.messages("alice", limit=5)
+    older = fresh.messages("alice", start_msg_id=newest[0].msg_id, limit=5)
+    say(f"    newest 5: {[_short(m)[:18] for m in newest]}")
+    say(f"    5 before: {[_short(m)[:18] for m in older]}")
+    check(older[-1].timestamp <= newest[0].timestamp, "pages follow each other in time")
+    media = bob.messages_by_type("alice", [MessageType.IMAGE, MessageType.VIDEO])
+    check([m.type for m in media] == [MessageType.IMAGE, MessageType.VIDEO], "type filter")
+    t0, t1 = sent[2].timestamp, sent[4].timestamp
+    check(len(bob.messages_between("alice", t0, t1)) == 3, "time range filter (inclusive)")
+
+    say("\n5. keyword search, English and Chinese")
+    bob.insert_message(Message.text("bob", "我们明天在北京见面，好吗？", sender="alice"))
+    for kw in ("meet", "北京", "天安门", "agenda", "sync"):
+        hits = bob.search_messages(kw, scope=SearchScope.ALL)
+        say(f"    {kw!r}: {[_short(m)[:30] for m in hits]}")
+    check(len(bob.search_messages("meet")) == 1, "'meet' finds 'meeting'")
+    check(len(bob.search_messages("北京")) == 2, "'北京' finds the text and the location")
+    check(len(bob.search_messages("weekly sync", scope=SearchScope.EXT)) == 1
+          and not bob.search_messages("weekly sync"), "scope EXT searches ext values only")
+    check(len(bob.search_messages("red_packet")) == 1, "custom messages are found by event")
+
+    say("\n6. deletes: one-way (only alice's view) and two-way (the conversation, for everyone)")
+    victim = sent[0].msg_id
+    await ca.remove_messages_from_server("bob", ChatType.CHAT, msg_ids=[victim])
+    mine = await ca.fetch_history_messages("bob", ChatType.CHAT, limit=50)
+    theirs = await cb.fetch_history_messages("alice", ChatType.CHAT, limit=50, options=FetchOptions(
+        direction=Direction.DOWN, save=False))
+    check(victim not in {m.msg_id for m in mine.items} and alice.get_message(victim) is None
+          and victim in {m.msg_id for m in theirs.items}, "one-way delete: bob still has it")
+    await ca.delete_conversation_from_server("bob", ChatType.CHAT)
+    after = await cb.fetch_history_messages("alice", ChatType.CHAT, limit=50,
+                                            options=FetchOptions(save=False))
+    check(after.items == [] and alice.conversation("bob") is None,
+          "two-way delete: nobody can fetch the conversation")
+
+    say("\n7. failures: a lost answer (300), a dropped connection (510), a reconnection")
+    server.faults.lost_answers = 2
+    try:
+        await ca.send_message(Message.text("bob", "this answer gets lost"))
+        check(False, "expected error 300")
+    except IMError as exc:
+        say(f"    {exc}")
+        check(exc.code == ErrorCode.SERVER_NOT_REACHABLE, "timed out, reconnected, retried: 300")
+    failed = alice.messages("bob", limit=1)[0]
+    check(failed.status == MessageStatus.FAIL, "the message is stored as FAIL")
+    server.disconnect("alice", reconnect=False)
+    try:
+        await ca.send_message(Message.text("bob", "no connection"))
+        check(False, "expected error 510")
+    except IMError as exc:
+        say(f"    {exc}")
+        check(exc.code == ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED, "disconnected: 510")
+    server.disconnect("alice", reconnect=True)
+    pending = asyncio.ensure_future(ca.resend_message(failed.msg_id))
+    await asyncio.sleep(0.05)
+    server.restore("alice")
+    resent = await pending
+    check(resent.status == MessageStatus.SUCCESS, "a send waited through a reconnection, then went out")
+
+    say("\n8. consistency")
+    for name, s in stores.items():
+        report = s.verify()
+        check(report.ok, f"{name}: verify() found nothing to repair")
+    say(f"    alice: {alice.stats()}")
+    say(f"    bob:   {bob.stats()}")
+    for s in [*stores.values(), fresh]:
+        s.close()
+
+
+def run_demo(verbose: bool = True) -> int:
+    """Run the demo; returns the exit code (0: every check passed)."""
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        if verbose:
+            print(line, flush=True)
+
+    check = _Check(say)
+    root = tempfile.mkdtemp(prefix="imstore-demo-")
+    say(f"imstore demo: alice, bob and carol on an embedded MemoryServer (stores in {root})")
+    try:
+        asyncio.run(_demo(root, say, check))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    passed = sum(1 for line in lines if line.startswith("  ok "))
+    print(f"\ndemo: {passed} checks passed, {check.failed} failed")
+    return 1 if check.failed else 0
+
+

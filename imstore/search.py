@@ -1,0 +1,281 @@
+"""Full-text search: the analyzer, the whoosh index, and literal keyword matching.
+
+The only module that imports whoosh. Rules kept here:
+- one analysis for every script: text is folded (case, accents, full-width forms; CJK left as is),
+  alphabetic runs become words, CJK runs become unigrams plus bigrams at character positions, so a
+  longer CJK query is a phrase of bigrams that matches only where its characters stand together;
+- a keyword is never parsed as whoosh syntax: it is split on white space into words, each word
+  must match, and the index only proposes candidates: `matches` checks each against the stored
+  text (a word matches where it stands in the folded text at the start of a word, or anywhere when
+  it starts with a CJK character);
+- the index is a cache of SQLite: documents are keyed by the message row id and can always be
+  rebuilt; one searcher is kept open between commits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import shutil
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from whoosh import index as windex
+from whoosh import query as wq
+from whoosh.analysis import Token, Tokenizer
+from whoosh.codec import whoosh3
+from whoosh.fields import ID, NUMERIC, TEXT, Schema
+from whoosh.filedb.filestore import RamStorage
+from whoosh.sorting import FieldFacet
+
+__all__ = ["Doc", "SearchIndex", "fold", "keyword_words", "matches", "tokens"]
+
+log = logging.getLogger("imstore.search")
+
+def _cached_reader(self: Any, fieldname: str, column: Any) -> Any:
+    # whoosh3 looks for a missing length column on disk once per posting (a stat() call each) and
+    # never remembers that it is missing: indexing spent most of its time there. Remember it.
+    try:
+        return self._readers[fieldname]
+    except KeyError:
+        reader = self.column_reader(fieldname, column) if self.has_column(fieldname) else None
+        self._readers[fieldname] = reader
+        return reader
+
+
+whoosh3.W3PerDocReader._cached_reader = _cached_reader
+
+_CJK = (
+    "\u1100-\u11ff\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7af\ud7b0-\ud7ff\uf900-\ufaff\uff66-\uff9f"
+    "\U00020000-\U0003134f"
+)
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+_TOKEN = re.compile(f"([{_CJK}]+)|((?:(?![{_CJK}])\\w)+)")
+
+
+@lru_cache(maxsize=65536)
+def _fold_char(ch: str) -> str:
+    if _CJK_CHAR.match(ch):
+        return ch
+    decomposed = unicodedata.normalize("NFKD", ch)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def fold(text: str) -> str:
+    """Lower-case, strip accents and width; CJK characters are kept as they are."""
+    if text.isascii():
+        return text.lower()
+    return "".join(_fold_char(c) for c in text)
+
+
+def tokens(folded: str) -> Iterator[tuple[int, str, bool]]:
+    """(position, term, is_cjk_run) for folded text: words, then CJK unigrams and bigrams."""
+    pos = 0
+    for m in _TOKEN.finditer(folded):
+        run, word = m.group(1), m.group(2)
+        if word:
+            yield pos, word, False
+            pos += 1
+        else:
+            for i, ch in enumerate(run):
+                yield pos + i, ch, True
+                if i + 1 < len(run):
+                    yield pos + i, run[i:i + 2], True
+            pos += len(run)
+
+
+class ImTokenizer(Tokenizer):  # type: ignore[misc]
+    """whoosh tokenizer over `tokens`; text is folded here, so no filter follows it."""
+
+    def __call__(self, value: str, positions: bool = False, chars: bool = False,
+                 keeporiginal: bool = False, removestops: bool = True, start_pos: int = 0,
+                 start_char: int = 0, tokenize: bool = True, mode: str = "",
+                 **kwargs: Any) -> Iterator[Token]:
+        t = Token(positions, chars, removestops=removestops, mode=mode, **kwargs)
+        if not tokenize:
+            t.original = t.text = value
+            t.boost = 1.0
+            if positions:
+                t.pos = start_pos
+            yield t
+            return
+        for pos, term, _ in tokens(fold(value)):
+            t.text = term
+            t.boost = 1.0
+            t.stopped = False
+            if keeporiginal:
+                t.original = term
+            if positions:
+                t.pos = start_pos + pos
+            if chars:
+                t.startchar = t.endchar = start_char
+            yield t
+
+
+def _schema() -> Schema:
+    analyzer = ImTokenizer()
+    return Schema(
+        id=ID(unique=True, stored=True),
+        sort=NUMERIC(bits=64, sortable=True, signed=True, shift_step=16),
+        conv=ID(),
+        content=TEXT(analyzer=analyzer, phrase=True),
+        ext=TEXT(analyzer=analyzer, phrase=True),
+    )
+
+
+@dataclass(slots=True)
+class Doc:
+    """What the index keeps of one message."""
+
+    rowid: int
+    sort_time: int
+    conv_id: str
+    sender: str
+    type: int
+    content: str
+    ext: str
+
+
+def keyword_words(keyword: str) -> list[str]:
+    """The folded, white-space separated words of a keyword, each to be matched literally."""
+    return [w for w in fold(keyword).split() if w]
+
+
+def _word_query(field: str, word: str) -> wq.Query | None:
+    parts: list[wq.Query] = []
+    for m in _TOKEN.finditer(word):
+        chunk = m.group(1)
+        if not chunk:
+            parts.append(wq.Prefix(field, m.group(2)))
+        elif len(chunk) <= 2:
+            parts.append(wq.Term(field, chunk))
+        else:
+            parts.append(wq.Phrase(field, [chunk[i:i + 2] for i in range(len(chunk) - 1)]))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else wq.And(parts)
+
+
+def _word_at_boundary(text: str, word: str) -> bool:
+    start = 0
+    needs_boundary = not _CJK_CHAR.match(word[0]) and (word[0].isalnum() or word[0] == "_")
+    while True:
+        i = text.find(word, start)
+        if i < 0:
+            return False
+        if not needs_boundary or i == 0:
+            return True
+        prev = text[i - 1]
+        if _CJK_CHAR.match(prev) or not (prev.isalnum() or prev == "_"):
+            return True
+        start = i + 1
+
+
+def matches(words: Sequence[str], text: str) -> bool:
+    """True when every folded keyword word stands in ``text`` (see the module rules)."""
+    folded = fold(text)
+    return all(_word_at_boundary(folded, w) for w in words)
+
+
+class SearchIndex:
+    """A whoosh index of message documents, in a directory or in memory (``directory=None``)."""
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory
+        self.rebuilt = False
+        schema = _schema()
+        if directory is None:
+            self._ix = RamStorage().create_index(schema)
+            self.rebuilt = True
+        else:
+            self._ix = self._open_dir(directory, schema)
+        self._searcher = self._ix.searcher()
+
+    def _open_dir(self, directory: str, schema: Schema) -> Any:
+        try:
+            if windex.exists_in(directory):
+                ix = windex.open_dir(directory)
+                if set(ix.schema.names()) == set(schema.names()):
+                    with ix.searcher() as s:
+                        s.doc_count()
+                    return ix
+                log.warning("search index at %s has an old schema; rebuilding it", directory)
+            else:
+                log.info("no search index at %s; building it from the database", directory)
+        except Exception as exc:  # whoosh raises many unrelated types for a damaged index
+            log.warning("search index at %s is damaged (%s); rebuilding it from the database",
+                        directory, exc)
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+        self.rebuilt = True
+        return windex.create_in(directory, schema)
+
+    def close(self) -> None:
+        self._searcher.close()
+        self._ix.close()
+
+    def doc_count(self) -> int:
+        return int(self._searcher.doc_count())
+
+    def apply(self, upserts: Sequence[Doc], deletes: Iterable[int], *, new: Sequence[Doc] = (),
+              clear: bool = False, merge: bool = True) -> None:
+        """One commit: remove ``deletes``, replace ``upserts``, add ``new`` (documents whose row
+        ids the index cannot hold yet, so no look-up for an older copy is needed)."""
+        big = len(upserts) + len(new) >= 20000 and self.directory is not None \
+            and (os.cpu_count() or 1) > 1
+        writer = self._ix.writer(procs=2, multisegment=True, limitmb=128) if big else \
+            self._ix.writer(limitmb=128)
+        try:
+            if clear:
+                writer.delete_by_query(wq.Every())
+            for rid in deletes:
+                writer.delete_by_term("id", str(rid))
+            for d in upserts:
+                writer.delete_by_term("id", str(d.rowid))
+            for d in itertools.chain(upserts, new):
+                writer.add_document(id=str(d.rowid), sort=d.sort_time, conv=d.conv_id,
+                                    content=d.content, ext=d.ext)
+        except BaseException:
+            writer.cancel()
+            raise
+        writer.commit(merge=merge)
+        self._refresh()
+
+    def merge(self) -> None:
+        """Merge small segments (after a series of commits made with ``merge=False``)."""
+        self._ix.writer().commit()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        # Searcher.refresh() reuses segment readers and so misses deletions and updates in
+        # segments it already had (whoosh-reloaded 2.7.5): open a new one after each commit.
+        self._searcher.close()
+        self._searcher = self._ix.searcher()
+
+    def candidates(self, words: Sequence[str], fields: Sequence[str], *, conv_id: str | None,
+                   start_time: int | None, end_time: int | None, newest_first: bool,
+                   limit: int, skip: int = 0) -> tuple[list[int], bool]:
+        """Row ids of documents that may match, in time order; and whether more may follow.
+        Sender and type filters are the caller's (on the stored rows)."""
+        per_word = []
+        for w in words:
+            alts = [q for q in (_word_query(f, w) for f in fields) if q is not None]
+            if not alts:
+                return [], False
+            per_word.append(alts[0] if len(alts) == 1 else wq.Or(alts))
+        filters: list[wq.Query] = []
+        if conv_id is not None:
+            filters.append(wq.Term("conv", conv_id))
+        if start_time is not None or end_time is not None:
+            filters.append(wq.NumericRange("sort", start_time, end_time))
+        q = wq.And(per_word + filters) if len(per_word) + len(filters) > 1 else per_word[0]
+        results = self._searcher.search(q, limit=skip + limit,
+                                        sortedby=FieldFacet("sort", reverse=newest_first))
+        hits = [int(hit["id"]) for hit in results[skip:skip + limit]]
+        return hits, results.scored_length() == skip + limit and len(results) > skip + limit

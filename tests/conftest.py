@@ -1,0 +1,82 @@
+"""Shared fixtures: an in-memory store, a store on disk, the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import imstore
+from imstore import MessageStore
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("IMSTORE_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def store() -> Iterator[MessageStore]:
+    with imstore.open(":memory:", user_id="alice") as s:
+        yield s
+
+
+@pytest.fixture
+def disk_store(tmp_path: Path) -> Iterator[MessageStore]:
+    with imstore.open(tmp_path / "alice", user_id="alice") as s:
+        yield s
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"the shared data folder {DATA} is absent (set IMSTORE_DATA to point at it)")
+    return DATA
+
+
+class Clock:
+    """A settable clock in ms for the server's retention and receipt windows."""
+
+    def __init__(self, start: int = 1_700_000_000_000) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        self.now += 1  # every reading is a new millisecond, like a busy server
+        return self.now
+
+    def advance_days(self, days: float) -> None:
+        self.now += int(days * 86_400_000)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+class Pair:
+    """alice and bob, each with a store and a client, on one MemoryServer."""
+
+    def __init__(self, server: imstore.MemoryServer, tmp: Path) -> None:
+        self.server = server
+        self.a = imstore.open(":memory:", user_id="alice")
+        self.b = imstore.open(":memory:", user_id="bob")
+        self.ca = imstore.ChatClient(self.a, server.connect("alice"), send_timeout=0.2,
+                                     download_dir=str(tmp / "alice-files"))
+        self.cb = imstore.ChatClient(self.b, server.connect("bob"), send_timeout=0.2,
+                                     download_dir=str(tmp / "bob-files"))
+
+    async def settle(self) -> None:
+        for _ in range(3):
+            await self.ca.wait_idle()
+            await self.cb.wait_idle()
+
+    def close(self) -> None:
+        self.a.close()
+        self.b.close()
+
+
+@pytest.fixture
+def pair(tmp_path: Path, clock: Clock) -> Iterator[Pair]:
+    p = Pair(imstore.MemoryServer(clock=clock), tmp_path)
+    yield p
+    p.close()
