@@ -262,11 +262,17 @@ class ChatClient:
             msg.msg_id, msg.server_time = result.msg_id, result.server_time
             msg.status = MessageStatus.SUCCESS
         else:
-            stored = self.store.mark_sent(msg.msg_id, result.msg_id, result.server_time)
+            stored, early = self.store.mark_sent(msg.msg_id, result.msg_id, result.server_time)
             msg.msg_id, msg.server_time, msg.status = stored.msg_id, stored.server_time, stored.status
             msg.is_delivered, msg.is_read_acked = stored.is_delivered, stored.is_read_acked
             msg.group_ack_count = stored.group_ack_count
         self._emit("on_message_status_changed", msg, MessageStatus.SUCCESS)
+        if msg.type != MessageType.CMD:
+            # receipts that came in before the server's answer
+            if RECEIPT_DELIVERED in early:
+                self._emit("on_messages_delivered", [stored])
+            if RECEIPT_READ in early:
+                self._emit("on_messages_read", [stored])
         return msg
 
     async def _upload(self, transport: Transport, msg: Message,

@@ -14,12 +14,14 @@ The only module that imports whoosh. Rules kept here:
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import os
 import re
 import shutil
 import unicodedata
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -198,19 +200,24 @@ class SearchIndex:
         self._searcher = self._ix.searcher()
 
     def _open_dir(self, directory: str, schema: Schema) -> Any:
-        try:
-            if windex.exists_in(directory):
-                ix = windex.open_dir(directory)
-                if set(ix.schema.names()) == set(schema.names()):
-                    with ix.searcher() as s:
-                        s.doc_count()
-                    return ix
-                log.warning("search index at %s has an old schema; rebuilding it", directory)
-            else:
-                log.info("no search index at %s; building it from the database", directory)
-        except Exception as exc:  # whoosh raises many unrelated types for a damaged index
-            log.warning("search index at %s is damaged (%s); rebuilding it from the database",
-                        directory, exc)
+        # whoosh leaves the files of a damaged index open; they are closed (collected) here,
+        # without the ResourceWarning that is whoosh's, not the caller's, to fix.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            try:
+                if windex.exists_in(directory):
+                    ix = windex.open_dir(directory)
+                    if set(ix.schema.names()) == set(schema.names()):
+                        with ix.searcher() as s:
+                            s.doc_count()
+                        return ix
+                    log.warning("search index at %s has an old schema; rebuilding it", directory)
+                else:
+                    log.info("no search index at %s; building it from the database", directory)
+            except Exception as exc:  # whoosh raises many unrelated types for a damaged index
+                log.warning("search index at %s is damaged (%s); rebuilding it from the "
+                            "database", directory, repr(exc))  # repr: keep no frames alive
+            gc.collect()
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
         self.rebuilt = True

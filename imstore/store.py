@@ -809,9 +809,11 @@ class MessageStore:
         """Change a message's send status."""
         self._sql("UPDATE message SET status = ? WHERE msg_id = ?", (int(status), msg_id))
 
-    def mark_sent(self, local_id: str, server_id: str, server_time: int) -> Message:
+    def mark_sent(self, local_id: str, server_id: str, server_time: int
+                  ) -> tuple[Message, list[int]]:
         """A send succeeded: the message takes the server's id and time (its local id still finds
-        it), and receipts that arrived early are applied."""
+        it), and receipts that arrived early are applied. Returns the message and the kinds of
+        receipt applied (`RECEIPT_DELIVERED`, `RECEIPT_READ`)."""
         with self._tx() as db:
             row = self._find_row(local_id, "id, conv_id, msg_id")
             if row is None:
@@ -824,8 +826,9 @@ class MessageStore:
                            "msg_id ELSE local_id END, server_time = ?, sort_time = ?, status = ? "
                            "WHERE id = ?", (server_id, server_id, server_time, server_time,
                                             int(MessageStatus.SUCCESS), rowid))
-            for (kind,) in db.execute_sql("SELECT kind FROM pending_receipt WHERE msg_id = ?",
-                                          (server_id,)).fetchall():
+            kinds = sorted(k for (k,) in db.execute_sql(
+                "SELECT kind FROM pending_receipt WHERE msg_id = ?", (server_id,)).fetchall())
+            for kind in kinds:
                 col = "is_delivered" if kind == RECEIPT_DELIVERED else "is_read_acked"
                 db.execute_sql(f"UPDATE message SET {col} = 1 WHERE id = ?", (rowid,))
             db.execute_sql("DELETE FROM pending_receipt WHERE msg_id = ?", (server_id,))
@@ -835,7 +838,7 @@ class MessageStore:
             self._outbox([rowid], _OP_INDEX)
         msg = self.get_message(server_id)
         assert msg is not None
-        return msg
+        return msg, kinds
 
     def apply_receipts(self, kind: int, msg_ids: Sequence[str]) -> list[str]:
         """Set ``is_delivered`` (kind 1) or ``is_read_acked`` (kind 2) on sent messages; returns
