@@ -113,7 +113,7 @@ def test_chitchat_words_found_with_no_false_hits(data_dir):
     raw = json.loads((data_dir / "corpora" / "chitchat" / "chitchat_every9th.json").read_text())
     texts: dict[str, str] = {}
     msgs = []
-    for ci, (cid, conv) in enumerate(list(raw.items())[:300]):
+    for ci, conv in enumerate(list(raw.values())[:300]):
         for turn in conv["messages"]:
             for m in turn:
                 mid = f"c{len(texts)}"
