@@ -754,13 +754,18 @@ class MessageStore:
 
     # ------------------------------------------------------------------------ conversations
 
-    def conversations(self, *, chat_type: ChatType | None = None) -> list[Conversation]:
-        """Every local conversation with its unread count and last message, newest activity first."""
-        if chat_type is None:
-            rows = self._q(_CONV_LIST.format(where=""))
-        else:
-            rows = self._q(_CONV_LIST.format(where="WHERE c.chat_type = ?"), (int(chat_type),))
-        return [self._to_conversation(r) for r in rows]
+    def conversations(self, *, chat_type: ChatType | None = None,
+                      limit: int | None = None) -> list[Conversation]:
+        """Local conversations with their unread counts and last messages, newest activity first
+        (all of them, or the first ``limit``)."""
+        where, params = ("", ()) if chat_type is None else ("WHERE c.chat_type = ?",
+                                                             (int(chat_type),))
+        sql = _CONV_LIST.format(where=where)
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT, "limit must be a positive integer")
+            sql += f" LIMIT {limit}"
+        return [self._to_conversation(r) for r in self._q(sql, params)]
 
     def conversation(self, conv_id: str) -> Conversation | None:
         """One conversation, or None."""
