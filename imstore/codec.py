@@ -89,16 +89,30 @@ def body_to_dict(body: Body) -> dict[str, Any]:
     return out
 
 
+_NAMES: dict[type, frozenset[str]] = {c: frozenset(n for n, _ in f) for c, f in _FIELDS.items()}
+_STATUS_FIELDS: dict[type, tuple[str, ...]] = {c: tuple(n for n, st in f if st)
+                                              for c, f in _FIELDS.items()}
+_DOWNLOAD_STATUS = {int(s): s for s in DownloadStatus}
+
+
 def body_from_dict(mtype: MessageType, data: dict[str, Any]) -> Body:
     """Rebuild a body; keys this version does not know go to ``extra``."""
     cls = BODY_CLASSES[mtype]
-    spec = _FIELDS[cls]
-    known = {}
-    for name, is_status in spec:
-        if name in data:
-            value = data[name]
-            known[name] = DownloadStatus(value) if is_status else value
-    extra = {k: v for k, v in data.items() if k not in known}
+    names = _NAMES[cls]
+    known: dict[str, Any]
+    extra: dict[str, Any] = {}
+    if names.issuperset(data):  # the common case: written by this version
+        known = data
+    else:
+        known = {}
+        for k, v in data.items():
+            if k in names:
+                known[k] = v
+            else:
+                extra[k] = v
+    for k in _STATUS_FIELDS[cls]:
+        if k in known:
+            known[k] = _DOWNLOAD_STATUS.get(known[k]) or DownloadStatus(known[k])
     body: Body = cls(**known, extra=extra)
     return body
 
@@ -122,7 +136,7 @@ def encode_ext(ext: dict[str, Any]) -> bytes:
     return _pack(ext) if ext else b""
 
 
-def _unpack(blob: bytes, what: str) -> Any:
+def _unpack(blob: bytes | memoryview, what: str) -> Any:
     try:
         return msgpack.unpackb(blob, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types for corrupt input
@@ -135,7 +149,7 @@ def decode_body(mtype: MessageType, blob: bytes) -> Body:
     """Decode a stored body. Raises `IMError(MESSAGE_INVALID)` on a corrupt blob."""
     if not blob:
         raise IMError(ErrorCode.MESSAGE_INVALID, "the stored body is empty; delete the message")
-    data = _unpack(blob[1:], "body")
+    data = _unpack(memoryview(blob)[1:], "body")
     if not isinstance(data, dict):
         raise IMError(ErrorCode.MESSAGE_INVALID, "the stored body is not a map; delete the message")
     try:

@@ -89,14 +89,21 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+_MTYPE = {int(t): t for t in MessageType}
+_CTYPE = {int(t): t for t in ChatType}
+_DIR = {int(d): d for d in Direction}
+_STATUS = {int(s): s for s in MessageStatus}
+
+
 def _row_to_message(row: Sequence[Any]) -> Message:
-    mtype = MessageType(row[4])
+    """A message row (columns as in ``_COLS``) as a `Message`."""
+    mtype = _MTYPE.get(row[4]) or MessageType(row[4])
     return Message(
-        msg_id=row[1], conv_id=row[2], chat_type=ChatType(row[3]), type=mtype, sender=row[5],
-        to=row[6], direction=Direction(row[7]), status=MessageStatus(row[8]), local_time=row[9],
+        msg_id=row[1], conv_id=row[2], chat_type=_CTYPE[row[3]], type=mtype, sender=row[5],
+        to=row[6], direction=_DIR[row[7]], status=_STATUS[row[8]], local_time=row[9],
         server_time=row[10], is_read=bool(row[11]), is_delivered=bool(row[12]),
         is_read_acked=bool(row[13]), need_group_ack=bool(row[14]), group_ack_count=row[15],
-        body=decode_body(mtype, row[16]), ext=decode_ext(row[17]),
+        body=decode_body(mtype, row[16]), ext=decode_ext(row[17]) if row[17] else {},
     )
 
 
