@@ -2,8 +2,9 @@
 
 The only module that imports whoosh. Rules kept here:
 - one analysis for every script: text is folded (case, accents, full-width forms; CJK left as is),
-  alphabetic runs become words, CJK runs become unigrams plus bigrams at character positions, so a
-  longer CJK query is a phrase of bigrams that matches only where its characters stand together;
+  alphabetic runs become words, CJK runs become bigrams at character positions (plus the run's
+  last character alone), so a longer CJK query is a phrase of bigrams that matches only where its
+  characters stand together, and a single character is a prefix of the bigrams it starts;
 - a keyword is never parsed as whoosh syntax: it is split on white space into words, each word
   must match, and the index only proposes candidates: `matches` checks each against the stored
   text (a word matches where it stands in the folded text at the start of a word, or anywhere when
@@ -77,7 +78,11 @@ def fold(text: str) -> str:
 
 
 def tokens(folded: str) -> Iterator[tuple[int, str, bool]]:
-    """(position, term, is_cjk_run) for folded text: words, then CJK unigrams and bigrams."""
+    """(position, term, is_cjk) for folded text: one term per word; for a CJK run, the bigram
+    starting at each character and, for its last character, the character alone. A one-character
+    query is then a prefix query (the bigrams it starts, or itself), a two-character one a term,
+    a longer one a phrase of bigrams at consecutive positions: each character costs one posting,
+    not two."""
     pos = 0
     for m in _TOKEN.finditer(folded):
         run, word = m.group(1), m.group(2)
@@ -85,10 +90,10 @@ def tokens(folded: str) -> Iterator[tuple[int, str, bool]]:
             yield pos, word, False
             pos += 1
         else:
-            for i, ch in enumerate(run):
-                yield pos + i, ch, True
-                if i + 1 < len(run):
-                    yield pos + i, run[i:i + 2], True
+            last = len(run) - 1
+            for i in range(last):
+                yield pos + i, run[i:i + 2], True
+            yield pos + last, run[last], True
             pos += len(run)
 
 
@@ -124,7 +129,7 @@ def _schema() -> Schema:
     analyzer = ImTokenizer()
     return Schema(
         id=ID(unique=True, stored=True),
-        sort=NUMERIC(bits=64, sortable=True, signed=True, shift_step=16),
+        sort=NUMERIC(bits=64, sortable=True, signed=True, shift_step=32),
         conv=ID(),
         content=TEXT(analyzer=analyzer, phrase=True),
         ext=TEXT(analyzer=analyzer, phrase=True),
@@ -155,7 +160,9 @@ def _word_query(field: str, word: str) -> wq.Query | None:
         chunk = m.group(1)
         if not chunk:
             parts.append(wq.Prefix(field, m.group(2)))
-        elif len(chunk) <= 2:
+        elif len(chunk) == 1:
+            parts.append(wq.Prefix(field, chunk))
+        elif len(chunk) == 2:
             parts.append(wq.Term(field, chunk))
         else:
             parts.append(wq.Phrase(field, [chunk[i:i + 2] for i in range(len(chunk) - 1)]))
@@ -236,8 +243,10 @@ class SearchIndex:
         ids the index cannot hold yet, so no look-up for an older copy is needed)."""
         big = len(upserts) + len(new) >= 20000 and self.directory is not None \
             and (os.cpu_count() or 1) > 1
-        writer = self._ix.writer(procs=2, multisegment=True, limitmb=128) if big else \
-            self._ix.writer(limitmb=128)
+        # Two processes pay off for large batches only, and only with large hand-offs (whoosh's
+        # default of 100 documents per batch made two processes slower than one).
+        writer = self._ix.writer(procs=2, multisegment=True, limitmb=128, batchsize=2000) if big \
+            else self._ix.writer(limitmb=128)
         try:
             if clear:
                 writer.delete_by_query(wq.Every())
