@@ -169,8 +169,13 @@ def read_telegram(path: str, *, owner: str,
             ctype = _CHAT_TYPES.get(str(head.get("type", "")), ChatType.GROUP_CHAT)
             if "type" not in head and "id" not in head:
                 ctype = ChatType.GROUP_CHAT
-            conv = f"tg:{chat_key}"
-            saved = head.get("type") == "saved_messages"
+            kind = str(head.get("type", ""))
+            # Telegram numbers users, groups and channels separately: keep the spaces apart.
+            space = ("" if ctype == ChatType.CHAT and kind != "saved_messages"
+                     else "saved:" if kind == "saved_messages"
+                     else "channel:" if "channel" in kind else "group:")
+            conv = f"tg:{space}{chat_key}"
+            saved = kind == "saved_messages"
             n = 0
             while True:
                 item = s.next_item()
