@@ -34,6 +34,7 @@ from whoosh.analysis import Token, Tokenizer
 from whoosh.codec import whoosh3
 from whoosh.fields import ID, NUMERIC, TEXT, Schema
 from whoosh.filedb.filestore import RamStorage
+from whoosh.matching import IntersectionMatcher, Matcher
 from whoosh.sorting import FieldFacet
 
 __all__ = ["Doc", "SearchIndex", "fold", "keyword_words", "matches", "tokens"]
@@ -52,6 +53,11 @@ def _cached_reader(self: Any, fieldname: str, column: Any) -> Any:
 
 
 whoosh3.W3PerDocReader._cached_reader = _cached_reader
+
+# A sorted search collects every matching id. whoosh's intersection does that by building a set of
+# each side's ids, so "word AND conversation" read every posting of a large conversation. Walking
+# the intersection with skip_to (the base matcher's way) reads only blocks that can match.
+IntersectionMatcher.all_ids = Matcher.all_ids
 
 _CJK = (
     "\u1100-\u11ff\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"

@@ -56,7 +56,8 @@ RECEIPT_READ = 2
 _OP_INDEX, _OP_DELETE, _OP_ADD = 1, 2, 3  # ADD: a row id the index has never held
 _CHUNK = 500  # ids per IN (...) list
 _IMPORT, _HISTORY, _RECEIVED = 1, 2, 3  # how _import_batch treats a message's read flag
-_INDEX_BATCH = 50_000
+_INDEX_BATCH = 50_000  # outbox entries per index commit, at most
+_IMPORT_INDEX_BATCH = 20_000  # an import applies the outbox once this much is pending
 
 _COLS = ("id, msg_id, conv_id, chat_type, type, sender, recipient, direction, status, local_time, "
          "server_time, is_read, is_delivered, is_read_acked, need_group_ack, group_ack_count, body, ext")
@@ -478,6 +479,7 @@ class MessageStore:
                 progress(seen)
         if self._index is not None and result.imported:
             with self._lock:
+                self._flush_index(merge=False)
                 self._index.merge()
         return result
 
@@ -520,7 +522,14 @@ class MessageStore:
             if keep_rows:
                 self._write_rows(keep_rows, keep_msgs)
             result.imported += len(keep_rows)
-        self._flush_index(merge=mode != _IMPORT)
+        if mode != _IMPORT:
+            self._flush_index()
+        elif self._index is not None:
+            # Bulk imports hand the index large batches (both cores, one segment each); what is
+            # still pending is applied at the end of the import, or by the next search.
+            pending = self._one("SELECT count(*) FROM search_outbox")[0]
+            if pending >= _IMPORT_INDEX_BATCH:
+                self._flush_index(merge=False)
         return keep_msgs
 
     def save_history(self, messages: Sequence[Message]) -> list[Message]:
