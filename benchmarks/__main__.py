@@ -26,7 +26,7 @@ from typing import Any
 
 import imstore
 from imstore import MessageType
-from imstore.store import content_text
+from imstore.rows import content_text
 
 from .reference import Fts5, RawSQLite, naive_whoosh, rows_of
 from .workload import OWNER, Corpus, generate, load_corpus

@@ -20,7 +20,7 @@ import msgpack
 
 from imstore import Message
 from imstore.codec import body_to_dict
-from imstore.store import content_text
+from imstore.rows import content_text
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
 

@@ -39,7 +39,8 @@ from .message import (
     MessageType,
     VideoBody,
 )
-from .store import RECEIPT_DELIVERED, RECEIPT_READ, MessageStore
+from .rows import RECEIPT_DELIVERED, RECEIPT_READ
+from .store import MessageStore
 
 __all__ = ["ChatClient", "MessageListener", "safe_file_name"]
 
@@ -207,8 +208,9 @@ class ChatClient:
             self.store.set_status(msg.msg_id, status)
         self._emit("on_message_status_changed", msg, status)
 
-    async def send_message(self, msg: Message) -> Message:
+    async def send_message(self, msg: Message, *, progress: ProgressFn | None = None) -> Message:
         """Send a message; returns it with the server's id and time and status SUCCESS.
+        ``progress(done, total)`` hears how the attachment's upload goes.
 
         Raises `IMError`: the codec's codes for a bad message (nothing is stored), 402 when an
         upload fails, 510 when the connection is down and not reconnecting, 300 when the server
@@ -225,9 +227,9 @@ class ChatClient:
         msg.status = MessageStatus.INPROGRESS
         self.store.insert_message(msg)
         self._emit("on_message_status_changed", msg, MessageStatus.INPROGRESS)
-        return await self._deliver(transport, msg)
+        return await self._deliver(transport, msg, progress)
 
-    async def resend_message(self, msg_id: str) -> Message:
+    async def resend_message(self, msg_id: str, *, progress: ProgressFn | None = None) -> Message:
         """Send again a message that failed."""
         transport = self._need_transport()
         msg = self.store.get_message(msg_id)
@@ -239,17 +241,18 @@ class ChatClient:
                           f"only failed messages of your own can be resent; this one is "
                           f"{msg.status.name}")
         self._set_status(msg, MessageStatus.INPROGRESS)
-        return await self._deliver(transport, msg)
+        return await self._deliver(transport, msg, progress)
 
     @staticmethod
     def _needs_upload(msg: Message) -> bool:
         return isinstance(msg.body, FileBody) and not msg.body.remote_url
 
-    async def _deliver(self, transport: Transport, msg: Message) -> Message:
+    async def _deliver(self, transport: Transport, msg: Message,
+                       progress: ProgressFn | None = None) -> Message:
         try:
             if self._needs_upload(msg) or (isinstance(msg.body, VideoBody)
                                            and msg.body.thumbnail_path and not msg.body.thumbnail_url):
-                await self._upload(transport, msg)
+                await self._upload(transport, msg, progress)
             await self._wait_for_connection(transport)
             result = await self._send_with_retry(transport, msg)
         except IMError:

@@ -24,8 +24,9 @@ from .message import (
     MessageType,
     SearchScope,
 )
+from .rows import content_text
 from .server import MemoryServer
-from .store import MessageStore, content_text
+from .store import MessageStore
 
 __all__ = ["run_demo"]
 

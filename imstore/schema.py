@@ -26,6 +26,7 @@ _EXTRA_INDEXES = (
     "CREATE INDEX IF NOT EXISTS message_conv_sort ON message (conv_id, sort_time, id)",
     "CREATE INDEX IF NOT EXISTS message_conv_type_sort ON message (conv_id, type, sort_time, id)",
     "CREATE INDEX IF NOT EXISTS message_type_sort ON message (type, sort_time, id)",
+    "CREATE INDEX IF NOT EXISTS message_sort ON message (sort_time, id)",
     "CREATE INDEX IF NOT EXISTS message_unread ON message (conv_id) "
     "WHERE direction = 2 AND is_read = 0",
     "CREATE INDEX IF NOT EXISTS message_inprogress ON message (status) WHERE status = 2",

@@ -37,7 +37,7 @@ from whoosh.filedb.filestore import RamStorage
 from whoosh.matching import IntersectionMatcher, Matcher
 from whoosh.sorting import FieldFacet
 
-__all__ = ["Doc", "SearchIndex", "fold", "keyword_words", "matches", "tokens"]
+__all__ = ["Doc", "SearchIndex", "fold", "indexable", "keyword_words", "matches", "tokens"]
 
 log = logging.getLogger("imstore.search")
 
@@ -177,6 +177,24 @@ def _word_query(field: str, word: str) -> wq.Query | None:
     return parts[0] if len(parts) == 1 else wq.And(parts)
 
 
+def _part_df(reader: Any, field: str, part: str, cjk: bool, enough: float) -> int:
+    """Documents that may hold one part of a word (a prefix, a CJK run); counting stops once
+    it reaches ``enough`` or has looked at 40 terms."""
+    if cjk and len(part) >= 2:
+        return int(min(reader.doc_frequency(field, part[i:i + 2]) for i in range(len(part) - 1)))
+    total = 0
+    for i, term in enumerate(reader.expand_prefix(field, part)):
+        total += reader.doc_frequency(field, term)
+        if total >= enough or i >= 40:
+            break
+    return total
+
+
+def indexable(word: str) -> bool:
+    """Whether the index holds anything of a folded word (letters, digits or CJK in it)."""
+    return _TOKEN.search(word) is not None
+
+
 def _word_at_boundary(text: str, word: str) -> bool:
     start = 0
     needs_boundary = not _CJK_CHAR.match(word[0]) and (word[0].isalnum() or word[0] == "_")
@@ -251,8 +269,7 @@ class SearchIndex:
             and (os.cpu_count() or 1) > 1
         # Two processes pay off for large batches only, and only with large hand-offs (whoosh's
         # default of 100 documents per batch made two processes slower than one).
-        writer = self._ix.writer(procs=2, multisegment=True, limitmb=128, batchsize=2000) if big \
-            else self._ix.writer(limitmb=128)
+        writer = self._writer(procs=2, multisegment=True, batchsize=2000) if big else self._writer()
         try:
             if clear:
                 writer.delete_by_query(wq.Every())
@@ -271,14 +288,39 @@ class SearchIndex:
 
     def merge(self) -> None:
         """Merge small segments (after a series of commits made with ``merge=False``)."""
-        self._ix.writer().commit()
+        self._writer().commit()
         self._refresh()
+
+    def _writer(self, **kw: Any) -> Any:
+        # compound=False: a searcher reads a compound segment by copying each part into memory,
+        # so it held the whole index in RAM; separate files are read as needed.
+        return self._ix.writer(limitmb=64, compound=False, **kw)
 
     def _refresh(self) -> None:
         # Searcher.refresh() reuses segment readers and so misses deletions and updates in
         # segments it already had (whoosh-reloaded 2.7.5): open a new one after each commit.
         self._searcher.close()
         self._searcher = self._ix.searcher()
+
+    def is_common(self, words: Sequence[str], fields: Sequence[str], limit: int,
+                  rows: int) -> bool:
+        """Whether ``limit`` hits are expected within ``rows`` messages read in time order, from
+        the share of documents that may match every word (estimated from document
+        frequencies; an overestimate, never an underestimate)."""
+        reader = self._searcher.reader()
+        n = max(self._searcher.doc_count(), 1)
+        enough = n * limit / rows  # documents a word must be in for the answer to be yes
+        for w in words:
+            best = 0
+            for f in fields:
+                word_df = n
+                for m in _TOKEN.finditer(w):
+                    word_df = min(word_df, _part_df(reader, f, m.group(1) or m.group(2),
+                                                    bool(m.group(1)), enough))
+                best = max(best, word_df)
+            if best < enough:
+                return False
+        return True
 
     def candidates(self, words: Sequence[str], fields: Sequence[str], *, conv_id: str | None,
                    start_time: int | None, end_time: int | None, newest_first: bool,

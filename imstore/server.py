@@ -156,6 +156,22 @@ class MemoryServer:
         """End a disconnect: the user's connection is CONNECTED again."""
         self.connect(user_id)._set_state(ConnectionState.CONNECTED)
 
+    def set_latency(self, seconds: float) -> None:
+        """Delay every answer by ``seconds``."""
+        self.faults.latency = seconds
+
+    def lose_answers(self, count: int = 1) -> None:
+        """The next ``count`` sends reach the server but their answers never come back."""
+        self.faults.lost_answers = count
+
+    def fail_uploads(self, count: int = 1) -> None:
+        """The next ``count`` uploads fail with FILE_UPLOAD_FAILED."""
+        self.faults.failed_uploads = count
+
+    def set_reachable(self, reachable: bool) -> None:
+        """Whether reconnecting can succeed."""
+        self.faults.unreachable = not reachable
+
     # ----------------------------------------------------------------------------- history
 
     def _conv_key(self, user: str, conv_id: str, chat_type: ChatType) -> str:

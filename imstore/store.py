@@ -19,141 +19,55 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import peewee as pw
 
-from .codec import Limits, decode_body, decode_ext, encode_ext, validate_message
+from .codec import Limits, decode_ext, encode_ext, validate_message
 from .errors import ErrorCode, IMError
 from .message import (
     ATTACHMENT_TYPES,
     ChatType,
     Conversation,
-    CustomBody,
     Direction,
     FileBody,
     ImageBody,
     ImportResult,
-    LocationBody,
     Message,
     MessageStatus,
     MessageType,
-    SearchScope,
-    TextBody,
     VideoBody,
 )
+from .rows import (
+    _COLS,
+    _CONV_LIST,
+    _HISTORY,
+    _IMPORT,
+    _IMPORT_INDEX_BATCH,
+    _INSERT,
+    _OP_ADD,
+    _OP_DELETE,
+    _OP_INDEX,
+    _PAGE,
+    _RECEIVED,
+    RECEIPT_DELIVERED,
+    RECEIPT_READ,
+    _as_types,
+    _check_direction,
+    _check_limit,
+    _chunks,
+    _marks,
+    row_to_message,
+)
 from .schema import build_models, migrate
+from .store_search import SearchMixin
 
 __all__ = ["MessageStore", "VerifyReport", "open_store"]
 
 log = logging.getLogger("imstore.store")
-
-RECEIPT_DELIVERED = 1
-RECEIPT_READ = 2
-_OP_INDEX, _OP_DELETE, _OP_ADD = 1, 2, 3  # ADD: a row id the index has never held
-_CHUNK = 500  # ids per IN (...) list
-_IMPORT, _HISTORY, _RECEIVED = 1, 2, 3  # how _import_batch treats a message's read flag
-_INDEX_BATCH = 50_000  # outbox entries per index commit, at most
-_IMPORT_INDEX_BATCH = 20_000  # an import applies the outbox once this much is pending
-
-_COLS = ("id, msg_id, conv_id, chat_type, type, sender, recipient, direction, status, local_time, "
-         "server_time, is_read, is_delivered, is_read_acked, need_group_ack, group_ack_count, body, ext")
-_MCOLS = ", ".join("m." + c.strip() for c in _COLS.split(","))
-_INSERT = ("INSERT INTO message (msg_id, conv_id, chat_type, type, sender, recipient, direction, "
-           "status, local_time, server_time, sort_time, is_read, is_delivered, is_read_acked, "
-           "need_group_ack, group_ack_count, body, ext) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-# Keyset reads on (conv_id, sort_time, id): newest first going UP, oldest first going DOWN.
-_PAGE = {
-    (Direction.UP, False): f"SELECT {_COLS} FROM message WHERE conv_id = ? "
-                           "ORDER BY sort_time DESC, id DESC LIMIT ?",
-    (Direction.UP, True): f"SELECT {_COLS} FROM message WHERE conv_id = ? AND (sort_time, id) < (?, ?) "
-                          "ORDER BY sort_time DESC, id DESC LIMIT ?",
-    (Direction.DOWN, False): f"SELECT {_COLS} FROM message WHERE conv_id = ? "
-                             "ORDER BY sort_time ASC, id ASC LIMIT ?",
-    (Direction.DOWN, True): f"SELECT {_COLS} FROM message WHERE conv_id = ? AND (sort_time, id) > (?, ?) "
-                            "ORDER BY sort_time ASC, id ASC LIMIT ?",
-}
-_CONV_LIST = (f"SELECT c.conv_id, c.chat_type, c.unread_count, c.last_activity, c.ext, {_MCOLS} "
-              "FROM conversation c LEFT JOIN message m ON m.id = c.last_rowid {where} "
-              "ORDER BY c.last_activity DESC, c.conv_id")
-
-
-def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(seq), n):
-        yield seq[i:i + n]
-
-
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
-
-
-_MTYPE = {int(t): t for t in MessageType}
-_CTYPE = {int(t): t for t in ChatType}
-_DIR = {int(d): d for d in Direction}
-_STATUS = {int(s): s for s in MessageStatus}
-
-
-def _row_to_message(row: Sequence[Any]) -> Message:
-    """A message row (columns as in ``_COLS``) as a `Message`."""
-    mtype = _MTYPE.get(row[4]) or MessageType(row[4])
-    return Message(
-        msg_id=row[1], conv_id=row[2], chat_type=_CTYPE[row[3]], type=mtype, sender=row[5],
-        to=row[6], direction=_DIR[row[7]], status=_STATUS[row[8]], local_time=row[9],
-        server_time=row[10], is_read=bool(row[11]), is_delivered=bool(row[12]),
-        is_read_acked=bool(row[13]), need_group_ack=bool(row[14]), group_ack_count=row[15],
-        body=decode_body(mtype, row[16]), ext=decode_ext(row[17]) if row[17] else {},
-    )
-
-
-def _check_limit(limit: int, hi: int = 400) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= hi:
-        raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT,
-                      f"limit must be an integer from 1 to {hi}, not {limit!r}")
-    return limit
-
-
-def _check_direction(direction: Direction) -> Direction:
-    if direction not in (Direction.UP, Direction.DOWN):
-        raise IMError(ErrorCode.INVALID_PARAM, "direction must be Direction.UP or Direction.DOWN")
-    return Direction(direction)
-
-
-def _as_types(types: MessageType | Iterable[MessageType] | None) -> list[int] | None:
-    if types is None:
-        return None
-    seq = [types] if isinstance(types, int) else list(types)
-    try:
-        return sorted({int(MessageType(t)) for t in seq})
-    except (ValueError, TypeError) as exc:
-        raise IMError(ErrorCode.INVALID_PARAM, f"unknown message type in {types!r}") from exc
-
-
-def content_text(mtype: MessageType, body: Any) -> str:
-    """What keyword search (scope CONTENT) sees of a message."""
-    if isinstance(body, TextBody):
-        return body.text
-    if isinstance(body, FileBody):
-        return body.display_name
-    if isinstance(body, LocationBody):
-        return f"{body.address}\n{body.building_name}"
-    if isinstance(body, CustomBody):
-        return body.event
-    return ""
-
-
-def ext_text(ext: Any) -> str:
-    """The values of ``ext`` (nested ones too), for scope EXT."""
-    if isinstance(ext, dict):
-        return "\n".join(ext_text(v) for v in ext.values())
-    if isinstance(ext, list | tuple):
-        return "\n".join(ext_text(v) for v in ext)
-    if isinstance(ext, bytes) or ext is None:
-        return ""
-    return str(ext)
-
 
 @dataclass(slots=True)
 class VerifyReport:
@@ -170,7 +84,7 @@ class VerifyReport:
         return sum(self.repaired.values())
 
 
-class MessageStore:
+class MessageStore(SearchMixin):
     """The local message store of one user. Open it with `imstore.open` (or `MessageStore.open`).
 
     Safe to use from several threads. Local operations are synchronous.
@@ -266,45 +180,6 @@ class MessageStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # ------------------------------------------------------------------------------- plumbing
-
-    @contextmanager
-    def _guard(self) -> Iterator[None]:
-        if self._closed:
-            raise IMError(ErrorCode.DATABASE_ERROR, "the store is closed; open it again")
-        try:
-            yield
-        except IMError:
-            raise
-        except (pw.DatabaseError, pw.InterfaceError, sqlite3.Error) as exc:
-            raise IMError(ErrorCode.DATABASE_ERROR, f"database error: {exc}") from exc
-
-    @contextmanager
-    def _tx(self) -> Iterator[pw.SqliteDatabase]:
-        """One write transaction, with the writer lock held."""
-        with self._lock, self._guard(), self._db.atomic():
-            yield self._db
-
-    def _q(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._rlock, self._guard():
-            return list(self._db.execute_sql(sql, params).fetchall())
-
-    def _sql(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """One write statement in its own transaction; returns the changed row count."""
-        with self._tx() as db:
-            return int(db.execute_sql(sql, params).rowcount)
-
-    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        rows = self._q(sql, params)
-        return rows[0] if rows else None
-
-    def _find_row(self, msg_id: str, cols: str = _COLS) -> Any:
-        """A message row by its id, or by its local id from before the server renamed it."""
-        row = self._one(f"SELECT {cols} FROM message WHERE msg_id = ?", (msg_id,))
-        if row is None:
-            row = self._one(f"SELECT {cols} FROM message WHERE local_id = ?", (msg_id,))
-        return row
 
     # -------------------------------------------------------------------------------- writing
 
@@ -696,7 +571,7 @@ class MessageStore:
     def get_message(self, msg_id: str) -> Message | None:
         """A message by its id (the server's, or the local one it had before sending)."""
         row = self._find_row(msg_id)
-        return _row_to_message(row) if row else None
+        return row_to_message(row) if row else None
 
     def _anchor(self, msg_id: str) -> tuple[int, int]:
         row = self._find_row(msg_id, "sort_time, id")
@@ -721,7 +596,7 @@ class MessageStore:
             rows = self._q(_PAGE[direction, True], (conv_id, sort, rowid, limit))
         if direction == Direction.UP:
             rows.reverse()
-        return [_row_to_message(r) for r in rows]
+        return [row_to_message(r) for r in rows]
 
     def message_count(self, conv_id: str) -> int:
         """How many messages of a conversation are stored."""
@@ -755,7 +630,7 @@ class MessageStore:
                        f"ORDER BY sort_time {order}, id {order} LIMIT ?", (*params, limit))
         if up:
             rows.reverse()
-        return [_row_to_message(r) for r in rows]
+        return [row_to_message(r) for r in rows]
 
     def messages_between(self, conv_id: str, start_time: int, end_time: int, *,
                          limit: int = 20) -> list[Message]:
@@ -766,7 +641,7 @@ class MessageStore:
             raise IMError(ErrorCode.INVALID_PARAM, "start_time is after end_time")
         rows = self._q(f"SELECT {_COLS} FROM message WHERE conv_id = ? AND sort_time BETWEEN ? "
                        "AND ? ORDER BY sort_time, id LIMIT ?", (conv_id, start_time, end_time, limit))
-        return [_row_to_message(r) for r in rows]
+        return [row_to_message(r) for r in rows]
 
     # ------------------------------------------------------------------------ conversations
 
@@ -791,7 +666,7 @@ class MessageStore:
     @staticmethod
     def _to_conversation(r: Sequence[Any]) -> Conversation:
         return Conversation(conv_id=r[0], chat_type=ChatType(r[1]), unread_count=r[2],
-                            last_message=_row_to_message(r[5:]) if r[5] is not None else None,
+                            last_message=row_to_message(r[5:]) if r[5] is not None else None,
                             last_activity=r[3], ext=decode_ext(r[4]))
 
     def save_conversation(self, conv_id: str, chat_type: ChatType, *, last_activity: int = 0,
@@ -908,145 +783,6 @@ class MessageStore:
                 out[msg_id] = row[0] if row else -1
         return {k: v for k, v in out.items() if v >= 0}
 
-    # ---------------------------------------------------------------------------- search
-
-    def _flush_index(self, merge: bool = True) -> None:
-        """Apply the search outbox to the index, a batch (one index commit) at a time.
-        ``merge=False`` leaves segment merging to a later commit (bulk imports)."""
-        if self._index is None:
-            return
-        with self._lock, self._guard():
-            while True:
-                rows = self._db.execute_sql("SELECT id, rowid, op FROM search_outbox ORDER BY id "
-                                            "LIMIT ?", (_INDEX_BATCH,)).fetchall()
-                if not rows:
-                    return
-                ops = {rid: op for _, rid, op in rows}
-                replay = self._index_high == 1 << 62  # while opening: a crash may have left twins
-                docs = self._docs([rid for rid, op in ops.items() if op != _OP_DELETE])
-                found = {d.rowid for d in docs}
-                deletes = [rid for rid, op in ops.items() if op == _OP_DELETE or rid not in found]
-                new = [d for d in docs if ops[d.rowid] == _OP_ADD and not replay]
-                upserts = [d for d in docs if ops[d.rowid] == _OP_INDEX or replay]
-                self._index.apply(upserts, deletes, new=new, merge=merge)
-                with self._db.atomic():
-                    self._db.execute_sql("DELETE FROM search_outbox WHERE id <= ?", (rows[-1][0],))
-                if len(rows) < _INDEX_BATCH:
-                    return
-
-    def _docs(self, rowids: Sequence[int]) -> list[Any]:
-        from .search import Doc
-
-        docs = []
-        for part in _chunks(rowids):
-            for rid, sort, conv, sender, mtype, body, ext in self._db.execute_sql(
-                    "SELECT id, sort_time, conv_id, sender, type, body, ext FROM message "
-                    f"WHERE id IN ({_marks(len(part))})", tuple(part)).fetchall():
-                try:
-                    t = MessageType(mtype)
-                    content = content_text(t, decode_body(t, body))
-                    extt = ext_text(decode_ext(ext))
-                except (IMError, ValueError):
-                    log.warning("message row %s has a corrupt payload; not indexed", rid)
-                    continue
-                docs.append(Doc(rid, sort, conv, sender, mtype, content, extt))
-        return docs
-
-    def rebuild_search_index(self, progress: Callable[[int], None] | None = None) -> int:
-        """Rebuild the keyword index from the database; returns how many messages it indexed.
-        ``progress`` is called with the number indexed so far."""
-        if self._index is None:
-            raise IMError(ErrorCode.SERVICE_NOT_ENABLED, "this store was opened with search=False")
-        done = 0
-        with self._lock, self._guard():
-            self._db.execute_sql("DELETE FROM search_outbox")
-            self._index.apply([], [], clear=True)
-            last = 0
-            while True:
-                ids = [r[0] for r in self._db.execute_sql(
-                    "SELECT id FROM message WHERE id > ? ORDER BY id LIMIT ?",
-                    (last, _INDEX_BATCH)).fetchall()]
-                if not ids:
-                    break
-                docs = self._docs(ids)
-                self._index.apply([], [], new=docs)
-                done += len(docs)
-                last = ids[-1]
-                if progress:
-                    progress(done)
-        return done
-
-    def search_messages(self, keyword: str, *, conv_id: str | None = None,
-                        sender: str | Sequence[str] | None = None,
-                        types: MessageType | Iterable[MessageType] | None = None,
-                        start_time: int | None = None, end_time: int | None = None,
-                        scope: SearchScope = SearchScope.CONTENT, limit: int = 20,
-                        direction: Direction = Direction.UP) -> list[Message]:
-        """Messages containing ``keyword``, oldest first.
-
-        The keyword is literal text (never query syntax); its white-space separated words must all
-        match, each at the start of a word or, for Chinese, Japanese and Korean, anywhere. UP
-        returns the newest ``limit`` matches, DOWN the oldest. Raises `IMError`: INVALID_PARAM for
-        an empty keyword, QUERY_PARAM_REACHES_LIMIT for a limit outside 1-400.
-        """
-        from .search import keyword_words, matches
-
-        if not isinstance(keyword, str) or not keyword.strip():
-            raise IMError(ErrorCode.INVALID_PARAM, "the search keyword is empty; type some text")
-        _check_limit(limit)
-        direction = _check_direction(direction)
-        scope = SearchScope(scope)
-        if self._index is None:
-            raise IMError(ErrorCode.SERVICE_NOT_ENABLED,
-                          "this store was opened with search=False; open it with search=True")
-        words = keyword_words(keyword)
-        fields = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
-                  SearchScope.ALL: ("content", "ext")}[scope]
-        senders = [sender] if isinstance(sender, str) else (list(sender) if sender else None)
-        tlist = _as_types(types)
-        out: list[Message] = []
-        with self._lock:
-            self._flush_index()
-            skip, window = 0, limit * 2 + 10
-            while len(out) < limit:
-                with self._guard():
-                    ids, more = self._index.candidates(
-                        words, fields, conv_id=conv_id, start_time=start_time,
-                        end_time=end_time, newest_first=direction == Direction.UP,
-                        limit=window, skip=skip)
-                out.extend(m for m in self._verified(ids, words, scope, matches)
-                           if (senders is None or m.sender in senders)
-                           and (tlist is None or m.type in tlist))
-                if not more:
-                    break
-                skip += window
-                window *= 2
-        out = out[:limit]
-        out.sort(key=lambda m: (m.timestamp, m.local_time))
-        return out
-
-    def _verified(self, ids: list[int], words: list[str], scope: SearchScope,
-                  matches: Callable[[Sequence[str], str], bool]) -> list[Message]:
-        rows: dict[int, Any] = {}
-        for part in _chunks(ids):
-            for r in self._q(f"SELECT {_COLS} FROM message WHERE id IN ({_marks(len(part))})",
-                             tuple(part)):
-                rows[r[0]] = r
-        out = []
-        for rid in dict.fromkeys(ids):
-            r = rows.get(rid)
-            if r is None:
-                continue
-            msg = _row_to_message(r)
-            texts = []
-            if scope in (SearchScope.CONTENT, SearchScope.ALL):
-                texts.append(content_text(msg.type, msg.body))
-            if scope in (SearchScope.EXT, SearchScope.ALL):
-                texts.append(ext_text(msg.ext))
-            if any(matches(words, t) for t in texts):
-                out.append(msg)
-        return out
-
     # ---------------------------------------------------------------------------- verify
 
     def verify(self) -> VerifyReport:
@@ -1080,7 +816,7 @@ class MessageStore:
                 "NOT IN (SELECT message_id FROM attachment)", tuple(_ATTACH_INTS)).fetchall()
             for r in missing:
                 try:
-                    db.cursor().execute(_ATTACH_UPSERT, _attachment_row(r[0], _row_to_message(r)))
+                    db.cursor().execute(_ATTACH_UPSERT, _attachment_row(r[0], row_to_message(r)))
                 except IMError:
                     log.warning("message row %s has a corrupt payload", r[0])
             rep["attachment_rows"] = len(missing)

@@ -318,10 +318,10 @@ def test_upload_progress_is_reported(pair: Pair, tmp_path: Path):
     p = tmp_path / "big.bin"
     p.write_bytes(os.urandom(600 * 1024))
     seen: list[tuple[int, int]] = []
-    conn = pair.server.connect("alice")
-    remote = run(conn.upload(str(p), progress=lambda done, total: seen.append((done, total))))
+    sent = run(pair.ca.send_message(Message.file("bob", p),
+                                    progress=lambda done, total: seen.append((done, total))))
     assert seen[-1] == (600 * 1024, 600 * 1024) and len(seen) == 3
-    assert remote.url
+    assert sent.body.remote_url and sent.status == MessageStatus.SUCCESS
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "a\x00b.txt", "..", "",
