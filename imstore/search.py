@@ -258,11 +258,24 @@ class SearchIndex:
         self._searcher.close()
         self._ix.close()
 
+    def reset(self) -> None:
+        """Start again from an empty index (before a rebuild)."""
+        self._searcher.close()
+        self._ix.close()
+        schema = _schema()
+        if self.directory is None:
+            self._ix = RamStorage().create_index(schema)
+        else:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            os.makedirs(self.directory, exist_ok=True)
+            self._ix = windex.create_in(self.directory, schema)
+        self._searcher = self._ix.searcher()
+
     def doc_count(self) -> int:
         return int(self._searcher.doc_count())
 
     def apply(self, upserts: Sequence[Doc], deletes: Iterable[int], *, new: Sequence[Doc] = (),
-              clear: bool = False, merge: bool = True) -> None:
+              merge: bool = True) -> None:
         """One commit: remove ``deletes``, replace ``upserts``, add ``new`` (documents whose row
         ids the index cannot hold yet, so no look-up for an older copy is needed)."""
         big = len(upserts) + len(new) >= 20000 and self.directory is not None \
@@ -271,8 +284,6 @@ class SearchIndex:
         # default of 100 documents per batch made two processes slower than one).
         writer = self._writer(procs=2, multisegment=True, batchsize=2000) if big else self._writer()
         try:
-            if clear:
-                writer.delete_by_query(wq.Every())
             for rid in deletes:
                 writer.delete_by_term("id", str(rid))
             for d in upserts:

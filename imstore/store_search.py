@@ -15,6 +15,8 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import msgpack
+
 from .codec import decode_body, decode_ext
 from .errors import ErrorCode, IMError
 from .message import Direction, Message, MessageType, SearchScope
@@ -43,6 +45,27 @@ log = logging.getLogger("imstore.store")
 _DENSE_ROWS = 4000  # a search reads rows in time order when it expects hits within this many
 
 
+_TEXT_KEYS = {int(MessageType.TEXT): ("text",), int(MessageType.LOCATION): ("address",
+                                                                          "building_name"),
+              int(MessageType.CUSTOM): ("event",)}
+
+
+def _raw_texts(mtype: int, body: bytes, ext: bytes | None, scope: SearchScope) -> list[str]:
+    """What search sees of a stored row, read straight from its payload (as `content_text` and
+    `ext_text` would from the decoded message)."""
+    out = []
+    try:
+        if scope != SearchScope.EXT:
+            data = msgpack.unpackb(memoryview(body)[1:], raw=False, strict_map_key=False)
+            keys = _TEXT_KEYS.get(mtype, ("display_name",))
+            out.append("\n".join(str(data.get(k, "")) for k in keys))
+        if scope != SearchScope.CONTENT and ext:
+            out.append(ext_text(msgpack.unpackb(ext, raw=False, strict_map_key=False)))
+    except Exception:  # a corrupt payload is simply not a hit here
+        return []
+    return out
+
+
 def _text_matches(msg: Message, words: Sequence[str], scope: SearchScope,
                   matches: Callable[[Sequence[str], str], bool]) -> bool:
     if scope != SearchScope.EXT and matches(words, content_text(msg.type, msg.body)):
@@ -53,11 +76,14 @@ def _text_matches(msg: Message, words: Sequence[str], scope: SearchScope,
 class SearchMixin(StoreBase):
     """Keyword search for `MessageStore`."""
 
-    def _flush_index(self, merge: bool = True) -> None:
+    def _flush_index(self, merge: bool = True,
+                     progress: Callable[[int], None] | None = None) -> None:
         """Apply the search outbox to the index, a batch (one index commit) at a time.
-        ``merge=False`` leaves segment merging to a later commit (bulk imports)."""
+        ``merge=False`` leaves segment merging to a later commit (bulk imports); ``progress``
+        hears how many entries have been applied."""
         if self._index is None:
             return
+        applied = 0
         with self._lock, self._guard():
             while True:
                 rows = self._db.execute_sql("SELECT id, rowid, op FROM search_outbox ORDER BY id "
@@ -74,6 +100,9 @@ class SearchMixin(StoreBase):
                 self._index.apply(upserts, deletes, new=new, merge=merge)
                 with self._db.atomic():
                     self._db.execute_sql("DELETE FROM search_outbox WHERE id <= ?", (rows[-1][0],))
+                applied += len(rows)
+                if progress:
+                    progress(applied)
                 if len(rows) < _INDEX_BATCH:
                     return
 
@@ -97,26 +126,20 @@ class SearchMixin(StoreBase):
 
     def rebuild_search_index(self, progress: Callable[[int], None] | None = None) -> int:
         """Rebuild the keyword index from the database; returns how many messages it indexed.
-        ``progress`` is called with the number indexed so far."""
+        ``progress`` is called with the number indexed so far. Crash-safe: every message is
+        first queued in the search outbox, then the index starts empty and the outbox is
+        applied, so an interrupted rebuild finishes when the store is next opened."""
         if self._index is None:
             raise IMError(ErrorCode.SERVICE_NOT_ENABLED, "this store was opened with search=False")
-        done = 0
-        with self._lock, self._guard():
-            self._db.execute_sql("DELETE FROM search_outbox")
-            self._index.apply([], [], clear=True)
-            last = 0
-            while True:
-                ids = [r[0] for r in self._db.execute_sql(
-                    "SELECT id FROM message WHERE id > ? ORDER BY id LIMIT ?",
-                    (last, _INDEX_BATCH)).fetchall()]
-                if not ids:
-                    break
-                docs = self._docs(ids)
-                self._index.apply([], [], new=docs)
-                done += len(docs)
-                last = ids[-1]
-                if progress:
-                    progress(done)
+        with self._lock:
+            with self._tx() as db:
+                db.execute_sql("DELETE FROM search_outbox")
+                db.execute_sql(f"INSERT INTO search_outbox (rowid, op) SELECT id, {_OP_ADD} "
+                               "FROM message ORDER BY id")
+                done = int(db.execute_sql("SELECT count(*) FROM search_outbox").fetchone()[0])
+            with self._guard():
+                self._index.reset()
+            self._flush_index(progress=progress)
         return done
 
     def search_messages(self, keyword: str, *, conv_id: str | None = None,
@@ -161,7 +184,7 @@ class SearchMixin(StoreBase):
                 # Common words: reading rows in time order finds `limit` hits sooner than
                 # sorting every index hit by time would.
                 dense = self._dense(words, scope, conv_id, start_time, end_time, newest_first,
-                                    limit, keep, matches)
+                                    limit, senders, tlist, matches)
                 if dense is not None:
                     dense.sort(key=lambda m: (m.timestamp, m.local_time))
                     return dense
@@ -185,15 +208,22 @@ class SearchMixin(StoreBase):
 
     def _dense(self, words: list[str], scope: SearchScope, conv_id: str | None,
                start_time: int | None, end_time: int | None, newest_first: bool, limit: int,
-               keep: Callable[[Message], bool],
+               senders: list[str] | None, tlist: list[int] | None,
                matches: Callable[[Sequence[str], str], bool]) -> list[Message] | None:
         """The newest (or oldest) ``limit`` matches by reading rows in time order, or None when
-        that took more than its budget of rows (the words were not as common as estimated)."""
+        that took more than its budget of rows (the words were not as common as estimated).
+        Rows are matched on their raw payload; only hits become `Message`s."""
         where: list[str] = []
         params: list[Any] = []
         if conv_id is not None:
             where.append("conv_id = ?")
             params.append(conv_id)
+        if senders is not None:
+            where.append(f"sender IN ({_marks(len(senders))})")
+            params += senders
+        if tlist is not None:
+            where.append(f"type IN ({_marks(len(tlist))})")
+            params += tlist
         if start_time is not None:
             where.append("sort_time >= ?")
             params.append(start_time)
@@ -201,29 +231,27 @@ class SearchMixin(StoreBase):
             where.append("sort_time <= ?")
             params.append(end_time)
         order, cmp = ("DESC", "<") if newest_first else ("ASC", ">")
-        out: list[Message] = []
+        hits: list[int] = []
         scanned = 0
         after: tuple[int, int] | None = None
-        while scanned < 2 * _DENSE_ROWS:
+        while len(hits) < limit:
+            if scanned >= _DENSE_ROWS * 3 // 2:
+                return None
             cond = where + ([f"(sort_time, id) {cmp} (?, ?)"] if after else [])
-            sql = (f"SELECT {_COLS} FROM message {'WHERE ' + ' AND '.join(cond) if cond else ''} "
-                   f"ORDER BY sort_time {order}, id {order} LIMIT 500")
-            rows = self._q(sql, (*params, *(after or ())))
-            for r in rows:
-                try:
-                    m = row_to_message(r)
-                except IMError:
-                    continue
-                if keep(m) and _text_matches(m, words, scope, matches):
-                    out.append(m)
-                    if len(out) == limit:
-                        return out
-            if len(rows) < 500:
-                return out
+            rows = self._q(f"SELECT id, sort_time, type, body, ext FROM message "
+                           f"{'WHERE ' + ' AND '.join(cond) if cond else ''} "
+                           f"ORDER BY sort_time {order}, id {order} LIMIT 500",
+                           (*params, *(after or ())))
+            for rid, _sort, mtype, body, ext in rows:
+                if any(matches(words, t) for t in _raw_texts(mtype, body, ext, scope)):
+                    hits.append(rid)
+                    if len(hits) == limit:
+                        break
             scanned += len(rows)
-            last = row_to_message(rows[-1])
-            after = (last.timestamp, rows[-1][0])
-        return None
+            if len(rows) < 500:
+                break
+            after = (rows[-1][1], rows[-1][0])
+        return self._verified(hits, words, scope, matches)
 
     def _scan(self, words: list[str], scope: SearchScope, conv_id: str | None,
               start_time: int | None, end_time: int | None, newest_first: bool, limit: int,
