@@ -25,7 +25,6 @@ import unicodedata
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from whoosh import index as windex
@@ -68,7 +67,6 @@ _CJK_CHAR = re.compile(f"[{_CJK}]")
 _TOKEN = re.compile(f"([{_CJK}]+)|((?:(?![{_CJK}])\\w)+)")
 
 
-@lru_cache(maxsize=65536)
 def _fold_char(ch: str) -> str:
     if _CJK_CHAR.match(ch):
         return ch
@@ -76,11 +74,25 @@ def _fold_char(ch: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
+class _FoldTable(dict[int, "str | int"]):
+    """str.translate table that folds each character once, on first sight."""
+
+    def __missing__(self, code: int) -> str | int:
+        ch = chr(code)
+        out = _fold_char(ch)
+        value: str | int = code if out == ch else out
+        self[code] = value
+        return value
+
+
+_FOLD = _FoldTable()
+
+
 def fold(text: str) -> str:
     """Lower-case, strip accents and width; CJK characters are kept as they are."""
     if text.isascii():
         return text.lower()
-    return "".join(_fold_char(c) for c in text)
+    return text.translate(_FOLD)
 
 
 def tokens(folded: str) -> Iterator[tuple[int, str, bool]]:

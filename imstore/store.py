@@ -69,6 +69,7 @@ __all__ = ["MessageStore", "VerifyReport", "open_store"]
 
 log = logging.getLogger("imstore.store")
 
+
 @dataclass(slots=True)
 class VerifyReport:
     """What `MessageStore.verify` found wrong and repaired, by kind (0 everywhere: all was well)."""
@@ -111,15 +112,23 @@ class MessageStore(SearchMixin):
                   (int(MessageStatus.FAIL), int(MessageStatus.INPROGRESS)))
         # Row ids above this were never handed to the index: their documents need no replacing.
         self._index_high = 1 << 62
-        if search:
+        if not search:
+            # Writes made now skip the index: the next open with search rebuilds it.
+            self._sql("INSERT OR REPLACE INTO meta (key, value) VALUES ('index_stale', '1')")
+        else:
             from .search import SearchIndex
 
             index_dir = None if directory is None else os.path.join(directory, "search")
             self._index = SearchIndex(index_dir)
-            if self._index.rebuilt and directory is not None:
+            stale = self._one("SELECT 1 FROM meta WHERE key = 'index_stale'") is not None
+            if (self._index.rebuilt and directory is not None) or stale:
+                if stale and not self._index.rebuilt:
+                    log.info("the store was used without search; rebuilding its index")
+                    self._index.reset()
                 with self._tx() as db_:
                     db_.execute_sql("DELETE FROM search_outbox")
                     db_.execute_sql("INSERT INTO search_outbox (rowid, op) SELECT id, 1 FROM message")
+                    db_.execute_sql("DELETE FROM meta WHERE key = 'index_stale'")
             self._flush_index()  # replays what a crash left (ADD rows are replaced, not added)
             self._index_high = self._one("SELECT coalesce(max(id), 0) FROM message")[0]
 

@@ -285,10 +285,17 @@ def test_rebuild_and_verify_repair_a_stale_index(disk_store: MessageStore):
 
 
 def test_search_disabled_store(tmp_path: Path):
+    with imstore.open(tmp_path / "s", user_id="a") as st:
+        st.insert_message(Message.text("a", "before", sender="b"))
     with imstore.open(tmp_path / "s", user_id="a", search=False) as st:
+        st.insert_message(Message.text("a", "written without the index", sender="b"))
         with pytest.raises(IMError) as err:
             st.search_messages("x")
         assert err.value.code == ErrorCode.SERVICE_NOT_ENABLED
+    with imstore.open(tmp_path / "s", user_id="a") as st:  # the index catches up on open
+        assert [m.body.text for m in st.search_messages("without")] == ["written without the index"]
+        assert len(st.search_messages("before")) == 1
+        assert st.verify().ok
 
 
 def _import_and_index_forever(path: str, ready) -> None:  # in a child process
