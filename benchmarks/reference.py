@@ -20,7 +20,7 @@ import msgpack
 
 from imstore import Message
 from imstore.codec import body_to_dict
-from imstore.rows import content_text
+from imstore.rows import _CONV_LIST, content_text
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
 
@@ -64,14 +64,17 @@ class RawSQLite:
             "INSERT INTO conversation (conv_id, chat_type, unread_count, last_rowid, last_sort, "
             "last_activity) SELECT conv_id, chat_type, sum(direction = 2 AND is_read = 0), "
             "max(id), max(sort_time), max(sort_time) FROM message GROUP BY conv_id")
+        # the schema's trigger copies each last message into its conversation row
+        self.db.execute("UPDATE conversation SET last_rowid = last_rowid")
         self.db.execute("COMMIT")
         return time.perf_counter() - t
 
     def insert_one(self, row: tuple[Any, ...]) -> None:
         self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute(INSERT, row)
-        self.db.execute("UPDATE conversation SET unread_count = unread_count + ? WHERE conv_id = ?",
-                        (int(row[6] == 2 and not row[11]), row[1]))
+        rowid = self.db.execute(INSERT, row).lastrowid
+        self.db.execute("UPDATE conversation SET unread_count = unread_count + ?, last_rowid = ?, "
+                        "last_sort = ?, last_activity = max(last_activity, ?) WHERE conv_id = ?",
+                        (int(row[6] == 2 and not row[11]), rowid, row[10], row[10], row[1]))
         self.db.execute("COMMIT")
 
     def page(self, conv_id: str, sort: int, rowid: int) -> list[Any]:
@@ -87,9 +90,7 @@ class RawSQLite:
         return row[0], row[1]
 
     def conversations(self, limit: int | None = None) -> list[Any]:
-        sql = ("SELECT c.conv_id, c.chat_type, c.unread_count, c.last_activity, c.ext, m.* FROM "
-               "conversation c LEFT JOIN message m ON m.id = c.last_rowid "
-               "ORDER BY c.last_activity DESC, c.conv_id")
+        sql = _CONV_LIST.format(where="")
         if limit:
             sql += f" LIMIT {int(limit)}"
         return self.db.execute(sql).fetchall()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Generic, TypeVar
@@ -329,14 +330,60 @@ _MESSAGE_FIELDS = tuple(Message.__dataclass_fields__)
 # ------------------------------------------------------------------------------ other values
 
 
-@dataclass(slots=True)
 class Conversation:
-    conv_id: str
-    chat_type: ChatType
-    unread_count: int = 0
-    last_message: Message | None = None
-    last_activity: int = 0
-    ext: dict[str, Any] = field(default_factory=dict)
+    """A conversation with its unread count and last message.
+
+    ``last_message`` of conversations listed by the store is decoded on first access, so a list
+    of thousands costs only what is looked at.
+    """
+
+    __slots__ = ("_decode", "_last", "_last_row", "chat_type", "conv_id", "ext", "last_activity",
+                 "unread_count")
+
+    def __init__(self, conv_id: str, chat_type: ChatType, unread_count: int = 0,
+                 last_message: Message | None = None, last_activity: int = 0,
+                 ext: dict[str, Any] | None = None) -> None:
+        self.conv_id = conv_id
+        self.chat_type = chat_type
+        self.unread_count = unread_count
+        self.last_activity = last_activity
+        self.ext = ext if ext is not None else {}
+        self._last = last_message
+        self._last_row: Any = None
+        self._decode: Callable[[Any], Message] | None = None
+
+    @classmethod
+    def lazy(cls, conv_id: str, chat_type: ChatType, unread_count: int, last_activity: int,
+             ext: dict[str, Any], row: Any, decode: Callable[[Any], Message]) -> Conversation:
+        """A conversation whose last message is decoded from ``row`` when first read."""
+        conv = cls(conv_id, chat_type, unread_count, None, last_activity, ext)
+        conv._last_row, conv._decode = row, decode
+        return conv
+
+    @property
+    def last_message(self) -> Message | None:
+        if self._last_row is not None and self._decode is not None:
+            self._last, self._last_row = self._decode(self._last_row), None
+        return self._last
+
+    @last_message.setter
+    def last_message(self, value: Message | None) -> None:
+        self._last, self._last_row = value, None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Conversation):
+            return NotImplemented
+        return (self.conv_id, self.chat_type, self.unread_count, self.last_message,
+                self.last_activity, self.ext) == (other.conv_id, other.chat_type,
+                                                  other.unread_count, other.last_message,
+                                                  other.last_activity, other.ext)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"Conversation(conv_id={self.conv_id!r}, chat_type={self.chat_type!r}, "
+                f"unread_count={self.unread_count!r}, last_message={self.last_message!r}, "
+                f"last_activity={self.last_activity!r}, ext={self.ext!r})")
 
 
 @dataclass(slots=True)

@@ -41,7 +41,6 @@ _IMPORT_INDEX_BATCH = 20_000  # an import applies the outbox once this much is p
 
 _COLS = ("id, msg_id, conv_id, chat_type, type, sender, recipient, direction, status, local_time, "
          "server_time, is_read, is_delivered, is_read_acked, need_group_ack, group_ack_count, body, ext")
-_MCOLS = ", ".join("m." + c.strip() for c in _COLS.split(","))
 _INSERT = ("INSERT INTO message (msg_id, conv_id, chat_type, type, sender, recipient, direction, "
            "status, local_time, server_time, sort_time, is_read, is_delivered, is_read_acked, "
            "need_group_ack, group_ack_count, body, ext) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
@@ -56,9 +55,12 @@ _PAGE = {
     (Direction.DOWN, True): f"SELECT {_COLS} FROM message WHERE conv_id = ? AND (sort_time, id) > (?, ?) "
                             "ORDER BY sort_time ASC, id ASC LIMIT ?",
 }
-_CONV_LIST = (f"SELECT c.conv_id, c.chat_type, c.unread_count, c.last_activity, c.ext, {_MCOLS} "
-              "FROM conversation c LEFT JOIN message m ON m.id = c.last_rowid {where} "
-              "ORDER BY c.last_activity DESC, c.conv_id")
+# The conversation list reads the copy of each last message (columns in _COLS order).
+_CONV_LIST = ("SELECT conv_id, chat_type, unread_count, last_activity, ext, last_rowid, lm_msg_id, "
+              "conv_id, chat_type, lm_type, lm_sender, lm_recipient, lm_direction, lm_status, "
+              "lm_local_time, lm_server_time, lm_is_read, lm_is_delivered, lm_is_read_acked, "
+              "lm_need_group_ack, lm_group_ack_count, lm_body, lm_ext FROM conversation {where} "
+              "ORDER BY last_activity DESC, conv_id")
 
 
 def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:

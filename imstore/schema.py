@@ -7,7 +7,8 @@ Rules kept here:
   change once, from the local id to the server's (``local_id`` keeps the old one);
 - ``sort_time`` is the server time when the server stamped the message, else the local time;
 - ``conversation.unread_count`` and ``conversation.last_rowid`` are derived state, kept in the same
-  transaction as the message change and checked by `MessageStore.verify`;
+  transaction as the message change and checked by `MessageStore.verify`; the ``lm_*`` columns
+  copy the last message's row and are kept by triggers;
 - the schema version lives in ``meta``; a database from a newer imstore is refused, not guessed at.
 """
 
@@ -37,6 +38,31 @@ _EXTRA_INDEXES = (
 )
 
 
+_LM = ("msg_id", "type", "sender", "recipient", "direction", "status", "local_time", "server_time",
+       "is_read", "is_delivered", "is_read_acked", "need_group_ack", "group_ack_count", "body",
+       "ext")
+_LM_COLS = ", ".join(f"lm_{c}" for c in _LM)
+# The conversation's copy of its last message follows the message row: when last_rowid moves,
+# and when the last message itself changes (read flags, receipts, the server's id, edits).
+_TRIGGERS = (
+    f"""CREATE TRIGGER IF NOT EXISTS conversation_last_moved
+        AFTER UPDATE OF last_rowid ON conversation FOR EACH ROW
+        BEGIN
+          UPDATE conversation SET ({_LM_COLS}) =
+            (SELECT {", ".join(_LM)} FROM message WHERE id = NEW.last_rowid)
+          WHERE conv_id = NEW.conv_id;
+        END""",
+    f"""CREATE TRIGGER IF NOT EXISTS message_last_changed
+        AFTER UPDATE ON message FOR EACH ROW
+        WHEN EXISTS (SELECT 1 FROM conversation WHERE conv_id = NEW.conv_id
+                     AND last_rowid = NEW.id)
+        BEGIN
+          UPDATE conversation SET ({_LM_COLS}) = ({", ".join("NEW." + c for c in _LM)})
+          WHERE conv_id = NEW.conv_id;
+        END""",
+)
+
+
 def build_models(db: pw.Database) -> SimpleNamespace:
     """Model classes bound to ``db``."""
 
@@ -57,6 +83,23 @@ def build_models(db: pw.Database) -> SimpleNamespace:
         last_sort = pw.IntegerField(default=0)
         last_activity = pw.IntegerField(default=0)
         ext = pw.BlobField(null=True)
+        # A copy of the last message's row (kept by triggers), so that the conversation list
+        # reads one table instead of one scattered message row per conversation.
+        lm_msg_id = pw.TextField(null=True)
+        lm_type = pw.IntegerField(null=True)
+        lm_sender = pw.TextField(null=True)
+        lm_recipient = pw.TextField(null=True)
+        lm_direction = pw.IntegerField(null=True)
+        lm_status = pw.IntegerField(null=True)
+        lm_local_time = pw.IntegerField(null=True)
+        lm_server_time = pw.IntegerField(null=True)
+        lm_is_read = pw.IntegerField(null=True)
+        lm_is_delivered = pw.IntegerField(null=True)
+        lm_is_read_acked = pw.IntegerField(null=True)
+        lm_need_group_ack = pw.IntegerField(null=True)
+        lm_group_ack_count = pw.IntegerField(null=True)
+        lm_body = pw.BlobField(null=True)
+        lm_ext = pw.BlobField(null=True)
 
     class Message(Base):
         id = pw.AutoField()
@@ -125,7 +168,7 @@ def migrate(db: pw.Database, models: SimpleNamespace, user_id: str) -> None:
     """Create or upgrade the schema. Raises ValueError for a database this version cannot read."""
     with db.atomic():
         db.create_tables(models.all, safe=True)
-        for sql in _EXTRA_INDEXES:
+        for sql in (*_EXTRA_INDEXES, *_TRIGGERS):
             db.execute_sql(sql)
         rows = dict(db.execute_sql("SELECT key, value FROM meta").fetchall())
         version = int(rows.get("schema_version", 0))

@@ -44,6 +44,7 @@ from .message import (
 from .rows import (
     _COLS,
     _CONV_LIST,
+    _CTYPE,
     _HISTORY,
     _IMPORT,
     _IMPORT_INDEX_BATCH,
@@ -658,7 +659,7 @@ class MessageStore(SearchMixin):
                       limit: int | None = None) -> list[Conversation]:
         """Local conversations with their unread counts and last messages, newest activity first
         (all of them, or the first ``limit``)."""
-        where, params = ("", ()) if chat_type is None else ("WHERE c.chat_type = ?",
+        where, params = ("", ()) if chat_type is None else ("WHERE chat_type = ?",
                                                              (int(chat_type),))
         sql = _CONV_LIST.format(where=where)
         if limit is not None:
@@ -669,14 +670,13 @@ class MessageStore(SearchMixin):
 
     def conversation(self, conv_id: str) -> Conversation | None:
         """One conversation, or None."""
-        rows = self._q(_CONV_LIST.format(where="WHERE c.conv_id = ?"), (conv_id,))
+        rows = self._q(_CONV_LIST.format(where="WHERE conv_id = ?"), (conv_id,))
         return self._to_conversation(rows[0]) if rows else None
 
     @staticmethod
     def _to_conversation(r: Sequence[Any]) -> Conversation:
-        return Conversation(conv_id=r[0], chat_type=ChatType(r[1]), unread_count=r[2],
-                            last_message=row_to_message(r[5:]) if r[5] is not None else None,
-                            last_activity=r[3], ext=decode_ext(r[4]))
+        return Conversation.lazy(r[0], _CTYPE[r[1]], r[2], r[3], decode_ext(r[4]) if r[4] else {},
+                                 r[5:] if r[5] is not None else None, row_to_message)
 
     def save_conversation(self, conv_id: str, chat_type: ChatType, *, last_activity: int = 0,
                           ext: dict[str, Any] | None = None) -> Conversation:
@@ -816,6 +816,10 @@ class MessageStore(SearchMixin):
             for conv_id in bad:
                 self._refresh_last(conv_id)
             rep["last_messages"] = len(bad)
+            # the trigger re-copies the row when last_rowid is set
+            rep["last_message_copies"] = db.execute_sql(
+                "UPDATE conversation SET last_rowid = last_rowid WHERE lm_msg_id IS NOT "
+                "(SELECT msg_id FROM message WHERE id = conversation.last_rowid)").rowcount
             rep["group_ack_counts"] = db.execute_sql(
                 "UPDATE message SET group_ack_count = (SELECT count(*) FROM group_ack g WHERE "
                 "g.msg_id = message.msg_id) WHERE need_group_ack = 1 AND group_ack_count != "

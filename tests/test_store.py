@@ -219,6 +219,33 @@ def test_deletes_keep_counters_and_last_message(store: MessageStore):
     assert store.message_count("bob") == 0 and store.verify().ok
 
 
+def test_the_conversation_list_follows_its_last_message(store: MessageStore):
+    first = store.insert_message(recv("older", ts=100))
+    last = store.insert_message(recv("newest", ts=200))
+    assert store.conversations()[0].last_message == last
+    store.mark_message_read(last.msg_id)
+    assert store.conversations()[0].last_message.is_read is True
+    last.ext = {"edited": "yes"}
+    store.update_message(last)
+    assert store.conversations()[0].last_message.ext == {"edited": "yes"}
+    mine = store.insert_message(Message.text("bob", "sending", timestamp=300))
+    store.mark_sent(mine.msg_id, "S1", 300)
+    assert store.conversation("bob").last_message.msg_id == "S1"
+    store.apply_receipts(1, ["S1"])
+    assert store.conversations()[0].last_message.is_delivered
+    store.delete_message("S1")
+    store.delete_message(last.msg_id)
+    assert store.conversation("bob").last_message == first
+    store.delete_message(first.msg_id)
+    assert store.conversation("bob").last_message is None
+    store._sql("UPDATE conversation SET lm_msg_id = 'stale'")
+    assert store.verify().repaired["last_message_copies"] == 1  # a stale copy is cleared
+    store.insert_message(recv("again", ts=400))
+    store._sql("UPDATE conversation SET lm_msg_id = 'stale'")
+    assert store.verify().repaired["last_message_copies"] == 1
+    assert store.conversation("bob").last_message.body.text == "again"
+
+
 def test_cmd_messages_are_never_stored(store: MessageStore):
     with pytest.raises(IMError) as err:
         store.insert_message(Message.cmd("bob", "typing"))
