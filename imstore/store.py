@@ -364,7 +364,7 @@ class MessageStore(SearchMixin):
                 progress(seen)
         if self._index is not None and result.imported:
             with self._lock:
-                self._flush_index(merge=False)
+                self._flush_index()
                 self._index.merge()
         return result
 
@@ -415,6 +415,7 @@ class MessageStore(SearchMixin):
             pending = self._one("SELECT count(*) FROM search_outbox")[0]
             if pending >= _IMPORT_INDEX_BATCH:
                 self._flush_index(merge=False)
+                self._index.merge_if_fragmented()
         return keep_msgs
 
     def save_history(self, messages: Sequence[Message]) -> list[Message]:
