@@ -364,8 +364,8 @@ class MessageStore(SearchMixin):
                 progress(seen)
         if self._index is not None and result.imported:
             with self._lock:
-                self._flush_index()
-                self._index.merge()
+                self._flush_index(merge=False)
+                self._index.merge_if_fragmented()
         return result
 
     def _import_batch(self, batch: list[Message], result: ImportResult, *,
