@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -116,6 +117,7 @@ class RawSQLite:
 
     def close(self) -> None:
         self.db.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def fts_text(text: str) -> str:
@@ -176,4 +178,7 @@ def naive_whoosh(texts: Sequence[str]) -> float:
     for i, text in enumerate(texts):
         w.add_document(id=str(i), content=text)
     w.commit()
-    return time.perf_counter() - t
+    seconds = time.perf_counter() - t
+    ix.close()
+    shutil.rmtree(d, ignore_errors=True)
+    return seconds

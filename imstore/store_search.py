@@ -139,7 +139,9 @@ class SearchMixin(StoreBase):
                 done = int(db.execute_sql("SELECT count(*) FROM search_outbox").fetchone()[0])
             with self._guard():
                 self._index.reset()
-            self._flush_index(progress=progress)
+            self._flush_index(merge=False, progress=progress)
+            with self._guard():
+                self._index.merge_if_fragmented()
         return done
 
     def search_messages(self, keyword: str, *, conv_id: str | None = None,
