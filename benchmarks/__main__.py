@@ -29,6 +29,7 @@ from imstore import MessageType
 from imstore.rows import content_text
 
 from .reference import Fts5, RawSQLite, naive_whoosh, rows_of
+from .report import _fmt
 from .workload import OWNER, Corpus, generate, load_corpus
 
 DATA = Path(os.environ.get("IMSTORE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -57,14 +58,6 @@ class Report:
         mark = {True: "met", False: "MISSED", None: ""}[met]
         print(f"  {name:<46} {_fmt(mine):>11} {_fmt(ref):>11} {unit:<8} "
               f"{'' if ratio is None else f'{ratio:6.2f}x':>8}  {goal} {mark}", flush=True)
-
-
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "-"
-    if v >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
 
 def timings(fn: Callable[[], Any], n: int) -> list[float]:

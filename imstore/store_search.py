@@ -66,6 +66,19 @@ def _raw_texts(mtype: int, body: bytes, ext: bytes | None, scope: SearchScope) -
     return out
 
 
+def _row_filters(conv_id: str | None, start_time: int | None,
+                 end_time: int | None) -> tuple[list[str], list[Any]]:
+    """SQL conditions (and their parameters) for a conversation and a time range."""
+    where: list[str] = []
+    params: list[Any] = []
+    for cond, value in (("conv_id = ?", conv_id), ("sort_time >= ?", start_time),
+                        ("sort_time <= ?", end_time)):
+        if value is not None:
+            where.append(cond)
+            params.append(value)
+    return where, params
+
+
 def _text_matches(msg: Message, words: Sequence[str], scope: SearchScope,
                   matches: Callable[[Sequence[str], str], bool]) -> bool:
     if scope != SearchScope.EXT and matches(words, content_text(msg.type, msg.body)):
@@ -215,23 +228,13 @@ class SearchMixin(StoreBase):
         """The newest (or oldest) ``limit`` matches by reading rows in time order, or None when
         that took more than its budget of rows (the words were not as common as estimated).
         Rows are matched on their raw payload; only hits become `Message`s."""
-        where: list[str] = []
-        params: list[Any] = []
-        if conv_id is not None:
-            where.append("conv_id = ?")
-            params.append(conv_id)
+        where, params = _row_filters(conv_id, start_time, end_time)
         if senders is not None:
             where.append(f"sender IN ({_marks(len(senders))})")
             params += senders
         if tlist is not None:
             where.append(f"type IN ({_marks(len(tlist))})")
             params += tlist
-        if start_time is not None:
-            where.append("sort_time >= ?")
-            params.append(start_time)
-        if end_time is not None:
-            where.append("sort_time <= ?")
-            params.append(end_time)
         order, cmp = ("DESC", "<") if newest_first else ("ASC", ">")
         hits: list[int] = []
         scanned = 0
@@ -260,22 +263,12 @@ class SearchMixin(StoreBase):
               skip: int) -> tuple[list[int], bool]:
         """Candidates for words the index cannot hold (emoji, symbols): rows whose stored
         payload contains their bytes, in time order. A table scan, for these rare queries."""
-        where: list[str] = []
-        params: list[Any] = []
+        where, params = _row_filters(conv_id, start_time, end_time)
         cols = {SearchScope.CONTENT: ("body",), SearchScope.EXT: ("ext",),
                 SearchScope.ALL: ("body", "ext")}[scope]
         for w in words:
             where.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
             params += [w.encode("utf-8")] * len(cols)
-        if conv_id is not None:
-            where.append("conv_id = ?")
-            params.append(conv_id)
-        if start_time is not None:
-            where.append("sort_time >= ?")
-            params.append(start_time)
-        if end_time is not None:
-            where.append("sort_time <= ?")
-            params.append(end_time)
         order = "DESC" if newest_first else "ASC"
         rows = self._q(f"SELECT id FROM message WHERE {' AND '.join(where)} "
                        f"ORDER BY sort_time {order}, id {order} LIMIT ? OFFSET ?",
