@@ -26,16 +26,30 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol, runtime_checkable
 
+from .errors import ErrorCode, IMError
 from .message import ChatType, Conversation, CursorResult, FetchOptions, GroupReadAck, Message
 
 __all__ = [
+    "MAX_PAGE",
     "ConnectionState",
     "RemoteFile",
     "SendResult",
     "SyncAdapter",
     "Transport",
     "TransportHandler",
+    "check_page_size",
 ]
+
+MAX_PAGE = 50
+"""The largest page an adapter is asked for (the product's history API limit)."""
+
+
+def check_page_size(limit: int) -> None:
+    """Raise `IMError(QUERY_PARAM_REACHES_LIMIT)` for a page size outside 1-`MAX_PAGE`."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT,
+                      f"page size must be 1 to {MAX_PAGE}, not {limit!r}")
+
 
 ProgressFn = Callable[[int, int], None]
 """Progress of a transfer: (bytes done, bytes in all)."""

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from .adapters import ConnectionState, ProgressFn, SyncAdapter, Transport
+from .adapters import ConnectionState, ProgressFn, SyncAdapter, Transport, check_page_size
 from .codec import validate_message
 from .errors import ErrorCode, IMError
 from .message import (
@@ -46,7 +46,6 @@ __all__ = ["ChatClient", "MessageListener", "safe_file_name"]
 
 log = logging.getLogger("imstore.client")
 T = TypeVar("T")
-MAX_PAGE = 50
 
 
 class MessageListener:
@@ -87,10 +86,6 @@ def safe_file_name(name: str, fallback: str = "file") -> str:
     return base[:120] or fallback
 
 
-def _check_page(limit: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT,
-                      f"page size must be 1 to {MAX_PAGE}, not {limit!r}")
 
 
 class ChatClient:
@@ -425,7 +420,7 @@ class ChatClient:
     async def fetch_group_read_acks(self, msg_id: str, *, cursor: str | None = None,
                                     limit: int = 20) -> CursorResult[GroupReadAck]:
         """A page of a group message's readers; the stored ``group_ack_count`` follows them."""
-        _check_page(limit)
+        check_page_size(limit)
         page = await self._call(self._need_transport().fetch_group_read_acks(msg_id, cursor, limit))
         self.store.add_group_acks(page.items)
         return page
@@ -487,7 +482,7 @@ class ChatClient:
                                               limit: int = 20) -> CursorResult[Conversation]:
         """A page of the user's server conversations, merged into the store (with their last
         messages); returns the local view of them."""
-        _check_page(limit)
+        check_page_size(limit)
         page = await self._call(self.adapter.fetch_conversations(cursor, limit))
         lasts = [c.last_message for c in page.items if c.last_message is not None]
         self.store.save_history(lasts)
@@ -504,7 +499,7 @@ class ChatClient:
         """A page of a conversation's server history (oldest first within the page). With
         ``options.save`` the page is merged into the store in one transaction: no duplicates,
         local read state kept, unread counts unchanged."""
-        _check_page(limit)
+        check_page_size(limit)
         options = options or FetchOptions()
         page = await self._call(self.adapter.fetch_history(conv_id, ChatType(chat_type), cursor,
                                                            limit, options))

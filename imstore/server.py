@@ -25,7 +25,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .adapters import ConnectionState, ProgressFn, RemoteFile, SendResult, TransportHandler
+from .adapters import (
+    ConnectionState,
+    ProgressFn,
+    RemoteFile,
+    SendResult,
+    TransportHandler,
+    check_page_size,
+)
 from .errors import ErrorCode, IMError
 from .message import (
     ChatType,
@@ -46,7 +53,6 @@ from .message import (
 __all__ = ["MemoryConnection", "MemoryServer", "RetentionPlan"]
 
 DAY_MS = 86_400_000
-MAX_PAGE = 50
 MAX_IDS = 50
 GROUP_ACK_DAYS = 3
 
@@ -96,10 +102,6 @@ def _decode_cursor(cursor: str, kind: str) -> list[str]:
                       f"cursor {cursor!r} was not made by this server for {kind}; pass None to "
                       "start again") from exc
 
-def _check_page(limit: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT,
-                      f"page size must be 1 to {MAX_PAGE}, not {limit!r}")
 
 class MemoryServer:
     """The reference server. ``clock`` returns milliseconds (default: the wall clock)."""
@@ -272,7 +274,7 @@ class MemoryServer:
 
     def history(self, user: str, conv_id: str, chat_type: ChatType, cursor: str | None,
                 limit: int, options: FetchOptions) -> CursorResult[Message]:
-        _check_page(limit)
+        check_page_size(limit)
         conv = self._conversation_of(user, conv_id, chat_type)
         if chat_type != ChatType.CHAT:
             self._members(user, conv_id, chat_type)
@@ -308,7 +310,7 @@ class MemoryServer:
 
     def conversations(self, user: str, cursor: str | None, limit: int
                       ) -> CursorResult[Conversation]:
-        _check_page(limit)
+        check_page_size(limit)
         rows = []
         for conv in self._convs.values():
             if user not in conv.members:
@@ -381,7 +383,7 @@ class MemoryServer:
         return ack
 
     def group_acks(self, msg_id: str, cursor: str | None, limit: int) -> CursorResult[GroupReadAck]:
-        _check_page(limit)
+        check_page_size(limit)
         found = self._by_server_id.get(msg_id)
         if found is None:
             raise IMError(ErrorCode.MESSAGE_INVALID, f"no message {msg_id!r} on the server")
