@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol, runtime_checkable
 
-from .errors import ErrorCode, IMError
-from .message import ChatType, Conversation, CursorResult, FetchOptions, GroupReadAck, Message
+from ..errors import ErrorCode, IMError
+from ..message import ChatType, Conversation, CursorResult, FetchOptions, GroupReadAck, Message
 
 __all__ = [
     "MAX_PAGE",
