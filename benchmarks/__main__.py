@@ -26,7 +26,7 @@ from typing import Any
 
 import imstore
 from imstore import MessageType
-from imstore.rows import content_text
+from imstore.text import content_text
 
 from .reference import Fts5, RawSQLite, naive_whoosh, rows_of
 from .report import _fmt

@@ -81,7 +81,7 @@ def _when(ms: int | None) -> str:
 
 def summary(msg: Message) -> str:
     """One line of a message for people."""
-    from .rows import content_text
+    from .text import content_text
 
     b = msg.body
     text = content_text(msg.type, b).replace("\n", " ")

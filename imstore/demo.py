@@ -24,9 +24,9 @@ from .message import (
     MessageType,
     SearchScope,
 )
-from .rows import content_text
 from .server import MemoryServer
 from .store import MessageStore
+from .text import content_text
 
 __all__ = ["run_demo"]
 

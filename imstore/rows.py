@@ -21,14 +21,10 @@ from .codec import decode_body, decode_ext
 from .errors import ErrorCode, IMError
 from .message import (
     ChatType,
-    CustomBody,
     Direction,
-    FileBody,
-    LocationBody,
     Message,
     MessageStatus,
     MessageType,
-    TextBody,
 )
 
 RECEIPT_DELIVERED = 1
@@ -111,31 +107,6 @@ def _as_types(types: MessageType | Iterable[MessageType] | None) -> list[int] | 
         return sorted({int(MessageType(t)) for t in seq})
     except (ValueError, TypeError) as exc:
         raise IMError(ErrorCode.INVALID_PARAM, f"unknown message type in {types!r}") from exc
-
-
-def content_text(mtype: MessageType, body: Any) -> str:
-    """What keyword search (scope CONTENT) sees of a message."""
-    if isinstance(body, TextBody):
-        return body.text
-    if isinstance(body, FileBody):
-        return body.display_name
-    if isinstance(body, LocationBody):
-        return f"{body.address}\n{body.building_name}"
-    if isinstance(body, CustomBody):
-        return body.event
-    return ""
-
-
-def ext_text(ext: Any) -> str:
-    """The values of ``ext`` (nested ones too), for scope EXT."""
-    if isinstance(ext, dict):
-        return "\n".join(ext_text(v) for v in ext.values())
-    if isinstance(ext, list | tuple):
-        return "\n".join(ext_text(v) for v in ext)
-    if isinstance(ext, bytes) or ext is None:
-        return ""
-    return str(ext)
-
 
 
 class StoreBase:

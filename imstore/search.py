@@ -1,14 +1,10 @@
-"""Full-text search: the analyzer, the whoosh index, and literal keyword matching.
+"""The whoosh boundary: the index schema, the tokenizer adapter, writing and querying segments.
 
 The only module that imports whoosh. Rules kept here:
-- one analysis for every script: text is folded (case, accents, full-width forms; CJK left as is),
-  alphabetic runs become words, CJK runs become bigrams at character positions (plus the run's
-  last character alone), so a longer CJK query is a phrase of bigrams that matches only where its
-  characters stand together, and a single character is a prefix of the bigrams it starts;
-- a keyword is never parsed as whoosh syntax: it is split on white space into words, each word
-  must match, and the index only proposes candidates: `matches` checks each against the stored
-  text (a word matches where it stands in the folded text at the start of a word, or anywhere when
-  it starts with a CJK character);
+- the analysis is `text.tokens` over `text.fold`, nothing else: what the index holds and what a
+  query asks for come from the same rules;
+- a keyword is never parsed as whoosh syntax; this module turns literal words into term, prefix
+  and phrase queries that propose candidates, and `text.matches` (the caller's) judges them;
 - the index is a cache of SQLite: documents are keyed by the message row id and can always be
   rebuilt; one searcher is kept open between commits.
 """
@@ -19,9 +15,7 @@ import gc
 import itertools
 import logging
 import os
-import re
 import shutil
-import unicodedata
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,7 +30,9 @@ from whoosh.filedb.filestore import RamStorage
 from whoosh.matching import IntersectionMatcher, Matcher
 from whoosh.sorting import FieldFacet
 
-__all__ = ["Doc", "SearchIndex", "fold", "indexable", "keyword_words", "matches", "tokens"]
+from .text import TOKEN_RE, fold, tokens
+
+__all__ = ["Doc", "SearchIndex"]
 
 log = logging.getLogger("imstore.search")
 
@@ -57,63 +53,6 @@ whoosh3.W3PerDocReader._cached_reader = _cached_reader
 # each side's ids, so "word AND conversation" read every posting of a large conversation. Walking
 # the intersection with skip_to (the base matcher's way) reads only blocks that can match.
 IntersectionMatcher.all_ids = Matcher.all_ids
-
-_CJK = (
-    "\u1100-\u11ff\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
-    "\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7af\ud7b0-\ud7ff\uf900-\ufaff\uff66-\uff9f"
-    "\U00020000-\U0003134f"
-)
-_CJK_CHAR = re.compile(f"[{_CJK}]")
-_TOKEN = re.compile(f"([{_CJK}]+)|((?:(?![{_CJK}])\\w)+)")
-
-
-def _fold_char(ch: str) -> str:
-    if _CJK_CHAR.match(ch):
-        return ch
-    decomposed = unicodedata.normalize("NFKD", ch)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
-class _FoldTable(dict[int, "str | int"]):
-    """str.translate table that folds each character once, on first sight."""
-
-    def __missing__(self, code: int) -> str | int:
-        ch = chr(code)
-        out = _fold_char(ch)
-        value: str | int = code if out == ch else out
-        self[code] = value
-        return value
-
-
-_FOLD = _FoldTable()
-
-
-def fold(text: str) -> str:
-    """Lower-case, strip accents and width; CJK characters are kept as they are."""
-    if text.isascii():
-        return text.lower()
-    return text.translate(_FOLD)
-
-
-def tokens(folded: str) -> Iterator[tuple[int, str, bool]]:
-    """(position, term, is_cjk) for folded text: one term per word; for a CJK run, the bigram
-    starting at each character and, for its last character, the character alone. A one-character
-    query is then a prefix query (the bigrams it starts, or itself), a two-character one a term,
-    a longer one a phrase of bigrams at consecutive positions: each character costs one posting,
-    not two."""
-    pos = 0
-    for m in _TOKEN.finditer(folded):
-        run, word = m.group(1), m.group(2)
-        if word:
-            yield pos, word, False
-            pos += 1
-        else:
-            last = len(run) - 1
-            for i in range(last):
-                yield pos + i, run[i:i + 2], True
-            yield pos + last, run[last], True
-            pos += len(run)
-
 
 class ImTokenizer(Tokenizer):  # type: ignore[misc]
     """whoosh tokenizer over `tokens`; text is folded here, so no filter follows it."""
@@ -167,14 +106,9 @@ class Doc:
     ext: str
 
 
-def keyword_words(keyword: str) -> list[str]:
-    """The folded, white-space separated words of a keyword, each to be matched literally."""
-    return [w for w in fold(keyword).split() if w]
-
-
 def _word_query(field: str, word: str) -> wq.Query | None:
     parts: list[wq.Query] = []
-    for m in _TOKEN.finditer(word):
+    for m in TOKEN_RE.finditer(word):
         chunk = m.group(1)
         if not chunk:
             parts.append(wq.Prefix(field, m.group(2)))
@@ -226,32 +160,6 @@ def _merge_bounded(writer: Any, segments: list[Any]) -> list[Any]:
         writer.add_reader(reader)
         reader.close()
     return [s for s in segments if s not in group]
-
-
-def indexable(word: str) -> bool:
-    """Whether the index holds anything of a folded word (letters, digits or CJK in it)."""
-    return _TOKEN.search(word) is not None
-
-
-def _word_at_boundary(text: str, word: str) -> bool:
-    start = 0
-    needs_boundary = not _CJK_CHAR.match(word[0]) and (word[0].isalnum() or word[0] == "_")
-    while True:
-        i = text.find(word, start)
-        if i < 0:
-            return False
-        if not needs_boundary or i == 0:
-            return True
-        prev = text[i - 1]
-        if _CJK_CHAR.match(prev) or not (prev.isalnum() or prev == "_"):
-            return True
-        start = i + 1
-
-
-def matches(words: Sequence[str], text: str) -> bool:
-    """True when every folded keyword word stands in ``text`` (see the module rules)."""
-    folded = fold(text)
-    return all(_word_at_boundary(folded, w) for w in words)
 
 
 class SearchIndex:
@@ -371,7 +279,7 @@ class SearchIndex:
             best = 0
             for f in fields:
                 word_df = n
-                for m in _TOKEN.finditer(w):
+                for m in TOKEN_RE.finditer(w):
                     word_df = min(word_df, _part_df(reader, f, m.group(1) or m.group(2),
                                                     bool(m.group(1)), enough))
                 best = max(best, word_df)

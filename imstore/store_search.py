@@ -32,10 +32,9 @@ from .rows import (
     _check_limit,
     _chunks,
     _marks,
-    content_text,
-    ext_text,
     row_to_message,
 )
+from .text import content_text, ext_text
 
 __all__ = ["SearchMixin"]
 
@@ -170,7 +169,7 @@ class SearchMixin(StoreBase):
         returns the newest ``limit`` matches, DOWN the oldest. Raises `IMError`: INVALID_PARAM for
         an empty keyword, QUERY_PARAM_REACHES_LIMIT for a limit outside 1-400.
         """
-        from .search import indexable, keyword_words, matches
+        from .text import indexable, keyword_words, matches
 
         if not isinstance(keyword, str) or not keyword.strip():
             raise IMError(ErrorCode.INVALID_PARAM, "the search keyword is empty; type some text")

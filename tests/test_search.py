@@ -26,7 +26,7 @@ from imstore import (
     MessageType,
     SearchScope,
 )
-from imstore.search import fold
+from imstore.text import fold
 
 from .conftest import DATA
 
