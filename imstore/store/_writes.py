@@ -35,8 +35,13 @@ from ._connection import Connection, chunks, marks
 from ._conversations import ConversationTable
 from ._indexer import SearchWriter
 from ._rows import INSERT_SQL, UNREAD, UPDATABLE, UPDATE_SQL, MessageRow, message_row
+from ._tombstones import MIN_TIME, Tombstones
 
-__all__ = ["Mode", "Writes"]
+__all__ = ["Mode", "Screen", "Writes"]
+
+# Called inside a batch's write transaction with its valid rows and the ids already stored;
+# returns the ids to leave out (see `_merge.Merger`).
+Screen = Callable[[list[MessageRow], set[str]], set[str]]
 
 _ATTACH_INTS = frozenset(int(t) for t in ATTACHMENT_TYPES)
 _ATTACH_UPSERT = ("INSERT OR REPLACE INTO attachment (message_id, remote_url, local_path, size, "
@@ -47,7 +52,7 @@ class Mode(Enum):
     """How a batch treats a received message's read flag."""
 
     IMPORT = "import"  # unread only when it says is_read=False
-    HISTORY = "history"  # always read: the server's history
+    HISTORY = "history"  # the server's history: unread only when the server says is_read=False
     RECEIVED = "received"  # unread unless it says otherwise: it just arrived
 
 
@@ -64,8 +69,10 @@ def upsert_attachment(conn: Connection, rowid: int, msg: Message) -> None:
 
 class Writes:
     def __init__(self, conn: Connection, owner: str, limits: Limits,
-                 conversations: ConversationTable, indexer: SearchWriter) -> None:
+                 conversations: ConversationTable, indexer: SearchWriter,
+                 tombstones: Tombstones) -> None:
         self._conn = conn
+        self._tombstones = tombstones
         self._owner = owner
         self._limits = limits
         self._convs = conversations
@@ -94,7 +101,7 @@ class Writes:
             msg.conv_id = msg.sender if msg.chat_type == ChatType.CHAT else msg.to
             if msg.is_read is None:
                 msg.is_read = imported
-            msg.is_read = bool(msg.is_read) or mode == Mode.HISTORY
+            msg.is_read = bool(msg.is_read)
         if msg.status == MessageStatus.CREATE or (imported and msg.status == MessageStatus.INPROGRESS):
             msg.status = MessageStatus.SUCCESS
 
@@ -124,6 +131,7 @@ class Writes:
         first = (conn.run("SELECT max(id) FROM message").fetchone()[0] or 0) + 1
         rows = [r._replace(id=first + i) for i, r in enumerate(rows)]
         conn.run_many(INSERT_SQL, rows)
+        self._tombstones.lift_ids(r.msg_id for r in rows)
         convs: dict[str, list[Any]] = {}  # conv_id -> [chat_type, unread, best_sort, best_rowid]
         attach = []
         for row, msg in zip(rows, msgs, strict=True):
@@ -200,17 +208,20 @@ class Writes:
         return rows, msgs
 
     def write_batch(self, batch: list[Message], result: ImportResult, *,
-                    mode: Mode) -> list[Message]:
+                    mode: Mode, screen: Screen | None = None) -> list[Message]:
         """Store a batch in one transaction, skipping (and counting) invalid messages and
-        duplicates. Returns the messages written."""
+        duplicates, and the messages ``screen`` leaves out. Returns the messages written."""
         with self._conn.tx():
             rows, msgs = self._prepare_batch(batch, result, mode)
             existing = self._existing_ids([r.msg_id for r in rows])
+            left_out = screen(rows, set(existing)) if screen is not None else set()
             types = self._convs.types(r.conv_id for r in rows)
             keep_rows, keep_msgs = [], []
             for row, msg in zip(rows, msgs, strict=True):
                 if row.msg_id in existing:
                     result.duplicates += 1
+                    continue
+                if row.msg_id in left_out:
                     continue
                 known = types.setdefault(row.conv_id, row.chat_type)
                 if known != row.chat_type:
@@ -285,13 +296,17 @@ class Writes:
             row = self.find_row(msg_id, "id, conv_id")
             if row is None:
                 return False
+            self._tombstones.bury_where("id = ?", (row[0],))
             self.delete_where("id = ?", (row[0],), [row[1]])
         return True
 
     def delete_range(self, conv_id: str, start_time: int, end_time: int) -> int:
         with self._conn.tx():
-            return self.delete_where("conv_id = ? AND sort_time BETWEEN ? AND ?",
-                                     (conv_id, start_time, end_time), [conv_id])
+            where = "conv_id = ? AND sort_time BETWEEN ? AND ?"
+            params = (conv_id, start_time, end_time)
+            self._tombstones.bury_where(where, params)
+            self._tombstones.bury_range(conv_id, start_time, end_time)
+            return self.delete_where(where, params, [conv_id])
 
     def delete_ids(self, msg_ids: Sequence[str]) -> int:
         with self._conn.tx():
@@ -302,12 +317,17 @@ class Writes:
                 where = f"msg_id IN ({m}) OR local_id IN ({m})"
                 convs = [r[0] for r in self._conn.run(
                     f"SELECT DISTINCT conv_id FROM message WHERE {where}", params).fetchall()]
+                self._tombstones.bury_where(where, params)
                 n += self.delete_where(where, params, convs)
             return n
 
     def delete_conversation(self, conv_id: str, delete_messages: bool) -> bool:
         with self._conn.tx():
             if delete_messages:
+                # the range covers what the server stamped; unsent copies leave their ids too
+                self._tombstones.bury_range(conv_id, MIN_TIME, 2**63 - 1)
+                self._tombstones.bury_where("conv_id = ? AND (server_time IS NULL OR local_id "
+                                            "IS NOT NULL)", (conv_id,))
                 self.delete_where("conv_id = ?", (conv_id,), [])
             else:
                 self._conn.run(f"UPDATE message SET is_read = 1 WHERE conv_id = ? AND {UNREAD}",
@@ -326,17 +346,27 @@ class Writes:
             self._convs.add_unread(row[1], -changed)
             return bool(changed)
 
-    def mark_conversation_read(self, conv_id: str) -> int:
+    def mark_conversation_read(self, conv_id: str, up_to_msg_id: str | None = None) -> int:
         with self._conn.tx():
             if not self._convs.exists(conv_id):
                 raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
                               f"there is no conversation {conv_id!r}; list them with "
                               "store.conversations()")
-            n = self._conn.run(f"UPDATE message SET is_read = 1 WHERE conv_id = ? AND {UNREAD}",
-                               (conv_id,)).rowcount
-            self._conn.run("UPDATE conversation SET unread_count = 0 WHERE conv_id = ?",
-                           (conv_id,))
-            return int(n)
+            if up_to_msg_id is None:
+                n = self._conn.run(f"UPDATE message SET is_read = 1 WHERE conv_id = ? AND "
+                                   f"{UNREAD}", (conv_id,)).rowcount
+                self._conn.run("UPDATE conversation SET unread_count = 0 WHERE conv_id = ?",
+                               (conv_id,))
+                return int(n)
+            row = self.find_row(up_to_msg_id, "sort_time, id, conv_id")
+            if row is None or row[2] != conv_id:
+                raise IMError(ErrorCode.MESSAGE_INVALID,
+                              f"conversation {conv_id!r} has no stored message {up_to_msg_id!r}")
+            n = int(self._conn.run(f"UPDATE message SET is_read = 1 WHERE conv_id = ? AND "
+                                   f"{UNREAD} AND (sort_time, id) <= (?, ?)",
+                                   (conv_id, row[0], row[1])).rowcount)
+            self._convs.add_unread(conv_id, -n)
+            return n
 
     def mark_all_read(self) -> int:
         with self._conn.tx():

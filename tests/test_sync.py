@@ -1,0 +1,386 @@
+"""History sync on the store side: tombstones, server read state, stretches and gaps, the timeline
+page `ChatClient.load_messages` is built on, keyset paging of type filters and search."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from imstore import Direction, ErrorCode, IMError, Message, MessageStore, MessageType
+from imstore.store import Gap, Span
+
+T0 = 1_700_000_000_000
+
+
+def server_msg(i: int, *, peer: str = "bob", is_read: bool | None = None,
+               t: int | None = None) -> Message:
+    """A received message as a server sends it: server id and time."""
+    m = Message.text("alice", f"m{i}", sender=peer, msg_id=f"S{i:04d}")
+    m.server_time = T0 + i if t is None else t
+    m.local_time = m.server_time
+    m.is_read = is_read
+    return m
+
+
+def texts(msgs: list[Message]) -> list[str]:
+    return [m.body.text for m in msgs]  # type: ignore[union-attr]
+
+
+def ids(msgs: list[Message]) -> list[str]:
+    return [m.msg_id for m in msgs]
+
+
+# ------------------------------------------------------------------------------------ tombstones
+
+
+def test_a_deleted_message_does_not_come_back_with_history(store: MessageStore):
+    store.save_history([server_msg(1), server_msg(2)])
+    assert store.delete_message("S0001")
+    result = store.merge_history([server_msg(1), server_msg(2)])
+    assert result.new == []
+    assert result.suppressed == ["S0001"]
+    assert ids(store.messages("bob")) == ["S0002"]
+
+
+def test_a_deleted_message_does_not_come_back_live(store: MessageStore):
+    store.save_received([server_msg(1)])
+    store.delete_message("S0001")
+    result = store.merge_received([server_msg(1)])
+    assert (result.new, result.suppressed) == ([], ["S0001"])
+    assert store.unread_count("bob") == 0
+
+
+def test_messages_deleted_by_ids_stay_deleted(store: MessageStore):
+    store.save_history([server_msg(i) for i in range(5)])
+    assert store.delete_message_ids(["S0001", "S0003", "nope"]) == 2
+    store.save_history([server_msg(i) for i in range(5)])
+    assert ids(store.messages("bob")) == ["S0000", "S0002", "S0004"]
+
+
+def test_deleting_by_the_local_id_buries_the_server_id_too(store: MessageStore):
+    sent = store.insert_message(Message.text("bob", "hello", msg_id="L1"))
+    store.mark_sent(sent.msg_id, "S0100", T0 + 100)
+    assert store.delete_message("L1")
+    assert store.is_deleted("S0100") and store.is_deleted("L1")
+    mine = Message.text("bob", "hello", sender="alice", msg_id="S0100")
+    mine.server_time = T0 + 100
+    assert store.merge_history([mine]).suppressed == ["S0100"]
+    assert store.message_count("bob") == 0
+
+
+def test_a_time_range_delete_keeps_that_range_out(store: MessageStore):
+    store.save_history([server_msg(i) for i in (1, 5, 9)])
+    assert store.delete_messages("bob", start_time=T0, end_time=T0 + 6) == 2
+    # 3 was never stored here, but lies in the deleted range
+    result = store.merge_history([server_msg(i) for i in (1, 3, 5, 9)])
+    assert sorted(result.suppressed) == ["S0001", "S0003", "S0005"]
+    assert ids(store.messages("bob")) == ["S0009"]
+
+
+def test_a_range_tombstone_ends_at_the_newest_message_stored(store: MessageStore):
+    store.save_history([server_msg(1), server_msg(2)])
+    store.delete_messages("bob", start_time=T0, end_time=T0 + 1000)
+    assert ids(store.merge_history([server_msg(3)]).new) == ["S0003"]
+
+
+def test_a_cleared_conversation_stays_empty_and_a_new_message_appears_alone(store: MessageStore):
+    store.save_history([server_msg(i) for i in range(1, 4)])
+    store.save_received([server_msg(4)])
+    assert store.delete_conversation("bob", delete_messages=True)
+    store.save_history([server_msg(i) for i in range(1, 5)])  # a history page
+    store.save_history([server_msg(4)])  # the conversation list's last message
+    assert store.message_count("bob") == 0
+    assert store.conversation("bob") is None
+    assert ids(store.merge_received([server_msg(5)]).new) == ["S0005"]
+    assert ids(store.messages("bob")) == ["S0005"]
+    assert store.unread_count("bob") == 1
+
+
+def test_removing_a_conversation_but_not_its_messages_leaves_no_tombstone(store: MessageStore):
+    store.save_history([server_msg(1), server_msg(3)])
+    store.delete_conversation("bob", delete_messages=False)
+    result = store.merge_history([server_msg(i) for i in (1, 2, 3)])
+    assert (ids(result.new), result.suppressed) == (["S0002"], [])
+    assert not store.is_deleted("S0001")
+
+
+def test_inserting_a_deleted_message_again_lifts_its_tombstone(store: MessageStore):
+    store.save_history([server_msg(1)])
+    store.delete_message("S0001")
+    store.insert_message(server_msg(1))
+    assert not store.is_deleted("S0001")
+    assert store.verify().repaired["tombstones_of_stored_messages"] == 0
+
+
+def test_verify_repairs_a_tombstone_of_a_stored_message(store: MessageStore,
+                                                        raw_sql: Callable[..., int]):
+    store.save_history([server_msg(1)])
+    raw_sql(store, "INSERT INTO tombstone (msg_id, conv_id) VALUES ('S0001', 'bob')")
+    report = store.verify()
+    assert report.repaired["tombstones_of_stored_messages"] == 1
+    assert not store.is_deleted("S0001")
+    assert store.verify().ok
+
+
+# ------------------------------------------------------------------------------ read state
+
+
+@pytest.mark.parametrize(("server_says", "unread"), [(False, 1), (None, 0), (True, 0)])
+def test_history_takes_the_read_state_the_server_says(store: MessageStore, server_says, unread):
+    store.save_history([server_msg(1, is_read=server_says)])
+    assert store.unread_count("bob") == unread
+
+
+def test_a_message_counted_from_history_is_not_counted_again_live(store: MessageStore):
+    store.save_history([server_msg(1, is_read=False)])
+    result = store.merge_received([server_msg(1)])
+    assert result.new == []
+    assert store.unread_count("bob") == 1
+
+
+def test_a_message_counted_live_is_not_counted_again_from_history(store: MessageStore):
+    store.save_received([server_msg(1)])
+    assert store.merge_history([server_msg(1, is_read=False)]).new == []
+    assert store.unread_count("bob") == 1
+
+
+def test_the_server_saying_read_makes_a_stored_unread_message_read(store: MessageStore):
+    store.save_received([server_msg(1), server_msg(2)])
+    result = store.merge_history([server_msg(1, is_read=True), server_msg(2, is_read=None)])
+    assert result.read == ["S0001"]
+    assert store.unread_count("bob") == 1
+    assert store.get_message("S0001").is_read is True
+
+
+def test_the_server_saying_unread_keeps_a_message_read_here(store: MessageStore):
+    store.save_received([server_msg(1)])
+    store.mark_message_read("S0001")
+    store.save_history([server_msg(1, is_read=False)])
+    assert store.unread_count("bob") == 0
+
+
+def test_mark_conversation_read_up_to_a_message(store: MessageStore):
+    store.save_received([server_msg(i) for i in range(5)])
+    assert store.mark_conversation_read("bob", up_to_msg_id="S0002") == 3
+    assert store.unread_count("bob") == 2
+    assert [m.is_read for m in store.messages("bob")] == [True] * 3 + [False] * 2
+    assert store.mark_conversation_read("bob", up_to_msg_id="S0001") == 0
+    assert store.verify().ok
+
+
+def test_mark_conversation_read_up_to_a_message_of_another_conversation(store: MessageStore):
+    store.save_received([server_msg(1), server_msg(2, peer="carol")])
+    with pytest.raises(IMError) as err:
+        store.mark_conversation_read("bob", up_to_msg_id="S0002")
+    assert err.value.code == ErrorCode.MESSAGE_INVALID
+    assert store.unread_count("bob") == 1
+
+
+# ----------------------------------------------------------------------------------- gaps
+
+
+def test_a_conversation_never_synced_is_one_gap(store: MessageStore):
+    assert store.gaps("bob") == [Gap("bob", None, None)]
+    assert store.stretches("bob") == []
+
+
+def test_the_newest_page_is_contiguous_up_to_the_live_edge(store: MessageStore):
+    page = [server_msg(i) for i in range(10, 20)]
+    store.save_history(page, span=Span("bob", T0 + 10, None, older_cursor="c10"))
+    assert store.gaps("bob") == [Gap("bob", None, T0 + 10, newer_msg_id="S0010",
+                                     older_cursor="c10")]
+
+
+def test_live_messages_open_a_stretch_up_to_the_live_edge(store: MessageStore):
+    store.save_received([server_msg(5), server_msg(3)])
+    assert store.stretches("bob") == [Span("bob", T0 + 3, None)]
+    store.save_received([server_msg(8)])
+    assert store.stretches("bob") == [Span("bob", T0 + 3, None)]
+
+
+def test_the_conversation_list_last_message_opens_a_live_stretch(store: MessageStore):
+    last = server_msg(45, is_read=False)
+    store.save_history([last], span=Span("bob", last.server_time, None))
+    assert [g.before_time for g in store.gaps("bob")] == [T0 + 45]
+
+
+def test_stretches_that_touch_merge_and_keep_their_outer_cursors(store: MessageStore):
+    store.save_history([], span=Span("bob", T0 + 100, T0 + 200, "older-a", "newer-a"))
+    store.save_history([], span=Span("bob", T0 + 300, T0 + 400, "older-b", "newer-b"))
+    assert len(store.gaps("bob")) == 3
+    store.save_history([], span=Span("bob", T0 + 201, T0 + 299))
+    assert store.stretches("bob") == [Span("bob", T0 + 100, T0 + 400, "older-a", "newer-b")]
+
+
+def test_stretches_that_overlap_merge(store: MessageStore):
+    store.save_history([], span=Span("bob", T0 + 100, T0 + 200))
+    store.save_history([], span=Span("bob", T0 + 150, None))
+    store.save_history([], span=Span("bob", None, T0 + 120))
+    assert store.stretches("bob") == [Span("bob", None, None)]
+    assert store.gaps("bob") == []
+
+
+def test_gaps_name_the_messages_on_either_side(store: MessageStore):
+    store.save_history([server_msg(i) for i in (1, 2)], span=Span("bob", None, T0 + 2))
+    store.save_history([server_msg(i) for i in (8, 9)], span=Span("bob", T0 + 8, None))
+    assert store.gaps("bob") == [Gap("bob", T0 + 2, T0 + 8, older_msg_id="S0002",
+                                     newer_msg_id="S0008")]
+
+
+def test_a_local_delete_opens_no_gap(store: MessageStore):
+    store.save_history([server_msg(i) for i in range(5)], span=Span("bob", None, None))
+    store.delete_message("S0002")
+    store.delete_messages("bob", start_time=T0 + 3, end_time=T0 + 3)
+    assert store.gaps("bob") == []
+
+
+def test_a_span_of_a_page(store: MessageStore):
+    page = [server_msg(i) for i in range(10, 20)]
+    up, down = Direction.UP, Direction.DOWN
+    assert Span.of_page("bob", page, direction=up, cursor="c", newest=True) == \
+        Span("bob", T0 + 10, None, older_cursor="c")
+    assert Span.of_page("bob", page, direction=up, cursor=None, end_time=T0 + 25) == \
+        Span("bob", None, T0 + 25)
+    assert Span.of_page("bob", page, direction=up, cursor="c", start_time=T0,
+                        end_time=T0 + 25) == Span("bob", T0 + 10, T0 + 25, older_cursor="c")
+    assert Span.of_page("bob", page, direction=down, cursor="n", oldest=True) == \
+        Span("bob", None, T0 + 19, newer_cursor="n")
+    assert Span.of_page("bob", page, direction=down, cursor=None, start_time=T0 + 5) == \
+        Span("bob", T0 + 5, None)
+    assert Span.of_page("bob", [], direction=up, cursor="c", end_time=T0) is None
+
+
+# ------------------------------------------------------------------------------- timeline
+
+
+def test_a_timeline_page_stops_at_a_gap(store: MessageStore):
+    store.save_history([server_msg(i) for i in range(0, 5)])  # no span: not known contiguous
+    store.save_history([server_msg(i) for i in range(10, 20)], span=Span("bob", T0 + 10, None))
+    page = store.timeline("bob", limit=15)
+    assert ids(page.messages) == [f"S{i:04d}" for i in range(10, 20)]
+    assert page.gap == Gap("bob", None, T0 + 10, newer_msg_id="S0010")
+    assert len(store.messages("bob", limit=15)) == 15
+
+
+def test_a_full_timeline_page_has_no_gap(store: MessageStore):
+    store.save_history([server_msg(i) for i in range(10, 20)], span=Span("bob", T0 + 10, None))
+    page = store.timeline("bob", limit=10)
+    assert page.gap is None and len(page.messages) == 10
+    assert store.timeline("bob", limit=5, start_msg_id="S0015").gap is None
+
+
+def test_a_timeline_page_from_a_message_in_a_gap(store: MessageStore):
+    store.save_history([server_msg(i) for i in range(10, 20)], span=Span("bob", T0 + 15, None))
+    page = store.timeline("bob", start_msg_id="S0012")
+    assert page.messages == []
+    assert page.gap == Gap("bob", None, T0 + 13, newer_msg_id="S0012")
+
+
+def test_a_timeline_page_without_a_live_stretch_starts_with_a_gap(store: MessageStore):
+    store.save_history([server_msg(i) for i in range(5)], span=Span("bob", None, T0 + 4))
+    page = store.timeline("bob")
+    assert page.messages == []
+    assert page.gap == Gap("bob", T0 + 4, None, older_msg_id="S0004")
+
+
+def test_a_timeline_page_going_down(store: MessageStore):
+    store.save_history([server_msg(i) for i in range(5)], span=Span("bob", None, T0 + 4))
+    store.save_history([server_msg(i) for i in range(8, 10)])
+    page = store.timeline("bob", direction=Direction.DOWN, start_msg_id="S0001")
+    assert ids(page.messages) == ["S0002", "S0003", "S0004"]
+    assert page.gap == Gap("bob", T0 + 4, None, older_msg_id="S0004")
+    assert store.timeline("bob", direction=Direction.DOWN, limit=3).gap is None
+
+
+def test_reading_a_timeline_and_filling_its_gaps_gives_the_whole_conversation(
+        store: MessageStore):
+    """What `ChatClient.load_messages` does, against a list standing in for the server."""
+    server = [server_msg(i, is_read=True) for i in range(45)]
+
+    def fetch_up(end_time: int | None, limit: int) -> tuple[list[Message], bool]:
+        older = [m for m in server if end_time is None or m.timestamp <= end_time]
+        return older[-limit:], len(older) > limit
+
+    last = server[-1]
+    store.save_history([last], span=Span("bob", last.timestamp, None))  # the conversation list
+    seen: list[str] = []
+    start = None
+    while True:
+        page = store.timeline("bob", start_msg_id=start, limit=20)
+        while page.gap is not None:
+            end = None if page.gap.before_time is None else page.gap.before_time - 1
+            got, more = fetch_up(end, 20)
+            store.save_history(got, span=Span.of_page("bob", got, direction=Direction.UP,
+                                                      cursor="more" if more else None,
+                                                      end_time=end))
+            page = store.timeline("bob", start_msg_id=start, limit=20)
+        if not page.messages:
+            break
+        seen = ids(page.messages) + seen
+        start = page.messages[0].msg_id
+    assert seen == [m.msg_id for m in server]
+    assert store.gaps("bob") == []
+
+
+# --------------------------------------------------------------------------- keyset paging
+
+
+def ten_at_one_time(store: MessageStore) -> list[Message]:
+    msgs = [server_msg(i, t=T0) for i in range(10)]
+    for m in msgs:
+        m.body.text = f"same time {m.msg_id}"  # type: ignore[union-attr]
+    store.import_messages(msgs)
+    return msgs
+
+
+def walk(read: Callable[[str | None], list[Message]], direction: Direction) -> list[str]:
+    seen: list[str] = []
+    start = None
+    while page := read(start):
+        seen = ids(page) + seen if direction == Direction.UP else seen + ids(page)
+        start = page[0].msg_id if direction == Direction.UP else page[-1].msg_id
+    return seen
+
+
+@pytest.mark.parametrize("direction", [Direction.UP, Direction.DOWN])
+def test_paging_by_type_returns_every_message_sharing_a_timestamp(store: MessageStore, direction):
+    msgs = ten_at_one_time(store)
+    seen = walk(lambda s: store.messages_by_type("bob", MessageType.TEXT, start_msg_id=s,
+                                                 limit=3, direction=direction), direction)
+    assert seen == ids(msgs) == ids(store.messages("bob"))
+
+
+@pytest.mark.parametrize("dense_rows", [4000, 1], ids=["rows-in-time-order", "index"])
+@pytest.mark.parametrize("direction", [Direction.UP, Direction.DOWN])
+def test_searching_in_pages_returns_every_message_sharing_a_timestamp(
+        store: MessageStore, monkeypatch: pytest.MonkeyPatch, direction, dense_rows):
+    monkeypatch.setattr("imstore.store._query._DENSE_ROWS", dense_rows)
+    msgs = ten_at_one_time(store)
+    seen = walk(lambda s: store.search_messages("same", start_msg_id=s, limit=3,
+                                                direction=direction), direction)
+    assert seen == ids(msgs)
+
+
+def test_searching_in_pages_with_words_the_index_does_not_hold(store: MessageStore):
+    msgs = [server_msg(i, t=T0) for i in range(10)]
+    for m in msgs:
+        m.body.text = "🎉 party"  # type: ignore[union-attr]
+    store.import_messages(msgs)
+    seen = walk(lambda s: store.search_messages("🎉", start_msg_id=s, limit=3), Direction.UP)
+    assert seen == ids(msgs)
+
+
+def test_search_time_bounds_stay_filters_with_a_start_message(store: MessageStore):
+    msgs = [server_msg(i) for i in range(10)]
+    for m in msgs:
+        m.body.text = f"word {m.msg_id}"  # type: ignore[union-attr]
+    store.import_messages(msgs)
+    got = store.search_messages("word", start_msg_id="S0008", start_time=T0 + 3, limit=10)
+    assert ids(got) == [f"S{i:04d}" for i in range(3, 8)]
+
+
+def test_search_from_an_unknown_message(store: MessageStore):
+    with pytest.raises(IMError) as err:
+        store.search_messages("x", start_msg_id="nope")
+    assert err.value.code == ErrorCode.INVALID_PARAM
