@@ -6,7 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+import imstore
 from imstore import Direction, ErrorCode, IMError, Message, MessageStore, MessageType
 from imstore.store import Gap, Span
 
@@ -384,3 +388,84 @@ def test_search_from_an_unknown_message(store: MessageStore):
     with pytest.raises(IMError) as err:
         store.search_messages("x", start_msg_id="nope")
     assert err.value.code == ErrorCode.INVALID_PARAM
+
+
+# ------------------------------------------------------------------ merges under random orders
+
+
+class MergeModel(RuleBasedStateMachine):
+    """Live delivery, history pages (with the server's read position), local deletes, clears
+    and reads in any order: the store holds what a plain model says, counted once."""
+
+    N = 12
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = imstore.open(":memory:", user_id="alice", search=False)
+        self.stored: dict[int, bool] = {}  # i -> read
+        self.buried: set[int] = set()
+        self.ranges: list[tuple[int, int]] = []
+
+    def teardown(self) -> None:
+        try:
+            assert self.store.verify().ok
+        finally:
+            self.store.close()
+
+    def _covered(self, i: int) -> bool:
+        return i in self.buried or any(a <= i <= b for a, b in self.ranges)
+
+    @rule(items=st.lists(st.integers(0, N - 1), max_size=4))
+    def live(self, items):
+        self.store.merge_received([server_msg(i) for i in items])
+        for i in items:
+            if not self._covered(i) and i not in self.stored:
+                self.stored[i] = False
+
+    @rule(lo=st.integers(0, N - 1), size=st.integers(0, 5), read_up_to=st.integers(-1, N - 1))
+    def history(self, lo, size, read_up_to):
+        page = range(lo, min(lo + size, self.N))
+        self.store.merge_history([server_msg(i, is_read=i <= read_up_to) for i in page])
+        for i in page:
+            if self._covered(i):
+                continue
+            self.stored[i] = self.stored.get(i, False) or i <= read_up_to
+
+    @rule(i=st.integers(0, N - 1))
+    def delete(self, i):
+        assert self.store.delete_message(f"S{i:04d}") == (i in self.stored)
+        if self.stored.pop(i, None) is not None:
+            self.buried.add(i)
+
+    @rule(a=st.integers(0, N - 1), b=st.integers(0, N - 1))
+    def delete_range(self, a, b):
+        a, b = min(a, b), max(a, b)
+        self.store.delete_messages("bob", start_time=T0 + a, end_time=T0 + b)
+        if self.stored and a <= max(self.stored):
+            self.ranges.append((a, min(b, max(self.stored))))
+        for i in [i for i in self.stored if a <= i <= b]:
+            del self.stored[i]
+
+    @rule()
+    def clear(self):
+        self.store.delete_conversation("bob", delete_messages=True)
+        if self.stored:
+            self.ranges.append((-1, max(self.stored)))
+        self.stored.clear()
+
+    @rule(i=st.integers(0, N - 1))
+    def read(self, i):
+        if i in self.stored:
+            self.store.mark_message_read(f"S{i:04d}")
+            self.stored[i] = True
+
+    @invariant()
+    def store_matches_model(self):
+        msgs = self.store.messages("bob", limit=400)
+        assert ids(msgs) == [f"S{i:04d}" for i in sorted(self.stored)]
+        assert [m.is_read for m in msgs] == [self.stored[i] for i in sorted(self.stored)]
+        assert self.store.unread_count("bob") == sum(not r for r in self.stored.values())
+
+
+TestMergeModel = MergeModel.TestCase
+TestMergeModel.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)

@@ -66,7 +66,8 @@ class Merger:
         def screen(rows: list[MessageRow], existing: set[str]) -> set[str]:
             out = self._tombstones.screen([r for r in rows if r.msg_id not in existing])
             suppressed.extend(r.msg_id for r in rows if r.msg_id in out)
-            read.extend(self._mark_read(said_read))
+            valid = {r.msg_id for r in rows if r.msg_id in existing}
+            read.extend(self._mark_read([i for i in said_read if i in valid]))
             for span in (_live_spans(rows) if live else spans):
                 self._stretches.add(span)
             return out
