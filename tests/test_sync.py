@@ -239,20 +239,39 @@ def test_a_local_delete_opens_no_gap(store: MessageStore):
     assert store.gaps("bob") == []
 
 
-def test_a_span_of_a_page(store: MessageStore):
+@pytest.mark.parametrize(("direction", "cursor", "first", "start", "end", "span"), [
+    # UP from the newest: up to the live edge
+    (Direction.UP, "c", True, None, None, (10, None, "c", None)),
+    (Direction.UP, None, True, None, None, (None, None, None, None)),
+    # UP in a window: to its top; with nothing more, from its bottom
+    (Direction.UP, "c", True, 0, 25, (10, 25, "c", None)),
+    (Direction.UP, None, True, 5, 25, (5, 25, None, None)),
+    (Direction.UP, None, True, None, 25, (None, 25, None, None)),
+    # UP with a cursor from elsewhere: only what the page holds
+    (Direction.UP, "c", False, None, None, (10, 19, "c", None)),
+    # DOWN from the oldest, and in a window
+    (Direction.DOWN, "n", True, None, None, (None, 19, None, "n")),
+    (Direction.DOWN, "n", True, None, 30, (None, 19, None, "n")),
+    (Direction.DOWN, None, True, 5, None, (5, None, None, None)),
+    (Direction.DOWN, None, True, 5, 30, (5, 30, None, None)),
+    (Direction.DOWN, "n", False, None, None, (10, 19, None, "n")),
+])
+def at(x: int | None) -> int | None:
+    return None if x is None else T0 + x
+
+
+def test_the_span_of_a_page(direction, cursor, first, start, end, span):
     page = [server_msg(i) for i in range(10, 20)]
-    up, down = Direction.UP, Direction.DOWN
-    assert Span.of_page("bob", page, direction=up, cursor="c", newest=True) == \
-        Span("bob", T0 + 10, None, older_cursor="c")
-    assert Span.of_page("bob", page, direction=up, cursor=None, end_time=T0 + 25) == \
-        Span("bob", None, T0 + 25)
-    assert Span.of_page("bob", page, direction=up, cursor="c", start_time=T0,
-                        end_time=T0 + 25) == Span("bob", T0 + 10, T0 + 25, older_cursor="c")
-    assert Span.of_page("bob", page, direction=down, cursor="n", oldest=True) == \
-        Span("bob", None, T0 + 19, newer_cursor="n")
-    assert Span.of_page("bob", page, direction=down, cursor=None, start_time=T0 + 5) == \
-        Span("bob", T0 + 5, None)
-    assert Span.of_page("bob", [], direction=up, cursor="c", end_time=T0) is None
+    got = Span.of_page("bob", page, direction=direction, cursor=cursor, first=first,
+                       start_time=at(start), end_time=at(end))
+    assert got == Span("bob", at(span[0]), at(span[1]), span[2], span[3])
+
+
+def test_an_empty_page_with_more_to_come_proves_nothing():
+    assert Span.of_page("bob", [], direction=Direction.UP, cursor="c", first=True,
+                        end_time=T0) is None
+    assert Span.of_page("bob", [], direction=Direction.UP, cursor=None, first=True,
+                        end_time=T0) == Span("bob", None, T0)
 
 
 # ------------------------------------------------------------------------------- timeline
@@ -297,34 +316,66 @@ def test_a_timeline_page_going_down(store: MessageStore):
     assert store.timeline("bob", direction=Direction.DOWN, limit=3).gap is None
 
 
-def test_reading_a_timeline_and_filling_its_gaps_gives_the_whole_conversation(
-        store: MessageStore):
-    """What `ChatClient.load_messages` does, against a list standing in for the server."""
-    server = [server_msg(i, is_read=True) for i in range(45)]
+class ListServer:
+    """A list of 45 messages standing in for the server's history of one conversation."""
 
-    def fetch_up(end_time: int | None, limit: int) -> tuple[list[Message], bool]:
-        older = [m for m in server if end_time is None or m.timestamp <= end_time]
-        return older[-limit:], len(older) > limit
+    def __init__(self) -> None:
+        self.history = [server_msg(i, is_read=True) for i in range(45)]
+        self.fetches = 0
 
-    last = server[-1]
-    store.save_history([last], span=Span("bob", last.timestamp, None))  # the conversation list
+    def fetch(self, gap: Gap, direction: Direction, limit: int = 20) -> list[Message]:
+        self.fetches += 1
+        lo = None if gap.after_time is None else gap.after_time + 1
+        hi = None if gap.before_time is None else gap.before_time - 1
+        inside = [m for m in self.history if (lo is None or m.timestamp >= lo)
+                  and (hi is None or m.timestamp <= hi)]
+        got = inside[-limit:] if direction == Direction.UP else inside[:limit]
+        span = Span.of_page("bob", got, direction=direction,
+                            cursor="more" if len(inside) > limit else None, first=True,
+                            start_time=lo, end_time=hi)
+        return got, span
+
+
+def load_all(store: MessageStore, server: ListServer, direction: Direction) -> list[str]:
+    """What `ChatClient.load_messages` does: read the timeline, fill each gap, read again."""
     seen: list[str] = []
     start = None
     while True:
-        page = store.timeline("bob", start_msg_id=start, limit=20)
+        page = store.timeline("bob", start_msg_id=start, limit=20, direction=direction)
         while page.gap is not None:
-            end = None if page.gap.before_time is None else page.gap.before_time - 1
-            got, more = fetch_up(end, 20)
-            store.save_history(got, span=Span.of_page("bob", got, direction=Direction.UP,
-                                                      cursor="more" if more else None,
-                                                      end_time=end))
-            page = store.timeline("bob", start_msg_id=start, limit=20)
+            assert server.fetches < 50, "filling gaps makes no progress"
+            got, span = server.fetch(page.gap, direction)
+            store.save_history(got, span=span)
+            page = store.timeline("bob", start_msg_id=start, limit=20, direction=direction)
         if not page.messages:
-            break
-        seen = ids(page.messages) + seen
-        start = page.messages[0].msg_id
-    assert seen == [m.msg_id for m in server]
+            return seen
+        if direction == Direction.UP:
+            seen, start = ids(page.messages) + seen, page.messages[0].msg_id
+        else:
+            seen, start = seen + ids(page.messages), page.messages[-1].msg_id
+
+
+@pytest.mark.parametrize("direction", [Direction.UP, Direction.DOWN])
+def test_reading_a_timeline_and_filling_its_gaps_gives_the_whole_conversation(
+        store: MessageStore, direction):
+    server = ListServer()
+    last = server.history[-1]
+    store.save_history([last], span=Span("bob", last.timestamp, None))  # the conversation list
+    assert load_all(store, server, direction) == [m.msg_id for m in server.history]
     assert store.gaps("bob") == []
+    fetched = server.fetches
+    assert load_all(store, server, direction) == [m.msg_id for m in server.history]
+    assert server.fetches == fetched  # nothing left to fetch
+
+
+def test_filling_gaps_brings_back_nothing_deleted_here(store: MessageStore):
+    server = ListServer()
+    store.save_history(server.history[30:], span=Span("bob", server.history[30].timestamp, None))
+    store.delete_message("S0040")
+    store.save_history(server.history[:3])  # known, not known to be contiguous
+    store.delete_messages("bob", start_time=T0, end_time=T0 + 1)
+    expected = [m.msg_id for m in server.history if m.msg_id not in ("S0040", "S0000", "S0001")]
+    assert load_all(store, server, Direction.UP) == expected
 
 
 # --------------------------------------------------------------------------- keyset paging

@@ -67,47 +67,49 @@ class Span:
 
     @classmethod
     def of_page(cls, conv_id: str, messages: Sequence[Message], *, direction: Direction,
-                cursor: str | None, newest: bool = False, oldest: bool = False,
-                start_time: int | None = None, end_time: int | None = None) -> Span | None:
-        """The span of one unfiltered history page (types and sender filters prove nothing).
+                cursor: str | None, first: bool, start_time: int | None = None,
+                end_time: int | None = None) -> Span | None:
+        """The span of one history page fetched without type or sender filters (those prove
+        nothing about contiguity).
 
         Args:
             conv_id: the conversation.
             messages: the page.
             direction: the direction it was fetched in.
-            cursor: the cursor the server returned with it (None: no more in that direction).
-            newest: the page was fetched from the newest end (UP with no cursor, no end_time).
-            oldest: the page was fetched from the oldest end (DOWN with no cursor, no start_time).
-            start_time, end_time: the time window it was fetched with, if any.
+            cursor: the cursor the server returned with it (None: nothing more that way).
+            first: it was fetched with no cursor, so it starts at the end of the conversation it
+                reads from (UP: the newest, or ``end_time``; DOWN: the oldest, or ``start_time``).
+            start_time, end_time: the time window it was fetched with (inclusive, ms), if any.
+                A page fetched with a cursor that continues from a known time may pass that
+                time as the bound it starts from (``end_time`` going UP, ``start_time`` going
+                DOWN): the caller vouches that nothing lies between.
 
-        Returns None when the page proves nothing (empty, with more to come).
+        Returns None when the page proves nothing (it is empty and more may follow).
         """
-        times = [m.timestamp for m in messages if m.server_time is not None]
-        up = direction != Direction.DOWN
-        exhausted = cursor is None
-        if up:
-            top = None if newest else (end_time if end_time is not None else
-                                       (max(times) if times else None))
-            if exhausted:
-                bottom = start_time
+        times = [m.server_time for m in messages if m.server_time is not None]
+        if direction != Direction.DOWN:
+            if end_time is not None:
+                top: int | None = end_time
+            elif first:
+                top = None  # the newest page: up to the live edge
             elif times:
-                bottom = min(times)
+                top = max(times)
             else:
                 return None
-            if top is None and not newest:
-                return None
-            return cls(conv_id, bottom, top, older_cursor=cursor)
-        bottom = None if oldest else (start_time if start_time is not None else
-                                      (min(times) if times else None))
-        if bottom is None and not oldest:
-            return None
-        if exhausted:
-            top = end_time
+            if cursor is None:
+                return cls(conv_id, start_time, top)
+            return cls(conv_id, min(times), top, older_cursor=cursor) if times else None
+        if start_time is not None:
+            bottom: int | None = start_time
+        elif first:
+            bottom = None  # the oldest page: from the beginning
         elif times:
-            top = max(times)
+            bottom = min(times)
         else:
             return None
-        return cls(conv_id, bottom, top, newer_cursor=cursor)
+        if cursor is None:
+            return cls(conv_id, bottom, end_time)
+        return cls(conv_id, bottom, max(times), newer_cursor=cursor) if times else None
 
 
 @dataclass(frozen=True, slots=True)
