@@ -239,6 +239,10 @@ def test_a_local_delete_opens_no_gap(store: MessageStore):
     assert store.gaps("bob") == []
 
 
+def at(x: int | None) -> int | None:
+    return None if x is None else T0 + x
+
+
 @pytest.mark.parametrize(("direction", "cursor", "first", "start", "end", "span"), [
     # UP from the newest: up to the live edge
     (Direction.UP, "c", True, None, None, (10, None, "c", None)),
@@ -256,10 +260,6 @@ def test_a_local_delete_opens_no_gap(store: MessageStore):
     (Direction.DOWN, None, True, 5, 30, (5, 30, None, None)),
     (Direction.DOWN, "n", False, None, None, (10, 19, None, "n")),
 ])
-def at(x: int | None) -> int | None:
-    return None if x is None else T0 + x
-
-
 def test_the_span_of_a_page(direction, cursor, first, start, end, span):
     page = [server_msg(i) for i in range(10, 20)]
     got = Span.of_page("bob", page, direction=direction, cursor=cursor, first=first,
