@@ -329,3 +329,112 @@ def test_sigkill_while_indexing_leaves_everything_searchable(tmp_path: Path):
         hits = all_hits(st, "shared")
         assert hits == stored
         assert st.verify().ok
+
+
+# -- the direct segment writer against whoosh's own writer -----------------------------------
+
+def _corpus_docs(n: int, seed: int) -> list:
+    from imstore.segments import Doc
+
+    rnd = random.Random(seed)
+    words = ["meet", "meeting", "lunch", "Café", "CAFÉ", "naïve", "iPhone电池", "北京", "北京大学",
+             "电影很好看", "東京で", "서울에서", "x" * 40, "a_b", "42", "🎂", "🙂", "—", "的", "我"]
+    docs = []
+    for i in range(n):
+        k = rnd.randint(0, 25)
+        content = " ".join(rnd.choice(words) for _ in range(k))
+        if i % 10 == 0:
+            content += f" unique{i} 独{chr(0x4e00 + i)}"
+        if i % 50 == 0:
+            content = ""
+        ext = rnd.choice(["", "", "shopping list", "报告 draft 报告"])
+        docs.append(Doc(rowid=10 + 3 * i, sort_time=1_000_000 + rnd.randint(-5, 5) * 1000 + i,
+                        conv_id=f"conv{i % 7}", sender="s", type=1, content=content, ext=ext))
+    return docs
+
+
+def _postings(reader) -> dict:
+    out = {}
+    for fieldname, btext in reader.all_terms():
+        m = reader.postings(fieldname, btext)
+        plist = []
+        while m.is_active():
+            plist.append((m.id(), m.weight(), m.value() or b""))
+            m.next()
+        out[(fieldname, btext)] = plist
+    return out
+
+
+def test_direct_segments_equal_whoosh_own_writer(tmp_path: Path):
+    from whoosh.filedb.filestore import FileStorage
+    from whoosh.index import FileIndex
+    from whoosh.reading import SegmentReader
+
+    from imstore.segments import ImCodec, key_of, schema, write_segment
+
+    docs = _corpus_docs(700, 5)
+    sch = schema()
+    (tmp_path / "theirs").mkdir()
+    theirs = FileIndex.create(FileStorage(str(tmp_path / "theirs")), sch)
+    w = theirs.writer()  # stock whoosh: W3Codec, add_document, PostingPool
+    for d in docs:
+        w.add_document(key=key_of(d.rowid), conv=d.conv_id, content=d.content, ext=d.ext,
+                       rowid=d.rowid, sort=d.sort_time)
+    w.commit()
+    (seg_theirs,) = theirs._segments()
+    (tmp_path / "mine").mkdir()
+    storage = FileStorage(str(tmp_path / "mine"))
+    seg_mine, skipped = write_segment(storage, "MAIN", sch, docs, ImCodec())
+    assert skipped == [] and seg_mine is not None
+    a = SegmentReader(theirs.storage, sch, seg_theirs)
+    b = SegmentReader(storage, sch, seg_mine)
+    try:
+        assert b.doc_count_all() == a.doc_count_all() == len(docs)
+        pa, pb = _postings(a), _postings(b)
+        assert pa.keys() == pb.keys()
+        assert any(len(p) > 128 for p in pa.values())  # several blocks
+        assert any(len(p) == 1 for p in pa.values())  # kept in the term info
+        for term, plist in pa.items():
+            assert pb[term] == plist, term
+            assert b.doc_frequency(*term) == a.doc_frequency(*term)
+            assert b.frequency(*term) == a.frequency(*term)
+        for field in ("content", "ext"):
+            assert b.field_length(field) == a.field_length(field)
+            assert b.max_field_length(field) == a.max_field_length(field)
+            assert b.min_field_length(field) == a.min_field_length(field)
+            for doc in range(len(docs)):
+                assert b.doc_field_length(doc, field) == a.doc_field_length(doc, field)
+        for col in ("rowid", "sort"):
+            assert list(b.column_reader(col)) == list(a.column_reader(col))
+        assert list(b.column_reader("rowid")) == [d.rowid for d in docs]
+        assert [b.stored_fields(i) for i in range(3)] == [{}, {}, {}]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_direct_segments_are_read_and_merged_by_stock_whoosh(tmp_path: Path):
+    from whoosh import index as windex
+    from whoosh.qparser import QueryParser
+
+    from imstore.search import SearchIndex
+
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)
+    docs = _corpus_docs(300, 6)
+    ix.apply([], [], new=docs[:150])
+    ix.apply([], [], new=docs[150:])
+    ix.close()
+    stock = windex.open_dir(str(tmp_path / "ix"))  # the schema and codec as pickled on disk
+    truth = {d.rowid for d in docs if "meeting" in d.content.lower().split()}
+    with stock.searcher() as s:
+        hits = s.search(QueryParser("content", stock.schema).parse("meeting"), limit=None)
+        rowids = s.reader().column_reader("rowid")
+        assert {rowids[h.docnum] for h in hits} == truth
+    stock.optimize()  # whoosh's own merge of our segments
+    with stock.searcher() as s:
+        hits = s.search(QueryParser("content", stock.schema).parse("meeting"), limit=None)
+        rowids = s.reader().column_reader("rowid")
+        assert {rowids[h.docnum] for h in hits} == truth
+    ix = SearchIndex(str(tmp_path / "ix"))
+    assert not ix.rebuilt and ix.doc_count() == 300
+    ix.close()
