@@ -134,12 +134,31 @@ class _Writer(SegmentWriter):  # type: ignore[misc]
 
 
 def _abandon(writer: Any) -> None:
-    """Cancel a writer whatever state it is in, and make sure its lock is released."""
+    """Cancel a writer whatever state it is in (a full disk can fail the cancel too): close
+    its files, drop its temporary storage, and make sure its lock is released."""
     try:
         if not writer.is_closed:
             writer.cancel()
-    except Exception:  # the lock below is what matters now
-        pass
+    except Exception:
+        pdw, fw = writer.perdocwriter, writer.fieldwriter
+        for f in (getattr(getattr(pdw, "_cols", None), "_temp", None),
+                  getattr(pdw, "_vpostfile", None), getattr(getattr(fw, "_tindex", None),
+                                                            "dbfile", None),
+                  getattr(fw, "_postfile", None)):
+            try:
+                if f is not None:
+                    f.close()
+            except Exception:
+                pass
+        searcher = writer._searcher
+        closers = [writer.pool.cleanup, writer._tempstorage.destroy]
+        if searcher is not None:
+            closers.append(searcher._orig_close)
+        for cleanup in closers:
+            try:
+                cleanup()
+            except Exception:
+                pass
     lock = getattr(writer, "writelock", None)
     if lock is not None and getattr(lock, "fd", None) is not None:
         try:
@@ -382,7 +401,10 @@ class SearchIndex:
             raise _error("read", exc) from exc
 
     def segment_count(self) -> int:
-        return len(self._ix._segments())
+        try:
+            return len(self._ix._segments())
+        except Exception as exc:
+            raise _error("read", exc) from exc
 
     # -- writing --------------------------------------------------------------------------
 

@@ -307,8 +307,16 @@ def write_segment(storage: Any, indexname: str, schema: Schema, docs: Iterable[D
         sorts.append(sort)
 
     segment = codec.new_segment(storage, indexname)
-    fw = W3FieldWriter(codec, storage, segment)
+    opened: list[Any] = []
+
+    def create(fieldname: str) -> Any:
+        f = storage.create_file(W3Codec.column_filename(segment, fieldname))
+        opened.append(f)
+        return f
+
     try:
+        fw = W3FieldWriter(codec, storage, segment)
+        opened += [fw._tindex.dbfile, fw._postfile]
         for fieldname in sorted(schema.names()):
             fieldobj = schema[fieldname]
             if fieldname in ("content", "ext"):
@@ -317,17 +325,22 @@ def write_segment(storage: Any, indexname: str, schema: Schema, docs: Iterable[D
                     _write_text_field(fw, fieldname, fieldobj, tp)
             elif fieldname in ("conv", "key"):
                 _write_id_field(fw, fieldname, fieldobj, conv if fieldname == "conv" else key)
-    finally:
         fw.close()
-
-    _write_fixed_column(storage, segment, "rowid", ROWID_COLUMN, rowids)
-    _write_fixed_column(storage, segment, "sort", SORT_COLUMN, sorts)
-    for fieldname, tp in (("content", content), ("ext", ext)):
-        if tp.total:
-            _write_lengths(storage, segment, f"_{fieldname}_len", tp.lengths)
-    f = storage.create_file(W3Codec.column_filename(segment, "_stored"))
-    STORED_COLUMN.writer(f).finish(n)
-    f.close()
+        _write_fixed_column(create("rowid"), ROWID_COLUMN, rowids)
+        _write_fixed_column(create("sort"), SORT_COLUMN, sorts)
+        for fieldname, tp in (("content", content), ("ext", ext)):
+            if tp.total:
+                _write_lengths(create(f"_{fieldname}_len"), tp.lengths)
+        f = create("_stored")
+        STORED_COLUMN.writer(f).finish(n)
+        f.close()
+    except BaseException:
+        for f in opened:  # the segment is in no TOC: its files are dropped at the next commit
+            try:
+                f.close()
+            except Exception:
+                pass
+        raise
     segment.set_doc_count(n)
     segment._fieldlengths = {name: tp.total for name, tp in (("content", content), ("ext", ext))
                              if tp.total}
@@ -389,24 +402,21 @@ def _write_field(fw: Any, fieldname: str, fieldobj: Any,
     fw.finish_field()
 
 
-def _write_fixed_column(storage: Any, segment: Any, fieldname: str, column: Any,
-                        values: list[int]) -> None:
+def _write_fixed_column(f: Any, column: Any, values: list[int]) -> None:
     # What NumericColumn's writer writes value by value: big-endian values, trailing defaults
     # left out (its reader answers the default past the end).
     default = column.default_value()
     end = len(values)
     while end and values[end - 1] == default:
         end -= 1
-    f = storage.create_file(W3Codec.column_filename(segment, fieldname))
     f.write(struct.pack(f"!{end}{column._typecode}", *values[:end]))
     f.close()
 
 
-def _write_lengths(storage: Any, segment: Any, fieldname: str, lengths: bytearray) -> None:
+def _write_lengths(f: Any, lengths: bytearray) -> None:
     end = len(lengths)
     while end and not lengths[end - 1]:
         end -= 1
-    f = storage.create_file(W3Codec.column_filename(segment, fieldname))
     f.write(bytes(lengths[:end]))
     f.close()
 

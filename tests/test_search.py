@@ -438,3 +438,140 @@ def test_direct_segments_are_read_and_merged_by_stock_whoosh(tmp_path: Path):
     ix = SearchIndex(str(tmp_path / "ix"))
     assert not ix.rebuilt and ix.doc_count() == 300
     ix.close()
+
+
+# -- storage, failures, the helper process --------------------------------------------------
+
+def test_memory_index_writes_nothing_to_the_temp_dir(tmp_path: Path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with imstore.open(":memory:", user_id="me") as st:
+        st.import_messages([Message.text("me", f"word{i} common", sender="p") for i in range(300)])
+        for i in range(30):  # many small commits, then merges through whoosh's writer
+            st.insert_message(Message.text("me", f"late{i} common", sender="p"))
+            assert len(st.search_messages(f"late{i}")) == 1
+        st._index.merge()
+        assert len(st.search_messages("common", limit=400)) == 330
+    assert list(tmp_path.iterdir()) == []
+
+
+def _index_with(tmp_path: Path, n: int = 400):
+    from imstore.search import SearchIndex
+
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)
+    docs = _corpus_docs(n, 9)
+    ix.apply([], [], new=docs)
+    return ix, docs
+
+
+def test_a_full_disk_during_a_commit_releases_the_lock(tmp_path: Path, monkeypatch):
+    import errno
+
+    from imstore.search import SearchIndexError
+
+    ix, docs = _index_with(tmp_path)
+    real = type(ix._storage).create_file
+    calls = {"n": 0}
+
+    def full(self, name, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, name, *a, **kw)
+
+    monkeypatch.setattr(type(ix._storage), "create_file", full)
+    with pytest.raises(SearchIndexError) as err:
+        ix.apply([], [docs[0].rowid], new=_corpus_docs(50, 10))
+    assert err.value.damaged is False and err.value.code == ErrorCode.DATABASE_ERROR
+    monkeypatch.setattr(type(ix._storage), "create_file", real)
+    ix.apply([], [docs[0].rowid])  # the next write gets the lock and succeeds
+    assert ix.doc_count() == len(docs) - 1
+    ix.close()
+
+
+@pytest.mark.parametrize("suffix", [".pst", ".trm", ".col", ".toc"])
+@pytest.mark.parametrize("damage", ["truncate", "zero", "garble"])
+def test_damaged_files_raise_one_error_type_or_are_rebuilt(tmp_path: Path, suffix, damage):
+    from imstore.search import SearchIndex, SearchIndexError
+
+    ix, _ = _index_with(tmp_path)
+    ix.close()
+    rnd = random.Random(4)
+    for f in (tmp_path / "ix").iterdir():
+        if not f.name.endswith(suffix):
+            continue
+        data = bytearray(f.read_bytes())
+        if damage == "truncate":
+            data = data[:len(data) // 3]
+        elif damage == "zero":
+            data = bytearray(len(data))
+        else:
+            for _ in range(max(1, len(data) // 20)):
+                data[rnd.randrange(len(data))] = rnd.randrange(256)
+        f.write_bytes(bytes(data))
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)
+    try:
+        for words in (["meeting"], ["北京"], ["unique10"], ["电影很好看"], ["x"]):
+            try:
+                ix.candidates(words, ["content", "ext"], conv_id="conv1", start_time=None,
+                              end_time=None, newest_first=True, limit=50)
+                ix.is_common(words, ["content"], 20, 4000)
+                ix.doc_count()
+            except SearchIndexError as exc:
+                assert exc.damaged and exc.__cause__ is not None
+    finally:
+        ix.close()
+
+
+def test_a_hostile_document_is_left_out_and_the_rest_indexed(tmp_path: Path):
+    from imstore.search import SearchIndex
+    from imstore.segments import Doc
+
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)
+    docs = _corpus_docs(20, 3)
+    bad = [Doc(1, 1, "conv\ud800", "s", 1, "surrogate conv", ""),
+           Doc(2, 1 << 70, "c", "s", 1, "huge time", ""),
+           Doc(3, 5, "c", "s", 1, ["not", "text"], {"x": 1}),  # type: ignore[arg-type]
+           Doc(4, 6, "c", "s", 1, "lone \udc80 surrogate ok", "")]
+    assert sorted(ix.apply([], [], new=[*bad, *docs])) == [1, 2]
+    assert ix.doc_count() == len(docs) + 2
+    assert ix.candidates(["surrogate"], ["content"], conv_id=None, start_time=None,
+                         end_time=None, newest_first=True, limit=5)[0] == [4]
+    ix.close()
+
+
+def _index_in_child(directory: str, out) -> None:  # in a child process
+    from imstore.search import SearchIndex
+
+    ix = SearchIndex(directory, workers=2)
+    ix.apply([], [], new=_corpus_docs(5000, 2))
+    assert ix._helper is not None
+    out.send(ix._helper.proc.pid)
+    out.recv()  # until killed
+
+
+def test_the_helper_process_dies_with_its_parent(tmp_path: Path):
+    import psutil
+
+    ctx = multiprocessing.get_context("spawn")
+    a, b = ctx.Pipe()
+    p = ctx.Process(target=_index_in_child, args=(str(tmp_path / "ix"), b))
+    p.start()
+    try:
+        assert a.poll(120)
+        helper = a.recv()
+        assert psutil.pid_exists(helper)
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.join()
+    try:
+        psutil.Process(helper).wait(timeout=30)
+    except psutil.NoSuchProcess:
+        pass
+    assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == "zombie"
+    from imstore.search import SearchIndex
+
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)  # the lock died with its holder
+    ix.apply([], [1])
+    ix.close()
