@@ -56,6 +56,9 @@ _SEGMENT_DOCS = 50_000  # documents per directly written segment, at most
 _PARALLEL_DOCS = 4_000  # a batch this large is split with the helper process
 _SMALL_SEGMENT = 5_000  # segments below this are merged (through whoosh's writer)
 _MERGE_DOCS = 100_000
+# What the documents of an index hold (tokens, fields); another value means: rebuild it.
+_FORMAT = "imstore index 2: key term, rowid and sort columns, symbol terms\n"
+_FORMAT_FILE = "FORMAT"
 
 
 class SearchIndexError(IMError):
@@ -219,7 +222,9 @@ def _word_query(field: str, word: str) -> wq.Query | None:
     parts: list[wq.Query] = []
     for m in TOKEN_RE.finditer(word):
         chunk = m.group(1)
-        if not chunk:
+        if m.group(3):
+            parts.append(wq.Term(field, m.group(3)))  # a symbol: a term of its own
+        elif not chunk:
             parts.append(wq.Prefix(field, m.group(2)))
         elif len(chunk) == 1:
             parts.append(wq.Prefix(field, chunk))
@@ -335,7 +340,18 @@ class SearchIndex:
 
     def _create(self) -> Any:
         TOC.create(self._storage, self._schema, _INDEXNAME)
+        if self.directory is not None:
+            with open(os.path.join(self.directory, _FORMAT_FILE), "w", encoding="ascii") as f:
+                f.write(_FORMAT)
         return _Index(self._storage, self._schema, _INDEXNAME)
+
+    def _format_ok(self) -> bool:
+        assert self.directory is not None
+        try:
+            with open(os.path.join(self.directory, _FORMAT_FILE), encoding="ascii") as f:
+                return f.read() == _FORMAT
+        except (OSError, ValueError):
+            return False
 
     def _open_dir(self) -> Any:
         directory = self.directory
@@ -348,13 +364,15 @@ class SearchIndex:
                 if os.path.isdir(directory) and \
                         TOC._latest_generation(self._storage, _INDEXNAME) >= 0:
                     stored = TOC.read(self._storage, _INDEXNAME)  # its own schema, unpickled
-                    if set(stored.schema.names()) == set(self._schema.names()):
+                    if set(stored.schema.names()) == set(self._schema.names()) and \
+                            self._format_ok():
                         ix = _Index(self._storage, self._schema, _INDEXNAME)
                         with ix.searcher() as s:
                             for sub, _ in s.leaf_searchers():
                                 sub.reader().doc_count()
                         return ix
-                    log.warning("search index at %s has an old schema; rebuilding it", directory)
+                    log.warning("search index at %s has an older format; rebuilding it",
+                                directory)
                 else:
                     log.info("no search index at %s; building it from the database", directory)
             except Exception as exc:  # whoosh raises many unrelated types for a damaged index
@@ -570,8 +588,9 @@ class SearchIndex:
                 for f in fields:
                     word_df = n
                     for m in TOKEN_RE.finditer(w):
-                        word_df = min(word_df, _part_df(reader, f, m.group(1) or m.group(2),
-                                                        bool(m.group(1)), enough))
+                        word_df = min(word_df, _part_df(reader, f, m.group(1) or m.group(2)
+                                                        or m.group(3), bool(m.group(1)),
+                                                        enough))
                     best = max(best, word_df)
                 if best < enough:
                     return False

@@ -575,3 +575,67 @@ def test_the_helper_process_dies_with_its_parent(tmp_path: Path):
     ix = SearchIndex(str(tmp_path / "ix"), workers=1)  # the lock died with its holder
     ix.apply([], [1])
     ix.close()
+
+
+def test_fold_targets_are_what_unicodedata_says():
+    import unicodedata
+
+    from imstore import text
+
+    eligible = re.compile(f"[{text._CJK}{text.SYMBOLS}]")
+    targets = set()
+    for i in range(0x110000):
+        ch = chr(i)
+        if 0xD800 <= i < 0xE000 or not (unicodedata.decomposition(ch) or ch.casefold() != ch):
+            continue
+        folded = fold(ch)
+        if folded != ch:
+            targets.update(c for c in folded if eligible.match(c))
+    assert targets == set(text._FOLD_TARGETS)
+
+
+@pytest.mark.parametrize("stored, keyword", [
+    ("Happy Birthday 🎂", "birthday 🎂"),
+    ("Happy Birthday 🎂", "🎂 HAPPY"),
+    ("café☕", "CAFÉ☕"),
+    ("Ｃａｆé ☕ time", "cafe ☕"),
+    ("price 100€ only", "100€"),
+    ("thumbs 👍🏽 up", "👍🏽"),
+    ("→ arrow", "→"),
+])
+def test_symbol_and_emoji_words_match_like_other_words(store: MessageStore, stored, keyword):
+    store.insert_message(Message.text("alice", "nothing here 🙂", sender="bob"))
+    store.insert_message(Message.text("alice", stored, sender="bob"))
+    assert texts_of(store.search_messages(keyword)) == [stored]
+    from imstore.text import keyword_words, matches, needles
+
+    words = keyword_words(keyword)
+    assert matches(words, stored)
+    raw = stored.encode()
+    for w in words:  # the pre-filter never loses a match
+        assert all(n.encode() in raw for n in needles(w))
+
+
+def test_needles_are_characters_nothing_else_folds_into():
+    from imstore.text import needles
+
+    assert needles("🎂") == ["🎂"]
+    assert needles("cafe☕") == ["☕"]
+    assert needles("birthday") == []
+    assert needles("北京") == ["北", "京"] or needles("北京") == ["京"]
+    assert "一" not in needles("一个")  # "㈠" folds to "(一)"
+
+
+def test_an_index_of_an_older_format_is_rebuilt(tmp_path: Path):
+    from imstore.search import SearchIndex
+
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)
+    ix.apply([], [], new=_corpus_docs(20, 1))
+    ix.close()
+    ix = SearchIndex(str(tmp_path / "ix"))
+    assert not ix.rebuilt
+    ix.close()
+    (tmp_path / "ix" / "FORMAT").write_text("imstore index 1\n")
+    ix = SearchIndex(str(tmp_path / "ix"))
+    assert ix.rebuilt and ix.doc_count() == 0
+    ix.close()
