@@ -42,7 +42,7 @@ from whoosh.fields import COLUMN, ID, TEXT, Schema
 from whoosh.system import pack_ushort
 from whoosh.util.numeric import byte_to_length, length_to_byte
 
-from .text import fold, term_positions, tokens
+from .text import fold, terms, tokens
 
 __all__ = ["KEY_SHIFT", "Doc", "ImCodec", "ImTokenizer", "key_of", "schema", "write_segment"]
 
@@ -226,30 +226,48 @@ def _encode_positions(poslist: list[int]) -> bytes:
 
 
 class _TextPostings:
-    """One text field's inverted postings: term -> [(docnum, positions)]; plus each
-    document's length byte and the field's total length."""
+    """One text field's inverted postings: term -> [(docnum, position or positions)] (an int
+    for a term that stands once in the document, a list otherwise); plus each document's
+    length byte and the field's total length."""
 
     __slots__ = ("lengths", "terms", "total")
 
     def __init__(self, doccount: int) -> None:
-        self.terms: dict[str, list[tuple[int, list[int]]]] = {}
+        self.terms: dict[str, list[tuple[int, Any]]] = {}
         self.lengths = bytearray(doccount)  # length bytes, as whoosh stores them
         self.total = 0
 
     def add(self, docnum: int, text: str) -> None:
         if not text:
             return
-        poses, n = term_positions(fold(text))
+        found = terms(fold(text))
+        n = len(found)
         if not n:
             return
-        terms = self.terms
-        get = terms.get
-        for item in poses.items():
-            entry = get(item[0])
-            if entry is None:
-                terms[item[0]] = [(docnum, item[1])]
-            else:
-                entry.append((docnum, item[1]))
+        inverted = self.terms
+        get = inverted.get
+        if len(set(found)) == n:  # every term once: the common case
+            for p, t in enumerate(found):
+                entry = get(t)
+                if entry is None:
+                    inverted[t] = [(docnum, p)]
+                else:
+                    entry.append((docnum, p))
+        else:
+            local: dict[str, list[int]] = {}
+            for p, t in enumerate(found):
+                pl = local.get(t)
+                if pl is None:
+                    local[t] = [p]
+                else:
+                    pl.append(p)
+            for t, pl in local.items():
+                entry = get(t)
+                item = (docnum, pl if len(pl) > 1 else pl[0])
+                if entry is None:
+                    inverted[t] = [item]
+                else:
+                    entry.append(item)
         self.lengths[docnum] = length_to_byte(n)
         self.total += n
 
@@ -356,10 +374,17 @@ def _write_text_field(fw: Any, fieldname: str, fieldobj: Any, tp: _TextPostings)
     def lists() -> Iterator[tuple[str, list[int], list[float], list[bytes], list[int]]]:
         for term in sorted(tp.terms):
             postings = tp.terms[term]
+            if len(postings) == 1:
+                d, x = postings[0]
+                if type(x) is int:
+                    yield term, [d], [1.0], [one[x]], [quant[lengths[d]]]
+                else:
+                    yield term, [d], [float(len(x))], [enc(x)], [quant[lengths[d]]]
+                continue
             ids = [p[0] for p in postings]
-            poslists = [p[1] for p in postings]
-            yield (term, ids, [float(len(pl)) for pl in poslists],
-                   [one[pl[0]] if len(pl) == 1 else enc(pl) for pl in poslists],
+            xs = [p[1] for p in postings]
+            yield (term, ids, [1.0 if type(x) is int else float(len(x)) for x in xs],
+                   [one[x] if type(x) is int else enc(x) for x in xs],
                    [quant[lengths[d]] for d in ids])
 
     _write_field(fw, fieldname, fieldobj, lists())

@@ -20,12 +20,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
+from operator import add
 from typing import Any
 
 from .message import CustomBody, FileBody, LocationBody, MessageType, TextBody
 
 __all__ = ["SYMBOLS", "TOKEN_RE", "content_text", "ext_text", "fold", "indexable", "keyword_words",
-           "matches", "needles", "term_positions", "tokens"]
+           "matches", "needles", "terms", "tokens"]
 
 _CJK = (
     "\u1100-\u11ff\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
@@ -104,32 +105,18 @@ def tokens(folded: str) -> Iterator[tuple[int, str, bool]]:
             pos += len(run)
 
 
-def term_positions(folded: str) -> tuple[dict[str, list[int]], int]:
-    """The terms of `tokens` with their positions, and how many tokens there were: the same
-    rules in one pass, for bulk indexing."""
-    out: dict[str, list[int]] = {}
-    get = out.get
-    pos = 0
+def terms(folded: str) -> list[str]:
+    """The terms of `tokens`, in order: a term's position is its index in the list. The same
+    rules in one pass at C speed where possible, for bulk indexing."""
+    out: list[str] = []
     for run, word, symbol in TOKEN_RE.findall(folded):
-        word = word or symbol
-        if word:
-            p = get(word)
-            if p is None:
-                out[word] = [pos]
-            else:
-                p.append(pos)
-            pos += 1
+        if run:
+            if len(run) > 1:
+                out += map(add, run, run[1:])
+            out.append(run[-1])
         else:
-            n = len(run)
-            for i in range(n):
-                term = run[i:i + 2]
-                p = get(term)
-                if p is None:
-                    out[term] = [pos + i]
-                else:
-                    p.append(pos + i)
-            pos += n
-    return out, pos
+            out.append(word or symbol)
+    return out
 
 
 def keyword_words(keyword: str) -> list[str]:
