@@ -43,7 +43,7 @@ from whoosh.index import TOC, FileIndex
 from whoosh.writing import SegmentWriter
 
 from .errors import ErrorCode, IMError
-from .segments import Doc, ImCodec, ImTokenizer, key_of, schema, write_segment
+from .segments import Doc, ImCodec, ImTokenizer, key_of, merge_segments, schema, write_segment
 from .text import TOKEN_RE
 
 __all__ = ["Doc", "ImTokenizer", "SearchIndex", "SearchIndexError"]
@@ -54,8 +54,8 @@ _INDEXNAME = "MAIN"
 _CODEC = ImCodec()
 _SEGMENT_DOCS = 50_000  # documents per directly written segment, at most
 _PARALLEL_DOCS = 4_000  # a batch this large is split with the helper process
-_SMALL_SEGMENT = 5_000  # segments below this are merged (through whoosh's writer)
-_MERGE_DOCS = 100_000
+_MAX_SEGMENTS = 8  # more than this, and the smallest are merged
+_MERGE_DOCS = 200_000  # live documents per merge, at most
 # What the documents of an index hold (tokens, fields); another value means: rebuild it.
 _FORMAT = "imstore index 2: key term, rowid and sort columns, symbol terms\n"
 _FORMAT_FILE = "FORMAT"
@@ -170,27 +170,26 @@ def _abandon(writer: Any) -> None:
             pass
 
 
-def _merge_small(writer: Any, segments: list[Any]) -> list[Any]:
-    """Merge policy: once there are several small segments, merge the small ones (through
-    whoosh's writer), at most 100k documents at a time. Large segments stay as written."""
-    small = sorted((s for s in segments if s.doc_count_all() < _SMALL_SEGMENT),
-                   key=lambda s: s.doc_count_all())
-    if len(small) < 8:
-        return list(segments)
-    group: list[Any] = []
-    total = 0
-    for seg in small:
-        if total + seg.doc_count_all() > _MERGE_DOCS:
+def _merge_tiered(writer: Any, segments: list[Any]) -> list[Any]:
+    """Merge policy: while there are more than 8 segments, merge the smallest (2 to 10 of
+    them, at most 200k live documents) into one, directly (`segments.merge_segments`): an
+    index of N documents keeps a few large segments and a handful of small ones."""
+    current = list(segments)
+    while len(current) > _MAX_SEGMENTS:
+        group: list[Any] = []
+        total = 0
+        for seg in sorted(current, key=lambda s: s.doc_count()):
+            if len(group) >= 10 or (len(group) >= 2 and total + seg.doc_count() > _MERGE_DOCS):
+                break
+            group.append(seg)
+            total += seg.doc_count()
+        if len(group) < 2:
             break
-        group.append(seg)
-        total += seg.doc_count_all()
-    from whoosh.reading import SegmentReader
-
-    for seg in group:
-        reader = SegmentReader(writer.storage, writer.schema, seg)
-        writer.add_reader(reader)
-        reader.close()
-    return [s for s in segments if s not in group]
+        merged = merge_segments(writer.storage, writer.indexname, writer.schema, group, _CODEC)
+        current = [s for s in current if s not in group]
+        if merged is not None:
+            current.append(merged)
+    return current
 
 
 def _no_merge(writer: Any, segments: list[Any]) -> list[Any]:
@@ -445,7 +444,7 @@ class SearchIndex:
                     skipped += left
                     if seg is not None:
                         writer.add_segment(seg)
-            writer.commit(mergetype=_merge_small if merge else _no_merge)
+            writer.commit(mergetype=_merge_tiered if merge else _no_merge)
         except BaseException as exc:
             _abandon(writer)
             if isinstance(exc, Exception):
@@ -525,18 +524,18 @@ class SearchIndex:
                     pass
 
     def merge_if_fragmented(self, segments: int = 24) -> None:
-        """Merge (boundedly) once the index has more than ``segments`` segments."""
+        """Merge once the index has more than ``segments`` segments."""
         if self.segment_count() > segments:
             self.merge()
 
     def merge(self) -> None:
-        """Merge small segments (after a series of commits made with ``merge=False``)."""
+        """Merge segments down to a few (after a series of commits made with ``merge=False``)."""
         try:
             writer = _Writer(self._ix)
         except Exception as exc:
             raise _error("opened for writing", exc) from exc
         try:
-            writer.commit(mergetype=_merge_small)
+            writer.commit(mergetype=_merge_tiered)
         except BaseException as exc:
             _abandon(writer)
             if isinstance(exc, Exception):

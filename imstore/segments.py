@@ -18,12 +18,15 @@ With `search`, the only modules importing whoosh. Rules kept here:
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import struct
 import sys
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pickle import dumps
 from typing import Any
 
@@ -33,18 +36,21 @@ from whoosh.codec.whoosh3 import (
     STORED_COLUMN,
     W3Codec,
     W3FieldWriter,
+    W3LeafMatcher,
     W3PerDocReader,
     W3PostingsWriter,
     W3Segment,
     W3TermInfo,
 )
 from whoosh.fields import COLUMN, ID, TEXT, Schema
+from whoosh.reading import SegmentReader
 from whoosh.system import pack_ushort
 from whoosh.util.numeric import byte_to_length, length_to_byte
 
 from .text import fold, terms, tokens
 
-__all__ = ["KEY_SHIFT", "Doc", "ImCodec", "ImTokenizer", "key_of", "schema", "write_segment"]
+__all__ = ["KEY_SHIFT", "Doc", "ImCodec", "ImTokenizer", "key_of", "merge_segments", "schema",
+           "write_segment"]
 
 log = logging.getLogger("imstore.search")
 
@@ -444,6 +450,170 @@ def _write_lengths(f: Any, lengths: bytearray) -> None:
         end -= 1
     f.write(bytes(lengths[:end]))
     f.close()
+
+
+# -- the direct merge ---------------------------------------------------------------------------
+
+
+def _fixed_column(perdoc: Any, fieldname: str, typecode: str, doccount: int) -> list[int]:
+    """A whole fixed-width column of a segment, one value per document (defaults past the
+    end), read in one go."""
+    out = array(typecode)
+    if perdoc.has_column(fieldname):
+        f, offset, length = perdoc._get_column_file(fieldname)
+        try:
+            out.frombytes(f.get(offset, length - length % out.itemsize))
+        finally:
+            f.close()
+        if out.itemsize > 1 and sys.byteorder == "little":
+            out.byteswap()
+    values = out.tolist()[:doccount]
+    values.extend([0] * (doccount - len(values)))
+    return values
+
+
+def _term_postings(terms: Any, postfile: Any, fieldname: str, btext: bytes,
+                   fmt: Any) -> tuple[Any, Any, Any]:
+    """All (ids, weights, values) of one term in one segment, block by block."""
+    ti = terms.term_info(fieldname, btext)
+    if ti.is_inlined():
+        inlined: tuple[Any, Any, Any] = ti.inlined_postings()
+        return inlined
+    offset, length = ti.extent()
+    m = W3LeafMatcher(postfile, offset, length, fmt)
+    ids: list[int] = []
+    weights: list[float] = []
+    values: list[Any] = []
+    while m.is_active():
+        m._read_ids()
+        m._read_weights()
+        m._read_values()
+        ids += m._ids
+        weights += m._weights
+        values += m._values
+        m._next_block()
+    return ids, weights, values
+
+
+def merge_segments(storage: Any, indexname: str, schema: Schema, segments: Sequence[Any],
+                   codec: ImCodec) -> W3Segment | None:
+    """Write the live documents of ``segments`` as one new segment (not yet in any TOC),
+    reading their postings block by block and writing them as `write_segment` does; None
+    when no document is live. Memory: the merged columns, and one term's postings at a time."""
+    readers = [SegmentReader(storage, schema, seg) for seg in segments]
+    try:
+        return _merge(storage, indexname, schema, segments, readers, codec)
+    finally:
+        for r in readers:
+            r.close()
+
+
+def _merge(storage: Any, indexname: str, schema: Schema, segments: Sequence[Any],
+           readers: list[Any], codec: ImCodec) -> W3Segment | None:
+    docmaps: list[list[int] | None] = []  # old docnum -> new (-1: deleted); None: base + old
+    bases: list[int] = []
+    rowids: list[int] = []
+    sorts: list[int] = []
+    text_lengths: dict[str, bytearray] = {"content": bytearray(), "ext": bytearray()}
+    totals = {"content": 0, "ext": 0}
+    n = 0
+    for seg, r in zip(segments, readers, strict=True):
+        count = seg.doc_count_all()
+        deleted = set(seg.deleted_docs())
+        live = [d for d in range(count) if d not in deleted] if deleted else range(count)
+        bases.append(n)
+        if deleted:
+            dm = [-1] * count
+            for i, d in enumerate(live):
+                dm[d] = n + i
+            docmaps.append(dm)
+        else:
+            docmaps.append(None)
+        perdoc = r._perdoc
+        col = _fixed_column(perdoc, "rowid", "q", count)
+        rowids += [col[d] for d in live]
+        col = _fixed_column(perdoc, "sort", "q", count)
+        sorts += [col[d] for d in live]
+        for field, buf in text_lengths.items():
+            lb = _fixed_column(perdoc, f"_{field}_len", "B", count)
+            buf += bytes(lb[d] for d in live)
+            totals[field] += seg._fieldlengths.get(field, 0) - sum(
+                byte_to_length(lb[d]) for d in deleted)
+        n += len(live)
+    if not n:
+        return None
+    quant = [byte_to_length(b) for b in range(256)]
+    segment = codec.new_segment(storage, indexname)
+    opened: list[Any] = []
+
+    def create(fieldname: str) -> Any:
+        f = storage.create_file(W3Codec.column_filename(segment, fieldname))
+        opened.append(f)
+        return f
+
+    def lists(field: str) -> Iterator[tuple[str, list[int], list[float], list[bytes] | None,
+                                           list[int] | None]]:
+        fmt = schema[field].format
+        lengths = text_lengths.get(field)
+        sources = [zip(r.lexicon(field), repeat(i)) for i, r in enumerate(readers)]
+        current: bytes | None = None
+        ids: list[int] = []
+        weights: list[float] = []
+        values: list[bytes] = []
+        for btext, i in heapq.merge(*sources):
+            if btext != current:
+                if ids:
+                    yield (current.decode("utf-8"), ids, weights,  # type: ignore[union-attr]
+                           values if lengths is not None else None,
+                           [quant[lengths[d]] for d in ids] if lengths is not None else None)
+                current, ids, weights, values = btext, [], [], []
+            r = readers[i]
+            sids, sw, sv = _term_postings(r._terms, r._terms._postfile, field, btext, fmt)
+            dm = docmaps[i]
+            if dm is None:
+                base = bases[i]
+                ids += [base + d for d in sids]
+                weights += sw
+                if lengths is not None:
+                    values += sv
+            else:
+                for j, d in enumerate(sids):
+                    nd = dm[d]
+                    if nd >= 0:
+                        ids.append(nd)
+                        weights.append(sw[j])
+                        if lengths is not None:
+                            values.append(sv[j])
+        if ids:
+            yield (current.decode("utf-8"), ids, weights,  # type: ignore[union-attr]
+                   values if lengths is not None else None,
+                   [quant[lengths[d]] for d in ids] if lengths is not None else None)
+
+    try:
+        fw = W3FieldWriter(codec, storage, segment)
+        opened += [fw._tindex.dbfile, fw._postfile]
+        for fieldname in sorted(schema.names()):
+            if fieldname in ("content", "ext", "conv", "key"):
+                _write_field(fw, fieldname, schema[fieldname], lists(fieldname))
+        fw.close()
+        _write_fixed_column(create("rowid"), ROWID_COLUMN, rowids)
+        _write_fixed_column(create("sort"), SORT_COLUMN, sorts)
+        for fieldname, buf in text_lengths.items():
+            if any(buf):
+                _write_lengths(create(f"_{fieldname}_len"), buf)
+        f = create("_stored")
+        STORED_COLUMN.writer(f).finish(n)
+        f.close()
+    except BaseException:
+        for f in opened:
+            try:
+                f.close()
+            except Exception:
+                pass
+        raise
+    segment.set_doc_count(n)
+    segment._fieldlengths = {k: v for k, v in totals.items() if v > 0}
+    return segment
 
 
 # -- the helper process (``python -m imstore.segments PARENT_PID``) -----------------------------

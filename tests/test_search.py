@@ -639,3 +639,56 @@ def test_an_index_of_an_older_format_is_rebuilt(tmp_path: Path):
     ix = SearchIndex(str(tmp_path / "ix"))
     assert ix.rebuilt and ix.doc_count() == 0
     ix.close()
+
+
+def test_a_direct_merge_equals_writing_the_live_documents_at_once(tmp_path: Path):
+    from whoosh.filedb.filestore import FileStorage
+    from whoosh.reading import SegmentReader
+
+    from imstore.segments import ImCodec, merge_segments, schema, write_segment
+
+    docs = _corpus_docs(900, 11)
+    sch, codec = schema(), ImCodec()
+    storage = FileStorage(str(tmp_path))
+    parts = [docs[:300], docs[300:310], docs[310:700], docs[700:]]
+    segs = [write_segment(storage, "MAIN", sch, p, codec)[0] for p in parts]
+    deleted = set(random.Random(2).sample(range(900), 150)) | set(range(300, 310))
+    offset = 0
+    for seg, part in zip(segs, parts, strict=True):
+        for d in range(len(part)):
+            if offset + d in deleted:
+                seg.delete_document(d)
+        offset += len(part)
+    merged = merge_segments(storage, "MAIN", sch, segs, codec)
+    live = [d for i, d in enumerate(docs) if i not in deleted]
+    direct, _ = write_segment(storage, "MAIN", sch, live, codec)
+    a, b = SegmentReader(storage, sch, direct), SegmentReader(storage, sch, merged)
+    try:
+        assert b.doc_count_all() == len(live)
+        assert _postings(b) == _postings(a)
+        for field in ("content", "ext"):
+            for doc in range(len(live)):
+                assert b.doc_field_length(doc, field) == a.doc_field_length(doc, field)
+        for col in ("rowid", "sort"):
+            assert list(b.column_reader(col)) == list(a.column_reader(col))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_many_commits_are_merged_into_few_segments(tmp_path: Path):
+    from imstore.search import SearchIndex
+
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)
+    docs = _corpus_docs(1200, 12)
+    for i in range(0, 1200, 40):
+        ix.apply([], [d.rowid for d in docs[max(0, i - 40):i:7]], new=docs[i:i + 40])
+    assert ix.segment_count() <= 8
+    deleted = {d.rowid for i in range(40, 1200, 40) for d in docs[i - 40:i:7]}
+    truth = sorted((d.sort_time, d.rowid) for d in docs
+                   if "meeting" in d.content.lower().split() and d.rowid not in deleted)
+    ids, _ = ix.candidates(["meeting"], ["content"], conv_id=None, start_time=None,
+                           end_time=None, newest_first=False, limit=10_000)
+    assert ids == [r for _, r in truth]
+    assert ix.doc_count() == 1200 - len(deleted)
+    ix.close()
