@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import shutil
 import struct
@@ -54,7 +55,7 @@ _INDEXNAME = "MAIN"
 _CODEC = ImCodec()
 _SEGMENT_DOCS = 50_000  # documents per directly written segment, at most
 _PARALLEL_DOCS = 4_000  # a batch this large is split with the helper process
-_MAX_SEGMENTS = 8  # more than this, and the smallest are merged
+_MERGE_FACTOR = 8  # segments of one size tier merged at once
 _MERGE_DOCS = 200_000  # live documents per merge, at most
 # What the documents of an index hold (tokens, fields); another value means: rebuild it.
 _FORMAT = "imstore index 2: key term, rowid and sort columns, symbol terms\n"
@@ -171,25 +172,31 @@ def _abandon(writer: Any) -> None:
 
 
 def _merge_tiered(writer: Any, segments: list[Any]) -> list[Any]:
-    """Merge policy: while there are more than 8 segments, merge the smallest (2 to 10 of
-    them, at most 200k live documents) into one, directly (`segments.merge_segments`): an
-    index of N documents keeps a few large segments and a handful of small ones."""
+    """Merge policy, by tiers of size (each tier 8 times the one below): once a tier holds 8
+    segments, they become one of the next tier, merged directly (`segments.merge_segments`),
+    at most 200k live documents at a time. Every document is merged about log8(N / batch)
+    times, and an index keeps fewer than 8 segments per tier."""
     current = list(segments)
-    while len(current) > _MAX_SEGMENTS:
+    while True:
+        tiers: dict[int, list[Any]] = {}
+        for seg in current:
+            live = seg.doc_count()
+            if live * 2 <= _MERGE_DOCS:  # larger ones are done
+                tiers.setdefault(int(math.log(max(live, 1), _MERGE_FACTOR)), []).append(seg)
+        full = [t for t in sorted(tiers) if len(tiers[t]) >= _MERGE_FACTOR]
+        if not full:
+            return current
         group: list[Any] = []
         total = 0
-        for seg in sorted(current, key=lambda s: s.doc_count()):
-            if len(group) >= 10 or (len(group) >= 2 and total + seg.doc_count() > _MERGE_DOCS):
+        for seg in sorted(tiers[full[0]], key=lambda s: s.doc_count())[:_MERGE_FACTOR]:
+            if len(group) >= 2 and total + seg.doc_count() > _MERGE_DOCS:
                 break
             group.append(seg)
             total += seg.doc_count()
-        if len(group) < 2:
-            break
         merged = merge_segments(writer.storage, writer.indexname, writer.schema, group, _CODEC)
         current = [s for s in current if s not in group]
         if merged is not None:
             current.append(merged)
-    return current
 
 
 def _no_merge(writer: Any, segments: list[Any]) -> list[Any]:

@@ -26,7 +26,6 @@ import sys
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from pickle import dumps
 from typing import Any
 
@@ -472,10 +471,16 @@ def _fixed_column(perdoc: Any, fieldname: str, typecode: str, doccount: int) -> 
     return values
 
 
-def _term_postings(terms: Any, postfile: Any, fieldname: str, btext: bytes,
-                   fmt: Any) -> tuple[Any, Any, Any]:
+def _field_terms(reader: Any, fieldname: str, i: int) -> Iterator[tuple[bytes, int, Any]]:
+    """(term, i, term info) of one field of a segment, in term order, read sequentially."""
+    for (fn, btext), ti in reader._terms.items_from(fieldname, b""):
+        if fn != fieldname:
+            return
+        yield btext, i, ti
+
+
+def _term_postings(ti: Any, postfile: Any, fmt: Any) -> tuple[Any, Any, Any]:
     """All (ids, weights, values) of one term in one segment, block by block."""
-    ti = terms.term_info(fieldname, btext)
     if ti.is_inlined():
         inlined: tuple[Any, Any, Any] = ti.inlined_postings()
         return inlined
@@ -555,12 +560,12 @@ def _merge(storage: Any, indexname: str, schema: Schema, segments: Sequence[Any]
                                            list[int] | None]]:
         fmt = schema[field].format
         lengths = text_lengths.get(field)
-        sources = [zip(r.lexicon(field), repeat(i)) for i, r in enumerate(readers)]
+        sources = [_field_terms(r, field, i) for i, r in enumerate(readers)]
         current: bytes | None = None
         ids: list[int] = []
         weights: list[float] = []
         values: list[bytes] = []
-        for btext, i in heapq.merge(*sources):
+        for btext, i, ti in heapq.merge(*sources):
             if btext != current:
                 if ids:
                     yield (current.decode("utf-8"), ids, weights,  # type: ignore[union-attr]
@@ -568,7 +573,7 @@ def _merge(storage: Any, indexname: str, schema: Schema, segments: Sequence[Any]
                            [quant[lengths[d]] for d in ids] if lengths is not None else None)
                 current, ids, weights, values = btext, [], [], []
             r = readers[i]
-            sids, sw, sv = _term_postings(r._terms, r._terms._postfile, field, btext, fmt)
+            sids, sw, sv = _term_postings(ti, r._terms._postfile, fmt)
             dm = docmaps[i]
             if dm is None:
                 base = bases[i]

@@ -683,7 +683,7 @@ def test_many_commits_are_merged_into_few_segments(tmp_path: Path):
     docs = _corpus_docs(1200, 12)
     for i in range(0, 1200, 40):
         ix.apply([], [d.rowid for d in docs[max(0, i - 40):i:7]], new=docs[i:i + 40])
-    assert ix.segment_count() <= 8
+    assert ix.segment_count() < 16  # fewer than 8 per tier
     deleted = {d.rowid for i in range(40, 1200, 40) for d in docs[i - 40:i:7]}
     truth = sorted((d.sort_time, d.rowid) for d in docs
                    if "meeting" in d.content.lower().split() and d.rowid not in deleted)
