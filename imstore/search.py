@@ -497,7 +497,12 @@ class SearchIndex:
             except Exception as exc:
                 log.info("segment helper unavailable (%r); writing here", exc)
                 self._drop_helper()
-        out = [write_segment(self._storage, _INDEXNAME, self._schema, mine, _CODEC)]
+        try:
+            out = [write_segment(self._storage, _INDEXNAME, self._schema, mine, _CODEC)]
+        except BaseException:
+            if sent:  # its answer must never be read as the answer to a later batch
+                self._drop_helper()
+            raise
         if sent and helper is not None:
             try:
                 out.append(helper.receive())
@@ -530,9 +535,10 @@ class SearchIndex:
                 except Exception:
                     pass
 
-    def merge_if_fragmented(self, segments: int = 24) -> None:
-        """Merge once the index has more than ``segments`` segments."""
-        if self.segment_count() > segments:
+    def merge_if_fragmented(self, segments: int = _MERGE_FACTOR) -> None:
+        """Merge (by the tiered policy) once the index has at least ``segments`` segments:
+        every segment a search has to visit costs it time."""
+        if self.segment_count() >= segments:
             self.merge()
 
     def merge(self) -> None:
@@ -616,6 +622,10 @@ class SearchIndex:
                 return [], False
             per_word.append(alts[0] if len(alts) == 1 else wq.Or(alts))
         if conv_id is not None:
+            try:
+                conv_id.encode("utf-8")
+            except UnicodeEncodeError:
+                return [], False  # no document holds it (`write_segment` leaves them out)
             per_word.append(wq.Term("conv", conv_id))
         q = wq.And(per_word) if len(per_word) > 1 else per_word[0]
         try:

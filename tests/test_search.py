@@ -692,3 +692,29 @@ def test_many_commits_are_merged_into_few_segments(tmp_path: Path):
     assert ids == [r for _, r in truth]
     assert ix.doc_count() == 1200 - len(deleted)
     ix.close()
+
+
+def _memory_store_work(seed: int) -> None:  # in a child process
+    rnd = random.Random(seed)
+    with imstore.open(":memory:", user_id="me") as st:
+        for round_ in range(3):
+            msgs = [Message.text("me", f"w{seed}x{round_}x{i}z common 共同 🎂", sender=f"p{i % 3}")
+                    for i in range(400)]
+            st.import_messages(msgs)
+            for _ in range(5):
+                i = rnd.randrange(400)
+                assert len(st.search_messages(f"w{seed}x{round_}x{i}z")) == 1
+        assert len(st.search_messages("共同 🎂", limit=400)) == 400
+        st._index.merge()
+        st.rebuild_search_index()
+        assert len(st.search_messages("common", limit=400)) == 400
+
+
+def test_four_processes_with_memory_stores_at_once():
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_memory_store_work, args=(seed,)) for seed in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
