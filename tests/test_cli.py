@@ -292,8 +292,8 @@ ERRORS = [
     (["import", "{latin1}", "--store", "{store}", "--me", "Ann", "--tz", "UTC"], "--encoding"),
     (["import", "{latin1}", "--store", "{store}", "--encoding", "klingon"], "klingon"),
     (["import", "{wa}", "--store", "{store}", "--tz", "Mars/Base"], "Mars/Base"),
-    (["import", "{tmp}/ambiguous.txt", "--store", "{store}", "--me", "A", "--tz", "UTC"],
-     "--date-order"),
+    (["import", "{tmp}/us.txt", "--store", "{store}", "--me", "A", "--tz", "UTC",
+      "--date-order", "dmy"], "--date-order dmy does not fit"),
     (["import", "{wa}", "--store", "{store}", "--max-payload", "0"], "--max-payload"),
     (["import", "{wa}", "--store", "{store}", "--date-order", "xyz"], "--date-order"),
     (["import", "{empty}", "--store", "{store}/sub"], "no chat export in this folder"),
@@ -311,7 +311,7 @@ def test_every_error_is_one_line_and_exit_2(person, tmp_path: Path, capsys, argv
     work.mkdir()
     (work / "bad.json").write_text("{not json", encoding="utf-8")
     (work / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
-    (work / "ambiguous.txt").write_text("01/02/21, 10:00 - A: x\n", encoding="utf-8")
+    (work / "us.txt").write_text("02/13/21, 10:00 - A: x\n", encoding="utf-8")
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.md").write_text("not an export", encoding="utf-8")

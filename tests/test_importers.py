@@ -349,6 +349,10 @@ def test_whatsapp_one_to_one_me_from_the_chat_name(tmp_path: Path):
     with pytest.raises(IMError) as err:
         scan(str(unnamed), ImportOptions(tz="UTC"))
     assert "--me" in err.value.description and "'Dana'" in err.value.description
+    with pytest.raises(IMError) as err:
+        scan(str(unnamed), ImportOptions(tz="UTC", me=("Anna",)))
+    assert "--me 'Anna' is none of the speakers" in err.value.description
+    assert scan(str(unnamed), ImportOptions(tz="UTC", me=(" ann",))).owner == "wa:Ann"
 
 
 def _zip(path: Path, members: dict[str, str | bytes]) -> Path:
@@ -395,11 +399,15 @@ def test_whatsapp_date_order_from_the_whole_file(tmp_path: Path):
     info = scan(str(ordered), ImportOptions(me=("A",), tz="UTC"))
     assert info.state["order"] == "dmy" and any("day/month/year" in n for n in info.notes)
     ambiguous = write_whatsapp(tmp_path, "ambiguous.txt", "01/02/21, 10:00 - A: x\n")
-    with pytest.raises(IMError) as err:
-        scan(str(ambiguous), ImportOptions(me=("A",), tz="UTC"))
-    assert "--date-order" in err.value.description
+    info = scan(str(ambiguous), ImportOptions(me=("A",), tz="UTC"))
+    assert info.state["order"] == "dmy" and any("--date-order" in n for n in info.notes)
     first = next(read_file(str(ambiguous), me=("A",), tz="UTC", date_order="mdy"))
     assert first.local_time == 1609581600000  # 2 Jan 2021, 10:00
+    us = write_whatsapp(tmp_path, "us.txt", "1/2/21, 10:00 AM - A: x\n")
+    assert scan(str(us), ImportOptions(me=("A",), tz="UTC")).state["order"] == "mdy"
+    with pytest.raises(IMError) as err:
+        scan(str(late), ImportOptions(me=("A",), tz="UTC", date_order="dmy"))
+    assert "--date-order dmy does not fit" in err.value.description
 
 
 def test_latin1_whatsapp_is_an_error_unless_its_encoding_is_given(tmp_path: Path):

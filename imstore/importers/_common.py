@@ -72,9 +72,18 @@ class Identity:
     """The names and ids that mean "the store's owner" in one export."""
 
     names: frozenset[str]
+    folded: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folded", frozenset(_fold(n) for n in self.names))
 
     def is_me(self, *keys: object) -> bool:
-        return any(k is not None and str(k) in self.names for k in keys)
+        return any(k is not None and _fold(str(k)) in self.folded for k in keys)
+
+
+def _fold(name: str) -> str:
+    """Names compare without case and surrounding space ("ann " is "Ann")."""
+    return " ".join(name.split()).casefold()
 
 
 @dataclass

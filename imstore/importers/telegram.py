@@ -43,7 +43,7 @@ Mapping (export field -> imstore):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -168,9 +168,12 @@ def scan_telegram(path: str, opts: ImportOptions) -> ExportInfo:
                 builder = ijson.ObjectBuilder()
                 builder.event(event, value)
             continue
-        if event == "start_array" and prefix in _LIST_PREFIX:
-            lists += 1
-            _current(chats, _LIST_PREFIX[prefix])
+        if event == "start_array":
+            if prefix in _LIST_PREFIX:
+                lists += 1
+                _current(chats, _LIST_PREFIX[prefix])
+            elif prefix in _ITEM_PREFIX:  # a list where a message should be: counted, skipped
+                _current(chats, _ITEM_PREFIX[prefix]).count += 1
             continue
         if event in _SCALARS:
             head = _HEAD_KEYS.get(prefix)
@@ -240,39 +243,37 @@ def conversations(info: ExportInfo, path: str) -> dict[str, tuple[ChatType, str]
 
 def read_telegram(path: str, opts: ImportOptions, info: ExportInfo,
                   skipped: Skipped) -> Iterator[Message]:
-    """The second pass: messages, one object at a time."""
+    """The second pass: messages, one object at a time, built by ijson's C backend -- one read of
+    the file per list of chats the export has (a chat export has one, an account export two)."""
     chats: dict[str, list[_Chat]] = info.state["chats"]
     ident = opts.identity(*info.state["me"])
     base = os.path.dirname(os.path.abspath(path))
-    index = {c: -1 for c in chats}
-    if chats[""]:
-        index[""] = 0
-    builder: Any = None
-    item = ""
-    n = 0
-    for prefix, event, value in _events(path, opts):
-        if builder is not None:
-            if prefix == item and event == "end_map":
-                n += 1
-                container = _ITEM_PREFIX[item]
-                chat = chats[container][max(index[container], 0)]
-                msg = _convert(builder.value, n, chat, ident, base, path, skipped)
-                builder = None
+    for prefix, container in _ITEM_PREFIX.items():
+        todo = [c for c in chats[container]]
+        if not any(c.count for c in todo):
+            continue
+        items = _items(path, opts, prefix)
+        for chat in todo:
+            where = _conv(chat, os.path.basename(path))
+            for n in range(1, chat.count + 1):
+                m = next(items)
+                if not isinstance(m, dict):
+                    skipped("telegram: an entry of the messages list is not an object")
+                    continue
+                msg = _convert(m, n, chat, where, ident, base, path, skipped)
                 if msg is not None:
                     yield msg
-            else:
-                builder.event(event, value)
-            continue
-        if event == "start_map":
-            if prefix in _CHAT_PREFIX and prefix:
-                index[_CHAT_PREFIX[prefix]] += 1
-            elif prefix in _ITEM_PREFIX:
-                item = prefix
-                builder = ijson.ObjectBuilder()
-                builder.event(event, value)
-        elif prefix in _ITEM_PREFIX and event in _SCALARS | {"start_array"}:
-            n += 1
-            skipped("telegram: an entry of the messages list is not an object")
+        items.close()
+
+
+def _items(path: str, opts: ImportOptions, prefix: str) -> Generator[Any, None, None]:
+    r = _Reader(path, opts.encoding)
+    try:
+        yield from ijson.items(r, prefix, buf_size=_BUF, use_float=True)
+    except ijson.JSONError as exc:  # the first pass read it whole: only a file changed since
+        raise IMError(ErrorCode.INVALID_PARAM, f"{path} changed while it was imported") from exc
+    finally:
+        r.close()
 
 
 def _text(value: Any) -> str | None:
@@ -326,8 +327,8 @@ _MEDIA = {"voice_message": MessageType.VOICE, "audio_file": MessageType.VOICE,
           "video_message": MessageType.VIDEO, None: MessageType.FILE}
 
 
-def _convert(m: Any, n: int, chat: _Chat, ident: Identity, base: str, path: str,
-             skipped: Skipped) -> Message | None:
+def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], ident: Identity,
+             base: str, path: str, skipped: Skipped) -> Message | None:
     if not isinstance(m, dict):
         skipped("telegram: an entry of the messages list is not an object")
         return None
@@ -339,7 +340,7 @@ def _convert(m: Any, n: int, chat: _Chat, ident: Identity, base: str, path: str,
     if ts is None:
         skipped("telegram: message without a readable date")
         return None
-    conv, ctype, _title = _conv(chat, os.path.basename(path))
+    conv, ctype, _title = where
     chat_key = chat.key or os.path.basename(path)
     name = m.get("from") if m.get("from") is not None else m.get("actor")
     raw_from = m.get("from_id", m.get("actor_id"))

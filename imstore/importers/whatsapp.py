@@ -232,9 +232,12 @@ def scan_whatsapp(path: str, opts: ImportOptions) -> ExportInfo:
     speakers: dict[str, int] = {}
     group_events = 0
     total = 0
+    dotted = twelve_hour = False
     for lineno, m, rest in _entries(src, opts.encoding):
         total += 1
         parts = re.split(r"[./-]", m.group("date"))
+        dotted = dotted or "." in m.group("date")
+        twelve_hour = twelve_hour or bool(m.group("ampm"))
         a, b, c = (int(p) for p in parts)
         if len(parts[0]) == 4 or a > 31:
             year_first = True
@@ -267,13 +270,16 @@ def scan_whatsapp(path: str, opts: ImportOptions) -> ExportInfo:
         order = opts.date_order
     else:
         fits = [o for o in ("dmy", "mdy") if _in_order(dates, o)]
-        if len(fits) != 1:
-            raise IMError(ErrorCode.INVALID_PARAM,
-                          f"{src.label}: the dates cannot tell whether the day or the month comes "
-                          "first (no day above 12); pass --date-order dmy or --date-order mdy")
-        order = fits[0]
-        info.notes.append(f"dates read as {_ORDER_NAMES[order]} (the only order that keeps the "
-                          "messages in time order); pass --date-order to change")
+        if len(fits) == 1:
+            order, why = fits[0], "the only order that keeps the messages in time order"
+        elif dotted:
+            order, why = "dmy", "no date can tell; dates with dots are day-first"
+        elif twelve_hour:
+            order, why = "mdy", "no date can tell; a 12-hour clock is the US layout"
+        else:
+            order, why = "dmy", "no date can tell; the most common layout"
+        info.notes.append(f"dates read as {_ORDER_NAMES[order]} ({why}); pass --date-order to "
+                          "change")
     if opts.date_order is not None and opts.date_order != order:
         raise IMError(ErrorCode.INVALID_PARAM, f"{src.label}: --date-order {opts.date_order} does "
                                                f"not fit the dates (they are {_ORDER_NAMES[order]})")
@@ -291,9 +297,11 @@ def scan_whatsapp(path: str, opts: ImportOptions) -> ExportInfo:
         info.notes.append(f"me in this chat: {me!r} (the other speaker of {src.name!r}); pass "
                           "--me to say otherwise")
     elif not mine and len(others) == 2 and not group_events:
+        given = f"--me {', '.join(map(repr, opts.me))} is none of the speakers" if opts.me \
+            else "who are you in this chat?"
         raise IMError(ErrorCode.INVALID_PARAM,
-                      f"{src.label}: who are you in this chat? pass --me NAME (one of "
-                      f"{others[0]!r}, {others[1]!r})")
+                      f"{src.label}: {given}; pass --me NAME (one of {others[0]!r}, "
+                      f"{others[1]!r})")
     elif not mine and others:
         info.notes.append("none of the speakers is you (--me): every message is imported as "
                           "received")
