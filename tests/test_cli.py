@@ -435,12 +435,17 @@ def test_ctrl_c_stops_an_import_cleanly(tmp_path: Path):
     try:
         assert progressed.wait(timeout=120), "the import never reported progress"
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
+        # stderr belongs to the reader thread: communicate() would read it too and race it.
+        proc.wait(timeout=120)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    reader.join(timeout=10)
+        reader.join(timeout=10)
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
     err = "".join(lines)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
