@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = Path(os.environ.get("IMSTORE_SYNAPSE_DIR", ROOT / ".synapse"))
 SERVER_NAME = "localhost"
 START_TIMEOUT = 60.0
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 CONFIG = """\
 # Written by scripts/synapse.py: a loopback-only Synapse for tests. Do not expose it.
@@ -211,10 +212,11 @@ def start(base: Path = DEFAULT_DIR, port: int | None = None) -> dict[str, Any]:
     if not (base / "data" / "signing.key").exists():
         subprocess.run([str(py), "-m", "synapse.app.homeserver", "-c", str(cfg),
                         "--generate-keys"], check=True, stdout=subprocess.DEVNULL)
-    log = open(base / "data" / "stdout.log", "ab")  # noqa: SIM115 - the child keeps it
-    proc = subprocess.Popen([str(py), "-m", "synapse.app.homeserver", "-c", str(cfg)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    with open(base / "data" / "stdout.log", "ab") as log:
+        proc = subprocess.Popen([str(py), "-m", "synapse.app.homeserver", "-c", str(cfg)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    _CHILDREN[proc.pid] = proc  # kept until `stop` reaps it (a dropped Popen warns)
     url = f"http://127.0.0.1:{port}"
     info = {"url": url, "pid": proc.pid, "port": port, "secret": secret,
             "server_name": SERVER_NAME, "dir": str(base.resolve())}
@@ -262,6 +264,11 @@ def stop(base: Path = DEFAULT_DIR, timeout: float = 20.0) -> bool:
 
 
 def _reap(pid: int) -> None:
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:
+            del _CHILDREN[pid]
+        return
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:

@@ -119,6 +119,7 @@ class MatrixAdapter:
         self._group_acked: dict[str, dict[str, int]] = {}  # room: my need_group_ack event: ts
         self._reported: set[tuple[str, str]] = set()  # (event, reader) group acks announced
         self._unread: dict[str, int] = {}
+        self._latest: dict[str, int] = {}  # room: newest message time seen
         self._up_to_ok = False
 
     # ------------------------------------------------------------------------------ set-up
@@ -510,6 +511,8 @@ class MatrixAdapter:
             return
         ts = int(ev.get("origin_server_ts") or 0)
         self._events[eid] = (room_id, str(ev.get("sender", "")), ts)
+        if ev.get("type") == "m.room.message" and ts > self._latest.get(room_id, 0):
+            self._latest[room_id] = ts
         if len(self._events) > 20_000:
             self._events.popitem(last=False)
         content = ev.get("content") or {}
@@ -579,8 +582,10 @@ class MatrixAdapter:
                 self._emit("on_read_acks", [event_id])
             if self._up_to_ok:
                 self._emit("on_conversation_read", info.conv_id, self._im(reader), ev_ts)
-            elif sender == self.mxid:
-                pass  # an old handler takes "conversation read" as "everything": per message only
+            elif ev_ts >= self._latest.get(info.room_id, 0):
+                # a handler without ``up_to`` takes it as "read everything": only say so when
+                # the receipt is on the newest message known here
+                self._emit("on_conversation_read", info.conv_id, self._im(reader))
             return
         acks = []
         for eid, sent in sorted(self._group_acked.get(info.room_id, {}).items(),
@@ -642,13 +647,20 @@ class MatrixAdapter:
         if message.type == MessageType.CMD:
             sent: SendResult = await self._net(self._send_cmd(message, chat_type))
             return sent
-        room = await self._net(self._room_for(message.to, chat_type, create=True))
-        if room is None:
-            raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
-                          f"there is no {chat_type.name} {message.to!r} on the server")
-        answer = await self._net(self.api.request(
-            "PUT", f"{CS}/rooms/{q(room)}/send/m.room.message/{q(message.msg_id)}",
-            body=mp.message_content(message)))
+        for attempt in range(2):
+            room = await self._net(self._room_for(message.to, chat_type, create=True))
+            if room is None:
+                raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
+                              f"there is no {chat_type.name} {message.to!r} on the server")
+            try:
+                answer = await self._net(self.api.request(
+                    "PUT", f"{CS}/rooms/{q(room)}/send/m.room.message/{q(message.msg_id)}",
+                    body=mp.message_content(message)))
+                break
+            except MatrixError as exc:
+                if exc.status != 403 or attempt:
+                    raise
+                self._forget(room)  # left or deleted since it was cached: resolve it again
         event_id = str(answer["event_id"])
         _, _, ts = await self._net(self._event(room, event_id))
         if message.need_group_ack and chat_type == ChatType.GROUP_CHAT:
@@ -955,7 +967,20 @@ class MatrixAdapter:
                                       "filter": json.dumps(filt)}
             if token:
                 params["from"] = token
-            page = await self.api.request("GET", f"{CS}/rooms/{q(room)}/messages", params=params)
+            try:
+                page = await self.api.request("GET", f"{CS}/rooms/{q(room)}/messages",
+                                              params=params)
+            except MatrixError as exc:
+                if exc.status == 403 and cursor is None and not items:
+                    self._forget(room)  # this user left, or the room was deleted
+                    if await self._room_for(conv_id, chat_type, create=False) is None:
+                        if chat_type == ChatType.CHAT:
+                            return CursorResult([], None)
+                        raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
+                                      f"there is no {chat_type.name} {conv_id!r} on the server"
+                                      ) from exc
+                    return await self.fetch_history(conv_id, chat_type, cursor, limit, options)
+                raise
             chunk = page.get("chunk") or []
             for ev in chunk:
                 self._see(room, ev)
@@ -1062,11 +1087,11 @@ class MatrixAdapter:
                               "deleting a conversation for everyone needs a Synapse server "
                               "admin account") from exc
             raise
-        info = self._rooms.get(room)
         self._forget(room)
-        if info is not None and info.chat_type == ChatType.CHAT:
-            alias = mp.direct_alias(self.mxid, self._mx(info.conv_id), self.server_name)
-            try:
-                await self.api.request("DELETE", f"{CS}/directory/room/{q(alias)}")
-            except MatrixError:
-                pass  # the room delete took it already
+        alias = (mp.direct_alias(self.mxid, self._mx(conv_id), self.server_name)
+                 if ChatType(chat_type) == ChatType.CHAT else mp.group_alias(conv_id,
+                                                                            self.server_name))
+        try:  # a new conversation with the same id gets a new room
+            await self.api.request("DELETE", f"{CS}/directory/room/{q(alias)}")
+        except MatrixError:
+            pass  # the room delete took it already
