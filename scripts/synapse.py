@@ -85,6 +85,8 @@ presence:
   enabled: false
 retention:
   enabled: true
+  default_policy:
+    max_lifetime: 180d
   purge_jobs:
     - interval: 1h
 rc_message: {{per_second: 10000, burst_count: 100000}}

@@ -127,7 +127,6 @@ class Backend:
 
     name = ""
     server_faults = False  # pause/stop the server process
-    fake_clock = False
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
@@ -165,7 +164,8 @@ class Backend:
     async def restart_server(self, while_down: Callable[[], Awaitable[None]]) -> None:
         raise NotImplementedError
 
-    def advance_days(self, days: float) -> None:
+    async def expire_history(self, owner: Peer, conv_id: str, chat_type: ChatType) -> None:
+        """Make the conversation's whole history older than the server keeps it."""
         raise NotImplementedError
 
     async def settle(self) -> None:
@@ -191,7 +191,6 @@ class Backend:
 
 class MemoryBackend(Backend):
     name = "memory"
-    fake_clock = True
 
     def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
@@ -236,8 +235,8 @@ class MemoryBackend(Backend):
         for p in self.peers:
             self.server.restore(p.id)
 
-    def advance_days(self, days: float) -> None:
-        self.clock.advance_days(days)
+    async def expire_history(self, owner: Peer, conv_id: str, chat_type: ChatType) -> None:
+        self.clock.advance_days(4)  # past the free plan's 3 days
 
 
 class SynapseBackend(Backend):
@@ -312,6 +311,10 @@ class SynapseBackend(Backend):
             new = await asyncio.to_thread(script.start, base)
             assert new["url"] == self.url
 
+    async def expire_history(self, owner: Peer, conv_id: str, chat_type: ChatType) -> None:
+        # no fake clock on a real server: the room's retention policy becomes 1 ms instead
+        await owner.transport.set_retention(conv_id, chat_type, 1)
+
     async def close(self) -> None:
         if self._paused:
             await self.resume_server()
@@ -354,18 +357,34 @@ def _synapse() -> dict[str, Any] | None:
     return _INFO[0]
 
 
+def require_synapse() -> dict[str, Any]:
+    """The live Synapse, or a skip (a failure with IMSTORE_REQUIRE_SYNAPSE=1) saying why not."""
+    reason = None
+    try:
+        import imstore.adapters.matrix  # noqa: F401
+    except ImportError as exc:
+        reason = f"the Matrix adapter cannot be imported ({exc}): pip install '.[matrix]'"
+    info = _synapse() if reason is None else None
+    if reason is None and info is None:
+        reason = ("no Synapse: run `python scripts/synapse.py install && python "
+                  "scripts/synapse.py start`, or set IMSTORE_SYNAPSE_URL and "
+                  "IMSTORE_SYNAPSE_SECRET")
+    if reason is not None:
+        if os.environ.get("IMSTORE_REQUIRE_SYNAPSE") == "1":
+            pytest.fail(f"IMSTORE_REQUIRE_SYNAPSE=1 but {reason}")
+        pytest.skip(reason)
+    assert info is not None
+    return info
+
+
+@pytest.fixture
+def synapse() -> dict[str, Any]:
+    return require_synapse()
+
+
 @pytest.fixture(params=["memory", "synapse"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    info = None
-    if request.param == "synapse":
-        info = _synapse()
-        if info is None:
-            reason = ("no Synapse: run `python scripts/synapse.py install && python "
-                      "scripts/synapse.py start`, or set IMSTORE_SYNAPSE_URL and "
-                      "IMSTORE_SYNAPSE_SECRET")
-            if os.environ.get("IMSTORE_REQUIRE_SYNAPSE") == "1":
-                pytest.fail(f"IMSTORE_REQUIRE_SYNAPSE=1 but {reason}")
-            pytest.skip(reason)
+    info = require_synapse() if request.param == "synapse" else None
     yield Harness(request.param, tmp_path, info)
 
 

@@ -885,6 +885,18 @@ class MatrixAdapter:
         if progress:
             progress(len(data), len(data))
 
+    async def set_retention(self, conv_id: str, chat_type: ChatType, max_lifetime_ms: int) -> None:
+        """The room's retention policy (``m.room.retention``): Synapse, with retention enabled,
+        stops serving events older than ``max_lifetime_ms`` at once and purges them on its purge
+        job. The plan-wide default is the homeserver's ``retention.default_policy``. Needs the
+        power to send state in the room (the creator has it)."""
+        room = await self._room_for(conv_id, ChatType(chat_type), create=False)
+        if room is None:
+            raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
+                          f"{self.user_id!r} has no conversation {conv_id!r} on the server")
+        await self.api.request("PUT", f"{CS}/rooms/{q(room)}/state/m.room.retention/",
+                               body={"max_lifetime": int(max_lifetime_ms)})
+
     # ---------------------------------------------------------------------------- SyncAdapter
 
     async def _hidden(self, room_id: str) -> dict[str, Any]:
