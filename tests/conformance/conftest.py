@@ -265,7 +265,7 @@ class SynapseBackend(Backend):
                                          shared_secret=self.info["secret"],
                                          admin=not self.adapters)
             adapter = await MatrixAdapter.login(self.url, uid, "pw-" + uid, poll_timeout=3.0,
-                                                timeline_limit=10)
+                                                timeline_limit=5)
             self.adapters.append(adapter)
             assert adapter.user_id == uid
             peers.append(self._peer(uid, adapter, 5.0))

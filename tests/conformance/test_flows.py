@@ -190,12 +190,12 @@ def test_messages_sent_while_offline_all_arrive_once(backend: Harness):
         await alice.client.send_message(Message.text(bob.id, "hi"))
         await b.until(lambda: bob.store.message_count(alice.id) == 1, "the first message")
         await b.offline(bob)
-        sent = await texts(b, alice, bob.id, 15)  # more than a sync's timeline holds
+        sent = await texts(b, alice, bob.id, 8)  # more than a sync's timeline holds
         await b.online(bob)
-        await b.until(lambda: bob.store.message_count(alice.id) == 16, "16 messages at bob")
+        await b.until(lambda: bob.store.message_count(alice.id) == 9, "9 messages at bob")
         assert [m.msg_id for m in bob.store.messages(alice.id, limit=50)][1:] == [
             m.msg_id for m in sent]
-        assert bob.store.unread_count(alice.id) == 16
+        assert bob.store.unread_count(alice.id) == 9
         assert sorted(bob.rec.received_ids()) == sorted(
             m.msg_id for m in bob.store.messages(alice.id, limit=50))
 
@@ -305,25 +305,25 @@ def test_group_read_acks_are_counted_and_listed(backend: Harness):
 def test_history_pages_both_ways_without_duplicates_while_history_grows(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
-        sent = [m.msg_id for m in await texts(b, alice, bob.id, 23)]
+        sent = [m.msg_id for m in await texts(b, alice, bob.id, 12)]
         up = FetchOptions(save=False)
-        first = await bob.client.fetch_history_messages(alice.id, ChatType.CHAT, limit=10,
+        first = await bob.client.fetch_history_messages(alice.id, ChatType.CHAT, limit=5,
                                                         options=up)
-        await texts(b, alice, bob.id, 3, prefix="late")  # history grows while paging
+        await texts(b, alice, bob.id, 2, prefix="late")  # history grows while paging
         rest = []
         cursor = first.cursor
         while cursor is not None:
-            page = await bob.client.fetch_history_messages(alice.id, ChatType.CHAT, limit=10,
+            page = await bob.client.fetch_history_messages(alice.id, ChatType.CHAT, limit=5,
                                                            cursor=cursor, options=up)
             rest = page.items + rest
             cursor = page.cursor
         ids = [m.msg_id for m in rest + first.items]
         assert ids == sent
-        down = await all_pages(bob.client, alice.id, ChatType.CHAT, 7,
+        down = await all_pages(bob.client, alice.id, ChatType.CHAT, 4,
                                FetchOptions(direction=Direction.DOWN, save=False))
         ids = [m.msg_id for page in down for m in page]
-        assert ids[:23] == sent and len(ids) == 26 == len(set(ids))
-        assert all(len(p) <= 7 for p in down)
+        assert ids[:12] == sent and len(ids) == 14 == len(set(ids))
+        assert all(len(p) <= 4 for p in down)
 
     backend.run(main)
 

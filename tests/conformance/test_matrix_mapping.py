@@ -124,7 +124,7 @@ def test_rooms_map_to_conversations():
     assert mp.room_info("!x:s", None, "@alice:s", "s").chat_type == ChatType.GROUP_CHAT
 
 
-def test_demo_users_register_once_then_log_in(synapse: dict):
+def test_demo_users_on_synapse_register_once_then_log_in(synapse: dict):
     import asyncio
     import secrets
 
