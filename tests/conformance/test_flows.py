@@ -4,6 +4,7 @@ backend cannot do is a skip with its reason."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -170,16 +171,26 @@ def test_the_connection_comes_back_after_the_server_restarts(backend: Harness):
         if not b.server_faults and b.name != "memory":
             pytest.skip(f"{b.name}: not started by scripts/synapse.py, so it cannot be restarted")
         alice, bob = await b.users("alice", "bob")
+        await alice.client.send_message(Message.text(bob.id, "before"))
+        alice.client.send_timeout = 30.0  # the wait through RECONNECTING outlasts a restart
+        waiting: list[asyncio.Task[Message]] = []
 
         async def while_down() -> None:
             await b.until(lambda: alice.transport.state == ConnectionState.RECONNECTING,
                           "RECONNECTING while the server is down")
+            # sent while RECONNECTING: it waits and goes out after the reconnection
+            waiting.append(asyncio.ensure_future(
+                alice.client.send_message(Message.text(bob.id, "during"))))
+            await b.settle()
 
         await b.restart_server(while_down)
+        during = await waiting[0]
+        assert during.status == MessageStatus.SUCCESS
         await b.until(lambda: alice.transport.state == ConnectionState.CONNECTED, "CONNECTED")
         assert ("state", ConnectionState.RECONNECTING) in alice.rec.events
-        sent = await alice.client.send_message(Message.text(bob.id, "back"))
+        sent = await alice.client.send_message(Message.text(bob.id, "after"))
         await b.until(lambda: bob.store.get_message(sent.msg_id) is not None, "delivery")
+        assert [m.body.text for m in bob.store.messages(alice.id)] == ["before", "during", "after"]
 
     backend.run(main)
 
@@ -288,7 +299,6 @@ def test_group_read_acks_are_counted_and_listed(backend: Harness):
         readers: list[str] = []
         cursor = None
         for _ in range(5):
-            await b.until(lambda: True, "")
             page = await alice.client.fetch_group_read_acks(sent.msg_id, cursor=cursor, limit=1)
             readers += [a.reader for a in page.items]
             cursor = page.cursor
@@ -601,7 +611,7 @@ def test_history_past_the_retention_period_is_gone(backend: Harness):
         for _ in range(100):  # a real server applies a new policy within moments
             if page is not None and page.items == []:
                 break
-            await b.until(lambda: True, "")
+            await b.settle()
             await fetch()
         assert page is not None and page.items == []
 

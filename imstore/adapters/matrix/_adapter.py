@@ -946,6 +946,7 @@ class MatrixAdapter:
     async def fetch_history(self, conv_id: str, chat_type: ChatType, cursor: str | None,
                             limit: int, options: FetchOptions) -> CursorResult[Message]:
         check_page_size(limit)
+        self._ensure_sync()
         chat_type = ChatType(chat_type)
         room = await self._room_for(conv_id, chat_type, create=False)
         if room is None:
@@ -1028,6 +1029,7 @@ class MatrixAdapter:
         """Joined rooms with their newest visible message, newest first (``/joined_rooms`` and
         one ``/messages`` per room; unread counts are the sync's notification counts)."""
         check_page_size(limit)
+        self._ensure_sync()
         joined = await self.api.request("GET", f"{CS}/joined_rooms")
         rows: list[tuple[int, str, Conversation]] = []
         for room in joined.get("joined_rooms", []):
