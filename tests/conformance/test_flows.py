@@ -497,6 +497,7 @@ def test_recall_reaches_the_peer_and_history(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
         needs(alice.transport, "recall_message", "issue 12 (recall and edit)")
+        needs(bob.store, "apply_recall", "issue 10 (the store's recall writes)")
         sent = await alice.client.send_message(Message.text(bob.id, "oops"))
         await b.until(lambda: bob.store.get_message(sent.msg_id) is not None, "delivery")
         when = await alice.transport.recall_message(alice.store.get_message(sent.msg_id))
@@ -516,6 +517,7 @@ def test_recall_through_the_client(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
         needs(alice.client, "recall_message", "issue 12 (ChatClient.recall_message)")
+        needs(bob.store, "apply_recall", "issue 10 (the store's recall writes)")
         sent = await alice.client.send_message(Message.text(bob.id, "take it back"))
         await b.until(lambda: bob.store.get_message(sent.msg_id) is not None, "delivery")
         await alice.client.recall_message(sent.msg_id)
@@ -530,6 +532,7 @@ def test_edit_reaches_the_peer_and_history(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
         needs(alice.transport, "edit_message", "issue 12 (recall and edit)")
+        needs(bob.store, "apply_edit", "issue 10 (the store's edit writes)")
         sent = await alice.client.send_message(Message.text(bob.id, "helo"))
         card = await alice.client.send_message(Message.custom(bob.id, "card", {"v": "1"}))
         await b.until(lambda: bob.store.message_count(alice.id) == 2, "delivery")
@@ -557,6 +560,7 @@ def test_edit_through_the_client(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
         needs(alice.client, "edit_message", "issue 12 (ChatClient.edit_message)")
+        needs(bob.store, "apply_edit", "issue 10 (the store's edit writes)")
         sent = await alice.client.send_message(Message.text(bob.id, "teh plan"))
         await b.until(lambda: bob.store.get_message(sent.msg_id) is not None, "delivery")
         await alice.client.edit_message(sent.msg_id, TextBody("the plan"))
