@@ -120,6 +120,7 @@ class MatrixAdapter:
         self._reported: set[tuple[str, str]] = set()  # (event, reader) group acks announced
         self._unread: dict[str, int] = {}
         self._latest: dict[str, int] = {}  # room: newest message time seen
+        self._echo: dict[str, asyncio.Future[int]] = {}  # sent events awaiting their sync echo
         self._up_to_ok = False
 
     # ------------------------------------------------------------------------------ set-up
@@ -511,6 +512,9 @@ class MatrixAdapter:
             return
         ts = int(ev.get("origin_server_ts") or 0)
         self._events[eid] = (room_id, str(ev.get("sender", "")), ts)
+        waiting = self._echo.pop(eid, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(ts)
         if ev.get("type") == "m.room.message" and ts > self._latest.get(room_id, 0):
             self._latest[room_id] = ts
         if len(self._events) > 20_000:
@@ -535,6 +539,23 @@ class MatrixAdapter:
                           f"no message {event_id!r} on the server") from exc
         self._see(room_id, ev)
         return self._events[event_id]
+
+    async def _event_time(self, room_id: str, event_id: str) -> int:
+        """The server time of an event this device just sent: from the sync loop's echo when it
+        comes within moments (it usually has, the long-poll answers as soon as the event is
+        stored), else from ``GET /event``."""
+        known = self._events.get(event_id)
+        if known is None and self._task is not None and not self._task.done():
+            fut = self._echo.get(event_id)
+            if fut is None:
+                fut = self._echo[event_id] = asyncio.get_running_loop().create_future()
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), 0.25)
+            except TimeoutError:
+                pass
+            finally:
+                self._echo.pop(event_id, None)
+        return (await self._event(room_id, event_id))[2]
 
     def _edited(self, info: mp.RoomInfo, original: str, new: dict[str, Any],
                 ev: dict[str, Any]) -> Message | None:
@@ -662,7 +683,7 @@ class MatrixAdapter:
                     raise
                 self._forget(room)  # left or deleted since it was cached: resolve it again
         event_id = str(answer["event_id"])
-        _, _, ts = await self._net(self._event(room, event_id))
+        ts = await self._net(self._event_time(room, event_id))
         if message.need_group_ack and chat_type == ChatType.GROUP_CHAT:
             self._group_acked.setdefault(room, {})[event_id] = ts
         return SendResult(event_id, ts)
