@@ -73,6 +73,18 @@ def test_deleting_by_the_local_id_buries_the_server_id_too(store: MessageStore):
     assert store.message_count("bob") == 0
 
 
+@pytest.mark.skipif("local_id" not in Message.__dataclass_fields__,
+                    reason="Message.local_id lands with the store helper's branch")
+def test_a_deleted_unsent_copy_keeps_the_server_copy_out(store: MessageStore):
+    # a send that answered 300 but got through: the user deletes the FAIL copy
+    store.insert_message(Message.text("bob", "hello", msg_id="L7", timestamp=T0 + 5))
+    store.delete_message("L7")
+    server_copy = Message.text("bob", "hello", sender="alice", msg_id="S0007")
+    server_copy.server_time = T0 + 7
+    server_copy.local_id = "L7"  # type: ignore[attr-defined]
+    assert store.merge_history([server_copy]).suppressed == ["S0007"]
+
+
 def test_a_time_range_delete_keeps_that_range_out(store: MessageStore):
     store.save_history([server_msg(i) for i in (1, 5, 9)])
     assert store.delete_messages("bob", start_time=T0, end_time=T0 + 6) == 2

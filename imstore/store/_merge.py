@@ -60,11 +60,16 @@ class Merger:
               spans: Sequence[Span] = ()) -> MergeResult:
         said_read = [m.msg_id for m in messages if isinstance(m, Message) and m.is_read is True
                      and isinstance(m.msg_id, str) and m.sender not in (None, self._owner)]
+        # the sender's local id of our own messages, when the server carries it
+        local_ids = {m.msg_id: lid for m in messages if isinstance(m, Message)
+                     and m.sender in (None, self._owner) and isinstance(m.msg_id, str)
+                     and isinstance(lid := getattr(m, "local_id", None), str) and lid}
         suppressed: list[str] = []
         read: list[str] = []
 
         def screen(rows: list[MessageRow], existing: set[str]) -> set[str]:
-            out = self._tombstones.screen([r for r in rows if r.msg_id not in existing])
+            out = self._tombstones.screen([r for r in rows if r.msg_id not in existing],
+                                          local_ids)
             suppressed.extend(r.msg_id for r in rows if r.msg_id in out)
             valid = {r.msg_id for r in rows if r.msg_id in existing}
             read.extend(self._mark_read([i for i in said_read if i in valid]))

@@ -18,7 +18,7 @@ Every method but `lift_ids` runs inside the caller's open write transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ._connection import Connection, chunks, marks
@@ -85,12 +85,20 @@ class Tombstones:
 
     # ---------------------------------------------------------------------------- screening
 
-    def screen(self, rows: Sequence[MessageRow]) -> set[str]:
-        """The msg_ids among ``rows`` that a tombstone covers (by id, local id or time range)."""
+    def screen(self, rows: Sequence[MessageRow],
+               local_ids: Mapping[str, str] | None = None) -> set[str]:
+        """The msg_ids among ``rows`` that a tombstone covers (by id, local id or time range).
+        ``local_ids`` maps server ids to the local ids the sender's device gave them, when the
+        server said (the rows may not carry them)."""
         if not rows:
             return set()
         run = self._conn.run
-        ids = list({i for r in rows for i in (r.msg_id, r.local_id) if i})
+        aliases = dict(local_ids or {})
+        for r in rows:
+            if r.local_id:
+                aliases.setdefault(r.msg_id, r.local_id)
+        ids = list({r.msg_id for r in rows} | {aliases[r.msg_id] for r in rows
+                                                if r.msg_id in aliases})
         buried: set[str] = set()
         for part in chunks(ids):
             buried.update(x for (x,) in run(f"SELECT msg_id FROM tombstone WHERE msg_id IN "
@@ -104,7 +112,7 @@ class Tombstones:
                 ranges.setdefault(conv_id, []).append((lo, hi))
         out = set()
         for r in rows:
-            if r.msg_id in buried or (r.local_id is not None and r.local_id in buried) or any(
+            if r.msg_id in buried or aliases.get(r.msg_id) in buried or any(
                     lo <= r.sort_time <= hi for lo, hi in ranges.get(r.conv_id, ())):
                 out.add(r.msg_id)
         return out
