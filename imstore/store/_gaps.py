@@ -201,6 +201,12 @@ class Stretches:
         for s in self._load(span.conv_id, in_tx=True):
             if s.lo <= new.hi + (new.hi < _HI) and new.lo - (new.lo > _LO) <= s.hi:
                 merged.append(s)
+        if len(merged) == 2:
+            old = merged[1]
+            if (old.lo <= new.lo and new.hi <= old.hi
+                    and not (new.lo == old.lo and new.older_cursor)
+                    and not (new.hi == old.hi and new.newer_cursor)):
+                return  # nothing new (e.g. a live message inside the live stretch)
         low = min(merged, key=lambda s: (s.lo, s is not new))
         high = max(merged, key=lambda s: (s.hi, s is new))
         run = self._conn.run
@@ -210,9 +216,6 @@ class Stretches:
             "VALUES (?, ?, ?, ?, ?)",
             (span.conv_id, low.start, high.end, low.older_cursor if low.start is not None else None,
              high.newer_cursor if high.end is not None else None))
-
-    def forget(self, conv_id: str) -> None:
-        self._conn.run("DELETE FROM stretch WHERE conv_id = ?", (conv_id,))
 
     # ------------------------------------------------------------------------------ reading
 
