@@ -14,6 +14,7 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import re
@@ -21,7 +22,16 @@ import tempfile
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from .adapters import ConnectionState, ProgressFn, SyncAdapter, Transport, check_page_size
+from .adapters import (
+    ConnectionState,
+    ProgressFn,
+    SendResult,
+    SyncAdapter,
+    Transport,
+    check_page_size,
+    is_transport,
+    transport_method,
+)
 from .codec import validate_message
 from .errors import ErrorCode, IMError
 from .message import (
@@ -86,6 +96,32 @@ def safe_file_name(name: str, fallback: str = "file") -> str:
     return base[:120] or fallback
 
 
+class _Dropped(Exception):
+    """The connection left CONNECTED while a step was in flight."""
+
+
+class _WaitBudget:
+    """How long one send may still wait for RECONNECTING to end, across all its steps."""
+
+    __slots__ = ("deadline", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline: float | None = None
+
+    def left(self, now: float) -> float:
+        if self.deadline is None:
+            self.deadline = now + self.seconds
+        return self.deadline - now
+
+
+def _takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` accepts a keyword argument ``name`` (older transports may not)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
 class ChatClient:
@@ -94,8 +130,13 @@ class ChatClient:
     Args:
         store: the local store.
         adapter: the server's history API.
-        transport: real-time delivery; when None, ``adapter`` is used if it is a `Transport` too.
-        send_timeout: seconds to wait for the server's answer to a send.
+        transport: real-time delivery; when None, ``adapter`` is used if it has ``attach`` and
+            ``send`` (optional transport methods it lacks raise `IMError(SERVICE_NOT_ENABLED)`
+            when a feature needs them).
+        send_timeout: seconds to wait for the server's answer to a send (and to a receipt).
+        reconnect_wait: the longest, in seconds, one send (uploads included) waits in all for a
+            RECONNECTING connection to come back before failing with 300.
+        transfer_timeout: seconds an upload or a download may take before failing with 402 / 403.
         require_delivery_ack: send delivery receipts for one-to-one messages received.
         require_read_ack: send read receipts when messages are marked read here.
         auto_download: download thumbnails of images and videos and the audio of voice messages
@@ -106,16 +147,24 @@ class ChatClient:
 
     def __init__(self, store: MessageStore, adapter: SyncAdapter, *,
                  transport: Transport | None = None, send_timeout: float = 10.0,
+                 reconnect_wait: float = 60.0, transfer_timeout: float = 300.0,
                  require_delivery_ack: bool = True, require_read_ack: bool = True,
                  auto_download: bool = True, download_dir: str | None = None) -> None:
-        if send_timeout <= 0:
-            raise IMError(ErrorCode.INVALID_PARAM, "send_timeout must be positive")
+        for name, value in (("send_timeout", send_timeout), ("reconnect_wait", reconnect_wait),
+                            ("transfer_timeout", transfer_timeout)):
+            if not value > 0:
+                raise IMError(ErrorCode.INVALID_PARAM, f"{name} must be positive, not {value!r}")
         self.store = store
         self.adapter = adapter
-        if transport is None and isinstance(adapter, Transport):
-            transport = adapter
+        if transport is None and is_transport(adapter):
+            transport = adapter  # type: ignore[assignment]
+        elif transport is not None and not is_transport(transport):
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          "transport= needs an object with attach() and send()")
         self.transport = transport
         self.send_timeout = send_timeout
+        self.reconnect_wait = reconnect_wait
+        self.transfer_timeout = transfer_timeout
         self.require_delivery_ack = require_delivery_ack
         self.require_read_ack = require_read_ack
         self.auto_download = auto_download
@@ -126,9 +175,12 @@ class ChatClient:
         self._listeners: list[MessageListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deferred: list[Callable[[], Coroutine[Any, Any, Any]]] = []
-        self._state_changed: asyncio.Event | None = None
+        self._tails: dict[str, asyncio.Future[None]] = {}  # per conversation: the last send queued
+        self._waiters: list[asyncio.Future[None]] = []  # woken at the next state change
+        self._generation = 0  # counts state changes
+        self._early_group_acks: dict[str, list[GroupReadAck]] = {}
         if transport is not None:
-            transport.attach(self)
+            transport.attach(self)  # type: ignore[arg-type]  # recall/edit handlers: next commit
 
     # ---------------------------------------------------------------------------- listeners
 
@@ -168,18 +220,37 @@ class ChatClient:
         self._tasks.discard(task)
 
     async def wait_idle(self) -> None:
-        """Wait until background work (receipts, automatic downloads) is done."""
+        """Wait until the client's pending work is done: sends in flight or queued (including
+        those waiting through RECONNECTING), receipts and automatic downloads. Tests use it
+        instead of sleeping; it is part of the public testing contract."""
         loop = asyncio.get_running_loop()
-        while self._deferred:
-            self._start(loop, self._deferred.pop(0))
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while True:
+            while self._deferred:
+                self._start(loop, self._deferred.pop(0))
+            pending: list[asyncio.Future[Any]] = [*self._tasks]
+            pending += [f for f in self._tails.values() if not f.done() and f.get_loop() is loop]
+            if not pending:
+                return
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def _need_transport(self) -> Transport:
         if self.transport is None:
             raise IMError(ErrorCode.SERVICE_NOT_ENABLED,
                           "this client has no transport; pass transport= to ChatClient")
         return self.transport
+
+    def _method(self, name: str) -> Any:
+        """The transport's optional method ``name``, or SERVICE_NOT_ENABLED naming it."""
+        return transport_method(self._need_transport(), name)
+
+    async def _receipt(self, make: Callable[[], Awaitable[Any]]) -> None:
+        """Send a receipt: it waits through RECONNECTING like a message, then goes out once."""
+        transport = self._need_transport()
+        try:
+            await self._connected(transport, make, self.send_timeout, None)
+        except TimeoutError as exc:
+            raise IMError(ErrorCode.SERVER_TIMEOUT, "the server did not take the receipt in "
+                                                    "time; try again") from exc
 
     async def _call(self, aw: Awaitable[T]) -> T:
         """Await an adapter call; anything but an IMError becomes one, keeping the cause."""
@@ -196,6 +267,15 @@ class ChatClient:
                           f"the adapter failed: {exc!r}") from exc
 
     # ------------------------------------------------------------------------------ sending
+    #
+    # The send path, one place for its rules:
+    # - a message is validated, stored INPROGRESS (CMD: only announced), then queued behind the
+    #   earlier sends of its conversation: uploads and sends leave in the order of the calls;
+    # - each network step waits while the state is RECONNECTING (at most `reconnect_wait` in all
+    #   per send), and a step the connection drops under (510 from the transport, or the state
+    #   leaving CONNECTED) is retried after the reconnection, with the same local id;
+    # - 510 only when the state is DISCONNECTED; a send time-out gets one reconnect and one more
+    #   try, then 300; every status change is stored and told to the listeners.
 
     def _set_status(self, msg: Message, status: MessageStatus) -> None:
         msg.status = status
@@ -207,9 +287,14 @@ class ChatClient:
         """Send a message; returns it with the server's id and time and status SUCCESS.
         ``progress(done, total)`` hears how the attachment's upload goes.
 
+        Sends of one conversation leave in the order of the calls. While the connection is
+        RECONNECTING the message (and its upload) waits and goes out after the reconnection.
+
         Raises `IMError`: the codec's codes for a bad message (nothing is stored), 402 when an
-        upload fails, 510 when the connection is down and not reconnecting, 300 when the server
-        did not answer twice (once before and once after reconnecting). On failure the stored
+        upload fails or outlasts ``transfer_timeout``, 510 when the connection is down and not
+        reconnecting, 300 when the server did not answer twice (once before and once after
+        reconnecting) or the connection stayed RECONNECTING longer than ``reconnect_wait``,
+        500 when the server's id for it is already another conversation's. On failure the stored
         message is FAIL; `resend_message` tries again.
         """
         transport = self._need_transport()
@@ -218,14 +303,17 @@ class ChatClient:
             if msg.sender is None:
                 msg.sender = self.store.user_id
             msg.conv_id = msg.to
-            return await self._deliver(transport, msg)
+            msg.status = MessageStatus.INPROGRESS
+            self._emit("on_message_status_changed", msg, MessageStatus.INPROGRESS)
+            return await self._deliver(transport, msg, progress)
         msg.status = MessageStatus.INPROGRESS
         self.store.insert_message(msg)
         self._emit("on_message_status_changed", msg, MessageStatus.INPROGRESS)
         return await self._deliver(transport, msg, progress)
 
     async def resend_message(self, msg_id: str, *, progress: ProgressFn | None = None) -> Message:
-        """Send again a message that failed."""
+        """Send again a message that failed (it keeps its local id, so a server that did get it
+        the first time answers with the first result and delivers it once)."""
         transport = self._need_transport()
         msg = self.store.get_message(msg_id)
         if msg is None:
@@ -242,93 +330,201 @@ class ChatClient:
     def _needs_upload(msg: Message) -> bool:
         return isinstance(msg.body, FileBody) and not msg.body.remote_url
 
+    @staticmethod
+    def _has_uploads(msg: Message) -> bool:
+        body = msg.body
+        return isinstance(body, FileBody) and (
+            not body.remote_url
+            or (isinstance(body, VideoBody) and bool(body.thumbnail_path)
+                and not body.thumbnail_url))
+
+    async def _in_order(self, key: str, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` after every earlier call with the same ``key`` has finished (FIFO)."""
+        loop = asyncio.get_running_loop()
+        prev = self._tails.get(key)
+        mine: asyncio.Future[None] = loop.create_future()
+        self._tails[key] = mine
+
+        def release(_: object = None) -> None:
+            if not mine.done():
+                mine.set_result(None)
+            if self._tails.get(key) is mine:
+                del self._tails[key]
+
+        try:
+            if prev is not None and not prev.done() and prev.get_loop() is loop:
+                await prev
+            return await work()
+        finally:
+            # A caller cancelled while still queued must not let later sends overtake the
+            # earlier ones: the queue moves on only once its predecessor is done too.
+            if prev is not None and not prev.done() and prev.get_loop() is loop:
+                prev.add_done_callback(release)
+            else:
+                release()
+
     async def _deliver(self, transport: Transport, msg: Message,
                        progress: ProgressFn | None = None) -> Message:
+        key = msg.conv_id or msg.to
         try:
-            if self._needs_upload(msg) or (isinstance(msg.body, VideoBody)
-                                           and msg.body.thumbnail_path and not msg.body.thumbnail_url):
-                await self._upload(transport, msg, progress)
-            await self._wait_for_connection(transport)
-            result = await self._send_with_retry(transport, msg)
-        except IMError:
-            self._set_status(msg, MessageStatus.FAIL)
-            raise
+            return await self._in_order(key, lambda: self._transmit(transport, msg, progress))
         except BaseException:
             self._set_status(msg, MessageStatus.FAIL)
             raise
+
+    async def _transmit(self, transport: Transport, msg: Message,
+                        progress: ProgressFn | None) -> Message:
+        budget = _WaitBudget(self.reconnect_wait)
+        if self._has_uploads(msg):
+            await self._upload(transport, msg, progress, budget)
+        result = await self._send_with_retry(transport, msg, budget)
         if msg.type == MessageType.CMD:
             msg.msg_id, msg.server_time = result.msg_id, result.server_time
             msg.status = MessageStatus.SUCCESS
-        else:
-            stored, early = self.store.mark_sent(msg.msg_id, result.msg_id, result.server_time)
-            msg.msg_id, msg.server_time, msg.status = stored.msg_id, stored.server_time, stored.status
-            msg.is_delivered, msg.is_read_acked = stored.is_delivered, stored.is_read_acked
-            msg.group_ack_count = stored.group_ack_count
+            self._emit("on_message_status_changed", msg, MessageStatus.SUCCESS)
+            return msg
+        stored, early = self.store.mark_sent(msg.msg_id, result.msg_id, result.server_time)
+        msg.msg_id, msg.server_time, msg.status = stored.msg_id, stored.server_time, stored.status
+        msg.is_delivered, msg.is_read_acked = stored.is_delivered, stored.is_read_acked
+        msg.group_ack_count = stored.group_ack_count
         self._emit("on_message_status_changed", msg, MessageStatus.SUCCESS)
-        if msg.type != MessageType.CMD:
-            # receipts that came in before the server's answer
-            if RECEIPT_DELIVERED in early:
-                self._emit("on_messages_delivered", [stored])
-            if RECEIPT_READ in early:
-                self._emit("on_messages_read", [stored])
+        # receipts that came in before the server's answer
+        if RECEIPT_DELIVERED in early:
+            self._emit("on_messages_delivered", [stored])
+        if RECEIPT_READ in early:
+            self._emit("on_messages_read", [stored])
+        acks = self._early_group_acks.pop(stored.msg_id, None)
+        if acks and stored.group_ack_count:
+            self._emit("on_group_message_read", acks)
         return msg
 
-    async def _upload(self, transport: Transport, msg: Message,
-                      progress: ProgressFn | None = None) -> None:
+    async def _upload(self, transport: Transport, msg: Message, progress: ProgressFn | None,
+                      budget: _WaitBudget) -> None:
         body = msg.body
         assert isinstance(body, FileBody)
+        upload = transport_method(transport, "upload")
         if not body.remote_url:
-            remote = await self._call(transport.upload(body.local_path, progress=progress))
+            remote = await self._transfer(
+                transport, lambda: upload(body.local_path, progress=progress), budget,
+                ErrorCode.FILE_UPLOAD_FAILED)
             body.remote_url = remote.url
             body.secret = remote.secret or ""
             if isinstance(body, ImageBody) and remote.thumbnail_url and not body.thumbnail_url:
                 body.thumbnail_url = remote.thumbnail_url
             body.download_status = DownloadStatus.SUCCEEDED
         if isinstance(body, VideoBody) and body.thumbnail_path and not body.thumbnail_url:
-            thumb = await self._call(transport.upload(body.thumbnail_path))
+            thumb = await self._transfer(transport, lambda: upload(body.thumbnail_path), budget,
+                                         ErrorCode.FILE_UPLOAD_FAILED)
             body.thumbnail_url = thumb.url
             body.thumbnail_status = DownloadStatus.SUCCEEDED
         if msg.type != MessageType.CMD:
             self.store.update_message(msg)
 
-    async def _wait_for_connection(self, transport: Transport) -> None:
-        if transport.state == ConnectionState.DISCONNECTED:
-            raise IMError(ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED,
-                          "the connection is down and not reconnecting; reconnect, then resend")
-        if transport.state == ConnectionState.RECONNECTING:
-            event = self._event()
-            deadline = asyncio.get_running_loop().time() + self.send_timeout * 3
-            while transport.state == ConnectionState.RECONNECTING:
-                left = deadline - asyncio.get_running_loop().time()
-                if left <= 0:
-                    raise IMError(ErrorCode.SERVER_NOT_REACHABLE,
-                                  "the connection did not come back in time; resend later")
-                event.clear()
-                try:
-                    await asyncio.wait_for(event.wait(), left)
-                except TimeoutError:
-                    continue
-            if transport.state != ConnectionState.CONNECTED:
-                raise IMError(ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED,
-                              "the connection could not be re-established; resend later")
-
-    def _event(self) -> asyncio.Event:
-        if self._state_changed is None:
-            self._state_changed = asyncio.Event()
-        return self._state_changed
-
-    async def _send_with_retry(self, transport: Transport, msg: Message) -> Any:
+    async def _transfer(self, transport: Transport, make: Callable[[], Awaitable[T]],
+                        budget: _WaitBudget | None, code: ErrorCode) -> T:
+        """An upload or a download: waits through RECONNECTING, at most ``transfer_timeout``."""
         try:
-            return await asyncio.wait_for(transport.send(msg), self.send_timeout)
+            return await self._connected(transport, make, self.transfer_timeout, budget)
+        except TimeoutError as exc:
+            raise IMError(code, f"the transfer did not finish within transfer_timeout="
+                                f"{self.transfer_timeout} s; try again") from exc
+
+    async def _send_with_retry(self, transport: Transport, msg: Message,
+                               budget: _WaitBudget) -> SendResult:
+        def send() -> Awaitable[SendResult]:
+            return transport.send(msg)
+
+        try:
+            return await self._connected(transport, send, self.send_timeout, budget)
         except TimeoutError:
             log.info("send of %s timed out; reconnecting and trying once more", msg.msg_id)
         try:
-            await asyncio.wait_for(transport.reconnect(), self.send_timeout)
-            return await asyncio.wait_for(transport.send(msg), self.send_timeout)
+            reconnect = getattr(transport, "reconnect", None)
+            if callable(reconnect):
+                await asyncio.wait_for(self._call(reconnect()), self.send_timeout)
+            return await self._connected(transport, send, self.send_timeout, budget)
         except (TimeoutError, IMError) as exc:
             raise IMError(ErrorCode.SERVER_NOT_REACHABLE,
                           "the server did not answer, before or after reconnecting; the message "
                           "is FAIL: resend it later") from exc
+
+    # -- waiting through RECONNECTING ---------------------------------------------------------
+
+    def _state(self) -> ConnectionState:
+        state = getattr(self.transport, "state", ConnectionState.CONNECTED)
+        return ConnectionState(state)
+
+    def _state_waiter(self) -> asyncio.Future[None]:
+        """A future that completes at the next connection state change."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        return fut
+
+    async def _wait_connected(self, budget: _WaitBudget | None) -> None:
+        """Return once the state is CONNECTED; 510 when it is DISCONNECTED, 300 when it stays
+        RECONNECTING past the budget."""
+        loop = asyncio.get_running_loop()
+        while (state := self._state()) == ConnectionState.RECONNECTING:
+            if budget is None:
+                budget = _WaitBudget(self.reconnect_wait)
+            left = budget.left(loop.time())
+            if left <= 0:
+                raise IMError(ErrorCode.SERVER_NOT_REACHABLE,
+                              f"the connection did not come back within reconnect_wait="
+                              f"{self.reconnect_wait} s; try again later")
+            waiter = self._state_waiter()
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                continue
+        if state == ConnectionState.DISCONNECTED:
+            raise IMError(ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED,
+                          "the connection is down and not reconnecting; reconnect, then try again")
+
+    async def _connected(self, transport: Transport, make: Callable[[], Awaitable[T]],
+                         timeout: float, budget: _WaitBudget | None) -> T:
+        """Run one network step once the connection is up; a step that the connection drops
+        under is run again after the reconnection. Raises TimeoutError after ``timeout``."""
+        while True:
+            await self._wait_connected(budget)
+            generation = self._generation
+            try:
+                return await self._race(make, timeout)
+            except _Dropped:
+                continue
+            except IMError as exc:
+                if exc.code != ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED:
+                    raise
+                if self._state() == ConnectionState.CONNECTED and self._generation == generation:
+                    raise  # the transport says "down" but never was: not a reconnection
+                continue
+
+    async def _race(self, make: Callable[[], Awaitable[T]], timeout: float) -> T:
+        """Await one step; stop it with `_Dropped` when the state leaves CONNECTED meanwhile."""
+        loop = asyncio.get_running_loop()
+        async def step() -> T:  # the coroutine is made inside the task: never left unawaited
+            return await self._call(make())
+
+        task: asyncio.Future[T] = asyncio.ensure_future(step())
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                waiter = self._state_waiter()
+                left = deadline - loop.time()
+                both: set[asyncio.Future[Any]] = {task, waiter}
+                done, _ = await asyncio.wait(both, timeout=max(left, 0),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if task in done:
+                    return task.result()
+                if not done:
+                    raise TimeoutError
+                if self._state() != ConnectionState.CONNECTED:
+                    raise _Dropped
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     # ------------------------------------------------------------------ transport handler
 
@@ -341,9 +537,8 @@ class ChatClient:
             return
         new = self.store.save_received(others)
         for m in new:
-            transport = self.transport
-            if self.require_delivery_ack and m.chat_type == ChatType.CHAT and transport:
-                self._spawn(lambda t=transport, m=m: t.send_delivery_ack(m))  # type: ignore[misc]
+            if self.require_delivery_ack and m.chat_type == ChatType.CHAT and self.transport:
+                self._spawn(lambda m=m: self._send_delivery_ack(m))  # type: ignore[misc]
             if self.auto_download and isinstance(m.body, FileBody):
                 if isinstance(m.body, ImageBody | VideoBody) and m.body.thumbnail_url:
                     self._spawn(lambda i=m.msg_id: self.download_thumbnail(i))  # type: ignore[misc]
@@ -351,6 +546,10 @@ class ChatClient:
                     self._spawn(lambda i=m.msg_id: self.download_attachment(i))  # type: ignore[misc]
         if new:
             self._emit("on_messages_received", new)
+
+    async def _send_delivery_ack(self, msg: Message) -> None:
+        send = self._method("send_delivery_ack")
+        await self._receipt(lambda: send(msg))
 
     @staticmethod
     async def _quiet(coro: Awaitable[Any]) -> None:
@@ -360,7 +559,10 @@ class ChatClient:
             log.warning("background work failed: %s", exc)
 
     def _receipts(self, kind: int, msg_ids: list[str], event: str) -> None:
-        changed = self.store.apply_receipts(kind, msg_ids)
+        # One-to-one receipts only: a group message is read-acked by group receipts.
+        ids = [i for i in msg_ids
+               if (m := self.store.get_message(i)) is None or m.chat_type == ChatType.CHAT]
+        changed = self.store.apply_receipts(kind, ids)
         msgs = [m for m in (self.store.get_message(i) for i in changed) if m is not None]
         if msgs:
             self._emit(event, msgs)
@@ -371,17 +573,29 @@ class ChatClient:
     def on_read_acks(self, msg_ids: list[str]) -> None:
         self._receipts(RECEIPT_READ, msg_ids, "on_messages_read")
 
-    def on_conversation_read(self, conv_id: str, reader: str) -> None:
-        self.store.mark_conversation_read_acked(conv_id)
+    def on_conversation_read(self, conv_id: str, reader: str, up_to: int | None = None) -> None:
+        self.store.mark_conversation_read_acked(conv_id, up_to)
         self._emit("on_conversation_read", conv_id, reader)
 
     def on_group_read_acks(self, acks: list[GroupReadAck]) -> None:
-        if self.store.add_group_acks(acks):
-            self._emit("on_group_message_read", acks)
+        acks = [a for a in acks if a.reader != self.store.user_id]  # never count the sender
+        if not acks:
+            return
+        changed = self.store.add_group_acks(acks)
+        heard = [a for a in acks if a.msg_id in changed]
+        for a in acks:
+            if a.msg_id not in changed and self.store.get_message(a.msg_id) is None:
+                # early: announced once the send's answer makes the message known
+                self._early_group_acks.setdefault(a.msg_id, []).append(a)
+        if heard:
+            self._emit("on_group_message_read", heard)
 
     def on_connection_state_changed(self, state: ConnectionState) -> None:
-        if self._state_changed is not None:
-            self._state_changed.set()
+        self._generation += 1
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done() and not fut.get_loop().is_closed():
+                fut.set_result(None)
         self._emit("on_connection_state_changed", state)
 
     # ----------------------------------------------------------------------------- receipts
@@ -393,36 +607,57 @@ class ChatClient:
         return msg
 
     async def ack_message_read(self, msg_id: str) -> None:
-        """Mark a received message read here and tell its sender (when read receipts are on)."""
+        """Mark a received one-to-one message read here and tell its sender (when read receipts
+        are on). Group messages take `ack_group_message_read` (INVALID_PARAM here)."""
         msg = self._stored(msg_id)
+        if msg.chat_type != ChatType.CHAT:
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          "read receipts per message are for one-to-one chats; use "
+                          "ack_group_message_read or store.mark_message_read for groups")
         self.store.mark_message_read(msg.msg_id)
         if self.require_read_ack and msg.direction == Direction.RECEIVE:
-            await self._call(self._need_transport().send_read_ack(msg))
+            send = self._method("send_read_ack")
+            await self._receipt(lambda: send(msg))
 
     async def ack_conversation_read(self, conv_id: str) -> None:
-        """Mark a whole conversation read here (its unread count goes to 0) and tell the peer."""
+        """Mark a whole conversation read here (its unread count goes to 0) and tell the peer
+        up to which message (the newest one stored here)."""
         conv = self.store.conversation(conv_id)
         if conv is None:
             raise IMError(ErrorCode.CONVERSATION_NOT_EXIST, f"there is no conversation {conv_id!r}")
+        newest = self.store.messages(conv_id, limit=1)
+        up_to = newest[0].server_time if newest else None
         self.store.mark_conversation_read(conv_id)
-        if self.require_read_ack:
-            await self._call(self._need_transport().send_conversation_ack(conv_id, conv.chat_type))
+        if not self.require_read_ack:
+            return
+        send = self._method("send_conversation_ack")
+        if up_to is not None and _takes(send, "up_to"):
+            await self._receipt(lambda: send(conv_id, conv.chat_type, up_to=up_to))
+        else:
+            await self._receipt(lambda: send(conv_id, conv.chat_type))
 
     async def ack_group_message_read(self, msg_id: str) -> None:
-        """Read receipt for a group message sent with ``need_group_ack``."""
+        """Read receipt for a group message someone else sent with ``need_group_ack``; it is
+        marked read here either way, and the receipt goes out when ``require_read_ack``."""
         msg = self._stored(msg_id)
         if msg.chat_type != ChatType.GROUP_CHAT or not msg.need_group_ack:
             raise IMError(ErrorCode.INVALID_PARAM,
                           "group read receipts are for group messages sent with need_group_ack")
+        if msg.direction == Direction.SEND:
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          "the sender of a group message does not read-ack it")
         self.store.mark_message_read(msg.msg_id)
-        await self._call(self._need_transport().send_group_read_ack(msg))
+        if self.require_read_ack:
+            send = self._method("send_group_read_ack")
+            await self._receipt(lambda: send(msg))
 
     async def fetch_group_read_acks(self, msg_id: str, *, cursor: str | None = None,
                                     limit: int = 20) -> CursorResult[GroupReadAck]:
         """A page of a group message's readers; the stored ``group_ack_count`` follows them."""
         check_page_size(limit)
-        page = await self._call(self._need_transport().fetch_group_read_acks(msg_id, cursor, limit))
-        self.store.add_group_acks(page.items)
+        fetch = self._method("fetch_group_read_acks")
+        page: CursorResult[GroupReadAck] = await self._call(fetch(msg_id, cursor, limit))
+        self.store.add_group_acks([a for a in page.items if a.reader != self.store.user_id])
         return page
 
     # -------------------------------------------------------------------------- attachments
@@ -447,9 +682,11 @@ class ChatClient:
         dest = self._dest(msg, body.display_name or "file", "")
         body.download_status = DownloadStatus.DOWNLOADING
         self.store.update_message(msg)
+        download = self._method("download")
         try:
-            await self._call(self._need_transport().download(body.remote_url, dest,
-                                                             progress=progress))
+            await self._transfer(self._need_transport(),
+                                 lambda: download(body.remote_url, dest, progress=progress), None,
+                                 ErrorCode.FILE_DOWNLOAD_FAILED)
         except IMError as exc:
             body.download_status = DownloadStatus.FAILED
             self.store.update_message(msg)
@@ -467,8 +704,11 @@ class ChatClient:
         dest = self._dest(msg, body.display_name or "thumb", "thumb_")
         body.thumbnail_status = DownloadStatus.DOWNLOADING
         self.store.update_message(msg)
+        download = self._method("download")
         try:
-            await self._call(self._need_transport().download(body.thumbnail_url, dest))
+            await self._transfer(self._need_transport(),
+                                 lambda: download(body.thumbnail_url, dest), None,
+                                 ErrorCode.FILE_DOWNLOAD_FAILED)
         except IMError as exc:
             body.thumbnail_status = DownloadStatus.FAILED
             self.store.update_message(msg)

@@ -137,7 +137,8 @@ def test_every_type_end_to_end_with_receipts(pair: Pair, tmp_path: Path):
     assert all(m.is_read_acked for m in pair.a.messages("bob"))
     assert rec_a.kinds("conversation_read") == [("bob", "bob")]
     statuses = rec_a.kinds("status")
-    assert statuses.count(MessageStatus.INPROGRESS) == 7 and statuses.count(MessageStatus.SUCCESS) == 8
+    # CMD sends go through INPROGRESS too (never stored)
+    assert statuses.count(MessageStatus.INPROGRESS) == 8 and statuses.count(MessageStatus.SUCCESS) == 8
 
 
 def test_group_read_receipts(tmp_path: Path, clock: Clock):
@@ -416,3 +417,507 @@ def test_group_and_room_delivery(tmp_path: Path, clock: Clock):
     assert err.value.code == ErrorCode.CONVERSATION_NOT_EXIST
     a.close()
     b.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# The send queue, receipts and the protocol, against MemoryServer and against a transport written
+# from the protocol alone.
+
+
+class Relay:
+    """A TransportHandler that forwards exactly the protocol's methods: the server never sees
+    the client behind it."""
+
+    def __init__(self, handler) -> None:
+        self._h = handler
+
+    def on_messages(self, messages):
+        self._h.on_messages(messages)
+
+    def on_delivery_acks(self, msg_ids):
+        self._h.on_delivery_acks(msg_ids)
+
+    def on_read_acks(self, msg_ids):
+        self._h.on_read_acks(msg_ids)
+
+    def on_conversation_read(self, conv_id, reader, up_to=None):
+        self._h.on_conversation_read(conv_id, reader, up_to)
+
+    def on_messages_recalled(self, msg_ids):
+        self._h.on_messages_recalled(msg_ids)
+
+    def on_messages_edited(self, messages):
+        self._h.on_messages_edited(messages)
+
+    def on_group_read_acks(self, acks):
+        self._h.on_group_read_acks(acks)
+
+    def on_connection_state_changed(self, state):
+        self._h.on_connection_state_changed(state)
+
+
+class WireTransport:
+    """A transport written from the protocol alone (docs/adapters.md): the MemoryServer
+    connection is only its wire. ``on_send`` runs before every send reaches the wire."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+        self.on_send = None
+        self.sends: list[str] = []
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._conn.state
+
+    def attach(self, handler) -> None:
+        self._conn.attach(Relay(handler))
+
+    async def send(self, message):
+        self.sends.append(message.msg_id)
+        if self.on_send is not None:
+            self.on_send(message)
+        return await self._conn.send(message)
+
+    async def reconnect(self):
+        await self._conn.reconnect()
+
+    async def send_delivery_ack(self, message):
+        await self._conn.send_delivery_ack(message)
+
+    async def send_read_ack(self, message):
+        await self._conn.send_read_ack(message)
+
+    async def send_conversation_ack(self, conv_id, chat_type, up_to=None):
+        await self._conn.send_conversation_ack(conv_id, chat_type, up_to)
+
+    async def send_group_read_ack(self, message):
+        await self._conn.send_group_read_ack(message)
+
+    async def fetch_group_read_acks(self, msg_id, cursor, limit):
+        return await self._conn.fetch_group_read_acks(msg_id, cursor, limit)
+
+    async def upload(self, path, *, progress=None):
+        return await self._conn.upload(path, progress=progress)
+
+    async def download(self, url, dest, *, progress=None):
+        await self._conn.download(url, dest, progress=progress)
+
+    async def recall_message(self, message):
+        return await self._conn.recall_message(message)
+
+    async def edit_message(self, message, body):
+        return await self._conn.edit_message(message, body)
+
+
+class HookedConnection:
+    """MemoryServer's own connection with a hook before each send (same as WireTransport's)."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.on_send = None
+        self.sends: list[str] = []
+        original = conn.send
+
+        async def send(message):
+            self.sends.append(message.msg_id)
+            if self.on_send is not None:
+                self.on_send(message)
+            return await original(message)
+
+        conn.send = send
+
+
+class Duo:
+    """alice and bob on one MemoryServer, through its connections or through WireTransport."""
+
+    def __init__(self, backend: str, tmp: Path, clock: Clock, **client_kw) -> None:
+        self.server = MemoryServer(clock=clock)
+        self.stores = {u: imstore.open(":memory:", user_id=u) for u in ("alice", "bob")}
+        self.clients: dict[str, ChatClient] = {}
+        self.wires: dict[str, object] = {}
+        kw = {"send_timeout": 0.2, **client_kw}
+        for u, s in self.stores.items():
+            conn = self.server.connect(u)
+            if backend == "memory":
+                self.wires[u] = HookedConnection(conn)
+                client = ChatClient(s, conn, download_dir=str(tmp / f"{u}-files"), **kw)
+            else:
+                wire = self.wires[u] = WireTransport(conn)
+                client = ChatClient(s, conn, transport=wire, download_dir=str(tmp / f"{u}-files"),
+                                    **kw)
+            self.clients[u] = client
+        self.a, self.b = self.stores["alice"], self.stores["bob"]
+        self.ca, self.cb = self.clients["alice"], self.clients["bob"]
+
+    def hook(self, user: str, fn) -> None:
+        self.wires[user].on_send = fn
+
+    def sends(self, user: str) -> list[str]:
+        return self.wires[user].sends
+
+    async def settle(self) -> None:
+        for _ in range(3):
+            for c in self.clients.values():
+                await c.wait_idle()
+
+    def close(self) -> None:
+        for s in self.stores.values():
+            s.close()
+
+
+@pytest.fixture(params=["memory", "protocol"])
+def duo(request, tmp_path: Path, clock: Clock):
+    d = Duo(request.param, tmp_path, clock)
+    yield d
+    d.close()
+
+
+class Log(MessageListener):
+    """Every event a listener hears, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.signals: dict[str, asyncio.Event] = {}
+
+    def signal(self, name: str) -> asyncio.Event:
+        return self.signals.setdefault(name, asyncio.Event())
+
+    def _add(self, *event) -> None:
+        self.events.append(event)
+        if event[0] in self.signals:
+            self.signals[event[0]].set()
+
+    def on_messages_received(self, messages):
+        self._add("received", *[m.body.text if m.type == MessageType.TEXT else m.type.name
+                                for m in messages])
+
+    def on_cmd_messages_received(self, messages):
+        self._add("cmd", *[m.body.action for m in messages])
+
+    def on_messages_delivered(self, messages):
+        self._add("delivered", len(messages))
+
+    def on_messages_read(self, messages):
+        self._add("read", len(messages))
+
+    def on_conversation_read(self, conv_id, reader):
+        self._add("conversation_read", conv_id)
+
+    def on_group_message_read(self, acks):
+        self._add("group_read", *[a.reader for a in acks])
+
+    def on_message_status_changed(self, message, status):
+        self._add(status.name)
+
+    def on_connection_state_changed(self, state):
+        self._add(state.name)
+
+    def on_messages_recalled(self, messages):
+        self._add("recalled", len(messages))
+
+    def on_messages_edited(self, messages):
+        self._add("edited", len(messages))
+
+
+def texts(store, conv: str) -> list[str]:
+    return [m.body.text for m in store.messages(conv, limit=50)]
+
+
+def drop_then_restore(d: Duo, user: str = "alice", *, times: int = 1, after_server=False):
+    """The first ``times`` sends see the connection drop to RECONNECTING under them (before
+    they reach the server, or, with ``after_server``, once the peer got the message and the
+    answer is lost); it comes back as soon as the client has heard of the drop."""
+    loop = asyncio.get_running_loop()
+    left = [times]
+
+    def drop(*_):
+        if left[0] > 0:
+            left[0] -= 1
+            loop.call_soon(d.server.disconnect, user)
+
+    class Back(MessageListener):
+        def on_connection_state_changed(self, state):
+            if state == ConnectionState.RECONNECTING:
+                loop.call_soon(d.server.restore, user)
+
+    class Arrived(MessageListener):
+        def on_messages_received(self, messages):
+            drop()
+
+    d.clients[user].add_listener(Back())
+    if after_server:
+        d.server.lose_answers(times)
+        d.clients["bob" if user == "alice" else "alice"].add_listener(Arrived())
+    else:
+        d.hook(user, drop)
+
+
+@pytest.mark.parametrize("reached", [False, True], ids=["before-server", "after-server"])
+def test_a_drop_mid_send_sends_after_the_reconnection_once(duo: Duo, reached: bool):
+    async def main():
+        drop_then_restore(duo, after_server=reached)
+        m = await duo.ca.send_message(Message.text("bob", "through the drop"))
+        await duo.settle()
+        return m
+
+    m = run(main())
+    assert m.status == MessageStatus.SUCCESS
+    assert texts(duo.b, "alice") == ["through the drop"]
+    assert duo.a.get_message(m.msg_id).is_delivered
+    assert len(duo.sends("alice")) == 2 and len(set(duo.sends("alice"))) == 1  # same local id
+
+
+def test_an_image_sent_while_reconnecting_goes_out_after(duo: Duo, tmp_path: Path):
+    f = files(tmp_path)
+    log = Log()
+    duo.ca.add_listener(log)
+
+    async def main():
+        duo.server.disconnect("alice")
+        task = asyncio.create_task(duo.ca.send_message(Message.image("bob", f["pic.png"])))
+        await log.signal("INPROGRESS").wait()
+        duo.server.restore("alice")
+        m = await task
+        await duo.settle()
+        got = duo.b.get_message(m.msg_id)
+        got = await duo.cb.download_attachment(got.msg_id)
+        return m, got
+
+    m, got = run(main())
+    assert m.status == MessageStatus.SUCCESS
+    assert Path(got.body.local_path).read_bytes() == f["pic.png"].read_bytes()
+    assert got.body.thumbnail_status == DownloadStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.01])
+def test_a_message_typed_after_the_reconnection_does_not_overtake(duo: Duo, latency: float):
+    log = Log()
+    duo.ca.add_listener(log)
+
+    async def main():
+        duo.server.set_latency(latency)
+        duo.server.disconnect("alice")
+        first = asyncio.create_task(duo.ca.send_message(Message.text("bob", "first")))
+        await log.signal("INPROGRESS").wait()
+        duo.server.restore("alice")
+        await duo.ca.send_message(Message.text("bob", "second"))
+        await first
+        await duo.settle()
+
+    run(main())
+    assert texts(duo.a, "bob") == ["first", "second"]
+    assert texts(duo.b, "alice") == ["first", "second"]
+
+
+def test_many_sends_keep_their_order_through_drops_and_retries(duo: Duo):
+    async def main():
+        drop_then_restore(duo, times=3)
+        duo.server.set_latency(0.001)
+        tasks = [asyncio.create_task(duo.ca.send_message(Message.text("bob", f"m{i}")))
+                 for i in range(8)]
+        await asyncio.gather(*tasks)
+        await duo.settle()
+
+    run(main())
+    want = [f"m{i}" for i in range(8)]
+    assert texts(duo.a, "bob") == want and texts(duo.b, "alice") == want
+
+
+def test_receipts_sent_while_the_sender_is_offline_reach_it_later(duo: Duo):
+    log = Log()
+    duo.ca.add_listener(log)
+
+    async def main():
+        duo.server.disconnect("bob")  # bob gets them later
+        one = await duo.ca.send_message(Message.text("bob", "one"))
+        two = await duo.ca.send_message(Message.text("bob", "two"))
+        duo.server.disconnect("alice")  # now the sender is away
+        duo.server.restore("bob")
+        await duo.settle()  # delivery receipts go out while alice is away
+        await duo.cb.ack_message_read(one.msg_id)
+        await duo.cb.ack_conversation_read("alice")
+        assert not duo.a.get_message(one.msg_id).is_delivered
+        duo.server.restore("alice")
+        await duo.settle()
+        return one, two
+
+    one, two = run(main())
+    for m in (one, two):
+        got = duo.a.get_message(m.msg_id)
+        assert got.is_delivered and got.is_read_acked
+    heard = [e[0] for e in log.events if e[0] in ("delivered", "read", "conversation_read")]
+    assert heard == ["delivered", "read", "conversation_read"]
+
+
+def test_a_conversation_receipt_leaves_later_messages_unacked(duo: Duo):
+    async def main():
+        early = await duo.ca.send_message(Message.text("bob", "early"))
+        await duo.settle()
+        duo.server.disconnect("alice")
+        await duo.cb.ack_conversation_read("alice")  # queued for alice, up to "early"
+        duo.server.restore("alice")
+        later = await duo.ca.send_message(Message.text("bob", "later"))
+        await duo.settle()
+        return early, later
+
+    early, later = run(main())
+    assert duo.a.get_message(early.msg_id).is_read_acked
+    assert not duo.a.get_message(later.msg_id).is_read_acked
+
+
+def test_reconnect_wait_bounds_the_wait(tmp_path: Path, clock: Clock):
+    d = Duo("memory", tmp_path, clock, reconnect_wait=0.05)
+    d.server.disconnect("alice")
+    with pytest.raises(IMError) as err:
+        run(d.ca.send_message(Message.text("bob", "never")))
+    assert err.value.code == ErrorCode.SERVER_NOT_REACHABLE
+    assert d.a.messages("bob")[-1].status == MessageStatus.FAIL
+    d.close()
+
+
+def test_a_hanging_upload_fails_after_transfer_timeout(tmp_path: Path, clock: Clock):
+    d = Duo("protocol", tmp_path, clock, transfer_timeout=0.05)
+    f = files(tmp_path)
+
+    async def hang(path, *, progress=None):
+        await asyncio.Event().wait()
+
+    d.wires["alice"].upload = hang
+    with pytest.raises(IMError) as err:
+        run(d.ca.send_message(Message.file("bob", f["doc.pdf"])))
+    assert err.value.code == ErrorCode.FILE_UPLOAD_FAILED
+    assert d.a.messages("bob")[-1].status == MessageStatus.FAIL
+    d.close()
+
+
+def test_one_to_one_read_receipts_are_refused_for_group_messages(tmp_path: Path, clock: Clock):
+    server = MemoryServer(clock=clock)
+    server.create_group("team", ["alice", "bob"])
+    a, b = imstore.open(":memory:", user_id="alice"), imstore.open(":memory:", user_id="bob")
+    ca, cb = ChatClient(a, server.connect("alice")), ChatClient(b, server.connect("bob"))
+
+    async def main():
+        m = await ca.send_message(Message.text("team", "hi", chat_type=ChatType.GROUP_CHAT,
+                                               need_group_ack=True))
+        with pytest.raises(IMError) as err:
+            await cb.ack_message_read(m.msg_id)
+        assert err.value.code == ErrorCode.INVALID_PARAM
+        with pytest.raises(IMError) as err:  # the server refuses it too
+            await server.connect("bob").send_read_ack(b.get_message(m.msg_id))
+        assert err.value.code == ErrorCode.INVALID_PARAM
+        with pytest.raises(IMError) as err:  # the sender cannot group-ack its own message
+            await ca.ack_group_message_read(m.msg_id)
+        assert err.value.code == ErrorCode.INVALID_PARAM
+        with pytest.raises(IMError) as err:
+            await server.connect("alice").send_group_read_ack(a.get_message(m.msg_id))
+        assert err.value.code == ErrorCode.INVALID_PARAM
+        return m
+
+    m = run(main())
+    assert not a.get_message(m.msg_id).is_read_acked
+    assert a.get_message(m.msg_id).group_ack_count == 0
+    a.close()
+    b.close()
+
+
+def test_group_receipts_obey_require_read_ack(tmp_path: Path, clock: Clock):
+    server = MemoryServer(clock=clock)
+    server.create_group("team", ["alice", "bob"])
+    a, b = imstore.open(":memory:", user_id="alice"), imstore.open(":memory:", user_id="bob")
+    ca = ChatClient(a, server.connect("alice"))
+    cb = ChatClient(b, server.connect("bob"), require_read_ack=False)
+
+    async def main():
+        m = await ca.send_message(Message.text("team", "hi", chat_type=ChatType.GROUP_CHAT,
+                                               need_group_ack=True))
+        await cb.ack_group_message_read(m.msg_id)
+        return m
+
+    m = run(main())
+    assert b.unread_count("team") == 0  # read here
+    assert a.get_message(m.msg_id).group_ack_count == 0  # but no receipt went out
+    a.close()
+    b.close()
+
+
+def test_early_group_acks_are_announced_once_applied(tmp_path: Path, clock: Clock):
+    server = MemoryServer(clock=clock)
+    server.create_group("team", ["alice", "bob"])
+    a, b = imstore.open(":memory:", user_id="alice"), imstore.open(":memory:", user_id="bob")
+    ca = ChatClient(a, server.connect("alice"), send_timeout=0.2)
+    cb = ChatClient(b, server.connect("bob"))
+    log, got = Log(), Log()
+    ca.add_listener(log)
+    cb.add_listener(got)
+
+    async def main():
+        server.lose_answers(1)  # alice's answer is late: bob's ack comes first
+        task = asyncio.create_task(ca.send_message(Message.text(
+            "team", "ack me", chat_type=ChatType.GROUP_CHAT, need_group_ack=True)))
+        await got.signal("received").wait()
+        (m,) = b.messages("team")
+        await cb.ack_group_message_read(m.msg_id)
+        assert [e for e in log.events if e[0] == "group_read"] == []
+        return await task
+
+    m = run(main())
+    assert a.get_message(m.msg_id).group_ack_count == 1
+    assert [e for e in log.events if e[0] in ("SUCCESS", "group_read")] == [
+        ("SUCCESS",), ("group_read", "bob")]
+    a.close()
+    b.close()
+
+
+class Minimal:
+    """An adapter with the history API, ``attach`` and ``send`` only."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    async def fetch_conversations(self, cursor, limit):
+        return await self.conn.fetch_conversations(cursor, limit)
+
+    async def fetch_history(self, conv_id, chat_type, cursor, limit, options):
+        return await self.conn.fetch_history(conv_id, chat_type, cursor, limit, options)
+
+    async def remove_messages(self, conv_id, chat_type, msg_ids, before):
+        await self.conn.remove_messages(conv_id, chat_type, msg_ids, before)
+
+    async def delete_conversation(self, conv_id, chat_type, delete_messages):
+        await self.conn.delete_conversation(conv_id, chat_type, delete_messages)
+
+    def attach(self, handler) -> None:
+        self.conn.attach(Relay(handler))
+
+    async def send(self, message):
+        return await self.conn.send(message)
+
+
+def test_an_adapter_with_attach_and_send_is_the_transport(tmp_path: Path, clock: Clock):
+    server = MemoryServer(clock=clock)
+    a, b = imstore.open(":memory:", user_id="alice"), imstore.open(":memory:", user_id="bob")
+    ca = ChatClient(a, Minimal(server.connect("alice")), download_dir=str(tmp_path))
+    cb = ChatClient(b, Minimal(server.connect("bob")), require_delivery_ack=False)
+    f = files(tmp_path)
+
+    async def main():
+        m = await ca.send_message(Message.text("bob", "minimal"))
+        assert m.status == MessageStatus.SUCCESS
+        for call, name in ((lambda: cb.ack_message_read(m.msg_id), "send_read_ack"),
+                           (lambda: cb.ack_conversation_read("alice"), "send_conversation_ack"),
+                           (lambda: ca.send_message(Message.file("bob", f["doc.pdf"])), "upload"),
+                           (lambda: ca.fetch_group_read_acks(m.msg_id), "fetch_group_read_acks")):
+            with pytest.raises(IMError) as err:
+                await call()
+            assert err.value.code == ErrorCode.SERVICE_NOT_ENABLED and name in str(err.value)
+
+    run(main())
+    assert b.messages("alice")[-1].body.text == "minimal"
+    a.close()
+    b.close()
+
+
+def test_a_transport_must_have_attach_and_send(store):
+    with pytest.raises(IMError) as err:
+        ChatClient(store, Minimal(None), transport=object())
+    assert err.value.code == ErrorCode.INVALID_PARAM
