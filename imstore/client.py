@@ -14,6 +14,7 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import os
@@ -35,6 +36,7 @@ from .adapters import (
 from .codec import validate_message
 from .errors import ErrorCode, IMError
 from .message import (
+    Body,
     ChatType,
     Conversation,
     CursorResult,
@@ -48,6 +50,7 @@ from .message import (
     MessageStatus,
     MessageType,
     VideoBody,
+    now_ms,
 )
 from .rows import RECEIPT_DELIVERED, RECEIPT_READ
 from .store import MessageStore
@@ -84,6 +87,13 @@ class MessageListener:
 
     def on_connection_state_changed(self, state: ConnectionState) -> None:
         """The transport's connection changed state."""
+
+    def on_messages_recalled(self, messages: list[Message]) -> None:
+        """Messages were recalled (by this user or their sender): each is now a recall notice,
+        with ``recalled_at`` and a blank body."""
+
+    def on_messages_edited(self, messages: list[Message]) -> None:
+        """Messages were edited: each has its new body and ``edited_at``."""
 
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
@@ -180,7 +190,7 @@ class ChatClient:
         self._generation = 0  # counts state changes
         self._early_group_acks: dict[str, list[GroupReadAck]] = {}
         if transport is not None:
-            transport.attach(self)  # type: ignore[arg-type]  # recall/edit handlers: next commit
+            transport.attach(self)
 
     # ---------------------------------------------------------------------------- listeners
 
@@ -590,6 +600,18 @@ class ChatClient:
         if heard:
             self._emit("on_group_message_read", heard)
 
+    def on_messages_recalled(self, msg_ids: list[str]) -> None:
+        changed = self._store_op("apply_recall")(list(msg_ids), now_ms())
+        if changed:
+            self._emit("on_messages_recalled", changed)
+
+    def on_messages_edited(self, messages: list[Message]) -> None:
+        apply_edit = self._store_op("apply_edit")
+        changed = [m for m in (apply_edit(e.msg_id, e.body, e.edited_at or now_ms())
+                               for e in messages) if m is not None]
+        if changed:
+            self._emit("on_messages_edited", changed)
+
     def on_connection_state_changed(self, state: ConnectionState) -> None:
         self._generation += 1
         waiters, self._waiters = self._waiters, []
@@ -660,6 +682,69 @@ class ChatClient:
         self.store.add_group_acks([a for a in page.items if a.reader != self.store.user_id])
         return page
 
+    # ------------------------------------------------------------------------- recall, edit
+
+    def _store_op(self, name: str) -> Any:
+        # The store's recall/edit writes come with the store package (CONTRACT.md).
+        op = getattr(self.store, name, None)
+        if op is None:
+            raise IMError(ErrorCode.SERVICE_NOT_ENABLED, f"this store has no {name}()")
+        return op
+
+    def _own_sent(self, msg_id: str) -> Message:
+        msg = self._stored(msg_id)
+        if msg.direction != Direction.SEND or msg.status != MessageStatus.SUCCESS:
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          "only your own messages that the server has (SUCCESS) can be changed")
+        return msg
+
+    async def _request(self, make: Callable[[], Awaitable[T]]) -> T:
+        """A request that waits through RECONNECTING and is answered within ``send_timeout``."""
+        try:
+            return await self._connected(self._need_transport(), make, self.send_timeout, None)
+        except TimeoutError as exc:
+            raise IMError(ErrorCode.SERVER_TIMEOUT, "the server did not answer in time; "
+                                                    "try again") from exc
+
+    async def recall_message(self, msg_id: str) -> Message:
+        """Recall one of your sent messages for every member (offline ones when they return):
+        it becomes a recall notice (same id, type, sender and times; blank body; ``recalled_at``
+        set) and leaves search. Returns the notice.
+
+        Raises `IMError`: MESSAGE_EXPIRED past the server's recall window, INVALID_PARAM for a
+        message that is not yours or not sent, SERVICE_NOT_ENABLED when the transport has no
+        ``recall_message``.
+        """
+        msg = self._own_sent(msg_id)
+        recall = self._method("recall_message")
+        recalled_at: int = await self._request(lambda: recall(msg))
+        changed = self._store_op("apply_recall")([msg.msg_id], recalled_at)
+        if changed:
+            self._emit("on_messages_recalled", changed)
+        return self._stored(msg.msg_id)
+
+    async def edit_message(self, msg_id: str, body: Body) -> Message:
+        """Replace the content of one of your sent TEXT or CUSTOM messages for every member;
+        returns it with the new body and ``edited_at``. Search finds the new content only.
+
+        Raises `IMError`: INVALID_PARAM for another type or a body of another type, the codec's
+        codes for a body that breaks the limits, SERVICE_NOT_ENABLED when the transport has no
+        ``edit_message``.
+        """
+        msg = self._own_sent(msg_id)
+        if msg.type not in (MessageType.TEXT, MessageType.CUSTOM) or type(body) is not type(msg.body):
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          "only TEXT and CUSTOM messages can be edited, with a body of their type")
+        if msg.recalled_at is not None:
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"{msg_id!r} was recalled")
+        validate_message(dataclasses.replace(msg, body=body), self.store.limits)
+        edit = self._method("edit_message")
+        edited_at: int = await self._request(lambda: edit(msg, body))
+        changed = self._store_op("apply_edit")(msg.msg_id, body, edited_at)
+        if changed is not None:
+            self._emit("on_messages_edited", [changed])
+        return self._stored(msg.msg_id)
+
     # -------------------------------------------------------------------------- attachments
 
     def _dest(self, msg: Message, name: str, prefix: str) -> str:
@@ -725,7 +810,7 @@ class ChatClient:
         check_page_size(limit)
         page = await self._call(self.adapter.fetch_conversations(cursor, limit))
         lasts = [c.last_message for c in page.items if c.last_message is not None]
-        self.store.save_history(lasts)
+        self._merge_history(lasts)
         out = []
         for c in page.items:
             out.append(self.store.save_conversation(c.conv_id, c.chat_type,
@@ -745,9 +830,35 @@ class ChatClient:
                                                            limit, options))
         if not options.save:
             return page
-        self.store.save_history(page.items)
+        self._merge_history(page.items)
         items = [self.store.get_message(m.msg_id) or m for m in page.items]
         return CursorResult(items, page.cursor)
+
+    def _merge_history(self, items: Sequence[Message]) -> None:
+        """Merge server messages: one copy each (a local FAIL copy of a send that got through
+        becomes the server's, SUCCESS), recalls and edits applied to stored copies."""
+        for m in items:
+            if m.local_id and m.direction == Direction.SEND and m.local_id != m.msg_id:
+                local = self.store.get_message(m.local_id)
+                if (local is not None and local.msg_id == m.local_id
+                        and local.status in (MessageStatus.FAIL, MessageStatus.CREATE)):
+                    stored, _ = self.store.mark_sent(m.local_id, m.msg_id, m.server_time or 0)
+                    self._emit("on_message_status_changed", stored, MessageStatus.SUCCESS)
+        self.store.save_history(items)
+        recalled = [m for m in items if m.recalled_at is not None]
+        if recalled and hasattr(self.store, "apply_recall"):
+            for m in recalled:
+                done = self._store_op("apply_recall")([m.msg_id], m.recalled_at)
+                if done:
+                    self._emit("on_messages_recalled", done)
+        edited = [m for m in items if m.edited_at is not None and m.recalled_at is None]
+        if edited and hasattr(self.store, "apply_edit"):
+            for m in edited:
+                known = self.store.get_message(m.msg_id)
+                if known is not None and (known.edited_at or 0) < (m.edited_at or 0):
+                    done = self._store_op("apply_edit")(m.msg_id, m.body, m.edited_at)
+                    if done is not None:
+                        self._emit("on_messages_edited", [done])
 
     async def remove_messages_from_server(self, conv_id: str, chat_type: ChatType, *,
                                           msg_ids: Sequence[str] | None = None,

@@ -212,6 +212,9 @@ class Message:
     need_group_ack: bool = False
     group_ack_count: int = 0
     ext: dict[str, Any] = field(default_factory=dict)
+    local_id: str | None = None  # the sender's local id, once the server renamed the message
+    edited_at: int | None = None  # server time (ms) of the last edit
+    recalled_at: int | None = None  # server time (ms) of the recall: the body is then blank
 
     @property
     def timestamp(self) -> int:

@@ -7,7 +7,10 @@ A real implementation of both adapter protocols, not canned answers. Rules kept 
   number; cursors are opaque encodings of sequence numbers, so they stay valid while history grows;
 - retention follows the plan: nothing older than the plan's days is ever returned;
 - a retried send (same sender, same client ``msg_id``) is answered with the first result and is
-  delivered once;
+  delivered once; the client's id is kept and shown to the sender as ``local_id`` in history;
+- a recall (within ``recall_window_ms`` of the send) blanks the message for everyone and an edit
+  (TEXT and CUSTOM) replaces its body; both reach every other member, offline ones on
+  reconnection, and history shows the message as it is now;
 - everything for a user — messages, receipts of every kind, recalls, edits — goes through one
   event queue per user: delivered at once when the user is CONNECTED, else kept and delivered on
   reconnection, in the order it happened;
@@ -42,6 +45,7 @@ from .adapters import (
 )
 from .errors import ErrorCode, IMError
 from .message import (
+    Body,
     ChatType,
     Conversation,
     CursorResult,
@@ -51,9 +55,11 @@ from .message import (
     FileBody,
     GroupReadAck,
     ImageBody,
+    LocationBody,
     Message,
     MessageStatus,
     MessageType,
+    TextBody,
     VideoBody,
 )
 
@@ -62,6 +68,17 @@ __all__ = ["MemoryConnection", "MemoryServer", "RetentionPlan"]
 DAY_MS = 86_400_000
 MAX_IDS = 50
 GROUP_ACK_DAYS = 3
+RECALL_WINDOW_MS = 120_000
+EDITABLE = frozenset({MessageType.TEXT, MessageType.CUSTOM})
+
+
+def _blank(body: Body) -> Body:
+    """The body a recall notice keeps: the type's empty body."""
+    if isinstance(body, TextBody):
+        return TextBody("")
+    if isinstance(body, LocationBody):
+        return LocationBody(0.0, 0.0)
+    return type(body)()  # type: ignore[call-arg]  # attachments, CUSTOM and CMD take defaults
 
 class RetentionPlan(Enum):
     """How long the server keeps history, in days, by plan."""
@@ -111,11 +128,14 @@ def _decode_cursor(cursor: str, kind: str) -> list[str]:
 
 
 class MemoryServer:
-    """The reference server. ``clock`` returns milliseconds (default: the wall clock)."""
+    """The reference server. ``clock`` returns milliseconds (default: the wall clock);
+    ``recall_window_ms`` is how long after sending a message its sender may recall it."""
 
     def __init__(self, plan: RetentionPlan = RetentionPlan.FREE, retention_days: int | None = None,
-                 clock: Callable[[], int] | None = None) -> None:
+                 clock: Callable[[], int] | None = None,
+                 recall_window_ms: int = RECALL_WINDOW_MS) -> None:
         self.plan = plan
+        self.recall_window_ms = recall_window_ms
         self.retention_days = retention_days if retention_days is not None else plan.value
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.faults = Faults()
@@ -221,6 +241,8 @@ class MemoryServer:
         user's read position is at or after it (``is_read``); live ones say nothing."""
         m = copy.deepcopy(msg)
         mine = m.sender == user
+        if not mine:
+            m.local_id = None  # the sender's device id means nothing to others
         m.direction = Direction.SEND if mine else Direction.RECEIVE
         m.conv_id = (m.to if mine else m.sender or "") if m.chat_type == ChatType.CHAT else m.to
         m.status = MessageStatus.SUCCESS
@@ -256,11 +278,11 @@ class MemoryServer:
         m = copy.deepcopy(message)
         seq = next(self._seq)
         m.sender = sender
+        m.local_id = message.msg_id
         m.msg_id = f"S{seq:012d}"
         # Strictly increasing stamps: no two messages share a server time, so every client
         # orders history exactly as the server does, whatever order it fetched it in.
-        self._last_time = max(self.clock(), self._last_time + 1)
-        m.server_time = self._last_time
+        m.server_time = self._stamp()
         m.status = MessageStatus.SUCCESS
         m.is_read = None
         m.is_delivered = m.is_read_acked = False
@@ -399,6 +421,53 @@ class MemoryServer:
         else:
             for s in conv.messages:
                 s.hidden_for.add(user)
+
+    # ------------------------------------------------------------------------- recall, edit
+
+    def _own(self, user: str, msg_id: str) -> tuple[_Conv, Message]:
+        found = self._by_server_id.get(msg_id)
+        if found is None or found[1].msg.type == MessageType.CMD:
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"no message {msg_id!r} on the server")
+        conv, stored = found
+        if stored.msg.sender != user:
+            raise IMError(ErrorCode.INVALID_PARAM, f"{user!r} can only change its own messages")
+        return conv, stored.msg
+
+    def _stamp(self) -> int:
+        self._last_time = max(self.clock(), self._last_time + 1)
+        return self._last_time
+
+    def recall(self, user: str, msg_id: str) -> int:
+        """``user`` recalls its message ``msg_id`` within the recall window: it becomes a recall
+        notice (blank body) for everyone, who hear it now or on reconnection. Returns the time
+        of the recall (the first one's, when recalled again)."""
+        conv, m = self._own(user, msg_id)
+        if m.recalled_at is not None:
+            return m.recalled_at
+        if self.clock() - (m.server_time or 0) > self.recall_window_ms:
+            raise IMError(ErrorCode.MESSAGE_EXPIRED,
+                          f"messages can be recalled within {self.recall_window_ms // 1000} s "
+                          "of sending only")
+        m.body = _blank(m.body)
+        m.recalled_at = self._stamp()
+        for member in conv.members - {user}:
+            self._emit(member, "on_messages_recalled", [msg_id])
+        return m.recalled_at
+
+    def edit(self, user: str, msg_id: str, body: Body) -> int:
+        """``user`` replaces the body of its TEXT or CUSTOM message ``msg_id``: everyone sees the
+        new body and ``edited_at`` (now or on reconnection). Returns ``edited_at``."""
+        conv, m = self._own(user, msg_id)
+        if m.type not in EDITABLE or type(body) is not type(m.body):
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          "only TEXT and CUSTOM messages can be edited, with a body of their type")
+        if m.recalled_at is not None:
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"{msg_id!r} was recalled")
+        m.body = copy.deepcopy(body)
+        m.edited_at = self._stamp()
+        for member in conv.members - {user}:
+            self._emit(member, "on_messages_edited", [self.view(m, member)])
+        return m.edited_at
 
     # ----------------------------------------------------------------------------- receipts
 
@@ -589,6 +658,16 @@ class MemoryConnection:
         self._require_connection()
         await self._wire()
         self.server.group_ack(self.user_id, message.msg_id)
+
+    async def recall_message(self, message: Message) -> int:
+        self._require_connection()
+        await self._wire()
+        return self.server.recall(self.user_id, message.msg_id)
+
+    async def edit_message(self, message: Message, body: Body) -> int:
+        self._require_connection()
+        await self._wire()
+        return self.server.edit(self.user_id, message.msg_id, body)
 
     async def fetch_group_read_acks(self, msg_id: str, cursor: str | None, limit: int
                                     ) -> CursorResult[GroupReadAck]:

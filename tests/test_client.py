@@ -24,6 +24,7 @@ from imstore import (
     MessageType,
 )
 from imstore.client import safe_file_name
+from imstore.message import CustomBody, TextBody
 
 from .conftest import Clock, Pair
 
@@ -580,7 +581,11 @@ class Log(MessageListener):
         self.signals: dict[str, asyncio.Event] = {}
 
     def signal(self, name: str) -> asyncio.Event:
-        return self.signals.setdefault(name, asyncio.Event())
+        """An event set once ``name`` has been heard (already, or later)."""
+        event = self.signals.setdefault(name, asyncio.Event())
+        if any(e[0] == name for e in self.events):
+            event.set()
+        return event
 
     def _add(self, *event) -> None:
         self.events.append(event)
@@ -906,7 +911,9 @@ def test_an_adapter_with_attach_and_send_is_the_transport(tmp_path: Path, clock:
         for call, name in ((lambda: cb.ack_message_read(m.msg_id), "send_read_ack"),
                            (lambda: cb.ack_conversation_read("alice"), "send_conversation_ack"),
                            (lambda: ca.send_message(Message.file("bob", f["doc.pdf"])), "upload"),
-                           (lambda: ca.fetch_group_read_acks(m.msg_id), "fetch_group_read_acks")):
+                           (lambda: ca.fetch_group_read_acks(m.msg_id), "fetch_group_read_acks"),
+                           (lambda: ca.recall_message(m.msg_id), "recall_message"),
+                           (lambda: ca.edit_message(m.msg_id, TextBody("x")), "edit_message")):
             with pytest.raises(IMError) as err:
                 await call()
             assert err.value.code == ErrorCode.SERVICE_NOT_ENABLED and name in str(err.value)
@@ -921,3 +928,241 @@ def test_a_transport_must_have_attach_and_send(store):
     with pytest.raises(IMError) as err:
         ChatClient(store, Minimal(None), transport=object())
     assert err.value.code == ErrorCode.INVALID_PARAM
+
+
+def test_a_300_whose_message_got_through_leaves_one_copy_after_history(duo: Duo):
+    async def main():
+        duo.server.lose_answers(2)
+        with pytest.raises(IMError) as err:
+            await duo.ca.send_message(Message.text("bob", "did it go?"))
+        assert err.value.code == ErrorCode.SERVER_NOT_REACHABLE
+        (failed,) = duo.a.messages("bob")
+        assert failed.status == MessageStatus.FAIL
+        page = await duo.ca.fetch_history_messages("bob", ChatType.CHAT)
+        return failed, page
+
+    failed, page = run(main())
+    (server_copy,) = page.items
+    assert server_copy.local_id is None or server_copy.local_id == failed.msg_id
+    (one,) = duo.a.messages("bob")
+    assert one.status == MessageStatus.SUCCESS and one.msg_id == server_copy.msg_id
+    assert duo.a.get_message(failed.msg_id).msg_id == server_copy.msg_id  # the local id finds it
+    assert texts(duo.b, "alice") == ["did it go?"]
+    assert duo.a.verify().ok
+
+
+def test_history_carries_the_local_id_for_the_sender_only(clock: Clock):
+    server = MemoryServer(clock=clock)
+    posted = server.post(Message.text("bob", "hi", sender="alice", msg_id="L-local-1"))
+    mine = run(server.connect("alice").fetch_history("bob", ChatType.CHAT, None, 10,
+                                                     imstore.FetchOptions()))
+    theirs = run(server.connect("bob").fetch_history("alice", ChatType.CHAT, None, 10,
+                                                     imstore.FetchOptions()))
+    assert mine.items[0].local_id == "L-local-1" and mine.items[0].msg_id == posted.msg_id
+    assert theirs.items[0].local_id is None
+
+
+# ----------------------------------------------------------------------------------------------
+# Every transition and event, in order, for each send path (alice's listener, then bob's).
+
+R, C, D = "RECONNECTING", "CONNECTED", "DISCONNECTED"
+OK_A = ["INPROGRESS", "SUCCESS", "delivered"]
+
+
+def _restore_when_waiting(d: Duo, log: Log, *, then_down: bool = False):
+    async def during():
+        await log.signal("INPROGRESS").wait()
+        if then_down:
+            d.server.disconnect("alice", reconnect=False)
+        else:
+            d.server.restore("alice")
+    return during
+
+
+SEND_PATHS = {
+    # name: (setup(d, log) -> optional coroutine run beside the send, message kind,
+    #        alice's events, bob's events, error code)
+    "text": (lambda d, log: None, "text", OK_A, ["received"], None),
+    "cmd": (lambda d, log: None, "cmd", ["INPROGRESS", "SUCCESS"], ["cmd"], None),
+    "image": (lambda d, log: None, "image", OK_A, ["received"], None),
+    "while reconnecting": (lambda d, log: (d.server.disconnect("alice"),
+                                           _restore_when_waiting(d, log))[1],
+                           "text", ["INPROGRESS", C, "SUCCESS", "delivered"], ["received"], None),
+    "image while reconnecting": (lambda d, log: (d.server.disconnect("alice"),
+                                                 _restore_when_waiting(d, log))[1],
+                                 "image", ["INPROGRESS", C, "SUCCESS", "delivered"], ["received"],
+                                 None),
+    "drop before the server": (lambda d, log: drop_then_restore(d), "text",
+                               ["INPROGRESS", R, C, "SUCCESS", "delivered"], ["received"], None),
+    "drop after the server": (lambda d, log: drop_then_restore(d, after_server=True), "text",
+                              ["INPROGRESS", R, C, "SUCCESS", "delivered"], ["received"], None),
+    "one lost answer": (lambda d, log: d.server.lose_answers(1), "text", OK_A, ["received"], None),
+    "two lost answers": (lambda d, log: d.server.lose_answers(2), "text", ["INPROGRESS", "FAIL"],
+                         ["received"], ErrorCode.SERVER_NOT_REACHABLE),
+    "unreachable": (lambda d, log: (d.server.lose_answers(1), d.server.set_reachable(False),
+                                    None)[2], "text", ["INPROGRESS", D, "FAIL"], ["received"],
+                    ErrorCode.SERVER_NOT_REACHABLE),
+    "disconnected": (lambda d, log: d.server.disconnect("alice", reconnect=False), "text",
+                     ["INPROGRESS", "FAIL"], [], ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED),
+    "cmd disconnected": (lambda d, log: d.server.disconnect("alice", reconnect=False), "cmd",
+                         ["INPROGRESS", "FAIL"], [], ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED),
+    "reconnection fails": (lambda d, log: (d.server.disconnect("alice"),
+                                           _restore_when_waiting(d, log, then_down=True))[1],
+                           "text", ["INPROGRESS", D, "FAIL"], [],
+                           ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED),
+    "upload fails": (lambda d, log: d.server.fail_uploads(1), "file", ["INPROGRESS", "FAIL"], [],
+                     ErrorCode.FILE_UPLOAD_FAILED),
+}
+
+
+@pytest.mark.parametrize("path", list(SEND_PATHS))
+def test_every_transition_and_event_of_each_send_path(duo: Duo, tmp_path: Path, path: str):
+    setup, kind, want_a, want_b, code = SEND_PATHS[path]
+    f = files(tmp_path)
+    make = {"text": lambda: Message.text("bob", "hi"), "cmd": lambda: Message.cmd("bob", "ping"),
+            "image": lambda: Message.image("bob", f["pic.png"]),
+            "file": lambda: Message.file("bob", f["doc.pdf"])}[kind]
+    log_a, log_b = Log(), Log()
+
+    async def main():
+        during = setup(duo, log_a)
+        duo.ca.add_listener(log_a)
+        duo.cb.add_listener(log_b)
+        side = asyncio.create_task(during()) if during else None
+        try:
+            await duo.ca.send_message(make())
+            err = None
+        except IMError as exc:
+            err = exc.code
+        if side:
+            await side
+        await duo.settle()
+        return err
+
+    assert run(main()) == code
+    assert [e[0] for e in log_a.events] == want_a
+    assert [e[0] for e in log_b.events] == want_b
+
+
+@pytest.mark.parametrize("first", ["two lost answers", "upload fails", "disconnected"])
+def test_every_transition_of_a_resend(duo: Duo, tmp_path: Path, first: str):
+    setup, kind, _, _, _ = SEND_PATHS[first]
+    f = files(tmp_path)
+    log = Log()
+
+    async def main():
+        setup(duo, log)
+        msg = Message.file("bob", f["doc.pdf"]) if kind == "file" else Message.text("bob", "hi")
+        with pytest.raises(IMError):
+            await duo.ca.send_message(msg)
+        duo.server.restore("alice")
+        duo.ca.add_listener(log)
+        again = await duo.ca.resend_message(msg.msg_id)
+        await duo.settle()
+        return again
+
+    again = run(main())
+    assert again.status == MessageStatus.SUCCESS
+    assert [e[0] for e in log.events] == ["INPROGRESS", "SUCCESS", "delivered"]
+    assert duo.b.message_count("alice") == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Recall and edit end to end (the store's recall/edit writes come with the store package).
+
+needs_store_recall = pytest.mark.skipif(not hasattr(imstore.MessageStore, "apply_recall"),
+                                        reason="the store has no apply_recall/apply_edit yet")
+
+
+@needs_store_recall
+@pytest.mark.parametrize("bob_online", [True, False])
+def test_recall_end_to_end(duo: Duo, bob_online: bool):
+    log_a, log_b = Log(), Log()
+    duo.ca.add_listener(log_a)
+    duo.cb.add_listener(log_b)
+
+    async def main():
+        m = await duo.ca.send_message(Message.text("bob", "secret plans"))
+        await duo.settle()
+        if not bob_online:
+            duo.server.disconnect("bob")
+        notice = await duo.ca.recall_message(m.msg_id)
+        duo.server.restore("bob")
+        await duo.settle()
+        return m, notice
+
+    m, notice = run(main())
+    for store in (duo.a, duo.b):
+        got = store.get_message(m.msg_id)
+        assert got.recalled_at == notice.recalled_at is not None or store is duo.b
+        assert got.recalled_at is not None and got.body.text == ""
+        assert store.search_messages("secret") == []
+    assert ("recalled", 1) in log_a.events and ("recalled", 1) in log_b.events
+
+
+@needs_store_recall
+def test_recall_past_the_window_is_message_expired(tmp_path: Path):
+    clock = Clock()
+    d = Duo("protocol", tmp_path, clock)
+
+    async def main():
+        m = await d.ca.send_message(Message.text("bob", "too late"))
+        clock.now += 120_001
+        with pytest.raises(IMError) as err:
+            await d.ca.recall_message(m.msg_id)
+        assert err.value.code == ErrorCode.MESSAGE_EXPIRED
+        return m
+
+    m = run(main())
+    assert d.a.get_message(m.msg_id).recalled_at is None
+    assert d.b.get_message(m.msg_id).body.text == "too late"
+    d.close()
+
+
+@needs_store_recall
+@pytest.mark.parametrize("bob_online", [True, False])
+def test_edit_end_to_end(duo: Duo, bob_online: bool):
+    async def main():
+        m = await duo.ca.send_message(Message.text("bob", "meet at noon"))
+        c = await duo.ca.send_message(Message.custom("bob", "poll", {"q": "lunch?"}))
+        await duo.settle()
+        if not bob_online:
+            duo.server.disconnect("bob")
+        edited = await duo.ca.edit_message(m.msg_id, TextBody("meet at three"))
+        await duo.ca.edit_message(c.msg_id, CustomBody("poll", {"q": "dinner?"}))
+        with pytest.raises(IMError) as err:
+            await duo.ca.edit_message(m.msg_id, CustomBody("x"))
+        assert err.value.code == ErrorCode.INVALID_PARAM
+        duo.server.restore("bob")
+        await duo.settle()
+        return m, c, edited
+
+    m, c, edited = run(main())
+    assert edited.edited_at is not None
+    for store in (duo.a, duo.b):
+        got = store.get_message(m.msg_id)
+        assert got.body.text == "meet at three" and got.edited_at == edited.edited_at
+        assert store.get_message(c.msg_id).body.params == {"q": "dinner?"}
+        assert [x.msg_id for x in store.search_messages("three")] == [m.msg_id]
+        assert store.search_messages("noon") == []
+
+
+@needs_store_recall
+def test_recall_and_edit_come_with_history(tmp_path: Path, clock: Clock):
+    d = Duo("memory", tmp_path, clock)
+
+    async def main():
+        gone = await d.ca.send_message(Message.text("bob", "to recall"))
+        kept = await d.ca.send_message(Message.text("bob", "to edit"))
+        await d.ca.recall_message(gone.msg_id)
+        await d.ca.edit_message(kept.msg_id, TextBody("edited"))
+        fresh = imstore.open(":memory:", user_id="bob")
+        client = ChatClient(fresh, Minimal(d.server.connect("bob")))
+        await client.fetch_history_messages("alice", ChatType.CHAT)
+        return fresh, gone, kept
+
+    fresh, gone, kept = run(main())
+    assert fresh.get_message(gone.msg_id).recalled_at is not None
+    assert fresh.get_message(kept.msg_id).body.text == "edited"
+    fresh.close()
+    d.close()
