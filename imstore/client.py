@@ -60,6 +60,10 @@ __all__ = ["ChatClient", "MessageListener", "safe_file_name"]
 log = logging.getLogger("imstore.client")
 T = TypeVar("T")
 
+PENDING_RECEIPT_TTL_MS = 3 * 86_400_000
+"""Receipts for messages this store does not have are kept this long (the shortest retention
+plan), waiting for their message; older ones are pruned when the connection comes back."""
+
 
 class MessageListener:
     """Override what you need; every method does nothing by default."""
@@ -618,7 +622,20 @@ class ChatClient:
         for fut in waiters:
             if not fut.done() and not fut.get_loop().is_closed():
                 fut.set_result(None)
+        if state == ConnectionState.CONNECTED:
+            self.prune_pending_receipts()
         self._emit("on_connection_state_changed", state)
+
+    def prune_pending_receipts(self, older_than_ms: int = PENDING_RECEIPT_TTL_MS) -> None:
+        """Forget receipts (group ones included) kept for messages that never arrived, once
+        they are older than ``older_than_ms``. Runs at every reconnection."""
+        cutoff = now_ms() - older_than_ms
+        for msg_id in [i for i, acks in self._early_group_acks.items()
+                       if max(a.timestamp for a in acks) < cutoff]:
+            del self._early_group_acks[msg_id]
+        prune = getattr(self.store, "prune_pending_receipts", None)
+        if prune is not None:  # the store's part of it comes with the store package
+            prune(older_than_ms)
 
     # ----------------------------------------------------------------------------- receipts
 

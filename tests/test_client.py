@@ -1166,3 +1166,77 @@ def test_recall_and_edit_come_with_history(tmp_path: Path, clock: Clock):
     assert fresh.get_message(kept.msg_id).body.text == "edited"
     fresh.close()
     d.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Store rules the client relies on (CONTRACT.md): the client's side runs now, the store's side
+# once its receipts part has landed.
+
+needs_store_receipts = pytest.mark.skipif(
+    not hasattr(imstore.MessageStore, "prune_pending_receipts"),
+    reason="the store's receipts part (SUCCESS-only conversation acks, mark_sent collisions) "
+           "has not landed yet")
+
+
+def test_a_server_id_collision_fails_that_send_only(duo: Duo, monkeypatch):
+    log = Log()
+
+    async def main():
+        await duo.ca.send_message(Message.text("bob", "before"))
+        await duo.settle()
+        duo.ca.add_listener(log)
+        original = duo.a.mark_sent
+
+        def collide(local_id, server_id, server_time):
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"{server_id} is another conversation's")
+
+        monkeypatch.setattr(duo.a, "mark_sent", collide)
+        with pytest.raises(IMError) as err:
+            await duo.ca.send_message(Message.text("bob", "collides"))
+        assert err.value.code == ErrorCode.MESSAGE_INVALID
+        monkeypatch.setattr(duo.a, "mark_sent", original)
+        await duo.ca.send_message(Message.text("bob", "after"))
+
+    run(main())
+    stored = {m.body.text: m.status for m in duo.a.messages("bob")}
+    assert stored == {"before": MessageStatus.SUCCESS, "collides": MessageStatus.FAIL,
+                      "after": MessageStatus.SUCCESS}
+    statuses = [e[0] for e in log.events if e[0] in ("INPROGRESS", "SUCCESS", "FAIL")]
+    assert statuses == ["INPROGRESS", "FAIL", "INPROGRESS", "SUCCESS"]
+
+
+@needs_store_receipts
+def test_mark_sent_never_touches_another_conversations_message(store):
+    other = store.insert_message(Message.text("alice", "carol's", sender="carol", msg_id="S1"))
+    mine = store.insert_message(Message.text("bob", "mine"))
+    with pytest.raises(IMError) as err:
+        store.mark_sent(mine.msg_id, "S1", 5)
+    assert err.value.code == ErrorCode.MESSAGE_INVALID
+    assert store.get_message("S1").body.text == other.body.text
+    assert store.get_message(mine.msg_id).msg_id == mine.msg_id
+
+
+@needs_store_receipts
+def test_a_conversation_receipt_leaves_fail_messages_unacked(duo: Duo):
+    async def main():
+        ok = await duo.ca.send_message(Message.text("bob", "ok"))
+        duo.server.disconnect("alice", reconnect=False)
+        with pytest.raises(IMError):
+            await duo.ca.send_message(Message.text("bob", "never left"))
+        duo.server.restore("alice")
+        await duo.settle()
+        await duo.cb.ack_conversation_read("alice")
+        await duo.settle()
+        return ok
+
+    ok = run(main())
+    got = {m.body.text: m for m in duo.a.messages("bob")}
+    assert got["ok"].is_read_acked and got["ok"].msg_id == ok.msg_id
+    assert not got["never left"].is_read_acked
+
+
+def test_early_group_acks_that_never_find_their_message_are_pruned(pair: Pair):
+    pair.ca.on_group_read_acks([GroupReadAck("S-never", "team", "bob", 1)])
+    assert "S-never" in pair.ca._early_group_acks
+    pair.ca.prune_pending_receipts()
+    assert pair.ca._early_group_acks == {}
