@@ -149,7 +149,8 @@ class ChatClient:
             when a feature needs them).
         send_timeout: seconds to wait for the server's answer to a send (and to a receipt).
         reconnect_wait: the longest, in seconds, one send (uploads included) waits in all for a
-            RECONNECTING connection to come back before failing with 300.
+            RECONNECTING connection to come back before failing with 300; None (the default)
+            means three times ``send_timeout``.
         transfer_timeout: seconds an upload or a download may take before failing with 402 / 403.
         require_delivery_ack: send delivery receipts for one-to-one messages received.
         require_read_ack: send read receipts when messages are marked read here.
@@ -161,9 +162,11 @@ class ChatClient:
 
     def __init__(self, store: MessageStore, adapter: SyncAdapter, *,
                  transport: Transport | None = None, send_timeout: float = 10.0,
-                 reconnect_wait: float = 60.0, transfer_timeout: float = 300.0,
+                 reconnect_wait: float | None = None, transfer_timeout: float = 300.0,
                  require_delivery_ack: bool = True, require_read_ack: bool = True,
                  auto_download: bool = True, download_dir: str | None = None) -> None:
+        if reconnect_wait is None:
+            reconnect_wait = 3 * send_timeout
         for name, value in (("send_timeout", send_timeout), ("reconnect_wait", reconnect_wait),
                             ("transfer_timeout", transfer_timeout)):
             if not value > 0:
@@ -510,7 +513,11 @@ class ChatClient:
                 if exc.code != ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED:
                     raise
                 if self._state() == ConnectionState.CONNECTED and self._generation == generation:
-                    raise  # the transport says "down" but never was: not a reconnection
+                    await asyncio.sleep(0)  # a transport may report the drop just after raising
+                if self._state() == ConnectionState.CONNECTED and self._generation == generation:
+                    # "down", yet the connection says it never was: 510 is for DISCONNECTED only,
+                    # so this counts as a step that got no answer (a send: reconnect, retry, 300)
+                    raise TimeoutError("the transport raised 510 while CONNECTED") from exc
                 continue
 
     async def _race(self, make: Callable[[], Awaitable[T]], timeout: float) -> T:

@@ -1240,3 +1240,27 @@ def test_early_group_acks_that_never_find_their_message_are_pruned(pair: Pair):
     assert "S-never" in pair.ca._early_group_acks
     pair.ca.prune_pending_receipts()
     assert pair.ca._early_group_acks == {}
+
+
+@pytest.mark.parametrize("times, code", [(1, None), (2, ErrorCode.SERVER_NOT_REACHABLE)])
+def test_a_510_while_connected_counts_as_no_answer(tmp_path: Path, clock: Clock, times, code):
+    d = Duo("protocol", tmp_path, clock)
+    left = [times]
+
+    def refuse(message):
+        if left[0] > 0:
+            left[0] -= 1
+            raise IMError(ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED, "hiccup")
+
+    d.hook("alice", refuse)
+
+    async def main():
+        try:
+            return (await d.ca.send_message(Message.text("bob", "hi"))).status
+        except IMError as exc:
+            return exc.code
+
+    got = run(main())
+    assert got == (code or MessageStatus.SUCCESS)
+    assert len(d.sends("alice")) == 2  # one reconnect, one retry: never 510 while CONNECTED
+    d.close()
