@@ -4,11 +4,18 @@ Rules kept here:
 - the client orchestrates; it talks to servers only through the adapters and to the database only
   through `MessageStore` (never SQL);
 - a send validates first and writes nothing when the message is bad; then the message is stored
-  as INPROGRESS, its attachments are uploaded, and it is sent with a time-out; a time-out gets one
-  reconnect and one more try; every status change is stored and told to the listeners;
-- what arrives (messages, receipts) is stored before listeners hear of it; receipts that arrive
-  twice or early are harmless (the store keeps them until their message is there);
-- history fetched with ``save=True`` is merged without duplicates and never raises unread counts.
+  as INPROGRESS (a CMD is only announced) and queued behind the earlier sends of its conversation,
+  so sends leave in the order of the calls; each network step waits through RECONNECTING and is
+  retried after a drop with the same local id; 510 only when DISCONNECTED; a time-out gets one
+  reconnect and one more try, then 300; every status change is stored and told to the listeners
+  (the send path is one section below, "sending");
+- what arrives (messages, receipts, recalls, edits) is stored before listeners hear of it;
+  receipts that arrive twice or early are harmless (kept until their message is there, announced
+  when it is, pruned when it never comes);
+- receipts that go out wait through RECONNECTING like messages; one-to-one receipts are for
+  one-to-one messages only, group receipts never come from the sender;
+- history fetched with ``save=True`` is merged without duplicates: a local FAIL copy of a send
+  that reached the server becomes the server's copy, recalls and edits are applied.
 """
 
 from __future__ import annotations
@@ -260,14 +267,14 @@ class ChatClient:
         """The transport's optional method ``name``, or SERVICE_NOT_ENABLED naming it."""
         return transport_method(self._need_transport(), name)
 
-    async def _receipt(self, make: Callable[[], Awaitable[Any]]) -> None:
-        """Send a receipt: it waits through RECONNECTING like a message, then goes out once."""
-        transport = self._need_transport()
+    async def _request(self, make: Callable[[], Awaitable[T]]) -> T:
+        """A request to the transport (a receipt, a recall, an edit): it waits through
+        RECONNECTING like a send, and must be answered within ``send_timeout``."""
         try:
-            await self._connected(transport, make, self.send_timeout, None)
+            return await self._connected(self._need_transport(), make, self.send_timeout, None)
         except TimeoutError as exc:
-            raise IMError(ErrorCode.SERVER_TIMEOUT, "the server did not take the receipt in "
-                                                    "time; try again") from exc
+            raise IMError(ErrorCode.SERVER_TIMEOUT, "the server did not answer in time; "
+                                                    "try again") from exc
 
     async def _call(self, aw: Awaitable[T]) -> T:
         """Await an adapter call; anything but an IMError becomes one, keeping the cause."""
@@ -570,7 +577,7 @@ class ChatClient:
 
     async def _send_delivery_ack(self, msg: Message) -> None:
         send = self._method("send_delivery_ack")
-        await self._receipt(lambda: send(msg))
+        await self._request(lambda: send(msg))
 
     @staticmethod
     async def _quiet(coro: Awaitable[Any]) -> None:
@@ -663,7 +670,7 @@ class ChatClient:
         self.store.mark_message_read(msg.msg_id)
         if self.require_read_ack and msg.direction == Direction.RECEIVE:
             send = self._method("send_read_ack")
-            await self._receipt(lambda: send(msg))
+            await self._request(lambda: send(msg))
 
     async def ack_conversation_read(self, conv_id: str) -> None:
         """Mark a whole conversation read here (its unread count goes to 0) and tell the peer
@@ -671,16 +678,18 @@ class ChatClient:
         conv = self.store.conversation(conv_id)
         if conv is None:
             raise IMError(ErrorCode.CONVERSATION_NOT_EXIST, f"there is no conversation {conv_id!r}")
-        newest = self.store.messages(conv_id, limit=1)
-        up_to = newest[0].server_time if newest else None
+        # the position: the newest message here that the server stamped (not a local FAIL one)
+        stamped = [m.server_time for m in self.store.messages(conv_id, limit=20)
+                   if m.server_time is not None]
+        up_to = max(stamped, default=None)
         self.store.mark_conversation_read(conv_id)
         if not self.require_read_ack:
             return
         send = self._method("send_conversation_ack")
         if up_to is not None and _takes(send, "up_to"):
-            await self._receipt(lambda: send(conv_id, conv.chat_type, up_to=up_to))
+            await self._request(lambda: send(conv_id, conv.chat_type, up_to=up_to))
         else:
-            await self._receipt(lambda: send(conv_id, conv.chat_type))
+            await self._request(lambda: send(conv_id, conv.chat_type))
 
     async def ack_group_message_read(self, msg_id: str) -> None:
         """Read receipt for a group message someone else sent with ``need_group_ack``; it is
@@ -695,7 +704,7 @@ class ChatClient:
         self.store.mark_message_read(msg.msg_id)
         if self.require_read_ack:
             send = self._method("send_group_read_ack")
-            await self._receipt(lambda: send(msg))
+            await self._request(lambda: send(msg))
 
     async def fetch_group_read_acks(self, msg_id: str, *, cursor: str | None = None,
                                     limit: int = 20) -> CursorResult[GroupReadAck]:
@@ -721,14 +730,6 @@ class ChatClient:
             raise IMError(ErrorCode.INVALID_PARAM,
                           "only your own messages that the server has (SUCCESS) can be changed")
         return msg
-
-    async def _request(self, make: Callable[[], Awaitable[T]]) -> T:
-        """A request that waits through RECONNECTING and is answered within ``send_timeout``."""
-        try:
-            return await self._connected(self._need_transport(), make, self.send_timeout, None)
-        except TimeoutError as exc:
-            raise IMError(ErrorCode.SERVER_TIMEOUT, "the server did not answer in time; "
-                                                    "try again") from exc
 
     async def recall_message(self, msg_id: str) -> Message:
         """Recall one of your sent messages for every member (offline ones when they return):
