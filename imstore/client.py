@@ -619,14 +619,15 @@ class ChatClient:
             self._emit("on_group_message_read", heard)
 
     def on_messages_recalled(self, msg_ids: list[str]) -> None:
-        changed = self._store_op("apply_recall")(list(msg_ids), now_ms())
+        apply_recall = self._store_op("apply_recall", required=False)
+        changed = apply_recall(list(msg_ids), now_ms()) if apply_recall else []
         if changed:
             self._emit("on_messages_recalled", changed)
 
     def on_messages_edited(self, messages: list[Message]) -> None:
-        apply_edit = self._store_op("apply_edit")
+        apply_edit = self._store_op("apply_edit", required=False)
         changed = [m for m in (apply_edit(e.msg_id, e.body, e.edited_at or now_ms())
-                               for e in messages) if m is not None]
+                               for e in (messages if apply_edit else [])) if m is not None]
         if changed:
             self._emit("on_messages_edited", changed)
 
@@ -717,11 +718,14 @@ class ChatClient:
 
     # ------------------------------------------------------------------------- recall, edit
 
-    def _store_op(self, name: str) -> Any:
-        # The store's recall/edit writes come with the store package (CONTRACT.md).
+    def _store_op(self, name: str, *, required: bool = True) -> Any:
+        # The store's recall/edit writes come with the store package (CONTRACT.md). A handler
+        # never raises into its transport: without them it drops the event (and says so).
         op = getattr(self.store, name, None)
         if op is None:
-            raise IMError(ErrorCode.SERVICE_NOT_ENABLED, f"this store has no {name}()")
+            if required:
+                raise IMError(ErrorCode.SERVICE_NOT_ENABLED, f"this store has no {name}()")
+            log.warning("this store has no %s(); the event is dropped", name)
         return op
 
     def _own_sent(self, msg_id: str) -> Message:
@@ -741,9 +745,9 @@ class ChatClient:
         ``recall_message``.
         """
         msg = self._own_sent(msg_id)
-        recall = self._method("recall_message")
+        recall, apply_recall = self._method("recall_message"), self._store_op("apply_recall")
         recalled_at: int = await self._request(lambda: recall(msg))
-        changed = self._store_op("apply_recall")([msg.msg_id], recalled_at)
+        changed = apply_recall([msg.msg_id], recalled_at)
         if changed:
             self._emit("on_messages_recalled", changed)
         return self._stored(msg.msg_id)
@@ -763,9 +767,9 @@ class ChatClient:
         if msg.recalled_at is not None:
             raise IMError(ErrorCode.MESSAGE_INVALID, f"{msg_id!r} was recalled")
         validate_message(dataclasses.replace(msg, body=body), self.store.limits)
-        edit = self._method("edit_message")
+        edit, apply_edit = self._method("edit_message"), self._store_op("apply_edit")
         edited_at: int = await self._request(lambda: edit(msg, body))
-        changed = self._store_op("apply_edit")(msg.msg_id, body, edited_at)
+        changed = apply_edit(msg.msg_id, body, edited_at)
         if changed is not None:
             self._emit("on_messages_edited", [changed])
         return self._stored(msg.msg_id)
@@ -861,29 +865,41 @@ class ChatClient:
 
     def _merge_history(self, items: Sequence[Message]) -> None:
         """Merge server messages: one copy each (a local FAIL copy of a send that got through
-        becomes the server's, SUCCESS), recalls and edits applied to stored copies."""
+        becomes the server's, SUCCESS); recalls and edits the stored copies missed applied."""
         for m in items:
             if m.local_id and m.direction == Direction.SEND and m.local_id != m.msg_id:
                 local = self.store.get_message(m.local_id)
                 if (local is not None and local.msg_id == m.local_id
                         and local.status in (MessageStatus.FAIL, MessageStatus.CREATE)):
-                    stored, _ = self.store.mark_sent(m.local_id, m.msg_id, m.server_time or 0)
+                    try:
+                        stored, _ = self.store.mark_sent(m.local_id, m.msg_id,
+                                                         m.server_time or 0)
+                    except IMError as exc:  # the server's id is another message's: keep both
+                        log.warning("history: %s stays apart: %s", m.local_id, exc)
+                        continue
                     self._emit("on_message_status_changed", stored, MessageStatus.SUCCESS)
+        known: dict[str, Message] = {}
+        for m in items:
+            if m.recalled_at is not None or m.edited_at is not None:
+                here = self.store.get_message(m.msg_id)
+                if here is not None:
+                    known[m.msg_id] = here
         self.store.save_history(items)
-        recalled = [m for m in items if m.recalled_at is not None]
-        if recalled and hasattr(self.store, "apply_recall"):
-            for m in recalled:
-                done = self._store_op("apply_recall")([m.msg_id], m.recalled_at)
+        apply_recall = self._store_op("apply_recall", required=False) if known else None
+        apply_edit = self._store_op("apply_edit", required=False) if known else None
+        for m in items:
+            here = known.get(m.msg_id)
+            if here is None:
+                continue
+            if m.recalled_at is not None and here.recalled_at is None and apply_recall:
+                done = apply_recall([m.msg_id], m.recalled_at)
                 if done:
                     self._emit("on_messages_recalled", done)
-        edited = [m for m in items if m.edited_at is not None and m.recalled_at is None]
-        if edited and hasattr(self.store, "apply_edit"):
-            for m in edited:
-                known = self.store.get_message(m.msg_id)
-                if known is not None and (known.edited_at or 0) < (m.edited_at or 0):
-                    done = self._store_op("apply_edit")(m.msg_id, m.body, m.edited_at)
-                    if done is not None:
-                        self._emit("on_messages_edited", [done])
+            elif (m.recalled_at is None and (m.edited_at or 0) > (here.edited_at or 0)
+                  and apply_edit):
+                edited = apply_edit(m.msg_id, m.body, m.edited_at)
+                if edited is not None:
+                    self._emit("on_messages_edited", [edited])
 
     async def remove_messages_from_server(self, conv_id: str, chat_type: ChatType, *,
                                           msg_ids: Sequence[str] | None = None,

@@ -1092,10 +1092,11 @@ def test_recall_end_to_end(duo: Duo, bob_online: bool):
         return m, notice
 
     m, notice = run(main())
+    assert notice.recalled_at is not None and notice.body.text == ""
     for store in (duo.a, duo.b):
         got = store.get_message(m.msg_id)
-        assert got.recalled_at == notice.recalled_at is not None or store is duo.b
         assert got.recalled_at is not None and got.body.text == ""
+        assert (got.msg_id, got.type, got.sender) == (m.msg_id, m.type, m.sender)
         assert store.search_messages("secret") == []
     assert ("recalled", 1) in log_a.events and ("recalled", 1) in log_b.events
 
