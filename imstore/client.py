@@ -21,6 +21,7 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import inspect
 import logging
@@ -66,6 +67,10 @@ __all__ = ["ChatClient", "MessageListener", "safe_file_name"]
 
 log = logging.getLogger("imstore.client")
 T = TypeVar("T")
+
+# True inside the client's own units of work (a send, a background receipt or download): what
+# `wait_idle` waits for, and what it counts as parked while it waits for the connection.
+_UNIT: contextvars.ContextVar[bool] = contextvars.ContextVar("imstore_client_unit", default=False)
 
 PENDING_RECEIPT_TTL_MS = 3 * 86_400_000
 """Receipts for messages this store does not have are kept this long (the shortest retention
@@ -200,6 +205,9 @@ class ChatClient:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deferred: list[Callable[[], Coroutine[Any, Any, Any]]] = []
         self._tails: dict[str, asyncio.Future[None]] = {}  # per conversation: the last send queued
+        self._active: set[asyncio.Future[None]] = set()  # one per send under way
+        self._parks: set[asyncio.Future[Any]] = set()  # what parked units wait for
+        self._pokes: list[asyncio.Future[None]] = []  # wait_idle, woken when a unit parks
         self._waiters: list[asyncio.Future[None]] = []  # woken at the next state change
         self._generation = 0  # counts state changes
         self._early_group_acks: dict[str, list[GroupReadAck]] = {}
@@ -244,18 +252,43 @@ class ChatClient:
         self._tasks.discard(task)
 
     async def wait_idle(self) -> None:
-        """Wait until the client's pending work is done: sends in flight or queued (including
-        those waiting through RECONNECTING), receipts and automatic downloads. Tests use it
-        instead of sleeping; it is part of the public testing contract."""
+        """Wait until the client is idle: every send under way, receipt going out and automatic
+        download is done, or waits for the connection to come back (RECONNECTING: then it
+        returns with those parked, and a later call after the reconnection waits for them).
+        Tests use it instead of sleeping; it is part of the public testing contract."""
         loop = asyncio.get_running_loop()
+        await asyncio.sleep(0)  # let work scheduled just now (a send's task) begin
         while True:
             while self._deferred:
                 self._start(loop, self._deferred.pop(0))
-            pending: list[asyncio.Future[Any]] = [*self._tasks]
-            pending += [f for f in self._tails.values() if not f.done() and f.get_loop() is loop]
-            if not pending:
+            pending: list[asyncio.Future[Any]] = [t for t in self._tasks if not t.done()]
+            pending += [f for f in self._active if not f.done() and f.get_loop() is loop]
+            parked = sum(1 for f in self._parks if not f.done())
+            if len(pending) <= parked:
                 return
-            await asyncio.gather(*pending, return_exceptions=True)
+            poke: asyncio.Future[None] = loop.create_future()
+            self._pokes.append(poke)
+            try:
+                await asyncio.wait([*pending, poke], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                poke.cancel()
+                if poke in self._pokes:
+                    self._pokes.remove(poke)
+
+    async def _park(self, fut: asyncio.Future[T], timeout: float | None = None) -> T:
+        """Await what a unit of work waits on that only the outside world can move (the
+        connection, or an earlier send that waits for it): `wait_idle` counts it as parked."""
+        if not _UNIT.get():
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        self._parks.add(fut)
+        pokes, self._pokes = self._pokes, []
+        for poke in pokes:
+            if not poke.done():
+                poke.set_result(None)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        finally:
+            self._parks.discard(fut)
 
     def _need_transport(self) -> Transport:
         if self.transport is None:
@@ -377,7 +410,7 @@ class ChatClient:
 
         try:
             if prev is not None and not prev.done() and prev.get_loop() is loop:
-                await prev
+                await self._park(prev)
             return await work()
         finally:
             # A caller cancelled while still queued must not let later sends overtake the
@@ -390,11 +423,18 @@ class ChatClient:
     async def _deliver(self, transport: Transport, msg: Message,
                        progress: ProgressFn | None = None) -> Message:
         key = msg.conv_id or msg.to
+        active: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._active.add(active)
+        token = _UNIT.set(True)
         try:
             return await self._in_order(key, lambda: self._transmit(transport, msg, progress))
         except BaseException:
             self._set_status(msg, MessageStatus.FAIL)
             raise
+        finally:
+            _UNIT.reset(token)
+            active.set_result(None)
+            self._active.discard(active)
 
     async def _transmit(self, transport: Transport, msg: Message,
                         progress: ProgressFn | None) -> Message:
@@ -498,8 +538,9 @@ class ChatClient:
                               f"{self.reconnect_wait} s; try again later")
             waiter = self._state_waiter()
             try:
-                await asyncio.wait_for(waiter, left)
+                await self._park(waiter, left)
             except TimeoutError:
+                waiter.cancel()
                 continue
         if state == ConnectionState.DISCONNECTED:
             raise IMError(ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED,
@@ -581,6 +622,7 @@ class ChatClient:
 
     @staticmethod
     async def _quiet(coro: Awaitable[Any]) -> None:
+        _UNIT.set(True)  # the task's own context: a background unit of work
         try:
             await coro
         except IMError as exc:

@@ -1265,3 +1265,21 @@ def test_a_510_while_connected_counts_as_no_answer(tmp_path: Path, clock: Clock,
     assert got == (code or MessageStatus.SUCCESS)
     assert len(d.sends("alice")) == 2  # one reconnect, one retry: never 510 while CONNECTED
     d.close()
+
+
+def test_wait_idle_returns_with_sends_parked_and_waits_for_them_once_connected(duo: Duo):
+    async def main():
+        duo.server.disconnect("alice")
+        first = asyncio.create_task(duo.ca.send_message(Message.text("bob", "first")))
+        second = asyncio.create_task(duo.ca.send_message(Message.text("bob", "second")))
+        await duo.ca.wait_idle()  # both wait for the connection: nothing else to do
+        assert [m.status for m in duo.a.messages("bob")] == [MessageStatus.INPROGRESS] * 2
+        assert not first.done() and not second.done()
+        duo.server.restore("alice")
+        await duo.ca.wait_idle()  # now they go out, and wait_idle waits for them
+        assert first.done() and second.done()
+        await duo.settle()
+
+    run(main())
+    assert [m.status for m in duo.a.messages("bob")] == [MessageStatus.SUCCESS] * 2
+    assert texts(duo.b, "alice") == ["first", "second"]
