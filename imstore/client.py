@@ -60,8 +60,7 @@ from .message import (
     VideoBody,
     now_ms,
 )
-from .rows import RECEIPT_DELIVERED, RECEIPT_READ
-from .store import MessageStore
+from .store import RECEIPT_DELIVERED, RECEIPT_READ, MessageStore
 
 __all__ = ["ChatClient", "MessageListener", "safe_file_name"]
 
