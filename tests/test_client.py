@@ -1283,3 +1283,12 @@ def test_wait_idle_returns_with_sends_parked_and_waits_for_them_once_connected(d
     run(main())
     assert [m.status for m in duo.a.messages("bob")] == [MessageStatus.SUCCESS] * 2
     assert texts(duo.b, "alice") == ["first", "second"]
+
+
+def test_is_transport_needs_attach_and_send_only(clock: Clock):
+    from imstore.adapters import is_transport
+
+    full = MemoryServer(clock=clock).connect("alice")
+    assert is_transport(full) and isinstance(full, imstore.Transport)
+    assert is_transport(Minimal(full)) and not isinstance(Minimal(full), imstore.Transport)
+    assert not is_transport(object())

@@ -166,12 +166,14 @@ class TransportHandler(Protocol):
         ...
 
 
+@runtime_checkable
 class Transport(Protocol):
     """Real-time delivery, receipts and files.
 
     Only `attach` and `send` are required (see `is_transport`); ``state`` defaults to CONNECTED
     when a transport has none, and every other method is optional: a feature that needs a missing
-    one raises `IMError(SERVICE_NOT_ENABLED)` naming it.
+    one raises `IMError(SERVICE_NOT_ENABLED)` naming it. (``isinstance(x, Transport)`` tells
+    whether ``x`` has every method; `ChatClient` asks `is_transport` instead.)
 
     ``state`` is the connection's state now; the transport reports every change through
     ``handler.on_connection_state_changed`` and everything that arrives through the handler given
