@@ -446,8 +446,11 @@ class ChatClient:
             msg.status = MessageStatus.SUCCESS
             self._emit("on_message_status_changed", msg, MessageStatus.SUCCESS)
             return msg
-        stored, early = self.store.mark_sent(msg.msg_id, result.msg_id, result.server_time)
+        local_id = msg.msg_id
+        stored, early = self.store.mark_sent(local_id, result.msg_id, result.server_time)
         msg.msg_id, msg.server_time, msg.status = stored.msg_id, stored.server_time, stored.status
+        if stored.msg_id != local_id:
+            msg.local_id = stored.local_id or local_id
         msg.is_delivered, msg.is_read_acked = stored.is_delivered, stored.is_read_acked
         msg.group_ack_count = stored.group_ack_count
         self._emit("on_message_status_changed", msg, MessageStatus.SUCCESS)

@@ -666,7 +666,7 @@ def test_a_drop_mid_send_sends_after_the_reconnection_once(duo: Duo, reached: bo
         return m
 
     m = run(main())
-    assert m.status == MessageStatus.SUCCESS
+    assert m.status == MessageStatus.SUCCESS and m.local_id == duo.sends("alice")[0]
     assert texts(duo.b, "alice") == ["through the drop"]
     assert duo.a.get_message(m.msg_id).is_delivered
     assert len(duo.sends("alice")) == 2 and len(set(duo.sends("alice"))) == 1  # same local id
