@@ -1292,3 +1292,23 @@ def test_is_transport_needs_attach_and_send_only(clock: Clock):
     assert is_transport(full) and isinstance(full, imstore.Transport)
     assert is_transport(Minimal(full)) and not isinstance(Minimal(full), imstore.Transport)
     assert not is_transport(object())
+
+
+def test_a_transport_whose_conversation_ack_takes_no_position_still_works(tmp_path, clock):
+    class Older(WireTransport):
+        async def send_conversation_ack(self, conv_id, chat_type):  # the old signature
+            await self._conn.send_conversation_ack(conv_id, chat_type)
+
+    d = Duo("protocol", tmp_path, clock)
+    older = Older(d.server.connect("bob"))
+    cb = ChatClient(d.b, d.server.connect("bob"), transport=older)
+
+    async def main():
+        m = await d.ca.send_message(Message.text("bob", "hi"))
+        await d.settle()
+        await cb.ack_conversation_read("alice")
+        return m
+
+    m = run(main())
+    assert d.a.get_message(m.msg_id).is_read_acked
+    d.close()
