@@ -1312,3 +1312,26 @@ def test_a_transport_whose_conversation_ack_takes_no_position_still_works(tmp_pa
     m = run(main())
     assert d.a.get_message(m.msg_id).is_read_acked
     d.close()
+
+
+def test_a_hanging_download_fails_after_transfer_timeout(tmp_path: Path, clock: Clock):
+    d = Duo("protocol", tmp_path, clock, transfer_timeout=0.05)
+    d.cb.auto_download = False
+    f = files(tmp_path)
+
+    async def hang(url, dest, *, progress=None):
+        await asyncio.Event().wait()
+
+    d.wires["bob"].download = hang
+
+    async def main():
+        m = await d.ca.send_message(Message.file("bob", f["doc.pdf"]))
+        await d.settle()
+        with pytest.raises(IMError) as err:
+            await d.cb.download_attachment(m.msg_id)
+        assert err.value.code == ErrorCode.FILE_DOWNLOAD_FAILED
+        return m
+
+    m = run(main())
+    assert d.b.get_message(m.msg_id).body.download_status == DownloadStatus.FAILED
+    d.close()
