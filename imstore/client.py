@@ -260,7 +260,8 @@ class ChatClient:
         while True:
             while self._deferred:
                 self._start(loop, self._deferred.pop(0))
-            pending: list[asyncio.Future[Any]] = [t for t in self._tasks if not t.done()]
+            pending: list[asyncio.Future[Any]] = [t for t in self._tasks
+                                                  if not t.done() and t.get_loop() is loop]
             pending += [f for f in self._active if not f.done() and f.get_loop() is loop]
             parked = sum(1 for f in self._parks if not f.done())
             if len(pending) <= parked:
