@@ -39,8 +39,7 @@ from .message import (
     MessageType,
     VideoBody,
 )
-from .rows import RECEIPT_DELIVERED, RECEIPT_READ
-from .store import MessageStore
+from .store import RECEIPT_DELIVERED, RECEIPT_READ, MessageStore
 
 __all__ = ["ChatClient", "MessageListener", "safe_file_name"]
 

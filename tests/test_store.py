@@ -219,7 +219,7 @@ def test_deletes_keep_counters_and_last_message(store: MessageStore):
     assert store.message_count("bob") == 0 and store.verify().ok
 
 
-def test_the_conversation_list_follows_its_last_message(store: MessageStore):
+def test_the_conversation_list_follows_its_last_message(store: MessageStore, raw_sql):
     first = store.insert_message(recv("older", ts=100))
     last = store.insert_message(recv("newest", ts=200))
     assert store.conversations()[0].last_message == last
@@ -238,10 +238,10 @@ def test_the_conversation_list_follows_its_last_message(store: MessageStore):
     assert store.conversation("bob").last_message == first
     store.delete_message(first.msg_id)
     assert store.conversation("bob").last_message is None
-    store._sql("UPDATE conversation SET lm_msg_id = 'stale'")
+    raw_sql(store, "UPDATE conversation SET lm_msg_id = 'stale'")
     assert store.verify().repaired["last_message_copies"] == 1  # a stale copy is cleared
     store.insert_message(recv("again", ts=400))
-    store._sql("UPDATE conversation SET lm_msg_id = 'stale'")
+    raw_sql(store, "UPDATE conversation SET lm_msg_id = 'stale'")
     assert store.verify().repaired["last_message_copies"] == 1
     assert store.conversation("bob").last_message.body.text == "again"
 
@@ -294,9 +294,9 @@ def test_import_skips_bad_messages_and_reports_why(store: MessageStore):
     assert (again.imported, again.duplicates) == (0, 1)
 
 
-def test_malformed_stored_payload_is_message_invalid(disk_store: MessageStore):
+def test_malformed_stored_payload_is_message_invalid(disk_store: MessageStore, raw_sql):
     m = disk_store.insert_message(recv("fine"))
-    disk_store._sql("UPDATE message SET body = ? WHERE msg_id = ?", (b"\x01\xc1\xc1", m.msg_id))
+    raw_sql(disk_store, "UPDATE message SET body = ? WHERE msg_id = ?", (b"\x01\xc1\xc1", m.msg_id))
     with pytest.raises(IMError) as err:
         disk_store.get_message(m.msg_id)
     assert err.value.code == ErrorCode.MESSAGE_INVALID
@@ -332,9 +332,9 @@ def test_closed_store_raises(tmp_path: Path):
     assert err.value.code == ErrorCode.DATABASE_ERROR
 
 
-def test_verify_repairs_drift(disk_store: MessageStore):
+def test_verify_repairs_drift(disk_store: MessageStore, raw_sql):
     disk_store.import_messages([recv(f"m{i}", is_read=False) for i in range(5)])
-    disk_store._sql("UPDATE conversation SET unread_count = 42, last_rowid = NULL")
+    raw_sql(disk_store, "UPDATE conversation SET unread_count = 42, last_rowid = NULL")
     report = disk_store.verify()
     assert report.repaired["unread_counts"] == 1 and report.repaired["last_messages"] == 1
     assert disk_store.unread_count("bob") == 5
