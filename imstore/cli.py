@@ -52,8 +52,10 @@ class Progress:
         self.started = self.last = time.monotonic()
         self.printed = False
         if sys.stderr.isatty():
-            from tqdm import tqdm  # type: ignore[import-untyped]
-
+            try:
+                from tqdm import tqdm  # type: ignore[import-untyped]
+            except ImportError:  # installed without the cli extra: the plain counter
+                return
             self.bar = tqdm(total=self.total, desc=label, unit=" msg", unit_scale=True,
                             file=sys.stderr, dynamic_ncols=True, leave=False)
 

@@ -352,6 +352,13 @@ def test_permission_lock_and_unexpected_errors_are_one_line(person, monkeypatch,
     assert code == 2 and err.strip() == f"imstore: error: permission denied: {store}/imstore.db"
 
 
+def test_without_the_cli_extra_telegram_says_what_to_install(person, monkeypatch, capsys):
+    monkeypatch.delitem(sys.modules, "imstore.importers.telegram")
+    monkeypatch.setitem(sys.modules, "ijson", None)
+    code, _, err = run(["import", str(person["tg"]), "--store", str(person["store"])], capsys)
+    assert code == 2 and "pip install 'imstore[cli]'" in err and len(err.splitlines()) == 1
+
+
 def test_a_locked_store_is_one_line(person, monkeypatch, capsys):
     store = str(person["store"])
     run(["import", str(person["tg"]), "--store", store], capsys)
