@@ -501,6 +501,16 @@ def test_slack_files_bots_comments_threads_and_dms(tmp_path: Path):
                                                                      Direction.SEND]
 
 
+def test_a_me_that_matches_nobody_is_said(data_dir: Path, tmp_path: Path):
+    slack = data_dir / "exports" / "slack" / "slack-export-viewer_testarchive.zip"
+    notes = scan(str(slack), ImportOptions(me=("hfaran",))).notes
+    assert any("--me 'hfaran' is none of this export's users (abilinski" in n for n in notes)
+    assert scan(str(slack), ImportOptions(me=("hamza",))).owner == "slack:U0BMQB6JE"
+    tg = data_dir / "exports" / "telegram" / "innerdvations_private_group.json"
+    assert "--me 'Nobody' wrote nothing in this export" in scan(
+        str(tg), ImportOptions(me=("Nobody",))).notes
+
+
 def test_an_unzipped_slack_export_reads_like_the_zip(tmp_path: Path):
     path = write_slack(tmp_path / "workspace.zip")
     folder = tmp_path / "unzipped"

@@ -214,6 +214,9 @@ def scan_telegram(path: str, opts: ImportOptions) -> ExportInfo:
         info.state["me"] = set(me_ids.values())
     else:
         info.state["me"] = set()
+        if opts.me:
+            info.notes.append(f"--me {', '.join(map(repr, opts.me))} wrote nothing in this "
+                              "export")
     return info
 
 
