@@ -477,12 +477,17 @@ def test_ctrl_c_stops_an_import_cleanly(tmp_path: Path):
     try:
         assert progressed.wait(timeout=120), "the import never reported progress"
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
+        assert proc.stdout is not None
+        out = proc.stdout.read()  # the reader thread alone reads stderr
+        proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    reader.join(timeout=10)
+        reader.join(timeout=60)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
     err = "".join(lines)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
