@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -190,6 +191,8 @@ def invalid(field: str, what: str, value: Any, code: ErrorCode = ErrorCode.INVAL
 
 
 def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: SQLite and msgpack cannot store it
@@ -206,8 +209,7 @@ def check_text(value: Any, field: str) -> str:
 
 def check_id(value: Any, field: str) -> str:
     """A message, conversation or user id: a non-empty str of at most `MAX_ID_CHARS`."""
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS \
-            or not _encodable(value):
+    if type(value) is not str or not 0 < len(value) <= MAX_ID_CHARS or not _encodable(value):
         raise invalid(field, f"a non-empty str of at most {MAX_ID_CHARS} characters", value)
     return value
 
@@ -241,39 +243,70 @@ def _check_tree(value: Any, field: str, depth: int) -> None:
 def check_ext(value: Any, field: str = "ext") -> dict[str, Any]:
     """App-defined attributes: a dict with str keys, at most `MAX_EXT_DEPTH` deep, of values
     msgpack can hold (str, int, float, bool, bytes, None, lists, dicts)."""
-    if not isinstance(value, dict):
-        raise invalid(field, "a dict with str keys", value)
-    _check_tree(value, field, 1)
+    if type(value) is not dict:
+        if not isinstance(value, dict):
+            raise invalid(field, "a dict with str keys", value)
+        _check_tree(value, field, 1)
+        return value
+    for k, v in value.items():  # flat text and numbers first: the usual ext, in one pass
+        t = type(v)
+        if type(k) is not str or not _encodable(k) or (t is str and not _encodable(v)) \
+                or t not in _FLAT or (t is int and not -(2**63) <= v < 2**64):
+            _check_tree(value, field, 1)
+            break
     return value
 
 
-def _check_field(cls: type, name: str, kind: str, value: Any, mtype: MessageType) -> None:
-    field = f"body.{name}"
-    if kind == "str":
+_FLAT = frozenset({str, int, float, bool, type(None), bytes})
+
+
+def _str_field(value: Any, field: str) -> None:
+    if type(value) is not str or not _encodable(value):
         check_text(value, field)
-    elif kind in ("int", "int | None"):
-        if value is None and kind == "int | None":
-            return
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TIME:
-            raise invalid(field, f"an int from 0 to {MAX_TIME}", value)
-    elif kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise invalid(field, "a finite number", value)
-    elif kind == "DownloadStatus":
-        if isinstance(value, bool) or value not in tuple(DownloadStatus):
-            raise invalid(field, "a DownloadStatus", value)
-    elif kind == "dict[str, str]":
-        if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            raise invalid(field, f"a dict[str, str] (a {mtype.name} message's params); convert "
-                                 "the values to strings", value)
-        check_ext(value, field)
-    else:  # dict[str, Any]: params, extra
+
+
+def _int_field(value: Any, field: str) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_TIME:
+        raise invalid(field, f"an int from 0 to {MAX_TIME}", value)
+
+
+def _optional_int_field(value: Any, field: str) -> None:
+    if value is not None:
+        _int_field(value, field)
+
+
+def _float_field(value: Any, field: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise invalid(field, "a finite number", value)
+
+
+def _status_field(value: Any, field: str) -> None:
+    if type(value) is not DownloadStatus and (isinstance(value, bool) or value not in _STATUSES):
+        raise invalid(field, "a DownloadStatus", value)
+
+
+def _str_dict_field(value: Any, field: str) -> None:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise invalid(field, "a dict[str, str]; convert the values to strings", value)
+    check_ext(value, field)
+
+
+def _dict_field(value: Any, field: str) -> None:
+    if value or type(value) is not dict:  # the usual empty ``extra`` costs nothing
         check_ext(value, field)
 
 
-_KINDS_OF_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {
-    cls: tuple((f.name, str(f.type)) for f in fields(cls)) for cls in BODY_CLASSES.values()
+_STATUSES = frozenset(DownloadStatus)
+_FIELD_CHECKS: dict[str, Callable[[Any, str], None]] = {
+    "str": _str_field, "int": _int_field, "int | None": _optional_int_field,
+    "float": _float_field, "DownloadStatus": _status_field, "dict[str, str]": _str_dict_field,
+    "dict[str, Any]": _dict_field,
+}
+# Per body class: (field name, "body.<name>", its check), from the class's annotations.
+_BODY_CHECKS: dict[type, tuple[tuple[str, str, Callable[[Any, str], None]], ...]] = {
+    cls: tuple((f.name, f"body.{f.name}", _FIELD_CHECKS[str(f.type)]) for f in fields(cls))
+    for cls in BODY_CLASSES.values()
 }
 
 
@@ -284,8 +317,8 @@ def check_body_fields(mtype: MessageType, body: Any) -> None:
         raise IMError(ErrorCode.MESSAGE_INVALID,
                       f"a {mtype.name} message needs a {want.__name__}, not "
                       f"{type(body).__name__}; build it with Message.{mtype.name.lower()}()")
-    for name, kind in _KINDS_OF_FIELDS[want]:
-        _check_field(want, name, kind, getattr(body, name), mtype)
+    for name, field, check in _BODY_CHECKS[want]:
+        check(getattr(body, name), field)
 
 
 def _check_content(mtype: MessageType, body: Body) -> None:
@@ -329,8 +362,14 @@ def _check_file(body: FileBody, limits: Limits, need_file: bool) -> tuple[int, s
     return st.st_size, body.display_name or os.path.basename(path)
 
 
+_ENUM_VALUES: dict[type, frozenset[Any]] = {e: frozenset(e) for e in (MessageType, ChatType,
+                                                                        MessageStatus)}
+
+
 def _check_enum(enum: type[Any], value: Any, field: str) -> Any:
-    if isinstance(value, bool) or value not in enum.__members__.values():
+    if type(value) is enum:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value not in _ENUM_VALUES[enum]:
         raise invalid(field, f"a {enum.__name__}", value)
     return enum(value)
 
@@ -342,22 +381,26 @@ def _check_fields(msg: Message) -> MessageType:
     _check_enum(MessageStatus, msg.status, "status")
     check_id(msg.msg_id, "msg_id")
     check_id(msg.to, "to")
-    for name in ("sender", "local_id"):
-        if getattr(msg, name) is not None:
-            check_id(getattr(msg, name), name)
+    if msg.sender is not None:
+        check_id(msg.sender, "sender")
+    if msg.local_id is not None:
+        check_id(msg.local_id, "local_id")
     check_time(msg.local_time, "local_time")
     for name in ("server_time", "edited_at", "recalled_at"):
-        if getattr(msg, name) is not None:
-            check_time(getattr(msg, name), name)
+        value = getattr(msg, name)
+        if value is not None:
+            check_time(value, name)
     for name in ("is_delivered", "is_read_acked", "need_group_ack"):
-        if not isinstance(getattr(msg, name), bool | int) or getattr(msg, name) not in (0, 1):
-            raise invalid(name, "True or False", getattr(msg, name))
-    if msg.is_read not in (None, True, False) or not isinstance(msg.is_read, bool | int | None):
+        value = getattr(msg, name)
+        if type(value) is not bool and (type(value) is not int or value not in (0, 1)):
+            raise invalid(name, "True or False", value)
+    if msg.is_read is not None and type(msg.is_read) is not bool:
         raise invalid("is_read", "True, False or None", msg.is_read)
     count = msg.group_ack_count
-    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**31:
+    if type(count) is not int or not 0 <= count < 2**31:
         raise invalid("group_ack_count", "an int from 0 to 2**31 - 1", count)
-    check_ext(msg.ext)
+    if msg.ext or type(msg.ext) is not dict:
+        check_ext(msg.ext)
     check_body_fields(mtype, msg.body)
     return mtype
 

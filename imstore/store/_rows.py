@@ -76,8 +76,9 @@ class MessageRow(NamedTuple):
 
 MESSAGE_COLUMNS: tuple[str, ...] = MessageRow._fields
 SELECT_COLUMNS = ", ".join(MESSAGE_COLUMNS)
-INSERT_SQL = (f"INSERT INTO message ({SELECT_COLUMNS}) "
-              f"VALUES ({','.join('?' * len(MESSAGE_COLUMNS))})")
+# A new row's id is SQLite's to give: INSERT_SQL takes a row without it (``row[1:]``).
+INSERT_SQL = (f"INSERT INTO message ({', '.join(MESSAGE_COLUMNS[1:])}) "
+              f"VALUES ({','.join('?' * (len(MESSAGE_COLUMNS) - 1))})")
 # What a stored message may change: never its row, ids, conversation, type or who sent it.
 _FIXED = frozenset({"id", "msg_id", "local_id", "conv_id", "chat_type", "type", "sender",
                     "recipient", "direction"})

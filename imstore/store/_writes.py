@@ -123,21 +123,19 @@ class Writes:
         messages, attachments, conversation counters and last messages, the search outbox."""
         conn = self._conn
         first = (conn.run("SELECT max(id) FROM message").fetchone()[0] or 0) + 1
-        rows = [r._replace(id=first + i) for i, r in enumerate(rows)]
-        conn.run_many(INSERT_SQL, rows)
+        conn.run_many(INSERT_SQL, [r[1:] for r in rows])  # ids first, first + 1, ... in order
         convs: dict[str, list[Any]] = {}  # conv_id -> [chat_type, unread, best_sort, best_rowid]
         attach = []
-        for row, msg in zip(rows, msgs, strict=True):
-            assert row.id is not None
+        for rowid, row, msg in zip(range(first, first + len(rows)), rows, msgs, strict=True):
             c = convs.get(row.conv_id)
             if c is None:
-                c = convs[row.conv_id] = [row.chat_type, 0, row.sort_time, row.id]
+                c = convs[row.conv_id] = [row.chat_type, 0, row.sort_time, rowid]
             if row.direction == Direction.RECEIVE and not row.is_read:
                 c[1] += 1
-            if (row.sort_time, row.id) > (c[2], c[3]):
-                c[2], c[3] = row.sort_time, row.id
+            if (row.sort_time, rowid) > (c[2], c[3]):
+                c[2], c[3] = row.sort_time, rowid
             if row.type in _ATTACH_INTS:
-                attach.append(attachment_row(row.id, msg))
+                attach.append(attachment_row(rowid, msg))
         if attach:
             conn.run_many(_ATTACH_UPSERT, attach)
         for conv_id, (chat_type, unread, sort, rowid) in convs.items():
