@@ -281,7 +281,7 @@ def _float_field(value: Any, field: str) -> None:
 
 
 def _status_field(value: Any, field: str) -> None:
-    if type(value) is not DownloadStatus and (isinstance(value, bool) or value not in _STATUSES):
+    if type(value) is not DownloadStatus and (type(value) is not int or value not in _STATUSES):
         raise invalid(field, "a DownloadStatus", value)
 
 

@@ -48,6 +48,7 @@ from ._rows import (
 
 __all__ = ["Mode", "Writes"]
 
+_NOT_STORED = "CMD messages are never stored; send them with ChatClient.send_message"
 _ATTACH_INTS = frozenset(int(t) for t in ATTACHMENT_TYPES)
 _ATTACH_UPSERT = ("INSERT OR REPLACE INTO attachment (message_id, remote_url, local_path, size, "
                   "file_status, thumb_status) VALUES (?, ?, ?, ?, ?, ?)")
@@ -103,10 +104,9 @@ class Writes:
         """Validate, settle and encode a message, once: its row, without a row id yet."""
         if not isinstance(msg, Message):
             raise IMError(ErrorCode.INVALID_PARAM, f"expected a Message, got {type(msg).__name__}")
-        if msg.type in KINDS and not KINDS[msg.type].stored:
-            raise IMError(ErrorCode.MESSAGE_INVALID,
-                          "CMD messages are never stored; send them with ChatClient.send_message")
         body, ext = validate_message(msg, self._limits)
+        if not KINDS[msg.type].stored:
+            raise IMError(ErrorCode.MESSAGE_INVALID, _NOT_STORED)
         self._settle(msg, mode=mode)
         return message_row(msg, body, ext)
 
@@ -185,10 +185,9 @@ class Writes:
             try:
                 row = self.prepare(msg, mode=mode)
             except IMError as exc:
-                if isinstance(msg, Message) and msg.type in KINDS and not KINDS[msg.type].stored:
-                    result.skip("CMD messages are never stored")
-                else:
-                    result.skip(f"{exc.code.name}: {exc.description}")
+                not_stored = exc.description == _NOT_STORED
+                result.skip("CMD messages are never stored" if not_stored
+                            else f"{exc.code.name}: {exc.description}")
                 continue
             if row.msg_id in ids:
                 result.duplicates += 1
