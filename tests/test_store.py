@@ -5,7 +5,6 @@ import os
 import signal
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -454,7 +453,6 @@ def test_sigkill_mid_import_leaves_whole_batches(tmp_path: Path):
     p = ctx.Process(target=_import_forever, args=(str(tmp_path / "s"), ready))
     p.start()
     assert ready.wait(60)
-    time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL)
     p.join()
     with imstore.open(tmp_path / "s", user_id="alice", search=False) as s:

@@ -62,8 +62,6 @@ def attachment_message(to: str, mtype: MessageType, *, path: str | None, origin:
         body = VoiceBody(duration_ms=duration_ms, **common)
     else:
         body = FileBody(**common)
-    msg = Message.file(to, "x", **kw)
-    msg.type, msg.body = mtype, body
-    return msg
+    return Message.of(mtype, to, body, **kw)
 
 

@@ -447,8 +447,6 @@ class MessageStore:
         """
         if not isinstance(keyword, str) or not keyword.strip():
             raise IMError(ErrorCode.INVALID_PARAM, "the search keyword is empty; type some text")
-        if len(keyword) > 1024:
-            raise invalid("keyword", "at most 1024 characters", keyword)
         _optional(conv_id, "conv_id", check_id)
         _optional(start_time, "start_time", check_time)
         _optional(end_time, "end_time", check_time)
