@@ -180,6 +180,15 @@ def test_unread_counts_and_chat_rooms(store: MessageStore):
     assert store.total_unread_count() == 0 and store.unread_count("room") == 0
 
 
+def test_mark_conversation_read_up_to_a_message(store: MessageStore):
+    msgs = [recv(f"m{i}", ts=100 + i) for i in range(4)]
+    for m in msgs:
+        store.insert_message(m)
+    assert store.mark_conversation_read("bob", up_to_msg_id=msgs[1].msg_id) == 2
+    assert [m.is_read for m in store.messages("bob")] == [True, True, False, False]
+    assert store.unread_count("bob") == 2
+
+
 def test_imported_history_is_unread_only_when_it_says_so(store: MessageStore):
     res = store.import_messages([recv("a"), recv("b", is_read=False), recv("c", is_read=True)])
     assert res.imported == 3

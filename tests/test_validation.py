@@ -56,7 +56,7 @@ CALLS: dict[str, tuple[str, ...]] = {
                         "scope", "limit", "direction"),
     "unread_count": ("conv_id",),
     "mark_message_read": ("msg_id",),
-    "mark_conversation_read": ("conv_id",),
+    "mark_conversation_read": ("conv_id", "up_to_msg_id"),
     "delete_message": ("msg_id",),
     "delete_messages": ("conv_id", "start_time", "end_time"),
     "delete_message_ids": ("msg_ids",),

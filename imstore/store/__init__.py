@@ -266,10 +266,13 @@ class MessageStore:
         """Mark one received message read. Returns True when it was unread."""
         return self._writes.mark_message_read(check_id(msg_id, "msg_id"))
 
-    def mark_conversation_read(self, conv_id: str) -> int:
-        """Mark every message of a conversation read; returns how many were unread.
-        Raises `IMError(CONVERSATION_NOT_EXIST)` for an unknown conversation."""
-        return self._writes.mark_conversation_read(check_id(conv_id, "conv_id"))
+    def mark_conversation_read(self, conv_id: str, *, up_to_msg_id: str | None = None) -> int:
+        """Mark a conversation's messages read (all, or up to and including ``up_to_msg_id``);
+        returns how many were unread. Raises `IMError(CONVERSATION_NOT_EXIST)` for an unknown
+        conversation, INVALID_PARAM when ``up_to_msg_id`` is not one of its messages."""
+        check_id(conv_id, "conv_id")
+        _optional(up_to_msg_id, "up_to_msg_id", check_id)
+        return self._writes.mark_conversation_read(conv_id, up_to_msg_id)
 
     def mark_all_conversations_read(self) -> int:
         """Mark every message read; returns how many were unread."""

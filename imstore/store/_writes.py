@@ -373,16 +373,24 @@ class Writes:
             self._convs.add_unread(row[1], -changed)
             return bool(changed)
 
-    def mark_conversation_read(self, conv_id: str) -> int:
+    def mark_conversation_read(self, conv_id: str, up_to_msg_id: str | None = None) -> int:
         with self._conn.tx():
             if not self._convs.exists(conv_id):
                 raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
                               f"there is no conversation {conv_id!r}; list them with "
                               "store.conversations()")
-            n = self._conn.run(f"UPDATE message SET is_read = 1 WHERE conv_id = ? AND {UNREAD}",
-                               (conv_id,)).rowcount
-            self._conn.run("UPDATE conversation SET unread_count = 0 WHERE conv_id = ?",
-                           (conv_id,))
+            if up_to_msg_id is None:
+                n = self._conn.run(f"UPDATE message SET is_read = 1 WHERE conv_id = ? AND "
+                                   f"{UNREAD}", (conv_id,)).rowcount
+            else:
+                anchor = self.find_row(up_to_msg_id, "sort_time, id, conv_id")
+                if anchor is None or anchor[2] != conv_id:
+                    raise IMError(ErrorCode.INVALID_PARAM,
+                                  f"conversation {conv_id!r} has no message {up_to_msg_id!r}")
+                n = self._conn.run(f"UPDATE message SET is_read = 1 WHERE conv_id = ? AND {UNREAD} "
+                                   "AND (sort_time, id) <= (?, ?)",
+                                   (conv_id, anchor[0], anchor[1])).rowcount
+            self._convs.add_unread(conv_id, -n)
             return int(n)
 
     def mark_all_read(self) -> int:
