@@ -102,6 +102,20 @@ def _copy_fields() -> dict[str, Any]:
     return {dst: _field(src, null=True) for src, dst in LAST_COPY.items()}
 
 
+def _conversation_fields() -> dict[str, Any]:
+    return {
+        "__module__": __name__,
+        "conv_id": pw.TextField(primary_key=True),
+        "chat_type": pw.IntegerField(),
+        "unread_count": pw.IntegerField(default=0),
+        "last_rowid": pw.IntegerField(null=True),
+        "last_sort": pw.IntegerField(default=0),
+        "last_activity": pw.IntegerField(default=0),
+        "ext": pw.BlobField(null=True),
+        **_copy_fields(),
+    }
+
+
 def build_models(db: pw.Database) -> SimpleNamespace:
     """Model classes bound to ``db``."""
 
@@ -114,17 +128,7 @@ def build_models(db: pw.Database) -> SimpleNamespace:
         key = pw.TextField(primary_key=True)
         value = pw.TextField()
 
-    conversation = type("Conversation", (Base,), {
-        "__module__": __name__,
-        "conv_id": pw.TextField(primary_key=True),
-        "chat_type": pw.IntegerField(),
-        "unread_count": pw.IntegerField(default=0),
-        "last_rowid": pw.IntegerField(null=True),
-        "last_sort": pw.IntegerField(default=0),
-        "last_activity": pw.IntegerField(default=0),
-        "ext": pw.BlobField(null=True),
-        **_copy_fields(),
-    })
+    conversation = type("Conversation", (Base,), _conversation_fields())
     message_model = type("Message", (Base,), {"__module__": __name__, **_message_fields()})
 
     class Attachment(Base):
