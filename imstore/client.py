@@ -38,6 +38,7 @@ from .message import (
     MessageStatus,
     MessageType,
     VideoBody,
+    conversation_id,
 )
 from .store import RECEIPT_DELIVERED, RECEIPT_READ, MessageStore
 
@@ -216,7 +217,7 @@ class ChatClient:
         if msg.type == MessageType.CMD:
             if msg.sender is None:
                 msg.sender = self.store.user_id
-            msg.conv_id = msg.to
+            msg.conv_id = conversation_id(msg.chat_type, msg.to, msg.sender, self.store.user_id)
             return await self._deliver(transport, msg)
         msg.status = MessageStatus.INPROGRESS
         self.store.insert_message(msg)

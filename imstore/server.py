@@ -48,6 +48,7 @@ from .message import (
     MessageStatus,
     MessageType,
     VideoBody,
+    conversation_id,
 )
 
 __all__ = ["MemoryConnection", "MemoryServer", "RetentionPlan"]
@@ -204,7 +205,7 @@ class MemoryServer:
         m = copy.deepcopy(msg)
         mine = m.sender == user
         m.direction = Direction.SEND if mine else Direction.RECEIVE
-        m.conv_id = (m.to if mine else m.sender or "") if m.chat_type == ChatType.CHAT else m.to
+        m.conv_id = conversation_id(m.chat_type, m.to, m.sender, user)
         m.status = MessageStatus.SUCCESS
         m.is_read = None if not mine else True
         m.local_time = m.server_time or m.local_time
