@@ -58,6 +58,7 @@ from .message import (
     MessageStatus,
     MessageType,
     VideoBody,
+    conversation_id,
     now_ms,
 )
 from .store import RECEIPT_DELIVERED, RECEIPT_READ, MessageStore
@@ -359,7 +360,7 @@ class ChatClient:
         if msg.type == MessageType.CMD:
             if msg.sender is None:
                 msg.sender = self.store.user_id
-            msg.conv_id = msg.to
+            msg.conv_id = conversation_id(msg.chat_type, msg.to, msg.sender, self.store.user_id)
             msg.status = MessageStatus.INPROGRESS
             self._emit("on_message_status_changed", msg, MessageStatus.INPROGRESS)
             return await self._deliver(transport, msg, progress)

@@ -61,6 +61,7 @@ from .message import (
     MessageType,
     TextBody,
     VideoBody,
+    conversation_id,
 )
 
 __all__ = ["MemoryConnection", "MemoryServer", "RetentionPlan"]
@@ -244,7 +245,7 @@ class MemoryServer:
         if not mine:
             m.local_id = None  # the sender's device id means nothing to others
         m.direction = Direction.SEND if mine else Direction.RECEIVE
-        m.conv_id = (m.to if mine else m.sender or "") if m.chat_type == ChatType.CHAT else m.to
+        m.conv_id = conversation_id(m.chat_type, m.to, m.sender, user)
         m.status = MessageStatus.SUCCESS
         if mine:
             m.is_read = True

@@ -159,9 +159,7 @@ def attachment_message(to: str, mtype: MessageType, *, path: str | None, origin:
         body = VoiceBody(duration_ms=duration_ms, **common)
     else:
         body = FileBody(**common)
-    msg = Message.file(to, "x", **kw)
-    msg.type, msg.body = mtype, body
-    return msg
+    return Message.of(mtype, to, body, **kw)
 
 
 def _int(value: Any) -> int | None:
