@@ -52,8 +52,10 @@ class Progress:
         self.started = self.last = time.monotonic()
         self.printed = False
         if sys.stderr.isatty():
-            from tqdm import tqdm  # type: ignore[import-untyped]
-
+            try:
+                from tqdm import tqdm  # type: ignore[import-untyped]
+            except ImportError:  # installed without the cli extra: the plain counter
+                return
             self.bar = tqdm(total=self.total, desc=label, unit=" msg", unit_scale=True,
                             file=sys.stderr, dynamic_ncols=True, leave=False)
 
@@ -112,8 +114,33 @@ def _writable(path: str) -> None:
                           "even to be read)")
 
 
+def _not_locked(path: str) -> None:
+    """Wait a few seconds (``$IMSTORE_LOCK_TIMEOUT``, default 5) for another process's write to
+    end, rather than the store's long wait, and say plainly when the store stays locked."""
+    db = os.path.join(path, "imstore.db")
+    if not os.path.isfile(db):
+        return
+    wait = float(os.environ.get("IMSTORE_LOCK_TIMEOUT", "5"))
+    con = sqlite3.connect(db, timeout=wait, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise IMError(ErrorCode.DATABASE_ERROR,
+                          f"the store {path} is locked by another process (an import?); try again "
+                          "when it is done") from exc
+        if "readonly" in str(exc):
+            raise IMError(ErrorCode.DATABASE_ERROR,
+                          f"permission denied: cannot write {db} (read-only)") from exc
+        raise IMError(ErrorCode.DATABASE_ERROR, f"{db}: {exc}") from exc
+    finally:
+        con.close()
+
+
 def open_store(path: str, owner: str, limits: Limits | None = None) -> MessageStore:
     _writable(path)
+    _not_locked(path)
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.exists(path) and os.path.isdir(parent) and not os.access(parent, os.W_OK):
         raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot create {path}")
@@ -626,8 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", default="auto",
                     choices=["auto", "telegram", "whatsapp", "slack", "jsonl"],
                     help="the export's format (default: told from the content)")
-    sp.add_argument("--tz", metavar="ZONE", help="the zone of times written as phone-local "
-                    "(WhatsApp), e.g. Europe/Berlin (default: this machine's)")
+    sp.add_argument("--tz", metavar="ZONE", help="the zone of times an export writes as local "
+                    "(WhatsApp, old Telegram), e.g. Europe/Berlin (default: this machine's)")
     sp.add_argument("--date-order", choices=["dmy", "mdy", "ymd", "DMY", "MDY", "YMD"],
                     help="WhatsApp dates: day or month first, when the file cannot tell")
     sp.add_argument("--encoding", metavar="NAME", help="the export's text encoding (default: "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -351,6 +352,47 @@ def test_permission_lock_and_unexpected_errors_are_one_line(person, monkeypatch,
     assert code == 2 and err.strip() == f"imstore: error: permission denied: {store}/imstore.db"
 
 
+def test_without_the_cli_extra_telegram_says_what_to_install(person, monkeypatch, capsys):
+    monkeypatch.delitem(sys.modules, "imstore.importers.telegram")
+    monkeypatch.setitem(sys.modules, "ijson", None)
+    code, _, err = run(["import", str(person["tg"]), "--store", str(person["store"])], capsys)
+    assert code == 2 and "pip install 'imstore[cli]'" in err and len(err.splitlines()) == 1
+
+
+def test_a_locked_store_is_one_line(person, monkeypatch, capsys):
+    store = str(person["store"])
+    run(["import", str(person["tg"]), "--store", store], capsys)
+    monkeypatch.setenv("IMSTORE_LOCK_TIMEOUT", "0.05")
+    holder = sqlite3.connect(os.path.join(store, "imstore.db"), isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        code, _, err = run(["stats", "--store", store], capsys)
+        code2, _, err2 = run(["import", str(person["wa"]), "--store", store, "--me", "Ann"], capsys)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    for c, e in ((code, err), (code2, err2)):
+        assert c == 2 and "locked by another process" in e and len(e.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not hasattr(imstore.MessageStore, "stored_owner"),
+                    reason="the store keeps its Limits from the store-parts rewrite (issue 10) on")
+def test_the_store_remembers_its_payload_limit(tmp_path: Path, capsys):
+    chat = write_whatsapp(tmp_path, "WhatsApp Chat with Li.txt",
+                          f"01/03/2021, 09:01 - Li: {'长' * 1200}\n13/03/2021, 09:02 - Ann: ok\n")
+    store = str(tmp_path / "s")
+    code, _, err = run(["import", str(chat), "--store", store, "--me", "Ann", "--tz", "UTC",
+                        "--max-payload", "8192"], capsys)
+    assert code == 0, err
+    long2 = write_whatsapp(tmp_path, "WhatsApp Chat with Li (1).txt",
+                           f"01/03/2021, 09:01 - Li: {'长' * 1200}\n13/03/2021, 09:02 - Ann: ok\n"
+                           f"14/03/2021, 09:01 - Li: {'短' * 1200}\n")
+    code, out, _ = run(["import", str(long2), "--store", store, "--me", "Ann", "--tz", "UTC",
+                        "--json"], capsys)
+    assert json.loads(out)[str(long2)]["imported"] == 1
+    assert imstore.MessageStore.stored_owner(store) == "wa:Ann"
+
+
 def test_progress_is_a_bar_on_a_terminal_and_quiet_otherwise(monkeypatch, capsys):
     class Tty:
         def __init__(self) -> None:
@@ -435,17 +477,17 @@ def test_ctrl_c_stops_an_import_cleanly(tmp_path: Path):
     try:
         assert progressed.wait(timeout=120), "the import never reported progress"
         proc.send_signal(signal.SIGINT)
-        # stderr belongs to the reader thread: communicate() would read it too and race it.
-        proc.wait(timeout=120)
         assert proc.stdout is not None
-        out = proc.stdout.read()
+        out = proc.stdout.read()  # the reader thread alone reads stderr
+        proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        reader.join(timeout=10)
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
+        reader.join(timeout=60)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
     err = "".join(lines)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err

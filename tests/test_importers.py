@@ -172,6 +172,7 @@ def test_a_sorted_keys_account_export_imports_identically(tmp_path: Path):
     assert plain == ordered and len(plain) == 8
     info = scan(str(write_account(tmp_path / "b", sort_keys=True)))
     assert info.owner == "tg:111" and info.total == 8
+    assert not any("local date" in n for n in info.notes)
     assert conversations(str(tmp_path / "b" / "result.json"), info) == {
         "tg:222": (ChatType.CHAT, "Bob Smith"), "tg:group:333": (ChatType.GROUP_CHAT, "Hiking club")}
 
@@ -500,6 +501,16 @@ def test_slack_files_bots_comments_threads_and_dms(tmp_path: Path):
                                                                      Direction.SEND]
 
 
+def test_a_me_that_matches_nobody_is_said(data_dir: Path, tmp_path: Path):
+    slack = data_dir / "exports" / "slack" / "slack-export-viewer_testarchive.zip"
+    notes = scan(str(slack), ImportOptions(me=("hfaran",))).notes
+    assert any("--me 'hfaran' is none of this export's users (abilinski" in n for n in notes)
+    assert scan(str(slack), ImportOptions(me=("hamza",))).owner == "slack:U0BMQB6JE"
+    tg = data_dir / "exports" / "telegram" / "innerdvations_private_group.json"
+    assert "--me 'Nobody' wrote nothing in this export" in scan(
+        str(tg), ImportOptions(me=("Nobody",))).notes
+
+
 def test_an_unzipped_slack_export_reads_like_the_zip(tmp_path: Path):
     path = write_slack(tmp_path / "workspace.zip")
     folder = tmp_path / "unzipped"
@@ -613,3 +624,20 @@ def test_missing_file(store, tmp_path: Path):
     with pytest.raises(IMError) as err:
         import_file(store, str(tmp_path / "nope.json"))
     assert err.value.code == ErrorCode.FILE_NOT_FOUND
+
+
+def test_a_chat_with_someone_who_never_wrote_is_still_one_to_one(tmp_path: Path):
+    path = write_whatsapp(tmp_path, "WhatsApp Chat with Eve.txt",
+                          "01/03/2021, 09:01 - Ann: anyone?\n13/03/2021, 09:02 - Ann: hello?\n")
+    info = scan(str(path), ImportOptions(me=("Ann",), tz="UTC"))
+    assert (info.state["ctype"], info.state["conv"]) == (ChatType.CHAT, "wa:Eve")
+
+
+def test_telegram_dates_without_unixtime_are_read_in_the_zone(data_dir: Path):
+    path = str(data_dir / "exports" / "telegram" / "innerdvations_bot.json")
+    utc = [m.local_time for m in read_file(path, owner="Ben", tz="UTC")]
+    tokyo = [m.local_time for m in read_file(path, owner="Ben", tz="Asia/Tokyo")]
+    assert utc[0] == 1602631864000 and [u - t for u, t in zip(utc, tokyo, strict=True)] == \
+        [9 * 3600_000] * 2
+    assert any("2 message(s) have only a local date: read in UTC" in n
+               for n in scan(path, ImportOptions(tz="UTC")).notes)

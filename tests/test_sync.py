@@ -189,7 +189,7 @@ def test_mark_conversation_read_up_to_a_message_of_another_conversation(store: M
     store.save_received([server_msg(1), server_msg(2, peer="carol")])
     with pytest.raises(IMError) as err:
         store.mark_conversation_read("bob", up_to_msg_id="S0002")
-    assert err.value.code == ErrorCode.MESSAGE_INVALID
+    assert err.value.code == ErrorCode.INVALID_PARAM
     assert store.unread_count("bob") == 1
 
 

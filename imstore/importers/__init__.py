@@ -119,7 +119,12 @@ def scan(path: str, options: ImportOptions | None = None, fmt: str = "auto") -> 
     fmt = detect_format(path) if fmt == "auto" else fmt
     try:
         if fmt == "telegram":
-            from .telegram import scan_telegram
+            try:
+                from .telegram import scan_telegram
+            except ImportError as exc:
+                raise IMError(ErrorCode.SERVICE_NOT_ENABLED,
+                              f"reading Telegram exports needs ijson ({exc}): "
+                              "pip install 'imstore[cli]'") from exc
             return scan_telegram(path, opts)
         if fmt == "whatsapp":
             from .whatsapp import scan_whatsapp

@@ -21,7 +21,9 @@ import mimetypes
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import IO, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import ErrorCode, IMError
 from ..message import (
@@ -37,7 +39,7 @@ from ..message import (
 
 __all__ = ["ExportInfo", "Identity", "ImportOptions", "attachment_message", "custom",
            "decode_lines", "deleted_message", "detect_encoding", "mark_edited", "stable_id",
-           "str_params"]
+           "str_params", "zone_of"]
 
 Skipped = Callable[[str], None]
 
@@ -157,9 +159,7 @@ def attachment_message(to: str, mtype: MessageType, *, path: str | None, origin:
         body = VoiceBody(duration_ms=duration_ms, **common)
     else:
         body = FileBody(**common)
-    msg = Message.file(to, "x", **kw)
-    msg.type, msg.body = mtype, body
-    return msg
+    return Message.of(mtype, to, body, **kw)
 
 
 def _int(value: Any) -> int | None:
@@ -194,6 +194,19 @@ def deleted_message(to: str, when: int, placeholder: str, **kw: Any) -> Message:
         msg.recalled_at = when  # type: ignore[attr-defined]
         return msg
     return Message.custom(to, "deleted", {}, ext=ext, **kw)
+
+
+def zone_of(tz: str | None) -> tuple[Any, str]:
+    """(tzinfo, how to name it) for ``--tz``; None is this machine's zone (tzinfo None: naive
+    times are read as local ones)."""
+    if tz is None:
+        local = datetime.now().astimezone().tzinfo
+        return None, f"this machine's zone ({local}); pass --tz to change"
+    try:
+        return ZoneInfo(tz), tz
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise IMError(ErrorCode.INVALID_PARAM, f"unknown time zone {tz!r}; use a name like "
+                                               "Europe/Berlin or UTC") from exc
 
 
 # ---------------------------------------------------------------------------------- text input

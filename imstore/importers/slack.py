@@ -160,9 +160,11 @@ def scan_slack(path: str, opts: ImportOptions) -> ExportInfo:
     if me_id is not None:
         info.owner, info.owner_name = f"slack:{me_id}", _display(users[me_id])
         info.notes.append(f"me in this export: {info.owner_name} ({me_id})")
-    elif not opts.me:
-        info.notes.append("no user of this export is you (--me NAME): every message is imported "
-                          "as received")
+    else:
+        given = f"--me {', '.join(map(repr, opts.me))} is none" if opts.me else "no user"
+        known = ", ".join(sorted(str(u.get("name") or uid) for uid, u in users.items())[:8])
+        info.notes.append(f"{given} of this export's users ({known}): every message is "
+                          "imported as received")
     names_of = {uid: _display(u) for uid, u in users.items()}
     convs = {}
     for folder, ctype, chan_id, ch, _days in chats:

@@ -17,7 +17,7 @@ Mapping (export field -> imstore):
 - chat ``name`` -> conversation ``ext["title"]``
 - ``personal_information.user_id`` -> "me"; a new store's owner ``tg:<user_id>``
 - ``id`` -> ``msg_id`` = hash of chat id and message id; ``ext["tg_id"]``
-- ``date_unixtime`` / ``date`` -> time (ms)
+- ``date_unixtime`` / ``date`` -> time (ms); ``date`` alone is local: read in ``--tz``
 - ``edited_unixtime`` / ``edited`` -> edit time (``edited_at``, ``ext["edited"]``)
 - ``from``, ``actor`` -> ``ext["sender_name"]``
 - ``from_id``, ``actor_id`` -> sender ``tg:<number>`` (``user`` prefix dropped), or the owner
@@ -45,7 +45,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, Any
 
 import ijson  # type: ignore[import-untyped]
@@ -63,6 +63,7 @@ from ._common import (
     encoding_error,
     mark_edited,
     stable_id,
+    zone_of,
 )
 
 __all__ = ["read_telegram", "scan_telegram"]
@@ -72,6 +73,7 @@ _CHAT_TYPES = {"personal_chat": ChatType.CHAT, "bot_chat": ChatType.CHAT,
 # Where chats stand: a one-chat export is the root object; an account export has two lists.
 _CHAT_PREFIX = {"": "", "chats.list.item": "chats", "left_chats.list.item": "left_chats"}
 _ITEM_PREFIX = {f"{p}.messages.item" if p else "messages.item": c for p, c in _CHAT_PREFIX.items()}
+_UNIX_PREFIX = frozenset(f"{p}.date_unixtime" for p in _ITEM_PREFIX)
 _LIST_PREFIX = {p[:-5]: c for p, c in _ITEM_PREFIX.items()}
 _HEAD_KEYS = {f"{p}.{k}" if p else k: (c, k) for p, c in _CHAT_PREFIX.items()
               for k in ("name", "type", "id")}
@@ -149,6 +151,8 @@ def scan_telegram(path: str, opts: ImportOptions) -> ExportInfo:
     last_from = None
     root_seen = False
     lists = 0
+    exact = 0  # messages with date_unixtime
+    zone_note = zone_of(opts.tz)[1]
     for prefix, event, value in _events(path, opts):
         if builder is not None:
             if prefix == "personal_information" and event == "end_map":
@@ -177,7 +181,9 @@ def scan_telegram(path: str, opts: ImportOptions) -> ExportInfo:
             continue
         if event in _SCALARS:
             head = _HEAD_KEYS.get(prefix)
-            if head is not None:
+            if prefix in _UNIX_PREFIX:
+                exact += 1
+            elif head is not None:
                 setattr(_current(chats, head[0]), head[1], value)
             elif me and prefix.endswith(".from") and prefix[:-5] in _ITEM_PREFIX:
                 last_from = value
@@ -191,6 +197,9 @@ def scan_telegram(path: str, opts: ImportOptions) -> ExportInfo:
                                                "a Telegram Desktop JSON export?")
     info = ExportInfo("telegram", total=sum(c.count for cs in chats.values() for c in cs))
     info.state["chats"] = chats
+    if exact < info.total:
+        info.notes.append(f"{info.total - exact} message(s) have only a local date: read in "
+                          f"{zone_note}")
     uid = personal.get("user_id")
     if uid is not None:
         info.owner = f"tg:{_uid(uid)}"
@@ -205,6 +214,9 @@ def scan_telegram(path: str, opts: ImportOptions) -> ExportInfo:
         info.state["me"] = set(me_ids.values())
     else:
         info.state["me"] = set()
+        if opts.me:
+            info.notes.append(f"--me {', '.join(map(repr, opts.me))} wrote nothing in this "
+                              "export")
     return info
 
 
@@ -248,6 +260,7 @@ def read_telegram(path: str, opts: ImportOptions, info: ExportInfo,
     chats: dict[str, list[_Chat]] = info.state["chats"]
     ident = opts.identity(*info.state["me"])
     base = os.path.dirname(os.path.abspath(path))
+    zone = zone_of(opts.tz)[0]
     for prefix, container in _ITEM_PREFIX.items():
         todo = [c for c in chats[container]]
         if not any(c.count for c in todo):
@@ -260,7 +273,7 @@ def read_telegram(path: str, opts: ImportOptions, info: ExportInfo,
                 if not isinstance(m, dict):
                     skipped("telegram: an entry of the messages list is not an object")
                     continue
-                msg = _convert(m, n, chat, where, ident, base, path, skipped)
+                msg = _convert(m, n, chat, where, ident, base, path, skipped, zone)
                 if msg is not None:
                     yield msg
         items.close()
@@ -294,7 +307,7 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def _time(m: dict[str, Any], unix: str, iso: str) -> int | None:
+def _time(m: dict[str, Any], unix: str, iso: str, zone: Any) -> int | None:
     if m.get(unix) is not None:
         try:
             return int(m[unix]) * 1000
@@ -308,8 +321,8 @@ def _time(m: dict[str, Any], unix: str, iso: str) -> int | None:
         return None
     if dt.tzinfo is None:
         # Telegram Desktop writes local times of the exporting machine; date_unixtime (since
-        # 2021) is exact. Without it, read the time as UTC.
-        dt = dt.replace(tzinfo=UTC)
+        # 2021) is exact. Without it, read the time in --tz (default: this machine's zone).
+        dt = dt.replace(tzinfo=zone) if zone is not None else dt.astimezone()
     return int(dt.timestamp() * 1000)
 
 
@@ -328,7 +341,7 @@ _MEDIA = {"voice_message": MessageType.VOICE, "audio_file": MessageType.VOICE,
 
 
 def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], ident: Identity,
-             base: str, path: str, skipped: Skipped) -> Message | None:
+             base: str, path: str, skipped: Skipped, zone: Any) -> Message | None:
     if not isinstance(m, dict):
         skipped("telegram: an entry of the messages list is not an object")
         return None
@@ -336,7 +349,7 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
     if kind not in ("message", "service"):
         skipped(f"telegram: unknown message type {kind!r}")
         return None
-    ts = _time(m, "date_unixtime", "date")
+    ts = _time(m, "date_unixtime", "date", zone)
     if ts is None:
         skipped("telegram: message without a readable date")
         return None
@@ -387,7 +400,7 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
         if m.get("action") == "pin_message" and m.get("message_id") is not None:
             ext["pinned"] = stable_id("tg", chat_key, m["message_id"])
         return _edited(custom(to, f"telegram.{m.get('action', 'service')}", params, ext=ext,
-                              **kw), m)
+                              **kw), m, zone)
     raw = {k: v for k, v in m.items() if k not in _USED}
     if raw:
         ext["raw"] = raw
@@ -452,10 +465,10 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
     else:
         skipped("telegram: empty message")
         return None
-    return _edited(msg, m)
+    return _edited(msg, m, zone)
 
 
-def _edited(msg: Message, m: dict[str, Any]) -> Message:
+def _edited(msg: Message, m: dict[str, Any], zone: Any) -> Message:
     if m.get("edited") is not None or m.get("edited_unixtime") is not None:
-        mark_edited(msg, _time(m, "edited_unixtime", "edited"))
+        mark_edited(msg, _time(m, "edited_unixtime", "edited", zone))
     return msg

@@ -39,7 +39,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import IO, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, Message
@@ -54,6 +53,7 @@ from ._common import (
     kind_of,
     mark_edited,
     stable_id,
+    zone_of,
 )
 
 __all__ = ["chat_member", "read_whatsapp", "scan_whatsapp"]
@@ -86,6 +86,7 @@ _SYSTEM_TEXT = re.compile(r"end-to-end encrypted|created (?:the )?group|changed 
                           r"group)|changed this group|joined using|security code|"
                           r"disappearing messages", re.I)
 _PREFIXES = re.compile(r"^WhatsApp[ -]Chat (?:with|mit|con|avec|met|com|-|–)\s*", re.I)
+_WITH = re.compile(r"^WhatsApp[ -]Chat (?:with|mit|con|avec|met|com) ", re.I)
 _COPY_SUFFIX = re.compile(r"(?:\s*\(\d+\)|\s+copy|\s+-\s+Copy)+$", re.I)
 _LRM = "\u200e\u200f\u202a\u202c"
 
@@ -144,7 +145,11 @@ class _Source:
             base = os.path.basename(path)
             self.name = chat_name(os.path.dirname(os.path.abspath(path))
                                   if base == "_chat.txt" else base)
+
         self.label = path if self.zip_member is None else f"{path}: {self.zip_member}"
+        # "WhatsApp Chat with Bob": the name says it is a chat with one person
+        self.one_to_one = any(_WITH.match(os.path.basename(n.rstrip("/\\")))
+                              for n in (path, self.zip_member or "", self.text_path))
 
     @contextmanager
     def lines(self, encoding: str | None) -> Iterator[Iterator[str]]:
@@ -205,17 +210,6 @@ def _speaker(rest: str, chat: str) -> tuple[str | None, str]:
     return name, text
 
 
-def _zone(tz: str | None) -> tuple[Any, str]:
-    if tz is None:
-        local = datetime.now().astimezone().tzinfo
-        return None, f"this machine's zone ({local}); pass --tz to change"
-    try:
-        return ZoneInfo(tz), tz
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise IMError(ErrorCode.INVALID_PARAM, f"unknown time zone {tz!r}; use a name like "
-                                               "Europe/Berlin or UTC") from exc
-
-
 _ORDERS = ("dmy", "mdy", "ymd")
 
 
@@ -224,7 +218,7 @@ def scan_whatsapp(path: str, opts: ImportOptions) -> ExportInfo:
     type."""
     if opts.date_order is not None and opts.date_order not in _ORDERS:
         raise IMError(ErrorCode.INVALID_PARAM, f"--date-order must be one of {', '.join(_ORDERS)}")
-    zone, zone_note = _zone(opts.tz)
+    zone, zone_note = zone_of(opts.tz)
     src = _Source(path)
     first_gt12 = second_gt12 = year_first = False
     dates: list[tuple[int, int, int, int, int]] = []  # (a, b, c, minutes, line)
@@ -305,6 +299,8 @@ def scan_whatsapp(path: str, opts: ImportOptions) -> ExportInfo:
     elif not mine and others:
         info.notes.append("none of the speakers is you (--me): every message is imported as "
                           "received")
+    if not others and src.one_to_one and not group_events:
+        others = [src.name]  # only you wrote in the chat with them
     if len(others) == 1 and not group_events:
         ctype, conv = ChatType.CHAT, f"wa:{others[0]}"
     else:

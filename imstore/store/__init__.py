@@ -32,6 +32,7 @@ import peewee as pw
 from ..codec import Limits, encode_ext
 from ..errors import ErrorCode, IMError
 from ..message import (
+    Body,
     ChatType,
     Conversation,
     Direction,
@@ -63,7 +64,7 @@ from ._query import Query, Searcher
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
 from ._rows import CONVERSATION_LIST_SQL, IN_PROGRESS
-from ._schema import build_models, migrate
+from ._schema import DATABASE_FILE, build_models, migrate, read_owner, settle_limits
 from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
 from ._writes import Writes
@@ -86,7 +87,7 @@ def _connect(path: str) -> tuple[pw.SqliteDatabase, str | None]:
             raise IMError(ErrorCode.DATABASE_ERROR,
                           f"cannot create the store directory {directory!r}: {exc}") from exc
         pragmas |= {"journal_mode": "wal", "synchronous": "normal"}
-        db = pw.SqliteDatabase(os.path.join(directory, "imstore.db"), pragmas=pragmas,
+        db = pw.SqliteDatabase(os.path.join(directory, DATABASE_FILE), pragmas=pragmas,
                                timeout=30, lock_type="IMMEDIATE")
     try:
         db.connect(reuse_if_open=True)
@@ -110,14 +111,14 @@ class MessageStore:
     """
 
     def __init__(self, db: pw.SqliteDatabase, *, user_id: str, directory: str | None,
-                 limits: Limits, search: bool) -> None:
+                 limits: Limits | None, search: bool) -> None:
         self.user_id = user_id
         self.directory = directory
-        self.limits = limits
         self.connection = conn = Connection(db, shared=directory is None)
         self.models = build_models(db)
         try:
             migrate(db, self.models, user_id)
+            self.limits = settle_limits(db, limits)
         except ValueError as exc:
             db.close()
             raise IMError(ErrorCode.DATABASE_ERROR, str(exc)) from exc
@@ -127,7 +128,8 @@ class MessageStore:
         self._index = self._indexer.index
         self._convs = ConversationTable(conn)
         self._tombstones = Tombstones(conn)
-        self._writes = Writes(conn, user_id, limits, self._convs, self._indexer, self._tombstones)
+        self._writes = Writes(conn, user_id, self.limits, self._convs, self._indexer,
+                              self._tombstones)
         self._reads = Reads(conn)
         self._stretches = Stretches(conn, self._reads)
         self._merger = Merger(conn, self._writes, self._convs, self._tombstones, self._stretches,
@@ -147,17 +149,25 @@ class MessageStore:
             path: a directory (created if missing; the database and the search index live in it)
                 or ``":memory:"`` for a store that lives in memory only.
             user_id: the owner; messages with no sender are the owner's.
-            limits: size limits (the product's defaults when None).
+            limits: size limits, kept with the store; None: the ones kept with it (the
+                product's defaults for a new store).
             search: keep a keyword index (`search_messages`); False skips its cost.
         """
         check_id(user_id, "user_id")
         if not isinstance(path, str | os.PathLike):
             raise invalid("path", "a directory path or ':memory:'", path)
-        if limits is not None and not isinstance(limits, Limits):
-            raise invalid("limits", "a Limits or None", limits)
+        if limits is not None:
+            _check_limits(limits)
         db, directory = _connect(os.fspath(path))
-        return cls(db, user_id=user_id, directory=directory, limits=limits or Limits(),
-                   search=bool(search))
+        return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search))
+
+    @staticmethod
+    def stored_owner(path: str | os.PathLike[str]) -> str | None:
+        """The owner of the store in directory ``path``, or None when there is no store there.
+        Reads without creating or changing anything."""
+        if not isinstance(path, str | os.PathLike):
+            raise invalid("path", "a directory path", path)
+        return read_owner(os.fspath(path))
 
     def close(self) -> None:
         """Apply pending index work and close the database. Closing twice is harmless."""
@@ -303,10 +313,9 @@ class MessageStore:
         return self._writes.mark_message_read(check_id(msg_id, "msg_id"))
 
     def mark_conversation_read(self, conv_id: str, *, up_to_msg_id: str | None = None) -> int:
-        """Mark a conversation's messages read: all of them, or (``up_to_msg_id``) those up to
-        and including that message in the conversation's order. Returns how many were unread.
-        Raises `IMError`: CONVERSATION_NOT_EXIST for an unknown conversation, MESSAGE_INVALID
-        when ``up_to_msg_id`` is not a stored message of it."""
+        """Mark a conversation's messages read (all, or up to and including ``up_to_msg_id``);
+        returns how many were unread. Raises `IMError(CONVERSATION_NOT_EXIST)` for an unknown
+        conversation, INVALID_PARAM when ``up_to_msg_id`` is not one of its messages."""
         check_id(conv_id, "conv_id")
         _optional(up_to_msg_id, "up_to_msg_id", check_id)
         return self._writes.mark_conversation_read(conv_id, up_to_msg_id)
@@ -473,6 +482,29 @@ class MessageStore:
             check_time(a.timestamp, "acks[].timestamp")
         return self._receipts.add_group_acks(items)
 
+    def prune_pending_receipts(self, older_than_ms: int) -> int:
+        """Forget receipts that have waited more than ``older_than_ms`` for a message that never
+        came; returns how many were forgotten."""
+        check_time(older_than_ms, "older_than_ms", lo=0)
+        return self._receipts.prune_pending(older_than_ms)
+
+    def apply_recall(self, msg_ids: Sequence[str], recalled_at: int) -> list[Message]:
+        """The server recalled messages (by id): each becomes a recall notice, keeping its ids,
+        type, sender, times and read state, with its type's blank body and ``recalled_at`` set;
+        it leaves the search index. Returns the messages recalled now (unknown or already
+        recalled ids are skipped)."""
+        ids = _id_list(msg_ids, "msg_ids")
+        check_time(recalled_at, "recalled_at", lo=0, hi=2**53)
+        return self._writes.apply_recall(ids, recalled_at)
+
+    def apply_edit(self, msg_id: str, body: Body, edited_at: int) -> Message | None:
+        """The server replaced a TEXT or CUSTOM message's content: the stored message takes
+        ``body`` and ``edited_at`` (an older edit, or an edit of a recalled message, changes
+        nothing). Returns the stored message, or None when there is none with that id."""
+        check_id(msg_id, "msg_id")
+        check_time(edited_at, "edited_at", lo=0, hi=2**53)
+        return self._writes.apply_edit(msg_id, body, edited_at)
+
     # ---------------------------------------------------------------------------- search
 
     def search_messages(self, keyword: str, *, conv_id: str | None = None,
@@ -495,8 +527,6 @@ class MessageStore:
         """
         if not isinstance(keyword, str) or not keyword.strip():
             raise IMError(ErrorCode.INVALID_PARAM, "the search keyword is empty; type some text")
-        if len(keyword) > 1024:
-            raise invalid("keyword", "at most 1024 characters", keyword)
         _optional(conv_id, "conv_id", check_id)
         _optional(start_time, "start_time", check_time)
         _optional(end_time, "end_time", check_time)
@@ -529,8 +559,11 @@ class MessageStore:
 
     def verify(self) -> VerifyReport:
         """Recount derived state (unread counters, last messages, group ack counts, attachment
-        rows, the search index), repair any drift, and report what was repaired."""
+        rows, the search index, tombstones of stored messages), repair any drift, and report
+        what was repaired; report too the stored messages that cannot be decoded and the
+        receipts still waiting for a message."""
         report = self._verifier.verify()
+        report.pending_receipts = self._receipts.pending_count()
         with self.connection.tx():
             report.repaired["tombstones_of_stored_messages"] = self._tombstones.verify()
         return report
@@ -573,6 +606,15 @@ def _message_list(messages: Any) -> list[Message]:
     if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
         raise invalid("messages", "a list of Message", messages)
     return list(messages)
+
+
+def _check_limits(limits: Any) -> None:
+    if not isinstance(limits, Limits):
+        raise invalid("limits", "a Limits or None", limits)
+    for name in ("max_payload_bytes", "max_file_bytes"):
+        value = getattr(limits, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**53:
+            raise invalid(f"limits.{name}", "a positive int", value)
 
 
 def _encode_conversation_ext(ext: Any) -> bytes:

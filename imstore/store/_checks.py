@@ -3,8 +3,8 @@
 Rules kept here:
 - a bad argument is an `IMError` naming the argument: INVALID_PARAM for a wrong type or value,
   QUERY_PARAM_REACHES_LIMIT for a page size out of range; never a driver or Python error later;
-- an id is a non-empty str of at most `MAX_ID_CHARS` characters with no lone surrogates (SQLite
-  and msgpack could not store it); a time is an int SQLite can hold.
+- ids and texts follow the codec's rules (`codec.check_id`, `codec.check_text`); a time filter
+  is any int SQLite can hold.
 """
 
 from __future__ import annotations
@@ -12,46 +12,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..codec import check_id, check_text, invalid
+from ..codec import check_time as codec_check_time
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, Direction, MessageStatus, MessageType
 
-__all__ = ["MAX_ID_CHARS", "as_types", "check_bool", "check_chat_type", "check_direction",
-           "check_id", "check_ids", "check_limit", "check_status", "check_text", "check_time",
-           "invalid"]
+__all__ = ["as_types", "check_chat_type", "check_direction", "check_id", "check_ids",
+           "check_limit", "check_status", "check_text", "check_time", "invalid"]
 
-MAX_ID_CHARS = 256
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-def invalid(field: str, what: str, value: Any) -> IMError:
-    """INVALID_PARAM for argument ``field``, which should be ``what``."""
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return IMError(ErrorCode.INVALID_PARAM, f"{field} must be {what}, not {shown}")
-
-
-def has_lone_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def check_text(value: Any, field: str) -> str:
-    """A str that UTF-8 can encode (no lone surrogates)."""
-    if not isinstance(value, str) or has_lone_surrogate(value):
-        raise invalid(field, "a str (valid Unicode)", value)
-    return value
-
-
-def check_id(value: Any, field: str) -> str:
-    """A message, conversation or user id."""
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS \
-            or has_lone_surrogate(value):
-        raise invalid(field, f"a non-empty str of at most {MAX_ID_CHARS} characters", value)
-    return value
+def check_time(value: Any, field: str, *, lo: int = _INT64[0], hi: int = _INT64[1]) -> int:
+    """A time filter in ms: any int SQLite can hold, unless narrowed."""
+    return codec_check_time(value, field, lo=lo, hi=hi)
 
 
 def check_ids(values: Any, field: str) -> list[str]:
@@ -59,19 +33,6 @@ def check_ids(values: Any, field: str) -> list[str]:
     if isinstance(values, str | bytes) or not isinstance(values, Iterable):
         raise invalid(field, "a list of ids", values)
     return [check_id(v, f"{field}[{i}]") for i, v in enumerate(values)]
-
-
-def check_time(value: Any, field: str, *, lo: int = _INT64[0], hi: int = _INT64[1]) -> int:
-    """A time in ms (an int, not a bool) within ``lo..hi``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise invalid(field, f"an int of milliseconds from {lo} to {hi}", value)
-    return value
-
-
-def check_bool(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise invalid(field, "True or False", value)
-    return value
 
 
 def check_limit(limit: Any, hi: int = 400) -> int:

@@ -10,7 +10,8 @@ Rules kept here:
   applies the outbox first, so it is exact) or the next batch; a batch of received or history
   messages is applied at once; a bulk import hands the index large batches and leaves the rest to
   its end (`finish_bulk`);
-- the index is a cache: `rebuild` makes it again from SQLite, crash-safe.
+- the index is a cache: `rebuild` makes it again from SQLite, crash-safe;
+- a recalled message has no document (its entry applies as a delete).
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ class SearchWriter:
         for part in chunks(rowids):
             for rid, sort, conv, sender, mtype, body, ext in self._conn.run(
                     "SELECT id, sort_time, conv_id, sender, type, body, ext FROM message "
-                    f"WHERE id IN ({marks(len(part))})", tuple(part)).fetchall():
+                    f"WHERE id IN ({marks(len(part))}) AND recalled_at IS NULL",
+                    tuple(part)).fetchall():
                 try:
                     t = MessageType(mtype)
                     content = content_text(t, decode_body(t, body))

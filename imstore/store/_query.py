@@ -20,6 +20,7 @@ from typing import Any
 
 import msgpack
 
+from ..kinds import searchable_text
 from ..message import Message, MessageType, SearchScope
 from ..text import content_text, ext_text, indexable, keyword_words, matches
 from ._connection import Connection, chunks, marks
@@ -28,15 +29,13 @@ from ._rows import MESSAGE_COLUMNS, SELECT_COLUMNS, row_to_message
 
 __all__ = ["Query", "Searcher"]
 
+_MTYPE = {int(t): t for t in MessageType}
 _DENSE_ROWS = 4000  # a search reads rows in time order when it expects hits within this many
 _FIELDS = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
            SearchScope.ALL: ("content", "ext")}
 _COLUMNS = {SearchScope.CONTENT: ("body",), SearchScope.EXT: ("ext",),
             SearchScope.ALL: ("body", "ext")}
 _SORT = MESSAGE_COLUMNS.index("sort_time")
-_TEXT_KEYS = {int(MessageType.TEXT): ("text",), int(MessageType.LOCATION): ("address",
-                                                                          "building_name"),
-              int(MessageType.CUSTOM): ("event",)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +60,7 @@ class Query:
     def row_filters(self) -> tuple[list[str], list[Any]]:
         """SQL conditions (and their parameters) for the conversation, the time range and the
         page's anchor."""
-        where: list[str] = []
+        where: list[str] = ["recalled_at IS NULL"]
         params: list[Any] = []
         for cond, value in (("conv_id = ?", self.conv_id), ("sort_time >= ?", self.start_time),
                             ("sort_time <= ?", self.end_time)):
@@ -99,8 +98,7 @@ def _raw_texts(mtype: int, body: bytes, ext: bytes | None, scope: SearchScope) -
     try:
         if scope != SearchScope.EXT:
             data = msgpack.unpackb(memoryview(body)[1:], raw=False, strict_map_key=False)
-            keys = _TEXT_KEYS.get(mtype, ("display_name",))
-            out.append("\n".join(str(data.get(k, "")) for k in keys))
+            out.append(searchable_text(_MTYPE.get(mtype, MessageType.TEXT), data))
         if scope != SearchScope.CONTENT and ext:
             out.append(ext_text(msgpack.unpackb(ext, raw=False, strict_map_key=False)))
     except Exception:  # a corrupt payload is simply not a hit here
@@ -122,6 +120,7 @@ class Searcher:
 
     @staticmethod
     def words(keyword: str) -> list[str]:
+        """The folded words of a keyword (`text.keyword_words`)."""
         return keyword_words(keyword)
 
     def search(self, q: Query) -> list[Message]:
@@ -235,6 +234,6 @@ class Searcher:
             if not q.before_anchor(key):
                 continue
             msg = row_to_message(r)
-            if _text_matches(msg, q.words, q.scope, matches):
+            if msg.recalled_at is None and _text_matches(msg, q.words, q.scope, matches):
                 out.append((key, msg))
         return out, last

@@ -15,7 +15,16 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..codec import decode_body, decode_ext
-from ..message import ChatType, Direction, Message, MessageStatus, MessageType
+from ..errors import ErrorCode, IMError
+from ..message import (
+    Body,
+    ChatType,
+    Direction,
+    Message,
+    MessageStatus,
+    MessageType,
+    UndecodableBody,
+)
 
 __all__ = [
     "CONVERSATION_LIST_SQL",
@@ -27,6 +36,7 @@ __all__ = [
     "PAGE_SQL",
     "SELECT_COLUMNS",
     "SENT",
+    "SUCCEEDED",
     "UNREAD",
     "UPDATE_SQL",
     "MessageRow",
@@ -60,12 +70,15 @@ class MessageRow(NamedTuple):
     group_ack_count: int
     body: bytes
     ext: bytes | None
+    edited_at: int | None
+    recalled_at: int | None
 
 
 MESSAGE_COLUMNS: tuple[str, ...] = MessageRow._fields
 SELECT_COLUMNS = ", ".join(MESSAGE_COLUMNS)
-INSERT_SQL = (f"INSERT INTO message ({SELECT_COLUMNS}) "
-              f"VALUES ({','.join('?' * len(MESSAGE_COLUMNS))})")
+# A new row's id is SQLite's to give: INSERT_SQL takes a row without it (``row[1:]``).
+INSERT_SQL = (f"INSERT INTO message ({', '.join(MESSAGE_COLUMNS[1:])}) "
+              f"VALUES ({','.join('?' * (len(MESSAGE_COLUMNS) - 1))})")
 # What a stored message may change: never its row, ids, conversation, type or who sent it.
 _FIXED = frozenset({"id", "msg_id", "local_id", "conv_id", "chat_type", "type", "sender",
                     "recipient", "direction"})
@@ -76,6 +89,7 @@ UPDATE_SQL = f"UPDATE message SET {', '.join(c + ' = ?' for c in UPDATABLE)} WHE
 UNREAD = f"direction = {int(Direction.RECEIVE)} AND is_read = 0"
 SENT = f"direction = {int(Direction.SEND)}"
 IN_PROGRESS = f"status = {int(MessageStatus.INPROGRESS)}"
+SUCCEEDED = f"status = {int(MessageStatus.SUCCESS)}"
 NOT_ROOMS = f"chat_type != {int(ChatType.CHAT_ROOM)}"
 
 # The conversation row keeps a copy of its last message: message column -> conversation column.
@@ -110,27 +124,43 @@ _STATUS = {int(s): s for s in MessageStatus}
 
 
 def row_to_message(row: Any) -> Message:
-    """A message row (a `MessageRow`, or a driver tuple in its column order) as a `Message`."""
+    """A message row (a `MessageRow`, or a driver tuple in its column order) as a `Message`.
+
+    A row whose payload cannot be decoded still becomes a message (so that a page is never lost
+    to one bad row): its body is an `UndecodableBody` with the raw bytes and the reason, its ext
+    is empty, and an unknown type number reads as TEXT (the stored number is kept in the body's
+    ``extra["type"]``)."""
     r = MessageRow._make(row)
-    mtype = _MTYPE.get(r.type) or MessageType(r.type)
+    mtype = _MTYPE.get(r.type)
+    body: Body
+    try:
+        if mtype is None:
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"unknown message type number {r.type!r}")
+        body = decode_body(mtype, r.body)
+        ext = decode_ext(r.ext) if r.ext else {}
+    except IMError as exc:
+        body, ext = UndecodableBody(bytes(r.body or b""), exc.description, {"type": r.type}), {}
     return Message(
-        msg_id=r.msg_id, conv_id=r.conv_id, chat_type=_CTYPE[r.chat_type], type=mtype,
-        sender=r.sender, to=r.recipient, direction=_DIR[r.direction], status=_STATUS[r.status],
-        local_time=r.local_time, server_time=r.server_time, is_read=bool(r.is_read),
-        is_delivered=bool(r.is_delivered), is_read_acked=bool(r.is_read_acked),
-        need_group_ack=bool(r.need_group_ack), group_ack_count=r.group_ack_count,
-        body=decode_body(mtype, r.body), ext=decode_ext(r.ext) if r.ext else {},
+        msg_id=r.msg_id, conv_id=r.conv_id, chat_type=_CTYPE.get(r.chat_type, ChatType.CHAT),
+        type=mtype or MessageType.TEXT, sender=r.sender, to=r.recipient,
+        direction=_DIR.get(r.direction, Direction.RECEIVE),
+        status=_STATUS.get(r.status, MessageStatus.FAIL), local_time=r.local_time,
+        server_time=r.server_time, is_read=bool(r.is_read), is_delivered=bool(r.is_delivered),
+        is_read_acked=bool(r.is_read_acked), need_group_ack=bool(r.need_group_ack),
+        group_ack_count=r.group_ack_count, body=body, ext=ext, local_id=r.local_id,
+        edited_at=r.edited_at, recalled_at=r.recalled_at,
     )
 
 
 def message_row(msg: Message, body: bytes, ext: bytes, rowid: int | None = None) -> MessageRow:
     """The row of a settled message whose body and ext are already encoded."""
     return MessageRow(
-        id=rowid, msg_id=msg.msg_id, local_id=None, conv_id=msg.conv_id,
+        id=rowid, msg_id=msg.msg_id, local_id=msg.local_id, conv_id=msg.conv_id,
         chat_type=int(msg.chat_type), type=int(msg.type), sender=msg.sender or "",
         recipient=msg.to, direction=int(msg.direction), status=int(msg.status),
         local_time=int(msg.local_time), server_time=msg.server_time, sort_time=msg.timestamp,
         is_read=int(bool(msg.is_read)), is_delivered=int(bool(msg.is_delivered)),
         is_read_acked=int(bool(msg.is_read_acked)), need_group_ack=int(bool(msg.need_group_ack)),
         group_ack_count=int(msg.group_ack_count), body=body, ext=ext or None,
+        edited_at=msg.edited_at, recalled_at=msg.recalled_at,
     )

@@ -9,23 +9,32 @@ Rules kept here:
 - ``conversation.unread_count`` and ``conversation.last_rowid`` are derived state, kept in the
   same transaction as the message change and checked by verify;
 - the schema version lives in ``meta``; a database from a newer imstore is refused, not guessed
-  at. Version 2 added ``edited_at`` and ``recalled_at`` (and the copy of ``local_id``).
+  at. Version 2 added ``edited_at`` and ``recalled_at`` (and the copy of ``local_id``), and the
+  time a pending receipt arrived;
+- the store's `Limits` live in ``meta`` too: a store keeps the limits it was opened with.
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import urllib.parse
 from types import SimpleNamespace
 from typing import Any
 
 import peewee as pw
 
+from ..codec import Limits
+from ..errors import ErrorCode, IMError
 from ._gaps import TABLES as _STRETCH_TABLES
 from ._rows import IN_PROGRESS, LAST_COPY, MESSAGE_COLUMNS, NOT_ROOMS, UNREAD, MessageRow
 from ._tombstones import TABLES as _TOMBSTONE_TABLES
 
-__all__ = ["SCHEMA_VERSION", "build_models", "migrate", "read_meta"]
+__all__ = ["DATABASE_FILE", "SCHEMA_VERSION", "build_models", "migrate", "read_meta", "read_owner",
+           "settle_limits"]
 
 SCHEMA_VERSION = 2
+DATABASE_FILE = "imstore.db"  # in the store's directory
 
 # Indexes peewee cannot express (partial, or ordered for keyset paging), created after the tables.
 _EXTRA_INDEXES = (
@@ -95,6 +104,20 @@ def _copy_fields() -> dict[str, Any]:
     return {dst: _field(src, null=True) for src, dst in LAST_COPY.items()}
 
 
+def _conversation_fields() -> dict[str, Any]:
+    return {
+        "__module__": __name__,
+        "conv_id": pw.TextField(primary_key=True),
+        "chat_type": pw.IntegerField(),
+        "unread_count": pw.IntegerField(default=0),
+        "last_rowid": pw.IntegerField(null=True),
+        "last_sort": pw.IntegerField(default=0),
+        "last_activity": pw.IntegerField(default=0),
+        "ext": pw.BlobField(null=True),
+        **_copy_fields(),
+    }
+
+
 def build_models(db: pw.Database) -> SimpleNamespace:
     """Model classes bound to ``db``."""
 
@@ -107,17 +130,7 @@ def build_models(db: pw.Database) -> SimpleNamespace:
         key = pw.TextField(primary_key=True)
         value = pw.TextField()
 
-    conversation = type("Conversation", (Base,), {
-        "__module__": __name__,
-        "conv_id": pw.TextField(primary_key=True),
-        "chat_type": pw.IntegerField(),
-        "unread_count": pw.IntegerField(default=0),
-        "last_rowid": pw.IntegerField(null=True),
-        "last_sort": pw.IntegerField(default=0),
-        "last_activity": pw.IntegerField(default=0),
-        "ext": pw.BlobField(null=True),
-        **_copy_fields(),
-    })
+    conversation = type("Conversation", (Base,), _conversation_fields())
     message_model = type("Message", (Base,), {"__module__": __name__, **_message_fields()})
 
     class Attachment(Base):
@@ -143,6 +156,7 @@ def build_models(db: pw.Database) -> SimpleNamespace:
 
         msg_id = pw.TextField()
         kind = pw.IntegerField()
+        received_at = pw.IntegerField(null=True)  # ms; pruned when the message never comes
 
         class Meta:
             primary_key = pw.CompositeKey("msg_id", "kind")
@@ -164,7 +178,7 @@ def _add_missing_columns(db: pw.Database, models: SimpleNamespace) -> bool:
     """Upgrade tables made by an older version: add the (nullable) columns they lack. Returns
     whether any was added."""
     added = False
-    for model in (models.Message, models.Conversation):
+    for model in models.all:
         table = model._meta.table_name
         have = {r[1] for r in db.execute_sql(f"PRAGMA table_info({table})").fetchall()}
         for fld in model._meta.sorted_fields:
@@ -208,3 +222,39 @@ def migrate(db: pw.Database, models: SimpleNamespace, user_id: str) -> None:
         db.execute_sql("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                        (str(SCHEMA_VERSION),))
         db.execute_sql("INSERT OR IGNORE INTO meta (key, value) VALUES ('user_id', ?)", (user_id,))
+
+
+_LIMIT_KEYS = ("max_payload_bytes", "max_file_bytes")
+
+
+def settle_limits(db: pw.Database, limits: Limits | None) -> Limits:
+    """The store's limits: ``limits`` when given (and then kept in ``meta``), else the ones kept
+    there, else the product's defaults."""
+    with db.atomic():
+        if limits is not None:
+            for key in _LIMIT_KEYS:
+                db.execute_sql("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                               (f"limits.{key}", str(getattr(limits, key))))
+            return limits
+        meta = read_meta(db)
+        kept = {k: int(meta[f"limits.{k}"]) for k in _LIMIT_KEYS if f"limits.{k}" in meta}
+        return Limits(**kept)
+
+
+def read_owner(directory: str) -> str | None:
+    """The owner kept in the store database of ``directory``, read-only; None when there is no
+    store there."""
+    path = os.path.join(directory, DATABASE_FILE)
+    if directory == ":memory:" or not os.path.isfile(path):
+        return None
+    try:
+        con = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro",
+                              uri=True)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'user_id'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise IMError(ErrorCode.DATABASE_ERROR,
+                      f"cannot read the store in {directory!r}: {exc}") from exc
+    return None if row is None else str(row[0])

@@ -13,7 +13,8 @@ import logging
 from dataclasses import dataclass, field
 
 from ..errors import IMError
-from ..message import ATTACHMENT_TYPES
+from ..kinds import ATTACHMENT_TYPES
+from ..message import UndecodableBody
 from ._connection import Connection, marks
 from ._conversations import ConversationTable
 from ._indexer import SearchWriter
@@ -33,13 +34,17 @@ _TRUE_ACKS = "(SELECT count(*) FROM group_ack g WHERE g.msg_id = message.msg_id)
 
 @dataclass(slots=True)
 class VerifyReport:
-    """What `MessageStore.verify` found wrong and repaired, by kind (0 everywhere: all was well)."""
+    """What `MessageStore.verify` found wrong and repaired, by kind (0 everywhere: all was well),
+    the messages it found undecodable (reported, never guessed at) and the receipts waiting."""
 
     repaired: dict[str, int] = field(default_factory=dict)
+    undecodable: list[str] = field(default_factory=list)  # ids of messages that cannot be decoded
+    pending_receipts: int = 0  # receipts waiting for a message not stored (yet)
 
     @property
     def ok(self) -> bool:
-        return not any(self.repaired.values())
+        """Nothing was repaired and every stored message decodes."""
+        return not any(self.repaired.values()) and not self.undecodable
 
     @property
     def total(self) -> int:
@@ -58,8 +63,22 @@ class Verifier:
         with self._conn.tx():
             self._counters(rep)
             self._attachments(rep)
-        rep["search_index"] = self._search_index()
-        return VerifyReport(rep)
+        undecodable = self._undecodable()
+        rep["search_index"] = self._search_index(len(undecodable))
+        return VerifyReport(rep, undecodable=undecodable)
+
+    def _undecodable(self) -> list[str]:
+        """Ids of stored messages whose payload does not decode (read in pages of 1000 rows)."""
+        out: list[str] = []
+        after = 0
+        while True:
+            rows = self._conn.query(f"SELECT {SELECT_COLUMNS} FROM message WHERE id > ? "
+                                    "ORDER BY id LIMIT 1000", (after,))
+            out += [m.msg_id for m in map(row_to_message, rows)
+                    if isinstance(m.body, UndecodableBody)]
+            if len(rows) < 1000:
+                return out
+            after = rows[-1][0]
 
     def _counters(self, rep: dict[str, int]) -> None:
         run = self._conn.run
@@ -93,11 +112,14 @@ class Verifier:
                 log.warning("message row %s has a corrupt payload", r[0])
         rep["attachment_rows"] = len(missing)
 
-    def _search_index(self) -> int:
+    def _search_index(self, undecodable: int) -> int:
+        """Rebuild the index when it does not hold one document per searchable message (neither
+        recalled nor undecodable); returns by how many documents it was off."""
         if not self._indexer.enabled:
             return 0
         self._indexer.apply()
-        stored = int(self._conn.one("SELECT count(*) FROM message")[0])
+        stored = int(self._conn.one("SELECT count(*) FROM message WHERE recalled_at IS NULL")[0])
+        stored -= undecodable
         indexed = self._indexer.doc_count()
         if indexed == stored:
             return 0

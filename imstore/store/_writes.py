@@ -19,8 +19,9 @@ from typing import Any
 
 from ..codec import Limits, validate_message
 from ..errors import ErrorCode, IMError
+from ..kinds import ATTACHMENT_TYPES, KINDS, blank_body
 from ..message import (
-    ATTACHMENT_TYPES,
+    Body,
     ChatType,
     Direction,
     FileBody,
@@ -28,13 +29,22 @@ from ..message import (
     ImportResult,
     Message,
     MessageStatus,
-    MessageType,
     VideoBody,
+    conversation_id,
 )
 from ._connection import Connection, chunks, marks
 from ._conversations import ConversationTable
 from ._indexer import SearchWriter
-from ._rows import INSERT_SQL, UNREAD, UPDATABLE, UPDATE_SQL, MessageRow, message_row
+from ._rows import (
+    INSERT_SQL,
+    SELECT_COLUMNS,
+    UNREAD,
+    UPDATABLE,
+    UPDATE_SQL,
+    MessageRow,
+    message_row,
+    row_to_message,
+)
 from ._tombstones import MIN_TIME, Tombstones
 
 __all__ = ["Mode", "Screen", "Writes"]
@@ -43,6 +53,7 @@ __all__ = ["Mode", "Screen", "Writes"]
 # returns the ids to leave out (see `_merge.Merger`).
 Screen = Callable[[list[MessageRow], set[str]], set[str]]
 
+_NOT_STORED = "CMD messages are never stored; send them with ChatClient.send_message"
 _ATTACH_INTS = frozenset(int(t) for t in ATTACHMENT_TYPES)
 _ATTACH_UPSERT = ("INSERT OR REPLACE INTO attachment (message_id, remote_url, local_path, size, "
                   "file_status, thumb_status) VALUES (?, ?, ?, ?, ?, ?)")
@@ -81,38 +92,27 @@ class Writes:
     # ------------------------------------------------------------------------------ preparing
 
     def _settle(self, msg: Message, *, mode: Mode | None) -> None:
-        """Settle direction, conversation, read flag and status now that the owner is known."""
-        try:
-            msg.chat_type = ChatType(msg.chat_type)
-        except ValueError as exc:
-            raise IMError(ErrorCode.INVALID_PARAM, f"unknown chat type {msg.chat_type!r}") from exc
-        if not isinstance(msg.msg_id, str) or not msg.msg_id:
-            raise IMError(ErrorCode.INVALID_PARAM, "a message needs a non-empty msg_id")
+        """Settle what depends on the owner (``msg`` is valid): sender, direction, conversation,
+        read flag and status. These are the only fields of the caller's message the store sets."""
         imported = mode in (Mode.IMPORT, Mode.HISTORY)
         if msg.sender is None or msg.sender == self._owner:
             msg.sender = self._owner
             msg.direction = Direction.SEND
-            msg.conv_id = msg.to
             msg.is_read = True
         else:
-            if not isinstance(msg.sender, str) or not msg.sender:
-                raise IMError(ErrorCode.INVALID_PARAM, "sender must be a user id or None")
             msg.direction = Direction.RECEIVE
-            msg.conv_id = msg.sender if msg.chat_type == ChatType.CHAT else msg.to
-            if msg.is_read is None:
-                msg.is_read = imported
-            msg.is_read = bool(msg.is_read)
+            msg.is_read = imported if msg.is_read is None else bool(msg.is_read)
+        msg.conv_id = conversation_id(ChatType(msg.chat_type), msg.to, msg.sender, self._owner)
         if msg.status == MessageStatus.CREATE or (imported and msg.status == MessageStatus.INPROGRESS):
             msg.status = MessageStatus.SUCCESS
 
     def prepare(self, msg: Message, *, mode: Mode | None = None) -> MessageRow:
-        """Validate, settle and encode a message: its row, without a row id yet."""
+        """Validate, settle and encode a message, once: its row, without a row id yet."""
         if not isinstance(msg, Message):
             raise IMError(ErrorCode.INVALID_PARAM, f"expected a Message, got {type(msg).__name__}")
-        if msg.type == MessageType.CMD:
-            raise IMError(ErrorCode.MESSAGE_INVALID,
-                          "CMD messages are never stored; send them with ChatClient.send_message")
         body, ext = validate_message(msg, self._limits)
+        if not KINDS[msg.type].stored:
+            raise IMError(ErrorCode.MESSAGE_INVALID, _NOT_STORED)
         self._settle(msg, mode=mode)
         return message_row(msg, body, ext)
 
@@ -129,22 +129,20 @@ class Writes:
         messages, attachments, conversation counters and last messages, the search outbox."""
         conn = self._conn
         first = (conn.run("SELECT max(id) FROM message").fetchone()[0] or 0) + 1
-        rows = [r._replace(id=first + i) for i, r in enumerate(rows)]
-        conn.run_many(INSERT_SQL, rows)
+        conn.run_many(INSERT_SQL, [r[1:] for r in rows])  # ids first, first + 1, ... in order
         self._tombstones.lift_ids(r.msg_id for r in rows)
         convs: dict[str, list[Any]] = {}  # conv_id -> [chat_type, unread, best_sort, best_rowid]
         attach = []
-        for row, msg in zip(rows, msgs, strict=True):
-            assert row.id is not None
+        for rowid, row, msg in zip(range(first, first + len(rows)), rows, msgs, strict=True):
             c = convs.get(row.conv_id)
             if c is None:
-                c = convs[row.conv_id] = [row.chat_type, 0, row.sort_time, row.id]
+                c = convs[row.conv_id] = [row.chat_type, 0, row.sort_time, rowid]
             if row.direction == Direction.RECEIVE and not row.is_read:
                 c[1] += 1
-            if (row.sort_time, row.id) > (c[2], c[3]):
-                c[2], c[3] = row.sort_time, row.id
+            if (row.sort_time, rowid) > (c[2], c[3]):
+                c[2], c[3] = row.sort_time, rowid
             if row.type in _ATTACH_INTS:
-                attach.append(attachment_row(row.id, msg))
+                attach.append(attachment_row(rowid, msg))
         if attach:
             conn.run_many(_ATTACH_UPSERT, attach)
         for conv_id, (chat_type, unread, sort, rowid) in convs.items():
@@ -194,10 +192,9 @@ class Writes:
             try:
                 row = self.prepare(msg, mode=mode)
             except IMError as exc:
-                if isinstance(msg, Message) and msg.type == MessageType.CMD:
-                    result.skip("CMD messages are never stored")
-                else:
-                    result.skip(f"{exc.code.name}: {exc.description}")
+                not_stored = exc.description == _NOT_STORED
+                result.skip("CMD messages are never stored" if not_stored
+                            else f"{exc.code.name}: {exc.description}")
                 continue
             if row.msg_id in ids:
                 result.duplicates += 1
@@ -237,31 +234,80 @@ class Writes:
         return keep_msgs
 
     def update(self, msg: Message) -> Message:
-        if not isinstance(msg, Message):
-            raise IMError(ErrorCode.INVALID_PARAM, f"expected a Message, got {type(msg).__name__}")
+        """Write back a changed message. The stored conversation, chat type, sender and
+        direction win: they are set back on ``msg`` (so is ``is_read`` of a sent message)."""
+        body, ext = validate_message(msg, self._limits)
         with self._conn.tx():
             old = self.find_row(msg.msg_id, "id, conv_id, type, direction, is_read, sender, "
-                                            "chat_type, sort_time, local_id")
+                                            "chat_type, sort_time")
             if old is None:
                 raise IMError(ErrorCode.MESSAGE_INVALID,
                               f"no stored message has id {msg.msg_id!r}; insert it first")
-            rowid, conv_id, mtype, direction, was_read, sender, chat_type, old_sort, _ = old
+            rowid, conv_id, mtype, direction, was_read, sender, chat_type, old_sort = old
             if int(msg.type) != mtype:
                 raise IMError(ErrorCode.INVALID_PARAM, "the type of a stored message cannot change")
-            body, ext = validate_message(msg, self._limits)
             msg.conv_id, msg.direction, msg.sender = conv_id, Direction(direction), sender
             msg.chat_type = ChatType(chat_type)
             msg.is_read = True if direction == Direction.SEND else bool(msg.is_read)
             row = message_row(msg, body, ext, rowid)
-            self._conn.run(UPDATE_SQL, (*(getattr(row, c) for c in UPDATABLE), rowid))
-            if direction == Direction.RECEIVE:
-                self._convs.add_unread(conv_id, int(not msg.is_read) - int(not was_read))
-            if mtype in _ATTACH_INTS:
-                upsert_attachment(self._conn, rowid, msg)
-            if row.sort_time != old_sort:
-                self._convs.refresh_last(conv_id)
-            self._indexer.enqueue([rowid])
+            self._rewrite(row, msg, was_read=bool(was_read), old_sort=old_sort)
         return msg
+
+    def _rewrite(self, row: MessageRow, msg: Message, *, was_read: bool, old_sort: int) -> None:
+        """Write a changed row over the stored one (in the open transaction), keeping the
+        unread counter, the attachment row, the last message and the index."""
+        assert row.id is not None
+        self._conn.run(UPDATE_SQL, (*(getattr(row, c) for c in UPDATABLE), row.id))
+        if row.direction == Direction.RECEIVE:
+            self._convs.add_unread(row.conv_id, int(not row.is_read) - int(not was_read))
+        if row.type in _ATTACH_INTS:
+            upsert_attachment(self._conn, row.id, msg)
+        if row.sort_time != old_sort:
+            self._convs.refresh_last(row.conv_id)
+        self._indexer.enqueue([row.id])
+
+    def _stored(self, msg_id: str) -> Message | None:
+        row = self.find_row(msg_id, SELECT_COLUMNS)
+        return None if row is None else row_to_message(row)
+
+    def apply_recall(self, msg_ids: Sequence[str], recalled_at: int) -> list[Message]:
+        """Turn messages into recall notices: same ids, type, sender and times, the type's blank
+        body, ``recalled_at`` set; read state unchanged; they leave the search index. Unknown
+        and already recalled ids are skipped. Returns the messages recalled now."""
+        out = []
+        with self._conn.tx():
+            for msg_id in dict.fromkeys(msg_ids):
+                msg = self._stored(msg_id)
+                if msg is None or msg.recalled_at is not None:
+                    continue
+                msg.body, msg.recalled_at, msg.edited_at = blank_body(msg.type), recalled_at, None
+                self._rewrite_decoded(msg)
+                out.append(msg)
+        return out
+
+    def apply_edit(self, msg_id: str, body: Body, edited_at: int) -> Message | None:
+        """Replace the content of a TEXT or CUSTOM message (the server's edit at ``edited_at``).
+        An edit older than the stored one, or of a recalled message, changes nothing. Returns the
+        stored message, or None when there is none with that id."""
+        with self._conn.tx():
+            msg = self._stored(msg_id)
+            if msg is None:
+                return None
+            if not KINDS[msg.type].editable:
+                raise IMError(ErrorCode.MESSAGE_INVALID,
+                              f"a {msg.type.name} message cannot be edited (only "
+                              f"{', '.join(t.name for t, k in KINDS.items() if k.editable)})")
+            if msg.recalled_at is not None or (msg.edited_at or 0) > edited_at:
+                return msg
+            msg.body, msg.edited_at = body, edited_at
+            self._rewrite_decoded(msg)
+        return msg
+
+    def _rewrite_decoded(self, msg: Message) -> None:
+        body, ext = validate_message(msg, self._limits)
+        old = self.find_row(msg.msg_id, "id, is_read, sort_time")
+        self._rewrite(message_row(msg, body, ext, old[0]), msg, was_read=bool(old[1]),
+                      old_sort=old[2])
 
     def find_row(self, msg_id: str, cols: str) -> Any:
         """Columns of a message row by its id, or by its local id from before the server renamed
@@ -355,18 +401,16 @@ class Writes:
             if up_to_msg_id is None:
                 n = self._conn.run(f"UPDATE message SET is_read = 1 WHERE conv_id = ? AND "
                                    f"{UNREAD}", (conv_id,)).rowcount
-                self._conn.run("UPDATE conversation SET unread_count = 0 WHERE conv_id = ?",
-                               (conv_id,))
-                return int(n)
-            row = self.find_row(up_to_msg_id, "sort_time, id, conv_id")
-            if row is None or row[2] != conv_id:
-                raise IMError(ErrorCode.MESSAGE_INVALID,
-                              f"conversation {conv_id!r} has no stored message {up_to_msg_id!r}")
-            n = int(self._conn.run(f"UPDATE message SET is_read = 1 WHERE conv_id = ? AND "
-                                   f"{UNREAD} AND (sort_time, id) <= (?, ?)",
-                                   (conv_id, row[0], row[1])).rowcount)
+            else:
+                anchor = self.find_row(up_to_msg_id, "sort_time, id, conv_id")
+                if anchor is None or anchor[2] != conv_id:
+                    raise IMError(ErrorCode.INVALID_PARAM,
+                                  f"conversation {conv_id!r} has no message {up_to_msg_id!r}")
+                n = self._conn.run(f"UPDATE message SET is_read = 1 WHERE conv_id = ? AND {UNREAD} "
+                                   "AND (sort_time, id) <= (?, ?)",
+                                   (conv_id, anchor[0], anchor[1])).rowcount
             self._convs.add_unread(conv_id, -n)
-            return n
+            return int(n)
 
     def mark_all_read(self) -> int:
         with self._conn.tx():
