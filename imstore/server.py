@@ -150,6 +150,9 @@ class MemoryServer:
         # per user: handler method names and arguments not delivered yet, oldest first
         self._offline: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
         self._read_pos: dict[tuple[str, str], int] = {}  # (user, conversation key) -> server time
+        # (user, conversation key) -> the last sequence number when the user removed the entry
+        # (delete_conversation with delete_messages=False): listed again once a newer one comes
+        self._removed_entries: dict[tuple[str, str], int] = {}
         self._files: dict[str, bytes] = {}
         self._group_acks: dict[str, dict[str, int]] = {}
 
@@ -381,10 +384,11 @@ class MemoryServer:
             if user not in conv.members:
                 continue
             last = next((s for s in reversed(conv.messages) if self._visible(user, s)), None)
-            if last is None:
+            if last is None or last.seq <= self._removed_entries.get((user, conv.key), 0):
                 continue
             v = self.view(last.msg, user, history=True)
-            rows.append((last.seq, Conversation(v.conv_id, conv.chat_type, 0, v, v.timestamp)))
+            rows.append((last.seq, Conversation(v.conv_id, conv.chat_type,
+                                                self._unread(user, conv), v, v.timestamp)))
         rows.sort(key=lambda r: -r[0])
         if cursor:
             bound = int(_decode_cursor(cursor, "c")[0])
@@ -405,9 +409,10 @@ class MemoryServer:
         if conv is None or user not in conv.members:
             raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
                           f"{user!r} has no conversation {conv_id!r} on the server")
-        ids = set(msg_ids or ())
+        ids = set(msg_ids or ())  # server ids, or the local ids of the user's own messages
         for s in conv.messages:
-            if (before is not None and (s.msg.server_time or 0) < before) or s.msg.msg_id in ids:
+            if ((before is not None and (s.msg.server_time or 0) < before) or s.msg.msg_id in ids
+                    or (s.msg.sender == user and s.msg.local_id in ids)):
                 s.hidden_for.add(user)
 
     def delete(self, user: str, conv_id: str, chat_type: ChatType, delete_messages: bool) -> None:
@@ -419,9 +424,14 @@ class MemoryServer:
             del self._convs[conv.key]
             for s in conv.messages:
                 self._by_server_id.pop(s.msg.msg_id, None)
-        else:
-            for s in conv.messages:
-                s.hidden_for.add(user)
+        else:  # only the entry goes: the history stays, and a new message lists it again
+            self._removed_entries[(user, conv.key)] = conv.messages[-1].seq if conv.messages else 0
+
+    def _unread(self, user: str, conv: _Conv) -> int:
+        """How many visible messages of others lie after the user's read position."""
+        pos = self._read_pos.get((user, conv.key), -1)
+        return sum(1 for s in conv.messages if s.msg.sender != user and self._visible(user, s)
+                   and (s.msg.server_time or 0) > pos)
 
     # ------------------------------------------------------------------------- recall, edit
 

@@ -3,6 +3,7 @@ page `ChatClient.load_messages` is built on, keyset paging of type filters and s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -11,7 +12,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import imstore
-from imstore import Direction, ErrorCode, IMError, Message, MessageStore, MessageType
+from imstore import (
+    ChatClient,
+    ChatType,
+    Direction,
+    ErrorCode,
+    IMError,
+    Message,
+    MessageListener,
+    MessageStore,
+    MessageType,
+)
 from imstore.store import Gap, Span
 
 T0 = 1_700_000_000_000
@@ -532,3 +543,134 @@ class MergeModel(RuleBasedStateMachine):
 
 TestMergeModel = MergeModel.TestCase
 TestMergeModel.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+
+
+# ------------------------------------------------------------- the client against the server
+
+
+class Heard(MessageListener):
+    def __init__(self) -> None:
+        self.received: list[str] = []
+
+    def on_messages_received(self, messages: list[Message]) -> None:
+        self.received += [m.msg_id for m in messages]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.mark.parametrize("first_path", ["conversation list", "history page"])
+def test_offline_messages_seen_first_by_a_fetch_are_counted_announced_and_acked_once(
+        pair, first_path):
+    async def main():
+        heard = Heard()
+        pair.ca.add_listener(heard)
+        pair.server.disconnect("alice")
+        sent = [await pair.cb.send_message(Message.text("alice", f"hi {i}")) for i in range(3)]
+        if first_path == "conversation list":
+            await pair.ca.fetch_conversations_from_server()
+        else:
+            await pair.ca.fetch_history_messages("bob", ChatType.CHAT, limit=2)
+        pair.server.restore("alice")
+        await pair.settle()
+        assert pair.a.unread_count("bob") == 3 and pair.a.message_count("bob") == 3
+        assert sorted(heard.received) == sorted(m.msg_id for m in sent)
+        assert all(pair.b.get_message(m.msg_id).is_delivered for m in sent)
+    run(main())
+
+
+def test_messages_read_on_another_device_come_read_to_a_fresh_store(pair, tmp_path):
+    async def main():
+        for i in range(3):
+            await pair.cb.send_message(Message.text("alice", f"hi {i}"))
+        await pair.settle()
+        await pair.ca.ack_conversation_read("bob")
+        await pair.cb.send_message(Message.text("alice", "after"))
+        fresh = imstore.open(":memory:", user_id="alice")
+        client = ChatClient(fresh, pair.server.connect("alice"),
+                            download_dir=str(tmp_path / "fresh"))
+        page = await client.fetch_history_messages("bob", ChatType.CHAT, limit=10)
+        assert [m.is_read for m in page.items] == [True, True, True, False]
+        assert fresh.unread_count("bob") == 1
+        fresh.close()
+    run(main())
+
+
+def test_deletes_here_stay_deleted_through_history_and_list_fetches(pair):
+    async def main():
+        msgs = [await pair.cb.send_message(Message.text("alice", f"hi {i}")) for i in range(4)]
+        await pair.settle()
+        pair.a.delete_message(msgs[1].msg_id)
+        await pair.ca.fetch_history_messages("bob", ChatType.CHAT, limit=10)
+        assert msgs[1].msg_id not in ids(pair.a.messages("bob"))
+        pair.a.delete_conversation("bob", delete_messages=True)
+        await pair.ca.fetch_history_messages("bob", ChatType.CHAT, limit=10)
+        await pair.ca.fetch_conversations_from_server()
+        assert pair.a.message_count("bob") == 0 and pair.a.conversation("bob") is None
+        new = await pair.cb.send_message(Message.text("alice", "new"))
+        await pair.settle()
+        assert ids(pair.a.messages("bob")) == [new.msg_id]
+        assert pair.a.unread_count("bob") == 1
+    run(main())
+
+
+def test_removing_from_the_server_by_a_local_id(pair, tmp_path):
+    async def main():
+        msg = Message.text("bob", "oops")
+        local_id = msg.msg_id
+        await pair.ca.send_message(msg)
+        await pair.ca.remove_messages_from_server("bob", ChatType.CHAT, msg_ids=[local_id])
+        assert pair.a.message_count("bob") == 0
+        fresh = imstore.open(":memory:", user_id="alice")
+        client = ChatClient(fresh, pair.server.connect("alice"),
+                            download_dir=str(tmp_path / "fresh"))
+        page = await client.fetch_history_messages("bob", ChatType.CHAT, limit=10)
+        assert page.items == [] and fresh.message_count("bob") == 0
+        fresh.close()
+    run(main())
+
+
+def test_a_new_device_pages_up_through_the_whole_conversation(pair, tmp_path):
+    async def main():
+        posted = [pair.server.post(Message.text("alice", f"m{i}", sender="bob"), deliver=False)
+                  for i in range(45)]
+        fresh = imstore.open(":memory:", user_id="alice")
+        client = ChatClient(fresh, pair.server.connect("alice"),
+                            download_dir=str(tmp_path / "fresh"))
+        await client.fetch_conversations_from_server()
+        seen: list[str] = []
+        start = None
+        while page := await client.load_messages("bob", ChatType.CHAT, start_msg_id=start):
+            assert page.complete and len(page) <= 20
+            seen = ids(page) + seen
+            start = page[0].msg_id
+        assert seen == [m.msg_id for m in posted]
+        assert fresh.gaps("bob") == [] and fresh.unread_count("bob") == 45
+        fresh.close()
+    run(main())
+
+
+def test_load_messages_offline_returns_the_local_page(pair, monkeypatch):
+    async def unreachable(*args, **kwargs):
+        raise IMError(ErrorCode.NETWORK_ERROR, "no network")
+
+    async def main():
+        for i in range(3):
+            pair.server.post(Message.text("alice", f"m{i}", sender="bob"), deliver=False)
+        await pair.ca.fetch_conversations_from_server()
+        monkeypatch.setattr(pair.ca.adapter, "fetch_history", unreachable)
+        page = await pair.ca.load_messages("bob", ChatType.CHAT)
+        assert not page.complete and texts(page) == ["m2"]
+    run(main())
+
+
+def test_removing_a_server_conversation_but_not_its_history(pair):
+    async def main():
+        msgs = [await pair.cb.send_message(Message.text("alice", f"hi {i}")) for i in range(2)]
+        await pair.ca.delete_conversation_from_server("bob", ChatType.CHAT, delete_messages=False)
+        listed = await pair.ca.fetch_conversations_from_server()
+        assert [c.conv_id for c in listed.items] == []
+        page = await pair.ca.fetch_history_messages("bob", ChatType.CHAT, limit=10)
+        assert ids(page.items) == ids(msgs)
+    run(main())
