@@ -674,3 +674,125 @@ def test_removing_a_server_conversation_but_not_its_history(pair):
         page = await pair.ca.fetch_history_messages("bob", ChatType.CHAT, limit=10)
         assert ids(page.items) == ids(msgs)
     run(main())
+
+
+# ------------------------------------------------- three users, any interleaving, one truth
+
+
+USERS = ("alice", "bob", "carol")
+
+
+class ThreeUsers(RuleBasedStateMachine):
+    """Live delivery, offline periods, history and list fetches, local deletes and reads across
+    three users: once everyone is back and has fetched everything, every store equals the
+    server's view minus what its user deleted, unread equals the server's, and nothing was
+    announced twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.server = imstore.MemoryServer()
+        self.stores = {u: imstore.open(":memory:", user_id=u, search=False) for u in USERS}
+        self.clients = {u: ChatClient(self.stores[u], self.server.connect(u), send_timeout=1.0,
+                                      auto_download=False) for u in USERS}
+        self.heard = {u: Heard() for u in USERS}
+        for u in USERS:
+            self.clients[u].add_listener(self.heard[u])
+        self.online = set(USERS)
+        self.deleted: dict[str, set[str]] = {u: set() for u in USERS}
+        self.n = 0
+
+    def run(self, coro):
+        async def whole():
+            result = await coro
+            for c in self.clients.values():
+                await c.wait_idle()
+            return result
+        return self.loop.run_until_complete(whole())
+
+    def teardown(self) -> None:
+        try:
+            self._check()
+        finally:
+            for s in self.stores.values():
+                s.close()
+            self.loop.close()
+
+    @rule(sender=st.sampled_from(USERS), to=st.sampled_from(USERS))
+    def send(self, sender, to):
+        if sender == to or sender not in self.online:
+            return
+        self.n += 1
+        self.run(self.clients[sender].send_message(Message.text(to, f"m{self.n}")))
+
+    @rule(user=st.sampled_from(USERS))
+    def go_offline(self, user):
+        self.server.disconnect(user)
+        self.online.discard(user)
+
+    @rule(user=st.sampled_from(USERS))
+    def come_back(self, user):
+        self.server.restore(user)
+        self.online.add(user)
+        self.run(asyncio.sleep(0))
+
+    @rule(user=st.sampled_from(USERS), peer=st.sampled_from(USERS), limit=st.integers(1, 5))
+    def fetch_history(self, user, peer, limit):
+        if user != peer:
+            self.run(self.clients[user].fetch_history_messages(peer, ChatType.CHAT, limit=limit))
+
+    @rule(user=st.sampled_from(USERS))
+    def fetch_list(self, user):
+        self.run(self.clients[user].fetch_conversations_from_server())
+
+    @rule(user=st.sampled_from(USERS), peer=st.sampled_from(USERS), pick=st.integers(0, 50))
+    def delete_here(self, user, peer, pick):
+        msgs = self.stores[user].messages(peer, limit=400) if user != peer else []
+        if msgs:
+            m = msgs[pick % len(msgs)]
+            self.stores[user].delete_message(m.msg_id)
+            self.deleted[user].add(m.msg_id)
+
+    @rule(user=st.sampled_from(USERS), peer=st.sampled_from(USERS))
+    def read(self, user, peer):
+        if user != peer and user in self.online and self.stores[user].conversation(peer):
+            self.run(self.clients[user].ack_conversation_read(peer))
+
+    def _server_view(self, user: str, peer: str) -> list[Message]:
+        out: list[Message] = []
+        cursor = None
+        while True:
+            page = self.server.history(user, peer, ChatType.CHAT, cursor, 50,
+                                       imstore.FetchOptions(save=False))
+            out = page.items + out
+            cursor = page.cursor
+            if cursor is None:
+                return out
+
+    def _check(self) -> None:
+        for u in USERS:
+            self.server.restore(u)
+        self.run(asyncio.sleep(0))
+        for u in USERS:
+            assert len(self.heard[u].received) == len(set(self.heard[u].received)), u
+            for peer in USERS:
+                if peer == u:
+                    continue
+                self.run(self.clients[u].load_messages(peer, ChatType.CHAT, limit=400,
+                                                       direction=Direction.DOWN))
+                cursor = None
+                while True:  # and every history page again: deletes must stay deleted
+                    page = self.run(self.clients[u].fetch_history_messages(
+                        peer, ChatType.CHAT, cursor=cursor, limit=7))
+                    if (cursor := page.cursor) is None:
+                        break
+                view = [m for m in self._server_view(u, peer)
+                        if m.msg_id not in self.deleted[u]]
+                assert ids(self.stores[u].messages(peer, limit=400)) == ids(view), (u, peer)
+                unread = sum(1 for m in view if m.direction == Direction.RECEIVE and not m.is_read)
+                assert self.stores[u].unread_count(peer) == unread, (u, peer)
+            assert len(self.heard[u].received) == len(set(self.heard[u].received)), u
+
+
+TestThreeUsers = ThreeUsers.TestCase
+TestThreeUsers.settings = settings(max_examples=25, stateful_step_count=20, deadline=None)
