@@ -738,17 +738,26 @@ class ChatClient:
             send = self._method("send_read_ack")
             await self._request(lambda: send(msg))
 
-    async def ack_conversation_read(self, conv_id: str) -> None:
-        """Mark a whole conversation read here (its unread count goes to 0) and tell the peer
-        up to which message (the newest one stored here)."""
+    async def ack_conversation_read(self, conv_id: str, *,
+                                    up_to_msg_id: str | None = None) -> None:
+        """Mark a conversation read here, all of it or (``up_to_msg_id``) up to and including
+        that message (Tencent's clean-up-to), and tell the server and the peer up to which
+        message: the user's read position on the server moves there (never backwards)."""
         conv = self.store.conversation(conv_id)
         if conv is None:
             raise IMError(ErrorCode.CONVERSATION_NOT_EXIST, f"there is no conversation {conv_id!r}")
-        # the position: the newest message here that the server stamped (not a local FAIL one)
-        stamped = [m.server_time for m in self.store.messages(conv_id, limit=20)
-                   if m.server_time is not None]
+        if up_to_msg_id is not None:
+            last = self._stored(up_to_msg_id)
+            stamped = [last.server_time] if last.server_time is not None else [
+                m.server_time for m in self.store.messages(conv_id, start_msg_id=last.msg_id,
+                                                           limit=20)
+                if m.server_time is not None]
+        else:
+            # the position: the newest message here that the server stamped (not a local FAIL)
+            stamped = [m.server_time for m in self.store.messages(conv_id, limit=20)
+                       if m.server_time is not None]
         up_to = max(stamped, default=None)
-        self.store.mark_conversation_read(conv_id)
+        self.store.mark_conversation_read(conv_id, up_to_msg_id=up_to_msg_id)
         if not self.require_read_ack:
             return
         send = self._method("send_conversation_ack")

@@ -597,6 +597,21 @@ def test_messages_read_on_another_device_come_read_to_a_fresh_store(pair, tmp_pa
     run(main())
 
 
+def test_reading_up_to_a_message_moves_the_server_position_there(pair, tmp_path):
+    async def main():
+        msgs = [await pair.cb.send_message(Message.text("alice", f"hi {i}")) for i in range(4)]
+        await pair.settle()
+        await pair.ca.ack_conversation_read("bob", up_to_msg_id=msgs[1].msg_id)
+        assert pair.a.unread_count("bob") == 2
+        fresh = imstore.open(":memory:", user_id="alice")
+        client = ChatClient(fresh, pair.server.connect("alice"),
+                            download_dir=str(tmp_path / "fresh"))
+        page = await client.fetch_history_messages("bob", ChatType.CHAT, limit=10)
+        assert [m.is_read for m in page.items] == [True, True, False, False]
+        fresh.close()
+    run(main())
+
+
 def test_deletes_here_stay_deleted_through_history_and_list_fetches(pair):
     async def main():
         msgs = [await pair.cb.send_message(Message.text("alice", f"hi {i}")) for i in range(4)]
