@@ -110,6 +110,7 @@ class MatrixAdapter:
         self.since: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._paused = False
         self._synced = asyncio.Event()
         self._rooms: dict[str, mp.RoomInfo] = {}
         self._by_conv: dict[tuple[ChatType, str], str] = {}
@@ -340,7 +341,7 @@ class MatrixAdapter:
         self._ensure_sync()
 
     def _ensure_sync(self) -> None:
-        if self._closed or (self._task is not None and not self._task.done()):
+        if self._closed or self._paused or (self._task is not None and not self._task.done()):
             return
         try:
             loop = asyncio.get_running_loop()
@@ -356,12 +357,14 @@ class MatrixAdapter:
     def pause(self) -> None:
         """Stop syncing as if the device went offline (RECONNECTING); `resume` goes on from the
         same position, back-filling what was missed."""
+        self._paused = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
         self._set_state(ConnectionState.RECONNECTING)
 
     def resume(self) -> None:
+        self._paused = False
         self._synced = asyncio.Event()
         self._ensure_sync()
 
@@ -722,6 +725,7 @@ class MatrixAdapter:
         except IMError as exc:
             raise IMError(ErrorCode.SERVER_NOT_REACHABLE,
                           f"the homeserver cannot be reached: {exc.description}") from exc
+        self._paused = False
         self._ensure_sync()
         self._set_state(ConnectionState.CONNECTED)
 
