@@ -231,6 +231,12 @@ def test_group_and_chat_room_messages_reach_every_member(backend: Harness):
             group, ChatType.GROUP_CHAT, alice.id)
         got = alice.store.get_message(r.msg_id)
         assert got is not None and (got.conv_id, got.chat_type) == (room, ChatType.CHAT_ROOM)
+        await alice.client.send_message(Message.cmd(group, "refresh", {"what": "topic"},
+                                                    chat_type=ChatType.GROUP_CHAT))
+        await b.until(lambda: bob.rec.kinds("cmd") == [["refresh"]]
+                      and carol.rec.kinds("cmd") == [["refresh"]], "the group command")
+        assert bob.store.get_message(g.msg_id) is not None  # commands are never stored
+        assert bob.store.message_count(group) == 1
 
     backend.run(main)
 

@@ -802,8 +802,16 @@ class MatrixAdapter:
         one "read up to here" position per member), in the order they read."""
         check_page_size(limit)
         known = self._events.get(msg_id)
+        if known is None:  # not seen in this session: look for it in the joined rooms
+            joined = await self.api.request("GET", f"{CS}/joined_rooms")
+            for room in joined.get("joined_rooms", []):
+                try:
+                    known = await self._event(room, msg_id)
+                    break
+                except IMError:
+                    continue
         if known is None:
-            raise IMError(ErrorCode.MESSAGE_INVALID, f"no message {msg_id!r} is known here")
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"no message {msg_id!r} on the server")
         room, sender, ts = known
         info = await self._info(room)
         readers = sorted(((u, r) for u, r in self._receipts.get(room, {}).items()
