@@ -142,3 +142,24 @@ def test_demo_users_on_synapse_register_once_then_log_in(synapse: dict):
                 await b.close()
 
     asyncio.run(main())
+
+
+def test_demo_users_on_synapse_without_the_secret_use_open_registration(synapse: dict):
+    import asyncio
+    import secrets
+
+    from imstore.adapters.matrix import demo_users
+
+    if "script" not in synapse:
+        pytest.skip("only the script's Synapse is known to allow open registration")
+    names = (f"open-a-{secrets.token_hex(3)}", f"open-b-{secrets.token_hex(3)}")
+
+    async def main() -> None:
+        a, b = await demo_users(synapse["url"], names=names)
+        try:
+            assert (a.user_id, b.user_id) == names
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())

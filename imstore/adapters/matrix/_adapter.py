@@ -165,10 +165,16 @@ class MatrixAdapter:
             if shared_secret is not None:
                 answer = await register_with_secret(api, local, password, shared_secret,
                                                     admin=admin)
-            else:
-                answer = await api.request("POST", f"{CS}/register", body={
-                    "username": local, "password": password, "inhibit_login": True,
-                    "auth": {"type": "m.login.dummy"}})
+            else:  # user-interactive auth: the first answer names the session to complete
+                body: dict[str, Any] = {"username": local, "password": password,
+                                        "inhibit_login": True}
+                try:
+                    answer = await api.request("POST", f"{CS}/register", body=body)
+                except MatrixError as exc:
+                    if exc.status != 401 or "session" not in exc.data:
+                        raise
+                    body["auth"] = {"type": "m.login.dummy", "session": exc.data["session"]}
+                    answer = await api.request("POST", f"{CS}/register", body=body)
             return str(answer["user_id"])
 
     async def close(self) -> None:
