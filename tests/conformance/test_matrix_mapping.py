@@ -113,6 +113,12 @@ def test_a_bundled_edit_and_a_redaction_show_in_history():
     assert getattr(gone, "recalled_at", 1_700_000_001_000) == 1_700_000_001_000
 
 
+def test_direct_aliases_are_one_per_pair_and_never_collide():
+    ab = mp.direct_alias("@a.b:s", "@c:s", "s")
+    assert ab == mp.direct_alias("@c:s", "@a.b:s", "s")
+    assert ab != mp.direct_alias("@a:s", "@b.c:s", "s")
+
+
 def test_rooms_map_to_conversations():
     state = mp.conv_state(ChatType.CHAT, "", ["@alice:s", "@bob:s"])
     assert mp.room_info("!a:s", state, "@alice:s", "s") == mp.RoomInfo("!a:s", "bob",
