@@ -1,116 +1,236 @@
-"""The whoosh boundary: the index schema, the tokenizer adapter, writing and querying segments.
+"""The whoosh boundary: the index (opening, writing, merging) and querying it.
 
-The only module that imports whoosh. Rules kept here:
+With `segments` (the file format and the direct segment writer), the only modules importing
+whoosh. Rules kept here:
 - the analysis is `text.tokens` over `text.fold`, nothing else: what the index holds and what a
   query asks for come from the same rules;
 - a keyword is never parsed as whoosh syntax; this module turns literal words into term, prefix
   and phrase queries that propose candidates, and `text.matches` (the caller's) judges them;
 - the index is a cache of SQLite: documents are keyed by the message row id and can always be
-  rebuilt; one searcher is kept open between commits.
+  rebuilt; one searcher is kept open and reopened when the index changes on disk;
+- every failure of whoosh, zlib, struct or the file system while opening, searching or writing
+  leaves as one exception, `SearchIndexError` (``damaged`` tells a broken index, to rebuild,
+  from a failed write such as a full disk, to retry); a failed write releases the writer lock;
+- nothing of whoosh is patched: our fixes live in `segments.ImCodec`, a storage subclass for
+  memory indexes (whoosh's RamStorage puts its temporary files in a fixed folder,
+  ``$TMPDIR/MAIN.tmp``, shared by every process on the machine), and our own hit collection
+  (whoosh's intersection collects every id of both sides into sets);
+- bulk writes build whole segments directly (`segments.write_segment`), half of them in a helper
+  process when there is a second core; the helper holds no lock and exits when its pipe closes
+  or its parent dies.
 """
 
 from __future__ import annotations
 
-import gc
-import itertools
+import errno
 import logging
+import math
 import os
 import shutil
+import struct
+import subprocess
+import sys
+import threading
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from array import array
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from whoosh import index as windex
+import msgpack
 from whoosh import query as wq
-from whoosh.analysis import Token, Tokenizer
-from whoosh.codec import whoosh3
-from whoosh.fields import ID, NUMERIC, TEXT, Schema
-from whoosh.filedb.filestore import RamStorage
-from whoosh.matching import IntersectionMatcher, Matcher
-from whoosh.sorting import FieldFacet
+from whoosh.codec.whoosh3 import W3Codec, W3Segment
+from whoosh.filedb.filestore import FileStorage, RamStorage
+from whoosh.index import TOC, FileIndex
+from whoosh.writing import SegmentWriter
 
-from .text import TOKEN_RE, fold, tokens
+from .errors import ErrorCode, IMError
+from .segments import Doc, ImCodec, ImTokenizer, key_of, merge_segments, schema, write_segment
+from .text import TOKEN_RE
 
-__all__ = ["Doc", "SearchIndex"]
+__all__ = ["Doc", "ImTokenizer", "SearchIndex", "SearchIndexError"]
 
 log = logging.getLogger("imstore.search")
 
-def _cached_reader(self: Any, fieldname: str, column: Any) -> Any:
-    # whoosh3 looks for a missing length column on disk once per posting (a stat() call each) and
-    # never remembers that it is missing: indexing spent most of its time there. Remember it.
+_INDEXNAME = "MAIN"
+_CODEC = ImCodec()
+_SEGMENT_DOCS = 50_000  # documents per directly written segment, at most
+_PARALLEL_DOCS = 4_000  # a batch this large is split with the helper process
+_MERGE_FACTOR = 8  # segments of one size tier merged at once
+_MERGE_DOCS = 200_000  # live documents per merge, at most
+# What the documents of an index hold (tokens, fields); another value means: rebuild it.
+_FORMAT = "imstore index 2: key term, rowid and sort columns, symbol terms\n"
+_FORMAT_FILE = "FORMAT"
+
+
+class SearchIndexError(IMError):
+    """The search index could not be opened, read or written.
+
+    ``damaged`` is True when its files are broken (rebuild it from the database and answer by
+    scanning meanwhile), False when a write failed for a passing reason such as a full disk
+    (the files are intact; keep the work and retry later). The original error is ``__cause__``.
+    """
+
+    def __init__(self, description: str, *, damaged: bool) -> None:
+        super().__init__(ErrorCode.DATABASE_ERROR, description)
+        self.damaged = damaged
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_error, (self.description, self.damaged))
+
+
+def _rebuild_error(description: str, damaged: bool) -> SearchIndexError:
+    return SearchIndexError(description, damaged=damaged)
+
+
+_PASSING = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EMFILE, errno.ENFILE,
+            errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _error(action: str, exc: BaseException) -> SearchIndexError:
+    passing = (isinstance(exc, OSError) and exc.errno in _PASSING) or isinstance(exc, MemoryError)
+    err = SearchIndexError(f"the search index could not be {action}: {exc!r}", damaged=not passing)
+    err.__cause__ = exc
+    return err
+
+
+# -- storage and index classes used only by our index -----------------------------------------
+
+
+class _MemoryStorage(RamStorage):  # type: ignore[misc]
+    """RamStorage whose temporary storage is memory too, private to this index."""
+
+    def temp_storage(self, name: str | None = None) -> Any:
+        return RamStorage()
+
+
+class _Index(FileIndex):  # type: ignore[misc]
+    """FileIndex whose segments are read with our codec (on disk they name ``W3Codec``)."""
+
+    def _read_toc(self) -> Any:
+        toc = super()._read_toc()
+        for seg in toc.segments:
+            if type(seg._codec) is W3Codec:
+                seg._codec = _CODEC
+        return toc
+
+
+class _Writer(SegmentWriter):  # type: ignore[misc]
+    """whoosh's writer, plus segments written directly (`add_segment`), committed with it."""
+
+    def __init__(self, ix: Any) -> None:
+        # compound=False: a searcher reads a compound segment by copying each part into memory
+        super().__init__(ix, codec=_CODEC, compound=False, limitmb=64)
+        self._ready: list[Any] = []
+
+    def add_segment(self, segment: Any) -> None:
+        self._ready.append(segment)
+
+    def commit(self, mergetype: Any = None, optimize: Any = None, merge: Any = None) -> None:
+        self._check_state()
+        final = self._merge_segments(mergetype, optimize, merge)
+        if self._added:
+            final.append(self._finalize_segment())
+        else:
+            self._close_segment()
+        final.extend(self._ready)
+        self._commit_toc(final)
+        self._finish()
+
+
+def _abandon(writer: Any) -> None:
+    """Cancel a writer whatever state it is in (a full disk can fail the cancel too): close
+    its files, drop its temporary storage, and make sure its lock is released."""
     try:
-        return self._readers[fieldname]
-    except KeyError:
-        reader = self.column_reader(fieldname, column) if self.has_column(fieldname) else None
-        self._readers[fieldname] = reader
-        return reader
+        if not writer.is_closed:
+            writer.cancel()
+    except Exception:
+        pdw, fw = writer.perdocwriter, writer.fieldwriter
+        for f in (getattr(getattr(pdw, "_cols", None), "_temp", None),
+                  getattr(pdw, "_vpostfile", None), getattr(getattr(fw, "_tindex", None),
+                                                            "dbfile", None),
+                  getattr(fw, "_postfile", None)):
+            try:
+                if f is not None:
+                    f.close()
+            except Exception:
+                pass
+        searcher = writer._searcher
+        closers = [writer.pool.cleanup, writer._tempstorage.destroy]
+        if searcher is not None:
+            closers.append(searcher._orig_close)
+        for cleanup in closers:
+            try:
+                cleanup()
+            except Exception:
+                pass
+    lock = getattr(writer, "writelock", None)
+    if lock is not None and getattr(lock, "fd", None) is not None:
+        try:
+            lock.release()
+        except Exception:
+            pass
 
 
-whoosh3.W3PerDocReader._cached_reader = _cached_reader
-
-# A sorted search collects every matching id. whoosh's intersection does that by building a set of
-# each side's ids, so "word AND conversation" read every posting of a large conversation. Walking
-# the intersection with skip_to (the base matcher's way) reads only blocks that can match.
-IntersectionMatcher.all_ids = Matcher.all_ids
-
-class ImTokenizer(Tokenizer):  # type: ignore[misc]
-    """whoosh tokenizer over `tokens`; text is folded here, so no filter follows it."""
-
-    def __call__(self, value: str, positions: bool = False, chars: bool = False,
-                 keeporiginal: bool = False, removestops: bool = True, start_pos: int = 0,
-                 start_char: int = 0, tokenize: bool = True, mode: str = "",
-                 **kwargs: Any) -> Iterator[Token]:
-        t = Token(positions, chars, removestops=removestops, mode=mode, **kwargs)
-        if not tokenize:
-            t.original = t.text = value
-            t.boost = 1.0
-            if positions:
-                t.pos = start_pos
-            yield t
-            return
-        for pos, term, _ in tokens(fold(value)):
-            t.text = term
-            t.boost = 1.0
-            t.stopped = False
-            if keeporiginal:
-                t.original = term
-            if positions:
-                t.pos = start_pos + pos
-            if chars:
-                t.startchar = t.endchar = start_char
-            yield t
+def _merge_tiered(writer: Any, segments: list[Any]) -> list[Any]:
+    """Merge policy, by tiers of size (each tier 8 times the one below): once a tier holds 8
+    segments, they become one of the next tier, merged directly (`segments.merge_segments`),
+    at most 200k live documents at a time. Every document is merged about log8(N / batch)
+    times, and an index keeps fewer than 8 segments per tier."""
+    current = list(segments)
+    while True:
+        tiers: dict[int, list[Any]] = {}
+        for seg in current:
+            live = seg.doc_count()
+            if live * 2 <= _MERGE_DOCS:  # larger ones are done
+                tiers.setdefault(int(math.log(max(live, 1), _MERGE_FACTOR)), []).append(seg)
+        full = [t for t in sorted(tiers) if len(tiers[t]) >= _MERGE_FACTOR]
+        if not full:
+            return current
+        group: list[Any] = []
+        total = 0
+        for seg in sorted(tiers[full[0]], key=lambda s: s.doc_count())[:_MERGE_FACTOR]:
+            if len(group) >= 2 and total + seg.doc_count() > _MERGE_DOCS:
+                break
+            group.append(seg)
+            total += seg.doc_count()
+        merged = merge_segments(writer.storage, writer.indexname, writer.schema, group, _CODEC)
+        current = [s for s in current if s not in group]
+        if merged is not None:
+            current.append(merged)
 
 
-def _schema() -> Schema:
-    analyzer = ImTokenizer()
-    return Schema(
-        id=ID(unique=True, stored=True),
-        sort=NUMERIC(bits=64, sortable=True, signed=True, shift_step=32),
-        conv=ID(),
-        content=TEXT(analyzer=analyzer, phrase=True),
-        ext=TEXT(analyzer=analyzer, phrase=True),
-    )
+def _no_merge(writer: Any, segments: list[Any]) -> list[Any]:
+    return list(segments)
 
 
-@dataclass(slots=True)
-class Doc:
-    """What the index keeps of one message."""
+def _column(reader: Any, fieldname: str) -> array[int]:
+    """A whole ``q`` column of a segment reader, as an array indexed by document number."""
+    n = reader.doc_count_all()
+    out = array("q")
+    perdoc = reader._perdoc
+    if perdoc.has_column(fieldname):
+        f, offset, length = perdoc._get_column_file(fieldname)
+        try:
+            out.frombytes(f.get(offset, length - length % 8))
+        finally:
+            f.close()
+        if sys.byteorder == "little":
+            out.byteswap()
+    if len(out) < n:
+        out.extend([0] * (n - len(out)))
+    return out
 
-    rowid: int
-    sort_time: int
-    conv_id: str
-    sender: str
-    type: int
-    content: str
-    ext: str
+
+# -- queries -----------------------------------------------------------------------------------
 
 
 def _word_query(field: str, word: str) -> wq.Query | None:
     parts: list[wq.Query] = []
     for m in TOKEN_RE.finditer(word):
         chunk = m.group(1)
-        if not chunk:
+        if m.group(3):
+            parts.append(wq.Term(field, m.group(3)))  # a symbol: a term of its own
+        elif not chunk:
             parts.append(wq.Prefix(field, m.group(2)))
         elif len(chunk) == 1:
             parts.append(wq.Prefix(field, chunk))
@@ -136,175 +256,405 @@ def _part_df(reader: Any, field: str, part: str, cjk: bool, enough: float) -> in
     return total
 
 
-_MERGE_DOCS = 100_000
+# -- the helper process ------------------------------------------------------------------------
 
 
-def _merge_bounded(writer: Any, segments: list[Any]) -> list[Any]:
-    """whoosh merge policy: merge the smallest segments, at most 100k documents at a time.
-    (whoosh's MERGE_SMALL merged most of a million-message index at once, and a merge's memory
-    grows with its size: 900 MB of RSS at the end of a 1M import.)"""
-    from whoosh.reading import SegmentReader
+class _Helper:
+    """A helper process (``python -m imstore.segments``) that writes segments. It holds no lock
+    and exits when its stdin closes or its parent dies; any failure here falls back to writing
+    in this process."""
 
-    group: list[Any] = []
-    total = 0
-    for seg in sorted(segments, key=lambda s: s.doc_count_all()):
-        count = seg.doc_count_all()
-        if total + count > _MERGE_DOCS:
-            break
-        group.append(seg)
-        total += count
-    if len(group) < 2:
-        return list(segments)
-    for seg in group:
-        reader = SegmentReader(writer.storage, writer.schema, seg)
-        writer.add_reader(reader)
-        reader.close()
-    return [s for s in segments if s not in group]
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "imstore.segments", str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=env, close_fds=True)
+
+    def send(self, directory: str, docs: Sequence[Doc]) -> None:
+        payload = msgpack.packb(
+            [directory, _INDEXNAME,
+             [(d.rowid, d.sort_time, d.conv_id, d.content, d.ext) for d in docs]],
+            use_bin_type=True, unicode_errors="surrogatepass")
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(struct.pack("!Q", len(payload)))
+        self.proc.stdin.write(payload)
+        self.proc.stdin.flush()
+
+    def receive(self) -> tuple[Any, list[int]]:
+        assert self.proc.stdout is not None
+        head = self.proc.stdout.read(8)
+        if len(head) < 8:
+            raise EOFError("the segment helper exited")
+        (size,) = struct.unpack("!Q", head)
+        reply = msgpack.unpackb(self.proc.stdout.read(size), raw=False)
+        if reply[0] != "ok":
+            raise RuntimeError(f"the segment helper failed: {reply[1]}")
+        _, segid, count, lengths, skipped = reply
+        if segid is None:
+            return None, list(skipped)
+        seg = W3Segment(_CODEC, _INDEXNAME, doccount=count, segid=segid)
+        seg._fieldlengths = dict(lengths)
+        return seg, list(skipped)
+
+    def close(self) -> None:
+        proc = self.proc
+        try:
+            if proc.stdin:
+                proc.stdin.close()
+            proc.wait(timeout=5)
+        except Exception:
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.stdout:
+                proc.stdout.close()
+
+
+# -- the index ---------------------------------------------------------------------------------
 
 
 class SearchIndex:
-    """A whoosh index of message documents, in a directory or in memory (``directory=None``)."""
+    """A whoosh index of message documents, in a directory or in memory (``directory=None``).
 
-    def __init__(self, directory: str | None) -> None:
+    ``workers``: processes that write segments (1: this one only; default: 2 when the machine
+    has a second core and the index is on disk).
+    """
+
+    def __init__(self, directory: str | None, *, workers: int | None = None) -> None:
         self.directory = directory
         self.rebuilt = False
-        schema = _schema()
+        self.skipped = 0  # documents left out because they could not be indexed
+        self._schema = schema()
+        if workers is None:
+            workers = 2 if (os.cpu_count() or 1) > 1 else 1
+        self._workers = workers if directory is not None else 1
+        self._helper: _Helper | None = None
+        self._helper_lock = threading.Lock()
+        self._columns: dict[tuple[str, str], array[int]] = {}
         if directory is None:
-            self._ix = RamStorage().create_index(schema)
+            self._storage: Any = _MemoryStorage()
+            self._ix = self._create()
             self.rebuilt = True
         else:
-            self._ix = self._open_dir(directory, schema)
+            self._storage = FileStorage(directory)
+            self._ix = self._open_dir()
+        self._generation = self._ix.latest_generation()
         self._searcher = self._ix.searcher()
 
-    def _open_dir(self, directory: str, schema: Schema) -> Any:
+    def _create(self) -> Any:
+        TOC.create(self._storage, self._schema, _INDEXNAME)
+        if self.directory is not None:
+            with open(os.path.join(self.directory, _FORMAT_FILE), "w", encoding="ascii") as f:
+                f.write(_FORMAT)
+        return _Index(self._storage, self._schema, _INDEXNAME)
+
+    def _format_ok(self) -> bool:
+        assert self.directory is not None
+        try:
+            with open(os.path.join(self.directory, _FORMAT_FILE), encoding="ascii") as f:
+                return f.read() == _FORMAT
+        except (OSError, ValueError):
+            return False
+
+    def _open_dir(self) -> Any:
+        directory = self.directory
+        assert directory is not None
         # whoosh leaves the files of a damaged index open; they are closed (collected) here,
         # without the ResourceWarning that is whoosh's, not the caller's, to fix.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             try:
-                if windex.exists_in(directory):
-                    ix = windex.open_dir(directory)
-                    if set(ix.schema.names()) == set(schema.names()):
+                if os.path.isdir(directory) and \
+                        TOC._latest_generation(self._storage, _INDEXNAME) >= 0:
+                    stored = TOC.read(self._storage, _INDEXNAME)  # its own schema, unpickled
+                    if set(stored.schema.names()) == set(self._schema.names()) and \
+                            self._format_ok():
+                        ix = _Index(self._storage, self._schema, _INDEXNAME)
                         with ix.searcher() as s:
-                            s.doc_count()
+                            for sub, _ in s.leaf_searchers():
+                                sub.reader().doc_count()
                         return ix
-                    log.warning("search index at %s has an old schema; rebuilding it", directory)
+                    log.warning("search index at %s has an older format; rebuilding it",
+                                directory)
                 else:
                     log.info("no search index at %s; building it from the database", directory)
             except Exception as exc:  # whoosh raises many unrelated types for a damaged index
                 log.warning("search index at %s is damaged (%s); rebuilding it from the "
                             "database", directory, repr(exc))  # repr: keep no frames alive
-            gc.collect()
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
         self.rebuilt = True
-        return windex.create_in(directory, schema)
+        return self._create()
 
     def close(self) -> None:
-        self._searcher.close()
-        self._ix.close()
+        with self._helper_lock:
+            if self._helper is not None:
+                self._helper.close()
+                self._helper = None
+        try:
+            self._searcher.close()
+        except Exception:  # closing a damaged index must not fail
+            pass
+        self._columns.clear()
 
     def reset(self) -> None:
         """Start again from an empty index (before a rebuild)."""
-        self._searcher.close()
-        self._ix.close()
-        schema = _schema()
+        try:
+            self._searcher.close()
+        except Exception:
+            pass
+        self._columns.clear()
         if self.directory is None:
-            self._ix = RamStorage().create_index(schema)
+            self._storage = _MemoryStorage()
         else:
             shutil.rmtree(self.directory, ignore_errors=True)
             os.makedirs(self.directory, exist_ok=True)
-            self._ix = windex.create_in(self.directory, schema)
+            self._storage = FileStorage(self.directory)
+        self._ix = self._create()
+        self._generation = self._ix.latest_generation()
         self._searcher = self._ix.searcher()
 
     def doc_count(self) -> int:
-        return int(self._searcher.doc_count())
+        try:
+            self._fresh()
+            return int(self._searcher.doc_count())
+        except Exception as exc:
+            raise _error("read", exc) from exc
+
+    def segment_count(self) -> int:
+        try:
+            return len(self._ix._segments())
+        except Exception as exc:
+            raise _error("read", exc) from exc
+
+    # -- writing --------------------------------------------------------------------------
 
     def apply(self, upserts: Sequence[Doc], deletes: Iterable[int], *, new: Sequence[Doc] = (),
-              merge: bool = True) -> None:
+              merge: bool = True) -> list[int]:
         """One commit: remove ``deletes``, replace ``upserts``, add ``new`` (documents whose row
-        ids the index cannot hold yet, so no look-up for an older copy is needed)."""
-        big = len(upserts) + len(new) >= 20000 and self.directory is not None \
-            and (os.cpu_count() or 1) > 1
-        # Two processes pay off for large batches only, and only with large hand-offs (whoosh's
-        # default of 100 documents per batch made two processes slower than one).
-        writer = self._writer(procs=2, multisegment=True, batchsize=2000) if big else self._writer()
+        ids the index cannot hold yet, so no look-up for an older copy is needed). Returns the
+        row ids left out because they could not be indexed (logged). Raises
+        `SearchIndexError`; the index is then as it was and its lock released."""
         try:
-            for rid in deletes:
-                writer.delete_by_term("id", str(rid))
-            for d in upserts:
-                writer.delete_by_term("id", str(d.rowid))
-            for d in itertools.chain(upserts, new):
-                writer.add_document(id=str(d.rowid), sort=d.sort_time, conv=d.conv_id,
-                                    content=d.content, ext=d.ext)
-        except BaseException:
-            writer.cancel()
+            writer = _Writer(self._ix)
+        except Exception as exc:
+            raise _error("opened for writing", exc) from exc
+        skipped: list[int] = []
+        try:
+            self._delete_rows(writer, [*deletes, *(d.rowid for d in upserts)])
+            docs = [*upserts, *new]
+            for i in range(0, len(docs), _SEGMENT_DOCS):
+                for seg, left in self._build(docs[i:i + _SEGMENT_DOCS]):
+                    skipped += left
+                    if seg is not None:
+                        writer.add_segment(seg)
+            writer.commit(mergetype=_merge_tiered if merge else _no_merge)
+        except BaseException as exc:
+            _abandon(writer)
+            if isinstance(exc, Exception):
+                raise _error("written", exc) from exc
             raise
-        if merge:
-            writer.commit(mergetype=_merge_bounded)
-        else:
-            writer.commit(merge=False)
+        self.skipped += len(skipped)
         self._refresh()
+        return skipped
 
-    def merge_if_fragmented(self, segments: int = 24) -> None:
-        """Merge (boundedly) once the index has more than ``segments`` segments."""
-        if len(self._ix._segments()) > segments:
+    def _delete_rows(self, writer: Any, rowids: Sequence[int]) -> None:
+        if not rowids or not writer.segments:
+            return
+        want = set(rowids)
+        keys = sorted({key_of(r).encode() for r in want})
+        searcher = writer.searcher()
+        for sub, offset in searcher.leaf_searchers():
+            reader = sub.reader()
+            col: array[int] | None = None
+            for k in keys:
+                if ("key", k) not in reader:
+                    continue
+                if col is None:
+                    col = self._column_of(reader, "rowid")
+                m = reader.postings("key", k)
+                while m.is_active():
+                    d = m.id()
+                    if col[d] in want:
+                        writer.delete_document(offset + d)
+                    m.next()
+
+    def _build(self, docs: Sequence[Doc]) -> list[tuple[Any, list[int]]]:
+        """Segments for ``docs``: half of them written by the helper when that pays off."""
+        if self._workers < 2 or len(docs) < _PARALLEL_DOCS or self.directory is None:
+            return [write_segment(self._storage, _INDEXNAME, self._schema, docs, _CODEC)]
+        half = len(docs) // 2
+        mine, theirs = docs[:half], docs[half:]
+        helper = self._get_helper()
+        sent = False
+        if helper is not None:
+            try:
+                helper.send(self.directory, theirs)
+                sent = True
+            except Exception as exc:
+                log.info("segment helper unavailable (%r); writing here", exc)
+                self._drop_helper()
+        try:
+            out = [write_segment(self._storage, _INDEXNAME, self._schema, mine, _CODEC)]
+        except BaseException:
+            if sent:  # its answer must never be read as the answer to a later batch
+                self._drop_helper()
+            raise
+        if sent and helper is not None:
+            try:
+                out.append(helper.receive())
+                return out
+            except Exception as exc:
+                log.info("segment helper failed (%r); writing here", exc)
+                self._drop_helper()
+        out.append(write_segment(self._storage, _INDEXNAME, self._schema, theirs, _CODEC))
+        return out
+
+    def _get_helper(self) -> _Helper | None:
+        with self._helper_lock:
+            if self._helper is not None and self._helper.proc.poll() is not None:
+                self._helper = None
+            if self._helper is None:
+                try:
+                    self._helper = _Helper()
+                except Exception as exc:
+                    log.info("no segment helper (%r)", exc)
+                    self._workers = 1
+            return self._helper
+
+    def _drop_helper(self) -> None:
+        with self._helper_lock:
+            if self._helper is not None:
+                helper, self._helper = self._helper, None
+                try:
+                    helper.proc.kill()
+                    helper.close()
+                except Exception:
+                    pass
+
+    def merge_if_fragmented(self, segments: int = _MERGE_FACTOR) -> None:
+        """Merge (by the tiered policy) once the index has at least ``segments`` segments:
+        every segment a search has to visit costs it time."""
+        if self.segment_count() >= segments:
             self.merge()
 
     def merge(self) -> None:
-        """Merge small segments (after a series of commits made with ``merge=False``)."""
-        self._writer().commit(mergetype=_merge_bounded)
+        """Merge segments down to a few (after a series of commits made with ``merge=False``)."""
+        try:
+            writer = _Writer(self._ix)
+        except Exception as exc:
+            raise _error("opened for writing", exc) from exc
+        try:
+            writer.commit(mergetype=_merge_tiered)
+        except BaseException as exc:
+            _abandon(writer)
+            if isinstance(exc, Exception):
+                raise _error("merged", exc) from exc
+            raise
         self._refresh()
 
-    def _writer(self, **kw: Any) -> Any:
-        # compound=False: a searcher reads a compound segment by copying each part into memory,
-        # so it held the whole index in RAM; separate files are read as needed.
-        return self._ix.writer(limitmb=64, compound=False, **kw)
+    # -- reading --------------------------------------------------------------------------
 
     def _refresh(self) -> None:
-        # Searcher.refresh() reuses segment readers and so misses deletions and updates in
-        # segments it already had (whoosh-reloaded 2.7.5): open a new one after each commit.
-        self._searcher.close()
+        # Searcher.refresh() reuses segment readers and so misses deletions in segments it
+        # already had (whoosh-reloaded 2.7.5): open a new one.
+        old = self._searcher
         self._searcher = self._ix.searcher()
+        self._generation = self._ix.latest_generation()
+        live = {s.segment_id() for s in self._ix._segments()}
+        for k in [k for k in self._columns if k[0] not in live]:
+            del self._columns[k]
+        try:
+            old.close()
+        except Exception:
+            pass
+
+    def _fresh(self) -> None:
+        """Reopen the searcher when another writer (process) committed since."""
+        if self.directory is not None and self._ix.latest_generation() != self._generation:
+            self._refresh()
+
+    def _column_of(self, reader: Any, fieldname: str) -> array[int]:
+        seg = reader.segment()
+        key = (seg.segment_id(), fieldname)
+        col = self._columns.get(key)
+        if col is None or len(col) != reader.doc_count_all():
+            col = self._columns[key] = _column(reader, fieldname)
+        return col
 
     def is_common(self, words: Sequence[str], fields: Sequence[str], limit: int,
                   rows: int) -> bool:
         """Whether ``limit`` hits are expected within ``rows`` messages read in time order, from
         the share of documents that may match every word (estimated from document
         frequencies; an overestimate, never an underestimate)."""
-        reader = self._searcher.reader()
-        n = max(self._searcher.doc_count(), 1)
-        enough = n * limit / rows  # documents a word must be in for the answer to be yes
-        for w in words:
-            best = 0
-            for f in fields:
-                word_df = n
-                for m in TOKEN_RE.finditer(w):
-                    word_df = min(word_df, _part_df(reader, f, m.group(1) or m.group(2),
-                                                    bool(m.group(1)), enough))
-                best = max(best, word_df)
-            if best < enough:
-                return False
-        return True
+        try:
+            self._fresh()
+            reader = self._searcher.reader()
+            n = max(self._searcher.doc_count(), 1)
+            enough = n * limit / rows  # documents a word must be in for the answer to be yes
+            for w in words:
+                best = 0
+                for f in fields:
+                    word_df = n
+                    for m in TOKEN_RE.finditer(w):
+                        word_df = min(word_df, _part_df(reader, f, m.group(1) or m.group(2)
+                                                        or m.group(3), bool(m.group(1)),
+                                                        enough))
+                    best = max(best, word_df)
+                if best < enough:
+                    return False
+            return True
+        except Exception as exc:
+            raise _error("read", exc) from exc
 
     def candidates(self, words: Sequence[str], fields: Sequence[str], *, conv_id: str | None,
                    start_time: int | None, end_time: int | None, newest_first: bool,
                    limit: int, skip: int = 0) -> tuple[list[int], bool]:
-        """Row ids of documents that may match, in time order; and whether more may follow.
-        Sender and type filters are the caller's (on the stored rows)."""
+        """Row ids of documents that may match, in (sort time, row id) order; and whether more
+        may follow. Sender and type filters are the caller's (on the stored rows)."""
         per_word = []
         for w in words:
             alts = [q for q in (_word_query(f, w) for f in fields) if q is not None]
             if not alts:
                 return [], False
             per_word.append(alts[0] if len(alts) == 1 else wq.Or(alts))
-        filters: list[wq.Query] = []
         if conv_id is not None:
-            filters.append(wq.Term("conv", conv_id))
-        if start_time is not None or end_time is not None:
-            filters.append(wq.NumericRange("sort", start_time, end_time))
-        q = wq.And(per_word + filters) if len(per_word) + len(filters) > 1 else per_word[0]
-        results = self._searcher.search(q, limit=skip + limit,
-                                        sortedby=FieldFacet("sort", reverse=newest_first))
-        hits = [int(hit["id"]) for hit in results[skip:skip + limit]]
-        return hits, results.scored_length() == skip + limit and len(results) > skip + limit
+            try:
+                conv_id.encode("utf-8")
+            except UnicodeEncodeError:
+                return [], False  # no document holds it (`write_segment` leaves them out)
+            per_word.append(wq.Term("conv", conv_id))
+        q = wq.And(per_word) if len(per_word) > 1 else per_word[0]
+        try:
+            self._fresh()
+            hits = self._collect(q, start_time, end_time)
+        except Exception as exc:
+            raise _error("searched", exc) from exc
+        hits.sort(reverse=newest_first)
+        page = hits[skip:skip + limit]
+        return [rid for _, rid in page], len(hits) > skip + limit
+
+    def _collect(self, q: wq.Query, start: int | None, end: int | None) -> list[tuple[int, int]]:
+        """(sort time, row id) of every live document matching ``q`` in the time range,
+        walking each segment's matcher (intersections skip, never build sets)."""
+        lo = -(1 << 63) if start is None else start
+        hi = (1 << 63) - 1 if end is None else end
+        out: list[tuple[int, int]] = []
+        for sub, _ in self._searcher.leaf_searchers():
+            m = q.matcher(sub)
+            if not m.is_active():
+                continue
+            reader = sub.reader()
+            sorts = self._column_of(reader, "sort")
+            rowids = self._column_of(reader, "rowid")
+            while m.is_active():
+                d = m.id()
+                s = sorts[d]
+                if lo <= s <= hi:
+                    out.append((s, rowids[d]))
+                m.next()
+        return out
+

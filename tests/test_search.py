@@ -329,3 +329,392 @@ def test_sigkill_while_indexing_leaves_everything_searchable(tmp_path: Path):
         hits = all_hits(st, "shared")
         assert hits == stored
         assert st.verify().ok
+
+
+# -- the direct segment writer against whoosh's own writer -----------------------------------
+
+def _corpus_docs(n: int, seed: int) -> list:
+    from imstore.segments import Doc
+
+    rnd = random.Random(seed)
+    words = ["meet", "meeting", "lunch", "Café", "CAFÉ", "naïve", "iPhone电池", "北京", "北京大学",
+             "电影很好看", "東京で", "서울에서", "x" * 40, "a_b", "42", "🎂", "🙂", "—", "的", "我"]
+    docs = []
+    for i in range(n):
+        k = rnd.randint(0, 25)
+        content = " ".join(rnd.choice(words) for _ in range(k))
+        if i % 10 == 0:
+            content += f" unique{i} 独{chr(0x4e00 + i)}"
+        if i % 50 == 0:
+            content = ""
+        ext = rnd.choice(["", "", "shopping list", "报告 draft 报告"])
+        docs.append(Doc(rowid=10 + 3 * i, sort_time=1_000_000 + rnd.randint(-5, 5) * 1000 + i,
+                        conv_id=f"conv{i % 7}", sender="s", type=1, content=content, ext=ext))
+    return docs
+
+
+def _postings(reader) -> dict:
+    out = {}
+    for fieldname, btext in reader.all_terms():
+        m = reader.postings(fieldname, btext)
+        plist = []
+        while m.is_active():
+            plist.append((m.id(), m.weight(), m.value() or b""))
+            m.next()
+        out[(fieldname, btext)] = plist
+    return out
+
+
+def test_direct_segments_equal_whoosh_own_writer(tmp_path: Path):
+    from whoosh.filedb.filestore import FileStorage
+    from whoosh.index import FileIndex
+    from whoosh.reading import SegmentReader
+
+    from imstore.segments import ImCodec, key_of, schema, write_segment
+
+    docs = _corpus_docs(700, 5)
+    sch = schema()
+    (tmp_path / "theirs").mkdir()
+    theirs = FileIndex.create(FileStorage(str(tmp_path / "theirs")), sch)
+    w = theirs.writer()  # stock whoosh: W3Codec, add_document, PostingPool
+    for d in docs:
+        w.add_document(key=key_of(d.rowid), conv=d.conv_id, content=d.content, ext=d.ext,
+                       rowid=d.rowid, sort=d.sort_time)
+    w.commit()
+    (seg_theirs,) = theirs._segments()
+    (tmp_path / "mine").mkdir()
+    storage = FileStorage(str(tmp_path / "mine"))
+    seg_mine, skipped = write_segment(storage, "MAIN", sch, docs, ImCodec())
+    assert skipped == [] and seg_mine is not None
+    a = SegmentReader(theirs.storage, sch, seg_theirs)
+    b = SegmentReader(storage, sch, seg_mine)
+    try:
+        assert b.doc_count_all() == a.doc_count_all() == len(docs)
+        pa, pb = _postings(a), _postings(b)
+        assert pa.keys() == pb.keys()
+        assert any(len(p) > 128 for p in pa.values())  # several blocks
+        assert any(len(p) == 1 for p in pa.values())  # kept in the term info
+        for term, plist in pa.items():
+            assert pb[term] == plist, term
+            assert b.doc_frequency(*term) == a.doc_frequency(*term)
+            assert b.frequency(*term) == a.frequency(*term)
+        for field in ("content", "ext"):
+            assert b.field_length(field) == a.field_length(field)
+            assert b.max_field_length(field) == a.max_field_length(field)
+            assert b.min_field_length(field) == a.min_field_length(field)
+            for doc in range(len(docs)):
+                assert b.doc_field_length(doc, field) == a.doc_field_length(doc, field)
+        for col in ("rowid", "sort"):
+            assert list(b.column_reader(col)) == list(a.column_reader(col))
+        assert list(b.column_reader("rowid")) == [d.rowid for d in docs]
+        assert [b.stored_fields(i) for i in range(3)] == [{}, {}, {}]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_direct_segments_are_read_and_merged_by_stock_whoosh(tmp_path: Path):
+    from whoosh import index as windex
+    from whoosh.qparser import QueryParser
+
+    from imstore.search import SearchIndex
+
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)
+    docs = _corpus_docs(300, 6)
+    ix.apply([], [], new=docs[:150])
+    ix.apply([], [], new=docs[150:])
+    ix.close()
+    stock = windex.open_dir(str(tmp_path / "ix"))  # the schema and codec as pickled on disk
+    truth = {d.rowid for d in docs if "meeting" in d.content.lower().split()}
+    with stock.searcher() as s:
+        hits = s.search(QueryParser("content", stock.schema).parse("meeting"), limit=None)
+        rowids = s.reader().column_reader("rowid")
+        assert {rowids[h.docnum] for h in hits} == truth
+    stock.optimize()  # whoosh's own merge of our segments
+    with stock.searcher() as s:
+        hits = s.search(QueryParser("content", stock.schema).parse("meeting"), limit=None)
+        rowids = s.reader().column_reader("rowid")
+        assert {rowids[h.docnum] for h in hits} == truth
+    ix = SearchIndex(str(tmp_path / "ix"))
+    assert not ix.rebuilt and ix.doc_count() == 300
+    ix.close()
+
+
+# -- storage, failures, the helper process --------------------------------------------------
+
+def test_memory_index_writes_nothing_to_the_temp_dir(tmp_path: Path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with imstore.open(":memory:", user_id="me") as st:
+        st.import_messages([Message.text("me", f"word{i} common", sender="p") for i in range(300)])
+        for i in range(30):  # many small commits, then merges through whoosh's writer
+            st.insert_message(Message.text("me", f"late{i} common", sender="p"))
+            assert len(st.search_messages(f"late{i}")) == 1
+        st._index.merge()
+        assert len(st.search_messages("common", limit=400)) == 330
+    assert list(tmp_path.iterdir()) == []
+
+
+def _index_with(tmp_path: Path, n: int = 400):
+    from imstore.search import SearchIndex
+
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)
+    docs = _corpus_docs(n, 9)
+    ix.apply([], [], new=docs)
+    return ix, docs
+
+
+def test_a_full_disk_during_a_commit_releases_the_lock(tmp_path: Path, monkeypatch):
+    import errno
+
+    from imstore.search import SearchIndexError
+
+    ix, docs = _index_with(tmp_path)
+    real = type(ix._storage).create_file
+    calls = {"n": 0}
+
+    def full(self, name, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, name, *a, **kw)
+
+    monkeypatch.setattr(type(ix._storage), "create_file", full)
+    with pytest.raises(SearchIndexError) as err:
+        ix.apply([], [docs[0].rowid], new=_corpus_docs(50, 10))
+    assert err.value.damaged is False and err.value.code == ErrorCode.DATABASE_ERROR
+    monkeypatch.setattr(type(ix._storage), "create_file", real)
+    ix.apply([], [docs[0].rowid])  # the next write gets the lock and succeeds
+    assert ix.doc_count() == len(docs) - 1
+    ix.close()
+
+
+@pytest.mark.parametrize("suffix", [".pst", ".trm", ".col", ".toc"])
+@pytest.mark.parametrize("damage", ["truncate", "zero", "garble"])
+def test_damaged_files_raise_one_error_type_or_are_rebuilt(tmp_path: Path, suffix, damage):
+    from imstore.search import SearchIndex, SearchIndexError
+
+    ix, _ = _index_with(tmp_path)
+    ix.close()
+    rnd = random.Random(4)
+    for f in (tmp_path / "ix").iterdir():
+        if not f.name.endswith(suffix):
+            continue
+        data = bytearray(f.read_bytes())
+        if damage == "truncate":
+            data = data[:len(data) // 3]
+        elif damage == "zero":
+            data = bytearray(len(data))
+        else:
+            for _ in range(max(1, len(data) // 20)):
+                data[rnd.randrange(len(data))] = rnd.randrange(256)
+        f.write_bytes(bytes(data))
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)
+    try:
+        for words in (["meeting"], ["北京"], ["unique10"], ["电影很好看"], ["x"]):
+            try:
+                ix.candidates(words, ["content", "ext"], conv_id="conv1", start_time=None,
+                              end_time=None, newest_first=True, limit=50)
+                ix.is_common(words, ["content"], 20, 4000)
+                ix.doc_count()
+            except SearchIndexError as exc:
+                assert exc.damaged and exc.__cause__ is not None
+    finally:
+        ix.close()
+
+
+def test_a_hostile_document_is_left_out_and_the_rest_indexed(tmp_path: Path):
+    from imstore.search import SearchIndex
+    from imstore.segments import Doc
+
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)
+    docs = _corpus_docs(20, 3)
+    bad = [Doc(1, 1, "conv\ud800", "s", 1, "surrogate conv", ""),
+           Doc(2, 1 << 70, "c", "s", 1, "huge time", ""),
+           Doc(3, 5, "c", "s", 1, ["not", "text"], {"x": 1}),  # type: ignore[arg-type]
+           Doc(4, 6, "c", "s", 1, "lone \udc80 surrogate ok", "")]
+    assert sorted(ix.apply([], [], new=[*bad, *docs])) == [1, 2]
+    assert ix.doc_count() == len(docs) + 2
+    assert ix.candidates(["surrogate"], ["content"], conv_id=None, start_time=None,
+                         end_time=None, newest_first=True, limit=5)[0] == [4]
+    ix.close()
+
+
+def _index_in_child(directory: str, out) -> None:  # in a child process
+    from imstore.search import SearchIndex
+
+    ix = SearchIndex(directory, workers=2)
+    ix.apply([], [], new=_corpus_docs(5000, 2))
+    assert ix._helper is not None
+    out.send(ix._helper.proc.pid)
+    out.recv()  # until killed
+
+
+def test_the_helper_process_dies_with_its_parent(tmp_path: Path):
+    import psutil
+
+    ctx = multiprocessing.get_context("spawn")
+    a, b = ctx.Pipe()
+    p = ctx.Process(target=_index_in_child, args=(str(tmp_path / "ix"), b))
+    p.start()
+    try:
+        assert a.poll(120)
+        helper = a.recv()
+        assert psutil.pid_exists(helper)
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.join()
+    try:
+        psutil.Process(helper).wait(timeout=30)
+    except psutil.NoSuchProcess:
+        pass
+    assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == "zombie"
+    from imstore.search import SearchIndex
+
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)  # the lock died with its holder
+    ix.apply([], [1])
+    ix.close()
+
+
+def test_fold_targets_are_what_unicodedata_says():
+    import unicodedata
+
+    from imstore import text
+
+    eligible = re.compile(f"[{text._CJK}{text.SYMBOLS}]")
+    targets = set()
+    for i in range(0x110000):
+        ch = chr(i)
+        if 0xD800 <= i < 0xE000 or not (unicodedata.decomposition(ch) or ch.casefold() != ch):
+            continue
+        folded = fold(ch)
+        if folded != ch:
+            targets.update(c for c in folded if eligible.match(c))
+    assert targets == set(text._FOLD_TARGETS)
+
+
+@pytest.mark.parametrize("stored, keyword", [
+    ("Happy Birthday 🎂", "birthday 🎂"),
+    ("Happy Birthday 🎂", "🎂 HAPPY"),
+    ("café☕", "CAFÉ☕"),
+    ("Ｃａｆé ☕ time", "cafe ☕"),
+    ("price 100€ only", "100€"),
+    ("thumbs 👍🏽 up", "👍🏽"),
+    ("→ arrow", "→"),
+])
+def test_symbol_and_emoji_words_match_like_other_words(store: MessageStore, stored, keyword):
+    store.insert_message(Message.text("alice", "nothing here 🙂", sender="bob"))
+    store.insert_message(Message.text("alice", stored, sender="bob"))
+    assert texts_of(store.search_messages(keyword)) == [stored]
+    from imstore.text import keyword_words, matches, needles
+
+    words = keyword_words(keyword)
+    assert matches(words, stored)
+    raw = stored.encode()
+    for w in words:  # the pre-filter never loses a match
+        assert all(n.encode() in raw for n in needles(w))
+
+
+def test_needles_are_characters_nothing_else_folds_into():
+    from imstore.text import needles
+
+    assert needles("🎂") == ["🎂"]
+    assert needles("cafe☕") == ["☕"]
+    assert needles("birthday") == []
+    assert needles("北京") == ["北", "京"] or needles("北京") == ["京"]
+    assert "一" not in needles("一个")  # "㈠" folds to "(一)"
+
+
+def test_an_index_of_an_older_format_is_rebuilt(tmp_path: Path):
+    from imstore.search import SearchIndex
+
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)
+    ix.apply([], [], new=_corpus_docs(20, 1))
+    ix.close()
+    ix = SearchIndex(str(tmp_path / "ix"))
+    assert not ix.rebuilt
+    ix.close()
+    (tmp_path / "ix" / "FORMAT").write_text("imstore index 1\n")
+    ix = SearchIndex(str(tmp_path / "ix"))
+    assert ix.rebuilt and ix.doc_count() == 0
+    ix.close()
+
+
+def test_a_direct_merge_equals_writing_the_live_documents_at_once(tmp_path: Path):
+    from whoosh.filedb.filestore import FileStorage
+    from whoosh.reading import SegmentReader
+
+    from imstore.segments import ImCodec, merge_segments, schema, write_segment
+
+    docs = _corpus_docs(900, 11)
+    sch, codec = schema(), ImCodec()
+    storage = FileStorage(str(tmp_path))
+    parts = [docs[:300], docs[300:310], docs[310:700], docs[700:]]
+    segs = [write_segment(storage, "MAIN", sch, p, codec)[0] for p in parts]
+    deleted = set(random.Random(2).sample(range(900), 150)) | set(range(300, 310))
+    offset = 0
+    for seg, part in zip(segs, parts, strict=True):
+        for d in range(len(part)):
+            if offset + d in deleted:
+                seg.delete_document(d)
+        offset += len(part)
+    merged = merge_segments(storage, "MAIN", sch, segs, codec)
+    live = [d for i, d in enumerate(docs) if i not in deleted]
+    direct, _ = write_segment(storage, "MAIN", sch, live, codec)
+    a, b = SegmentReader(storage, sch, direct), SegmentReader(storage, sch, merged)
+    try:
+        assert b.doc_count_all() == len(live)
+        assert _postings(b) == _postings(a)
+        for field in ("content", "ext"):
+            for doc in range(len(live)):
+                assert b.doc_field_length(doc, field) == a.doc_field_length(doc, field)
+        for col in ("rowid", "sort"):
+            assert list(b.column_reader(col)) == list(a.column_reader(col))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_many_commits_are_merged_into_few_segments(tmp_path: Path):
+    from imstore.search import SearchIndex
+
+    ix = SearchIndex(str(tmp_path / "ix"), workers=1)
+    docs = _corpus_docs(1200, 12)
+    for i in range(0, 1200, 40):
+        ix.apply([], [d.rowid for d in docs[max(0, i - 40):i:7]], new=docs[i:i + 40])
+    assert ix.segment_count() < 16  # fewer than 8 per tier
+    deleted = {d.rowid for i in range(40, 1200, 40) for d in docs[i - 40:i:7]}
+    truth = sorted((d.sort_time, d.rowid) for d in docs
+                   if "meeting" in d.content.lower().split() and d.rowid not in deleted)
+    ids, _ = ix.candidates(["meeting"], ["content"], conv_id=None, start_time=None,
+                           end_time=None, newest_first=False, limit=10_000)
+    assert ids == [r for _, r in truth]
+    assert ix.doc_count() == 1200 - len(deleted)
+    ix.close()
+
+
+def _memory_store_work(seed: int) -> None:  # in a child process
+    rnd = random.Random(seed)
+    with imstore.open(":memory:", user_id="me") as st:
+        for round_ in range(3):
+            msgs = [Message.text("me", f"w{seed}x{round_}x{i}z common 共同 🎂", sender=f"p{i % 3}")
+                    for i in range(400)]
+            st.import_messages(msgs)
+            for _ in range(5):
+                i = rnd.randrange(400)
+                assert len(st.search_messages(f"w{seed}x{round_}x{i}z")) == 1
+        assert len(st.search_messages("共同 🎂", limit=400)) == 400
+        st._index.merge()
+        st.rebuild_search_index()
+        assert len(st.search_messages("common", limit=400)) == 400
+
+
+def test_four_processes_with_memory_stores_at_once():
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_memory_store_work, args=(seed,)) for seed in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
