@@ -636,6 +636,10 @@ def test_the_conversation_list_carries_the_servers_unread_count(backend: Harness
 
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
+        # the conversation exists and bob is in it (Matrix counts what arrives after a join)
+        await alice.client.send_message(Message.text(bob.id, "hi"))
+        await b.until(lambda: bob.store.message_count(alice.id) == 1, "the first message")
+        await bob.client.ack_conversation_read(alice.id)
         await texts(b, alice, bob.id, 3)
 
         async def unread() -> int:
