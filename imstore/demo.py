@@ -258,7 +258,7 @@ async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
 async def _matrix_demo(url: str, root: str, say: Callable[[str], None], check: _Check) -> None:
     """The walkthrough against a real Matrix homeserver: what a remote server lets a client show
     (the fault injections of sections 7 need the embedded server, so they are left out)."""
-    from .adapters.matrix import demo_users
+    from .adapters.matrix import MatrixAdapter, demo_users
 
     tag = secrets.token_hex(3)
     ma, mb = await demo_users(url, names=(f"alice-{tag}", f"bob-{tag}"))
@@ -315,17 +315,21 @@ async def _matrix_demo(url: str, root: str, say: Callable[[str], None], check: _
                           "the read receipt"), "alice sees every message read (m.read)")
 
         say("\n3. history on a new device, paged")
+        phone = await MatrixAdapter.login(url, f"bob-{tag}", f"imstore-demo-bob-{tag}")
         fresh = MessageStore.open(os.path.join(root, "bob-new-phone"), user_id=b_id)
-        cf = ChatClient(fresh, mb)
-        await cf.fetch_conversations_from_server()
-        cursor: str | None = None
-        while True:
-            page = await cf.fetch_history_messages(a_id, ChatType.CHAT, cursor=cursor, limit=2)
-            cursor = page.cursor
-            if cursor is None:
-                break
-        check(fresh.message_count(a_id) == len(sent), "history paged in without duplicates")
-        fresh.close()
+        try:
+            cf = ChatClient(fresh, phone)
+            await cf.fetch_conversations_from_server()
+            cursor: str | None = None
+            while True:
+                page = await cf.fetch_history_messages(a_id, ChatType.CHAT, cursor=cursor, limit=2)
+                cursor = page.cursor
+                if cursor is None:
+                    break
+            check(fresh.message_count(a_id) == len(sent), "history paged in without duplicates")
+        finally:
+            fresh.close()
+            await phone.close()
 
         say("\n4. search, recall and edit")
         check(len(bob.search_messages("meet")) == 1 and len(bob.search_messages("北京")) == 1,
