@@ -59,6 +59,7 @@ _CODEC = ImCodec()
 _SEGMENT_DOCS = 50_000  # documents per directly written segment, at most
 _PARALLEL_DOCS = 4_000  # a batch this large is split with the helper process
 _MERGE_FACTOR = 8  # segments of one size tier merged at once
+_SMALL_DOCS = 1024  # segments below this are one tier (merging them is cheap, visiting costly)
 _MERGE_DOCS = 200_000  # live documents per merge, at most
 # What the documents of an index hold (tokens, fields); another value means: rebuild it.
 _FORMAT = "imstore index 2: key term, rowid and sort columns, symbol terms\n"
@@ -192,17 +193,19 @@ def _abandon(writer: Any) -> None:
 
 
 def _merge_tiered(writer: Any, segments: list[Any]) -> list[Any]:
-    """Merge policy, by tiers of size (each tier 8 times the one below): once a tier holds 8
-    segments, they become one of the next tier, merged directly (`segments.merge_segments`),
-    at most 200k live documents at a time. Every document is merged about log8(N / batch)
-    times, and an index keeps fewer than 8 segments per tier."""
+    """Merge policy, by tiers of size (below 1024 documents, then each tier 8 times the one
+    below): once a tier holds 8 segments, they become one, merged directly
+    (`segments.merge_segments`), at most 200k live documents at a time. Every document is
+    merged about log8(N / batch) times, and an index keeps fewer than 8 segments per tier."""
     current = list(segments)
     while True:
         tiers: dict[int, list[Any]] = {}
         for seg in current:
             live = seg.doc_count()
             if live * 2 <= _MERGE_DOCS:  # larger ones are done
-                tiers.setdefault(int(math.log(max(live, 1), _MERGE_FACTOR)), []).append(seg)
+                tier = 0 if live < _SMALL_DOCS else 1 + int(math.log(live / _SMALL_DOCS,
+                                                                      _MERGE_FACTOR))
+                tiers.setdefault(tier, []).append(seg)
         full = [t for t in sorted(tiers) if len(tiers[t]) >= _MERGE_FACTOR]
         if not full:
             return current
