@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         s0.import_messages(msgs, batch_size=1000)
         t_mine = time.perf_counter() - t
-        schema = [r[0] for r in s0._q(
+        schema = [r[0] for r in s0.connection.query(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
             "ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 ELSE 2 END")]
         s0.close()

@@ -21,7 +21,7 @@ import msgpack
 
 from imstore import Message
 from imstore.codec import body_to_dict
-from imstore.rows import _CONV_LIST
+from imstore.store import CONVERSATION_LIST_SQL as _CONV_LIST
 from imstore.text import content_text
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")

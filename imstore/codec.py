@@ -12,53 +12,57 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 import msgpack
 
 from .errors import ErrorCode, IMError
+from .kinds import ATTACHMENT_TYPES, KINDS
 from .message import (
-    ATTACHMENT_TYPES,
     Body,
+    ChatType,
     CmdBody,
     CustomBody,
     DownloadStatus,
     FileBody,
-    ImageBody,
     LocationBody,
     Message,
+    MessageStatus,
     MessageType,
     TextBody,
-    VideoBody,
-    VoiceBody,
+    UndecodableBody,
 )
 
 __all__ = [
     "BODY_CLASSES",
     "FORMAT_VERSION",
+    "MAX_EXT_DEPTH",
+    "MAX_ID_CHARS",
+    "MAX_TIME",
     "Limits",
     "body_from_dict",
     "body_to_dict",
+    "check_body_fields",
+    "check_ext",
+    "check_id",
+    "check_text",
+    "check_time",
     "decode_body",
     "decode_ext",
     "encode_body",
     "encode_ext",
+    "invalid",
     "validate_message",
 ]
 
 FORMAT_VERSION = 1
+MAX_ID_CHARS = 256  # ids longer than this are refused
+MAX_EXT_DEPTH = 32  # nesting of ext (and of body params) beyond this is refused
+MAX_TIME = 2**53  # times in ms: 0..MAX_TIME (exact in a double, so every client reads them)
 
-BODY_CLASSES: dict[MessageType, type] = {
-    MessageType.TEXT: TextBody,
-    MessageType.IMAGE: ImageBody,
-    MessageType.VOICE: VoiceBody,
-    MessageType.VIDEO: VideoBody,
-    MessageType.FILE: FileBody,
-    MessageType.LOCATION: LocationBody,
-    MessageType.CMD: CmdBody,
-    MessageType.CUSTOM: CustomBody,
-}
+BODY_CLASSES: dict[MessageType, type] = {t: k.body for t, k in KINDS.items()}
 
 # Per class: (field name, is a DownloadStatus) for every field but ``extra``.
 _FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {
@@ -129,6 +133,10 @@ def _pack(value: Any) -> bytes:
 
 def encode_body(body: Body) -> bytes:
     """Version byte + msgpack map."""
+    if isinstance(body, UndecodableBody):
+        raise IMError(ErrorCode.MESSAGE_INVALID,
+                      "this message's stored body could not be decoded, so it cannot be written "
+                      "back; delete the message")
     return bytes((FORMAT_VERSION,)) + _pack(body_to_dict(body))
 
 
@@ -168,91 +176,260 @@ def decode_ext(blob: bytes | None) -> dict[str, Any]:
     return data
 
 
-def _invalid(code: ErrorCode, text: str) -> IMError:
-    return IMError(code, text)
+# ---------------------------------------------------------------------------------- validation
+# Values are checked where they enter (h11's events): every field of a message, every argument of
+# the store's public methods. A bad value is an `IMError` naming the field, raised before anything
+# is encoded or written; nothing below raises anything else.
 
 
-def _check_body(msg: Message) -> None:
-    body = msg.body
-    want = BODY_CLASSES[msg.type]
+def invalid(field: str, what: str, value: Any, code: ErrorCode = ErrorCode.INVALID_PARAM) -> IMError:
+    """An `IMError` saying that ``field`` must be ``what``."""
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return IMError(code, f"{field} must be {what}, not {shown}")
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: SQLite and msgpack cannot store it
+        return False
+    return True
+
+
+def check_text(value: Any, field: str) -> str:
+    """A str that UTF-8 can encode (no lone surrogates)."""
+    if not isinstance(value, str) or not _encodable(value):
+        raise invalid(field, "a str of valid Unicode", value)
+    return value
+
+
+def check_id(value: Any, field: str) -> str:
+    """A message, conversation or user id: a non-empty str of at most `MAX_ID_CHARS`."""
+    if type(value) is not str or not 0 < len(value) <= MAX_ID_CHARS or not _encodable(value):
+        raise invalid(field, f"a non-empty str of at most {MAX_ID_CHARS} characters", value)
+    return value
+
+
+def check_time(value: Any, field: str, *, lo: int = 0, hi: int = MAX_TIME) -> int:
+    """A time in ms: an int (not a bool) within ``lo..hi``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise invalid(field, f"an int of milliseconds from {lo} to {hi}", value)
+    return value
+
+
+def _check_tree(value: Any, field: str, depth: int) -> None:
+    if depth > MAX_EXT_DEPTH:
+        raise invalid(field, f"nested at most {MAX_EXT_DEPTH} levels deep", value)
+    if isinstance(value, str):
+        check_text(value, field)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise invalid(field, "a dict with str keys", value)
+            check_text(k, field)
+            _check_tree(v, field, depth + 1)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _check_tree(v, field, depth + 1)
+    elif isinstance(value, int) and not isinstance(value, bool) \
+            and not -(2**63) <= value < 2**64:
+        raise invalid(field, "made of ints that fit in 64 bits", value)
+
+
+def check_ext(value: Any, field: str = "ext") -> dict[str, Any]:
+    """App-defined attributes: a dict with str keys, at most `MAX_EXT_DEPTH` deep, of values
+    msgpack can hold (str, int, float, bool, bytes, None, lists, dicts)."""
+    if type(value) is not dict:
+        if not isinstance(value, dict):
+            raise invalid(field, "a dict with str keys", value)
+        _check_tree(value, field, 1)
+        return value
+    for k, v in value.items():  # flat text and numbers first: the usual ext, in one pass
+        t = type(v)
+        if type(k) is not str or not _encodable(k) or (t is str and not _encodable(v)) \
+                or t not in _FLAT or (t is int and not -(2**63) <= v < 2**64):
+            _check_tree(value, field, 1)
+            break
+    return value
+
+
+_FLAT = frozenset({str, int, float, bool, type(None), bytes})
+
+
+def _str_field(value: Any, field: str) -> None:
+    if type(value) is not str or not _encodable(value):
+        check_text(value, field)
+
+
+def _int_field(value: Any, field: str) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_TIME:
+        raise invalid(field, f"an int from 0 to {MAX_TIME}", value)
+
+
+def _optional_int_field(value: Any, field: str) -> None:
+    if value is not None:
+        _int_field(value, field)
+
+
+def _float_field(value: Any, field: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise invalid(field, "a finite number", value)
+
+
+def _status_field(value: Any, field: str) -> None:
+    if type(value) is not DownloadStatus and (type(value) is not int or value not in _STATUSES):
+        raise invalid(field, "a DownloadStatus", value)
+
+
+def _str_dict_field(value: Any, field: str) -> None:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise invalid(field, "a dict[str, str]; convert the values to strings", value)
+    check_ext(value, field)
+
+
+def _dict_field(value: Any, field: str) -> None:
+    if value or type(value) is not dict:  # the usual empty ``extra`` costs nothing
+        check_ext(value, field)
+
+
+_STATUSES = frozenset(DownloadStatus)
+_FIELD_CHECKS: dict[str, Callable[[Any, str], None]] = {
+    "str": _str_field, "int": _int_field, "int | None": _optional_int_field,
+    "float": _float_field, "DownloadStatus": _status_field, "dict[str, str]": _str_dict_field,
+    "dict[str, Any]": _dict_field,
+}
+# Per body class: (field name, "body.<name>", its check), from the class's annotations.
+_BODY_CHECKS: dict[type, tuple[tuple[str, str, Callable[[Any, str], None]], ...]] = {
+    cls: tuple((f.name, f"body.{f.name}", _FIELD_CHECKS[str(f.type)]) for f in fields(cls))
+    for cls in BODY_CLASSES.values()
+}
+
+
+def check_body_fields(mtype: MessageType, body: Any) -> None:
+    """The body is its type's class and every field has the type the class declares."""
+    want = BODY_CLASSES[mtype]
     if type(body) is not want:
-        raise _invalid(ErrorCode.MESSAGE_INVALID,
-                       f"a {msg.type.name} message needs a {want.__name__}, not "
-                       f"{type(body).__name__}; build it with Message.{msg.type.name.lower()}()")
+        raise IMError(ErrorCode.MESSAGE_INVALID,
+                      f"a {mtype.name} message needs a {want.__name__}, not "
+                      f"{type(body).__name__}; build it with Message.{mtype.name.lower()}()")
+    for name, field, check in _BODY_CHECKS[want]:
+        check(getattr(body, name), field)
+
+
+def _check_content(mtype: MessageType, body: Body) -> None:
+    """What a body must say to be worth storing (a recall notice's blank body is exempt)."""
     if isinstance(body, TextBody):
-        if not isinstance(body.text, str) or not body.text:
-            raise _invalid(ErrorCode.MESSAGE_INVALID, "a text message needs non-empty text")
+        if not body.text:
+            raise IMError(ErrorCode.MESSAGE_INVALID, "a text message needs non-empty text")
     elif isinstance(body, LocationBody):
         lat, lon = body.latitude, body.longitude
-        if not all(isinstance(v, int | float) and math.isfinite(v) for v in (lat, lon)) \
-                or not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise _invalid(ErrorCode.INVALID_PARAM,
-                           f"latitude {lat!r} / longitude {lon!r} are outside -90..90 / -180..180")
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise invalid("body.latitude/longitude", "within -90..90 / -180..180", (lat, lon))
     elif isinstance(body, CmdBody | CustomBody):
         name = body.action if isinstance(body, CmdBody) else body.event
-        if not isinstance(name, str) or not name:
-            raise _invalid(ErrorCode.MESSAGE_INVALID,
-                           f"a {msg.type.name} message needs a non-empty "
-                           f"{'action' if isinstance(body, CmdBody) else 'event'}")
-        if not isinstance(body.params, dict):
-            raise _invalid(ErrorCode.INVALID_PARAM, "params must be a dict")
-        if isinstance(body, CustomBody) and not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in body.params.items()):
-            raise _invalid(ErrorCode.INVALID_PARAM,
-                           "a custom message's params must be dict[str, str]; convert the values "
-                           "to strings")
+        if not name:
+            raise IMError(ErrorCode.MESSAGE_INVALID,
+                          f"a {mtype.name} message needs a non-empty "
+                          f"{'action' if isinstance(body, CmdBody) else 'event'}")
 
 
-def _check_file(body: FileBody, limits: Limits, need_file: bool) -> None:
+def _check_file(body: FileBody, limits: Limits, need_file: bool) -> tuple[int, str] | None:
+    """Check an attachment's file; returns (size, display name) read from a local file."""
     path = body.local_path
     if not path:
         if need_file or not body.remote_url:
-            raise _invalid(ErrorCode.FILE_NOT_FOUND,
-                           "the attachment has neither a local file nor a remote url")
-        return
+            raise IMError(ErrorCode.FILE_NOT_FOUND,
+                          "the attachment has neither a local file nor a remote url")
+        return None
     try:
         st = os.stat(path)
     except (OSError, ValueError) as exc:
         if need_file or not body.remote_url:
-            raise _invalid(ErrorCode.FILE_NOT_FOUND,
-                           f"attachment file {path!r} does not exist; check the path") from exc
-        return
+            raise IMError(ErrorCode.FILE_NOT_FOUND,
+                          f"attachment file {path!r} does not exist; check the path") from exc
+        return None
     if not os.path.isfile(path):
-        raise _invalid(ErrorCode.FILE_INVALID, f"attachment {path!r} is not a regular file")
+        raise IMError(ErrorCode.FILE_INVALID, f"attachment {path!r} is not a regular file")
     if st.st_size > limits.max_file_bytes:
-        raise _invalid(ErrorCode.FILE_TOO_LARGE,
-                       f"attachment {path!r} has {st.st_size} bytes; the limit is "
-                       f"{limits.max_file_bytes} bytes")
-    body.size = st.st_size
-    if not body.display_name:
-        body.display_name = os.path.basename(path)
+        raise IMError(ErrorCode.FILE_TOO_LARGE,
+                      f"attachment {path!r} has {st.st_size} bytes; the limit is "
+                      f"{limits.max_file_bytes} bytes")
+    return st.st_size, body.display_name or os.path.basename(path)
+
+
+_ENUM_VALUES: dict[type, frozenset[Any]] = {e: frozenset(e) for e in (MessageType, ChatType,
+                                                                        MessageStatus)}
+
+
+def _check_enum(enum: type[Any], value: Any, field: str) -> Any:
+    if type(value) is enum:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value not in _ENUM_VALUES[enum]:
+        raise invalid(field, f"a {enum.__name__}", value)
+    return enum(value)
+
+
+def _check_fields(msg: Message) -> MessageType:
+    """Every field of a message has its type and range; returns its type."""
+    mtype: MessageType = _check_enum(MessageType, msg.type, "type")
+    _check_enum(ChatType, msg.chat_type, "chat_type")
+    _check_enum(MessageStatus, msg.status, "status")
+    check_id(msg.msg_id, "msg_id")
+    check_id(msg.to, "to")
+    if msg.sender is not None:
+        check_id(msg.sender, "sender")
+    if msg.local_id is not None:
+        check_id(msg.local_id, "local_id")
+    check_time(msg.local_time, "local_time")
+    for name in ("server_time", "edited_at", "recalled_at"):
+        value = getattr(msg, name)
+        if value is not None:
+            check_time(value, name)
+    for name in ("is_delivered", "is_read_acked", "need_group_ack"):
+        value = getattr(msg, name)
+        if type(value) is not bool and (type(value) is not int or value not in (0, 1)):
+            raise invalid(name, "True or False", value)
+    if msg.is_read is not None and type(msg.is_read) is not bool:
+        raise invalid("is_read", "True, False or None", msg.is_read)
+    count = msg.group_ack_count
+    if type(count) is not int or not 0 <= count < 2**31:
+        raise invalid("group_ack_count", "an int from 0 to 2**31 - 1", count)
+    if msg.ext or type(msg.ext) is not dict:
+        check_ext(msg.ext)
+    check_body_fields(mtype, msg.body)
+    return mtype
 
 
 def validate_message(msg: Message, limits: Limits, *, need_file: bool = False) -> tuple[bytes, bytes]:
     """Check a message against the type rules and the limits; return (encoded body, encoded ext).
 
-    ``need_file`` is true when sending: the attachment must be on this device. Otherwise (import,
-    insert of received messages) a remote url is enough.
+    Every field is checked for its type and range first; the message is not changed, except that
+    an attachment read from a local file takes that file's ``size`` (and, when it has none, its
+    ``display_name``). ``need_file`` is true when sending: the attachment must be on this device.
+    Otherwise (import, insert of received messages) a remote url is enough. A recall notice
+    (``recalled_at`` set) keeps its type's blank body, which is exempt from the content rules.
     """
-    try:
-        mtype = MessageType(msg.type)
-    except ValueError as exc:
-        raise _invalid(ErrorCode.INVALID_PARAM,
-                       f"unknown message type {msg.type!r}; use a MessageType") from exc
-    msg.type = mtype
-    if not isinstance(msg.to, str) or not msg.to:
-        raise _invalid(ErrorCode.INVALID_PARAM, "a message needs a recipient ('to')")
-    if not isinstance(msg.ext, dict) or not all(isinstance(k, str) for k in msg.ext):
-        raise _invalid(ErrorCode.INVALID_PARAM, "ext must be a dict with str keys")
-    _check_body(msg)
-    if mtype in ATTACHMENT_TYPES:
+    if not isinstance(msg, Message):
+        raise invalid("message", "a Message", msg)
+    mtype = _check_fields(msg)
+    recalled = msg.recalled_at is not None
+    if not recalled:
+        _check_content(mtype, msg.body)
+    if mtype in ATTACHMENT_TYPES and not recalled:
         assert isinstance(msg.body, FileBody)
-        _check_file(msg.body, limits, need_file)
+        found = _check_file(msg.body, limits, need_file)
+        if found is not None:
+            msg.body.size, msg.body.display_name = found
     body = encode_body(msg.body)
     ext = encode_ext(msg.ext)
     size = len(body) - 1 + len(ext)
     if size > limits.max_payload_bytes:
-        raise _invalid(ErrorCode.MESSAGE_SIZE_LIMIT,
-                       f"the message payload is {size} bytes; the limit is "
-                       f"{limits.max_payload_bytes} bytes (body plus ext, msgpack-encoded)")
+        raise IMError(ErrorCode.MESSAGE_SIZE_LIMIT,
+                      f"the message payload is {size} bytes; the limit is "
+                      f"{limits.max_payload_bytes} bytes (body plus ext, msgpack-encoded)")
     return body, ext

@@ -4,6 +4,7 @@ directory, going through every capability. Exits 0 when every step behaved as it
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import struct
@@ -252,9 +253,11 @@ async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
         s.close()
 
 
-def run_demo(verbose: bool = True) -> int:
-    """Run the demo; returns the exit code (0: every check passed)."""
+def run_demo(verbose: bool = True, as_json: bool = False) -> int:
+    """Run the demo; returns the exit code (0: every check passed). ``as_json`` prints one JSON
+    object (the checks and the counts) instead of text."""
     lines: list[str] = []
+    verbose = verbose and not as_json
 
     def say(line: str) -> None:
         lines.append(line)
@@ -269,7 +272,13 @@ def run_demo(verbose: bool = True) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     passed = sum(1 for line in lines if line.startswith("  ok "))
-    print(f"\ndemo: {passed} checks passed, {check.failed} failed")
+    if as_json:
+        checks = [{"ok": line.startswith("  ok "), "check": line[6:].strip()} for line in lines
+                  if line.startswith(("  ok ", "  FAIL"))]
+        print(json.dumps({"passed": passed, "failed": check.failed, "checks": checks},
+                         ensure_ascii=False, indent=1))
+    else:
+        print(f"\ndemo: {passed} checks passed, {check.failed} failed")
     return 1 if check.failed else 0
 
 

@@ -4,9 +4,12 @@ Rules kept here:
 - no I/O and no storage: these are plain values that the store, the client and adapters pass around;
 - every body keeps the fields it does not know in ``extra``, so a payload written by a newer
   version survives a decode/encode round trip;
-- ``Message.conv_id`` follows the specification: the peer for CHAT, ``to`` for groups and rooms.
-  Factories do not know the store's owner, so a message whose ``sender`` is given is first taken as
-  received; the store settles ``direction`` and ``conv_id`` once it knows who its user is.
+- ``Message.conv_id`` follows the specification (`conversation_id`, the one place that says it):
+  the peer for CHAT, ``to`` for groups and rooms. Factories do not know the store's owner, so a
+  message whose ``sender`` is given is first taken as received; the store settles ``direction``
+  and ``conv_id`` once it knows who its user is;
+- what each message type means beyond its body class (searchable fields, attachments,
+  downloads, its blank body) is the table in `kinds`, not here.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from enum import IntEnum
 from typing import Any, Generic, TypeVar
 
 __all__ = [
-    "ATTACHMENT_TYPES",
     "Body",
     "ChatType",
     "CmdBody",
@@ -40,8 +42,10 @@ __all__ = [
     "MessageType",
     "SearchScope",
     "TextBody",
+    "UndecodableBody",
     "VideoBody",
     "VoiceBody",
+    "conversation_id",
     "new_msg_id",
     "now_ms",
 ]
@@ -179,12 +183,31 @@ class CustomBody:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Body = TextBody | FileBody | ImageBody | VoiceBody | VideoBody | LocationBody | CmdBody | CustomBody
+@dataclass(slots=True)
+class UndecodableBody:
+    """The body of a stored message that could not be decoded (a corrupt or foreign payload):
+    the raw bytes as stored and why decoding failed. Reads return such messages instead of
+    failing; `MessageStore.verify` reports them. Never written back."""
 
-ATTACHMENT_TYPES = frozenset({MessageType.IMAGE, MessageType.VOICE, MessageType.VIDEO, MessageType.FILE})
+    raw: bytes
+    error: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Body = (TextBody | FileBody | ImageBody | VoiceBody | VideoBody | LocationBody | CmdBody
+        | CustomBody | UndecodableBody)
 
 
 # --------------------------------------------------------------------------------------- message
+
+
+def conversation_id(chat_type: ChatType, to: str, sender: str | None,
+                    owner: str | None = None) -> str:
+    """The conversation a message belongs to: for CHAT the peer (the sender of a received
+    message, ``to`` of a sent one), for groups and rooms ``to``. ``sender`` None or equal to
+    ``owner`` means the message was sent by the owner."""
+    received = sender is not None and sender != owner
+    return sender if (received and chat_type == ChatType.CHAT and sender) else to
 
 
 @dataclass(slots=True, eq=False)
@@ -193,6 +216,9 @@ class Message:
 
     ``sender=None`` in a factory means the store's own user. ``is_read=None`` means "not said":
     a received message inserted into the store counts as unread, an imported one as read.
+    ``local_id`` is the id the sender's device gave the message before the server renamed it;
+    ``edited_at`` and ``recalled_at`` are the server times (ms) of the last edit and of the
+    recall (a recalled message keeps its ids and times; its body is its type's blank body).
     """
 
     msg_id: str
@@ -212,6 +238,9 @@ class Message:
     need_group_ack: bool = False
     group_ack_count: int = 0
     ext: dict[str, Any] = field(default_factory=dict)
+    local_id: str | None = None
+    edited_at: int | None = None
+    recalled_at: int | None = None
 
     @property
     def timestamp(self) -> int:
@@ -228,7 +257,7 @@ class Message:
     # -- factories -------------------------------------------------------------------------------
 
     @classmethod
-    def _make(
+    def of(
         cls,
         mtype: MessageType,
         to: str,
@@ -241,13 +270,17 @@ class Message:
         timestamp: int | None = None,
         is_read: bool | None = None,
         need_group_ack: bool = False,
+        local_id: str | None = None,
+        edited_at: int | None = None,
+        recalled_at: int | None = None,
     ) -> Message:
+        """A message of type ``mtype`` with a body already made (importers, adapters); the
+        keyword arguments are those of every factory."""
         chat_type = ChatType(chat_type)
         received = sender is not None
-        conv_id = sender if (received and chat_type == ChatType.CHAT) else to
         return cls(
             msg_id=msg_id or new_msg_id(),
-            conv_id=conv_id or "",
+            conv_id=conversation_id(chat_type, to, sender),
             chat_type=chat_type,
             type=mtype,
             sender=sender,
@@ -260,12 +293,15 @@ class Message:
             is_read=is_read,
             need_group_ack=need_group_ack,
             ext=dict(ext) if ext else {},
+            local_id=local_id,
+            edited_at=edited_at,
+            recalled_at=recalled_at,
         )
 
     @classmethod
     def text(cls, to: str, text: str, **kw: Any) -> Message:
         """A text message (emoji are text)."""
-        return cls._make(MessageType.TEXT, to, TextBody(text), **kw)
+        return cls.of(MessageType.TEXT, to, TextBody(text), **kw)
 
     @classmethod
     def image(cls, to: str, path: str | os.PathLike[str], *, width: int | None = None,
@@ -276,7 +312,7 @@ class Message:
         body = ImageBody(local_path=p, display_name=display_name or os.path.basename(p),
                          width=width, height=height,
                          thumbnail_path=os.fspath(thumbnail) if thumbnail else "")
-        return cls._make(MessageType.IMAGE, to, body, **kw)
+        return cls.of(MessageType.IMAGE, to, body, **kw)
 
     @classmethod
     def voice(cls, to: str, path: str | os.PathLike[str], duration_ms: int, *,
@@ -285,7 +321,7 @@ class Message:
         p = os.fspath(path)
         body = VoiceBody(local_path=p, display_name=display_name or os.path.basename(p),
                          duration_ms=int(duration_ms))
-        return cls._make(MessageType.VOICE, to, body, **kw)
+        return cls.of(MessageType.VOICE, to, body, **kw)
 
     @classmethod
     def video(cls, to: str, path: str | os.PathLike[str], duration_ms: int, *,
@@ -296,7 +332,7 @@ class Message:
         body = VideoBody(local_path=p, display_name=display_name or os.path.basename(p),
                          duration_ms=int(duration_ms), width=width, height=height,
                          thumbnail_path=os.fspath(thumbnail) if thumbnail else "")
-        return cls._make(MessageType.VIDEO, to, body, **kw)
+        return cls.of(MessageType.VIDEO, to, body, **kw)
 
     @classmethod
     def file(cls, to: str, path: str | os.PathLike[str], *, display_name: str | None = None,
@@ -304,24 +340,24 @@ class Message:
         """Any file."""
         p = os.fspath(path)
         body = FileBody(local_path=p, display_name=display_name or os.path.basename(p))
-        return cls._make(MessageType.FILE, to, body, **kw)
+        return cls.of(MessageType.FILE, to, body, **kw)
 
     @classmethod
     def location(cls, to: str, latitude: float, longitude: float, *, address: str = "",
                  building_name: str = "", **kw: Any) -> Message:
         """A location (coordinates from a map service)."""
         body = LocationBody(float(latitude), float(longitude), address, building_name)
-        return cls._make(MessageType.LOCATION, to, body, **kw)
+        return cls.of(MessageType.LOCATION, to, body, **kw)
 
     @classmethod
     def cmd(cls, to: str, action: str, params: dict[str, Any] | None = None, **kw: Any) -> Message:
         """A command to the peer: sent, never shown, never stored."""
-        return cls._make(MessageType.CMD, to, CmdBody(action, dict(params or {})), **kw)
+        return cls.of(MessageType.CMD, to, CmdBody(action, dict(params or {})), **kw)
 
     @classmethod
     def custom(cls, to: str, event: str, params: dict[str, str] | None = None, **kw: Any) -> Message:
         """An app-defined message (red packets, templates, ...)."""
-        return cls._make(MessageType.CUSTOM, to, CustomBody(event, dict(params or {})), **kw)
+        return cls.of(MessageType.CUSTOM, to, CustomBody(event, dict(params or {})), **kw)
 
 
 _MESSAGE_FIELDS = tuple(Message.__dataclass_fields__)

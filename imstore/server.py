@@ -7,7 +7,16 @@ A real implementation of both adapter protocols, not canned answers. Rules kept 
   number; cursors are opaque encodings of sequence numbers, so they stay valid while history grows;
 - retention follows the plan: nothing older than the plan's days is ever returned;
 - a retried send (same sender, same client ``msg_id``) is answered with the first result and is
-  delivered once;
+  delivered once; the client's id is kept and shown to the sender as ``local_id`` in history;
+- a recall (within ``recall_window_ms`` of the send) blanks the message for everyone and an edit
+  (TEXT and CUSTOM) replaces its body; both reach every other member, offline ones on
+  reconnection, and history shows the message as it is now;
+- everything for a user — messages, receipts of every kind, recalls, edits — goes through one
+  event queue per user: delivered at once when the user is CONNECTED, else kept and delivered on
+  reconnection, in the order it happened;
+- receipts are checked: one-to-one receipts only for one-to-one messages, group receipts only from
+  members other than the sender; each user's read position per conversation (moved by read
+  receipts and conversation acks, never backwards) marks what history shows as read;
 - faults are injected on purpose for tests: latency, lost answers, disconnects with and without
   reconnection, failed uploads, an unreachable server.
 It depends on `message` and `adapters` only, never on the store.
@@ -24,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from .adapters import (
     ConnectionState,
@@ -35,6 +45,7 @@ from .adapters import (
 )
 from .errors import ErrorCode, IMError
 from .message import (
+    Body,
     ChatType,
     Conversation,
     CursorResult,
@@ -44,10 +55,13 @@ from .message import (
     FileBody,
     GroupReadAck,
     ImageBody,
+    LocationBody,
     Message,
     MessageStatus,
     MessageType,
+    TextBody,
     VideoBody,
+    conversation_id,
 )
 
 __all__ = ["MemoryConnection", "MemoryServer", "RetentionPlan"]
@@ -55,6 +69,17 @@ __all__ = ["MemoryConnection", "MemoryServer", "RetentionPlan"]
 DAY_MS = 86_400_000
 MAX_IDS = 50
 GROUP_ACK_DAYS = 3
+RECALL_WINDOW_MS = 120_000
+EDITABLE = frozenset({MessageType.TEXT, MessageType.CUSTOM})
+
+
+def _blank(body: Body) -> Body:
+    """The body a recall notice keeps: the type's empty body."""
+    if isinstance(body, TextBody):
+        return TextBody("")
+    if isinstance(body, LocationBody):
+        return LocationBody(0.0, 0.0)
+    return type(body)()  # type: ignore[call-arg]  # attachments, CUSTOM and CMD take defaults
 
 class RetentionPlan(Enum):
     """How long the server keeps history, in days, by plan."""
@@ -104,11 +129,14 @@ def _decode_cursor(cursor: str, kind: str) -> list[str]:
 
 
 class MemoryServer:
-    """The reference server. ``clock`` returns milliseconds (default: the wall clock)."""
+    """The reference server. ``clock`` returns milliseconds (default: the wall clock);
+    ``recall_window_ms`` is how long after sending a message its sender may recall it."""
 
     def __init__(self, plan: RetentionPlan = RetentionPlan.FREE, retention_days: int | None = None,
-                 clock: Callable[[], int] | None = None) -> None:
+                 clock: Callable[[], int] | None = None,
+                 recall_window_ms: int = RECALL_WINDOW_MS) -> None:
         self.plan = plan
+        self.recall_window_ms = recall_window_ms
         self.retention_days = retention_days if retention_days is not None else plan.value
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.faults = Faults()
@@ -119,7 +147,9 @@ class MemoryServer:
         self._sent: dict[tuple[str, str], SendResult] = {}
         self._by_server_id: dict[str, tuple[_Conv, _Stored]] = {}
         self._connections: dict[str, MemoryConnection] = {}
-        self._offline: dict[str, list[Message]] = {}
+        # per user: handler method names and arguments not delivered yet, oldest first
+        self._offline: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
+        self._read_pos: dict[tuple[str, str], int] = {}  # (user, conversation key) -> server time
         self._files: dict[str, bytes] = {}
         self._group_acks: dict[str, dict[str, int]] = {}
 
@@ -144,8 +174,16 @@ class MemoryServer:
         self._groups[gid] = (chat_type, frozenset(members))
 
     def join(self, gid: str, user_id: str) -> None:
+        """Make ``user_id`` a full member of a group or room: it receives what is sent from now
+        on, lists the conversation, sees all of its history (within retention), takes part in
+        group read receipts and one-way deletes."""
+        if gid not in self._groups:
+            raise IMError(ErrorCode.CONVERSATION_NOT_EXIST, f"there is no group or room {gid!r}")
         chat_type, members = self._groups[gid]
         self._groups[gid] = (chat_type, members | {user_id})
+        conv = self._convs.get(self._conv_key(user_id, gid, chat_type))
+        if conv is not None:
+            conv.members = self._groups[gid][1]
 
     # ------------------------------------------------------------------------ fault control
 
@@ -199,16 +237,29 @@ class MemoryServer:
     def _visible(self, user: str, s: _Stored) -> bool:
         return user not in s.hidden_for and (s.msg.server_time or 0) >= self._cutoff()
 
-    def view(self, msg: Message, user: str) -> Message:
-        """A message as ``user`` sees it."""
+    def view(self, msg: Message, user: str, *, history: bool = False) -> Message:
+        """A message as ``user`` sees it. In ``history`` a received message says whether the
+        user's read position is at or after it (``is_read``); live ones say nothing."""
         m = copy.deepcopy(msg)
         mine = m.sender == user
+        if not mine:
+            m.local_id = None  # the sender's device id means nothing to others
         m.direction = Direction.SEND if mine else Direction.RECEIVE
-        m.conv_id = (m.to if mine else m.sender or "") if m.chat_type == ChatType.CHAT else m.to
+        m.conv_id = conversation_id(m.chat_type, m.to, m.sender, user)
         m.status = MessageStatus.SUCCESS
-        m.is_read = None if not mine else True
+        if mine:
+            m.is_read = True
+        elif history:
+            pos = self._read_pos.get((user, self._conv_key(user, m.conv_id, m.chat_type)), -1)
+            m.is_read = (m.server_time or 0) <= pos
+        else:
+            m.is_read = None
         m.local_time = m.server_time or m.local_time
         return m
+
+    def _move_read_position(self, user: str, conv_key: str, up_to: int) -> None:
+        key = (user, conv_key)
+        self._read_pos[key] = max(self._read_pos.get(key, -1), up_to)
 
     def post(self, message: Message, *, deliver: bool = True) -> Message:
         """Put a message on the server as its sender would send it (tests and tools); returns the
@@ -228,11 +279,11 @@ class MemoryServer:
         m = copy.deepcopy(message)
         seq = next(self._seq)
         m.sender = sender
+        m.local_id = message.msg_id
         m.msg_id = f"S{seq:012d}"
         # Strictly increasing stamps: no two messages share a server time, so every client
         # orders history exactly as the server does, whatever order it fetched it in.
-        self._last_time = max(self.clock(), self._last_time + 1)
-        m.server_time = self._last_time
+        m.server_time = self._stamp()
         m.status = MessageStatus.SUCCESS
         m.is_read = None
         m.is_delivered = m.is_read_acked = False
@@ -254,20 +305,34 @@ class MemoryServer:
         res = SendResult(m.msg_id, m.server_time)
         self._sent[key] = res
         for member in members - {sender} if deliver else ():
-            self._deliver(member, [self.view(m, member)])
+            self._emit(member, "on_messages", [self.view(m, member)])
         return res, m
 
-    def _deliver(self, user: str, messages: list[Message]) -> None:
+    def _emit(self, user: str | None, name: str, *args: Any) -> None:
+        """Call ``handler.<name>(*args)`` for ``user`` now when CONNECTED, else on reconnection."""
+        if not user:
+            return
         conn = self._connections.get(user)
         if conn is None or conn.state != ConnectionState.CONNECTED or conn.handler is None:
-            self._offline.setdefault(user, []).extend(messages)
+            self._offline.setdefault(user, []).append((name, args))
             return
-        conn.handler.on_messages(messages)
+        getattr(conn.handler, name)(*args)
 
-    def _notify(self, user: str | None, fn: Callable[[TransportHandler], None]) -> None:
-        conn = self._connections.get(user or "")
-        if conn is not None and conn.handler is not None and conn.state == ConnectionState.CONNECTED:
-            fn(conn.handler)
+    def _flush(self, user: str, handler: TransportHandler) -> None:
+        """Hand a user the events kept while it was away, in order (runs of one kind batched)."""
+        pending = self._offline.pop(user, [])
+        i = 0
+        while i < len(pending):
+            name, args = pending[i]
+            if len(args) == 1 and isinstance(args[0], list):
+                batch = list(args[0])
+                while (i + 1 < len(pending) and pending[i + 1][0] == name
+                       and len(pending[i + 1][1]) == 1):
+                    i += 1
+                    batch += pending[i][1][0]
+                args = (batch,)
+            getattr(handler, name)(*args)
+            i += 1
 
     def _conversation_of(self, user: str, conv_id: str, chat_type: ChatType) -> _Conv | None:
         return self._convs.get(self._conv_key(user, conv_id, chat_type))
@@ -306,7 +371,7 @@ class MemoryServer:
         next_cursor = _encode_cursor("h", page[-1].seq) if more and page else None
         if up:
             page.reverse()
-        return CursorResult([self.view(s.msg, user) for s in page], next_cursor)
+        return CursorResult([self.view(s.msg, user, history=True) for s in page], next_cursor)
 
     def conversations(self, user: str, cursor: str | None, limit: int
                       ) -> CursorResult[Conversation]:
@@ -318,7 +383,7 @@ class MemoryServer:
             last = next((s for s in reversed(conv.messages) if self._visible(user, s)), None)
             if last is None:
                 continue
-            v = self.view(last.msg, user)
+            v = self.view(last.msg, user, history=True)
             rows.append((last.seq, Conversation(v.conv_id, conv.chat_type, 0, v, v.timestamp)))
         rows.sort(key=lambda r: -r[0])
         if cursor:
@@ -358,7 +423,96 @@ class MemoryServer:
             for s in conv.messages:
                 s.hidden_for.add(user)
 
+    # ------------------------------------------------------------------------- recall, edit
+
+    def _own(self, user: str, msg_id: str) -> tuple[_Conv, Message]:
+        found = self._by_server_id.get(msg_id)
+        if found is None or found[1].msg.type == MessageType.CMD:
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"no message {msg_id!r} on the server")
+        conv, stored = found
+        if stored.msg.sender != user:
+            raise IMError(ErrorCode.INVALID_PARAM, f"{user!r} can only change its own messages")
+        return conv, stored.msg
+
+    def _stamp(self) -> int:
+        self._last_time = max(self.clock(), self._last_time + 1)
+        return self._last_time
+
+    def recall(self, user: str, msg_id: str) -> int:
+        """``user`` recalls its message ``msg_id`` within the recall window: it becomes a recall
+        notice (blank body) for everyone, who hear it now or on reconnection. Returns the time
+        of the recall (the first one's, when recalled again)."""
+        conv, m = self._own(user, msg_id)
+        if m.recalled_at is not None:
+            return m.recalled_at
+        if self.clock() - (m.server_time or 0) > self.recall_window_ms:
+            raise IMError(ErrorCode.MESSAGE_EXPIRED,
+                          f"messages can be recalled within {self.recall_window_ms // 1000} s "
+                          "of sending only")
+        m.body = _blank(m.body)
+        m.recalled_at = self._stamp()
+        for member in conv.members - {user}:
+            self._emit(member, "on_messages_recalled", [msg_id])
+        return m.recalled_at
+
+    def edit(self, user: str, msg_id: str, body: Body) -> int:
+        """``user`` replaces the body of its TEXT or CUSTOM message ``msg_id``: everyone sees the
+        new body and ``edited_at`` (now or on reconnection). Returns ``edited_at``."""
+        conv, m = self._own(user, msg_id)
+        if m.type not in EDITABLE or type(body) is not type(m.body):
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          "only TEXT and CUSTOM messages can be edited, with a body of their type")
+        if m.recalled_at is not None:
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"{msg_id!r} was recalled")
+        m.body = copy.deepcopy(body)
+        m.edited_at = self._stamp()
+        for member in conv.members - {user}:
+            self._emit(member, "on_messages_edited", [self.view(m, member)])
+        return m.edited_at
+
     # ----------------------------------------------------------------------------- receipts
+
+    def _received(self, user: str, msg_id: str, what: str) -> tuple[_Conv, Message]:
+        """The one-to-one message ``msg_id`` that ``user`` received, for a receipt."""
+        found = self._by_server_id.get(msg_id)
+        if found is None:
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"no message {msg_id!r} on the server")
+        conv, stored = found
+        m = stored.msg
+        if conv.chat_type != ChatType.CHAT:
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          f"{what} are for one-to-one messages; group messages take group read "
+                          "receipts")
+        if user not in conv.members or user == m.sender:
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          f"{user!r} did not receive {msg_id!r}: only its receiver sends {what}")
+        return conv, m
+
+    def delivery_ack(self, user: str, msg_id: str) -> None:
+        """``user`` got the one-to-one message ``msg_id``: its sender hears it (now or later)."""
+        _, m = self._received(user, msg_id, "delivery receipts")
+        self._emit(m.sender, "on_delivery_acks", [msg_id])
+
+    def read_ack(self, user: str, msg_id: str) -> None:
+        """``user`` read the one-to-one message ``msg_id``: its read position moves there and
+        the sender hears it (now or later)."""
+        conv, m = self._received(user, msg_id, "read receipts")
+        self._move_read_position(user, conv.key, m.server_time or 0)
+        self._emit(m.sender, "on_read_acks", [msg_id])
+
+    def conversation_ack(self, user: str, conv_id: str, chat_type: ChatType,
+                         up_to: int | None) -> None:
+        """``user`` read a conversation up to server time ``up_to`` (None: everything it has now):
+        the read position moves; in a one-to-one chat the peer hears it, with the position."""
+        members = self._members(user, conv_id, chat_type)
+        conv = self._conversation_of(user, conv_id, chat_type)
+        if up_to is None:
+            newest = [s.msg.server_time or 0 for s in conv.messages] if conv else []
+            up_to = max(newest, default=0)
+        if conv is not None:
+            self._move_read_position(user, conv.key, up_to)
+        if chat_type == ChatType.CHAT and conv_id in members:
+            self._emit(conv_id, "on_conversation_read", user, user, up_to)
 
     def group_ack(self, user: str, msg_id: str) -> GroupReadAck:
         found = self._by_server_id.get(msg_id)
@@ -371,6 +525,9 @@ class MemoryServer:
                           "group read receipts are for group messages sent with need_group_ack")
         if user not in conv.members:
             raise IMError(ErrorCode.INVALID_PARAM, f"{user!r} is not a member of {m.to!r}")
+        if user == m.sender:
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          "the sender of a group message does not read-ack it")
         if (m.server_time or 0) < self.clock() - GROUP_ACK_DAYS * DAY_MS:
             raise IMError(ErrorCode.MESSAGE_EXPIRED,
                           f"group read receipts are taken for {GROUP_ACK_DAYS} days only")
@@ -378,8 +535,9 @@ class MemoryServer:
         first = user not in readers
         readers.setdefault(user, self.clock())
         ack = GroupReadAck(msg_id, m.to, user, readers[user], f"A{msg_id}:{user}")
-        if first and user != m.sender:
-            self._notify(m.sender, lambda h: h.on_group_read_acks([ack]))
+        self._move_read_position(user, conv.key, m.server_time or 0)
+        if first:
+            self._emit(m.sender, "on_group_read_acks", [ack])
         return ack
 
     def group_acks(self, msg_id: str, cursor: str | None, limit: int) -> CursorResult[GroupReadAck]:
@@ -417,10 +575,8 @@ class MemoryConnection:
         self.state = state
         if self.handler is not None:
             self.handler.on_connection_state_changed(state)
-        if state == ConnectionState.CONNECTED:
-            pending = self.server._offline.pop(self.user_id, [])
-            if pending and self.handler is not None:
-                self.handler.on_messages(pending)
+            if state == ConnectionState.CONNECTED:
+                self.server._flush(self.user_id, self.handler)
 
     async def _wire(self) -> None:
         """One network round trip: the injected latency, and the connection must be up."""
@@ -462,9 +618,8 @@ class MemoryConnection:
 
     def attach(self, handler: TransportHandler) -> None:
         self.handler = handler
-        pending = self.server._offline.pop(self.user_id, [])
-        if pending and self.state == ConnectionState.CONNECTED:
-            handler.on_messages(pending)
+        if self.state == ConnectionState.CONNECTED:
+            self.server._flush(self.user_id, handler)
 
     async def send(self, message: Message) -> SendResult:
         self._require_connection()
@@ -487,24 +642,33 @@ class MemoryConnection:
     async def send_delivery_ack(self, message: Message) -> None:
         self._require_connection()
         await self._wire()
-        self.server._notify(message.sender, lambda h: h.on_delivery_acks([message.msg_id]))
+        self.server.delivery_ack(self.user_id, message.msg_id)
 
     async def send_read_ack(self, message: Message) -> None:
         self._require_connection()
         await self._wire()
-        self.server._notify(message.sender, lambda h: h.on_read_acks([message.msg_id]))
+        self.server.read_ack(self.user_id, message.msg_id)
 
-    async def send_conversation_ack(self, conv_id: str, chat_type: ChatType) -> None:
+    async def send_conversation_ack(self, conv_id: str, chat_type: ChatType,
+                                    up_to: int | None = None) -> None:
         self._require_connection()
         await self._wire()
-        if ChatType(chat_type) == ChatType.CHAT:
-            reader = self.user_id
-            self.server._notify(conv_id, lambda h: h.on_conversation_read(reader, reader))
+        self.server.conversation_ack(self.user_id, conv_id, ChatType(chat_type), up_to)
 
     async def send_group_read_ack(self, message: Message) -> None:
         self._require_connection()
         await self._wire()
         self.server.group_ack(self.user_id, message.msg_id)
+
+    async def recall_message(self, message: Message) -> int:
+        self._require_connection()
+        await self._wire()
+        return self.server.recall(self.user_id, message.msg_id)
+
+    async def edit_message(self, message: Message, body: Body) -> int:
+        self._require_connection()
+        await self._wire()
+        return self.server.edit(self.user_id, message.msg_id, body)
 
     async def fetch_group_read_acks(self, msg_id: str, cursor: str | None, limit: int
                                     ) -> CursorResult[GroupReadAck]:

@@ -23,7 +23,8 @@ from collections.abc import Iterator, Sequence
 from operator import add
 from typing import Any
 
-from .message import CustomBody, FileBody, LocationBody, MessageType, TextBody
+from .kinds import searchable_text
+from .message import MessageType
 
 __all__ = ["SYMBOLS", "TOKEN_RE", "content_text", "ext_text", "fold", "indexable", "keyword_words",
            "matches", "needles", "terms", "tokens"]
@@ -161,16 +162,9 @@ def matches(words: Sequence[str], text: str) -> bool:
 
 
 def content_text(mtype: MessageType, body: Any) -> str:
-    """What keyword search (scope CONTENT) sees of a message."""
-    if isinstance(body, TextBody):
-        return body.text
-    if isinstance(body, FileBody):
-        return body.display_name
-    if isinstance(body, LocationBody):
-        return f"{body.address}\n{body.building_name}"
-    if isinstance(body, CustomBody):
-        return body.event
-    return ""
+    """What keyword search (scope CONTENT) sees of a message: its type's searchable fields
+    (the `kinds` table)."""
+    return searchable_text(mtype, body)
 
 
 def ext_text(ext: Any) -> str:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,3 +81,14 @@ def pair(tmp_path: Path, clock: Clock) -> Iterator[Pair]:
     p = Pair(imstore.MemoryServer(clock=clock), tmp_path)
     yield p
     p.close()
+
+
+@pytest.fixture
+def raw_sql() -> Callable[..., int]:
+    """Run one write statement on a store's database behind its back (to simulate drift or
+    corruption); returns the changed row count."""
+
+    def run(store: MessageStore, sql: str, params: Sequence[Any] = ()) -> int:
+        return store.connection.execute(sql, params)
+
+    return run

@@ -1,23 +1,37 @@
-"""The imstore command, driven as a person (and a script) would."""
+"""The imstore command, driven as a person (and a script) would: in-process through `main`, and
+as a real process only where a signal or a closed pipe is the point."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from imstore.cli import build_parser, main
+import imstore
+from imstore import Direction
+from imstore.cli import Progress, build_parser, main
 
+from .conftest import REPO
 from .test_docs import subcommands
+from .test_importers import DANA, DANA_MORE, write_account, write_slack, write_whatsapp
 
 
 def run(args: list[str], capsys) -> tuple[int, str, str]:
     code = main(args)
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def ndjson(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 @pytest.mark.parametrize("name", subcommands())
@@ -28,6 +42,149 @@ def test_every_subcommand_has_help(name: str, capsys):
     assert name in capsys.readouterr().out
 
 
+def test_every_import_option_is_documented():
+    text = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, sp in sub.choices.items():
+        for action in sp._actions:
+            for opt in action.option_strings:
+                if opt.startswith("--") and opt != "--help":
+                    assert f"`{opt}" in text or f"{opt} " in text or f"[{opt}" in text, \
+                        f"imstore {name} {opt} is missing from docs/cli.md"
+
+
+def test_version(capsys):
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and out.strip() == f"imstore {imstore.__version__}"
+
+
+# ------------------------------------------------------------------------ one person's exports
+
+
+@pytest.fixture
+def person(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "tg").mkdir()
+    (tmp_path / "wa").mkdir()
+    return {"store": tmp_path / "store", "tg": write_account(tmp_path / "tg"),
+            "wa": write_whatsapp(tmp_path / "wa"),
+            "wa2": write_whatsapp(tmp_path / "wa", "WhatsApp Chat with Dana (1).txt",
+                                  DANA + DANA_MORE),
+            "slack": write_slack(tmp_path / "slack.zip")}
+
+
+def test_one_person_telegram_whatsapp_and_slack_in_one_store(person, capsys):
+    store = str(person["store"])
+    code, out, err = run(["import", str(person["tg"]), "--store", store], capsys)
+    assert code == 0, err
+    assert "created the store" in out and "tg:111" in out and "Ann Lee" in out
+    code, out, err = run(["--store", store, "import", str(person["wa"]), "--me", "Ann",
+                          "--tz", "UTC"], capsys)
+    assert code == 0, err
+    code, out, _ = run(["conversations", "--json", "--store", store], capsys)
+    convs = {c["conv_id"]: c for c in json.loads(out)}
+    assert len(convs) == 3
+    assert {k: (c["title"], c["chat_type"]) for k, c in convs.items()} == {
+        "tg:222": ("Bob Smith", "CHAT"), "tg:group:333": ("Hiking club", "GROUP_CHAT"),
+        "wa:Dana": ("Dana", "CHAT")}
+    for conv_id in convs:
+        code, out, _ = run(["messages", conv_id, "--store", store, "--json", "--limit", "400"],
+                           capsys)
+        for m in ndjson(out):
+            name = m["ext"].get("sender_name")
+            assert (m["direction"] == "SEND") == (name in ("Ann Lee", "Ann")), m
+    code, out, _ = run(["import", str(person["wa2"]), "--store", store, "--me", "Ann", "--tz",
+                        "UTC", "--json"], capsys)
+    assert json.loads(out)[str(person["wa2"])]["imported"] == 2
+    code, out, _ = run(["import", str(person["slack"]), "--store", store, "--me", "ann",
+                        "--json"], capsys)
+    assert code == 0 and json.loads(out)[str(person["slack"])]["imported"] == 8
+    code, out, _ = run(["conversations", "--store", store, "--json"], capsys)
+    convs = {c["conv_id"]: c for c in json.loads(out)}
+    assert convs["slack:U2"]["chat_type"] == "CHAT" and convs["slack:U2"]["title"] == "Bob Smith"
+    assert convs["wa:Dana"]["messages"] == 9
+    code, out, _ = run(["messages", "slack:U2", "--store", store, "--json"], capsys)
+    assert [m["direction"] for m in ndjson(out)] == ["RECEIVE", "SEND"]
+    code, out, _ = run(["stats", "--store", store, "--json"], capsys)
+    assert json.loads(out)["owner"] == "tg:111" and json.loads(out)["messages"] == 8 + 9 + 8
+
+
+def test_a_new_store_needs_an_owner(person, tmp_path: Path, capsys):
+    unnamed = write_whatsapp(tmp_path, "chat.txt")
+    code, _, err = run(["import", str(unnamed), "--store", str(person["store"]), "--tz", "UTC"],
+                       capsys)
+    assert code == 2 and "--me" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run(["import", str(unnamed), "--store", str(person["store"]), "--tz", "UTC",
+                          "--user", "ann", "--me", "Ann"], capsys)
+    assert code == 0, err
+    code, out, err = run(["import", str(person["wa"]), "--store", str(person["store"]), "--tz",
+                          "UTC", "--user", "Ann"], capsys)
+    assert code == 0 and "read as your name" in out
+
+
+def test_names_ids_and_times_are_shown(person, capsys, monkeypatch):
+    store = str(person["store"])
+    run(["import", str(person["tg"]), "--store", store], capsys)
+    code, out, _ = run(["conversations", "--store", store, "--utc"], capsys)
+    assert "tg:222  Bob Smith  CHAT" in out and "UTC" in out
+    code, out, _ = run(["messages", "tg:222", "--store", store, "--utc"], capsys)
+    lines = out.splitlines()
+    assert lines[0] == "tg:222 (Bob Smith), CHAT"
+    assert "2021-03-01 10:00 UTC  Bob Smith (tg:222): hi Ann" in lines[1]
+    assert "Ann Lee (me): [reply] hi Bob [edited]" in lines[2]
+    assert "duration_seconds=65" in lines[3]
+    first_id = lines[1].split()[0]
+    code, out, _ = run(["messages", "tg:222", "--store", store, "--before", lines[2].split()[0]],
+                       capsys)
+    assert code == 0 and out.splitlines()[1].split()[0] == first_id and len(out.splitlines()) == 2
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        code, out, _ = run(["messages", "tg:222", "--store", store], capsys)
+        assert "2021-03-01 19:00 JST  Bob Smith" in out
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_search_shows_the_conversation_and_pages(person, capsys):
+    store = str(person["store"])
+    run(["import", str(person["tg"]), "--store", store], capsys)
+    code, out, _ = run(["search", "hi", "--store", store, "--utc"], capsys)
+    assert "tg:222 (Bob Smith)" in out and len(out.splitlines()) == 2
+    code, out, _ = run(["search", "hi", "--store", store, "--limit", "1", "--json"], capsys)
+    (newest,) = ndjson(out)
+    assert newest["body"]["text"] == "hi Bob" and newest["title"] == "Bob Smith"
+    code, out, _ = run(["search", "hi", "--store", store, "--limit", "1", "--json", "--before",
+                        newest["msg_id"]], capsys)
+    assert [m["body"]["text"] for m in ndjson(out)] == ["hi Ann"]
+    code, out, _ = run(["search", "Carl", "--store", store, "--scope", "ext", "--json"], capsys)
+    assert [m["body"]["text"] for m in ndjson(out)] == ["me!"]
+    code, out, _ = run(["search", "Carl", "--store", store, "--json"], capsys)
+    assert code == 0 and ndjson(out) == []
+    code, out, _ = run(["search", "hi", "--store", store, "--conv", "tg:group:333"], capsys)
+    assert code == 0 and out.strip() == "(no messages)"
+
+
+@pytest.mark.parametrize("until, hits", [("2021-03-01", 2), ("2021-02-28", 0),
+                                         ("2021-03-01T10:00:30", 1), ("1614592800000", 1)])
+def test_until_a_date_includes_that_day(person, capsys, until: str, hits: int):
+    store = str(person["store"])
+    run(["import", str(person["tg"]), "--store", store], capsys)
+    code, out, err = run(["search", "hi", "--store", store, "--utc", "--until", until, "--json"],
+                         capsys)
+    assert code == 0, err
+    assert len(ndjson(out)) == hits
+
+
+def test_global_options_before_or_after_the_command(person, capsys):
+    store = str(person["store"])
+    run(["import", str(person["tg"]), "--store", store], capsys)
+    before = run(["--json", "--store", store, "stats"], capsys)
+    after = run(["stats", "--json", "--store", store], capsys)
+    assert before == after and json.loads(before[1])["messages"] == 8
+
+
 def test_import_search_export_reimport(data_dir: Path, tmp_path: Path, capsys):
     store = str(tmp_path / "chats")
     tg = str(data_dir / "exports" / "telegram" / "innerdvations_saved.json")
@@ -35,12 +192,12 @@ def test_import_search_export_reimport(data_dir: Path, tmp_path: Path, capsys):
     assert code == 0 and "imported" in out
     code, out, _ = run(["conversations", "--store", store, "--json"], capsys)
     convs = json.loads(out)
-    assert convs[0]["conv_id"] == "tg:saved:9999999999"
+    assert convs[0]["conv_id"] == "tg:saved:9999999999" and convs[0]["title"] == "Saved Messages"
     code, out, _ = run(["search", "photo", "--store", store, "--json"], capsys)
-    hits = json.loads(out)
+    hits = ndjson(out)
     assert hits and all("photo" in json.dumps(h).lower() for h in hits)
     code, out, _ = run(["messages", "tg:saved:9999999999", "--limit", "5", "--store", store], capsys)
-    assert code == 0 and len(out.strip().splitlines()) == 5
+    assert code == 0 and len(out.strip().splitlines()) == 1 + 5 + 1  # title, 5, "(more: ...)"
     export = tmp_path / "all.jsonl"
     code, out, _ = run(["export", "--store", store, "--output", str(export)], capsys)
     n = len(export.read_text().splitlines())
@@ -56,19 +213,287 @@ def test_import_search_export_reimport(data_dir: Path, tmp_path: Path, capsys):
     assert "all consistent" in out
 
 
-def test_errors_are_one_line_and_exit_2(tmp_path: Path, capsys):
-    code, _, err = run(["conversations", "--store", str(tmp_path / "none")], capsys)
-    assert code == 2 and "error 1400" in err
-    code, _, err = run(["search", "  ", "--store", str(tmp_path / "s")], capsys)
-    assert code == 2
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json", encoding="utf-8")
-    code, _, err = run(["import", str(bad), "--store", str(tmp_path / "s"), "--user", "me"], capsys)
-    assert code == 2 and "bad.json" in err and "Traceback" not in err
+def test_a_folder_of_exports_with_keep_going(person, tmp_path: Path, capsys):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "tg").mkdir()
+    write_account(folder / "tg")
+    (folder / "tg" / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
+    write_whatsapp(folder, "WhatsApp Chat with Dana.txt")
+    (folder / "broken.json").write_text('{"messages": [', encoding="utf-8")
+    store = str(person["store"])
+    code, out, err = run(["import", str(folder), "--store", store, "--me", "Ann", "--tz", "UTC"],
+                         capsys)
+    assert code == 2 and "broken.json" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run(["import", str(folder), "--store", store, "--me", "Ann", "--tz", "UTC",
+                          "--keep-going", "--json"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    results = json.loads(out)
+    assert "error" in results[str(folder / "broken.json")]
+    assert results[str(folder / "tg" / "result.json")]["imported"] == 8
+    assert results[str(folder / "WhatsApp Chat with Dana.txt")]["duplicates"] == 7
+    assert str(folder / "tg" / "photo.jpg") not in results
 
 
-def test_demo_runs_as_a_console_script():
-    out = subprocess.run([sys.executable, "-m", "imstore.cli", "demo", "--quiet"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert "0 failed" in out.stdout
+def test_demo_json(capsys):
+    code, out, _ = run(["demo", "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["failed"] == 0 and data["passed"] == len(data["checks"]) > 10
+
+
+def test_max_payload_is_an_import_option(tmp_path: Path, capsys):
+    chat = write_whatsapp(tmp_path, "WhatsApp Chat with Li.txt",
+                          f"01/03/2021, 09:01 - Li: {'长' * 1200}\n13/03/2021, 09:02 - Ann: ok\n")
+    store = str(tmp_path / "s")
+    code, out, _ = run(["import", str(chat), "--store", store, "--me", "Ann", "--tz", "UTC",
+                        "--json"], capsys)
+    assert code == 0 and json.loads(out)[str(chat)]["skipped"] == 1
+    code, out, _ = run(["import", str(chat), "--store", store, "--me", "Ann", "--tz", "UTC",
+                        "--max-payload", "8192", "--json"], capsys)
+    assert code == 0 and json.loads(out)[str(chat)]["imported"] == 1
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+def test_export_to_a_file_with_a_wrong_store_leaves_the_file_alone(person, tmp_path: Path, capsys):
+    target = tmp_path / "keep.jsonl"
+    target.write_text("precious\n", encoding="utf-8")
+    code, _, err = run(["export", "-o", str(target), "--store", str(tmp_path / "typo")], capsys)
+    assert code == 2 and "holds no store" in err
+    assert target.read_text(encoding="utf-8") == "precious\n"
+    run(["import", str(person["tg"]), "--store", str(person["store"])], capsys)
+    code, _, err = run(["export", "nope", "-o", str(target), "--store", str(person["store"])], capsys)
+    assert code == 2 and target.read_text(encoding="utf-8") == "precious\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".keep")] == []
+    code, _out, _ = run(["export", "-o", str(target), "--store", str(person["store"])], capsys)
+    assert code == 0 and len(target.read_text(encoding="utf-8").splitlines()) == 8
+
+
+def _latin1(tmp_path: Path) -> Path:
+    return write_whatsapp(tmp_path, "WhatsApp Chat with José.txt",
+                          "01/03/2021, 09:01 - José: olá\n13/03/2021, 09:02 - Ann: oi\n",
+                          encoding="latin-1")
+
+
+ERRORS = [
+    # (argv with {store}/{tmp}/{tg}, what stderr says)
+    (["conversations", "--store", "{tmp}/none"], "holds no store"),
+    (["conversations", "--store", "{tg}"], "not a store directory"),
+    (["search", "  ", "--store", "{store}"], "keyword is empty"),
+    (["search", "hi", "--since", "yesterday", "--store", "{store}"], "--since 'yesterday'"),
+    (["search", "hi", "--until", "2021-13-01", "--store", "{store}"], "--until"),
+    (["search", "hi", "--limit", "0", "--store", "{store}"], "QUERY_PARAM_REACHES_LIMIT"),
+    (["search", "hi", "--before", "no-such-id", "--store", "{store}"], "no-such-id"),
+    (["messages", "nope", "--store", "{store}"], "no conversation 'nope'"),
+    (["messages", "tg:222", "--before", "nope", "--store", "{store}"], "nope"),
+    (["import", "{tmp}/missing.json", "--store", "{store}"], "missing.json"),
+    (["import", "{tmp}/bad.json", "--store", "{store}"], "bad.json, line 1"),
+    (["import", "{tmp}/photo.jpg", "--store", "{store}"], "photo.jpg: not a chat export"),
+    (["import", "{latin1}", "--store", "{store}", "--me", "Ann", "--tz", "UTC"], "--encoding"),
+    (["import", "{latin1}", "--store", "{store}", "--encoding", "klingon"], "klingon"),
+    (["import", "{wa}", "--store", "{store}", "--tz", "Mars/Base"], "Mars/Base"),
+    (["import", "{tmp}/us.txt", "--store", "{store}", "--me", "A", "--tz", "UTC",
+      "--date-order", "dmy"], "--date-order dmy does not fit"),
+    (["import", "{wa}", "--store", "{store}", "--max-payload", "0"], "--max-payload"),
+    (["import", "{wa}", "--store", "{store}", "--date-order", "xyz"], "--date-order"),
+    (["import", "{empty}", "--store", "{store}/sub"], "no chat export in this folder"),
+    (["export", "-o", "{tmp}/no/such/dir/x.jsonl", "--store", "{store}"], "no folder"),
+    (["frobnicate"], "invalid choice"),
+    (["search"], "KEYWORD"),
+]
+
+
+@pytest.mark.parametrize("argv, says", ERRORS, ids=[" ".join(a[:2]) + f" {i}"
+                                                    for i, (a, _) in enumerate(ERRORS)])
+def test_every_error_is_one_line_and_exit_2(person, tmp_path: Path, capsys, argv, says):
+    run(["import", str(person["tg"]), "--store", str(person["store"])], capsys)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "bad.json").write_text("{not json", encoding="utf-8")
+    (work / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
+    (work / "us.txt").write_text("02/13/21, 10:00 - A: x\n", encoding="utf-8")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("not an export", encoding="utf-8")
+    values = {"store": str(person["store"]), "tmp": str(work), "tg": str(person["tg"]),
+              "wa": str(person["wa"]), "latin1": str(_latin1(work)), "empty": str(empty)}
+    code, out, err = run([a.format(**values) for a in argv], capsys)
+    assert code == 2, (out, err)
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("imstore: error") and "Traceback" not in err
+    assert says in err
+
+
+def test_permission_lock_and_unexpected_errors_are_one_line(person, monkeypatch, capsys):
+    store = str(person["store"])
+    run(["import", str(person["tg"]), "--store", store], capsys)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).startswith(store)
+                        else real_access(p, mode))
+    code, _, err = run(["stats", "--store", store], capsys)
+    assert code == 2 and "permission denied" in err and len(err.splitlines()) == 1
+    monkeypatch.setattr(os, "access", real_access)
+
+    import peewee
+
+    def locked(*a, **kw):
+        raise peewee.OperationalError("database is locked")
+
+    monkeypatch.setattr(imstore.MessageStore, "open", classmethod(lambda cls, *a, **kw: locked()))
+    code, _, err = run(["stats", "--store", store], capsys)
+    assert code == 2 and "locked by another process" in err and len(err.splitlines()) == 1
+
+    def denied(*a, **kw):
+        raise PermissionError(13, "Permission denied", store + "/imstore.db")
+
+    monkeypatch.setattr(imstore.MessageStore, "open", classmethod(lambda cls, *a, **kw: denied()))
+    code, _, err = run(["stats", "--store", store], capsys)
+    assert code == 2 and err.strip() == f"imstore: error: permission denied: {store}/imstore.db"
+
+
+def test_without_the_cli_extra_telegram_says_what_to_install(person, monkeypatch, capsys):
+    monkeypatch.delitem(sys.modules, "imstore.importers.telegram")
+    monkeypatch.setitem(sys.modules, "ijson", None)
+    code, _, err = run(["import", str(person["tg"]), "--store", str(person["store"])], capsys)
+    assert code == 2 and "pip install 'imstore[cli]'" in err and len(err.splitlines()) == 1
+
+
+def test_a_locked_store_is_one_line(person, monkeypatch, capsys):
+    store = str(person["store"])
+    run(["import", str(person["tg"]), "--store", store], capsys)
+    monkeypatch.setenv("IMSTORE_LOCK_TIMEOUT", "0.05")
+    holder = sqlite3.connect(os.path.join(store, "imstore.db"), isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        code, _, err = run(["stats", "--store", store], capsys)
+        code2, _, err2 = run(["import", str(person["wa"]), "--store", store, "--me", "Ann"], capsys)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    for c, e in ((code, err), (code2, err2)):
+        assert c == 2 and "locked by another process" in e and len(e.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not hasattr(imstore.MessageStore, "stored_owner"),
+                    reason="the store keeps its Limits from the store-parts rewrite (issue 10) on")
+def test_the_store_remembers_its_payload_limit(tmp_path: Path, capsys):
+    chat = write_whatsapp(tmp_path, "WhatsApp Chat with Li.txt",
+                          f"01/03/2021, 09:01 - Li: {'长' * 1200}\n13/03/2021, 09:02 - Ann: ok\n")
+    store = str(tmp_path / "s")
+    code, _, err = run(["import", str(chat), "--store", store, "--me", "Ann", "--tz", "UTC",
+                        "--max-payload", "8192"], capsys)
+    assert code == 0, err
+    long2 = write_whatsapp(tmp_path, "WhatsApp Chat with Li (1).txt",
+                           f"01/03/2021, 09:01 - Li: {'长' * 1200}\n13/03/2021, 09:02 - Ann: ok\n"
+                           f"14/03/2021, 09:01 - Li: {'短' * 1200}\n")
+    code, out, _ = run(["import", str(long2), "--store", store, "--me", "Ann", "--tz", "UTC",
+                        "--json"], capsys)
+    assert json.loads(out)[str(long2)]["imported"] == 1
+    assert imstore.MessageStore.stored_owner(store) == "wa:Ann"
+
+
+def test_progress_is_a_bar_on_a_terminal_and_quiet_otherwise(monkeypatch, capsys):
+    class Tty:
+        def __init__(self) -> None:
+            self.text = ""
+
+        def isatty(self) -> bool:
+            return True
+
+        def write(self, s: str) -> int:
+            self.text += s
+            return len(s)
+
+        def flush(self) -> None:
+            pass
+
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    bar = Progress("importing x", 5000)
+    bar(1000)
+    bar(5000)
+    bar.close()
+    assert "importing x" in tty.text and "/5.00k" in tty.text and "msg/s" in tty.text
+    monkeypatch.undo()
+    quick = Progress("importing y", 10)
+    quick(10)
+    quick.close()
+    assert capsys.readouterr().err == ""
+
+
+# -------------------------------------------------------------- real processes: pipes, Ctrl-C
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_a_closed_pipe_is_one_line_not_a_traceback(tmp_path: Path):
+    chat = write_whatsapp(tmp_path, "WhatsApp Chat with Dana.txt",
+                          "".join(f"13/03/2021, 10:{i % 60:02} - {'Ann' if i % 2 else 'Dana'}: "
+                                  f"line {i} {'x' * 200}\n" for i in range(3000)))
+    store = str(tmp_path / "s")
+    assert main(["import", str(chat), "--store", store, "--me", "Ann", "--tz", "UTC"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "imstore.cli", "export", "--store", store],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "broken pipe" in err
+
+
+def test_ctrl_c_stops_an_import_cleanly(tmp_path: Path):
+    chat = tmp_path / "WhatsApp Chat with Dana.txt"
+    chat.write_text("".join(
+        f"{1 + d:02}/0{1 + m}/2021, {h:02}:{mi:02} - {'Ann' if mi % 3 else 'Dana'}: m {m} {d} {h} {mi}\n"
+        for m in range(3) for d in range(28) for h in range(24) for mi in range(0, 60, 2)),
+        encoding="utf-8")
+    store = str(tmp_path / "s")
+    proc = subprocess.Popen([sys.executable, "-m", "imstore.cli", "import", str(chat), "--store",
+                             store, "--me", "Ann", "--tz", "UTC"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env())
+    lines: list[str] = []
+    progressed = threading.Event()
+
+    def read_err() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            lines.append(raw.decode())
+            if "importing" in raw.decode():
+                progressed.set()
+
+    reader = threading.Thread(target=read_err, daemon=True)
+    reader.start()
+    try:
+        assert progressed.wait(timeout=120), "the import never reported progress"
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout is not None
+        out = proc.stdout.read()  # the reader thread alone reads stderr
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=60)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    err = "".join(lines)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert "interrupted" in out.decode()
+    with imstore.open(store, user_id="wa:Ann") as s:
+        stored = s.stats()["messages"]
+        assert 0 < stored < 60_480 and s.verify().ok
+        assert {m.direction for m in s.messages("wa:Dana", limit=400)} == {Direction.SEND,
+                                                                            Direction.RECEIVE}

@@ -24,6 +24,7 @@ from imstore import (
     MessageType,
 )
 from imstore.client import safe_file_name
+from imstore.message import CustomBody, TextBody
 
 from .conftest import Clock, Pair
 
@@ -137,7 +138,8 @@ def test_every_type_end_to_end_with_receipts(pair: Pair, tmp_path: Path):
     assert all(m.is_read_acked for m in pair.a.messages("bob"))
     assert rec_a.kinds("conversation_read") == [("bob", "bob")]
     statuses = rec_a.kinds("status")
-    assert statuses.count(MessageStatus.INPROGRESS) == 7 and statuses.count(MessageStatus.SUCCESS) == 8
+    # CMD sends go through INPROGRESS too (never stored)
+    assert statuses.count(MessageStatus.INPROGRESS) == 8 and statuses.count(MessageStatus.SUCCESS) == 8
 
 
 def test_group_read_receipts(tmp_path: Path, clock: Clock):
@@ -416,3 +418,920 @@ def test_group_and_room_delivery(tmp_path: Path, clock: Clock):
     assert err.value.code == ErrorCode.CONVERSATION_NOT_EXIST
     a.close()
     b.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# The send queue, receipts and the protocol, against MemoryServer and against a transport written
+# from the protocol alone.
+
+
+class Relay:
+    """A TransportHandler that forwards exactly the protocol's methods: the server never sees
+    the client behind it."""
+
+    def __init__(self, handler) -> None:
+        self._h = handler
+
+    def on_messages(self, messages):
+        self._h.on_messages(messages)
+
+    def on_delivery_acks(self, msg_ids):
+        self._h.on_delivery_acks(msg_ids)
+
+    def on_read_acks(self, msg_ids):
+        self._h.on_read_acks(msg_ids)
+
+    def on_conversation_read(self, conv_id, reader, up_to=None):
+        self._h.on_conversation_read(conv_id, reader, up_to)
+
+    def on_messages_recalled(self, msg_ids):
+        self._h.on_messages_recalled(msg_ids)
+
+    def on_messages_edited(self, messages):
+        self._h.on_messages_edited(messages)
+
+    def on_group_read_acks(self, acks):
+        self._h.on_group_read_acks(acks)
+
+    def on_connection_state_changed(self, state):
+        self._h.on_connection_state_changed(state)
+
+
+class WireTransport:
+    """A transport written from the protocol alone (docs/adapters.md): the MemoryServer
+    connection is only its wire. ``on_send`` runs before every send reaches the wire."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+        self.on_send = None
+        self.sends: list[str] = []
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._conn.state
+
+    def attach(self, handler) -> None:
+        self._conn.attach(Relay(handler))
+
+    async def send(self, message):
+        self.sends.append(message.msg_id)
+        if self.on_send is not None:
+            self.on_send(message)
+        return await self._conn.send(message)
+
+    async def reconnect(self):
+        await self._conn.reconnect()
+
+    async def send_delivery_ack(self, message):
+        await self._conn.send_delivery_ack(message)
+
+    async def send_read_ack(self, message):
+        await self._conn.send_read_ack(message)
+
+    async def send_conversation_ack(self, conv_id, chat_type, up_to=None):
+        await self._conn.send_conversation_ack(conv_id, chat_type, up_to)
+
+    async def send_group_read_ack(self, message):
+        await self._conn.send_group_read_ack(message)
+
+    async def fetch_group_read_acks(self, msg_id, cursor, limit):
+        return await self._conn.fetch_group_read_acks(msg_id, cursor, limit)
+
+    async def upload(self, path, *, progress=None):
+        return await self._conn.upload(path, progress=progress)
+
+    async def download(self, url, dest, *, progress=None):
+        await self._conn.download(url, dest, progress=progress)
+
+    async def recall_message(self, message):
+        return await self._conn.recall_message(message)
+
+    async def edit_message(self, message, body):
+        return await self._conn.edit_message(message, body)
+
+
+class HookedConnection:
+    """MemoryServer's own connection with a hook before each send (same as WireTransport's)."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.on_send = None
+        self.sends: list[str] = []
+        original = conn.send
+
+        async def send(message):
+            self.sends.append(message.msg_id)
+            if self.on_send is not None:
+                self.on_send(message)
+            return await original(message)
+
+        conn.send = send
+
+
+class Duo:
+    """alice and bob on one MemoryServer, through its connections or through WireTransport."""
+
+    def __init__(self, backend: str, tmp: Path, clock: Clock, **client_kw) -> None:
+        self.server = MemoryServer(clock=clock)
+        self.stores = {u: imstore.open(":memory:", user_id=u) for u in ("alice", "bob")}
+        self.clients: dict[str, ChatClient] = {}
+        self.wires: dict[str, object] = {}
+        kw = {"send_timeout": 0.2, **client_kw}
+        for u, s in self.stores.items():
+            conn = self.server.connect(u)
+            if backend == "memory":
+                self.wires[u] = HookedConnection(conn)
+                client = ChatClient(s, conn, download_dir=str(tmp / f"{u}-files"), **kw)
+            else:
+                wire = self.wires[u] = WireTransport(conn)
+                client = ChatClient(s, conn, transport=wire, download_dir=str(tmp / f"{u}-files"),
+                                    **kw)
+            self.clients[u] = client
+        self.a, self.b = self.stores["alice"], self.stores["bob"]
+        self.ca, self.cb = self.clients["alice"], self.clients["bob"]
+
+    def hook(self, user: str, fn) -> None:
+        self.wires[user].on_send = fn
+
+    def sends(self, user: str) -> list[str]:
+        return self.wires[user].sends
+
+    async def settle(self) -> None:
+        for _ in range(3):
+            for c in self.clients.values():
+                await c.wait_idle()
+
+    def close(self) -> None:
+        for s in self.stores.values():
+            s.close()
+
+
+@pytest.fixture(params=["memory", "protocol"])
+def duo(request, tmp_path: Path, clock: Clock):
+    d = Duo(request.param, tmp_path, clock)
+    yield d
+    d.close()
+
+
+class Log(MessageListener):
+    """Every event a listener hears, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.signals: dict[str, asyncio.Event] = {}
+
+    def signal(self, name: str) -> asyncio.Event:
+        """An event set once ``name`` has been heard (already, or later)."""
+        event = self.signals.setdefault(name, asyncio.Event())
+        if any(e[0] == name for e in self.events):
+            event.set()
+        return event
+
+    def _add(self, *event) -> None:
+        self.events.append(event)
+        if event[0] in self.signals:
+            self.signals[event[0]].set()
+
+    def on_messages_received(self, messages):
+        self._add("received", *[m.body.text if m.type == MessageType.TEXT else m.type.name
+                                for m in messages])
+
+    def on_cmd_messages_received(self, messages):
+        self._add("cmd", *[m.body.action for m in messages])
+
+    def on_messages_delivered(self, messages):
+        self._add("delivered", len(messages))
+
+    def on_messages_read(self, messages):
+        self._add("read", len(messages))
+
+    def on_conversation_read(self, conv_id, reader):
+        self._add("conversation_read", conv_id)
+
+    def on_group_message_read(self, acks):
+        self._add("group_read", *[a.reader for a in acks])
+
+    def on_message_status_changed(self, message, status):
+        self._add(status.name)
+
+    def on_connection_state_changed(self, state):
+        self._add(state.name)
+
+    def on_messages_recalled(self, messages):
+        self._add("recalled", len(messages))
+
+    def on_messages_edited(self, messages):
+        self._add("edited", len(messages))
+
+
+def texts(store, conv: str) -> list[str]:
+    return [m.body.text for m in store.messages(conv, limit=50)]
+
+
+def drop_then_restore(d: Duo, user: str = "alice", *, times: int = 1, after_server=False):
+    """The first ``times`` sends see the connection drop to RECONNECTING under them (before
+    they reach the server, or, with ``after_server``, once the peer got the message and the
+    answer is lost); it comes back as soon as the client has heard of the drop."""
+    loop = asyncio.get_running_loop()
+    left = [times]
+
+    def drop(*_):
+        if left[0] > 0:
+            left[0] -= 1
+            loop.call_soon(d.server.disconnect, user)
+
+    class Back(MessageListener):
+        def on_connection_state_changed(self, state):
+            if state == ConnectionState.RECONNECTING:
+                loop.call_soon(d.server.restore, user)
+
+    class Arrived(MessageListener):
+        def on_messages_received(self, messages):
+            drop()
+
+    d.clients[user].add_listener(Back())
+    if after_server:
+        d.server.lose_answers(times)
+        d.clients["bob" if user == "alice" else "alice"].add_listener(Arrived())
+    else:
+        d.hook(user, drop)
+
+
+@pytest.mark.parametrize("reached", [False, True], ids=["before-server", "after-server"])
+def test_a_drop_mid_send_sends_after_the_reconnection_once(duo: Duo, reached: bool):
+    async def main():
+        drop_then_restore(duo, after_server=reached)
+        m = await duo.ca.send_message(Message.text("bob", "through the drop"))
+        await duo.settle()
+        return m
+
+    m = run(main())
+    assert m.status == MessageStatus.SUCCESS and m.local_id == duo.sends("alice")[0]
+    assert texts(duo.b, "alice") == ["through the drop"]
+    assert duo.a.get_message(m.msg_id).is_delivered
+    assert len(duo.sends("alice")) == 2 and len(set(duo.sends("alice"))) == 1  # same local id
+
+
+def test_an_image_sent_while_reconnecting_goes_out_after(duo: Duo, tmp_path: Path):
+    f = files(tmp_path)
+    log = Log()
+    duo.ca.add_listener(log)
+
+    async def main():
+        duo.server.disconnect("alice")
+        task = asyncio.create_task(duo.ca.send_message(Message.image("bob", f["pic.png"])))
+        await log.signal("INPROGRESS").wait()
+        duo.server.restore("alice")
+        m = await task
+        await duo.settle()
+        got = duo.b.get_message(m.msg_id)
+        got = await duo.cb.download_attachment(got.msg_id)
+        return m, got
+
+    m, got = run(main())
+    assert m.status == MessageStatus.SUCCESS
+    assert Path(got.body.local_path).read_bytes() == f["pic.png"].read_bytes()
+    assert got.body.thumbnail_status == DownloadStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.01])
+def test_a_message_typed_after_the_reconnection_does_not_overtake(duo: Duo, latency: float):
+    log = Log()
+    duo.ca.add_listener(log)
+
+    async def main():
+        duo.server.set_latency(latency)
+        duo.server.disconnect("alice")
+        first = asyncio.create_task(duo.ca.send_message(Message.text("bob", "first")))
+        await log.signal("INPROGRESS").wait()
+        duo.server.restore("alice")
+        await duo.ca.send_message(Message.text("bob", "second"))
+        await first
+        await duo.settle()
+
+    run(main())
+    assert texts(duo.a, "bob") == ["first", "second"]
+    assert texts(duo.b, "alice") == ["first", "second"]
+
+
+def test_many_sends_keep_their_order_through_drops_and_retries(duo: Duo):
+    async def main():
+        drop_then_restore(duo, times=3)
+        duo.server.set_latency(0.001)
+        tasks = [asyncio.create_task(duo.ca.send_message(Message.text("bob", f"m{i}")))
+                 for i in range(8)]
+        await asyncio.gather(*tasks)
+        await duo.settle()
+
+    run(main())
+    want = [f"m{i}" for i in range(8)]
+    assert texts(duo.a, "bob") == want and texts(duo.b, "alice") == want
+
+
+def test_receipts_sent_while_the_sender_is_offline_reach_it_later(duo: Duo):
+    log = Log()
+    duo.ca.add_listener(log)
+
+    async def main():
+        duo.server.disconnect("bob")  # bob gets them later
+        one = await duo.ca.send_message(Message.text("bob", "one"))
+        two = await duo.ca.send_message(Message.text("bob", "two"))
+        duo.server.disconnect("alice")  # now the sender is away
+        duo.server.restore("bob")
+        await duo.settle()  # delivery receipts go out while alice is away
+        await duo.cb.ack_message_read(one.msg_id)
+        await duo.cb.ack_conversation_read("alice")
+        assert not duo.a.get_message(one.msg_id).is_delivered
+        duo.server.restore("alice")
+        await duo.settle()
+        return one, two
+
+    one, two = run(main())
+    for m in (one, two):
+        got = duo.a.get_message(m.msg_id)
+        assert got.is_delivered and got.is_read_acked
+    heard = [e[0] for e in log.events if e[0] in ("delivered", "read", "conversation_read")]
+    assert heard == ["delivered", "read", "conversation_read"]
+
+
+def test_a_conversation_receipt_leaves_later_messages_unacked(duo: Duo):
+    async def main():
+        early = await duo.ca.send_message(Message.text("bob", "early"))
+        await duo.settle()
+        duo.server.disconnect("alice")
+        await duo.cb.ack_conversation_read("alice")  # queued for alice, up to "early"
+        duo.server.restore("alice")
+        later = await duo.ca.send_message(Message.text("bob", "later"))
+        await duo.settle()
+        return early, later
+
+    early, later = run(main())
+    assert duo.a.get_message(early.msg_id).is_read_acked
+    assert not duo.a.get_message(later.msg_id).is_read_acked
+
+
+def test_reconnect_wait_bounds_the_wait(tmp_path: Path, clock: Clock):
+    d = Duo("memory", tmp_path, clock, reconnect_wait=0.05)
+    d.server.disconnect("alice")
+    with pytest.raises(IMError) as err:
+        run(d.ca.send_message(Message.text("bob", "never")))
+    assert err.value.code == ErrorCode.SERVER_NOT_REACHABLE
+    assert d.a.messages("bob")[-1].status == MessageStatus.FAIL
+    d.close()
+
+
+def test_a_hanging_upload_fails_after_transfer_timeout(tmp_path: Path, clock: Clock):
+    d = Duo("protocol", tmp_path, clock, transfer_timeout=0.05)
+    f = files(tmp_path)
+
+    async def hang(path, *, progress=None):
+        await asyncio.Event().wait()
+
+    d.wires["alice"].upload = hang
+    with pytest.raises(IMError) as err:
+        run(d.ca.send_message(Message.file("bob", f["doc.pdf"])))
+    assert err.value.code == ErrorCode.FILE_UPLOAD_FAILED
+    assert d.a.messages("bob")[-1].status == MessageStatus.FAIL
+    d.close()
+
+
+def test_one_to_one_read_receipts_are_refused_for_group_messages(tmp_path: Path, clock: Clock):
+    server = MemoryServer(clock=clock)
+    server.create_group("team", ["alice", "bob"])
+    a, b = imstore.open(":memory:", user_id="alice"), imstore.open(":memory:", user_id="bob")
+    ca, cb = ChatClient(a, server.connect("alice")), ChatClient(b, server.connect("bob"))
+
+    async def main():
+        m = await ca.send_message(Message.text("team", "hi", chat_type=ChatType.GROUP_CHAT,
+                                               need_group_ack=True))
+        with pytest.raises(IMError) as err:
+            await cb.ack_message_read(m.msg_id)
+        assert err.value.code == ErrorCode.INVALID_PARAM
+        with pytest.raises(IMError) as err:  # the server refuses it too
+            await server.connect("bob").send_read_ack(b.get_message(m.msg_id))
+        assert err.value.code == ErrorCode.INVALID_PARAM
+        with pytest.raises(IMError) as err:  # the sender cannot group-ack its own message
+            await ca.ack_group_message_read(m.msg_id)
+        assert err.value.code == ErrorCode.INVALID_PARAM
+        with pytest.raises(IMError) as err:
+            await server.connect("alice").send_group_read_ack(a.get_message(m.msg_id))
+        assert err.value.code == ErrorCode.INVALID_PARAM
+        return m
+
+    m = run(main())
+    assert not a.get_message(m.msg_id).is_read_acked
+    assert a.get_message(m.msg_id).group_ack_count == 0
+    a.close()
+    b.close()
+
+
+def test_group_receipts_obey_require_read_ack(tmp_path: Path, clock: Clock):
+    server = MemoryServer(clock=clock)
+    server.create_group("team", ["alice", "bob"])
+    a, b = imstore.open(":memory:", user_id="alice"), imstore.open(":memory:", user_id="bob")
+    ca = ChatClient(a, server.connect("alice"))
+    cb = ChatClient(b, server.connect("bob"), require_read_ack=False)
+
+    async def main():
+        m = await ca.send_message(Message.text("team", "hi", chat_type=ChatType.GROUP_CHAT,
+                                               need_group_ack=True))
+        await cb.ack_group_message_read(m.msg_id)
+        return m
+
+    m = run(main())
+    assert b.unread_count("team") == 0  # read here
+    assert a.get_message(m.msg_id).group_ack_count == 0  # but no receipt went out
+    a.close()
+    b.close()
+
+
+def test_early_group_acks_are_announced_once_applied(tmp_path: Path, clock: Clock):
+    server = MemoryServer(clock=clock)
+    server.create_group("team", ["alice", "bob"])
+    a, b = imstore.open(":memory:", user_id="alice"), imstore.open(":memory:", user_id="bob")
+    ca = ChatClient(a, server.connect("alice"), send_timeout=0.2)
+    cb = ChatClient(b, server.connect("bob"))
+    log, got = Log(), Log()
+    ca.add_listener(log)
+    cb.add_listener(got)
+
+    async def main():
+        server.lose_answers(1)  # alice's answer is late: bob's ack comes first
+        task = asyncio.create_task(ca.send_message(Message.text(
+            "team", "ack me", chat_type=ChatType.GROUP_CHAT, need_group_ack=True)))
+        await got.signal("received").wait()
+        (m,) = b.messages("team")
+        await cb.ack_group_message_read(m.msg_id)
+        assert [e for e in log.events if e[0] == "group_read"] == []
+        return await task
+
+    m = run(main())
+    assert a.get_message(m.msg_id).group_ack_count == 1
+    assert [e for e in log.events if e[0] in ("SUCCESS", "group_read")] == [
+        ("SUCCESS",), ("group_read", "bob")]
+    a.close()
+    b.close()
+
+
+class Minimal:
+    """An adapter with the history API, ``attach`` and ``send`` only."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    async def fetch_conversations(self, cursor, limit):
+        return await self.conn.fetch_conversations(cursor, limit)
+
+    async def fetch_history(self, conv_id, chat_type, cursor, limit, options):
+        return await self.conn.fetch_history(conv_id, chat_type, cursor, limit, options)
+
+    async def remove_messages(self, conv_id, chat_type, msg_ids, before):
+        await self.conn.remove_messages(conv_id, chat_type, msg_ids, before)
+
+    async def delete_conversation(self, conv_id, chat_type, delete_messages):
+        await self.conn.delete_conversation(conv_id, chat_type, delete_messages)
+
+    def attach(self, handler) -> None:
+        self.conn.attach(Relay(handler))
+
+    async def send(self, message):
+        return await self.conn.send(message)
+
+
+def test_an_adapter_with_attach_and_send_is_the_transport(tmp_path: Path, clock: Clock):
+    server = MemoryServer(clock=clock)
+    a, b = imstore.open(":memory:", user_id="alice"), imstore.open(":memory:", user_id="bob")
+    ca = ChatClient(a, Minimal(server.connect("alice")), download_dir=str(tmp_path))
+    cb = ChatClient(b, Minimal(server.connect("bob")), require_delivery_ack=False)
+    f = files(tmp_path)
+
+    async def main():
+        m = await ca.send_message(Message.text("bob", "minimal"))
+        assert m.status == MessageStatus.SUCCESS
+        for call, name in ((lambda: cb.ack_message_read(m.msg_id), "send_read_ack"),
+                           (lambda: cb.ack_conversation_read("alice"), "send_conversation_ack"),
+                           (lambda: ca.send_message(Message.file("bob", f["doc.pdf"])), "upload"),
+                           (lambda: ca.fetch_group_read_acks(m.msg_id), "fetch_group_read_acks"),
+                           (lambda: ca.recall_message(m.msg_id), "recall_message"),
+                           (lambda: ca.edit_message(m.msg_id, TextBody("x")), "edit_message")):
+            with pytest.raises(IMError) as err:
+                await call()
+            assert err.value.code == ErrorCode.SERVICE_NOT_ENABLED and name in str(err.value)
+
+    run(main())
+    assert b.messages("alice")[-1].body.text == "minimal"
+    a.close()
+    b.close()
+
+
+def test_a_transport_must_have_attach_and_send(store):
+    with pytest.raises(IMError) as err:
+        ChatClient(store, Minimal(None), transport=object())
+    assert err.value.code == ErrorCode.INVALID_PARAM
+
+
+def test_a_300_whose_message_got_through_leaves_one_copy_after_history(duo: Duo):
+    async def main():
+        duo.server.lose_answers(2)
+        with pytest.raises(IMError) as err:
+            await duo.ca.send_message(Message.text("bob", "did it go?"))
+        assert err.value.code == ErrorCode.SERVER_NOT_REACHABLE
+        (failed,) = duo.a.messages("bob")
+        assert failed.status == MessageStatus.FAIL
+        page = await duo.ca.fetch_history_messages("bob", ChatType.CHAT)
+        return failed, page
+
+    failed, page = run(main())
+    (server_copy,) = page.items
+    assert server_copy.local_id is None or server_copy.local_id == failed.msg_id
+    (one,) = duo.a.messages("bob")
+    assert one.status == MessageStatus.SUCCESS and one.msg_id == server_copy.msg_id
+    assert duo.a.get_message(failed.msg_id).msg_id == server_copy.msg_id  # the local id finds it
+    assert texts(duo.b, "alice") == ["did it go?"]
+    assert duo.a.verify().ok
+
+
+def test_history_carries_the_local_id_for_the_sender_only(clock: Clock):
+    server = MemoryServer(clock=clock)
+    posted = server.post(Message.text("bob", "hi", sender="alice", msg_id="L-local-1"))
+    mine = run(server.connect("alice").fetch_history("bob", ChatType.CHAT, None, 10,
+                                                     imstore.FetchOptions()))
+    theirs = run(server.connect("bob").fetch_history("alice", ChatType.CHAT, None, 10,
+                                                     imstore.FetchOptions()))
+    assert mine.items[0].local_id == "L-local-1" and mine.items[0].msg_id == posted.msg_id
+    assert theirs.items[0].local_id is None
+
+
+# ----------------------------------------------------------------------------------------------
+# Every transition and event, in order, for each send path (alice's listener, then bob's).
+
+R, C, D = "RECONNECTING", "CONNECTED", "DISCONNECTED"
+OK_A = ["INPROGRESS", "SUCCESS", "delivered"]
+
+
+def _restore_when_waiting(d: Duo, log: Log, *, then_down: bool = False):
+    async def during():
+        await log.signal("INPROGRESS").wait()
+        if then_down:
+            d.server.disconnect("alice", reconnect=False)
+        else:
+            d.server.restore("alice")
+    return during
+
+
+SEND_PATHS = {
+    # name: (setup(d, log) -> optional coroutine run beside the send, message kind,
+    #        alice's events, bob's events, error code)
+    "text": (lambda d, log: None, "text", OK_A, ["received"], None),
+    "cmd": (lambda d, log: None, "cmd", ["INPROGRESS", "SUCCESS"], ["cmd"], None),
+    "image": (lambda d, log: None, "image", OK_A, ["received"], None),
+    "while reconnecting": (lambda d, log: (d.server.disconnect("alice"),
+                                           _restore_when_waiting(d, log))[1],
+                           "text", ["INPROGRESS", C, "SUCCESS", "delivered"], ["received"], None),
+    "image while reconnecting": (lambda d, log: (d.server.disconnect("alice"),
+                                                 _restore_when_waiting(d, log))[1],
+                                 "image", ["INPROGRESS", C, "SUCCESS", "delivered"], ["received"],
+                                 None),
+    "drop before the server": (lambda d, log: drop_then_restore(d), "text",
+                               ["INPROGRESS", R, C, "SUCCESS", "delivered"], ["received"], None),
+    "drop after the server": (lambda d, log: drop_then_restore(d, after_server=True), "text",
+                              ["INPROGRESS", R, C, "SUCCESS", "delivered"], ["received"], None),
+    "one lost answer": (lambda d, log: d.server.lose_answers(1), "text", OK_A, ["received"], None),
+    "two lost answers": (lambda d, log: d.server.lose_answers(2), "text", ["INPROGRESS", "FAIL"],
+                         ["received"], ErrorCode.SERVER_NOT_REACHABLE),
+    "unreachable": (lambda d, log: (d.server.lose_answers(1), d.server.set_reachable(False),
+                                    None)[2], "text", ["INPROGRESS", D, "FAIL"], ["received"],
+                    ErrorCode.SERVER_NOT_REACHABLE),
+    "disconnected": (lambda d, log: d.server.disconnect("alice", reconnect=False), "text",
+                     ["INPROGRESS", "FAIL"], [], ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED),
+    "cmd disconnected": (lambda d, log: d.server.disconnect("alice", reconnect=False), "cmd",
+                         ["INPROGRESS", "FAIL"], [], ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED),
+    "reconnection fails": (lambda d, log: (d.server.disconnect("alice"),
+                                           _restore_when_waiting(d, log, then_down=True))[1],
+                           "text", ["INPROGRESS", D, "FAIL"], [],
+                           ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED),
+    "upload fails": (lambda d, log: d.server.fail_uploads(1), "file", ["INPROGRESS", "FAIL"], [],
+                     ErrorCode.FILE_UPLOAD_FAILED),
+}
+
+
+@pytest.mark.parametrize("path", list(SEND_PATHS))
+def test_every_transition_and_event_of_each_send_path(duo: Duo, tmp_path: Path, path: str):
+    setup, kind, want_a, want_b, code = SEND_PATHS[path]
+    f = files(tmp_path)
+    make = {"text": lambda: Message.text("bob", "hi"), "cmd": lambda: Message.cmd("bob", "ping"),
+            "image": lambda: Message.image("bob", f["pic.png"]),
+            "file": lambda: Message.file("bob", f["doc.pdf"])}[kind]
+    log_a, log_b = Log(), Log()
+
+    async def main():
+        during = setup(duo, log_a)
+        duo.ca.add_listener(log_a)
+        duo.cb.add_listener(log_b)
+        side = asyncio.create_task(during()) if during else None
+        try:
+            await duo.ca.send_message(make())
+            err = None
+        except IMError as exc:
+            err = exc.code
+        if side:
+            await side
+        await duo.settle()
+        return err
+
+    assert run(main()) == code
+    assert [e[0] for e in log_a.events] == want_a
+    assert [e[0] for e in log_b.events] == want_b
+
+
+@pytest.mark.parametrize("first", ["two lost answers", "upload fails", "disconnected"])
+def test_every_transition_of_a_resend(duo: Duo, tmp_path: Path, first: str):
+    setup, kind, _, _, _ = SEND_PATHS[first]
+    f = files(tmp_path)
+    log = Log()
+
+    async def main():
+        setup(duo, log)
+        msg = Message.file("bob", f["doc.pdf"]) if kind == "file" else Message.text("bob", "hi")
+        with pytest.raises(IMError):
+            await duo.ca.send_message(msg)
+        duo.server.restore("alice")
+        duo.ca.add_listener(log)
+        again = await duo.ca.resend_message(msg.msg_id)
+        await duo.settle()
+        return again
+
+    again = run(main())
+    assert again.status == MessageStatus.SUCCESS
+    assert [e[0] for e in log.events] == ["INPROGRESS", "SUCCESS", "delivered"]
+    assert duo.b.message_count("alice") == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Recall and edit end to end (the store's recall/edit writes come with the store package).
+
+needs_store_recall = pytest.mark.skipif(not hasattr(imstore.MessageStore, "apply_recall"),
+                                        reason="the store has no apply_recall/apply_edit yet")
+
+
+@needs_store_recall
+@pytest.mark.parametrize("bob_online", [True, False])
+def test_recall_end_to_end(duo: Duo, bob_online: bool):
+    log_a, log_b = Log(), Log()
+    duo.ca.add_listener(log_a)
+    duo.cb.add_listener(log_b)
+
+    async def main():
+        m = await duo.ca.send_message(Message.text("bob", "secret plans"))
+        await duo.settle()
+        if not bob_online:
+            duo.server.disconnect("bob")
+        notice = await duo.ca.recall_message(m.msg_id)
+        duo.server.restore("bob")
+        await duo.settle()
+        return m, notice
+
+    m, notice = run(main())
+    assert notice.recalled_at is not None and notice.body.text == ""
+    for store in (duo.a, duo.b):
+        got = store.get_message(m.msg_id)
+        assert got.recalled_at is not None and got.body.text == ""
+        assert (got.msg_id, got.type, got.sender) == (m.msg_id, m.type, m.sender)
+        assert store.search_messages("secret") == []
+    assert ("recalled", 1) in log_a.events and ("recalled", 1) in log_b.events
+
+
+@needs_store_recall
+def test_recall_past_the_window_is_message_expired(tmp_path: Path):
+    clock = Clock()
+    d = Duo("protocol", tmp_path, clock)
+
+    async def main():
+        m = await d.ca.send_message(Message.text("bob", "too late"))
+        clock.now += 120_001
+        with pytest.raises(IMError) as err:
+            await d.ca.recall_message(m.msg_id)
+        assert err.value.code == ErrorCode.MESSAGE_EXPIRED
+        return m
+
+    m = run(main())
+    assert d.a.get_message(m.msg_id).recalled_at is None
+    assert d.b.get_message(m.msg_id).body.text == "too late"
+    d.close()
+
+
+@needs_store_recall
+@pytest.mark.parametrize("bob_online", [True, False])
+def test_edit_end_to_end(duo: Duo, bob_online: bool):
+    async def main():
+        m = await duo.ca.send_message(Message.text("bob", "meet at noon"))
+        c = await duo.ca.send_message(Message.custom("bob", "poll", {"q": "lunch?"}))
+        await duo.settle()
+        if not bob_online:
+            duo.server.disconnect("bob")
+        edited = await duo.ca.edit_message(m.msg_id, TextBody("meet at three"))
+        await duo.ca.edit_message(c.msg_id, CustomBody("poll", {"q": "dinner?"}))
+        with pytest.raises(IMError) as err:
+            await duo.ca.edit_message(m.msg_id, CustomBody("x"))
+        assert err.value.code == ErrorCode.INVALID_PARAM
+        duo.server.restore("bob")
+        await duo.settle()
+        return m, c, edited
+
+    m, c, edited = run(main())
+    assert edited.edited_at is not None
+    for store in (duo.a, duo.b):
+        got = store.get_message(m.msg_id)
+        assert got.body.text == "meet at three" and got.edited_at == edited.edited_at
+        assert store.get_message(c.msg_id).body.params == {"q": "dinner?"}
+        assert [x.msg_id for x in store.search_messages("three")] == [m.msg_id]
+        assert store.search_messages("noon") == []
+
+
+@needs_store_recall
+def test_recall_and_edit_come_with_history(tmp_path: Path, clock: Clock):
+    d = Duo("memory", tmp_path, clock)
+
+    async def main():
+        gone = await d.ca.send_message(Message.text("bob", "to recall"))
+        kept = await d.ca.send_message(Message.text("bob", "to edit"))
+        await d.ca.recall_message(gone.msg_id)
+        await d.ca.edit_message(kept.msg_id, TextBody("edited"))
+        fresh = imstore.open(":memory:", user_id="bob")
+        client = ChatClient(fresh, Minimal(d.server.connect("bob")))
+        await client.fetch_history_messages("alice", ChatType.CHAT)
+        return fresh, gone, kept
+
+    fresh, gone, kept = run(main())
+    assert fresh.get_message(gone.msg_id).recalled_at is not None
+    assert fresh.get_message(kept.msg_id).body.text == "edited"
+    fresh.close()
+    d.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Store rules the client relies on (CONTRACT.md): the client's side runs now, the store's side
+# once its receipts part has landed.
+
+needs_store_receipts = pytest.mark.skipif(
+    not hasattr(imstore.MessageStore, "prune_pending_receipts"),
+    reason="the store's receipts part (SUCCESS-only conversation acks, mark_sent collisions) "
+           "has not landed yet")
+
+
+def test_a_server_id_collision_fails_that_send_only(duo: Duo, monkeypatch):
+    log = Log()
+
+    async def main():
+        await duo.ca.send_message(Message.text("bob", "before"))
+        await duo.settle()
+        duo.ca.add_listener(log)
+        original = duo.a.mark_sent
+
+        def collide(local_id, server_id, server_time):
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"{server_id} is another conversation's")
+
+        monkeypatch.setattr(duo.a, "mark_sent", collide)
+        with pytest.raises(IMError) as err:
+            await duo.ca.send_message(Message.text("bob", "collides"))
+        assert err.value.code == ErrorCode.MESSAGE_INVALID
+        monkeypatch.setattr(duo.a, "mark_sent", original)
+        await duo.ca.send_message(Message.text("bob", "after"))
+
+    run(main())
+    stored = {m.body.text: m.status for m in duo.a.messages("bob")}
+    assert stored == {"before": MessageStatus.SUCCESS, "collides": MessageStatus.FAIL,
+                      "after": MessageStatus.SUCCESS}
+    statuses = [e[0] for e in log.events if e[0] in ("INPROGRESS", "SUCCESS", "FAIL")]
+    assert statuses == ["INPROGRESS", "FAIL", "INPROGRESS", "SUCCESS"]
+
+
+@needs_store_receipts
+def test_mark_sent_never_touches_another_conversations_message(store):
+    other = store.insert_message(Message.text("alice", "carol's", sender="carol", msg_id="S1"))
+    mine = store.insert_message(Message.text("bob", "mine"))
+    with pytest.raises(IMError) as err:
+        store.mark_sent(mine.msg_id, "S1", 5)
+    assert err.value.code == ErrorCode.MESSAGE_INVALID
+    assert store.get_message("S1").body.text == other.body.text
+    assert store.get_message(mine.msg_id).msg_id == mine.msg_id
+
+
+@needs_store_receipts
+def test_a_conversation_receipt_leaves_fail_messages_unacked(duo: Duo):
+    async def main():
+        ok = await duo.ca.send_message(Message.text("bob", "ok"))
+        duo.server.disconnect("alice", reconnect=False)
+        with pytest.raises(IMError):
+            await duo.ca.send_message(Message.text("bob", "never left"))
+        duo.server.restore("alice")
+        await duo.settle()
+        await duo.cb.ack_conversation_read("alice")
+        await duo.settle()
+        return ok
+
+    ok = run(main())
+    got = {m.body.text: m for m in duo.a.messages("bob")}
+    assert got["ok"].is_read_acked and got["ok"].msg_id == ok.msg_id
+    assert not got["never left"].is_read_acked
+
+
+def test_early_group_acks_that_never_find_their_message_are_pruned(pair: Pair):
+    pair.ca.on_group_read_acks([GroupReadAck("S-never", "team", "bob", 1)])
+    assert "S-never" in pair.ca._early_group_acks
+    pair.ca.prune_pending_receipts()
+    assert pair.ca._early_group_acks == {}
+
+
+@pytest.mark.parametrize("times, code", [(1, None), (2, ErrorCode.SERVER_NOT_REACHABLE)])
+def test_a_510_while_connected_counts_as_no_answer(tmp_path: Path, clock: Clock, times, code):
+    d = Duo("protocol", tmp_path, clock)
+    left = [times]
+
+    def refuse(message):
+        if left[0] > 0:
+            left[0] -= 1
+            raise IMError(ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED, "hiccup")
+
+    d.hook("alice", refuse)
+
+    async def main():
+        try:
+            return (await d.ca.send_message(Message.text("bob", "hi"))).status
+        except IMError as exc:
+            return exc.code
+
+    got = run(main())
+    assert got == (code or MessageStatus.SUCCESS)
+    assert len(d.sends("alice")) == 2  # one reconnect, one retry: never 510 while CONNECTED
+    d.close()
+
+
+def test_wait_idle_returns_with_sends_parked_and_waits_for_them_once_connected(duo: Duo):
+    async def main():
+        duo.server.disconnect("alice")
+        first = asyncio.create_task(duo.ca.send_message(Message.text("bob", "first")))
+        second = asyncio.create_task(duo.ca.send_message(Message.text("bob", "second")))
+        await duo.ca.wait_idle()  # both wait for the connection: nothing else to do
+        assert [m.status for m in duo.a.messages("bob")] == [MessageStatus.INPROGRESS] * 2
+        assert not first.done() and not second.done()
+        duo.server.restore("alice")
+        await duo.ca.wait_idle()  # now they go out, and wait_idle waits for them
+        assert first.done() and second.done()
+        await duo.settle()
+
+    run(main())
+    assert [m.status for m in duo.a.messages("bob")] == [MessageStatus.SUCCESS] * 2
+    assert texts(duo.b, "alice") == ["first", "second"]
+
+
+def test_is_transport_needs_attach_and_send_only(clock: Clock):
+    from imstore.adapters import is_transport
+
+    full = MemoryServer(clock=clock).connect("alice")
+    assert is_transport(full) and isinstance(full, imstore.Transport)
+    assert is_transport(Minimal(full)) and not isinstance(Minimal(full), imstore.Transport)
+    assert not is_transport(object())
+
+
+def test_a_transport_whose_conversation_ack_takes_no_position_still_works(tmp_path, clock):
+    class Older(WireTransport):
+        async def send_conversation_ack(self, conv_id, chat_type):  # the old signature
+            await self._conn.send_conversation_ack(conv_id, chat_type)
+
+    d = Duo("protocol", tmp_path, clock)
+    older = Older(d.server.connect("bob"))
+    cb = ChatClient(d.b, d.server.connect("bob"), transport=older)
+
+    async def main():
+        m = await d.ca.send_message(Message.text("bob", "hi"))
+        await d.settle()
+        await cb.ack_conversation_read("alice")
+        return m
+
+    m = run(main())
+    assert d.a.get_message(m.msg_id).is_read_acked
+    d.close()
+
+
+def test_a_hanging_download_fails_after_transfer_timeout(tmp_path: Path, clock: Clock):
+    d = Duo("protocol", tmp_path, clock, transfer_timeout=0.05)
+    d.cb.auto_download = False
+    f = files(tmp_path)
+
+    async def hang(url, dest, *, progress=None):
+        await asyncio.Event().wait()
+
+    d.wires["bob"].download = hang
+
+    async def main():
+        m = await d.ca.send_message(Message.file("bob", f["doc.pdf"]))
+        await d.settle()
+        with pytest.raises(IMError) as err:
+            await d.cb.download_attachment(m.msg_id)
+        assert err.value.code == ErrorCode.FILE_DOWNLOAD_FAILED
+        return m
+
+    m = run(main())
+    assert d.b.get_message(m.msg_id).body.download_status == DownloadStatus.FAILED
+    d.close()

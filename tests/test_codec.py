@@ -5,7 +5,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imstore import ErrorCode, IMError, Limits, Message, MessageType
@@ -56,7 +56,7 @@ bodies = st.one_of(
 TYPE_OF = {cls: t for t, cls in BODY_CLASSES.items()}
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])  # shared, busy machines
 @given(bodies, exts)
 def test_every_body_and_ext_round_trips(body, ext):
     mtype = TYPE_OF[type(body)]

@@ -1,4 +1,5 @@
-"""Importers on the real exports in ../shared/data/exports, and the JSON-lines round trip."""
+"""Importers on the real exports in ../shared/data/exports and on small exports written here for
+what those lack (a full Telegram account, WhatsApp re-exports and zips, Slack files and DMs)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,132 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import imstore
-from imstore import ChatType, Direction, ErrorCode, IMError, Message, MessageType
-from imstore.importers import detect_format, import_file, read_file
-from imstore.importers.jsonl import write_jsonl
+from imstore import ChatType, Direction, ErrorCode, IMError, Limits, Message, MessageType
+from imstore.importers import (
+    ImportOptions,
+    conversations,
+    detect_format,
+    import_file,
+    read_file,
+    scan,
+)
+from imstore.importers.jsonl import to_dict, write_jsonl
+from imstore.importers.whatsapp import chat_name
+
+# ------------------------------------------------------------------------- exports written here
+
+ACCOUNT: dict[str, Any] = {
+    "about": "Here is the data you requested.",
+    "personal_information": {"user_id": 111, "first_name": "Ann", "last_name": "Lee",
+                             "phone_number": "+1 555 0100", "username": "@ann", "bio": ""},
+    "contacts": {"about": "contacts", "list": [{"user_id": 222, "first_name": "Bob"}]},
+    "chats": {"about": "chats", "list": [
+        {"name": "Bob Smith", "type": "personal_chat", "id": 222, "messages": [
+            {"id": 1, "type": "message", "date": "2021-03-01T10:00:00",
+             "date_unixtime": "1614592800", "from": "Bob Smith", "from_id": "user222",
+             "text": "hi Ann", "text_entities": [{"type": "plain", "text": "hi Ann"}]},
+            {"id": 2, "type": "message", "date": "2021-03-01T10:01:00",
+             "date_unixtime": "1614592860", "edited": "2021-03-01T10:02:00",
+             "edited_unixtime": "1614592920", "from": "Ann Lee", "from_id": "user111",
+             "reply_to_message_id": 1, "text": "hi Bob", "text_entities": []},
+            {"id": 3, "type": "service", "date": "2021-03-01T11:00:00",
+             "date_unixtime": "1614596400", "actor": "Ann Lee", "actor_id": "user111",
+             "action": "phone_call", "duration_seconds": 65, "discard_reason": "hangup",
+             "text": "", "text_entities": []},
+            {"id": 4, "type": "message", "date": "2021-03-01T11:05:00",
+             "date_unixtime": "1614596700", "from": "Bob Smith", "from_id": "user222",
+             "dice": {"emoji": "🎲", "value": 4}, "text": "", "text_entities": []},
+            {"id": 5, "type": "message", "date": "2021-03-01T11:06:00",
+             "date_unixtime": "1614596760", "from": "Bob Smith", "from_id": "user222",
+             "text": "José says 你好", "reactions": [{"type": "emoji", "count": 1, "emoji": "👍"}],
+             "text_entities": []},
+        ]},
+        {"name": "Hiking club", "type": "private_supergroup", "id": 333, "messages": [
+            {"id": 10, "type": "message", "date": "2021-03-02T10:00:00",
+             "date_unixtime": "1614679200", "from": "Ann Lee", "from_id": "user111",
+             "text": "who comes Sunday?", "text_entities": []},
+            {"id": 11, "type": "message", "date": "2021-03-02T10:05:00",
+             "date_unixtime": "1614679500", "from": "Carl", "from_id": "user444", "text": "me!",
+             "text_entities": []},
+            {"id": 12, "type": "service", "date": "2021-03-02T10:06:00",
+             "date_unixtime": "1614679560", "actor": "Ann Lee", "actor_id": "user111",
+             "action": "pin_message", "message_id": 10, "text": "", "text_entities": []},
+        ]},
+    ]},
+}
+
+
+def write_account(folder: Path, *, sort_keys: bool = False, encoding: str = "utf-8") -> Path:
+    path = folder / "result.json"
+    text = json.dumps(ACCOUNT, ensure_ascii=False, indent=1, sort_keys=sort_keys)
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+DANA = ("01/03/2021, 09:00 - Messages and calls are end-to-end encrypted. No one outside of this "
+        "chat, not even WhatsApp, can read or listen to them.\n"
+        "01/03/2021, 09:01 - Dana: hey Ann\n"
+        "01/03/2021, 09:02 - Ann: hey Dana\nhow are you\n"
+        "13/03/2021, 09:03 - Dana: This message was deleted\n"
+        "13/03/2021, 09:04 - Ann: fine <This message was edited>\n"
+        "13/03/2021, 09:05 - Dana: ok\n"
+        "13/03/2021, 09:05 - Dana: ok\n")
+DANA_MORE = "14/03/2021, 10:00 - Dana: two more\n14/03/2021, 10:01 - Ann: lines\n"
+
+
+def write_whatsapp(folder: Path, name: str = "WhatsApp Chat with Dana.txt", text: str = DANA,
+                   encoding: str = "utf-8") -> Path:
+    path = folder / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def write_slack(path: Path, *, extra_files: bool = True) -> Path:
+    users = [{"id": "U1", "name": "ann", "real_name": "Ann Lee"},
+             {"id": "U2", "name": "bob", "real_name": "Bob Smith"},
+             {"id": "U3", "name": "carl", "real_name": "Carl"}]
+    general = [
+        {"type": "message", "user": "U1", "text": "hello <@U2>", "ts": "1614600000.000100"},
+        {"type": "message", "user": "U2", "text": "reply", "ts": "1614600001.000100",
+         "thread_ts": "1614600000.000100", "edited": {"user": "U2", "ts": "1614600005.000000"}},
+        {"type": "message", "subtype": "bot_message", "bot_id": "B1", "username": "ci",
+         "text": "", "ts": "1614600002.000100",
+         "attachments": [{"pretext": "build 7", "title": "passed", "text": "all green",
+                          "fields": [{"title": "branch", "value": "main"}], "color": "good"}]},
+        {"type": "message", "user": "U3", "text": "two files", "ts": "1614600003.000100",
+         "files": [{"id": "F1", "name": "a.png", "mimetype": "image/png", "size": 10,
+                    "url_private": "https://files.slack.com/a.png?t=x"},
+                   {"id": "F2", "name": "b.pdf", "mimetype": "application/pdf", "size": 20}]},
+        {"type": "message", "subtype": "file_comment", "text": "<@U2> commented on a.png: nice",
+         "ts": "1614600004.000100", "file": {"id": "F1", "name": "a.png"},
+         "comment": {"id": "Fc1", "user": "U2", "comment": "nice"}},
+    ]
+    dm = [{"type": "message", "user": "U2", "text": "psst", "ts": "1614600010.000100"},
+          {"type": "message", "user": "U1", "text": "yes?", "ts": "1614600011.000100"}]
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("users.json", json.dumps(users))
+        z.writestr("channels.json", json.dumps([{"id": "C1", "name": "general",
+                                                  "members": ["U1", "U2", "U3"]}]))
+        z.writestr("dms.json", json.dumps([{"id": "D1", "members": ["U1", "U2"]}]))
+        z.writestr("general/2021-03-01.json", json.dumps(general if extra_files else general[:1]))
+        z.writestr("D1/2021-03-01.json", json.dumps(dm))
+    return path
 
 
 def exports(data_dir: Path, kind: str) -> list[Path]:
     return sorted((data_dir / "exports" / kind).iterdir())
+
+
+def all_messages(store: imstore.MessageStore) -> list[Message]:
+    return [m for c in store.conversations() for m in store.messages(c.conv_id, limit=400)]
+
+
+# ------------------------------------------------------------------------------------ Telegram
 
 
 def test_telegram_exports(data_dir: Path, store):
@@ -35,6 +151,78 @@ def test_telegram_exports(data_dir: Path, store):
     assert store.verify().ok
 
 
+@pytest.mark.parametrize("name", ["innerdvations_saved.json", "innerdvations_private_channel.json",
+                                  "innerdvations_public_supergroup.json", "innerdvations_bot.json",
+                                  "chatminer_batch_export.json", "chatminer_single_export.json"])
+def test_a_sorted_keys_copy_imports_identically(data_dir: Path, tmp_path: Path, name: str):
+    src = data_dir / "exports" / "telegram" / name
+    copy = tmp_path / name
+    copy.write_text(json.dumps(json.loads(src.read_text(encoding="utf-8")), sort_keys=True),
+                    encoding="utf-8")
+    # the file name stands in for a chat without a name or id: give the copy the same one
+    assert [to_dict(m) for m in read_file(str(src), owner="Ben")] == \
+        [to_dict(m) for m in read_file(str(copy), owner="Ben")]
+
+
+def test_a_sorted_keys_account_export_imports_identically(tmp_path: Path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain = [to_dict(m) for m in read_file(str(write_account(tmp_path / "a")))]
+    ordered = [to_dict(m) for m in read_file(str(write_account(tmp_path / "b", sort_keys=True)))]
+    assert plain == ordered and len(plain) == 8
+    info = scan(str(write_account(tmp_path / "b", sort_keys=True)))
+    assert info.owner == "tg:111" and info.total == 8
+    assert not any("local date" in n for n in info.notes)
+    assert conversations(str(tmp_path / "b" / "result.json"), info) == {
+        "tg:222": (ChatType.CHAT, "Bob Smith"), "tg:group:333": (ChatType.GROUP_CHAT, "Hiking club")}
+
+
+def test_account_export_maps_me_replies_edits_calls_pins_and_dice(tmp_path: Path):
+    path = write_account(tmp_path)
+    with imstore.open(":memory:", user_id="tg:111") as store:
+        res = import_file(store, str(path))
+        assert (res.imported, res.skipped) == (8, 0)
+        chat = store.messages("tg:222", limit=10)
+        assert [m.direction for m in chat] == [Direction.RECEIVE, Direction.SEND, Direction.SEND,
+                                               Direction.RECEIVE, Direction.RECEIVE]
+        hi, reply, call, dice, last = chat
+        assert store.get_message(reply.ext["reply_to"]).msg_id == hi.msg_id
+        assert reply.ext["edited"] and reply.ext["edited_at"] == 1614592920000
+        assert call.body.event == "telegram.phone_call"
+        assert (call.body.params["duration_seconds"], call.body.params["discard_reason"]) == \
+            ("65", "hangup")
+        assert dice.body.event == "telegram.dice" and json.loads(dice.body.params["dice"]) == \
+            {"emoji": "🎲", "value": 4}
+        assert last.ext["raw"]["reactions"][0]["emoji"] == "👍"
+        assert hi.ext["sender_name"] == "Bob Smith" and hi.sender == "tg:222"
+        group = store.messages("tg:group:333")
+        assert [m.direction for m in group] == [Direction.SEND, Direction.RECEIVE, Direction.SEND]
+        assert group[1].sender == "tg:444" and group[1].ext["sender_name"] == "Carl"
+        assert store.get_message(group[2].ext["pinned"]).body.text == "who comes Sunday?"
+        assert store.conversation("tg:222").ext["title"] == "Bob Smith"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le"])
+def test_telegram_unicode_encodings_import_the_same(tmp_path: Path, encoding: str):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "enc").mkdir()
+    want = [to_dict(m) for m in read_file(str(write_account(tmp_path / "plain")))]
+    got = [to_dict(m) for m in read_file(str(write_account(tmp_path / "enc", encoding=encoding)))]
+    assert got == want
+
+
+def test_latin1_telegram_is_a_clear_error(tmp_path: Path):
+    path = tmp_path / "result.json"
+    path.write_bytes('{"name": "Jos\xe9", "type": "personal_chat", "id": 1, "messages": []}'
+                     .encode("latin-1"))
+    with pytest.raises(IMError) as err:
+        scan(str(path))
+    assert err.value.code == ErrorCode.FILE_INVALID
+    assert "result.json" in err.value.description and "--encoding" in err.value.description
+    info = scan(str(path), ImportOptions(encoding="latin-1"))
+    assert conversations(str(path), info) == {"tg:1": (ChatType.CHAT, "José")}
+
+
 def test_telegram_media_types(data_dir: Path, store):
     import_file(store, str(data_dir / "exports" / "telegram" / "innerdvations_saved.json"))
     saved = store.messages("tg:saved:9999999999", limit=400)
@@ -44,6 +232,9 @@ def test_telegram_media_types(data_dir: Path, store):
     assert photo.body.width == 904 and photo.body.remote_url.startswith("telegram-export:photos/")
     assert photo.ext["caption"].startswith("I'm a photo")
     assert any(m.type == MessageType.CUSTOM and m.body.event == "telegram.sticker" for m in saved)
+    assert all(m.direction == Direction.SEND for m in saved)
+    reply = next(m for m in saved if m.ext.get("tg_id") == 7)
+    assert store.get_message(reply.ext["reply_to"]).body.event == "telegram.poll"
 
 
 def test_telegram_entity_arrays_read_as_text(data_dir: Path, store):
@@ -52,13 +243,17 @@ def test_telegram_entity_arrays_read_as_text(data_dir: Path, store):
     assert [m.body.text for m in entities] == ["Link:https://telegram.org/"]
 
 
-def test_telegram_unexpected_keys_are_skipped_with_reasons(data_dir: Path, store):
+def test_telegram_unexpected_keys_are_kept_or_skipped_with_reasons(data_dir: Path, store):
     path = data_dir / "exports" / "telegram" / "innerdvations_error-unexpected.json"
     res = import_file(store, str(path))
     assert res.imported >= 10
     assert any("ERROR:wrong_type" in r for r in res.reasons)
     assert any("text is neither" in r for r in res.reasons)
-    assert res.skipped == 3 and store.stats()["messages"] == res.imported
+    assert res.skipped == 2 and store.stats()["messages"] == res.imported
+    kept = [m for m in all_messages(store) if "raw" in m.ext]
+    assert any("ERROR:saved_from" in m.ext["raw"] for m in kept)
+    assert any(m.type == MessageType.CUSTOM and m.body.event == "telegram.ERROR:text"
+               for m in all_messages(store))
 
 
 def test_telegram_owner_and_directions(data_dir: Path):
@@ -68,6 +263,17 @@ def test_telegram_owner_and_directions(data_dir: Path):
         assert {m.direction for m in msgs} == {Direction.SEND, Direction.RECEIVE}
 
 
+def test_telegram_me_by_name_in_a_group(data_dir: Path):
+    path = data_dir / "exports" / "telegram" / "innerdvations_private_group.json"
+    with imstore.open(":memory:", user_id="someone") as store:
+        import_file(store, str(path), options=ImportOptions(me=("Ben",)))
+        assert {m.direction for m in store.messages("tg:group:9999999999")} == {Direction.SEND}
+    assert scan(str(path), ImportOptions(me=("Ben",))).owner == "tg:9999999999"
+
+
+# ------------------------------------------------------------------------------------ WhatsApp
+
+
 @pytest.mark.parametrize("name", ["chatminer_test_bracketed_mmddyy_24hrs.txt",
                                   "chatminer_test_ddmmyy_24hrs.txt",
                                   "chatminer_test_mmddyy_24hrs.txt",
@@ -75,7 +281,7 @@ def test_telegram_owner_and_directions(data_dir: Path):
                                   "chatminer_test_yyyymmdd_24hrs.txt"])
 def test_whatsapp_layouts_and_locales_agree(data_dir: Path, name: str):
     path = data_dir / "exports" / "whatsapp" / name
-    msgs = list(read_file(str(path), owner="John Doe"))
+    msgs = list(read_file(str(path), me=("John Doe",), tz="UTC"))
     assert len(msgs) == 9
     times = [m.local_time for m in msgs]
     assert times == [1546341900000, 1547983380000, 1548881340000, 1591804500000, 1592611680000,
@@ -85,6 +291,143 @@ def test_whatsapp_layouts_and_locales_agree(data_dir: Path, name: str):
     assert [m.type for m in msgs].count(MessageType.CUSTOM) == 2  # the two system lines
     assert msgs[7].sender == "wa:🤓" and msgs[6].sender == "wa:John Doe 🤓"
     assert all(m.chat_type == ChatType.GROUP_CHAT for m in msgs)
+    assert msgs[2].ext["sender_name"] == "Jahn Doe"
+
+
+def test_whatsapp_times_are_read_in_the_given_zone(data_dir: Path):
+    path = str(data_dir / "exports" / "whatsapp" / "chatminer_test_ddmmyy_24hrs.txt")
+    utc = [m.local_time for m in read_file(path, me=("John Doe",), tz="UTC")]
+    tokyo = [m.local_time for m in read_file(path, me=("John Doe",), tz="Asia/Tokyo")]
+    assert [u - t for u, t in zip(utc, tokyo, strict=True)] == [9 * 3600_000] * len(utc)
+    with pytest.raises(IMError) as err:
+        scan(path, ImportOptions(tz="Mars/Olympus"))
+    assert err.value.code == ErrorCode.INVALID_PARAM and "Mars/Olympus" in err.value.description
+    assert any("this machine's zone" in n for n in scan(path).notes)
+
+
+@pytest.mark.parametrize("file_name, expected", [
+    ("WhatsApp Chat with Bob.txt", "Bob"),
+    ("WhatsApp Chat with Bob (1).txt", "Bob"),
+    ("WhatsApp Chat with Bob (1) (2).txt", "Bob"),
+    ("WhatsApp Chat - Bob.zip", "Bob"),
+    ("WhatsApp Chat - Family (3).zip", "Family"),
+    ("WhatsApp-Chat mit Oma.txt", "Oma"),
+    ("Team chat.txt", "Team chat"),
+])
+def test_chat_names_drop_export_prefixes_and_copy_suffixes(file_name: str, expected: str):
+    assert chat_name(file_name) == expected
+
+
+def test_a_re_export_adds_only_what_is_new(tmp_path: Path):
+    first = write_whatsapp(tmp_path)
+    again = write_whatsapp(tmp_path, "WhatsApp Chat with Dana (1).txt", DANA + DANA_MORE)
+    with imstore.open(":memory:", user_id="tg:111") as store:
+        opts = ImportOptions(me=("Ann",), tz="UTC")
+        assert import_file(store, str(first), options=opts).imported == 7
+        res = import_file(store, str(again), options=ImportOptions(me=("Ann",), tz="UTC"))
+        assert (res.imported, res.duplicates) == (2, 7)
+        conv = store.conversation("wa:Dana")
+        assert conv.chat_type == ChatType.CHAT and conv.ext["title"] == "Dana"
+        msgs = store.messages("wa:Dana", limit=50)
+        assert [m.body.text for m in msgs if m.type == MessageType.TEXT].count("ok") == 2
+        assert {m.direction for m in msgs if m.ext.get("sender_name") == "Ann"} == {Direction.SEND}
+
+
+def test_deleted_and_edited_messages(tmp_path: Path):
+    msgs = list(read_file(str(write_whatsapp(tmp_path)), me=("Ann",), tz="UTC"))
+    deleted = [m for m in msgs if m.ext.get("deleted")]
+    assert len(deleted) == 1 and deleted[0].ext["placeholder"] == "This message was deleted"
+    assert not any(m.type == MessageType.TEXT and "deleted" in m.body.text for m in msgs)
+    edited = [m for m in msgs if m.ext.get("edited")]
+    assert [m.body.text for m in edited] == ["fine"]
+
+
+def test_whatsapp_one_to_one_me_from_the_chat_name(tmp_path: Path):
+    info = scan(str(write_whatsapp(tmp_path)), ImportOptions(tz="UTC"))
+    assert info.state["ctype"] == ChatType.CHAT and info.owner == "wa:Ann"
+    assert any("'Ann'" in n for n in info.notes)
+    unnamed = write_whatsapp(tmp_path, "chat.txt")
+    with pytest.raises(IMError) as err:
+        scan(str(unnamed), ImportOptions(tz="UTC"))
+    assert "--me" in err.value.description and "'Dana'" in err.value.description
+    with pytest.raises(IMError) as err:
+        scan(str(unnamed), ImportOptions(tz="UTC", me=("Anna",)))
+    assert "--me 'Anna' is none of the speakers" in err.value.description
+    assert scan(str(unnamed), ImportOptions(tz="UTC", me=(" ann",))).owner == "wa:Ann"
+
+
+def _zip(path: Path, members: dict[str, str | bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def test_whatsapp_zip_with_media_is_read_directly(tmp_path: Path):
+    text = ("[01/03/2021, 09:01:00] Dana: hey\n"
+            "[13/03/2021, 09:02:00] Ann: \u200e<attached: 00000012-PHOTO-2021-03-13.jpg>\n")
+    zpath = _zip(tmp_path / "WhatsApp Chat - Dana (1).zip",
+                 {"_chat.txt": text, "00000012-PHOTO-2021-03-13.jpg": b"\xff\xd8" * 50})
+    assert detect_format(str(zpath)) == "whatsapp"
+    msgs = list(read_file(str(zpath), me=("Ann",), tz="UTC"))
+    assert [m.conv_id for m in msgs] == ["wa:Dana", "wa:Dana"]
+    img = msgs[1]
+    assert img.type == MessageType.IMAGE and img.body.size == 100 and img.sender is None
+
+
+def test_two_chat_txt_exports_stay_two_conversations(tmp_path: Path):
+    for chat in ("Dana", "Family"):
+        folder = tmp_path / f"WhatsApp Chat - {chat}"
+        folder.mkdir()
+        (folder / "_chat.txt").write_text(
+            f"[01/03/2021, 09:01:00] {chat}x: hi\n[13/03/2021, 09:02:00] Ann: hello\n"
+            f"[13/03/2021, 09:03:00] Zed: yo\n", encoding="utf-8")
+    with imstore.open(":memory:", user_id="Ann") as store:
+        for chat in ("Dana", "Family"):
+            import_file(store, str(tmp_path / f"WhatsApp Chat - {chat}" / "_chat.txt"),
+                        options=ImportOptions(tz="UTC"))
+        assert {c.conv_id: c.ext["title"] for c in store.conversations()} == {
+            "wa:Dana": "Dana", "wa:Family": "Family"}
+
+
+def test_whatsapp_date_order_from_the_whole_file(tmp_path: Path):
+    late = write_whatsapp(tmp_path, "late.txt", "01/02/21, 10:00 - A: x\n01/03/21, 10:00 - B: y\n"
+                          "02/13/21, 10:00 - A: z\n")
+    times = [m.local_time for m in read_file(str(late), me=("A",), tz="UTC")]
+    assert times[2] == 1613210400000  # 13 Feb 2021
+    ordered = write_whatsapp(tmp_path, "ordered.txt",
+                             "05/01/21, 10:00 - A: x\n06/01/21, 10:00 - B: y\n01/02/21, 10:00 - A: z\n")
+    info = scan(str(ordered), ImportOptions(me=("A",), tz="UTC"))
+    assert info.state["order"] == "dmy" and any("day/month/year" in n for n in info.notes)
+    ambiguous = write_whatsapp(tmp_path, "ambiguous.txt", "01/02/21, 10:00 - A: x\n")
+    info = scan(str(ambiguous), ImportOptions(me=("A",), tz="UTC"))
+    assert info.state["order"] == "dmy" and any("--date-order" in n for n in info.notes)
+    first = next(read_file(str(ambiguous), me=("A",), tz="UTC", date_order="mdy"))
+    assert first.local_time == 1609581600000  # 2 Jan 2021, 10:00
+    us = write_whatsapp(tmp_path, "us.txt", "1/2/21, 10:00 AM - A: x\n")
+    assert scan(str(us), ImportOptions(me=("A",), tz="UTC")).state["order"] == "mdy"
+    with pytest.raises(IMError) as err:
+        scan(str(late), ImportOptions(me=("A",), tz="UTC", date_order="dmy"))
+    assert "--date-order dmy does not fit" in err.value.description
+
+
+def test_latin1_whatsapp_is_an_error_unless_its_encoding_is_given(tmp_path: Path):
+    path = write_whatsapp(tmp_path, "WhatsApp Chat with José.txt",
+                          "01/03/2021, 09:01 - José: olá\n13/03/2021, 09:02 - Ann: oi\n",
+                          encoding="latin-1")
+    with pytest.raises(IMError) as err:
+        scan(str(path), ImportOptions(tz="UTC"))
+    assert "José.txt, line 1" in err.value.description and "--encoding" in err.value.description
+    opts = ImportOptions(me=("Ann",), tz="UTC", encoding="latin-1")
+    from imstore.importers import read
+
+    msgs = list(read(str(path), opts, scan(str(path), opts)))
+    assert msgs[0].sender == "wa:José" and msgs[0].body.text == "olá"
+
+
+def test_utf16_whatsapp(tmp_path: Path):
+    path = write_whatsapp(tmp_path, encoding="utf-16")
+    assert len(list(read_file(str(path), me=("Ann",), tz="UTC"))) == 7
 
 
 def test_whatsapp_media_location_and_one_to_one(tmp_path: Path):
@@ -96,7 +439,7 @@ def test_whatsapp_media_location_and_one_to_one(tmp_path: Path):
         "look at this\n"
         "[1/2/21, 9:07:00 PM] Bob: location: https://maps.google.com/?q=48.8584,2.2945\n"
         "[13/2/21, 9:08:00 AM] Bob: hello\n", encoding="utf-8")
-    msgs = list(read_file(str(chat), owner="Me"))
+    msgs = list(read_file(str(chat), me=("Me",), tz="UTC"))
     assert [m.type for m in msgs] == [MessageType.CUSTOM, MessageType.IMAGE, MessageType.LOCATION,
                                       MessageType.TEXT]
     assert all(m.chat_type == ChatType.CHAT for m in msgs)
@@ -106,8 +449,11 @@ def test_whatsapp_media_location_and_one_to_one(tmp_path: Path):
     assert (msgs[2].body.latitude, msgs[2].body.longitude) == (48.8584, 2.2945)
     assert msgs[3].local_time == 1613207280000  # 13 Feb 2021: day-first, 12-hour clock
     with imstore.open(":memory:", user_id="Me") as store:
-        res = import_file(store, str(chat))
+        res = import_file(store, str(chat), options=ImportOptions(tz="UTC"))
         assert res.imported == 4 and store.conversation("wa:Bob").unread_count == 0
+
+
+# ------------------------------------------------------------------------------------- Slack
 
 
 def test_slack_export(data_dir: Path, store):
@@ -115,18 +461,99 @@ def test_slack_export(data_dir: Path, store):
     res = import_file(store, str(path))
     assert res.imported > 100
     assert import_file(store, str(path)).imported == 0
-    convs = {c.conv_id for c in store.conversations()}
-    assert {"slack:enrique", "slack:traveling-sailor"} <= convs
+    convs = {c.conv_id: c.ext["title"] for c in store.conversations()}
+    assert convs == {"slack:enrique": "#enrique", "slack:traveling-sailor": "#traveling-sailor"}
     files = store.messages_by_type(None, MessageType.FILE, limit=50)
-    assert files and files[0].body.display_name.endswith(".js") and files[0].ext.get("comment")
+    assert files and files[0].body.display_name.endswith(".js") and files[0].ext.get("caption")
     joins = [m for m in store.messages("slack:enrique", limit=400, direction=Direction.DOWN)
              if m.type == MessageType.CUSTOM]
     assert joins and joins[0].body.event == "slack.channel_join"
     bots = [m for m in store.messages("slack:traveling-sailor", limit=400)
             if m.sender and m.sender.startswith("slack:bot:")]
     assert bots and "new commit" in bots[0].body.text
-    assert "<@" not in "".join(m.body.text for m in store.messages_by_type(None, MessageType.TEXT,
-                                                                              limit=400))
+    texts = [m for m in store.messages_by_type(None, MessageType.TEXT, limit=400)]
+    assert "<@" not in "".join(m.body.text for m in texts)
+    comment = next(m for m in texts if m.ext.get("file") == "10_cities.js")
+    assert comment.sender == "slack:U0BMS113R" and comment.body.text.startswith("```")
+    assert any(m.ext.get("edited") for m in texts)
+    assert any("reactions" in m.ext.get("raw", {}) for m in all_messages(store))
+
+
+def test_slack_files_bots_comments_threads_and_dms(tmp_path: Path):
+    path = write_slack(tmp_path / "workspace.zip")
+    with imstore.open(":memory:", user_id="ann-everywhere") as store:
+        res = import_file(store, str(path), options=ImportOptions(me=("Ann Lee",)))
+        assert (res.imported, res.skipped) == (8, 0)
+        general = store.messages("slack:general", limit=50)
+        assert general[0].direction == Direction.SEND and general[0].body.text == "hello @bob"
+        reply = general[1]
+        assert reply.ext["reply_to"] == general[0].msg_id and reply.ext["edited_at"] == 1614600005000
+        bot = general[2]
+        assert bot.body.text == "build 7\npassed\nall green\nbranch: main"
+        assert bot.ext["raw"]["attachments"] == [{"color": "good"}] and bot.ext["sender_name"] == "ci"
+        a, b = general[3], general[4]
+        assert (a.type, b.type) == (MessageType.IMAGE, MessageType.FILE)
+        assert b.ext["part_of"] == a.msg_id and a.ext["caption"] == "two files"
+        assert general[5].sender == "slack:U2" and general[5].body.text == "nice"
+        dm = store.conversation("slack:U2")
+        assert dm.chat_type == ChatType.CHAT and dm.ext["title"] == "Bob Smith"
+        assert [m.direction for m in store.messages("slack:U2")] == [Direction.RECEIVE,
+                                                                     Direction.SEND]
+
+
+def test_a_me_that_matches_nobody_is_said(data_dir: Path, tmp_path: Path):
+    slack = data_dir / "exports" / "slack" / "slack-export-viewer_testarchive.zip"
+    notes = scan(str(slack), ImportOptions(me=("hfaran",))).notes
+    assert any("--me 'hfaran' is none of this export's users (abilinski" in n for n in notes)
+    assert scan(str(slack), ImportOptions(me=("hamza",))).owner == "slack:U0BMQB6JE"
+    tg = data_dir / "exports" / "telegram" / "innerdvations_private_group.json"
+    assert "--me 'Nobody' wrote nothing in this export" in scan(
+        str(tg), ImportOptions(me=("Nobody",))).notes
+
+
+def test_an_unzipped_slack_export_reads_like_the_zip(tmp_path: Path):
+    path = write_slack(tmp_path / "workspace.zip")
+    folder = tmp_path / "unzipped"
+    with zipfile.ZipFile(path) as z:
+        z.extractall(folder)
+    assert detect_format(str(folder)) == "slack"
+    assert [to_dict(m) for m in read_file(str(folder), me=("ann",))] == \
+        [to_dict(m) for m in read_file(str(path), me=("ann",))]
+
+
+# ------------------------------------------------------------------------------------ limits
+
+
+def test_long_messages_go_in_with_a_higher_payload_limit(tmp_path: Path):
+    long = "长" * 1200
+    path = write_whatsapp(tmp_path, "WhatsApp Chat with Li.txt",
+                          f"01/03/2021, 09:01 - Li: {long}\n13/03/2021, 09:02 - Ann: ok\n")
+    opts = ImportOptions(me=("Ann",), tz="UTC")
+    with imstore.open(":memory:", user_id="Ann") as store:
+        res = import_file(store, str(path), options=opts)
+        assert res.imported == 1 and any("MESSAGE_SIZE_LIMIT" in r for r in res.reasons)
+    with imstore.open(":memory:", user_id="Ann", limits=Limits(max_payload_bytes=8192)) as store:
+        assert import_file(store, str(path), options=opts).imported == 2
+        assert store.search_messages("长长")[0].body.text == long
+
+
+# ------------------------------------------------------------------------------------- formats
+
+
+def test_formats_are_told_by_content_not_name(tmp_path: Path):
+    tg = write_account(tmp_path)
+    tg_txt = tmp_path / "telegram.txt"
+    tg_txt.write_bytes(tg.read_bytes())
+    wa_log = write_whatsapp(tmp_path, "chat.log")
+    slack_bin = write_slack(tmp_path / "slack.bin")
+    wa_zip = _zip(tmp_path / "something.zip", {"_chat.txt": DANA})
+    assert [detect_format(str(p)) for p in (tg_txt, wa_log, slack_bin, wa_zip)] == \
+        ["telegram", "whatsapp", "slack", "whatsapp"]
+    other = tmp_path / "photo.jpg"
+    other.write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
+    with pytest.raises(IMError) as err:
+        detect_format(str(other))
+    assert "photo.jpg" in err.value.description
 
 
 def test_jsonl_round_trip_is_lossless(tmp_path: Path):
@@ -175,12 +602,12 @@ def test_malformed_whatsapp_and_slack(tmp_path: Path, store):
     bad = tmp_path / "chat.txt"
     bad.write_text("hello there\nno headers at all\n", encoding="utf-8")
     with pytest.raises(IMError) as err:
-        import_file(store, str(bad))
+        import_file(store, str(bad), fmt="whatsapp")
     assert "chat.txt" in err.value.description
     impossible = tmp_path / "chat2.txt"
     impossible.write_text("31/01/21, 10:00 - A: ok\n31/02/21, 10:00 - A: no such day\n")
     with pytest.raises(IMError) as err:
-        import_file(store, str(impossible))
+        import_file(store, str(impossible), options=ImportOptions(tz="UTC"))
     assert "line 2" in err.value.description
     z = tmp_path / "slack.zip"
     with zipfile.ZipFile(z, "w") as zf:
@@ -197,3 +624,20 @@ def test_missing_file(store, tmp_path: Path):
     with pytest.raises(IMError) as err:
         import_file(store, str(tmp_path / "nope.json"))
     assert err.value.code == ErrorCode.FILE_NOT_FOUND
+
+
+def test_a_chat_with_someone_who_never_wrote_is_still_one_to_one(tmp_path: Path):
+    path = write_whatsapp(tmp_path, "WhatsApp Chat with Eve.txt",
+                          "01/03/2021, 09:01 - Ann: anyone?\n13/03/2021, 09:02 - Ann: hello?\n")
+    info = scan(str(path), ImportOptions(me=("Ann",), tz="UTC"))
+    assert (info.state["ctype"], info.state["conv"]) == (ChatType.CHAT, "wa:Eve")
+
+
+def test_telegram_dates_without_unixtime_are_read_in_the_zone(data_dir: Path):
+    path = str(data_dir / "exports" / "telegram" / "innerdvations_bot.json")
+    utc = [m.local_time for m in read_file(path, owner="Ben", tz="UTC")]
+    tokyo = [m.local_time for m in read_file(path, owner="Ben", tz="Asia/Tokyo")]
+    assert utc[0] == 1602631864000 and [u - t for u, t in zip(utc, tokyo, strict=True)] == \
+        [9 * 3600_000] * 2
+    assert any("2 message(s) have only a local date: read in UTC" in n
+               for n in scan(path, ImportOptions(tz="UTC")).notes)

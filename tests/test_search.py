@@ -189,12 +189,8 @@ def test_literal_keywords(s: MessageStore, keyword, expected):
                                      "[", "]", "{", "}", "~2", "^3", "x" * 10_000, "\x00\x01\x1f",
                                      "meet\x00ing", "电" * 5000, "🙂", "a AND OR NOT b",
                                      "content:meet", "TO", "[a TO b]", "'", "\\"])
-def test_hostile_keywords_never_raise_anything_but_imerror(s: MessageStore, keyword):
-    try:
-        result = s.search_messages(keyword)
-    except IMError:
-        return
-    assert isinstance(result, list)
+def test_hostile_keywords_are_literal_text(s: MessageStore, keyword):
+    assert isinstance(s.search_messages(keyword), list)  # no error: every keyword is literal
 
 
 @pytest.mark.parametrize("keyword", ["", " ", "\t\n", None, 5])

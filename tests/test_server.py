@@ -328,3 +328,114 @@ def test_stores_hold_exactly_the_server_view_of_fetched_conversations(ops):
         s.close()
 
 
+
+
+# ------------------------------------------------------------------------------ recall and edit
+
+
+def _history(server: MemoryServer, user: str, conv: str) -> list[Message]:
+    return run(server.connect(user).fetch_history(conv, ChatType.CHAT, None, 50,
+                                                  FetchOptions())).items
+
+
+class Heard:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def __getattr__(self, name: str):
+        if not name.startswith("on_"):
+            raise AttributeError(name)
+        return lambda *args: self.events.append((name, args))
+
+
+def test_recall_within_the_window_reaches_everyone_and_history(clock):
+    server = MemoryServer(clock=clock, recall_window_ms=60_000)
+    bob = Heard()
+    server.connect("bob").attach(bob)
+    server.disconnect("bob")  # offline: hears it on return
+    m = server.post(Message.text("bob", "oops", sender="alice"))
+    at = run(server.connect("alice").recall_message(m))
+    assert run(server.connect("alice").recall_message(m)) == at  # again: the same recall
+    assert [n for n, _ in bob.events] == ["on_connection_state_changed"]
+    server.restore("bob")
+    names = [n for n, _ in bob.events if n != "on_connection_state_changed"]
+    assert names == ["on_messages", "on_messages_recalled"]
+    for user, conv in (("alice", "bob"), ("bob", "alice")):
+        (h,) = _history(server, user, conv)
+        assert h.recalled_at == at and h.body.text == "" and h.msg_id == m.msg_id
+
+
+def test_recall_past_the_window_and_of_others_messages_is_refused(clock):
+    server = MemoryServer(clock=clock)
+    m = server.post(Message.text("bob", "old", sender="alice"))
+    with pytest.raises(IMError) as err:
+        run(server.connect("bob").recall_message(m))
+    assert err.value.code == ErrorCode.INVALID_PARAM
+    clock.now += 120_001
+    with pytest.raises(IMError) as err:
+        run(server.connect("alice").recall_message(m))
+    assert err.value.code == ErrorCode.MESSAGE_EXPIRED
+    assert _history(server, "bob", "alice")[0].recalled_at is None
+
+
+def test_edit_replaces_the_body_for_everyone(clock):
+    from imstore.message import CustomBody, TextBody
+
+    server = MemoryServer(clock=clock)
+    bob = Heard()
+    server.connect("bob").attach(bob)
+    m = server.post(Message.text("bob", "helo", sender="alice"))
+    at = run(server.connect("alice").edit_message(m, TextBody("hello")))
+    ((_, (edited,)),) = [e for e in bob.events if e[0] == "on_messages_edited"]
+    assert edited[0].body.text == "hello" and edited[0].edited_at == at
+    assert edited[0].direction == Direction.RECEIVE
+    assert _history(server, "alice", "bob")[0].body.text == "hello"
+    for bad in (CustomBody("x"),):
+        with pytest.raises(IMError) as err:
+            run(server.connect("alice").edit_message(m, bad))
+        assert err.value.code == ErrorCode.INVALID_PARAM
+    loc = server.post(Message.location("bob", 1.0, 2.0, sender="alice"))
+    with pytest.raises(IMError) as err:
+        run(server.connect("alice").edit_message(loc, TextBody("x")))
+    assert err.value.code == ErrorCode.INVALID_PARAM
+
+
+def test_receipts_for_an_offline_sender_are_queued_in_order(clock):
+    server = MemoryServer(clock=clock)
+    alice = Heard()
+    server.connect("alice").attach(alice)
+    m1 = server.post(Message.text("bob", "one", sender="alice"))
+    m2 = server.post(Message.text("bob", "two", sender="alice"))
+    server.disconnect("alice")
+    bob = server.connect("bob")
+    run(bob.send_delivery_ack(server.view(m1, "bob")))
+    run(bob.send_read_ack(server.view(m1, "bob")))
+    run(bob.send_conversation_ack("alice", ChatType.CHAT))
+    assert alice.events == [("on_connection_state_changed", (imstore.ConnectionState.RECONNECTING,))]
+    server.restore("alice")
+    assert alice.events[2:] == [("on_delivery_acks", ([m1.msg_id],)),
+                                ("on_read_acks", ([m1.msg_id],)),
+                                ("on_conversation_read", ("bob", "bob", m2.server_time))]
+
+
+def test_the_read_position_marks_history_read(clock):
+    server = MemoryServer(clock=clock)
+    posted = [server.post(Message.text("bob", f"m{i}", sender="alice")) for i in range(3)]
+    run(server.connect("bob").send_read_ack(server.view(posted[1], "bob")))
+    assert [m.is_read for m in _history(server, "bob", "alice")] == [True, True, False]
+    assert all(m.is_read for m in _history(server, "alice", "bob"))  # one's own messages
+
+
+def test_join_makes_a_full_member(clock):
+    server = MemoryServer(clock=clock)
+    server.create_group("g", ["alice", "bob"])
+    server.post(Message.text("g", "before", chat_type=ChatType.GROUP_CHAT, sender="alice"))
+    server.join("g", "carol")
+    carol = server.connect("carol")
+    convs = run(carol.fetch_conversations(None, 20)).items
+    assert [c.conv_id for c in convs] == ["g"]
+    page = run(carol.fetch_history("g", ChatType.GROUP_CHAT, None, 20, FetchOptions()))
+    assert [m.body.text for m in page.items] == ["before"]
+    with pytest.raises(IMError) as err:
+        server.join("nope", "carol")
+    assert err.value.code == ErrorCode.CONVERSATION_NOT_EXIST

@@ -5,7 +5,6 @@ import os
 import signal
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,9 @@ from imstore import (
     MessageStore,
     MessageType,
 )
+from imstore.codec import Limits
+from imstore.kinds import blank_body
+from imstore.message import CustomBody, FileBody, TextBody, UndecodableBody
 
 
 def recv(text: str, peer: str = "bob", ts: int | None = None, **kw) -> Message:
@@ -178,6 +180,15 @@ def test_unread_counts_and_chat_rooms(store: MessageStore):
     assert store.total_unread_count() == 0 and store.unread_count("room") == 0
 
 
+def test_mark_conversation_read_up_to_a_message(store: MessageStore):
+    msgs = [recv(f"m{i}", ts=100 + i) for i in range(4)]
+    for m in msgs:
+        store.insert_message(m)
+    assert store.mark_conversation_read("bob", up_to_msg_id=msgs[1].msg_id) == 2
+    assert [m.is_read for m in store.messages("bob")] == [True, True, False, False]
+    assert store.unread_count("bob") == 2
+
+
 def test_imported_history_is_unread_only_when_it_says_so(store: MessageStore):
     res = store.import_messages([recv("a"), recv("b", is_read=False), recv("c", is_read=True)])
     assert res.imported == 3
@@ -219,7 +230,7 @@ def test_deletes_keep_counters_and_last_message(store: MessageStore):
     assert store.message_count("bob") == 0 and store.verify().ok
 
 
-def test_the_conversation_list_follows_its_last_message(store: MessageStore):
+def test_the_conversation_list_follows_its_last_message(store: MessageStore, raw_sql):
     first = store.insert_message(recv("older", ts=100))
     last = store.insert_message(recv("newest", ts=200))
     assert store.conversations()[0].last_message == last
@@ -238,10 +249,10 @@ def test_the_conversation_list_follows_its_last_message(store: MessageStore):
     assert store.conversation("bob").last_message == first
     store.delete_message(first.msg_id)
     assert store.conversation("bob").last_message is None
-    store._sql("UPDATE conversation SET lm_msg_id = 'stale'")
+    raw_sql(store, "UPDATE conversation SET lm_msg_id = 'stale'")
     assert store.verify().repaired["last_message_copies"] == 1  # a stale copy is cleared
     store.insert_message(recv("again", ts=400))
-    store._sql("UPDATE conversation SET lm_msg_id = 'stale'")
+    raw_sql(store, "UPDATE conversation SET lm_msg_id = 'stale'")
     assert store.verify().repaired["last_message_copies"] == 1
     assert store.conversation("bob").last_message.body.text == "again"
 
@@ -294,13 +305,39 @@ def test_import_skips_bad_messages_and_reports_why(store: MessageStore):
     assert (again.imported, again.duplicates) == (0, 1)
 
 
-def test_malformed_stored_payload_is_message_invalid(disk_store: MessageStore):
-    m = disk_store.insert_message(recv("fine"))
-    disk_store._sql("UPDATE message SET body = ? WHERE msg_id = ?", (b"\x01\xc1\xc1", m.msg_id))
+CORRUPT = b"\x01\xc1\xc1"  # a version byte, then bytes msgpack refuses
+
+
+def test_an_undecodable_row_comes_back_as_an_undecodable_body(disk_store: MessageStore, raw_sql):
+    m = disk_store.insert_message(recv("fine", ts=100))
+    raw_sql(disk_store, "UPDATE message SET body = ? WHERE msg_id = ?", (CORRUPT, m.msg_id))
+    got = disk_store.get_message(m.msg_id)
+    assert isinstance(got.body, UndecodableBody)
+    assert (got.body.raw, got.msg_id, got.timestamp, got.type) == (CORRUPT, m.msg_id, 100,
+                                                                   MessageType.TEXT)
+
+
+def test_an_undecodable_row_does_not_fail_its_page(store: MessageStore, raw_sql):
+    msgs = [recv(f"m{i}", ts=100 + i) for i in range(3)]
+    store.import_messages(msgs)
+    raw_sql(store, "UPDATE message SET body = ? WHERE msg_id = ?", (CORRUPT, msgs[1].msg_id))
+    page = store.messages("bob")
+    assert [type(m.body).__name__ for m in page] == ["TextBody", "UndecodableBody", "TextBody"]
+
+
+def test_verify_reports_undecodable_rows(store: MessageStore, raw_sql):
+    m = store.insert_message(recv("x"))
+    raw_sql(store, "UPDATE message SET body = ? WHERE msg_id = ?", (CORRUPT, m.msg_id))
+    report = store.verify()
+    assert report.undecodable == [m.msg_id] and not report.ok
+
+
+def test_an_undecodable_message_cannot_be_written_back(store: MessageStore, raw_sql):
+    m = store.insert_message(recv("x"))
+    raw_sql(store, "UPDATE message SET body = ? WHERE msg_id = ?", (CORRUPT, m.msg_id))
     with pytest.raises(IMError) as err:
-        disk_store.get_message(m.msg_id)
+        store.update_message(store.get_message(m.msg_id))
     assert err.value.code == ErrorCode.MESSAGE_INVALID
-    assert isinstance(err.value.__cause__, Exception)
 
 
 def test_update_message_changes_flags_and_counters(store: MessageStore):
@@ -332,9 +369,9 @@ def test_closed_store_raises(tmp_path: Path):
     assert err.value.code == ErrorCode.DATABASE_ERROR
 
 
-def test_verify_repairs_drift(disk_store: MessageStore):
+def test_verify_repairs_drift(disk_store: MessageStore, raw_sql):
     disk_store.import_messages([recv(f"m{i}", is_read=False) for i in range(5)])
-    disk_store._sql("UPDATE conversation SET unread_count = 42, last_rowid = NULL")
+    raw_sql(disk_store, "UPDATE conversation SET unread_count = 42, last_rowid = NULL")
     report = disk_store.verify()
     assert report.repaired["unread_counts"] == 1 and report.repaired["last_messages"] == 1
     assert disk_store.unread_count("bob") == 5
@@ -425,7 +462,6 @@ def test_sigkill_mid_import_leaves_whole_batches(tmp_path: Path):
     p = ctx.Process(target=_import_forever, args=(str(tmp_path / "s"), ready))
     p.start()
     assert ready.wait(60)
-    time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL)
     p.join()
     with imstore.open(tmp_path / "s", user_id="alice", search=False) as s:
@@ -437,3 +473,192 @@ def test_sigkill_mid_import_leaves_whole_batches(tmp_path: Path):
     con = sqlite3.connect(tmp_path / "s" / "imstore.db")
     ids = {r[0] for r in con.execute("SELECT msg_id FROM message")}
     assert ids == {f"id{i}" for i in range(total)}
+
+
+# ------------------------------------------------------------ contract: ids, recall, edit, limits
+
+
+def sent(store: MessageStore, text: str = "hi", peer: str = "bob", ts: int = 100) -> Message:
+    return store.insert_message(Message.text(peer, text, timestamp=ts))
+
+
+def test_local_id_survives_the_round_trip(store: MessageStore):
+    m = recv("from history", local_id="L-on-bob's-device")
+    store.insert_message(m)
+    assert store.get_message(m.msg_id).local_id == "L-on-bob's-device"
+
+
+def test_mark_sent_keeps_the_local_id(store: MessageStore):
+    m = sent(store)
+    stored, _ = store.mark_sent(m.msg_id, "S1", 200)
+    assert (stored.msg_id, stored.local_id, stored.server_time) == ("S1", m.msg_id, 200)
+
+
+def test_get_message_finds_a_sent_message_by_its_local_id(store: MessageStore):
+    m = sent(store)
+    store.mark_sent(m.msg_id, "S1", 200)
+    assert store.get_message(m.msg_id).msg_id == "S1"
+
+
+def test_mark_sent_refuses_a_server_id_of_another_conversation(store: MessageStore):
+    store.insert_message(recv("taken", msg_id="S1"))
+    m = sent(store, peer="carol")
+    with pytest.raises(IMError) as err:
+        store.mark_sent(m.msg_id, "S1", 200)
+    assert err.value.code == ErrorCode.MESSAGE_INVALID
+    assert store.get_message(m.msg_id).status == m.status  # nothing changed
+
+
+def test_mark_sent_merges_the_server_copy_that_came_first(store: MessageStore):
+    m = sent(store)
+    copy = Message.text("bob", "hi", msg_id="S1", timestamp=200, local_id=m.msg_id)
+    store.save_history([copy])
+    stored, _ = store.mark_sent(m.msg_id, "S1", 200)
+    assert store.message_count("bob") == 1 and stored.status == MessageStatus.SUCCESS
+
+
+def test_conversation_read_ack_stops_at_up_to(store: MessageStore):
+    a, b = sent(store, "a", ts=100), sent(store, "b", ts=300)
+    store.mark_sent(a.msg_id, "S1", 100)
+    store.mark_sent(b.msg_id, "S2", 300)
+    assert store.mark_conversation_read_acked("bob", up_to=200) == ["S1"]
+
+
+def test_conversation_read_ack_skips_messages_that_did_not_go_out(store: MessageStore):
+    failed = Message.text("bob", "lost", timestamp=100)
+    failed.status = MessageStatus.FAIL
+    store.insert_message(failed)
+    assert store.mark_conversation_read_acked("bob") == []
+    assert store.get_message(failed.msg_id).is_read_acked is False
+
+
+def test_recall_blanks_the_body_and_keeps_the_ids(store: MessageStore):
+    m = store.insert_message(recv("secret", ts=100))
+    (notice,) = store.apply_recall([m.msg_id], 500)
+    got = store.get_message(m.msg_id)
+    assert got == notice and got.body == TextBody("") and got.recalled_at == 500
+    assert got.timestamp == 100
+
+
+@pytest.mark.parametrize("mtype", [t for t in MessageType if t != MessageType.CMD])
+def test_blank_bodies_are_valid_only_on_recall_notices(store: MessageStore, mtype: MessageType):
+    notice = Message.of(mtype, "alice", blank_body(mtype), sender="bob", recalled_at=5)
+    assert store.insert_message(notice).recalled_at == 5
+
+
+def test_recall_keeps_read_state(store: MessageStore):
+    m = store.insert_message(recv("unread"))
+    store.apply_recall([m.msg_id], 500)
+    assert store.unread_count("bob") == 1
+
+
+def test_a_recalled_message_leaves_the_search_index(store: MessageStore):
+    m = store.insert_message(recv("needle", ts=100))
+    store.apply_recall([m.msg_id], 500)
+    assert store.search_messages("needle") == []
+
+
+def test_recalling_twice_changes_nothing(store: MessageStore):
+    m = store.insert_message(recv("x"))
+    store.apply_recall([m.msg_id], 500)
+    assert store.apply_recall([m.msg_id, "unknown"], 600) == []
+
+
+def test_edit_replaces_the_body(store: MessageStore):
+    m = store.insert_message(recv("typo", ts=100))
+    got = store.apply_edit(m.msg_id, TextBody("fixed"), 300)
+    assert (got.body.text, got.edited_at) == ("fixed", 300)
+    assert [x.msg_id for x in store.search_messages("fixed")] == [m.msg_id]
+
+
+def test_an_older_edit_changes_nothing(store: MessageStore):
+    m = store.insert_message(recv("v0"))
+    store.apply_edit(m.msg_id, TextBody("v2"), 300)
+    assert store.apply_edit(m.msg_id, TextBody("v1"), 200).body.text == "v2"
+
+
+def test_edit_of_an_unknown_message_is_none(store: MessageStore):
+    assert store.apply_edit("nope", TextBody("x"), 1) is None
+
+
+def test_edit_of_an_attachment_is_refused(store: MessageStore, tmp_path: Path):
+    f = tmp_path / "a.txt"
+    f.write_text("x")
+    m = store.insert_message(Message.file("alice", f, sender="bob"))
+    with pytest.raises(IMError) as err:
+        store.apply_edit(m.msg_id, FileBody(display_name="b"), 5)
+    assert err.value.code == ErrorCode.MESSAGE_INVALID
+
+
+def test_edit_with_a_body_of_the_wrong_class_is_refused(store: MessageStore):
+    m = store.insert_message(recv("x"))
+    with pytest.raises(IMError) as err:
+        store.apply_edit(m.msg_id, CustomBody("poke"), 5)
+    assert err.value.code == ErrorCode.MESSAGE_INVALID
+
+
+def test_pending_receipts_are_pruned(store: MessageStore):
+    store.apply_receipts(1, ["never-stored"])
+    assert store.verify().pending_receipts == 1
+    assert store.prune_pending_receipts(0) == 1
+    assert store.verify().pending_receipts == 0
+
+
+def test_recent_pending_receipts_are_kept(store: MessageStore):
+    store.apply_receipts(1, ["later"])
+    assert store.prune_pending_receipts(3_600_000) == 0
+
+
+def test_stored_owner_reads_without_creating(tmp_path: Path):
+    assert MessageStore.stored_owner(tmp_path / "none") is None
+    assert not (tmp_path / "none").exists()
+
+
+def test_stored_owner_names_the_owner(tmp_path: Path):
+    imstore.open(tmp_path / "s", user_id="alice").close()
+    assert MessageStore.stored_owner(tmp_path / "s") == "alice"
+
+
+def test_limits_are_kept_with_the_store(tmp_path: Path):
+    big = Limits(max_payload_bytes=5 * 1024, max_file_bytes=200 * 1024 * 1024)
+    imstore.open(tmp_path / "s", user_id="alice", limits=big).close()
+    with imstore.open(tmp_path / "s", user_id="alice") as s:
+        assert s.limits == big
+
+
+def test_a_new_store_has_the_product_limits(store: MessageStore):
+    assert store.limits == Limits()
+
+
+def test_a_version_1_store_is_upgraded(tmp_path: Path):
+    path = tmp_path / "old"
+    path.mkdir()
+    con = sqlite3.connect(path / "imstore.db")
+    con.executescript(V1_SCHEMA)
+    con.close()
+    with imstore.open(path, user_id="alice") as s:
+        m = s.insert_message(recv("after the upgrade"))
+        assert s.apply_recall([m.msg_id], 9)[0].recalled_at == 9
+        assert s.verify().ok
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1'), ('user_id', 'alice');
+CREATE TABLE message ("id" INTEGER NOT NULL PRIMARY KEY, "msg_id" TEXT NOT NULL, "local_id" TEXT,
+  "conv_id" TEXT NOT NULL, "chat_type" INTEGER NOT NULL, "type" INTEGER NOT NULL,
+  "sender" TEXT NOT NULL, "recipient" TEXT NOT NULL, "direction" INTEGER NOT NULL,
+  "status" INTEGER NOT NULL, "local_time" INTEGER NOT NULL, "server_time" INTEGER,
+  "sort_time" INTEGER NOT NULL, "is_read" INTEGER NOT NULL, "is_delivered" INTEGER NOT NULL,
+  "is_read_acked" INTEGER NOT NULL, "need_group_ack" INTEGER NOT NULL,
+  "group_ack_count" INTEGER NOT NULL, "body" BLOB NOT NULL, "ext" BLOB);
+CREATE UNIQUE INDEX message_msg_id ON message (msg_id);
+CREATE TABLE conversation (conv_id TEXT NOT NULL PRIMARY KEY, chat_type INTEGER NOT NULL,
+  unread_count INTEGER NOT NULL, last_rowid INTEGER, last_sort INTEGER NOT NULL,
+  last_activity INTEGER NOT NULL, ext BLOB, lm_msg_id TEXT, lm_type INTEGER, lm_sender TEXT,
+  lm_recipient TEXT, lm_direction INTEGER, lm_status INTEGER, lm_local_time INTEGER,
+  lm_server_time INTEGER, lm_is_read INTEGER, lm_is_delivered INTEGER, lm_is_read_acked INTEGER,
+  lm_need_group_ack INTEGER, lm_group_ack_count INTEGER, lm_body BLOB, lm_ext BLOB);
+CREATE TABLE pending_receipt (msg_id TEXT NOT NULL, kind INTEGER NOT NULL,
+  PRIMARY KEY (msg_id, kind));
+"""

@@ -17,6 +17,13 @@ Rules every adapter keeps:
   QUERY_PARAM_REACHES_LIMIT for a page size outside 1-50, INVALID_PARAM for other bad arguments,
   CONVERSATION_NOT_EXIST, MESSAGE_WEBSOCKET_DISCONNECTED when a transport is down. `ChatClient`
   maps a send that does not answer within its time-out itself; a transport need not.
+- **A transport is any object with ``attach`` and ``send``** (`is_transport`). Every other
+  `Transport` method is optional: `ChatClient` raises `IMError(SERVICE_NOT_ENABLED)` naming the
+  missing method when a feature needs it (`transport_method`).
+- **Sends are idempotent by local id**: ``send(message)`` carries the sender's local id in
+  ``message.msg_id`` on the first try and on every retry; the server de-duplicates by (sender,
+  that id), answers a retry with the first result, and carries the id back as ``local_id`` on the
+  sender's own messages in history.
 """
 
 from __future__ import annotations
@@ -24,10 +31,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ErrorCode, IMError
-from ..message import ChatType, Conversation, CursorResult, FetchOptions, GroupReadAck, Message
+from ..message import (
+    Body,
+    ChatType,
+    Conversation,
+    CursorResult,
+    FetchOptions,
+    GroupReadAck,
+    Message,
+)
 
 __all__ = [
     "MAX_PAGE",
@@ -38,6 +53,8 @@ __all__ = [
     "Transport",
     "TransportHandler",
     "check_page_size",
+    "is_transport",
+    "transport_method",
 ]
 
 MAX_PAGE = 50
@@ -107,24 +124,63 @@ class SyncAdapter(Protocol):
 
 @runtime_checkable
 class TransportHandler(Protocol):
-    """What a transport calls when something arrives. `ChatClient` is one."""
+    """What a transport calls when something arrives. `ChatClient` is one.
 
-    def on_messages(self, messages: list[Message]) -> None: ...
-    def on_delivery_acks(self, msg_ids: list[str]) -> None: ...
-    def on_read_acks(self, msg_ids: list[str]) -> None: ...
-    def on_conversation_read(self, conv_id: str, reader: str) -> None: ...
-    def on_group_read_acks(self, acks: list[GroupReadAck]) -> None: ...
-    def on_connection_state_changed(self, state: ConnectionState) -> None: ...
+    Call these from the event loop's thread, in the order the server sent things: receipts for a
+    message never before the message itself.
+    """
+
+    def on_messages(self, messages: list[Message]) -> None:
+        """Messages for this user (CMD included), as the user sees them."""
+        ...
+
+    def on_delivery_acks(self, msg_ids: list[str]) -> None:
+        """One-to-one messages this user sent reached the peer's device (server ids)."""
+        ...
+
+    def on_read_acks(self, msg_ids: list[str]) -> None:
+        """The peer read these one-to-one messages this user sent (server ids)."""
+        ...
+
+    def on_conversation_read(self, conv_id: str, reader: str, up_to: int | None = None) -> None:
+        """``reader`` read the conversation up to the message with server time ``up_to``: only
+        SUCCESS sent messages with server time <= ``up_to`` become read-acked (None: every
+        SUCCESS sent message already sent). Transports that know no position may omit it."""
+        ...
+
+    def on_messages_recalled(self, msg_ids: list[str]) -> None:
+        """These messages (server ids) were recalled by their sender: they become recall notices."""
+        ...
+
+    def on_messages_edited(self, messages: list[Message]) -> None:
+        """These messages were edited: each carries its server ``msg_id``, the new ``body`` and
+        ``edited_at``."""
+        ...
+
+    def on_group_read_acks(self, acks: list[GroupReadAck]) -> None:
+        """Members read group messages this user sent with ``need_group_ack``."""
+        ...
+
+    def on_connection_state_changed(self, state: ConnectionState) -> None:
+        """The connection changed state; call it on every change."""
+        ...
 
 
 @runtime_checkable
 class Transport(Protocol):
     """Real-time delivery, receipts and files.
 
+    Only `attach` and `send` are required (see `is_transport`); ``state`` defaults to CONNECTED
+    when a transport has none, and every other method is optional: a feature that needs a missing
+    one raises `IMError(SERVICE_NOT_ENABLED)` naming it. (``isinstance(x, Transport)`` tells
+    whether ``x`` has every method; `ChatClient` asks `is_transport` instead.)
+
     ``state`` is the connection's state now; the transport reports every change through
     ``handler.on_connection_state_changed`` and everything that arrives through the handler given
     to `attach`. `send` raises `IMError(MESSAGE_WEBSOCKET_DISCONNECTED)` when the connection is
-    down; it may simply never answer when an answer is lost (the client times out).
+    down; it may simply never answer when an answer is lost (the client times out). While the
+    state is RECONNECTING the client holds its sends and retries them, with the same local id,
+    once the state is CONNECTED again.
     """
 
     state: ConnectionState
@@ -132,8 +188,10 @@ class Transport(Protocol):
     def attach(self, handler: TransportHandler) -> None: ...
 
     async def send(self, message: Message) -> SendResult:
-        """Send a message (attachments already uploaded). Sending the same ``msg_id`` twice (a
-        retry) must not deliver it twice: the server answers with the first result."""
+        """Send a message (attachments already uploaded). ``message.msg_id`` is the sender's
+        local id, the same on every retry: the server de-duplicates by (sender, local id),
+        answers a retry with the first result and delivers the message once. Messages must reach
+        receivers in the order their sends were answered."""
         ...
 
     async def reconnect(self) -> None:
@@ -148,8 +206,11 @@ class Transport(Protocol):
         """Tell a message's sender that this user read it."""
         ...
 
-    async def send_conversation_ack(self, conv_id: str, chat_type: ChatType) -> None:
-        """Tell the peer that this user read the whole conversation."""
+    async def send_conversation_ack(self, conv_id: str, chat_type: ChatType,
+                                    up_to: int | None = None) -> None:
+        """Tell the peer that this user read the conversation up to the message with server time
+        ``up_to`` (None: everything up to now). The client passes ``up_to`` only to transports
+        whose method takes it."""
         ...
 
     async def send_group_read_ack(self, message: Message) -> None:
@@ -168,3 +229,29 @@ class Transport(Protocol):
     async def download(self, url: str, dest: str, *, progress: ProgressFn | None = None) -> None:
         """Download ``url`` to the local path ``dest``; `IMError(FILE_DOWNLOAD_FAILED)` on failure."""
         ...
+
+    async def recall_message(self, message: Message) -> int:
+        """Recall one of this user's sent messages (by its server ``msg_id``) for every member;
+        returns the server time of the recall. `IMError(MESSAGE_EXPIRED)` past the server's recall
+        window."""
+        ...
+
+    async def edit_message(self, message: Message, body: Body) -> int:
+        """Replace the content of one of this user's sent TEXT or CUSTOM messages (by its server
+        ``msg_id``) for every member; returns the server time of the edit (``edited_at``)."""
+        ...
+
+
+def is_transport(obj: object) -> bool:
+    """Whether ``obj`` can serve as a `Transport`: it has ``attach`` and ``send``."""
+    return callable(getattr(obj, "attach", None)) and callable(getattr(obj, "send", None))
+
+
+def transport_method(transport: object, name: str) -> Any:
+    """``transport.<name>``, or `IMError(SERVICE_NOT_ENABLED)` naming it when it lacks one."""
+    method = getattr(transport, name, None)
+    if not callable(method):
+        raise IMError(ErrorCode.SERVICE_NOT_ENABLED,
+                      f"the transport {type(transport).__name__} does not implement {name}(); "
+                      f"this feature needs it")
+    return method

@@ -1,88 +1,238 @@
-"""Importers for the chat exports people have: Telegram Desktop JSON, WhatsApp text, Slack zip,
-and imstore's own JSON lines.
+"""Importers for the chat exports people have: Telegram Desktop JSON, WhatsApp text (``.txt``,
+``.zip`` or its folder), Slack (``.zip`` or its folder), and imstore's own JSON lines.
 
 Rules kept here:
-- each importer is a generator of `Message` values, so a large export streams in bounded memory;
-- a file is read twice: once to check it (a malformed file raises one `IMError` naming the file and
-  the place, before anything is written), then to import it;
-- message ids are derived from the export's own ids, so importing the same export again adds nothing;
-- what has no imstore equivalent becomes a CUSTOM message keeping the original, or is skipped and
-  counted with its reason (`ImportResult.reasons`).
+- the format is told by the content (zip members, JSON keys, WhatsApp's headers), never by the
+  file name;
+- an export is read twice: `scan` checks it whole and learns what the import needs (chat
+  headers, the date order, who "me" is, how many entries) before anything is written -- a
+  malformed file raises one `IMError` naming the file and the place; `read` then streams
+  `Message` values in bounded memory;
+- message ids are derived from the export's own ids or, where it has none, from the content, so
+  importing the same export (or a later export of the same chat) again adds only what is new;
+- nothing is dropped silently: what has no imstore field is kept in ``ext``; what cannot be
+  imported at all is counted with its reason (`ImportResult.reasons`);
+- conversation titles go to the conversation's ``ext["title"]``, sender display names to the
+  message's ``ext["sender_name"]``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import ErrorCode, IMError
-from ..message import ImportResult, Message
+from ..message import ChatType, ImportResult, Message
+from ._common import ExportInfo, ImportOptions, Skipped, decode_lines, detect_encoding
 
-__all__ = ["FORMATS", "detect_format", "import_file", "read_file"]
+__all__ = ["FORMATS", "ExportInfo", "ImportOptions", "conversations", "detect_format",
+           "find_exports", "import_file", "read", "read_file", "scan"]
 
 FORMATS = ("telegram", "whatsapp", "slack", "jsonl")
+_SLACK_LISTINGS = ("channels.json", "groups.json", "mpims.json", "dms.json")
+
+
+def _cannot_tell(path: str) -> IMError:
+    return IMError(ErrorCode.INVALID_PARAM,
+                   f"{path}: not a chat export this version reads (Telegram JSON, WhatsApp "
+                   f".txt/.zip, Slack .zip, imstore JSON lines); pass --format if it is one of "
+                   f"{', '.join(FORMATS)}")
 
 
 def detect_format(path: str) -> str:
-    """Guess an export's format from its name and first bytes."""
-    lower = path.lower()
-    if lower.endswith(".zip"):
-        return "slack"
-    if lower.endswith((".jsonl", ".ndjson")):
-        return "jsonl"
-    if lower.endswith(".txt"):
-        return "whatsapp"
+    """Tell an export's format from its content. Raises `IMError` when it is none of them."""
+    from .slack import is_slack_dir
+    from .whatsapp import HEADER, chat_member
+
+    if not os.path.exists(path):
+        raise IMError(ErrorCode.FILE_NOT_FOUND, f"{path}: no such file or folder")
+    if os.path.isdir(path):
+        if is_slack_dir(path):
+            return "slack"
+        if os.path.isfile(os.path.join(path, "_chat.txt")):
+            return "whatsapp"
+        raise _cannot_tell(path)
     with open(path, "rb") as f:
-        head = f.read(4096).lstrip()
-    if head.startswith(b"{") and b"\n{" in head and head.count(b"\n") > 1 and b'"msg_id"' in head:
-        return "jsonl"
-    if head.startswith((b"{", b"[")):
-        return "telegram"
-    raise IMError(ErrorCode.INVALID_PARAM,
-                  f"{path}: cannot tell the export's format; pass --format (one of {FORMATS})")
+        head = f.read(8192)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
+                if names & set(_SLACK_LISTINGS):
+                    return "slack"
+                member = chat_member(z)
+                if member is not None:
+                    with z.open(member) as raw:
+                        first = next(iter(decode_lines(raw, path, None)), "")
+                    if HEADER.match(first.lstrip("\ufeff")):
+                        return "whatsapp"
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise IMError(ErrorCode.INVALID_PARAM, f"{path}: a damaged zip file ({exc})") from exc
+        raise _cannot_tell(path)
+    enc = detect_encoding(head[:4])
+    text = head.decode(enc, errors="ignore").lstrip("\ufeff \t\r\n")
+    if text.startswith("{"):
+        first = text.split("\n", 1)[0]
+        try:
+            obj = json.loads(first)
+        except ValueError:
+            return "telegram"
+        return "jsonl" if isinstance(obj, dict) and "msg_id" in obj else "telegram"
+    first_line = text.split("\n", 1)[0].rstrip("\r")
+    if HEADER.match(first_line):
+        return "whatsapp"
+    raise _cannot_tell(path)
 
 
-def read_file(path: str, *, owner: str, fmt: str = "auto",
-              skipped: Callable[[str], None] | None = None) -> Iterator[Message]:
-    """Messages of one export file, streamed. ``skipped(reason)`` hears what is left out."""
-    if not os.path.isfile(path):
-        raise IMError(ErrorCode.FILE_NOT_FOUND, f"{path}: no such file")
+def find_exports(folder: str) -> tuple[list[str], list[str]]:
+    """The exports in a folder (searched to any depth; an export that is a folder -- Slack,
+    WhatsApp's unzipped ``_chat.txt`` -- counts as one), and the files that are none."""
+    from .slack import is_slack_dir
+
+    found: list[str] = []
+    others: list[str] = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        if root != folder and (is_slack_dir(root) or "_chat.txt" in files):
+            found.append(root)
+            dirs[:] = []
+            continue
+        for name in sorted(files):
+            p = os.path.join(root, name)
+            try:
+                detect_format(p)
+            except IMError:
+                others.append(p)
+            else:
+                found.append(p)
+    return found, others
+
+
+def scan(path: str, options: ImportOptions | None = None, fmt: str = "auto") -> ExportInfo:
+    """Check an export whole and learn what importing it needs. Raises `IMError`."""
+    opts = options or ImportOptions()
+    if not os.path.exists(path):
+        raise IMError(ErrorCode.FILE_NOT_FOUND, f"{path}: no such file or folder")
     fmt = detect_format(path) if fmt == "auto" else fmt
-    note = skipped or (lambda reason: None)
-    if fmt == "jsonl":
-        from .jsonl import read_jsonl
-
-        def gen() -> Iterator[Message]:
-            with open(path, encoding="utf-8") as f:
-                yield from read_jsonl(f, path)
-        return gen()
-    if fmt == "telegram":
-        from .telegram import read_telegram
-        return read_telegram(path, owner=owner, skipped=note)
-    if fmt == "whatsapp":
-        from .whatsapp import read_whatsapp
-        return read_whatsapp(path, owner=owner, skipped=note)
-    if fmt == "slack":
-        from .slack import read_slack
-        return read_slack(path, owner=owner, skipped=note)
+    try:
+        if fmt == "telegram":
+            try:
+                from .telegram import scan_telegram
+            except ImportError as exc:
+                raise IMError(ErrorCode.SERVICE_NOT_ENABLED,
+                              f"reading Telegram exports needs ijson ({exc}): "
+                              "pip install 'imstore[cli]'") from exc
+            return scan_telegram(path, opts)
+        if fmt == "whatsapp":
+            from .whatsapp import scan_whatsapp
+            return scan_whatsapp(path, opts)
+        if fmt == "slack":
+            from .slack import scan_slack
+            return scan_slack(path, opts)
+        if fmt == "jsonl":
+            info = ExportInfo("jsonl")
+            for _ in _read_jsonl(path, opts):
+                info.total += 1
+            return info
+    except IsADirectoryError as exc:
+        raise IMError(ErrorCode.INVALID_PARAM, f"{path}: a folder, not a {fmt} export") from exc
     raise IMError(ErrorCode.INVALID_PARAM, f"unknown format {fmt!r}; use one of {FORMATS}")
 
 
-def import_file(store: Any, path: str, *, fmt: str = "auto", batch_size: int = 1000,
-                progress: Callable[[int], None] | None = None) -> ImportResult:
-    """Check an export whole, then import it into ``store``. Returns what was imported/skipped."""
-    for _ in read_file(path, owner=store.user_id, fmt=fmt):  # the check: raises before any write
-        pass
+def _read_jsonl(path: str, opts: ImportOptions) -> Iterator[Message]:
+    from .jsonl import read_lines
+
+    with open(path, "rb") as raw:
+        yield from read_lines(decode_lines(raw, path, opts.encoding), path)
+
+
+def read(path: str, options: ImportOptions, info: ExportInfo,
+         skipped: Skipped | None = None) -> Iterator[Message]:
+    """The messages of an export that `scan` checked, streamed."""
+    note = skipped or (lambda reason: None)
+    if info.format == "telegram":
+        from .telegram import read_telegram
+        return read_telegram(path, options, info, note)
+    if info.format == "whatsapp":
+        from .whatsapp import read_whatsapp
+        return read_whatsapp(path, options, info, note)
+    if info.format == "slack":
+        from .slack import read_slack
+        return read_slack(path, options, info, note)
+    return _read_jsonl(path, options)
+
+
+def conversations(path: str, info: ExportInfo) -> dict[str, tuple[ChatType, str]]:
+    """The conversations an export names, with their titles."""
+    if info.format == "telegram":
+        from .telegram import conversations as tg
+        return tg(info, path)
+    if info.format == "whatsapp":
+        return {info.state["conv"]: (info.state["ctype"], info.state["title"])}
+    if info.format == "slack":
+        return dict(info.state["convs"])
+    return {}
+
+
+def read_file(path: str, *, owner: str = "", fmt: str = "auto", me: tuple[str, ...] = (),
+              tz: str | None = None, date_order: str | None = None,
+              skipped: Skipped | None = None) -> Iterator[Message]:
+    """Messages of one export, checked and streamed (for tools and tests)."""
+    opts = ImportOptions(me=me, owner=owner, tz=tz, date_order=date_order)
+    info = scan(path, opts, fmt)
+    return read(path, opts, info, skipped)
+
+
+def save_titles(store: Any, path: str, info: ExportInfo) -> None:
+    """Give the export's conversations that are in the store their titles (ext["title"]),
+    keeping whatever else their ext holds."""
+    for conv_id, (_ctype, title) in conversations(path, info).items():
+        conv = store.conversation(conv_id)
+        if conv is None or not title:
+            continue
+        ext = dict(conv.ext or {})
+        if ext.get("title") != title:
+            ext["title"] = title
+            store.set_conversation_ext(conv_id, ext)
+
+
+def import_file(store: Any, path: str, *, fmt: str = "auto", options: ImportOptions | None = None,
+                info: ExportInfo | None = None, batch_size: int = 1000,
+                progress: Callable[[int], None] | None = None,
+                stop: Callable[[], bool] | None = None) -> ImportResult:
+    """Check an export whole, then import it into ``store``; returns what was imported/skipped.
+
+    ``options.owner`` is set to the store's owner. ``stop()`` is asked before each message: when
+    it says True the import ends after the messages read so far (whole batches are kept).
+    """
+    opts = options or ImportOptions()
+    opts.owner = store.user_id
+    if info is None:
+        info = scan(path, opts, fmt)
     reasons: dict[str, int] = {}
 
     def skipped(reason: str) -> None:
         reasons[reason] = reasons.get(reason, 0) + 1
 
-    result: ImportResult = store.import_messages(
-        read_file(path, owner=store.user_id, fmt=fmt, skipped=skipped),
-        batch_size=batch_size, progress=progress)
+    messages = read(path, opts, info, skipped)
+    if stop is not None:
+        messages = _until(messages, stop)
+    try:
+        result: ImportResult = store.import_messages(messages, batch_size=batch_size,
+                                                     progress=progress)
+    finally:
+        save_titles(store, path, info)
     for reason, n in reasons.items():
         result.skipped += n
         result.reasons[reason] = result.reasons.get(reason, 0) + n
     return result
+
+
+def _until(messages: Iterator[Message], stop: Callable[[], bool]) -> Iterator[Message]:
+    for m in messages:
+        if stop():
+            return
+        yield m

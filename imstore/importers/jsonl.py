@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from ..codec import body_from_dict, body_to_dict
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, Direction, Message, MessageStatus, MessageType
 
-__all__ = ["dumps", "loads", "read_jsonl", "write_jsonl"]
+__all__ = ["dumps", "loads", "read_jsonl", "read_lines", "write_jsonl"]
 
 
 def _plain(value: Any) -> Any:
@@ -83,7 +83,12 @@ def write_jsonl(messages: Any, out: IO[str]) -> int:
 
 def read_jsonl(f: IO[str], name: str = "<jsonl>") -> Iterator[Message]:
     """Messages from JSON lines; a malformed line is an `IMError` naming the file and line."""
-    for lineno, line in enumerate(f, 1):
+    return read_lines(f, name)
+
+
+def read_lines(lines: Iterable[str], name: str = "<jsonl>") -> Iterator[Message]:
+    """Messages from JSON lines (any iterable of lines)."""
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:

@@ -1,16 +1,39 @@
-"""Slack workspace exports (``.zip``): channels (public, private, group DMs, DMs), users, one
-JSON file per channel and day, bot messages and file shares.
+"""Slack workspace exports: the ``.zip`` (or the folder it unzips to) with ``users.json``, the
+channel lists and one JSON file per channel and day.
 
-Channels become GROUP_CHAT ``slack:<name>``, DMs CHAT with the other member. Mentions
-(``<@U123>``) and links (``<url|label>``) read as text. File shares become attachments
-(IMAGE/VIDEO/VOICE/FILE by MIME type) with the share's text in ``ext["comment"]``; bot messages
-are TEXT from ``slack:bot:<id>``; joins, leaves, topic changes and other events become CUSTOM
-``slack.<subtype>``.
+Rules kept here:
+- the export is read one member at a time (a listing, then one day file): memory stays bounded
+  by the largest day, whatever the zip's size; the first pass parses every member (a malformed
+  one is an error naming it before anything is written), the second converts;
+- "me" is the user whose id, name, display name or real name is ``--me`` (or the store owner);
+- every file of a message is kept (one attachment message each), every bot attachment's text is
+  part of the message.
+
+Mapping (export field -> imstore):
+
+- ``channels.json`` / ``groups.json`` / ``mpims.json`` channel -> GROUP_CHAT ``slack:<name>``,
+  ``ext["title"]`` ``#name``
+- ``dms.json`` DM -> CHAT ``slack:<other member's id>``, titled with their name
+- ``users.json`` names -> ``ext["sender_name"]``, mentions ``<@U..>`` read as ``@name``
+- ``ts`` -> time (ms); ``msg_id`` ``slack:<channel id>:<ts>``
+- ``user`` / ``bot_id`` (``username``) / ``comment.user`` (file comments) -> sender ``slack:<id>`` /
+  ``slack:bot:<id>``, or the owner
+- ``text`` (links, mentions, entities decoded) -> TEXT
+- ``attachments[]`` (``pretext``, ``title``, ``text``, ``fields``, else ``fallback``) -> lines of
+  the TEXT body; their other fields in ``ext["raw"]``
+- ``files[]`` / ``file`` -> one IMAGE/VIDEO/VOICE/FILE message per file (the first keeps the
+  message's id, the rest ``<id>:<file id>`` with ``ext["part_of"]``); the text in ``ext["caption"]``
+- ``edited.ts`` -> edit time (``edited_at``, ``ext["edited"]``)
+- ``thread_ts`` (a reply) -> ``ext["reply_to"]``: the thread parent's ``msg_id``
+- ``file_comment`` -> TEXT from the commenter, ``ext["file"]``
+- ``channel_join``, ``bot_add``, other subtypes -> CUSTOM ``slack.<subtype>`` (``text``, ``user``)
+- any other field (``reactions``, ``pinned_to``, ``replies``...) -> ``ext["raw"]``
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import zipfile
 from collections.abc import Callable, Iterator
@@ -18,124 +41,286 @@ from typing import Any
 
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, Message
-from ._common import attachment_message, custom, kind_of
+from ._common import (
+    ExportInfo,
+    Identity,
+    ImportOptions,
+    Skipped,
+    attachment_message,
+    custom,
+    kind_of,
+    mark_edited,
+)
 
-__all__ = ["read_slack"]
+__all__ = ["is_slack_dir", "read_slack", "scan_slack"]
 
-_MENTION = re.compile(r"<@(U\w+)(?:\|([^>]+))?>")
-_LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]+))?>")
-_SPECIAL = re.compile(r"<!(\w+)(?:\|([^>]+))?>")
-_TEXT_SUBTYPES = {None, "bot_message", "me_message", "thread_broadcast", "reply_broadcast"}
+_MENTION = re.compile(r"<@([UW]\w+)(?:\|([^>]+))?>")
+_CHANNEL = re.compile(r"<#(C\w+)(?:\|([^>]+))?>")
+_LINK = re.compile(r"<((?:https?|mailto|tel):[^|>]+)(?:\|([^>]+))?>")
+_SPECIAL = re.compile(r"<!(\w+)(?:\^[^|>]*)?(?:\|([^>]+))?>")
+_TEXT_SUBTYPES = {None, "bot_message", "me_message", "thread_broadcast", "reply_broadcast",
+                  "file_share"}
+_LISTINGS = (("channels.json", ChatType.GROUP_CHAT), ("groups.json", ChatType.GROUP_CHAT),
+             ("mpims.json", ChatType.GROUP_CHAT), ("dms.json", ChatType.CHAT))
+_USED = frozenset(("type", "subtype", "ts", "user", "text", "files", "file", "attachments",
+                   "edited", "thread_ts", "bot_id", "username", "user_profile", "bot_profile",
+                   "blocks", "comment", "parent_user_id"))
+_ATTACHMENT_TEXT = ("pretext", "title", "text", "fields", "fallback")
 
 
-def _load(z: zipfile.ZipFile, name: str, path: str) -> Any:
+def is_slack_dir(path: str) -> bool:
+    return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, n))
+                                       for n in ("users.json", "channels.json", "dms.json"))
+
+
+class _Members:
+    """The export's files, from a zip or a folder, opened one at a time."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.zip: zipfile.ZipFile | None = None
+        if os.path.isdir(path):
+            names = []
+            for root, _dirs, files in os.walk(path):
+                for f in files:
+                    names.append(os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/"))
+            self.names = sorted(names)
+        else:
+            try:
+                self.zip = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise IMError(ErrorCode.INVALID_PARAM, f"{path}: not a zip file ({exc})") from exc
+            self.names = sorted(self.zip.namelist())
+
+    def close(self) -> None:
+        if self.zip is not None:
+            self.zip.close()
+
+    def load(self, name: str) -> Any:
+        try:
+            if self.zip is not None:
+                with self.zip.open(name) as f:
+                    return json.load(f)
+            with open(os.path.join(self.path, name), "rb") as f:
+                return json.load(f)
+        except json.JSONDecodeError as exc:
+            raise IMError(ErrorCode.INVALID_PARAM, f"{self.path}: {name}, line {exc.lineno}: "
+                                                   f"malformed JSON ({exc.msg})") from exc
+        except UnicodeDecodeError as exc:
+            raise IMError(ErrorCode.FILE_INVALID, f"{self.path}: {name}: not UTF-8 JSON "
+                                                  f"({exc.reason})") from exc
+
+
+def _display(u: dict[str, Any]) -> str:
+    p: dict[str, Any] = u["profile"] if isinstance(u.get("profile"), dict) else {}
+    return str(u.get("real_name") or p.get("real_name") or p.get("display_name") or u.get("name")
+               or u.get("id"))
+
+
+def scan_slack(path: str, opts: ImportOptions) -> ExportInfo:
+    """The first pass: users, channels, and every day file parsed once."""
+    mem = _Members(path)
     try:
-        with z.open(name) as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise IMError(ErrorCode.INVALID_PARAM, f"{path}: {name}, line {exc.lineno}: malformed "
-                                               f"JSON ({exc.msg})") from exc
-
-
-def read_slack(path: str, *, owner: str, skipped: Callable[[str], None]) -> Iterator[Message]:
-    """Messages of a Slack export zip, streamed one day file at a time."""
-    try:
-        z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise IMError(ErrorCode.INVALID_PARAM, f"{path}: not a zip file ({exc})") from exc
-    with z:
-        names = set(z.namelist())
-        users: dict[str, str] = {}
+        names = set(mem.names)
+        users: dict[str, dict[str, Any]] = {}
         if "users.json" in names:
-            for u in _load(z, "users.json", path):
-                users[u["id"]] = u.get("name") or u.get("real_name") or u["id"]
-        owner_id = next((uid for uid, n in users.items() if owner in (uid, n)), owner)
-        chats: list[tuple[str, ChatType, str, dict[str, Any]]] = []
-        for listing, ctype in (("channels.json", ChatType.GROUP_CHAT),
-                               ("groups.json", ChatType.GROUP_CHAT),
-                               ("mpims.json", ChatType.GROUP_CHAT), ("dms.json", ChatType.CHAT)):
+            for u in mem.load("users.json"):
+                if isinstance(u, dict) and "id" in u:
+                    users[u["id"]] = u
+        ident = opts.identity()
+        me_id = next((uid for uid, u in users.items() if ident.is_me(
+            uid, f"slack:{uid}", u.get("name"), u.get("real_name"),
+            (u.get("profile") or {}).get("display_name"))), None)
+        chats: list[tuple[str, ChatType, str, dict[str, Any], list[str]]] = []
+        for listing, ctype in _LISTINGS:
             if listing in names:
-                for ch in _load(z, listing, path):
-                    folder = ch.get("name") or ch.get("id")
-                    chats.append((folder, ctype, ch.get("id", folder), ch))
+                for ch in mem.load(listing):
+                    if not isinstance(ch, dict):
+                        continue
+                    # DM folders are named by the DM's id, the others by the channel's name.
+                    folder = str(ch.get("id") if ctype == ChatType.CHAT
+                                 else ch.get("name") or ch.get("id"))
+                    days = sorted(n for n in names if n.startswith(folder + "/")
+                                  and n.endswith(".json"))
+                    chats.append((folder, ctype, str(ch.get("id", folder)), ch, days))
         if not chats:
             raise IMError(ErrorCode.INVALID_PARAM,
                           f"{path}: no channels.json, groups.json, mpims.json or dms.json; is "
                           "this a Slack export?")
-
-        def name_of(uid: str) -> str:
-            return users.get(uid, uid)
-
-        def text_of(raw: str) -> str:
-            raw = _MENTION.sub(lambda m: "@" + (m.group(2) or name_of(m.group(1))), raw)
-            raw = _LINK.sub(lambda m: m.group(2) or m.group(1), raw)
-            raw = _SPECIAL.sub(lambda m: "@" + (m.group(2) or m.group(1)), raw)
-            return raw.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-
-        for folder, ctype, chan_id, ch in chats:
-            if ctype == ChatType.CHAT:
-                members = [m for m in ch.get("members", []) if m != owner_id]
-                conv = f"slack:{members[0]}" if members else f"slack:{chan_id}"
-            else:
-                conv = f"slack:{folder}"
-            days = sorted(n for n in names if n.startswith(folder + "/") and n.endswith(".json"))
+        total = 0
+        for _folder, _ct, _cid, _ch, days in chats:
             for day in days:
-                entries = _load(z, day, path)
+                entries = mem.load(day)
                 if not isinstance(entries, list):
                     raise IMError(ErrorCode.INVALID_PARAM, f"{path}: {day}: not a list of messages")
-                for e in entries:
-                    msg = _convert(e, conv, ctype, chan_id, owner_id, name_of, text_of, skipped)
-                    if msg is not None:
-                        yield msg
+                total += len(entries)
+    finally:
+        mem.close()
+    info = ExportInfo("slack", total=total)
+    if me_id is not None:
+        info.owner, info.owner_name = f"slack:{me_id}", _display(users[me_id])
+        info.notes.append(f"me in this export: {info.owner_name} ({me_id})")
+    else:
+        given = f"--me {', '.join(map(repr, opts.me))} is none" if opts.me else "no user"
+        known = ", ".join(sorted(str(u.get("name") or uid) for uid, u in users.items())[:8])
+        info.notes.append(f"{given} of this export's users ({known}): every message is "
+                          "imported as received")
+    names_of = {uid: _display(u) for uid, u in users.items()}
+    convs = {}
+    for folder, ctype, chan_id, ch, _days in chats:
+        conv, title = _conv(folder, ctype, chan_id, ch, me_id, names_of)
+        convs[conv] = (ctype, title)
+    info.state.update(users=names_of, handles={uid: str(u.get("name") or uid)
+                                               for uid, u in users.items()},
+                      me_id=me_id, chats=chats, convs=convs)
+    return info
 
 
-def _convert(e: Any, conv: str, ctype: ChatType, chan_id: str, owner_id: str,
-             name_of: Callable[[str], str], text_of: Callable[[str], str],
-             skipped: Callable[[str], None]) -> Message | None:
+def _conv(folder: str, ctype: ChatType, chan_id: str, ch: dict[str, Any], me_id: str | None,
+          names: dict[str, str]) -> tuple[str, str]:
+    if ctype == ChatType.CHAT:
+        members = [m for m in ch.get("members", []) if m != me_id]
+        other = members[0] if len(members) == 1 else chan_id
+        return f"slack:{other}", names.get(other, other)
+    return f"slack:{folder}", f"#{folder}"
+
+
+def read_slack(path: str, opts: ImportOptions, info: ExportInfo,
+               skipped: Skipped) -> Iterator[Message]:
+    """The second pass: messages, one day file at a time."""
+    st = info.state
+    names: dict[str, str] = st["users"]
+    handles: dict[str, str] = st["handles"]
+    me_id: str | None = st["me_id"]
+    ident = opts.identity(*([me_id] if me_id else []))
+    channels: dict[str, str] = {}
+
+    def text_of(raw: str) -> str:
+        raw = _MENTION.sub(lambda m: "@" + (m.group(2) or handles.get(m.group(1), m.group(1))),
+                           raw)
+        raw = _CHANNEL.sub(lambda m: "#" + (m.group(2) or channels.get(m.group(1), m.group(1))),
+                           raw)
+        raw = _LINK.sub(lambda m: m.group(2) or m.group(1), raw)
+        raw = _SPECIAL.sub(lambda m: "@" + (m.group(2) or m.group(1)), raw)
+        return raw.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+    for folder, _ct, chan_id, _ch, _days in st["chats"]:
+        channels[chan_id] = folder
+    mem = _Members(path)
+    try:
+        for folder, ctype, chan_id, ch, days in st["chats"]:
+            conv, _title = _conv(folder, ctype, chan_id, ch, me_id, names)
+            for day in days:
+                for e in mem.load(day):
+                    yield from _convert(e, conv, ctype, chan_id, ident, names, text_of, skipped)
+    finally:
+        mem.close()
+
+
+def _attachment_lines(atts: Any, text_of: Callable[[str], str]) -> tuple[list[str], list[Any]]:
+    """The readable lines of bot/unfurl attachments, and what is left of them."""
+    lines: list[str] = []
+    rest: list[Any] = []
+    for a in atts if isinstance(atts, list) else []:
+        if not isinstance(a, dict):
+            continue
+        mine = [text_of(str(a[k])) for k in ("pretext", "title", "text") if a.get(k)]
+        for f in a.get("fields") or []:
+            if isinstance(f, dict):
+                mine.append(f"{f.get('title', '')}: {text_of(str(f.get('value', '')))}".strip(": "))
+        if not mine and a.get("fallback"):
+            mine.append(text_of(str(a["fallback"])))
+        lines += mine
+        left = {k: v for k, v in a.items() if k not in _ATTACHMENT_TEXT}
+        if left:
+            rest.append(left)
+    return lines, rest
+
+
+def _convert(e: Any, conv: str, ctype: ChatType, chan_id: str, ident: Identity,
+             names: dict[str, str], text_of: Callable[[str], str],
+             skipped: Skipped) -> Iterator[Message]:
     if not isinstance(e, dict) or "ts" not in e:
         skipped("slack: entry without a timestamp")
-        return None
+        return
     try:
         ts = int(float(e["ts"]) * 1000)
     except (TypeError, ValueError):
         skipped("slack: unreadable timestamp")
-        return None
+        return
     sub = e.get("subtype")
-    uid = e.get("user") or (f"bot:{e['bot_id']}" if e.get("bot_id") else "unknown")
-    mine = uid == owner_id
-    if ctype == ChatType.CHAT:
-        sender = None if mine else conv
-        to = conv if mine else owner_id
-    else:
-        sender = None if mine else f"slack:{uid}"
-        to = conv
-    ext: dict[str, Any] = {"slack_from": e.get("username") or name_of(str(uid))}
+    comment: dict[str, Any] | None = e["comment"] if isinstance(e.get("comment"), dict) else None
+    uid = str(e.get("user") or (comment or {}).get("user") or
+              (f"bot:{e['bot_id']}" if e.get("bot_id") else "unknown"))
+    mine = ident.is_me(uid, f"slack:{uid}")
+    sender = None if mine else conv if ctype == ChatType.CHAT else f"slack:{uid}"
+    profile: dict[str, Any] = e["user_profile"] if isinstance(e.get("user_profile"), dict) else {}
+    bot: dict[str, Any] = e["bot_profile"] if isinstance(e.get("bot_profile"), dict) else {}
+    ext: dict[str, Any] = {"sender_name": str(e.get("username") or profile.get("real_name")
+                                              or bot.get("name") or names.get(uid, uid))}
+    main_id = f"slack:{chan_id}:{e['ts']}"
     if e.get("thread_ts") and e.get("thread_ts") != e.get("ts"):
-        ext["thread_ts"] = e["thread_ts"]
-    kw: dict[str, Any] = dict(chat_type=ctype, sender=sender, timestamp=ts,
-                              msg_id=f"slack:{chan_id}:{e['ts']}")
+        ext["reply_to"] = f"slack:{chan_id}:{e['thread_ts']}"
+    kw: dict[str, Any] = dict(chat_type=ctype, sender=sender, timestamp=ts)
     text = text_of(str(e.get("text") or ""))
-    f = e.get("file") if isinstance(e.get("file"), dict) else None
-    if f is None and isinstance(e.get("files"), list) and e["files"]:
-        f = e["files"][0]
-    if sub == "file_share" or (f is not None and sub is None):
-        if f is None:
-            skipped("slack: file share without file details")
-            return None
-        if text:
-            ext["comment"] = text
-        name = str(f.get("name") or f.get("title") or "file")
-        url = str(f.get("url_private") or f.get("permalink") or f"slack-file:{f.get('id')}")
-        return attachment_message(to, kind_of(name, f.get("mimetype")), path=None,
-                                  origin=url.split("?")[0], display_name=name,
-                                  size=int(f.get("size") or 0), width=f.get("original_w"),
-                                  height=f.get("original_h"), ext=ext, **kw)
+    lines, rest_atts = _attachment_lines(e.get("attachments"), text_of)
+    raw = {k: v for k, v in e.items() if k not in _USED}
+    if rest_atts:
+        raw["attachments"] = rest_atts
+    if raw:
+        ext["raw"] = raw
+    edited: dict[str, Any] | None = e["edited"] if isinstance(e.get("edited"), dict) else None
+    edited_at = None
+    if edited is not None:
+        try:
+            edited_at = int(float(edited.get("ts") or "") * 1000)
+        except (TypeError, ValueError):
+            edited_at = None
+
+    def done(msg: Message) -> Message:
+        return mark_edited(msg, edited_at) if edited is not None else msg
+
+    files = [f for f in (e.get("files") or []) if isinstance(f, dict)]
+    if isinstance(e.get("file"), dict) and sub != "file_comment":
+        files.insert(0, e["file"])
+    if sub == "file_comment":
+        f: dict[str, Any] = e["file"] if isinstance(e.get("file"), dict) else {}
+        ext["file"] = str(f.get("name") or f.get("title") or "")
+        if f.get("id"):
+            ext["file_id"] = f["id"]
+        body = text_of(str((comment or {}).get("comment") or "")) or text
+        if not body:
+            skipped("slack: empty file comment")
+            return
+        yield done(Message.text(conv, body, ext=ext, msg_id=main_id, **kw))
+        return
+    if files:
+        body_text = "\n".join([text, *lines]).strip()
+        for i, f in enumerate(files):
+            fext = dict(ext)
+            if i == 0 and body_text:
+                fext["caption"] = body_text
+            if i > 0:
+                fext["part_of"] = main_id
+            name = str(f.get("name") or f.get("title") or "file")
+            if f.get("title") and f.get("title") != name:
+                fext["file_title"] = f["title"]
+            if f.get("id"):
+                fext["file_id"] = f["id"]
+            url = str(f.get("url_private") or f.get("permalink") or f"slack-file:{f.get('id')}")
+            msg_id = main_id if i == 0 else f"{main_id}:{f.get('id') or i}"
+            yield done(attachment_message(conv, kind_of(name, f.get("mimetype")), path=None,
+                                          origin=url.split("?")[0], display_name=name,
+                                          size=int(f.get("size") or 0), width=f.get("original_w"),
+                                          height=f.get("original_h"), msg_id=msg_id, ext=fext,
+                                          **kw))
+        return
     if sub in _TEXT_SUBTYPES:
-        if not text and e.get("attachments"):
-            text = "\n".join(text_of(str(a.get("pretext") or a.get("fallback") or a.get("text") or ""))
-                             for a in e["attachments"] if isinstance(a, dict)).strip()
-        if not text:
+        body_text = "\n".join(x for x in [text, *lines] if x).strip()
+        if not body_text:
             skipped("slack: empty message")
-            return None
-        return Message.text(to, text, ext=ext, **kw)
-    return custom(to, f"slack.{sub}", {"text": text, "user": name_of(str(uid))}, ext=ext, **kw)
+            return
+        yield done(Message.text(conv, body_text, ext=ext, msg_id=main_id, **kw))
+        return
+    yield done(custom(conv, f"slack.{sub}", {"text": text, "user": names.get(uid, uid)},
+                      ext=ext, msg_id=main_id, **kw))

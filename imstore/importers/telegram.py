@@ -1,119 +1,297 @@
 """Telegram Desktop JSON exports: one chat (``result.json`` of a chat) or a whole account
-(``chats.list[]``), streamed message by message.
+(``chats.list[]`` and ``left_chats.list[]``, with ``personal_information``), read with ijson.
 
-Mapping: text (plain or entity arrays) → TEXT; photo → IMAGE; video_file, animation,
-video_message → VIDEO; voice_message, audio_file → VOICE; other files → FILE; locations →
-LOCATION; stickers, polls, contacts and service messages → CUSTOM with the original fields;
-anything else is skipped and counted. Captions, forwards, replies and the sender's display name
-go to ``ext``. Personal chats become CHAT with the peer, the rest GROUP_CHAT.
+Rules kept here:
+- the file is streamed twice with ijson's event parser, never loaded whole: the first pass reads
+  every chat's header (``name``, ``type``, ``id``), ``personal_information`` and the message
+  count, wherever those keys stand (exports with sorted keys put ``messages`` first), and checks
+  the JSON; the second pass builds one message object at a time;
+- "me" is ``personal_information.user_id`` when the export has it, else ``--me`` (a name or an
+  id as the export writes it); in a personal chat whoever is not the peer is me;
+- every field of an entry maps to the message or is kept raw in ``ext["raw"]``.
+
+Mapping (export field -> imstore):
+
+- chat ``id``, ``type`` -> conversation ``tg:<id>`` (personal, bot, saved: CHAT with the peer;
+  ``tg:saved:<id>`` for saved messages), ``tg:group:<id>`` / ``tg:channel:<id>`` (GROUP_CHAT)
+- chat ``name`` -> conversation ``ext["title"]``
+- ``personal_information.user_id`` -> "me"; a new store's owner ``tg:<user_id>``
+- ``id`` -> ``msg_id`` = hash of chat id and message id; ``ext["tg_id"]``
+- ``date_unixtime`` / ``date`` -> time (ms); ``date`` alone is local: read in ``--tz``
+- ``edited_unixtime`` / ``edited`` -> edit time (``edited_at``, ``ext["edited"]``)
+- ``from``, ``actor`` -> ``ext["sender_name"]``
+- ``from_id``, ``actor_id`` -> sender ``tg:<number>`` (``user`` prefix dropped), or the owner
+- ``text`` / ``text_entities`` -> TEXT body (entity parts joined); a caption (``ext["caption"]``) on
+  media
+- ``reply_to_message_id`` (+ ``reply_to_peer_id``) -> ``ext["reply_to"]``: the stored ``msg_id`` of
+  the target
+- ``forwarded_from``, ``saved_from``, ``via_bot``, ``author`` -> ``ext`` under the same names
+- ``photo``, ``width``, ``height`` -> IMAGE
+- ``file`` + ``media_type`` voice_message / audio_file -> VOICE (``duration_seconds``)
+- ``file`` + video_file / animation / video_message -> VIDEO (``thumbnail``)
+- other ``file`` (``mime_type``) -> FILE
+- ``media_type`` sticker (``sticker_emoji``) -> CUSTOM ``telegram.sticker``
+- ``location_information``, ``place_name``, ``address`` -> LOCATION
+- ``poll``, ``contact_information``, ``dice``, games, invoices, anything else without text -> CUSTOM
+  ``telegram.<kind>`` with the fields as params
+- service ``action`` (``phone_call`` with ``duration_seconds``/``discard_reason``, ``pin_message``
+  with ``message_id``, ``create_group``...) -> CUSTOM ``telegram.<action>`` with every field; a
+  pin's target in ``ext["pinned"]`` (stored ``msg_id``)
+- any other field -> ``ext["raw"]``
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any
+
+import ijson  # type: ignore[import-untyped]
 
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, Message, MessageType
-from ._common import attachment_message, custom, stable_id
+from ._common import (
+    ExportInfo,
+    Identity,
+    ImportOptions,
+    Skipped,
+    attachment_message,
+    custom,
+    detect_encoding,
+    encoding_error,
+    mark_edited,
+    stable_id,
+    zone_of,
+)
 
-__all__ = ["read_telegram"]
+__all__ = ["read_telegram", "scan_telegram"]
 
-_CHUNK = 1 << 20
-_HEADER_KEY = re.compile(r'"(name|type|id)"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)')
 _CHAT_TYPES = {"personal_chat": ChatType.CHAT, "bot_chat": ChatType.CHAT,
                "saved_messages": ChatType.CHAT}
-_WS = " \t\r\n,"
+# Where chats stand: a one-chat export is the root object; an account export has two lists.
+_CHAT_PREFIX = {"": "", "chats.list.item": "chats", "left_chats.list.item": "left_chats"}
+_ITEM_PREFIX = {f"{p}.messages.item" if p else "messages.item": c for p, c in _CHAT_PREFIX.items()}
+_UNIX_PREFIX = frozenset(f"{p}.date_unixtime" for p in _ITEM_PREFIX)
+_LIST_PREFIX = {p[:-5]: c for p, c in _ITEM_PREFIX.items()}
+_HEAD_KEYS = {f"{p}.{k}" if p else k: (c, k) for p, c in _CHAT_PREFIX.items()
+              for k in ("name", "type", "id")}
+_SCALARS = frozenset(("string", "number", "boolean", "null"))
+_BUF = 1 << 16
 
 
-class _Stream:
-    """Reads JSON values out of a large file without loading it whole."""
+@dataclass
+class _Chat:
+    name: str | None = None
+    type: str | None = None
+    id: Any = None
+    count: int = 0
 
-    def __init__(self, path: str) -> None:
+    @property
+    def key(self) -> str:
+        return str(self.id if self.id is not None else self.name if self.name is not None else "")
+
+
+class _Reader:
+    """The file as UTF-8 bytes for ijson, counting lines for error messages."""
+
+    def __init__(self, path: str, encoding: str | None) -> None:
         self.path = path
-        self.f = open(path, encoding="utf-8-sig")  # noqa: SIM115 - closed in close()
-        self.buf = ""
-        self.base = 0  # file offset of buf[0] in characters
-        self.lines = 1  # line number of buf[0]
-        self.eof = False
-        self.dec = json.JSONDecoder()
+        self.f = open(path, "rb")  # noqa: SIM115 - closed in close()
+        head = self.f.read(4)
+        self.encoding = encoding or detect_encoding(head)
+        self.f.seek(0)
+        self.text: IO[str] | None = None
+        if self.encoding == "utf-8-sig":
+            self.f.seek(3)
+        elif self.encoding != "utf-8":
+            import io
+            self.text = io.TextIOWrapper(self.f, encoding=self.encoding, errors="strict")
+        self.lines = 1
+
+    def read(self, n: int) -> bytes:
+        if self.text is not None:
+            try:
+                data = self.text.read(n).encode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise encoding_error(self.path, self.lines, exc, self.encoding) from exc
+        else:
+            data = self.f.read(n)
+        self.lines += data.count(b"\n")
+        return data
 
     def close(self) -> None:
         self.f.close()
 
-    def more(self) -> bool:
-        if self.eof:
-            return False
-        chunk = self.f.read(_CHUNK)
-        if not chunk:
-            self.eof = True
-            return False
-        self.buf += chunk
-        return True
 
-    def drop(self, n: int) -> None:
-        self.lines += self.buf.count("\n", 0, n)
-        self.base += n
-        self.buf = self.buf[n:]
-
-    def where(self, i: int = 0) -> str:
-        line = self.lines + self.buf.count("\n", 0, i)
-        return f"{self.path}, line {line}"
-
-    def fail(self, what: str, i: int = 0) -> IMError:
-        return IMError(ErrorCode.INVALID_PARAM,
-                       f"{self.where(i)}: {what}; is this a Telegram Desktop JSON export?")
-
-    def find_messages(self) -> str | None:
-        """Advance to just after the next ``"messages": [``; returns the text before it."""
-        pat = re.compile(r'"messages"\s*:\s*\[')
-        while True:
-            m = pat.search(self.buf)
-            if m:
-                before = self.buf[:m.start()]
-                self.drop(m.end())
-                return before
-            if not self.more():
-                return None
-
-    def next_item(self) -> Any:
-        """The next value of the current array, or StopIteration's sentinel at ``]``."""
-        while True:
-            i = 0
-            while i < len(self.buf) and self.buf[i] in _WS:
-                i += 1
-            if i == len(self.buf):
-                if not self.more():
-                    raise self.fail("the file ends inside the messages list", i)
-                continue
-            if self.buf[i] == "]":
-                self.drop(i + 1)
-                return _END
-            try:
-                value, end = self.dec.raw_decode(self.buf, i)
-            except json.JSONDecodeError as exc:
-                if self.more():
-                    continue
-                raise self.fail(f"malformed JSON ({exc.msg})", exc.pos) from exc
-            self.drop(end)
-            return value
+def _events(path: str, opts: ImportOptions) -> Iterator[tuple[str, str, Any]]:
+    r = _Reader(path, opts.encoding)
+    try:
+        yield from ijson.parse(r, buf_size=_BUF, use_float=True)
+    except ijson.JSONError as exc:
+        text = str(exc)
+        if "UTF8" in text or "UTF-8" in text:
+            raise encoding_error(path, r.lines, None, "UTF-8") from exc
+        first = text.strip().splitlines()[0] if text.strip() else "malformed JSON"
+        raise IMError(ErrorCode.INVALID_PARAM,
+                      f"{path}, line {r.lines}: {first}; is this a Telegram Desktop JSON "
+                      "export?") from exc
+    finally:
+        r.close()
 
 
-_END = object()
+def scan_telegram(path: str, opts: ImportOptions) -> ExportInfo:
+    """The first pass: check the whole file, read every chat's header and who "me" is."""
+    chats: dict[str, list[_Chat]] = {"": [], "chats": [], "left_chats": []}
+    personal: dict[str, Any] = {}
+    me_ids: dict[str, str] = {}  # --me names -> the from_id they write
+    builder: Any = None
+    me = set(opts.me)
+    last_from = None
+    root_seen = False
+    lists = 0
+    exact = 0  # messages with date_unixtime
+    zone_note = zone_of(opts.tz)[1]
+    for prefix, event, value in _events(path, opts):
+        if builder is not None:
+            if prefix == "personal_information" and event == "end_map":
+                personal = builder.value if isinstance(builder.value, dict) else {}
+                builder = None
+            else:
+                builder.event(event, value)
+            continue
+        if event == "start_map":
+            if prefix == "":
+                root_seen = True
+            if prefix in _CHAT_PREFIX and prefix:
+                chats[_CHAT_PREFIX[prefix]].append(_Chat())
+            elif prefix in _ITEM_PREFIX:
+                _current(chats, _ITEM_PREFIX[prefix]).count += 1
+            elif prefix == "personal_information":
+                builder = ijson.ObjectBuilder()
+                builder.event(event, value)
+            continue
+        if event == "start_array":
+            if prefix in _LIST_PREFIX:
+                lists += 1
+                _current(chats, _LIST_PREFIX[prefix])
+            elif prefix in _ITEM_PREFIX:  # a list where a message should be: counted, skipped
+                _current(chats, _ITEM_PREFIX[prefix]).count += 1
+            continue
+        if event in _SCALARS:
+            head = _HEAD_KEYS.get(prefix)
+            if prefix in _UNIX_PREFIX:
+                exact += 1
+            elif head is not None:
+                setattr(_current(chats, head[0]), head[1], value)
+            elif me and prefix.endswith(".from") and prefix[:-5] in _ITEM_PREFIX:
+                last_from = value
+            elif me and prefix.endswith(".from_id") and prefix[:-8] in _ITEM_PREFIX:
+                if last_from in me:
+                    me_ids.setdefault(str(last_from), _uid(value))
+            elif prefix in _ITEM_PREFIX:
+                _current(chats, _ITEM_PREFIX[prefix]).count += 1
+    if not root_seen or not lists:
+        raise IMError(ErrorCode.INVALID_PARAM, f'{path}, line 1: no "messages" list found; is this '
+                                               "a Telegram Desktop JSON export?")
+    info = ExportInfo("telegram", total=sum(c.count for cs in chats.values() for c in cs))
+    info.state["chats"] = chats
+    if exact < info.total:
+        info.notes.append(f"{info.total - exact} message(s) have only a local date: read in "
+                          f"{zone_note}")
+    uid = personal.get("user_id")
+    if uid is not None:
+        info.owner = f"tg:{_uid(uid)}"
+        name = " ".join(str(personal.get(k) or "") for k in ("first_name", "last_name")).strip()
+        info.owner_name = name or None
+        info.state["me"] = {_uid(uid)}
+        info.notes.append(f"me in this export: {name or uid} (personal_information)")
+    elif me_ids:
+        first = next(iter(me_ids.values()))
+        info.owner = f"tg:{first}"
+        info.owner_name = next(iter(me_ids))
+        info.state["me"] = set(me_ids.values())
+    else:
+        info.state["me"] = set()
+        if opts.me:
+            info.notes.append(f"--me {', '.join(map(repr, opts.me))} wrote nothing in this "
+                              "export")
+    return info
 
 
-def _header(text: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, raw in _HEADER_KEY.findall(text):
-        out[key] = json.loads(raw)
+def _current(chats: dict[str, list[_Chat]], container: str) -> _Chat:
+    lst = chats[container]
+    if not lst:
+        lst.append(_Chat())
+    return lst[-1]
+
+
+def _uid(value: Any) -> str:
+    s = str(value)
+    return s[4:] if s.startswith("user") and s[4:].lstrip("-").isdigit() else s
+
+
+def _conv(chat: _Chat, fallback: str) -> tuple[str, ChatType, str]:
+    """(conversation id, chat type, title) of a chat."""
+    kind = str(chat.type or "")
+    key = chat.key or fallback
+    ctype = _CHAT_TYPES.get(kind, ChatType.GROUP_CHAT)
+    if kind == "saved_messages":
+        return f"tg:saved:{key}", ctype, chat.name or "Saved Messages"
+    # Telegram numbers users, groups and channels separately: keep the spaces apart.
+    space = "" if ctype == ChatType.CHAT else "channel:" if "channel" in kind else "group:"
+    return f"tg:{space}{key}", ctype, chat.name or key
+
+
+def conversations(info: ExportInfo, path: str) -> dict[str, tuple[ChatType, str]]:
+    out = {}
+    for cs in info.state["chats"].values():
+        for chat in cs:
+            conv, ctype, title = _conv(chat, os.path.basename(path))
+            out[conv] = (ctype, title)
     return out
 
 
+def read_telegram(path: str, opts: ImportOptions, info: ExportInfo,
+                  skipped: Skipped) -> Iterator[Message]:
+    """The second pass: messages, one object at a time, built by ijson's C backend -- one read of
+    the file per list of chats the export has (a chat export has one, an account export two)."""
+    chats: dict[str, list[_Chat]] = info.state["chats"]
+    ident = opts.identity(*info.state["me"])
+    base = os.path.dirname(os.path.abspath(path))
+    zone = zone_of(opts.tz)[0]
+    for prefix, container in _ITEM_PREFIX.items():
+        todo = [c for c in chats[container]]
+        if not any(c.count for c in todo):
+            continue
+        items = _items(path, opts, prefix)
+        for chat in todo:
+            where = _conv(chat, os.path.basename(path))
+            for n in range(1, chat.count + 1):
+                m = next(items)
+                if not isinstance(m, dict):
+                    skipped("telegram: an entry of the messages list is not an object")
+                    continue
+                msg = _convert(m, n, chat, where, ident, base, path, skipped, zone)
+                if msg is not None:
+                    yield msg
+        items.close()
+
+
+def _items(path: str, opts: ImportOptions, prefix: str) -> Generator[Any, None, None]:
+    r = _Reader(path, opts.encoding)
+    try:
+        yield from ijson.items(r, prefix, buf_size=_BUF, use_float=True)
+    except ijson.JSONError as exc:  # the first pass read it whole: only a file changed since
+        raise IMError(ErrorCode.INVALID_PARAM, f"{path} changed while it was imported") from exc
+    finally:
+        r.close()
+
+
 def _text(value: Any) -> str | None:
+    if value is None:
+        return ""
     if isinstance(value, str):
         return value
     if isinstance(value, list):
@@ -129,148 +307,168 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def _time(m: dict[str, Any]) -> int | None:
-    if "date_unixtime" in m:
+def _time(m: dict[str, Any], unix: str, iso: str, zone: Any) -> int | None:
+    if m.get(unix) is not None:
         try:
-            return int(m["date_unixtime"]) * 1000
+            return int(m[unix]) * 1000
         except (TypeError, ValueError):
-            return None
+            pass
+    if m.get(iso) is None:
+        return None
     try:
-        dt = datetime.fromisoformat(str(m["date"]))
-    except (KeyError, ValueError):
+        dt = datetime.fromisoformat(str(m[iso]))
+    except ValueError:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+        # Telegram Desktop writes local times of the exporting machine; date_unixtime (since
+        # 2021) is exact. Without it, read the time in --tz (default: this machine's zone).
+        dt = dt.replace(tzinfo=zone) if zone is not None else dt.astimezone()
     return int(dt.timestamp() * 1000)
 
 
-def _uid(value: Any) -> str:
-    s = str(value)
-    return s[4:] if s.startswith("user") and s[4:].isdigit() else s
+# Fields consumed by the mapping (everything else goes to ext["raw"]).
+_USED = frozenset((
+    "id", "type", "date", "date_unixtime", "edited", "edited_unixtime", "from", "from_id",
+    "actor", "actor_id", "text", "text_entities", "reply_to_message_id", "reply_to_peer_id",
+    "forwarded_from", "saved_from", "via_bot", "author", "photo", "width", "height", "file",
+    "thumbnail", "media_type", "mime_type", "duration_seconds", "sticker_emoji",
+    "location_information", "place_name", "address", "poll", "contact_information",
+))
+_EXT_NAMES = ("forwarded_from", "saved_from", "via_bot", "author")
+_MEDIA = {"voice_message": MessageType.VOICE, "audio_file": MessageType.VOICE,
+          "video_file": MessageType.VIDEO, "animation": MessageType.VIDEO,
+          "video_message": MessageType.VIDEO, None: MessageType.FILE}
 
 
-def read_telegram(path: str, *, owner: str,
-                  skipped: Callable[[str], None]) -> Iterator[Message]:
-    """Messages of a Telegram Desktop export, streamed. Raises `IMError` (naming the file and
-    line) for a file that is not one."""
-    base = os.path.dirname(os.path.abspath(path))
-    s = _Stream(path)
-    try:
-        first = True
-        while True:
-            before = s.find_messages()
-            if before is None:
-                if first:
-                    raise s.fail('no "messages" list found')
-                return
-            first = False
-            head = _header(before)
-            chat_key = str(head.get("id", head.get("name", os.path.basename(path))))
-            ctype = _CHAT_TYPES.get(str(head.get("type", "")), ChatType.GROUP_CHAT)
-            if "type" not in head and "id" not in head:
-                ctype = ChatType.GROUP_CHAT
-            kind = str(head.get("type", ""))
-            # Telegram numbers users, groups and channels separately: keep the spaces apart.
-            space = ("" if ctype == ChatType.CHAT and kind != "saved_messages"
-                     else "saved:" if kind == "saved_messages"
-                     else "channel:" if "channel" in kind else "group:")
-            conv = f"tg:{space}{chat_key}"
-            saved = kind == "saved_messages"
-            n = 0
-            while True:
-                item = s.next_item()
-                if item is _END:
-                    break
-                n += 1
-                if not isinstance(item, dict):
-                    skipped("telegram: an entry of the messages list is not an object")
-                    continue
-                msg = _convert(item, n, conv, chat_key, ctype, owner if not saved else None, base,
-                               skipped)
-                if msg is not None:
-                    yield msg
-    finally:
-        s.close()
-
-
-def _convert(m: dict[str, Any], n: int, conv: str, chat_key: str, ctype: ChatType,
-             owner: str | None, base: str, skipped: Callable[[str], None]) -> Message | None:
-    """One export entry as a message; ``owner=None``: every message is the owner's (saved
-    messages)."""
+def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], ident: Identity,
+             base: str, path: str, skipped: Skipped, zone: Any) -> Message | None:
+    if not isinstance(m, dict):
+        skipped("telegram: an entry of the messages list is not an object")
+        return None
     kind = m.get("type")
     if kind not in ("message", "service"):
         skipped(f"telegram: unknown message type {kind!r}")
         return None
-    ts = _time(m)
+    ts = _time(m, "date_unixtime", "date", zone)
     if ts is None:
         skipped("telegram: message without a readable date")
         return None
-    name = m.get("from") or m.get("actor") or ""
+    conv, ctype, _title = where
+    chat_key = chat.key or os.path.basename(path)
+    name = m.get("from") if m.get("from") is not None else m.get("actor")
     raw_from = m.get("from_id", m.get("actor_id"))
-    sender_key = _uid(raw_from) if raw_from is not None else str(name)
+    sender_key = _uid(raw_from) if raw_from is not None else None
+    saved = chat.type == "saved_messages"
     if ctype == ChatType.CHAT:
-        mine = owner is None or sender_key != chat_key or name == owner
+        peer = str(chat.id) if chat.id is not None else None
+        if saved:
+            mine = True
+        elif sender_key is not None and peer is not None:
+            mine = sender_key != peer or ident.is_me(sender_key, raw_from)
+        else:
+            mine = ident.is_me(sender_key, raw_from, name)
         sender = None if mine else conv
-        to = conv if mine else (owner or conv)
-    else:
-        mine = name == owner or sender_key == owner
-        sender = None if mine else f"tg:{sender_key}"
         to = conv
+    else:
+        mine = ident.is_me(sender_key, raw_from, name, f"tg:{sender_key}")
+        sender = None if mine else f"tg:{sender_key if sender_key is not None else name}"
+        to = conv
+    msg_key = m.get("id", f"n{n}")
     kw: dict[str, Any] = dict(chat_type=ctype, sender=sender, timestamp=ts,
-                              msg_id=stable_id("tg", chat_key, m.get("id", f"n{n}")))
-    ext: dict[str, Any] = {"tg_from": str(name)} if name else {}
-    for key in ("forwarded_from", "reply_to_message_id", "via_bot", "saved_from"):
-        if key in m and m[key] is not None:
+                              msg_id=stable_id("tg", chat_key, msg_key))
+    ext: dict[str, Any] = {}
+    if name:
+        ext["sender_name"] = str(name)
+    if "id" in m:
+        ext["tg_id"] = m["id"]
+    for key in _EXT_NAMES:
+        if m.get(key) is not None:
             ext[key] = str(m[key])
+    if m.get("reply_to_message_id") is not None:
+        target_chat = _uid(m["reply_to_peer_id"]) if m.get("reply_to_peer_id") else chat_key
+        ext["reply_to"] = stable_id("tg", target_chat, m["reply_to_message_id"])
     text = _text(m.get("text", ""))
+    if (text is None or text == "") and m.get("text_entities"):
+        text = _text(m.get("text_entities"))
     if text is None:
         skipped("telegram: text is neither a string nor a list of text parts")
         return None
     if kind == "service":
-        params = {k: m.get(k) for k in ("action", "actor", "title", "members", "text")}
-        return custom(to, f"telegram.{m.get('action', 'service')}", params, ext=ext, **kw)
+        service_used = {"id", "type", "date", "date_unixtime", "from", "from_id", "actor", "actor_id",
+                "text_entities"}
+        params = {k: v for k, v in m.items() if k not in service_used and v not in (None, "")}
+        if m.get("action") == "pin_message" and m.get("message_id") is not None:
+            ext["pinned"] = stable_id("tg", chat_key, m["message_id"])
+        return _edited(custom(to, f"telegram.{m.get('action', 'service')}", params, ext=ext,
+                              **kw), m, zone)
+    raw = {k: v for k, v in m.items() if k not in _USED}
+    if raw:
+        ext["raw"] = raw
     media = m.get("media_type")
 
     def origin(rel: str) -> tuple[str, str]:
         return os.path.join(base, rel), f"telegram-export:{rel}"
 
-    if text and (media or "photo" in m or "file" in m):
+    if text and (media or "photo" in m or "file" in m or "poll" in m
+                 or "location_information" in m or "contact_information" in m):
         ext["caption"] = text
+    msg: Message | None = None
     if "photo" in m:
         p, o = origin(str(m["photo"]))
-        return attachment_message(to, MessageType.IMAGE, path=p, origin=o,
-                                  display_name=os.path.basename(str(m["photo"])),
-                                  width=m.get("width"), height=m.get("height"), ext=ext, **kw)
-    if media == "sticker":
-        return custom(to, "telegram.sticker", {"emoji": m.get("sticker_emoji", ""),
-                                               "file": m.get("file", "")}, ext=ext, **kw)
-    if "file" in m or media:
+        msg = attachment_message(to, MessageType.IMAGE, path=p, origin=o,
+                                 display_name=os.path.basename(str(m["photo"])),
+                                 width=m.get("width"), height=m.get("height"), ext=ext, **kw)
+    elif media == "sticker":
+        msg = custom(to, "telegram.sticker", {"emoji": m.get("sticker_emoji", ""),
+                                              "file": m.get("file", ""),
+                                              "thumbnail": m.get("thumbnail")}, ext=ext, **kw)
+    elif "file" in m or media:
         rel = str(m.get("file", ""))
         p, o = origin(rel)
         dur = int(m.get("duration_seconds", 0) or 0) * 1000
-        mtype = {"voice_message": MessageType.VOICE, "audio_file": MessageType.VOICE,
-                 "video_file": MessageType.VIDEO, "animation": MessageType.VIDEO,
-                 "video_message": MessageType.VIDEO, None: MessageType.FILE}.get(media)
+        mtype = _MEDIA.get(media)
         if mtype is None:
-            return custom(to, "telegram.media", {"media_type": media, "file": rel,
-                                                 "mime_type": m.get("mime_type")}, ext=ext, **kw)
-        thumb = os.path.join(base, str(m["thumbnail"])) if m.get("thumbnail") else None
-        return attachment_message(to, mtype, path=p, origin=o,
-                                  display_name=os.path.basename(rel) or "file",
-                                  width=m.get("width"), height=m.get("height"), duration_ms=dur,
-                                  thumbnail=thumb, ext=ext, **kw)
-    loc = m.get("location_information")
-    if isinstance(loc, dict):
-        return Message.location(to, loc.get("latitude", 0), loc.get("longitude", 0),
-                                address=str(m.get("address", "")),
-                                building_name=str(m.get("place_name", "")), ext=ext, **kw)
-    if isinstance(m.get("poll"), dict):
+            msg = custom(to, "telegram.media", {"media_type": media, "file": rel,
+                                                "mime_type": m.get("mime_type"),
+                                                "duration_seconds": m.get("duration_seconds")},
+                         ext=ext, **kw)
+        else:
+            thumb = os.path.join(base, str(m["thumbnail"])) if m.get("thumbnail") else None
+            if m.get("mime_type"):
+                ext["mime_type"] = m["mime_type"]
+            if mtype == MessageType.FILE and dur:
+                ext["duration_seconds"] = m["duration_seconds"]
+            msg = attachment_message(to, mtype, path=p, origin=o,
+                                     display_name=os.path.basename(rel) or "file",
+                                     width=m.get("width"), height=m.get("height"),
+                                     duration_ms=dur, thumbnail=thumb, ext=ext, **kw)
+    elif isinstance(m.get("location_information"), dict):
+        loc = m["location_information"]
+        try:
+            lat, lon = float(loc.get("latitude", 0)), float(loc.get("longitude", 0))
+        except (TypeError, ValueError):
+            lat = lon = 0.0
+        msg = Message.location(to, lat, lon, address=str(m.get("address") or ""),
+                               building_name=str(m.get("place_name") or ""), ext=ext, **kw)
+    elif isinstance(m.get("poll"), dict):
         poll = m["poll"]
-        return custom(to, "telegram.poll", {"question": poll.get("question", ""),
-                                            "answers": poll.get("answers", [])}, ext=ext, **kw)
-    if isinstance(m.get("contact_information"), dict):
-        return custom(to, "telegram.contact", m["contact_information"], ext=ext, **kw)
-    if not text:
+        msg = custom(to, "telegram.poll", poll, ext=ext, **kw)
+    elif isinstance(m.get("contact_information"), dict):
+        msg = custom(to, "telegram.contact", m["contact_information"], ext=ext, **kw)
+    elif text:
+        msg = Message.text(to, text, ext=ext, **kw)
+    elif raw:
+        # Something Telegram added that has no text (a dice, a game, an invoice...): kept whole.
+        ext.pop("raw")
+        event = "dice" if "dice" in raw else next(iter(raw))
+        msg = custom(to, f"telegram.{event}", raw, ext=ext, **kw)
+    else:
         skipped("telegram: empty message")
         return None
-    return Message.text(to, text, ext=ext, **kw)
+    return _edited(msg, m, zone)
+
+
+def _edited(msg: Message, m: dict[str, Any], zone: Any) -> Message:
+    if m.get("edited") is not None or m.get("edited_unixtime") is not None:
+        mark_edited(msg, _time(m, "edited_unixtime", "edited", zone))
+    return msg

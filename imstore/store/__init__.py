@@ -1,0 +1,534 @@
+"""MessageStore: every local operation on conversations and messages, as a facade over composed
+parts. Each part owns one rule and receives what it uses; none calls back into the facade:
+
+- `_connection.Connection`: the SQLite connection, the writer lock, transactions, driver errors;
+- `_rows`: the message row (its columns written once), the SQL derived from it, row <-> Message;
+- `_schema`: the tables built from the row, and migrations;
+- `_conversations.ConversationTable`: unread counters and last messages;
+- `_writes.Writes`: insert, import, received/history batches, update, delete, read state;
+- `_reads.Reads`: pages, filters, the conversation list, unread counts;
+- `_receipts.Receipts`: the server's id for a sent message, receipts from peers;
+- `_indexer.SearchWriter`: the search outbox and the indexer, as one object;
+- `_query.Searcher`: keyword search;
+- `_verify.Verifier`: verify/repair.
+
+Rules kept here: every public method checks its arguments (`_checks`) before any part reads or
+writes; no network I/O (the store does not know servers exist). See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import peewee as pw
+
+from ..codec import Limits, encode_ext
+from ..errors import ErrorCode, IMError
+from ..message import (
+    Body,
+    ChatType,
+    Conversation,
+    Direction,
+    GroupReadAck,
+    ImportResult,
+    Message,
+    MessageStatus,
+    MessageType,
+    SearchScope,
+)
+from ._checks import (
+    as_types,
+    check_chat_type,
+    check_direction,
+    check_id,
+    check_ids,
+    check_limit,
+    check_status,
+    check_text,
+    check_time,
+    invalid,
+)
+from ._connection import Connection
+from ._conversations import ConversationTable
+from ._indexer import SearchWriter
+from ._query import Query, Searcher
+from ._reads import Reads
+from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
+from ._rows import CONVERSATION_LIST_SQL, IN_PROGRESS
+from ._schema import DATABASE_FILE, build_models, migrate, read_owner, settle_limits
+from ._verify import Verifier, VerifyReport
+from ._writes import Mode, Writes
+
+__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "MessageStore",
+           "VerifyReport", "open_store"]
+
+
+def _connect(path: str) -> tuple[pw.SqliteDatabase, str | None]:
+    pragmas: dict[str, Any] = {"foreign_keys": 1, "cache_size": -32000, "temp_store": "memory"}
+    if path == ":memory:":
+        db = pw.SqliteDatabase(":memory:", pragmas=pragmas, thread_safe=False,
+                               check_same_thread=False)
+        directory = None
+    else:
+        directory = os.path.abspath(path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise IMError(ErrorCode.DATABASE_ERROR,
+                          f"cannot create the store directory {directory!r}: {exc}") from exc
+        pragmas |= {"journal_mode": "wal", "synchronous": "normal"}
+        db = pw.SqliteDatabase(os.path.join(directory, DATABASE_FILE), pragmas=pragmas,
+                               timeout=30, lock_type="IMMEDIATE")
+    try:
+        db.connect(reuse_if_open=True)
+    except (pw.DatabaseError, sqlite3.Error) as exc:
+        raise IMError(ErrorCode.DATABASE_ERROR,
+                      f"cannot open the database in {path!r}: {exc}") from exc
+    return db, directory
+
+
+class MessageStore:
+    """The local message store of one user. Open it with `imstore.open` (or `MessageStore.open`).
+
+    Safe to use from several threads. Local operations are synchronous.
+
+    Attributes:
+        user_id: the owner.
+        directory: where the database and index live (None in memory).
+        limits: the size limits messages are checked against.
+        connection: the SQLite connection, for tools and tests that need raw SQL (outside the
+            store's rules: what it writes is not checked).
+    """
+
+    def __init__(self, db: pw.SqliteDatabase, *, user_id: str, directory: str | None,
+                 limits: Limits | None, search: bool) -> None:
+        self.user_id = user_id
+        self.directory = directory
+        self.connection = conn = Connection(db, shared=directory is None)
+        self.models = build_models(db)
+        try:
+            migrate(db, self.models, user_id)
+            self.limits = settle_limits(db, limits)
+        except ValueError as exc:
+            db.close()
+            raise IMError(ErrorCode.DATABASE_ERROR, str(exc)) from exc
+        # A crash mid-send leaves INPROGRESS rows: they did not go out, so they failed.
+        conn.execute(f"UPDATE message SET status = {int(MessageStatus.FAIL)} WHERE {IN_PROGRESS}")
+        self._indexer = SearchWriter.open(conn, directory, search=search)
+        self._index = self._indexer.index
+        self._convs = ConversationTable(conn)
+        self._writes = Writes(conn, user_id, self.limits, self._convs, self._indexer)
+        self._reads = Reads(conn)
+        self._receipts = Receipts(conn, self._convs, self._indexer, self._writes)
+        self._searcher = Searcher(conn, self._indexer)
+        self._verifier = Verifier(conn, self._convs, self._indexer)
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
+             search: bool = True) -> MessageStore:
+        """Open (or create) the store of ``user_id``.
+
+        Args:
+            path: a directory (created if missing; the database and the search index live in it)
+                or ``":memory:"`` for a store that lives in memory only.
+            user_id: the owner; messages with no sender are the owner's.
+            limits: size limits, kept with the store; None: the ones kept with it (the
+                product's defaults for a new store).
+            search: keep a keyword index (`search_messages`); False skips its cost.
+        """
+        check_id(user_id, "user_id")
+        if not isinstance(path, str | os.PathLike):
+            raise invalid("path", "a directory path or ':memory:'", path)
+        if limits is not None:
+            _check_limits(limits)
+        db, directory = _connect(os.fspath(path))
+        return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search))
+
+    @staticmethod
+    def stored_owner(path: str | os.PathLike[str]) -> str | None:
+        """The owner of the store in directory ``path``, or None when there is no store there.
+        Reads without creating or changing anything."""
+        if not isinstance(path, str | os.PathLike):
+            raise invalid("path", "a directory path", path)
+        return read_owner(os.fspath(path))
+
+    def close(self) -> None:
+        """Apply pending index work and close the database. Closing twice is harmless."""
+        if self.connection.closed:
+            return
+        try:
+            self._indexer.close()
+        finally:
+            self.connection.close()
+
+    def __enter__(self) -> MessageStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------------------------- writing
+
+    def insert_message(self, msg: Message) -> Message:
+        """Store one message (e.g. a simulated notification or a message received elsewhere).
+
+        A received message (``sender`` is someone else) counts as unread unless ``is_read`` is
+        set. The store settles ``sender``, ``direction``, ``conv_id``, ``status`` and ``is_read``
+        on ``msg`` (see docs/architecture.md) and changes nothing else of it. Raises `IMError`:
+        MESSAGE_INVALID for a CMD message or a duplicate ``msg_id``, INVALID_PARAM when the
+        conversation id is taken by another chat type, and the codec's errors for bad payloads.
+        Returns the stored message.
+        """
+        return self._writes.insert(msg)
+
+    def import_messages(self, messages: Iterable[Message], *, batch_size: int = 1000,
+                        progress: Callable[[int], None] | None = None) -> ImportResult:
+        """Import messages in bulk, in bounded memory, one transaction per batch.
+
+        ``messages`` may be any iterable (a generator too). Messages already stored (same
+        ``msg_id``) are counted as duplicates and left as they are; CMD messages and messages that
+        fail validation are skipped and counted with their reason. Imported received messages
+        count as unread only when they say ``is_read=False``. ``progress`` is called after each
+        batch with the number of messages read so far.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise invalid("batch_size", "a positive int", batch_size)
+        if progress is not None and not callable(progress):
+            raise invalid("progress", "a callable or None", progress)
+        if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
+            raise invalid("messages", "an iterable of Message", messages)
+        return self._writes.import_all(messages, batch_size, progress)
+
+    def save_history(self, messages: Sequence[Message]) -> list[Message]:
+        """Merge messages fetched from a server in one transaction: new ones are stored as read,
+        known ones (same ``msg_id``) keep their local state. Returns the messages that were new."""
+        return self._writes.write_batch(_message_list(messages), ImportResult(), mode=Mode.HISTORY)
+
+    def save_received(self, messages: Sequence[Message]) -> list[Message]:
+        """Store messages that just arrived (unread unless they say otherwise), skipping any
+        already stored. Returns the messages that were new."""
+        return self._writes.write_batch(_message_list(messages), ImportResult(),
+                                        mode=Mode.RECEIVED)
+
+    def update_message(self, msg: Message) -> Message:
+        """Write back a changed message (body, ext, status, flags, server time).
+
+        The conversation, type, sender and direction of a stored message do not change (the store
+        sets them back on ``msg``). Raises `IMError(MESSAGE_INVALID)` when no message has
+        ``msg.msg_id``.
+        """
+        return self._writes.update(msg)
+
+    def set_status(self, msg_id: str, status: MessageStatus) -> None:
+        """Change a message's send status."""
+        self._writes.set_status(check_id(msg_id, "msg_id"), check_status(status))
+
+    # ------------------------------------------------------------------------------- deleting
+
+    def delete_message(self, msg_id: str) -> bool:
+        """Delete one message. Returns False when there was none with that id."""
+        return self._writes.delete_message(check_id(msg_id, "msg_id"))
+
+    def delete_messages(self, conv_id: str, *, start_time: int, end_time: int) -> int:
+        """Delete a conversation's messages whose time lies in [start_time, end_time] (ms).
+        Returns how many were deleted."""
+        check_id(conv_id, "conv_id")
+        _check_range(start_time, end_time)
+        return self._writes.delete_range(conv_id, start_time, end_time)
+
+    def delete_message_ids(self, msg_ids: Sequence[str]) -> int:
+        """Delete several messages by id in one transaction. Returns how many were deleted."""
+        return self._writes.delete_ids(_id_list(msg_ids, "msg_ids"))
+
+    def delete_conversation(self, conv_id: str, *, delete_messages: bool = True) -> bool:
+        """Remove a conversation from the list, with its messages unless ``delete_messages`` is
+        False (then its messages stay readable and count as read). Returns False when there was
+        no such conversation."""
+        return self._writes.delete_conversation(check_id(conv_id, "conv_id"),
+                                                bool(delete_messages))
+
+    # -------------------------------------------------------------------------------- unread
+
+    def unread_count(self, conv_id: str) -> int:
+        """Unread received messages of one conversation (0 for an unknown one)."""
+        return self._reads.unread_count(check_id(conv_id, "conv_id"))
+
+    def total_unread_count(self) -> int:
+        """Unread received messages of all conversations except chat rooms."""
+        return self._reads.total_unread_count()
+
+    def mark_message_read(self, msg_id: str) -> bool:
+        """Mark one received message read. Returns True when it was unread."""
+        return self._writes.mark_message_read(check_id(msg_id, "msg_id"))
+
+    def mark_conversation_read(self, conv_id: str, *, up_to_msg_id: str | None = None) -> int:
+        """Mark a conversation's messages read (all, or up to and including ``up_to_msg_id``);
+        returns how many were unread. Raises `IMError(CONVERSATION_NOT_EXIST)` for an unknown
+        conversation, INVALID_PARAM when ``up_to_msg_id`` is not one of its messages."""
+        check_id(conv_id, "conv_id")
+        _optional(up_to_msg_id, "up_to_msg_id", check_id)
+        return self._writes.mark_conversation_read(conv_id, up_to_msg_id)
+
+    def mark_all_conversations_read(self) -> int:
+        """Mark every message read; returns how many were unread."""
+        return self._writes.mark_all_read()
+
+    # ------------------------------------------------------------------------------- reading
+
+    def get_message(self, msg_id: str) -> Message | None:
+        """A message by its id (the server's, or the local one it had before sending)."""
+        return self._reads.get(check_id(msg_id, "msg_id"))
+
+    def messages(self, conv_id: str, *, start_msg_id: str | None = None, limit: int = 20,
+                 direction: Direction = Direction.UP) -> list[Message]:
+        """A page of a conversation's messages, oldest first.
+
+        UP reads towards older messages: without ``start_msg_id`` the newest ``limit``, with it the
+        ``limit`` just before it (exclusive). DOWN reads towards newer ones the same way.
+        """
+        check_id(conv_id, "conv_id")
+        check_limit(limit)
+        direction = check_direction(direction)
+        if start_msg_id is not None:
+            check_id(start_msg_id, "start_msg_id")
+        return self._reads.page(conv_id, start_msg_id, limit, direction)
+
+    def message_count(self, conv_id: str) -> int:
+        """How many messages of a conversation are stored."""
+        return self._reads.count(check_id(conv_id, "conv_id"))
+
+    def messages_by_type(self, conv_id: str | None,
+                         types: MessageType | Iterable[MessageType], *,
+                         start_msg_id: str | None = None, timestamp: int | None = None,
+                         limit: int = 20, sender: str | None = None,
+                         direction: Direction = Direction.UP) -> list[Message]:
+        """Messages of the given types (in one conversation, or all when ``conv_id`` is None),
+        oldest first. ``start_msg_id`` anchors the page on a message (exclusive); ``timestamp``
+        is an exclusive starting time in the reading direction."""
+        _optional(conv_id, "conv_id", check_id)
+        _optional(start_msg_id, "start_msg_id", check_id)
+        _optional(sender, "sender", check_id)
+        _optional(timestamp, "timestamp", check_time)
+        check_limit(limit)
+        direction = check_direction(direction)
+        tlist = as_types(types) or []
+        if not tlist:
+            raise IMError(ErrorCode.INVALID_PARAM, "give at least one message type")
+        return self._reads.by_type(conv_id, tlist, start_msg_id=start_msg_id,
+                                   timestamp=timestamp, limit=limit, sender=sender,
+                                   direction=direction)
+
+    def messages_between(self, conv_id: str, start_time: int, end_time: int, *,
+                         limit: int = 20) -> list[Message]:
+        """The first ``limit`` messages of a conversation with a time in [start_time, end_time]
+        (ms, inclusive), oldest first."""
+        check_id(conv_id, "conv_id")
+        check_limit(limit)
+        _check_range(start_time, end_time)
+        return self._reads.between(conv_id, start_time, end_time, limit)
+
+    # ------------------------------------------------------------------------- conversations
+
+    def conversations(self, *, chat_type: ChatType | None = None,
+                      limit: int | None = None) -> list[Conversation]:
+        """Local conversations with their unread counts and last messages, newest activity first
+        (all of them, or the first ``limit``)."""
+        if chat_type is not None:
+            chat_type = check_chat_type(chat_type)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or not 1 <= limit <= 2**62):
+            raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT, "limit must be a positive integer")
+        return self._reads.conversations(chat_type, limit)
+
+    def conversation(self, conv_id: str) -> Conversation | None:
+        """One conversation, or None."""
+        return self._reads.conversation(check_id(conv_id, "conv_id"))
+
+    def save_conversation(self, conv_id: str, chat_type: ChatType, *, last_activity: int = 0,
+                          ext: dict[str, Any] | None = None) -> Conversation:
+        """Create a conversation (or update its ext and activity), e.g. from the server's list."""
+        check_id(conv_id, "conv_id")
+        chat_type = check_chat_type(chat_type)
+        check_time(last_activity, "last_activity")
+        blob = None if ext is None else _encode_conversation_ext(ext)
+        with self.connection.tx():
+            self._convs.save(conv_id, chat_type, last_activity, blob)
+        conv = self.conversation(conv_id)
+        assert conv is not None
+        return conv
+
+    def set_conversation_ext(self, conv_id: str, ext: dict[str, Any]) -> None:
+        """Replace a conversation's app-defined attributes (drafts, pins, ...)."""
+        check_id(conv_id, "conv_id")
+        _encode_conversation_ext(ext)
+        with self.connection.tx():
+            self._convs.set_ext(conv_id, ext)
+
+    # ---------------------------------------------------------------------- client support
+
+    def mark_sent(self, local_id: str, server_id: str, server_time: int
+                  ) -> tuple[Message, list[int]]:
+        """A send succeeded: the message takes the server's id and time (its local id still finds
+        it), and receipts that arrived early are applied. Returns the message and the kinds of
+        receipt applied (`RECEIPT_DELIVERED`, `RECEIPT_READ`)."""
+        check_id(local_id, "local_id")
+        check_id(server_id, "server_id")
+        check_time(server_time, "server_time", lo=0, hi=2**53)
+        kinds = self._receipts.mark_sent(local_id, server_id, server_time)
+        msg = self._reads.get(server_id)
+        assert msg is not None
+        return msg, kinds
+
+    def apply_receipts(self, kind: int, msg_ids: Sequence[str]) -> list[str]:
+        """Set ``is_delivered`` (kind 1) or ``is_read_acked`` (kind 2) on sent messages; returns
+        the ids that changed. Receipts for messages not stored yet are kept until they are."""
+        if kind not in (RECEIPT_DELIVERED, RECEIPT_READ) or isinstance(kind, bool):
+            raise invalid("kind", "RECEIPT_DELIVERED or RECEIPT_READ", kind)
+        return self._receipts.apply(kind, _id_list(msg_ids, "msg_ids"))
+
+    def mark_conversation_read_acked(self, conv_id: str, up_to: int | None = None) -> list[str]:
+        """The peer read a conversation: its sent messages with a time up to ``up_to`` (all when
+        None) are read-acked. Returns their ids."""
+        check_id(conv_id, "conv_id")
+        _optional(up_to, "up_to", check_time)
+        return self._receipts.conversation_read(conv_id, up_to)
+
+    def add_group_acks(self, acks: Sequence[Any]) -> dict[str, int]:
+        """Record group read receipts (`GroupReadAck`); returns msg_id -> distinct readers, for
+        the stored messages whose count changed."""
+        items = list(acks) if isinstance(acks, Iterable) and not isinstance(acks, str) else None
+        if items is None or not all(isinstance(a, GroupReadAck) for a in items):
+            raise invalid("acks", "a list of GroupReadAck", acks)
+        for a in items:
+            check_id(a.msg_id, "acks[].msg_id")
+            check_id(a.reader, "acks[].reader")
+            check_time(a.timestamp, "acks[].timestamp")
+        return self._receipts.add_group_acks(items)
+
+    def prune_pending_receipts(self, older_than_ms: int) -> int:
+        """Forget receipts that have waited more than ``older_than_ms`` for a message that never
+        came; returns how many were forgotten."""
+        check_time(older_than_ms, "older_than_ms", lo=0)
+        return self._receipts.prune_pending(older_than_ms)
+
+    def apply_recall(self, msg_ids: Sequence[str], recalled_at: int) -> list[Message]:
+        """The server recalled messages (by id): each becomes a recall notice, keeping its ids,
+        type, sender, times and read state, with its type's blank body and ``recalled_at`` set;
+        it leaves the search index. Returns the messages recalled now (unknown or already
+        recalled ids are skipped)."""
+        ids = _id_list(msg_ids, "msg_ids")
+        check_time(recalled_at, "recalled_at", lo=0, hi=2**53)
+        return self._writes.apply_recall(ids, recalled_at)
+
+    def apply_edit(self, msg_id: str, body: Body, edited_at: int) -> Message | None:
+        """The server replaced a TEXT or CUSTOM message's content: the stored message takes
+        ``body`` and ``edited_at`` (an older edit, or an edit of a recalled message, changes
+        nothing). Returns the stored message, or None when there is none with that id."""
+        check_id(msg_id, "msg_id")
+        check_time(edited_at, "edited_at", lo=0, hi=2**53)
+        return self._writes.apply_edit(msg_id, body, edited_at)
+
+    # ---------------------------------------------------------------------------- search
+
+    def search_messages(self, keyword: str, *, conv_id: str | None = None,
+                        sender: str | Sequence[str] | None = None,
+                        types: MessageType | Iterable[MessageType] | None = None,
+                        start_time: int | None = None, end_time: int | None = None,
+                        scope: SearchScope = SearchScope.CONTENT, limit: int = 20,
+                        direction: Direction = Direction.UP) -> list[Message]:
+        """Messages containing ``keyword``, oldest first.
+
+        The keyword is literal text (never query syntax); its white-space separated words must all
+        match, each at the start of a word or, for Chinese, Japanese and Korean, anywhere. UP
+        returns the newest ``limit`` matches, DOWN the oldest. Raises `IMError`: INVALID_PARAM for
+        an empty keyword, QUERY_PARAM_REACHES_LIMIT for a limit outside 1-400.
+        """
+        if not isinstance(keyword, str) or not keyword.strip():
+            raise IMError(ErrorCode.INVALID_PARAM, "the search keyword is empty; type some text")
+        _optional(conv_id, "conv_id", check_id)
+        _optional(start_time, "start_time", check_time)
+        _optional(end_time, "end_time", check_time)
+        check_limit(limit)
+        direction = check_direction(direction)
+        if isinstance(scope, bool) or scope not in tuple(SearchScope):
+            raise invalid("scope", "a SearchScope", scope)
+        senders = None if sender is None else (
+            [check_id(sender, "sender")] if isinstance(sender, str) else check_ids(sender, "sender"))
+        if not self._indexer.enabled:
+            raise IMError(ErrorCode.SERVICE_NOT_ENABLED,
+                          "this store was opened with search=False; open it with search=True")
+        return self._searcher.search(Query(
+            words=self._searcher.words(check_text(keyword, "keyword")), scope=SearchScope(scope),
+            conv_id=conv_id, senders=senders,
+            types=as_types(types), start_time=start_time, end_time=end_time,
+            newest_first=direction == Direction.UP, limit=limit))
+
+    def rebuild_search_index(self, progress: Callable[[int], None] | None = None) -> int:
+        """Rebuild the keyword index from the database; returns how many messages it indexed.
+        ``progress`` is called with the number indexed so far. Crash-safe: an interrupted rebuild
+        finishes when the store is next opened."""
+        if progress is not None and not callable(progress):
+            raise invalid("progress", "a callable or None", progress)
+        return self._indexer.rebuild(progress)
+
+    # ---------------------------------------------------------------------------- verify
+
+    def verify(self) -> VerifyReport:
+        """Recount derived state (unread counters, last messages, group ack counts, attachment
+        rows, the search index), repair any drift, and report what was repaired; report too the
+        stored messages that cannot be decoded and the receipts still waiting for a message."""
+        report = self._verifier.verify()
+        report.pending_receipts = self._receipts.pending_count()
+        return report
+
+    def stats(self) -> dict[str, int]:
+        """Counts for tools: conversations, messages, unread, attachments, pending index work."""
+        return self._reads.stats()
+
+
+def _optional(value: Any, field: str, check: Callable[[Any, str], Any]) -> None:
+    if value is not None:
+        check(value, field)
+
+
+def _check_range(start_time: Any, end_time: Any) -> None:
+    check_time(start_time, "start_time")
+    check_time(end_time, "end_time")
+    if start_time > end_time:
+        raise IMError(ErrorCode.INVALID_PARAM, "start_time is after end_time")
+
+
+def _id_list(values: Any, field: str) -> list[str]:
+    return check_ids(values, field)
+
+
+def _message_list(messages: Any) -> list[Message]:
+    if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
+        raise invalid("messages", "a list of Message", messages)
+    return list(messages)
+
+
+def _check_limits(limits: Any) -> None:
+    if not isinstance(limits, Limits):
+        raise invalid("limits", "a Limits or None", limits)
+    for name in ("max_payload_bytes", "max_file_bytes"):
+        value = getattr(limits, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**53:
+            raise invalid(f"limits.{name}", "a positive int", value)
+
+
+def _encode_conversation_ext(ext: Any) -> bytes:
+    if not isinstance(ext, dict):
+        raise invalid("ext", "a dict", ext)
+    return encode_ext(ext)
+
+
+def open_store(path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
+               search: bool = True) -> MessageStore:
+    """Same as `MessageStore.open`."""
+    return MessageStore.open(path, user_id=user_id, limits=limits, search=search)

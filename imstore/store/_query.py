@@ -1,0 +1,190 @@
+"""Answering keyword searches (`MessageStore.search_messages`).
+
+Rules kept here:
+- a search first applies pending index work (read-your-writes), then asks the index for
+  candidates in time order and keeps only those whose stored text really contains every word
+  (`text.matches` is the judge, the index only proposes);
+- words the index cannot hold (emoji, symbols) are found by a scan of the stored payloads;
+- common words are answered by reading rows in time order, which finds ``limit`` hits sooner than
+  sorting every index hit by time would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from ..kinds import searchable_text
+from ..message import Message, MessageType, SearchScope
+from ..text import content_text, ext_text, indexable, keyword_words, matches
+from ._connection import Connection, chunks, marks
+from ._indexer import SearchWriter
+from ._rows import SELECT_COLUMNS, row_to_message
+
+__all__ = ["Query", "Searcher"]
+
+_MTYPE = {int(t): t for t in MessageType}
+_DENSE_ROWS = 4000  # a search reads rows in time order when it expects hits within this many
+_FIELDS = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
+           SearchScope.ALL: ("content", "ext")}
+_COLUMNS = {SearchScope.CONTENT: ("body",), SearchScope.EXT: ("ext",),
+            SearchScope.ALL: ("body", "ext")}
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A checked search: folded words and filters."""
+
+    words: list[str]
+    scope: SearchScope
+    conv_id: str | None
+    senders: list[str] | None
+    types: list[int] | None
+    start_time: int | None
+    end_time: int | None
+    newest_first: bool
+    limit: int
+
+    def keeps(self, m: Message) -> bool:
+        return ((self.senders is None or (m.sender or "") in self.senders)
+                and (self.types is None or m.type in self.types))
+
+    def row_filters(self) -> tuple[list[str], list[Any]]:
+        """SQL conditions (and their parameters) for the conversation and the time range."""
+        where: list[str] = ["recalled_at IS NULL"]
+        params: list[Any] = []
+        for cond, value in (("conv_id = ?", self.conv_id), ("sort_time >= ?", self.start_time),
+                            ("sort_time <= ?", self.end_time)):
+            if value is not None:
+                where.append(cond)
+                params.append(value)
+        return where, params
+
+
+def _raw_texts(mtype: int, body: bytes, ext: bytes | None, scope: SearchScope) -> list[str]:
+    """What search sees of a stored row, read straight from its payload (as `content_text` and
+    `ext_text` would from the decoded message)."""
+    out = []
+    try:
+        if scope != SearchScope.EXT:
+            data = msgpack.unpackb(memoryview(body)[1:], raw=False, strict_map_key=False)
+            out.append(searchable_text(_MTYPE.get(mtype, MessageType.TEXT), data))
+        if scope != SearchScope.CONTENT and ext:
+            out.append(ext_text(msgpack.unpackb(ext, raw=False, strict_map_key=False)))
+    except Exception:  # a corrupt payload is simply not a hit here
+        return []
+    return out
+
+
+def _text_matches(msg: Message, words: Sequence[str], scope: SearchScope,
+                  judge: Callable[[Sequence[str], str], bool]) -> bool:
+    if scope != SearchScope.EXT and judge(words, content_text(msg.type, msg.body)):
+        return True
+    return scope != SearchScope.CONTENT and judge(words, ext_text(msg.ext))
+
+
+class Searcher:
+    def __init__(self, conn: Connection, indexer: SearchWriter) -> None:
+        self._conn = conn
+        self._indexer = indexer
+
+    @staticmethod
+    def words(keyword: str) -> list[str]:
+        """The folded words of a keyword (`text.keyword_words`)."""
+        return keyword_words(keyword)
+
+    def search(self, q: Query) -> list[Message]:
+        index = self._indexer.index
+        assert index is not None
+        out: list[Message] = []
+        fields = _FIELDS[q.scope]
+        with self._conn.lock:
+            self._indexer.apply()
+            skip, window = 0, q.limit * 2 + 10
+            scan = not all(indexable(w) for w in q.words)  # emoji, symbols: not in the index
+            if not scan and index.is_common(q.words, fields, q.limit, _DENSE_ROWS):
+                dense = self._dense(q)
+                if dense is not None:
+                    return sorted(dense, key=lambda m: (m.timestamp, m.local_time))
+            while len(out) < q.limit:
+                with self._conn.guard():
+                    if scan:
+                        ids, more = self._scan(q, window, skip)
+                    else:
+                        ids, more = index.candidates(
+                            q.words, fields, conv_id=q.conv_id, start_time=q.start_time,
+                            end_time=q.end_time, newest_first=q.newest_first, limit=window,
+                            skip=skip)
+                out.extend(m for m in self._verified(ids, q) if q.keeps(m))
+                if not more:
+                    break
+                skip += window
+                window *= 2
+        return sorted(out[:q.limit], key=lambda m: (m.timestamp, m.local_time))
+
+    def _dense(self, q: Query) -> list[Message] | None:
+        """The newest (or oldest) ``limit`` matches by reading rows in time order, or None when
+        that took more than its budget of rows (the words were not as common as estimated).
+        Rows are matched on their raw payload; only hits become `Message`s."""
+        where, params = q.row_filters()
+        if q.senders is not None:
+            where.append(f"sender IN ({marks(len(q.senders))})")
+            params += q.senders
+        if q.types is not None:
+            where.append(f"type IN ({marks(len(q.types))})")
+            params += q.types
+        order, cmp = ("DESC", "<") if q.newest_first else ("ASC", ">")
+        hits: list[int] = []
+        scanned = 0
+        after: tuple[int, int] | None = None
+        while len(hits) < q.limit:
+            if scanned >= _DENSE_ROWS * 3 // 2:
+                return None
+            cond = where + ([f"(sort_time, id) {cmp} (?, ?)"] if after else [])
+            rows = self._conn.query(f"SELECT id, sort_time, type, body, ext FROM message "
+                                    f"{'WHERE ' + ' AND '.join(cond) if cond else ''} "
+                                    f"ORDER BY sort_time {order}, id {order} LIMIT 500",
+                                    (*params, *(after or ())))
+            for rid, _sort, mtype, body, ext in rows:
+                if any(matches(q.words, t) for t in _raw_texts(mtype, body, ext, q.scope)):
+                    hits.append(rid)
+                    if len(hits) == q.limit:
+                        break
+            scanned += len(rows)
+            if len(rows) < 500:
+                break
+            after = (rows[-1][1], rows[-1][0])
+        return self._verified(hits, q)
+
+    def _scan(self, q: Query, limit: int, skip: int) -> tuple[list[int], bool]:
+        """Candidates for words the index cannot hold (emoji, symbols): rows whose stored
+        payload contains their bytes, in time order. A table scan, for these rare queries."""
+        where, params = q.row_filters()
+        cols = _COLUMNS[q.scope]
+        for w in q.words:
+            where.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
+            params += [w.encode("utf-8")] * len(cols)
+        order = "DESC" if q.newest_first else "ASC"
+        rows = self._conn.query(f"SELECT id FROM message WHERE {' AND '.join(where)} "
+                                f"ORDER BY sort_time {order}, id {order} LIMIT ? OFFSET ?",
+                                (*params, limit + 1, skip))
+        return [r[0] for r in rows[:limit]], len(rows) > limit
+
+    def _verified(self, ids: list[int], q: Query) -> list[Message]:
+        rows: dict[int, Any] = {}
+        for part in chunks(ids):
+            for r in self._conn.query(f"SELECT {SELECT_COLUMNS} FROM message WHERE id IN "
+                                      f"({marks(len(part))})", tuple(part)):
+                rows[r[0]] = r
+        out = []
+        for rid in dict.fromkeys(ids):
+            r = rows.get(rid)
+            if r is None:
+                continue
+            msg = row_to_message(r)
+            if msg.recalled_at is None and _text_matches(msg, q.words, q.scope, matches):
+                out.append(msg)
+        return out

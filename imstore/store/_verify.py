@@ -1,0 +1,127 @@
+"""verify/repair: recount the store's derived state, repair any drift, report what was repaired.
+
+Rules kept here:
+- SQLite's message rows are the truth; unread counters, last messages (and their copies), group
+  ack counts, attachment rows and the search index are derived from them and rebuilt when they
+  disagree;
+- a stored row that cannot be decoded is reported, never repaired by guessing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ..errors import IMError
+from ..kinds import ATTACHMENT_TYPES
+from ..message import UndecodableBody
+from ._connection import Connection, marks
+from ._conversations import ConversationTable
+from ._indexer import SearchWriter
+from ._rows import SELECT_COLUMNS, UNREAD, row_to_message
+from ._writes import upsert_attachment
+
+__all__ = ["Verifier", "VerifyReport"]
+
+log = logging.getLogger("imstore.store")
+
+_ATTACH_INTS = tuple(sorted(int(t) for t in ATTACHMENT_TYPES))
+_TRUE_UNREAD = f"(SELECT count(*) FROM message m WHERE m.conv_id = conversation.conv_id AND {UNREAD})"
+_TRUE_LAST = ("(SELECT id FROM message m WHERE m.conv_id = conversation.conv_id "
+              "ORDER BY sort_time DESC, id DESC LIMIT 1)")
+_TRUE_ACKS = "(SELECT count(*) FROM group_ack g WHERE g.msg_id = message.msg_id)"
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What `MessageStore.verify` found wrong and repaired, by kind (0 everywhere: all was well),
+    the messages it found undecodable (reported, never guessed at) and the receipts waiting."""
+
+    repaired: dict[str, int] = field(default_factory=dict)
+    undecodable: list[str] = field(default_factory=list)  # ids of messages that cannot be decoded
+    pending_receipts: int = 0  # receipts waiting for a message not stored (yet)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing was repaired and every stored message decodes."""
+        return not any(self.repaired.values()) and not self.undecodable
+
+    @property
+    def total(self) -> int:
+        return sum(self.repaired.values())
+
+
+class Verifier:
+    def __init__(self, conn: Connection, conversations: ConversationTable,
+                 indexer: SearchWriter) -> None:
+        self._conn = conn
+        self._convs = conversations
+        self._indexer = indexer
+
+    def verify(self) -> VerifyReport:
+        rep: dict[str, int] = {}
+        with self._conn.tx():
+            self._counters(rep)
+            self._attachments(rep)
+        undecodable = self._undecodable()
+        rep["search_index"] = self._search_index(len(undecodable))
+        return VerifyReport(rep, undecodable=undecodable)
+
+    def _undecodable(self) -> list[str]:
+        """Ids of stored messages whose payload does not decode (read in pages of 1000 rows)."""
+        out: list[str] = []
+        after = 0
+        while True:
+            rows = self._conn.query(f"SELECT {SELECT_COLUMNS} FROM message WHERE id > ? "
+                                    "ORDER BY id LIMIT 1000", (after,))
+            out += [m.msg_id for m in map(row_to_message, rows)
+                    if isinstance(m.body, UndecodableBody)]
+            if len(rows) < 1000:
+                return out
+            after = rows[-1][0]
+
+    def _counters(self, rep: dict[str, int]) -> None:
+        run = self._conn.run
+        rep["orphan_unread_messages"] = run(
+            "INSERT OR IGNORE INTO conversation (conv_id, chat_type, unread_count, last_sort, "
+            f"last_activity) SELECT conv_id, chat_type, 0, 0, 0 FROM message WHERE {UNREAD} "
+            "AND conv_id NOT IN (SELECT conv_id FROM conversation) GROUP BY conv_id").rowcount
+        rep["unread_counts"] = run(f"UPDATE conversation SET unread_count = {_TRUE_UNREAD} "
+                                   f"WHERE unread_count != {_TRUE_UNREAD}").rowcount
+        bad = [r[0] for r in run(f"SELECT conv_id FROM conversation WHERE last_rowid IS NOT "
+                                 f"{_TRUE_LAST}").fetchall()]
+        for conv_id in bad:
+            self._convs.refresh_last(conv_id)
+        rep["last_messages"] = len(bad)
+        # the trigger re-copies the row when last_rowid is set
+        rep["last_message_copies"] = run(
+            "UPDATE conversation SET last_rowid = last_rowid WHERE lm_msg_id IS NOT "
+            "(SELECT msg_id FROM message WHERE id = conversation.last_rowid)").rowcount
+        rep["group_ack_counts"] = run(
+            f"UPDATE message SET group_ack_count = {_TRUE_ACKS} WHERE need_group_ack = 1 "
+            f"AND group_ack_count != {_TRUE_ACKS}").rowcount
+
+    def _attachments(self, rep: dict[str, int]) -> None:
+        missing = self._conn.run(
+            f"SELECT {SELECT_COLUMNS} FROM message WHERE type IN ({marks(len(_ATTACH_INTS))}) "
+            "AND id NOT IN (SELECT message_id FROM attachment)", _ATTACH_INTS).fetchall()
+        for r in missing:
+            try:
+                upsert_attachment(self._conn, r[0], row_to_message(r))
+            except IMError:
+                log.warning("message row %s has a corrupt payload", r[0])
+        rep["attachment_rows"] = len(missing)
+
+    def _search_index(self, undecodable: int) -> int:
+        """Rebuild the index when it does not hold one document per searchable message (neither
+        recalled nor undecodable); returns by how many documents it was off."""
+        if not self._indexer.enabled:
+            return 0
+        self._indexer.apply()
+        stored = int(self._conn.one("SELECT count(*) FROM message WHERE recalled_at IS NULL")[0])
+        stored -= undecodable
+        indexed = self._indexer.doc_count()
+        if indexed == stored:
+            return 0
+        self._indexer.rebuild()
+        return abs(indexed - stored)
