@@ -136,7 +136,7 @@ def wait_indexed(store: Any) -> None:
     """Return once the store's index holds every message written so far."""
     status = getattr(store, "index_status", None)
     if status is None:
-        store._flush_index()
+        store.flush_index()
         return
     while True:
         st = status()

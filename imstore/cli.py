@@ -601,7 +601,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(verbose=not args.quiet, as_json=args.json)
+    return run_demo(verbose=not args.quiet, as_json=args.json, matrix_url=args.matrix)
 
 
 # ------------------------------------------------------------------------------- the parser
@@ -642,6 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = add("demo", cmd_demo, "two users on an embedded server, showing every capability")
     d.add_argument("--quiet", action="store_true", help="print only the summary")
+    d.add_argument("--matrix", metavar="URL", help="run the walkthrough against a Matrix homeserver "
+                   "instead (two new users are registered; needs imstore[matrix])")
 
     sp = add("import", cmd_import, "import chat exports (Telegram JSON, WhatsApp .txt/.zip, Slack "
              ".zip, imstore JSON lines): files, export folders or folders of exports")

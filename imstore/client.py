@@ -43,6 +43,7 @@ from .adapters import (
 )
 from .codec import validate_message
 from .errors import ErrorCode, IMError
+from .kinds import kind_of
 from .message import (
     Body,
     ChatType,
@@ -684,15 +685,13 @@ class ChatClient:
             self._emit("on_group_message_read", heard)
 
     def on_messages_recalled(self, msg_ids: list[str]) -> None:
-        apply_recall = self._store_op("apply_recall", required=False)
-        changed = apply_recall(list(msg_ids), now_ms()) if apply_recall else []
+        changed = self.store.apply_recall(list(msg_ids), now_ms())
         if changed:
             self._emit("on_messages_recalled", changed)
 
     def on_messages_edited(self, messages: list[Message]) -> None:
-        apply_edit = self._store_op("apply_edit", required=False)
-        changed = [m for m in (apply_edit(e.msg_id, e.body, e.edited_at or now_ms())
-                               for e in (messages if apply_edit else [])) if m is not None]
+        changed = [m for m in (self.store.apply_edit(e.msg_id, e.body, e.edited_at or now_ms())
+                               for e in messages) if m is not None]
         if changed:
             self._emit("on_messages_edited", changed)
 
@@ -713,9 +712,7 @@ class ChatClient:
         for msg_id in [i for i, acks in self._early_group_acks.items()
                        if max(a.timestamp for a in acks) < cutoff]:
             del self._early_group_acks[msg_id]
-        prune = getattr(self.store, "prune_pending_receipts", None)
-        if prune is not None:  # the store's part of it comes with the store package
-            prune(older_than_ms)
+        self.store.prune_pending_receipts(older_than_ms)
 
     # ----------------------------------------------------------------------------- receipts
 
@@ -792,16 +789,6 @@ class ChatClient:
 
     # ------------------------------------------------------------------------- recall, edit
 
-    def _store_op(self, name: str, *, required: bool = True) -> Any:
-        # The store's recall/edit writes come with the store package (CONTRACT.md). A handler
-        # never raises into its transport: without them it drops the event (and says so).
-        op = getattr(self.store, name, None)
-        if op is None:
-            if required:
-                raise IMError(ErrorCode.SERVICE_NOT_ENABLED, f"this store has no {name}()")
-            log.warning("this store has no %s(); the event is dropped", name)
-        return op
-
     def _own_sent(self, msg_id: str) -> Message:
         msg = self._stored(msg_id)
         if msg.direction != Direction.SEND or msg.status != MessageStatus.SUCCESS:
@@ -819,9 +806,9 @@ class ChatClient:
         ``recall_message``.
         """
         msg = self._own_sent(msg_id)
-        recall, apply_recall = self._method("recall_message"), self._store_op("apply_recall")
+        recall = self._method("recall_message")
         recalled_at: int = await self._request(lambda: recall(msg))
-        changed = apply_recall([msg.msg_id], recalled_at)
+        changed = self.store.apply_recall([msg.msg_id], recalled_at)
         if changed:
             self._emit("on_messages_recalled", changed)
         return self._stored(msg.msg_id)
@@ -835,15 +822,15 @@ class ChatClient:
         ``edit_message``.
         """
         msg = self._own_sent(msg_id)
-        if msg.type not in (MessageType.TEXT, MessageType.CUSTOM) or type(body) is not type(msg.body):
+        if not kind_of(msg.type).editable or type(body) is not type(msg.body):
             raise IMError(ErrorCode.INVALID_PARAM,
                           "only TEXT and CUSTOM messages can be edited, with a body of their type")
         if msg.recalled_at is not None:
             raise IMError(ErrorCode.MESSAGE_INVALID, f"{msg_id!r} was recalled")
         validate_message(dataclasses.replace(msg, body=body), self.store.limits)
-        edit, apply_edit = self._method("edit_message"), self._store_op("apply_edit")
+        edit = self._method("edit_message")
         edited_at: int = await self._request(lambda: edit(msg, body))
-        changed = apply_edit(msg.msg_id, body, edited_at)
+        changed = self.store.apply_edit(msg.msg_id, body, edited_at)
         if changed is not None:
             self._emit("on_messages_edited", [changed])
         return self._stored(msg.msg_id)
@@ -1020,19 +1007,16 @@ class ChatClient:
             span = Span(span.conv_id, span.start, max(times), span.older_cursor) if times else None
         result = self.store.merge_history(items, span=span)
         self._arrived([m for m in result.new if not m.is_read])
-        apply_recall = self._store_op("apply_recall", required=False) if known else None
-        apply_edit = self._store_op("apply_edit", required=False) if known else None
         for m in items:
             here = known.get(m.msg_id)
             if here is None:
                 continue
-            if m.recalled_at is not None and here.recalled_at is None and apply_recall:
-                done = apply_recall([m.msg_id], m.recalled_at)
+            if m.recalled_at is not None and here.recalled_at is None:
+                done = self.store.apply_recall([m.msg_id], m.recalled_at)
                 if done:
                     self._emit("on_messages_recalled", done)
-            elif (m.recalled_at is None and (m.edited_at or 0) > (here.edited_at or 0)
-                  and apply_edit):
-                edited = apply_edit(m.msg_id, m.body, m.edited_at)
+            elif m.recalled_at is None and (m.edited_at or 0) > (here.edited_at or 0):
+                edited = self.store.apply_edit(m.msg_id, m.body, m.edited_at or 0)
                 if edited is not None:
                     self._emit("on_messages_edited", [edited])
         return result

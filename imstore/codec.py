@@ -250,7 +250,8 @@ def check_ext(value: Any, field: str = "ext") -> dict[str, Any]:
         return value
     for k, v in value.items():  # flat text and numbers first: the usual ext, in one pass
         t = type(v)
-        if type(k) is not str or not _encodable(k) or (t is str and not _encodable(v)) \
+        if type(k) is not str or not (k.isascii() or _encodable(k)) \
+                or (t is str and not (v.isascii() or _encodable(v))) \
                 or t not in _FLAT or (t is int and not -(2**63) <= v < 2**64):
             _check_tree(value, field, 1)
             break
@@ -261,7 +262,7 @@ _FLAT = frozenset({str, int, float, bool, type(None), bytes})
 
 
 def _str_field(value: Any, field: str) -> None:
-    if type(value) is not str or not _encodable(value):
+    if type(value) is not str or not (value.isascii() or _encodable(value)):
         check_text(value, field)
 
 
@@ -374,26 +375,48 @@ def _check_enum(enum: type[Any], value: Any, field: str) -> Any:
     return enum(value)
 
 
+def _plain_id(value: Any) -> bool:
+    """The common id, checked without a call: a short ASCII str."""
+    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS and value.isascii()
+
+
+def _plain_time(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_TIME
+
+
 def _check_fields(msg: Message) -> MessageType:
-    """Every field of a message has its type and range; returns its type."""
-    mtype: MessageType = _check_enum(MessageType, msg.type, "type")
-    _check_enum(ChatType, msg.chat_type, "chat_type")
-    _check_enum(MessageStatus, msg.status, "status")
-    check_id(msg.msg_id, "msg_id")
-    check_id(msg.to, "to")
-    if msg.sender is not None:
-        check_id(msg.sender, "sender")
+    """Every field of a message has its type and range; returns its type. Each test below is
+    the fast path of the check it falls back to, which raises naming the field."""
+    mtype = msg.type
+    if type(mtype) is not MessageType:
+        mtype = _check_enum(MessageType, mtype, "type")
+    if type(msg.chat_type) is not ChatType:
+        _check_enum(ChatType, msg.chat_type, "chat_type")
+    if type(msg.status) is not MessageStatus:
+        _check_enum(MessageStatus, msg.status, "status")
+    msg_id, to, sender = msg.msg_id, msg.to, msg.sender
+    if not (type(msg_id) is type(to) is str and 0 < len(msg_id) <= MAX_ID_CHARS
+            and 0 < len(to) <= MAX_ID_CHARS and msg_id.isascii() and to.isascii()):
+        check_id(msg_id, "msg_id")
+        check_id(to, "to")
+    if sender is not None and not _plain_id(sender):
+        check_id(sender, "sender")
     if msg.local_id is not None:
         check_id(msg.local_id, "local_id")
-    check_time(msg.local_time, "local_time")
-    for name in ("server_time", "edited_at", "recalled_at"):
-        value = getattr(msg, name)
-        if value is not None:
-            check_time(value, name)
-    for name in ("is_delivered", "is_read_acked", "need_group_ack"):
-        value = getattr(msg, name)
-        if type(value) is not bool and (type(value) is not int or value not in (0, 1)):
-            raise invalid(name, "True or False", value)
+    if not _plain_time(msg.local_time):
+        check_time(msg.local_time, "local_time")
+    if msg.server_time is not None and not _plain_time(msg.server_time):
+        check_time(msg.server_time, "server_time")
+    if msg.edited_at is not None or msg.recalled_at is not None:
+        for name in ("edited_at", "recalled_at"):
+            if getattr(msg, name) is not None:
+                check_time(getattr(msg, name), name)
+    if not (type(msg.is_delivered) is type(msg.is_read_acked) is type(msg.need_group_ack)
+            is bool):
+        for name in ("is_delivered", "is_read_acked", "need_group_ack"):
+            value = getattr(msg, name)
+            if type(value) is not bool and (type(value) is not int or value not in (0, 1)):
+                raise invalid(name, "True or False", value)
     if msg.is_read is not None and type(msg.is_read) is not bool:
         raise invalid("is_read", "True, False or None", msg.is_read)
     count = msg.group_ack_count

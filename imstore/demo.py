@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import struct
 import tempfile
@@ -24,6 +25,7 @@ from .message import (
     MessageStatus,
     MessageType,
     SearchScope,
+    TextBody,
 )
 from .server import MemoryServer
 from .store import MessageStore
@@ -255,7 +257,107 @@ async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
         s.close()
 
 
-def run_demo(verbose: bool = True, as_json: bool = False) -> int:
+async def _matrix_demo(url: str, root: str, say: Callable[[str], None], check: _Check) -> None:
+    """The walkthrough against a real Matrix homeserver: what a remote server lets a client show
+    (the fault injections of sections 7 need the embedded server, so they are left out)."""
+    from .adapters.matrix import MatrixAdapter, demo_users
+
+    tag = secrets.token_hex(3)
+    ma, mb = await demo_users(url, names=(f"alice-{tag}", f"bob-{tag}"))
+    a_id, b_id = ma.user_id, mb.user_id
+    alice = MessageStore.open(os.path.join(root, "alice"), user_id=a_id)
+    bob = MessageStore.open(os.path.join(root, "bob"), user_id=b_id)
+    ca, cb = ChatClient(alice, ma), ChatClient(bob, mb)
+    pa, pb = _Printer(a_id, say), _Printer(b_id, say)
+    ca.add_listener(pa)
+    cb.add_listener(pb)
+    files = os.path.join(root, "outbox")
+    os.makedirs(files)
+
+    def make(name: str, data: bytes) -> str:
+        path = os.path.join(files, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    async def until(cond: Callable[[], bool], what: str) -> bool:
+        for _ in range(200):  # the homeserver's /sync brings things back within a few seconds
+            await ca.wait_idle()
+            await cb.wait_idle()
+            if cond():
+                return True
+            await asyncio.sleep(0.05)
+        say(f"    (gave up waiting for {what})")
+        return False
+
+    try:
+        say(f"\n1. {a_id} sends {b_id} one message of every type")
+        sent = [
+            await ca.send_message(Message.text(b_id, "Hi Bob! Are we still meeting tomorrow? 🙂")),
+            await ca.send_message(Message.image(b_id, make("beach.png", _png(64, 48)), width=64,
+                                                height=48)),
+            await ca.send_message(Message.voice(b_id, make("hello.ogg", os.urandom(4000)), 2300)),
+            await ca.send_message(Message.file(b_id, make("agenda.pdf", b"%PDF-1.4 agenda"))),
+            await ca.send_message(Message.location(b_id, 39.9042, 116.4074, address="北京市东城区",
+                                                   building_name="天安门")),
+            await ca.send_message(Message.custom(b_id, "red_packet", {"amount": "8.88"})),
+        ]
+        check(all(m.status == MessageStatus.SUCCESS for m in sent), "every send succeeded")
+        check(await until(lambda: bob.message_count(a_id) == len(sent), "bob's messages"),
+              f"{b_id} received and stored all {len(sent)} messages")
+        got = await cb.download_attachment(sent[3].msg_id)
+        with open(got.body.local_path, "rb") as f:  # type: ignore[union-attr]
+            check(f.read() == b"%PDF-1.4 agenda", "the PDF came back intact from the media repository")
+
+        say("\n2. unread counts and receipts")
+        check(bob.unread_count(a_id) == len(sent), f"{b_id} has {len(sent)} unread messages")
+        await cb.ack_conversation_read(a_id)
+        check(bob.unread_count(a_id) == 0, "bob read the conversation: unread is 0")
+        check(await until(lambda: all(m.is_read_acked for m in alice.messages(b_id)),
+                          "the read receipt"), "alice sees every message read (m.read)")
+
+        say("\n3. history on a new device, paged")
+        phone = await MatrixAdapter.login(url, f"bob-{tag}", f"imstore-demo-bob-{tag}")
+        fresh = MessageStore.open(os.path.join(root, "bob-new-phone"), user_id=b_id)
+        try:
+            cf = ChatClient(fresh, phone)
+            await cf.fetch_conversations_from_server()
+            cursor: str | None = None
+            while True:
+                page = await cf.fetch_history_messages(a_id, ChatType.CHAT, cursor=cursor, limit=2)
+                cursor = page.cursor
+                if cursor is None:
+                    break
+            check(fresh.message_count(a_id) == len(sent), "history paged in without duplicates")
+        finally:
+            fresh.close()
+            await phone.close()
+
+        say("\n4. search, recall and edit")
+        check(len(bob.search_messages("meet")) == 1 and len(bob.search_messages("北京")) == 1,
+              "keyword search in English and Chinese")
+        edited = await ca.edit_message(sent[0].msg_id, TextBody("Hi Bob! Lunch tomorrow?"))
+        check(edited.edited_at is not None, "alice edited her text (m.replace)")
+        check(await until(lambda: bool(bob.search_messages("lunch")), "the edit"),
+              "bob sees the new text; search finds it")
+        await ca.recall_message(sent[5].msg_id)
+        check(await until(lambda: (bob.get_message(sent[5].msg_id) or sent[5]).recalled_at
+                          is not None, "the recall"), "a recall (redaction) reached bob")
+
+        say("\n5. deletes: one-way")
+        await ca.remove_messages_from_server(b_id, ChatType.CHAT, msg_ids=[sent[4].msg_id])
+        check(alice.get_message(sent[4].msg_id) is None and bob.get_message(sent[4].msg_id)
+              is not None, "removed for alice only")
+        for name, st in (("alice", alice), ("bob", bob)):
+            check(st.verify().ok, f"{name}: verify() found nothing to repair")
+    finally:
+        alice.close()
+        bob.close()
+        await ma.close()
+        await mb.close()
+
+
+def run_demo(verbose: bool = True, as_json: bool = False, matrix_url: str | None = None) -> int:
     """Run the demo; returns the exit code (0: every check passed). ``as_json`` prints one JSON
     object (the checks and the counts) instead of text."""
     lines: list[str] = []
@@ -268,9 +370,13 @@ def run_demo(verbose: bool = True, as_json: bool = False) -> int:
 
     check = _Check(say)
     root = tempfile.mkdtemp(prefix="imstore-demo-")
-    say(f"imstore demo: alice, bob and carol on an embedded MemoryServer (stores in {root})")
     try:
-        asyncio.run(_demo(root, say, check))
+        if matrix_url:
+            say(f"imstore demo: two new users on the Matrix homeserver {matrix_url} (stores in {root})")
+            asyncio.run(_matrix_demo(matrix_url, root, say, check))
+        else:
+            say(f"imstore demo: alice, bob and carol on an embedded MemoryServer (stores in {root})")
+            asyncio.run(_demo(root, say, check))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     passed = sum(1 for line in lines if line.startswith("  ok "))

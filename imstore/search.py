@@ -15,9 +15,10 @@ whoosh. Rules kept here:
   memory indexes (whoosh's RamStorage puts its temporary files in a fixed folder,
   ``$TMPDIR/MAIN.tmp``, shared by every process on the machine), and our own hit collection
   (whoosh's intersection collects every id of both sides into sets);
-- bulk writes build whole segments directly (`segments.write_segment`), half of them in a helper
-  process when there is a second core; the helper holds no lock and exits when its pipe closes
-  or its parent dies.
+- writes build whole segments directly (`segments.write_segment`), half of them in a helper
+  process when a batch is large and there is a second core; the helper holds no lock and exits
+  when its pipe closes or its parent dies. Segments are merged by size tiers (8 of a tier become
+  one, directly, at most 200k documents): a search visits every segment, so they stay few.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import mmap
 import os
 import shutil
 import struct
@@ -40,6 +42,7 @@ import msgpack
 from whoosh import query as wq
 from whoosh.codec.whoosh3 import W3Codec, W3Segment
 from whoosh.filedb.filestore import FileStorage, RamStorage
+from whoosh.filedb.structfile import StructFile
 from whoosh.index import TOC, FileIndex
 from whoosh.writing import SegmentWriter
 
@@ -56,6 +59,7 @@ _CODEC = ImCodec()
 _SEGMENT_DOCS = 50_000  # documents per directly written segment, at most
 _PARALLEL_DOCS = 4_000  # a batch this large is split with the helper process
 _MERGE_FACTOR = 8  # segments of one size tier merged at once
+_SMALL_DOCS = 1024  # segments below this are one tier (merging them is cheap, visiting costly)
 _MERGE_DOCS = 200_000  # live documents per merge, at most
 # What the documents of an index hold (tokens, fields); another value means: rebuild it.
 _FORMAT = "imstore index 2: key term, rowid and sort columns, symbol terms\n"
@@ -101,6 +105,23 @@ class _MemoryStorage(RamStorage):  # type: ignore[misc]
 
     def temp_storage(self, name: str | None = None) -> Any:
         return RamStorage()
+
+
+class _DiskStorage(FileStorage):  # type: ignore[misc]
+    """FileStorage that maps term files (``.trm``) into memory: a term look-up is a binary
+    search of some 16 probes, each a seek and a read on a plain file (a prefix query paid about
+    1 ms per segment for them). Segment files are written once and never changed in place."""
+
+    def open_file(self, name: str, **kwargs: Any) -> Any:
+        if name.endswith(".trm"):
+            with open(self._fpath(name), "rb") as f:
+                try:
+                    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                except (ValueError, OSError):  # empty, or mapping unsupported
+                    mapped = None
+            if mapped is not None:
+                return StructFile(mapped, name=name, **kwargs)
+        return super().open_file(name, **kwargs)
 
 
 class _Index(FileIndex):  # type: ignore[misc]
@@ -172,17 +193,19 @@ def _abandon(writer: Any) -> None:
 
 
 def _merge_tiered(writer: Any, segments: list[Any]) -> list[Any]:
-    """Merge policy, by tiers of size (each tier 8 times the one below): once a tier holds 8
-    segments, they become one of the next tier, merged directly (`segments.merge_segments`),
-    at most 200k live documents at a time. Every document is merged about log8(N / batch)
-    times, and an index keeps fewer than 8 segments per tier."""
+    """Merge policy, by tiers of size (below 1024 documents, then each tier 8 times the one
+    below): once a tier holds 8 segments, they become one, merged directly
+    (`segments.merge_segments`), at most 200k live documents at a time. Every document is
+    merged about log8(N / batch) times, and an index keeps fewer than 8 segments per tier."""
     current = list(segments)
     while True:
         tiers: dict[int, list[Any]] = {}
         for seg in current:
             live = seg.doc_count()
             if live * 2 <= _MERGE_DOCS:  # larger ones are done
-                tiers.setdefault(int(math.log(max(live, 1), _MERGE_FACTOR)), []).append(seg)
+                tier = 0 if live < _SMALL_DOCS else 1 + int(math.log(live / _SMALL_DOCS,
+                                                                      _MERGE_FACTOR))
+                tiers.setdefault(tier, []).append(seg)
         full = [t for t in sorted(tiers) if len(tiers[t]) >= _MERGE_FACTOR]
         if not full:
             return current
@@ -339,7 +362,7 @@ class SearchIndex:
             self._ix = self._create()
             self.rebuilt = True
         else:
-            self._storage = FileStorage(directory)
+            self._storage = _DiskStorage(directory)
             self._ix = self._open_dir()
         self._generation = self._ix.latest_generation()
         self._searcher = self._ix.searcher()
@@ -412,7 +435,7 @@ class SearchIndex:
         else:
             shutil.rmtree(self.directory, ignore_errors=True)
             os.makedirs(self.directory, exist_ok=True)
-            self._storage = FileStorage(self.directory)
+            self._storage = _DiskStorage(self.directory)
         self._ix = self._create()
         self._generation = self._ix.latest_generation()
         self._searcher = self._ix.searcher()

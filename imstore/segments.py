@@ -1,13 +1,17 @@
 """The index's file format: its schema, its codec, and a direct segment writer for bulk work.
 
 With `search`, the only modules importing whoosh. Rules kept here:
-- the files are ordinary whoosh3 segments, readable by stock whoosh-reloaded 2.7.5 given the
-  schema (`schema()`); what we change is how they are written, never what they mean. A test
-  builds the same documents with whoosh's own writer and compares postings, lengths and columns;
+- the files are ordinary whoosh3 segments: stock whoosh-reloaded 2.7.5 searches and merges
+  them (the pickled schema names `ImTokenizer`, so imstore must be importable); what we change
+  is how they are written, never what they mean. A test builds the same documents with whoosh's
+  own writer and compares postings, lengths and columns; another compares a merge with writing
+  the live documents at once;
 - `write_segment` inverts documents in Python dicts and hands sorted postings to whoosh's own
   field/postings writer and column writers, bypassing ``add_document`` and its ``PostingPool``;
   it writes straight into the storage, never into a temporary storage, so several writers (the
-  parent and its helper process) can build segments in one directory at once;
+  parent and its helper process) can build segments in one directory at once; `merge_segments`
+  merges segments the same way, reading postings block by block (whoosh's merge re-sorts every
+  posting through its pool);
 - a document is keyed by its message row id, held in the ``rowid`` column; the ``key`` term
   (``rowid >> KEY_SHIFT``) finds the few documents that may hold a row id, so deletes never need
   a term per document; the sort time is the ``sort`` column, never terms;
@@ -277,6 +281,27 @@ class _TextPostings:
         self.total += n
 
 
+class _Tracked:
+    """The storage a new segment is written to, remembering every file it creates, so that a
+    failed write (a full disk) closes them all."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        self._files: list[Any] = []
+
+    def create_file(self, name: str, **kwargs: Any) -> Any:
+        f = self._storage.create_file(name, **kwargs)
+        self._files.append(f)
+        return f
+
+    def close_all(self) -> None:
+        for f in self._files:
+            try:
+                f.close()
+            except Exception:
+                pass
+
+
 def _check_doc(d: Doc) -> tuple[int, int, str, str, str]:
     rowid, sort = int(d.rowid), int(d.sort_time)
     if not -(1 << 63) <= sort < 1 << 63 or not 0 <= rowid < 1 << 63:
@@ -330,16 +355,13 @@ def write_segment(storage: Any, indexname: str, schema: Schema, docs: Iterable[D
         sorts.append(sort)
 
     segment = codec.new_segment(storage, indexname)
-    opened: list[Any] = []
+    tracked = _Tracked(storage)
 
     def create(fieldname: str) -> Any:
-        f = storage.create_file(W3Codec.column_filename(segment, fieldname))
-        opened.append(f)
-        return f
+        return tracked.create_file(W3Codec.column_filename(segment, fieldname))
 
     try:
-        fw = W3FieldWriter(codec, storage, segment)
-        opened += [fw._tindex.dbfile, fw._postfile]
+        fw = W3FieldWriter(codec, tracked, segment)
         for fieldname in sorted(schema.names()):
             fieldobj = schema[fieldname]
             if fieldname in ("content", "ext"):
@@ -358,11 +380,7 @@ def write_segment(storage: Any, indexname: str, schema: Schema, docs: Iterable[D
         STORED_COLUMN.writer(f).finish(n)
         f.close()
     except BaseException:
-        for f in opened:  # the segment is in no TOC: its files are dropped at the next commit
-            try:
-                f.close()
-            except Exception:
-                pass
+        tracked.close_all()  # the segment is in no TOC: its files go at the next commit
         raise
     segment.set_doc_count(n)
     segment._fieldlengths = {name: tp.total for name, tp in (("content", content), ("ext", ext))
@@ -549,12 +567,10 @@ def _merge(storage: Any, indexname: str, schema: Schema, segments: Sequence[Any]
         return None
     quant = [byte_to_length(b) for b in range(256)]
     segment = codec.new_segment(storage, indexname)
-    opened: list[Any] = []
+    tracked = _Tracked(storage)
 
     def create(fieldname: str) -> Any:
-        f = storage.create_file(W3Codec.column_filename(segment, fieldname))
-        opened.append(f)
-        return f
+        return tracked.create_file(W3Codec.column_filename(segment, fieldname))
 
     def lists(field: str) -> Iterator[tuple[str, list[int], list[float], list[bytes] | None,
                                            list[int] | None]]:
@@ -595,8 +611,7 @@ def _merge(storage: Any, indexname: str, schema: Schema, segments: Sequence[Any]
                    [quant[lengths[d]] for d in ids] if lengths is not None else None)
 
     try:
-        fw = W3FieldWriter(codec, storage, segment)
-        opened += [fw._tindex.dbfile, fw._postfile]
+        fw = W3FieldWriter(codec, tracked, segment)
         for fieldname in sorted(schema.names()):
             if fieldname in ("content", "ext", "conv", "key"):
                 _write_field(fw, fieldname, schema[fieldname], lists(fieldname))
@@ -610,11 +625,7 @@ def _merge(storage: Any, indexname: str, schema: Schema, segments: Sequence[Any]
         STORED_COLUMN.writer(f).finish(n)
         f.close()
     except BaseException:
-        for f in opened:
-            try:
-                f.close()
-            except Exception:
-                pass
+        tracked.close_all()
         raise
     segment.set_doc_count(n)
     segment._fieldlengths = {k: v for k, v in totals.items() if v > 0}

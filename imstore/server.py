@@ -19,7 +19,8 @@ A real implementation of both adapter protocols, not canned answers. Rules kept 
   receipts and conversation acks, never backwards) marks what history shows as read;
 - faults are injected on purpose for tests: latency, lost answers, disconnects with and without
   reconnection, failed uploads, an unreachable server.
-It depends on `message` and `adapters` only, never on the store.
+It depends on `message`, `kinds` (per-type facts: which types can be edited, the blank body of a
+recall notice) and `adapters` only, never on the store.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .adapters import (
     check_page_size,
 )
 from .errors import ErrorCode, IMError
+from .kinds import blank_body, kind_of
 from .message import (
     Body,
     ChatType,
@@ -55,11 +57,9 @@ from .message import (
     FileBody,
     GroupReadAck,
     ImageBody,
-    LocationBody,
     Message,
     MessageStatus,
     MessageType,
-    TextBody,
     VideoBody,
     conversation_id,
 )
@@ -70,16 +70,6 @@ DAY_MS = 86_400_000
 MAX_IDS = 50
 GROUP_ACK_DAYS = 3
 RECALL_WINDOW_MS = 120_000
-EDITABLE = frozenset({MessageType.TEXT, MessageType.CUSTOM})
-
-
-def _blank(body: Body) -> Body:
-    """The body a recall notice keeps: the type's empty body."""
-    if isinstance(body, TextBody):
-        return TextBody("")
-    if isinstance(body, LocationBody):
-        return LocationBody(0.0, 0.0)
-    return type(body)()  # type: ignore[call-arg]  # attachments, CUSTOM and CMD take defaults
 
 class RetentionPlan(Enum):
     """How long the server keeps history, in days, by plan."""
@@ -459,7 +449,7 @@ class MemoryServer:
             raise IMError(ErrorCode.MESSAGE_EXPIRED,
                           f"messages can be recalled within {self.recall_window_ms // 1000} s "
                           "of sending only")
-        m.body = _blank(m.body)
+        m.body = blank_body(m.type)
         m.recalled_at = self._stamp()
         for member in conv.members - {user}:
             self._emit(member, "on_messages_recalled", [msg_id])
@@ -469,7 +459,7 @@ class MemoryServer:
         """``user`` replaces the body of its TEXT or CUSTOM message ``msg_id``: everyone sees the
         new body and ``edited_at`` (now or on reconnection). Returns ``edited_at``."""
         conv, m = self._own(user, msg_id)
-        if m.type not in EDITABLE or type(body) is not type(m.body):
+        if not kind_of(m.type).editable or type(body) is not type(m.body):
             raise IMError(ErrorCode.INVALID_PARAM,
                           "only TEXT and CUSTOM messages can be edited, with a body of their type")
         if m.recalled_at is not None:

@@ -7,8 +7,9 @@ process, loopback only. Rules kept here:
 - the config listens on 127.0.0.1 only, with the client API and nothing else: no federation
   listener, no key servers, no statistics reporting; SQLite and the media store live in the data
   directory;
-- registration is by shared secret only (for tests and the demo); rate limits are raised far
-  beyond anything a test does; password hashing is cheap (bcrypt_rounds 4): this is a test server;
+- registration is open (``imstore demo --matrix URL`` registers its two users) and by shared
+  secret (tests register admins); rate limits are raised far beyond anything a test does;
+  password hashing is cheap (bcrypt_rounds 4): this is a loopback test server, never expose it;
 - ``start`` records the PID it started in ``<data>/synapse.pid`` with the URL and the shared secret
   in ``<data>/state.json``; ``stop`` signals exactly that PID, never a name or a pattern.
 
@@ -72,7 +73,8 @@ trusted_key_servers: []
 suppress_key_server_warning: true
 federation_domain_whitelist: []
 allow_public_rooms_over_federation: false
-enable_registration: false
+enable_registration: true
+enable_registration_without_verification: true
 registration_shared_secret: "{secret}"
 macaroon_secret_key: "{macaroon}"
 form_secret: "{form}"

@@ -1068,13 +1068,8 @@ def test_every_transition_of_a_resend(duo: Duo, tmp_path: Path, first: str):
 
 
 # ----------------------------------------------------------------------------------------------
-# Recall and edit end to end (the store's recall/edit writes come with the store package).
+# Recall and edit end to end.
 
-needs_store_recall = pytest.mark.skipif(not hasattr(imstore.MessageStore, "apply_recall"),
-                                        reason="the store has no apply_recall/apply_edit yet")
-
-
-@needs_store_recall
 @pytest.mark.parametrize("bob_online", [True, False])
 def test_recall_end_to_end(duo: Duo, bob_online: bool):
     log_a, log_b = Log(), Log()
@@ -1101,7 +1096,6 @@ def test_recall_end_to_end(duo: Duo, bob_online: bool):
     assert ("recalled", 1) in log_a.events and ("recalled", 1) in log_b.events
 
 
-@needs_store_recall
 def test_recall_past_the_window_is_message_expired(tmp_path: Path):
     clock = Clock()
     d = Duo("protocol", tmp_path, clock)
@@ -1120,7 +1114,6 @@ def test_recall_past_the_window_is_message_expired(tmp_path: Path):
     d.close()
 
 
-@needs_store_recall
 @pytest.mark.parametrize("bob_online", [True, False])
 def test_edit_end_to_end(duo: Duo, bob_online: bool):
     async def main():
@@ -1148,7 +1141,6 @@ def test_edit_end_to_end(duo: Duo, bob_online: bool):
         assert store.search_messages("noon") == []
 
 
-@needs_store_recall
 def test_recall_and_edit_come_with_history(tmp_path: Path, clock: Clock):
     d = Duo("memory", tmp_path, clock)
 
@@ -1170,14 +1162,7 @@ def test_recall_and_edit_come_with_history(tmp_path: Path, clock: Clock):
 
 
 # ----------------------------------------------------------------------------------------------
-# Store rules the client relies on (CONTRACT.md): the client's side runs now, the store's side
-# once its receipts part has landed.
-
-needs_store_receipts = pytest.mark.skipif(
-    not hasattr(imstore.MessageStore, "prune_pending_receipts"),
-    reason="the store's receipts part (SUCCESS-only conversation acks, mark_sent collisions) "
-           "has not landed yet")
-
+# Store rules the client relies on (CONTRACT.md).
 
 def test_a_server_id_collision_fails_that_send_only(duo: Duo, monkeypatch):
     log = Log()
@@ -1206,7 +1191,6 @@ def test_a_server_id_collision_fails_that_send_only(duo: Duo, monkeypatch):
     assert statuses == ["INPROGRESS", "FAIL", "INPROGRESS", "SUCCESS"]
 
 
-@needs_store_receipts
 def test_mark_sent_never_touches_another_conversations_message(store):
     other = store.insert_message(Message.text("alice", "carol's", sender="carol", msg_id="S1"))
     mine = store.insert_message(Message.text("bob", "mine"))
@@ -1217,7 +1201,6 @@ def test_mark_sent_never_touches_another_conversations_message(store):
     assert store.get_message(mine.msg_id).msg_id == mine.msg_id
 
 
-@needs_store_receipts
 def test_a_conversation_receipt_leaves_fail_messages_unacked(duo: Duo):
     async def main():
         ok = await duo.ca.send_message(Message.text("bob", "ok"))

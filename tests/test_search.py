@@ -714,3 +714,21 @@ def test_four_processes_with_memory_stores_at_once():
     for p in procs:
         p.join(300)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+
+
+def test_a_search_that_meets_a_damaged_index_answers_exactly_and_rebuilds(tmp_path: Path,
+                                                                          caplog):
+    texts = [f"needle{i % 7} shared 共同文本 Birthday 🎂" if i % 3 else f"other{i} Café"
+             for i in range(600)]
+    with imstore.open(tmp_path / "s", user_id="alice") as st:
+        st.import_messages([Message.text("alice", t, sender="bob", timestamp=1000 + i)
+                            for i, t in enumerate(texts)])
+        truth = sorted(i for i, t in enumerate(texts) if "needle3" in t)
+        for f in (tmp_path / "s" / "search").iterdir():
+            if f.suffix == ".pst":
+                f.write_bytes(b"\0" * f.stat().st_size)
+        hits = st.search_messages("needle3 birthday", limit=400)
+        assert sorted(m.timestamp - 1000 for m in hits) == truth
+        assert "damaged; rebuilding" in caplog.text
+        assert len(st.search_messages("cafe", limit=400)) == 200  # the rebuilt index
+        assert st.verify().ok

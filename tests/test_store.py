@@ -662,3 +662,9 @@ CREATE TABLE conversation (conv_id TEXT NOT NULL PRIMARY KEY, chat_type INTEGER 
 CREATE TABLE pending_receipt (msg_id TEXT NOT NULL, kind INTEGER NOT NULL,
   PRIMARY KEY (msg_id, kind));
 """
+
+
+def test_flush_index_applies_pending_work(disk_store: MessageStore):
+    disk_store.insert_message(recv("queued"))
+    assert disk_store.flush_index() == 1
+    assert disk_store.stats()["search_pending"] == 0

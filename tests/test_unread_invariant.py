@@ -79,6 +79,25 @@ class StoreModel(RuleBasedStateMachine):
                 if r.conv == conv:
                     r.read = True
 
+    @rule(data=st.data())
+    def mark_conversation_up_to(self, data):
+        if self.rows:
+            msg_id = data.draw(st.sampled_from(sorted(self.rows)))
+            anchor = self.rows[msg_id]
+            if anchor.conv not in self.convs:
+                return
+            self.store.mark_conversation_read(anchor.conv, up_to_msg_id=msg_id)
+            key = (anchor.time, int(msg_id[2:]))  # rows are stored in id order
+            for k, r in self.rows.items():
+                if r.conv == anchor.conv and (r.time, int(k[2:])) <= key:
+                    r.read = True
+
+    @rule(data=st.data())
+    def recall_one(self, data):
+        if self.rows:  # a recall notice keeps its read state, its place and its conversation
+            msg_id = data.draw(st.sampled_from(sorted(self.rows)))
+            self.store.apply_recall([msg_id], 99)
+
     @rule()
     def mark_all(self):
         self.store.mark_all_conversations_read()

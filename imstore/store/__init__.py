@@ -547,6 +547,15 @@ class MessageStore:
             newest_first=direction == Direction.UP, limit=limit,
             anchor=None if start_msg_id is None else self._reads.anchor(start_msg_id)))
 
+    def flush_index(self) -> int:
+        """Apply the pending index work now (a search does so itself first); returns how many
+        outbox entries were pending."""
+        if not self._indexer.enabled:
+            return 0
+        pending = self._indexer.pending()
+        self._indexer.finish_bulk()
+        return pending
+
     def rebuild_search_index(self, progress: Callable[[int], None] | None = None) -> int:
         """Rebuild the keyword index from the database; returns how many messages it indexed.
         ``progress`` is called with the number indexed so far. Crash-safe: an interrupted rebuild

@@ -199,6 +199,24 @@ class SearchWriter:
                 self.index.merge_if_fragmented()
         return done
 
+    def recover(self, exc: Exception) -> None:
+        """After `search.SearchIndexError`: a damaged index starts again empty and every message
+        is queued for it (the next apply rebuilds it); a failed write (a full disk) keeps its
+        work in the outbox for the next apply."""
+        damaged = getattr(exc, "damaged", True)
+        log.warning("search index %s (%s)", "damaged; rebuilding it" if damaged else
+                    "write failed; will retry", exc)
+        if not damaged or self.index is None:
+            return
+        with self._conn.lock:
+            try:
+                self.index.reset()
+            except Exception as again:
+                log.warning("could not reset the search index (%r)", again)
+                return
+            with self._conn.tx() as db:
+                self._enqueue_everything(db, _OP_ADD)
+
     def doc_count(self) -> int:
         return 0 if self.index is None else int(self.index.doc_count())
 

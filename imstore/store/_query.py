@@ -22,7 +22,7 @@ import msgpack
 
 from ..kinds import searchable_text
 from ..message import Message, MessageType, SearchScope
-from ..text import content_text, ext_text, indexable, keyword_words, matches
+from ..text import content_text, ext_text, indexable, keyword_words, matches, needles
 from ._connection import Connection, chunks, marks
 from ._indexer import SearchWriter
 from ._rows import MESSAGE_COLUMNS, SELECT_COLUMNS, row_to_message
@@ -124,6 +124,18 @@ class Searcher:
         return keyword_words(keyword)
 
     def search(self, q: Query) -> list[Message]:
+        from ..search import SearchIndexError
+
+        with self._conn.lock:
+            try:
+                return self._search(q)
+            except SearchIndexError as exc:
+                # A damaged index (or a write that failed, e.g. on a full disk): this search
+                # answers by reading the rows; the indexer rebuilds, or retries its work later.
+                self._indexer.recover(exc)
+                return self._read_all(q)
+
+    def _search(self, q: Query) -> list[Message]:
         index = self._indexer.index
         assert index is not None
         fields = _FIELDS[q.scope]
@@ -199,6 +211,34 @@ class Searcher:
                 break
             after = (rows[-1][1], rows[-1][0])
         return self._verified(hits, q)[0]
+
+    def _read_all(self, q: Query) -> list[Message]:
+        """Every match, without the index: rows in time order (those holding each word's
+        `text.needles`, when it has some), judged by `text.matches` on their payloads."""
+        where, params = q.row_filters()
+        cols = _COLUMNS[q.scope]
+        for w in q.words:
+            for needle in needles(w):
+                where.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
+                params += [needle.encode("utf-8")] * len(cols)
+        if q.senders is not None:
+            where.append(f"sender IN ({marks(len(q.senders))})")
+            params += q.senders
+        if q.types is not None:
+            where.append(f"type IN ({marks(len(q.types))})")
+            params += q.types
+        order = "DESC" if q.newest_first else "ASC"
+        hits: list[int] = []
+        with self._conn.guard():
+            for rid, mtype, body, ext in self._conn.run(
+                    f"SELECT id, type, body, ext FROM message WHERE {' AND '.join(where)} "
+                    f"ORDER BY sort_time {order}, id {order}", params):
+                if any(matches(q.words, t) for t in _raw_texts(mtype, body, ext, q.scope)):
+                    hits.append(rid)
+                    if len(hits) == q.limit:
+                        break
+            found, _ = self._verified(hits, q)
+        return [m for _, m in sorted(found, key=lambda h: h[0])]
 
     def _scan(self, q: Query, limit: int, skip: int) -> tuple[list[int], bool]:
         """Candidates for words the index cannot hold (emoji, symbols): rows whose stored

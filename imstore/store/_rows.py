@@ -12,6 +12,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from ..codec import decode_body, decode_ext
@@ -123,6 +124,15 @@ _DIR = {int(d): d for d in Direction}
 _STATUS = {int(s): s for s in MessageStatus}
 
 
+# The columns a `Message` is made of, picked out of a row by name in one C call (the row's
+# order is MessageRow's; this is only the order of the unpacking in `row_to_message`).
+_DECODED = ("msg_id", "conv_id", "chat_type", "type", "sender", "recipient", "direction",
+            "status", "local_time", "server_time", "is_read", "is_delivered", "is_read_acked",
+            "need_group_ack", "group_ack_count", "body", "ext", "local_id", "edited_at",
+            "recalled_at")
+_pick = itemgetter(*(MESSAGE_COLUMNS.index(c) for c in _DECODED))
+
+
 def row_to_message(row: Any) -> Message:
     """A message row (a `MessageRow`, or a driver tuple in its column order) as a `Message`.
 
@@ -130,25 +140,27 @@ def row_to_message(row: Any) -> Message:
     to one bad row): its body is an `UndecodableBody` with the raw bytes and the reason, its ext
     is empty, and an unknown type number reads as TEXT (the stored number is kept in the body's
     ``extra["type"]``)."""
-    r = MessageRow._make(row)
-    mtype = _MTYPE.get(r.type)
+    (msg_id, conv_id, chat_type, type_no, sender, recipient, direction, status, local_time,
+     server_time, is_read, is_delivered, is_read_acked, need_group_ack, group_ack_count, raw,
+     raw_ext, local_id, edited_at, recalled_at) = _pick(row)
+    mtype = _MTYPE.get(type_no)
     body: Body
     try:
         if mtype is None:
-            raise IMError(ErrorCode.MESSAGE_INVALID, f"unknown message type number {r.type!r}")
-        body = decode_body(mtype, r.body)
-        ext = decode_ext(r.ext) if r.ext else {}
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"unknown message type number {type_no!r}")
+        body = decode_body(mtype, raw)
+        ext = decode_ext(raw_ext) if raw_ext else {}
     except IMError as exc:
-        body, ext = UndecodableBody(bytes(r.body or b""), exc.description, {"type": r.type}), {}
+        body, ext = UndecodableBody(bytes(raw or b""), exc.description, {"type": type_no}), {}
     return Message(
-        msg_id=r.msg_id, conv_id=r.conv_id, chat_type=_CTYPE.get(r.chat_type, ChatType.CHAT),
-        type=mtype or MessageType.TEXT, sender=r.sender, to=r.recipient,
-        direction=_DIR.get(r.direction, Direction.RECEIVE),
-        status=_STATUS.get(r.status, MessageStatus.FAIL), local_time=r.local_time,
-        server_time=r.server_time, is_read=bool(r.is_read), is_delivered=bool(r.is_delivered),
-        is_read_acked=bool(r.is_read_acked), need_group_ack=bool(r.need_group_ack),
-        group_ack_count=r.group_ack_count, body=body, ext=ext, local_id=r.local_id,
-        edited_at=r.edited_at, recalled_at=r.recalled_at,
+        msg_id=msg_id, conv_id=conv_id, chat_type=_CTYPE.get(chat_type, ChatType.CHAT),
+        type=mtype or MessageType.TEXT, sender=sender, to=recipient,
+        direction=_DIR.get(direction, Direction.RECEIVE),
+        status=_STATUS.get(status, MessageStatus.FAIL), local_time=local_time,
+        server_time=server_time, is_read=bool(is_read), is_delivered=bool(is_delivered),
+        is_read_acked=bool(is_read_acked), need_group_ack=bool(need_group_ack),
+        group_ack_count=group_ack_count, body=body, ext=ext, local_id=local_id,
+        edited_at=edited_at, recalled_at=recalled_at,
     )
 
 

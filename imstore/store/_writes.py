@@ -102,7 +102,7 @@ class Writes:
         else:
             msg.direction = Direction.RECEIVE
             msg.is_read = imported if msg.is_read is None else bool(msg.is_read)
-        msg.conv_id = conversation_id(ChatType(msg.chat_type), msg.to, msg.sender, self._owner)
+        msg.conv_id = conversation_id(msg.chat_type, msg.to, msg.sender, self._owner)
         if msg.status == MessageStatus.CREATE or (imported and msg.status == MessageStatus.INPROGRESS):
             msg.status = MessageStatus.SUCCESS
 

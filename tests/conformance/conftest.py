@@ -15,13 +15,10 @@ can be paused; a test that needs what a backend cannot do skips with the reason.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import importlib.util
 import os
 import secrets
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -34,13 +31,6 @@ import imstore
 from imstore import ChatClient, ChatType, ConnectionState, MemoryServer, MessageListener
 
 from ..conftest import REPO, Clock
-
-# whoosh writes the temporary files of an in-memory index under <tempdir>/MAIN.tmp, one folder
-# shared by every process on the machine: a concurrent test run elsewhere deletes it mid-commit,
-# and the failed commit leaves the index's write lock taken (the next write then blocks forever).
-# Until imstore's search gives each in-memory index its own folder, this process gets its own.
-tempfile.tempdir = tempfile.mkdtemp(prefix="imstore-conformance-")
-atexit.register(shutil.rmtree, tempfile.tempdir, True)
 
 SCENARIO_TIMEOUT = 90.0
 WAIT = 15.0  # the bound on waiting for something a server delivers asynchronously

@@ -113,6 +113,12 @@ def test_a_bundled_edit_and_a_redaction_show_in_history():
     assert getattr(gone, "recalled_at", 1_700_000_001_000) == 1_700_000_001_000
 
 
+def test_direct_aliases_are_one_per_pair_and_never_collide():
+    ab = mp.direct_alias("@a.b:s", "@c:s", "s")
+    assert ab == mp.direct_alias("@c:s", "@a.b:s", "s")
+    assert ab != mp.direct_alias("@a:s", "@b.c:s", "s")
+
+
 def test_rooms_map_to_conversations():
     state = mp.conv_state(ChatType.CHAT, "", ["@alice:s", "@bob:s"])
     assert mp.room_info("!a:s", state, "@alice:s", "s") == mp.RoomInfo("!a:s", "bob",
@@ -140,5 +146,26 @@ def test_demo_users_on_synapse_register_once_then_log_in(synapse: dict):
             finally:
                 await a.close()
                 await b.close()
+
+    asyncio.run(main())
+
+
+def test_demo_users_on_synapse_without_the_secret_use_open_registration(synapse: dict):
+    import asyncio
+    import secrets
+
+    from imstore.adapters.matrix import demo_users
+
+    if "script" not in synapse:
+        pytest.skip("only the script's Synapse is known to allow open registration")
+    names = (f"open-a-{secrets.token_hex(3)}", f"open-b-{secrets.token_hex(3)}")
+
+    async def main() -> None:
+        a, b = await demo_users(synapse["url"], names=names)
+        try:
+            assert (a.user_id, b.user_id) == names
+        finally:
+            await a.close()
+            await b.close()
 
     asyncio.run(main())

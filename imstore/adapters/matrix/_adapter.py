@@ -110,6 +110,7 @@ class MatrixAdapter:
         self.since: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._paused = False
         self._synced = asyncio.Event()
         self._rooms: dict[str, mp.RoomInfo] = {}
         self._by_conv: dict[tuple[ChatType, str], str] = {}
@@ -164,10 +165,16 @@ class MatrixAdapter:
             if shared_secret is not None:
                 answer = await register_with_secret(api, local, password, shared_secret,
                                                     admin=admin)
-            else:
-                answer = await api.request("POST", f"{CS}/register", body={
-                    "username": local, "password": password, "inhibit_login": True,
-                    "auth": {"type": "m.login.dummy"}})
+            else:  # user-interactive auth: the first answer names the session to complete
+                body: dict[str, Any] = {"username": local, "password": password,
+                                        "inhibit_login": True}
+                try:
+                    answer = await api.request("POST", f"{CS}/register", body=body)
+                except MatrixError as exc:
+                    if exc.status != 401 or "session" not in exc.data:
+                        raise
+                    body["auth"] = {"type": "m.login.dummy", "session": exc.data["session"]}
+                    answer = await api.request("POST", f"{CS}/register", body=body)
             return str(answer["user_id"])
 
     async def close(self) -> None:
@@ -340,7 +347,7 @@ class MatrixAdapter:
         self._ensure_sync()
 
     def _ensure_sync(self) -> None:
-        if self._closed or (self._task is not None and not self._task.done()):
+        if self._closed or self._paused or (self._task is not None and not self._task.done()):
             return
         try:
             loop = asyncio.get_running_loop()
@@ -356,12 +363,14 @@ class MatrixAdapter:
     def pause(self) -> None:
         """Stop syncing as if the device went offline (RECONNECTING); `resume` goes on from the
         same position, back-filling what was missed."""
+        self._paused = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
         self._set_state(ConnectionState.RECONNECTING)
 
     def resume(self) -> None:
+        self._paused = False
         self._synced = asyncio.Event()
         self._ensure_sync()
 
@@ -722,6 +731,7 @@ class MatrixAdapter:
         except IMError as exc:
             raise IMError(ErrorCode.SERVER_NOT_REACHABLE,
                           f"the homeserver cannot be reached: {exc.description}") from exc
+        self._paused = False
         self._ensure_sync()
         self._set_state(ConnectionState.CONNECTED)
 
@@ -798,8 +808,16 @@ class MatrixAdapter:
         one "read up to here" position per member), in the order they read."""
         check_page_size(limit)
         known = self._events.get(msg_id)
+        if known is None:  # not seen in this session: look for it in the joined rooms
+            joined = await self.api.request("GET", f"{CS}/joined_rooms")
+            for room in joined.get("joined_rooms", []):
+                try:
+                    known = await self._event(room, msg_id)
+                    break
+                except IMError:
+                    continue
         if known is None:
-            raise IMError(ErrorCode.MESSAGE_INVALID, f"no message {msg_id!r} is known here")
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"no message {msg_id!r} on the server")
         room, sender, ts = known
         info = await self._info(room)
         readers = sorted(((u, r) for u, r in self._receipts.get(room, {}).items()

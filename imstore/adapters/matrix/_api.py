@@ -31,10 +31,12 @@ def q(part: str) -> str:
 class MatrixError(IMError):
     """The homeserver answered with an error: its HTTP ``status`` and Matrix ``errcode``."""
 
-    def __init__(self, code: ErrorCode, description: str, status: int, errcode: str) -> None:
+    def __init__(self, code: ErrorCode, description: str, status: int, errcode: str,
+                 data: dict[str, Any] | None = None) -> None:
         super().__init__(code, description)
         self.status = status
         self.errcode = errcode
+        self.data = data or {}
 
     def __reduce__(self) -> tuple[type[IMError], tuple[int, str]]:
         return (IMError, (int(self.code), self.description))
@@ -86,15 +88,15 @@ class Api:
             raise IMError(ErrorCode.NETWORK_ERROR,
                           f"cannot reach the homeserver at {self.base_url}: {exc!r}") from exc
         if resp.status_code >= 400:
-            errcode, error = "", resp.text[:300]
+            errcode, error, data = "", resp.text[:300], {}
             try:
                 data = resp.json()
                 errcode, error = str(data.get("errcode", "")), str(data.get("error", error))
-            except ValueError:
-                pass
+            except (ValueError, AttributeError):
+                data = {}
             raise MatrixError(_code_for(resp.status_code, errcode),
                               f"{method} {path.split('?')[0]}: {resp.status_code} {errcode} {error}",
-                              resp.status_code, errcode)
+                              resp.status_code, errcode, data if isinstance(data, dict) else {})
         if raw:
             return resp
         return resp.json() if resp.content else {}

@@ -95,8 +95,10 @@ def group_alias(group_id: str, server_name: str) -> str:
 
 
 def direct_alias(a_mxid: str, b_mxid: str, server_name: str) -> str:
-    x, y = sorted((a_mxid, b_mxid))
-    return f"#imstore.dm.{escape_localpart(x)}.{escape_localpart(y)}:{server_name}"
+    """One alias per pair of users, whichever of them asks; a ``.`` inside an id is escaped so
+    the separator is unambiguous (``a.b`` + ``c`` and ``a`` + ``b.c`` differ)."""
+    x, y = sorted(escape_localpart(m).replace(".", "=2e") for m in (a_mxid, b_mxid))
+    return f"#imstore.dm.{x}.{y}:{server_name}"
 
 
 # ---------------------------------------------------------------------------------------- rooms
