@@ -129,7 +129,7 @@ class Receipts:
         """Forget receipts that have waited more than ``older_than_ms`` for their message (or
         whose arrival time is unknown); returns how many."""
         return self._conn.execute("DELETE FROM pending_receipt WHERE received_at IS NULL OR "
-                                  "received_at < ?", (now_ms() - older_than_ms,))
+                                  "received_at <= ?", (now_ms() - older_than_ms,))
 
     def pending_count(self) -> int:
         return int(self._conn.one("SELECT count(*) FROM pending_receipt")[0])
