@@ -43,6 +43,7 @@ from .adapters import (
     SendResult,
     TransportHandler,
     check_page_size,
+    check_remove_args,
 )
 from .errors import ErrorCode, IMError
 from .kinds import blank_body, kind_of
@@ -67,7 +68,6 @@ from .message import (
 __all__ = ["MemoryConnection", "MemoryServer", "RetentionPlan"]
 
 DAY_MS = 86_400_000
-MAX_IDS = 50
 GROUP_ACK_DAYS = 3
 RECALL_WINDOW_MS = 120_000
 
@@ -390,11 +390,7 @@ class MemoryServer:
 
     def remove(self, user: str, conv_id: str, chat_type: ChatType,
                msg_ids: Sequence[str] | None, before: int | None) -> None:
-        if (msg_ids is None) == (before is None):
-            raise IMError(ErrorCode.INVALID_PARAM, "give either msg_ids or before, not both")
-        if msg_ids is not None and not 1 <= len(msg_ids) <= MAX_IDS:
-            raise IMError(ErrorCode.INVALID_PARAM,
-                          f"delete 1 to {MAX_IDS} messages per call, not {len(msg_ids)}")
+        check_remove_args(msg_ids, before)
         conv = self._conversation_of(user, conv_id, chat_type)
         if conv is None or user not in conv.members:
             raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
