@@ -400,15 +400,6 @@ def _check_enum(enum: type[Any], value: Any, field: str) -> Any:
     return enum(value)
 
 
-def _plain_id(value: Any) -> bool:
-    """The common id, checked without a call: a short ASCII str."""
-    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS and value.isascii()
-
-
-def _plain_time(value: Any) -> bool:
-    return type(value) is int and 0 <= value <= MAX_TIME
-
-
 def _check_fields(msg: Message) -> MessageType:
     """Every field of a message has its type and range; returns its type. Each test below is
     the fast path of the check it falls back to, which raises naming the field."""
@@ -424,14 +415,18 @@ def _check_fields(msg: Message) -> MessageType:
             and 0 < len(to) <= MAX_ID_CHARS and msg_id.isascii() and to.isascii()):
         check_id(msg_id, "msg_id")
         check_id(to, "to")
-    if sender is not None and not _plain_id(sender):
+    # The common id (a short ASCII str) and time (an int in range) are checked inline, without
+    # a call.
+    if sender is not None and not (type(sender) is str and 0 < len(sender) <= MAX_ID_CHARS
+                                   and sender.isascii()):
         check_id(sender, "sender")
     if msg.local_id is not None:
         check_id(msg.local_id, "local_id")
-    if not _plain_time(msg.local_time):
-        check_time(msg.local_time, "local_time")
-    if msg.server_time is not None and not _plain_time(msg.server_time):
-        check_time(msg.server_time, "server_time")
+    local_time, server_time = msg.local_time, msg.server_time
+    if not (type(local_time) is int and 0 <= local_time <= MAX_TIME):
+        check_time(local_time, "local_time")
+    if server_time is not None and not (type(server_time) is int and 0 <= server_time <= MAX_TIME):
+        check_time(server_time, "server_time")
     if msg.edited_at is not None or msg.recalled_at is not None:
         for name in ("edited_at", "recalled_at"):
             if getattr(msg, name) is not None:
