@@ -304,10 +304,36 @@ _FIELD_CHECKS: dict[str, Callable[[Any, str], None]] = {
     "float": _float_field, "DownloadStatus": _status_field, "dict[str, str]": _str_dict_field,
     "dict[str, Any]": _dict_field,
 }
-# Per body class: (field name, "body.<name>", its check), from the class's annotations.
-_BODY_CHECKS: dict[type, tuple[tuple[str, str, Callable[[Any, str], None]], ...]] = {
-    cls: tuple((f.name, f"body.{f.name}", _FIELD_CHECKS[str(f.type)]) for f in fields(cls))
-    for cls in BODY_CLASSES.values()
+# The fast path of a field check, inlined into a body class's checker (``v`` is the value, ``F``
+# the field's name in messages): the condition under which the full check is called. Each is
+# the first test of its `_FIELD_CHECKS` function ("True": always call it), so a value that
+# passes it would pass the full check too.
+_FAST_PATHS: dict[str, str] = {
+    "str": "type(v) is not str or not (v.isascii() or _encodable(v))",
+    "int": "True", "int | None": "v is not None", "float": "True", "DownloadStatus": "True",
+    "dict[str, str]": "True", "dict[str, Any]": "v or type(v) is not dict",
+}
+
+
+def _compile_body_check(cls: type) -> Callable[[Any], None]:
+    """One function per body class, compiled from its annotations at import: every field's check
+    in field order (its fast path inline, the full `_FIELD_CHECKS` check when that fails)."""
+    namespace: dict[str, Any] = {"_encodable": _encodable}
+    lines = [f"def check_{cls.__name__}(body):"]
+    for i, f in enumerate(fields(cls)):
+        kind = str(f.type)
+        namespace[f"check_{i}"] = _FIELD_CHECKS[kind]
+        lines += [f"    v = body.{f.name}",
+                  f"    if {_FAST_PATHS[kind]}:",
+                  f"        check_{i}(v, {'body.' + f.name!r})"]
+    lines.append("    return None")
+    exec(compile("\n".join(lines) + "\n", f"<body check of {cls.__name__}>", "exec"), namespace)
+    checker: Callable[[Any], None] = namespace[f"check_{cls.__name__}"]
+    return checker
+
+
+_BODY_CHECKS: dict[type, Callable[[Any], None]] = {
+    cls: _compile_body_check(cls) for cls in BODY_CLASSES.values()
 }
 
 
@@ -318,8 +344,7 @@ def check_body_fields(mtype: MessageType, body: Any) -> None:
         raise IMError(ErrorCode.MESSAGE_INVALID,
                       f"a {mtype.name} message needs a {want.__name__}, not "
                       f"{type(body).__name__}; build it with Message.{mtype.name.lower()}()")
-    for name, field, check in _BODY_CHECKS[want]:
-        check(getattr(body, name), field)
+    _BODY_CHECKS[want](body)
 
 
 def _check_content(mtype: MessageType, body: Body) -> None:
@@ -375,15 +400,6 @@ def _check_enum(enum: type[Any], value: Any, field: str) -> Any:
     return enum(value)
 
 
-def _plain_id(value: Any) -> bool:
-    """The common id, checked without a call: a short ASCII str."""
-    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS and value.isascii()
-
-
-def _plain_time(value: Any) -> bool:
-    return type(value) is int and 0 <= value <= MAX_TIME
-
-
 def _check_fields(msg: Message) -> MessageType:
     """Every field of a message has its type and range; returns its type. Each test below is
     the fast path of the check it falls back to, which raises naming the field."""
@@ -399,14 +415,18 @@ def _check_fields(msg: Message) -> MessageType:
             and 0 < len(to) <= MAX_ID_CHARS and msg_id.isascii() and to.isascii()):
         check_id(msg_id, "msg_id")
         check_id(to, "to")
-    if sender is not None and not _plain_id(sender):
+    # The common id (a short ASCII str) and time (an int in range) are checked inline, without
+    # a call.
+    if sender is not None and not (type(sender) is str and 0 < len(sender) <= MAX_ID_CHARS
+                                   and sender.isascii()):
         check_id(sender, "sender")
     if msg.local_id is not None:
         check_id(msg.local_id, "local_id")
-    if not _plain_time(msg.local_time):
-        check_time(msg.local_time, "local_time")
-    if msg.server_time is not None and not _plain_time(msg.server_time):
-        check_time(msg.server_time, "server_time")
+    local_time, server_time = msg.local_time, msg.server_time
+    if not (type(local_time) is int and 0 <= local_time <= MAX_TIME):
+        check_time(local_time, "local_time")
+    if server_time is not None and not (type(server_time) is int and 0 <= server_time <= MAX_TIME):
+        check_time(server_time, "server_time")
     if msg.edited_at is not None or msg.recalled_at is not None:
         for name in ("edited_at", "recalled_at"):
             if getattr(msg, name) is not None:

@@ -13,7 +13,7 @@ Rules kept here:
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ..codec import decode_body, decode_ext
 from ..errors import ErrorCode, IMError
@@ -164,15 +164,40 @@ def row_to_message(row: Any) -> Message:
     )
 
 
-def message_row(msg: Message, body: bytes, ext: bytes, rowid: int | None = None) -> MessageRow:
-    """The row of a settled message whose body and ext are already encoded."""
-    return MessageRow(
-        id=rowid, msg_id=msg.msg_id, local_id=msg.local_id, conv_id=msg.conv_id,
-        chat_type=int(msg.chat_type), type=int(msg.type), sender=msg.sender or "",
-        recipient=msg.to, direction=int(msg.direction), status=int(msg.status),
-        local_time=int(msg.local_time), server_time=msg.server_time, sort_time=msg.timestamp,
-        is_read=int(bool(msg.is_read)), is_delivered=int(bool(msg.is_delivered)),
-        is_read_acked=int(bool(msg.is_read_acked)), need_group_ack=int(bool(msg.need_group_ack)),
-        group_ack_count=int(msg.group_ack_count), body=body, ext=ext or None,
-        edited_at=msg.edited_at, recalled_at=msg.recalled_at,
-    )
+# How each column of a settled message's row is read from the message ``m``, its encoded
+# ``body`` and ``ext`` and its ``rowid``: one expression per column, keyed by the column's name
+# (the order is MessageRow's). `message_row` is compiled from it once, at import, into one
+# positional tuple build: no keyword parsing and no per-row dict.
+_FROM_MESSAGE: dict[str, str] = {
+    "id": "rowid", "msg_id": "m.msg_id", "local_id": "m.local_id", "conv_id": "m.conv_id",
+    "chat_type": "int(m.chat_type)", "type": "int(m.type)", "sender": "m.sender or ''",
+    "recipient": "m.to", "direction": "int(m.direction)", "status": "int(m.status)",
+    "local_time": "int(m.local_time)", "server_time": "m.server_time",
+    "sort_time": "m.timestamp", "is_read": "1 if m.is_read else 0",
+    "is_delivered": "1 if m.is_delivered else 0", "is_read_acked": "1 if m.is_read_acked else 0",
+    "need_group_ack": "1 if m.need_group_ack else 0", "group_ack_count": "int(m.group_ack_count)",
+    "body": "body", "ext": "ext or None", "edited_at": "m.edited_at",
+    "recalled_at": "m.recalled_at",
+}
+
+
+class _RowBuilder(Protocol):
+    def __call__(self, msg: Message, body: bytes, ext: bytes,
+                 rowid: int | None = None) -> MessageRow: ...
+
+
+def _compile_message_row() -> _RowBuilder:
+    if tuple(sorted(_FROM_MESSAGE)) != tuple(sorted(MESSAGE_COLUMNS)):
+        raise RuntimeError("every MessageRow column needs exactly one expression in _FROM_MESSAGE; "
+                           f"differences: {set(_FROM_MESSAGE) ^ set(MESSAGE_COLUMNS)}")
+    values = ", ".join(_FROM_MESSAGE[c] for c in MESSAGE_COLUMNS)
+    source = (f"def message_row(m, body, ext, rowid=None):\n"
+              f"    return _new(_Row, ({values},))\n")
+    namespace: dict[str, Any] = {"_new": tuple.__new__, "_Row": MessageRow, "int": int}
+    exec(compile(source, f"<message_row from {__name__}.MessageRow>", "exec"), namespace)
+    built: _RowBuilder = namespace["message_row"]
+    built.__doc__ = "The row of a settled message whose body and ext are already encoded."
+    return built
+
+
+message_row = _compile_message_row()
