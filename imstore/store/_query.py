@@ -1,7 +1,9 @@
 """Answering keyword searches (`MessageStore.search_messages`).
 
 Rules kept here:
-- a search first applies pending index work (read-your-writes), then asks the index for
+- a search first applies pending index work (in the indexing process); rows whose index work is
+  still pending (left by another process for the indexer) are scanned in SQLite and added, so
+  results are exact and read-your-writes in every process; then it asks the index for
   candidates in time order and keeps only those whose stored text really contains every word
   (`text.matches` is the judge, the index only proposes);
 - words the index cannot hold (emoji, symbols) are found by a scan of the stored payloads;
@@ -114,7 +116,13 @@ class Searcher:
         out: list[Message] = []
         fields = _FIELDS[q.scope]
         with self._conn.lock:
-            self._indexer.apply()
+            self._indexer.apply()  # only in the indexing process; others leave work pending
+            if not index.available:  # another process is (re)building it
+                return self._read_all(q)
+            # Rows not indexed yet are scanned first, then the index is read: a row that
+            # leaves the outbox in between was committed to the index before, so it is found.
+            pending = self._read_all(q, pending_only=True) if self._indexer.has_pending() \
+                else []
             skip, window = 0, q.limit * 2 + 10
             scan = not all(indexable(w) for w in q.words)  # emoji, symbols: not in the index
             if not scan and index.is_common(q.words, fields, q.limit, _DENSE_ROWS):
@@ -135,7 +143,13 @@ class Searcher:
                     break
                 skip += window
                 window *= 2
-        return sorted(out[:q.limit], key=lambda m: (m.timestamp, m.local_time))
+        out = out[:q.limit]
+        if pending:
+            seen = {m.msg_id for m in out}
+            out += [m for m in pending if m.msg_id not in seen]
+            out.sort(key=lambda m: (m.timestamp, m.local_time), reverse=q.newest_first)
+            out = out[:q.limit]
+        return sorted(out, key=lambda m: (m.timestamp, m.local_time))
 
     def _dense(self, q: Query) -> list[Message] | None:
         """The newest (or oldest) ``limit`` matches by reading rows in time order, or None when
@@ -171,10 +185,13 @@ class Searcher:
             after = (rows[-1][1], rows[-1][0])
         return self._verified(hits, q)
 
-    def _read_all(self, q: Query) -> list[Message]:
+    def _read_all(self, q: Query, *, pending_only: bool = False) -> list[Message]:
         """Every match, without the index: rows in time order (those holding each word's
-        `text.needles`, when it has some), judged by `text.matches` on their payloads."""
+        `text.needles`, when it has some), judged by `text.matches` on their payloads.
+        ``pending_only``: only the rows whose index work is still in the outbox."""
         where, params = q.row_filters()
+        if pending_only:
+            where.append("id IN (SELECT rowid FROM search_outbox)")
         cols = _COLUMNS[q.scope]
         for w in q.words:
             for needle in needles(w):
