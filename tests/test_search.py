@@ -864,6 +864,8 @@ def test_a_search_right_after_an_import_sees_the_pending_rows(tmp_path: Path):
         other.import_messages(Message.text("bob", t, msg_id=mid, timestamp=1000 + k)
                               for k, (mid, t) in enumerate(texts.items()))
         assert other.stats()["search_pending"] >= 30_000  # nothing indexed by this process
+        status = other.index_status()
+        assert status.pending >= 30_000 and not status.indexer and status.seconds_left is None
         assert [m.msg_id for m in other.search_messages("w29999q")] == ["m29999"]
         expected = {mid for mid, t in texts.items() if "plum" in t}
         assert all_hits(other, "plum") == expected
@@ -873,6 +875,10 @@ def test_a_search_right_after_an_import_sees_the_pending_rows(tmp_path: Path):
         # the indexer drains it; the other process's searches stay the same
         assert owner.search_messages("w29999q")[0].msg_id == "m29999"
         assert other.stats()["search_pending"] == 0
+        status = owner.index_status()
+        assert status.indexer and status.pending == 0 and status.seconds_left == 0.0
+        assert status.docs_per_second > 0
+        assert isinstance(status, imstore.IndexStatus)
         assert all_hits(other, "plum") == expected
     finally:
         other.close()

@@ -25,7 +25,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..codec import decode_body, decode_ext
@@ -37,7 +39,7 @@ from ._connection import Connection, chunks, marks
 if TYPE_CHECKING:
     from ..search import Doc, SearchIndex
 
-__all__ = ["SearchWriter"]
+__all__ = ["IndexStatus", "SearchWriter"]
 
 log = logging.getLogger("imstore.store")
 
@@ -45,6 +47,21 @@ _OP_INDEX, _OP_DELETE, _OP_ADD = 1, 2, 3  # ADD: a row id the index has never he
 _INDEX_BATCH = 50_000  # outbox entries per index commit, at most
 _BULK_BATCH = 20_000  # a bulk import applies the outbox once this much is pending
 LOCK_FILE = "search.lock"  # in the store directory; held by the process that indexes
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStatus:
+    """How far the search index is behind the database (`MessageStore.index_status`).
+
+    ``pending``: outbox entries (message changes) not in the index yet; ``docs_per_second``:
+    this process's recent indexing speed (0.0 before it has indexed anything); ``seconds_left``:
+    ``pending / docs_per_second``, or None when no speed is known yet (or this process is not
+    the indexer); ``indexer``: whether this process is the one indexing the store."""
+
+    pending: int
+    docs_per_second: float
+    seconds_left: float | None
+    indexer: bool
 
 
 def _try_lock(path: str) -> int | None:
@@ -72,6 +89,7 @@ class SearchWriter:
         self._lock_fd: int | None = None
         self._replaying = True  # until `replay` has run: every entry replaces its document
         self._high = 0  # row ids above this were never handed to the index
+        self._rate: tuple[int, float] = (0, 0.0)  # entries applied, seconds spent (recent)
 
     @classmethod
     def open(cls, conn: Connection, directory: str | None, *, search: bool) -> SearchWriter:
@@ -201,6 +219,15 @@ class SearchWriter:
     def pending(self) -> int:
         return int(self._conn.one("SELECT count(*) FROM search_outbox")[0])
 
+    def status(self) -> IndexStatus:
+        pending = self.pending() if self.index is not None else 0
+        done, spent = self._rate
+        speed = done / spent if spent > 0 else 0.0
+        indexer = self.index is not None and (self._directory is None or
+                                              self._lock_fd is not None)
+        left = pending / speed if speed > 0 and indexer else (0.0 if not pending else None)
+        return IndexStatus(pending, speed, left, indexer)
+
     def has_pending(self) -> bool:
         return self._conn.one("SELECT 1 FROM search_outbox LIMIT 1") is not None
 
@@ -223,9 +250,14 @@ class SearchWriter:
                     # a row id seen before in this batch (deleted, then used again by
                     # another process) may still have a document: replace it
                     ops[rid] = _OP_INDEX if op == _OP_ADD and rid in ops else op
+                started = time.perf_counter()
                 self._apply_batch(ops, merge)
                 with conn.db.atomic():
                     conn.run("DELETE FROM search_outbox WHERE id <= ?", (rows[-1][0],))
+                done, spent = self._rate
+                if done > 200_000:  # keep the speed recent
+                    done, spent = done // 2, spent / 2
+                self._rate = (done + len(rows), spent + time.perf_counter() - started)
                 applied += len(rows)
                 if progress:
                     progress(applied)
