@@ -880,6 +880,12 @@ def test_a_search_right_after_an_import_sees_the_pending_rows(tmp_path: Path):
         assert status.docs_per_second > 0
         assert isinstance(status, imstore.IndexStatus)
         assert all_hits(other, "plum") == expected
+        # when the indexer closes, the next search elsewhere takes over and drains
+        other.import_messages([Message.text("bob", "late kiwi", msg_id="late", timestamp=99_999)])
+        owner.close()
+        assert [m.msg_id for m in other.search_messages("kiwi")] == ["late"]
+        assert other.index_status().indexer and other.index_status().pending == 0
+        assert all_hits(other, "plum") == expected
     finally:
         other.close()
         owner.close()

@@ -152,6 +152,13 @@ class SearchWriter:
                 return True
             fd = _try_lock(os.path.join(self._directory, LOCK_FILE))
             if fd is None:
+                if not self.index.available:  # the indexer may have made it readable since
+                    from ..search import SearchIndex
+
+                    old = self.index
+                    self.index = SearchIndex(os.path.join(self._directory, "search"),
+                                             readonly=True)
+                    old.close()
                 return False
             log.info("taking over indexing of %s", self._directory)
             self._start(fd)

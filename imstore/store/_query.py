@@ -111,12 +111,12 @@ class Searcher:
                 return self._read_all(q)
 
     def _search(self, q: Query) -> list[Message]:
-        index = self._indexer.index
-        assert index is not None
         out: list[Message] = []
         fields = _FIELDS[q.scope]
         with self._conn.lock:
             self._indexer.apply()  # only in the indexing process; others leave work pending
+            index = self._indexer.index  # after apply: taking over indexing reopens the index
+            assert index is not None
             if not index.available:  # another process is (re)building it
                 return self._read_all(q)
             # Rows not indexed yet are scanned first, then the index is read: a row that
