@@ -62,9 +62,9 @@ from .message import (
     conversation_id,
     now_ms,
 )
-from .store import RECEIPT_DELIVERED, RECEIPT_READ, MessageStore
+from .store import RECEIPT_DELIVERED, RECEIPT_READ, Gap, MergeResult, MessageStore, Span
 
-__all__ = ["ChatClient", "MessageListener", "safe_file_name"]
+__all__ = ["ChatClient", "MessageListener", "MessagePage", "safe_file_name"]
 
 log = logging.getLogger("imstore.client")
 T = TypeVar("T")
@@ -149,6 +149,19 @@ def _takes(fn: Callable[..., Any], name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+_OFFLINE = frozenset({ErrorCode.NETWORK_ERROR, ErrorCode.SERVER_NOT_REACHABLE,
+                      ErrorCode.SERVER_TIMEOUT, ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED})
+
+
+class MessagePage(list[Message]):
+    """A page of messages from `ChatClient.load_messages`, oldest first. ``complete`` is False
+    when the server could not be reached and the page holds only what is local."""
+
+    def __init__(self, messages: Sequence[Message] = (), *, complete: bool = True) -> None:
+        super().__init__(messages)
+        self.complete = complete
 
 
 class ChatClient:
@@ -609,7 +622,13 @@ class ChatClient:
             self._emit("on_cmd_messages_received", cmds)
         if not others:
             return
-        new = self.store.save_received(others)
+        self._arrived(self.store.merge_received(others).new)
+
+    def _arrived(self, new: Sequence[Message]) -> None:
+        """Received messages stored for the first time, by whichever path brought them (live,
+        offline queue, conversation list, history): acknowledged as delivered, their automatic
+        downloads started, announced once. Messages deleted here (tombstones) never get here."""
+        new = [m for m in new if m.direction == Direction.RECEIVE]
         for m in new:
             if self.require_delivery_ack and m.chat_type == ChatType.CHAT and self.transport:
                 self._spawn(lambda m=m: self._send_delivery_ack(m))  # type: ignore[misc]
@@ -716,17 +735,26 @@ class ChatClient:
             send = self._method("send_read_ack")
             await self._request(lambda: send(msg))
 
-    async def ack_conversation_read(self, conv_id: str) -> None:
-        """Mark a whole conversation read here (its unread count goes to 0) and tell the peer
-        up to which message (the newest one stored here)."""
+    async def ack_conversation_read(self, conv_id: str, *,
+                                    up_to_msg_id: str | None = None) -> None:
+        """Mark a conversation read here, all of it or (``up_to_msg_id``) up to and including
+        that message (Tencent's clean-up-to), and tell the server and the peer up to which
+        message: the user's read position on the server moves there (never backwards)."""
         conv = self.store.conversation(conv_id)
         if conv is None:
             raise IMError(ErrorCode.CONVERSATION_NOT_EXIST, f"there is no conversation {conv_id!r}")
-        # the position: the newest message here that the server stamped (not a local FAIL one)
-        stamped = [m.server_time for m in self.store.messages(conv_id, limit=20)
-                   if m.server_time is not None]
+        if up_to_msg_id is not None:
+            last = self._stored(up_to_msg_id)
+            stamped = [last.server_time] if last.server_time is not None else [
+                m.server_time for m in self.store.messages(conv_id, start_msg_id=last.msg_id,
+                                                           limit=20)
+                if m.server_time is not None]
+        else:
+            # the position: the newest message here that the server stamped (not a local FAIL)
+            stamped = [m.server_time for m in self.store.messages(conv_id, limit=20)
+                       if m.server_time is not None]
         up_to = max(stamped, default=None)
-        self.store.mark_conversation_read(conv_id)
+        self.store.mark_conversation_read(conv_id, up_to_msg_id=up_to_msg_id)
         if not self.require_read_ack:
             return
         send = self._method("send_conversation_ack")
@@ -868,13 +896,21 @@ class ChatClient:
     async def fetch_conversations_from_server(self, *, cursor: str | None = None,
                                               limit: int = 20) -> CursorResult[Conversation]:
         """A page of the user's server conversations, merged into the store (with their last
-        messages); returns the local view of them."""
+        messages, unread when the server says the user has not read them, and announced like
+        any message first seen); returns the local view of them. A conversation cleared on this
+        device whose last message is one it deleted is not listed again."""
         check_page_size(limit)
         page = await self._call(self.adapter.fetch_conversations(cursor, limit))
-        lasts = [c.last_message for c in page.items if c.last_message is not None]
-        self._merge_history(lasts)
         out = []
         for c in page.items:
+            last = c.last_message
+            if last is not None:
+                t = last.server_time
+                # the newest message: contiguous up to the live edge, when live delivery follows
+                span = None if t is None else Span(c.conv_id, t, None if self.transport else t)
+                result = self._merge_history([last], span)
+                if result.suppressed and self.store.conversation(c.conv_id) is None:
+                    continue
             out.append(self.store.save_conversation(c.conv_id, c.chat_type,
                                                     last_activity=c.last_activity))
         return CursorResult(out, page.cursor)
@@ -885,20 +921,68 @@ class ChatClient:
                                      ) -> CursorResult[Message]:
         """A page of a conversation's server history (oldest first within the page). With
         ``options.save`` the page is merged into the store in one transaction: no duplicates,
-        local read state kept, unread counts unchanged."""
+        local read state kept (a message the server says is read becomes read), a message new
+        here unread when the server says the user has not read it (then announced, once),
+        nothing deleted here brought back; an unfiltered page also records the stretch it
+        proves contiguous with the server (`MessageStore.gaps`)."""
         check_page_size(limit)
         options = options or FetchOptions()
         page = await self._call(self.adapter.fetch_history(conv_id, ChatType(chat_type), cursor,
                                                            limit, options))
         if not options.save:
             return page
-        self._merge_history(page.items)
+        span = None
+        if options.types is None and options.sender is None:
+            span = Span.of_page(conv_id, page.items, direction=options.direction,
+                                cursor=page.cursor, first=cursor is None,
+                                start_time=options.start_time, end_time=options.end_time)
+        self._merge_history(page.items, span)
         items = [self.store.get_message(m.msg_id) or m for m in page.items]
         return CursorResult(items, page.cursor)
 
-    def _merge_history(self, items: Sequence[Message]) -> None:
+    async def load_messages(self, conv_id: str, chat_type: ChatType, *,
+                            start_msg_id: str | None = None, limit: int = 20,
+                            direction: Direction = Direction.UP) -> MessagePage:
+        """What `MessageStore.messages` would return if the store held the whole conversation:
+        the local page, with every gap in its way fetched from the server first (saved, so the
+        gap closes; deleted messages stay out; read state as the server says, counted once).
+
+        Returns a `MessagePage` (a list of messages, oldest first). When the server cannot be
+        reached it holds what is local (`MessageStore.messages`) and its ``complete`` is False.
+        """
+        self.store.messages(conv_id, start_msg_id=start_msg_id, limit=limit,
+                            direction=direction)  # checks the arguments
+        chat_type = ChatType(chat_type)
+        for _ in range(1000):  # each fetch closes the gap or moves its edge
+            page = self.store.timeline(conv_id, start_msg_id=start_msg_id, limit=limit,
+                                       direction=direction)
+            if page.gap is None:
+                return MessagePage(page.messages)
+            try:
+                await self._fill(conv_id, chat_type, page.gap, direction, limit)
+            except IMError as exc:
+                if exc.code not in _OFFLINE:
+                    raise
+                log.info("load_messages: %s; returning the local page", exc)
+                return MessagePage(self.store.messages(conv_id, start_msg_id=start_msg_id,
+                                                       limit=limit, direction=direction),
+                                   complete=False)
+        raise IMError(ErrorCode.SERVER_UNKNOWN_ERROR,
+                      "the server's history does not close the gap; check its time filters")
+
+    async def _fill(self, conv_id: str, chat_type: ChatType, gap: Gap, direction: Direction,
+                    limit: int) -> None:
+        """Fetch one page into a gap, from the side the reading comes from."""
+        lo = None if gap.after_time is None else gap.after_time + 1
+        hi = None if gap.before_time is None else gap.before_time - 1
+        await self.fetch_history_messages(
+            conv_id, chat_type, limit=min(50, max(limit, 20)),
+            options=FetchOptions(direction=direction, start_time=lo, end_time=hi))
+
+    def _merge_history(self, items: Sequence[Message], span: Span | None = None) -> MergeResult:
         """Merge server messages: one copy each (a local FAIL copy of a send that got through
-        becomes the server's, SUCCESS); recalls and edits the stored copies missed applied."""
+        becomes the server's, SUCCESS); recalls and edits the stored copies missed applied;
+        received messages new here and unread announced (`_arrived`)."""
         for m in items:
             if m.local_id and m.direction == Direction.SEND and m.local_id != m.msg_id:
                 local = self.store.get_message(m.local_id)
@@ -917,7 +1001,12 @@ class ChatClient:
                 here = self.store.get_message(m.msg_id)
                 if here is not None:
                     known[m.msg_id] = here
-        self.store.save_history(items)
+        if span is not None and self.transport is None and span.end is None:
+            # no live delivery follows: the page reaches only its newest message
+            times = [m.server_time for m in items if m.server_time is not None]
+            span = Span(span.conv_id, span.start, max(times), span.older_cursor) if times else None
+        result = self.store.merge_history(items, span=span)
+        self._arrived([m for m in result.new if not m.is_read])
         for m in items:
             here = known.get(m.msg_id)
             if here is None:
@@ -930,6 +1019,7 @@ class ChatClient:
                 edited = self.store.apply_edit(m.msg_id, m.body, m.edited_at or 0)
                 if edited is not None:
                     self._emit("on_messages_edited", [edited])
+        return result
 
     async def remove_messages_from_server(self, conv_id: str, chat_type: ChatType, *,
                                           msg_ids: Sequence[str] | None = None,
@@ -939,9 +1029,13 @@ class ChatClient:
         removed locally."""
         if (msg_ids is None) == (before is None):
             raise IMError(ErrorCode.INVALID_PARAM, "give either msg_ids or before")
+        server_ids = None
+        if msg_ids is not None:  # local ids become the server's ids of what was sent
+            server_ids = list(dict.fromkeys(
+                (m.msg_id if (m := self.store.get_message(i)) is not None else i)
+                for i in msg_ids))
         await self._call(self.adapter.remove_messages(conv_id, ChatType(chat_type),
-                                                      list(msg_ids) if msg_ids else msg_ids,
-                                                      before))
+                                                      server_ids, before))
         if msg_ids is not None:
             return self.store.delete_message_ids(list(msg_ids))
         assert before is not None

@@ -43,6 +43,7 @@ from .adapters import (
     SendResult,
     TransportHandler,
     check_page_size,
+    check_remove_args,
 )
 from .errors import ErrorCode, IMError
 from .kinds import blank_body, kind_of
@@ -67,7 +68,6 @@ from .message import (
 __all__ = ["MemoryConnection", "MemoryServer", "RetentionPlan"]
 
 DAY_MS = 86_400_000
-MAX_IDS = 50
 GROUP_ACK_DAYS = 3
 RECALL_WINDOW_MS = 120_000
 
@@ -140,6 +140,9 @@ class MemoryServer:
         # per user: handler method names and arguments not delivered yet, oldest first
         self._offline: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
         self._read_pos: dict[tuple[str, str], int] = {}  # (user, conversation key) -> server time
+        # (user, conversation key) -> the last sequence number when the user removed the entry
+        # (delete_conversation with delete_messages=False): listed again once a newer one comes
+        self._removed_entries: dict[tuple[str, str], int] = {}
         self._files: dict[str, bytes] = {}
         self._group_acks: dict[str, dict[str, int]] = {}
 
@@ -371,10 +374,11 @@ class MemoryServer:
             if user not in conv.members:
                 continue
             last = next((s for s in reversed(conv.messages) if self._visible(user, s)), None)
-            if last is None:
+            if last is None or last.seq <= self._removed_entries.get((user, conv.key), 0):
                 continue
             v = self.view(last.msg, user, history=True)
-            rows.append((last.seq, Conversation(v.conv_id, conv.chat_type, 0, v, v.timestamp)))
+            rows.append((last.seq, Conversation(v.conv_id, conv.chat_type,
+                                                self._unread(user, conv), v, v.timestamp)))
         rows.sort(key=lambda r: -r[0])
         if cursor:
             bound = int(_decode_cursor(cursor, "c")[0])
@@ -386,18 +390,15 @@ class MemoryServer:
 
     def remove(self, user: str, conv_id: str, chat_type: ChatType,
                msg_ids: Sequence[str] | None, before: int | None) -> None:
-        if (msg_ids is None) == (before is None):
-            raise IMError(ErrorCode.INVALID_PARAM, "give either msg_ids or before, not both")
-        if msg_ids is not None and not 1 <= len(msg_ids) <= MAX_IDS:
-            raise IMError(ErrorCode.INVALID_PARAM,
-                          f"delete 1 to {MAX_IDS} messages per call, not {len(msg_ids)}")
+        check_remove_args(msg_ids, before)
         conv = self._conversation_of(user, conv_id, chat_type)
         if conv is None or user not in conv.members:
             raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
                           f"{user!r} has no conversation {conv_id!r} on the server")
-        ids = set(msg_ids or ())
+        ids = set(msg_ids or ())  # server ids, or the local ids of the user's own messages
         for s in conv.messages:
-            if (before is not None and (s.msg.server_time or 0) < before) or s.msg.msg_id in ids:
+            if ((before is not None and (s.msg.server_time or 0) < before) or s.msg.msg_id in ids
+                    or (s.msg.sender == user and s.msg.local_id in ids)):
                 s.hidden_for.add(user)
 
     def delete(self, user: str, conv_id: str, chat_type: ChatType, delete_messages: bool) -> None:
@@ -409,9 +410,14 @@ class MemoryServer:
             del self._convs[conv.key]
             for s in conv.messages:
                 self._by_server_id.pop(s.msg.msg_id, None)
-        else:
-            for s in conv.messages:
-                s.hidden_for.add(user)
+        else:  # only the entry goes: the history stays, and a new message lists it again
+            self._removed_entries[(user, conv.key)] = conv.messages[-1].seq if conv.messages else 0
+
+    def _unread(self, user: str, conv: _Conv) -> int:
+        """How many visible messages of others lie after the user's read position."""
+        pos = self._read_pos.get((user, conv.key), -1)
+        return sum(1 for s in conv.messages if s.msg.sender != user and self._visible(user, s)
+                   and (s.msg.server_time or 0) > pos)
 
     # ------------------------------------------------------------------------- recall, edit
 

@@ -58,6 +58,11 @@ def test_the_readme_starts_with_the_two_commands():
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     for line in ("pip install . && imstore demo", "pip install '.[test]' && python -m pytest"):
         assert line in blocks[0] + blocks[1] and line in ci
+    synapse = next(b for b in blocks if "scripts/synapse.py" in b)
+    for line in ("python scripts/synapse.py install && python scripts/synapse.py start",
+                 "pip install '.[matrix]' && imstore demo --matrix \"$(python scripts/synapse.py url)\"",
+                 "python scripts/synapse.py stop"):
+        assert line in synapse and line in ci, line
 
 
 def test_benchmarks_page_has_the_command():

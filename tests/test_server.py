@@ -153,20 +153,20 @@ def test_limits_and_bad_cursors(pair):
     run(main())
 
 
-def test_merge_is_idempotent_keeps_local_state_and_never_raises_unread(pair):
+def test_merge_is_idempotent_keeps_local_state_and_counts_unread_once(pair):
     async def main():
         posted = post_chat(pair.server, 30)
         first = await pair.cb.fetch_history_messages("alice", ChatType.CHAT, limit=10)
-        assert pair.b.unread_count("alice") == 0
+        assert pair.b.unread_count("alice") == 5  # alice's 5: bob read none of them anywhere
         assert pair.b.message_count("alice") == 10
         # a message that arrived live (unread) and then comes again with history
         live = pair.server.post(Message.text("bob", "live", sender="alice"))
-        assert pair.b.unread_count("alice") == 1
+        assert pair.b.unread_count("alice") == 6
         ext_local = first.items[0]
         ext_local.ext = {"pinned": "yes"}
         pair.b.update_message(ext_local)
         again = await pair.cb.fetch_history_messages("alice", ChatType.CHAT, limit=11)
-        assert pair.b.unread_count("alice") == 1  # fetching never raises or clears it
+        assert pair.b.unread_count("alice") == 6  # fetching again never counts twice
         assert pair.b.get_message(live.msg_id).is_read is False
         assert pair.b.message_count("alice") == 11  # the same page twice adds nothing
         older = await pair.cb.fetch_history_messages("alice", ChatType.CHAT, cursor=again.cursor,
@@ -174,6 +174,7 @@ def test_merge_is_idempotent_keeps_local_state_and_never_raises_unread(pair):
         assert [m.msg_id for m in older.items] == [m.msg_id for m in posted[:20]]
         assert pair.b.get_message(ext_local.msg_id).ext == {"pinned": "yes"}
         assert pair.b.message_count("alice") == 31
+        assert pair.b.unread_count("alice") == 16
         assert pair.b.verify().ok
     run(main())
 
@@ -194,7 +195,8 @@ def test_conversations_from_the_server_appear_locally(pair):
         assert [c.conv_id for c in seen] == ["g", "bob"]
         convs = {c.conv_id: c for c in fresh.conversations()}
         assert convs["g"].last_message.body.text == "group hello"
-        assert convs["g"].chat_type == ChatType.GROUP_CHAT and convs["g"].unread_count == 0
+        # alice has read nothing on the server: the last messages count as unread
+        assert convs["g"].chat_type == ChatType.GROUP_CHAT and convs["g"].unread_count == 1
         assert convs["bob"].last_message.body.text == "m1"
         fresh.close()
     run(main())

@@ -46,6 +46,7 @@ from ..message import (
 
 __all__ = [
     "MAX_PAGE",
+    "MAX_REMOVE_IDS",
     "ConnectionState",
     "RemoteFile",
     "SendResult",
@@ -53,12 +54,27 @@ __all__ = [
     "Transport",
     "TransportHandler",
     "check_page_size",
+    "check_remove_args",
     "is_transport",
     "transport_method",
 ]
 
 MAX_PAGE = 50
 """The largest page an adapter is asked for (the product's history API limit)."""
+
+
+MAX_REMOVE_IDS = 50
+"""The most message ids one one-way delete (`SyncAdapter.remove_messages`) may name."""
+
+
+def check_remove_args(msg_ids: Sequence[str] | None, before: int | None) -> None:
+    """Raise `IMError(INVALID_PARAM)` unless exactly one of ``msg_ids`` (1-`MAX_REMOVE_IDS` ids)
+    and ``before`` is given: the rule of `SyncAdapter.remove_messages`."""
+    if (msg_ids is None) == (before is None):
+        raise IMError(ErrorCode.INVALID_PARAM, "give either msg_ids or before, not both")
+    if msg_ids is not None and not 1 <= len(msg_ids) <= MAX_REMOVE_IDS:
+        raise IMError(ErrorCode.INVALID_PARAM,
+                      f"delete 1 to {MAX_REMOVE_IDS} messages per call, not {len(msg_ids)}")
 
 
 def check_page_size(limit: int) -> None:

@@ -10,7 +10,11 @@ parts. Each part owns one rule and receives what it uses; none calls back into t
 - `_receipts.Receipts`: the server's id for a sent message, receipts from peers;
 - `_indexer.SearchWriter`: the search outbox and the indexer, as one object;
 - `_query.Searcher`: keyword search;
-- `_verify.Verifier`: verify/repair.
+- `_verify.Verifier`: verify/repair;
+- `_tombstones.Tombstones`: what was deleted here stays deleted when the server sends it again;
+- `_gaps.Stretches`: the stretches of each conversation known to be contiguous with the server,
+  and the gaps between them;
+- `_merge.Merger`: merging history and live messages (once, unread once, tombstones, stretches).
 
 Rules kept here: every public method checks its arguments (`_checks`) before any part reads or
 writes; no network I/O (the store does not know servers exist). See docs/architecture.md.
@@ -53,17 +57,20 @@ from ._checks import (
 )
 from ._connection import Connection
 from ._conversations import ConversationTable
+from ._gaps import Gap, Span, Stretches, TimelinePage
 from ._indexer import IndexStatus, SearchWriter
+from ._merge import Merger, MergeResult
 from ._query import Query, Searcher
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
 from ._rows import CONVERSATION_LIST_SQL, IN_PROGRESS
 from ._schema import DATABASE_FILE, build_models, migrate, read_owner, settle_limits
+from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
-from ._writes import Mode, Writes
+from ._writes import Writes
 
-__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "IndexStatus",
-           "MessageStore", "VerifyReport", "open_store"]
+__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Gap", "IndexStatus",
+           "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport", "open_store"]
 
 
 def _connect(path: str) -> tuple[pw.SqliteDatabase, str | None]:
@@ -120,8 +127,13 @@ class MessageStore:
         self._indexer = SearchWriter.open(conn, directory, search=search)
         self._index = self._indexer.index
         self._convs = ConversationTable(conn)
-        self._writes = Writes(conn, user_id, self.limits, self._convs, self._indexer)
+        self._tombstones = Tombstones(conn)
+        self._writes = Writes(conn, user_id, self.limits, self._convs, self._indexer,
+                              self._tombstones)
         self._reads = Reads(conn)
+        self._stretches = Stretches(conn, self._reads)
+        self._merger = Merger(conn, self._writes, self._convs, self._tombstones, self._stretches,
+                              user_id)
         self._receipts = Receipts(conn, self._convs, self._indexer, self._writes)
         self._searcher = Searcher(conn, self._indexer)
         self._verifier = Verifier(conn, self._convs, self._indexer)
@@ -176,6 +188,7 @@ class MessageStore:
 
     def insert_message(self, msg: Message) -> Message:
         """Store one message (e.g. a simulated notification or a message received elsewhere).
+        Inserting a message deleted earlier (same id) lifts its tombstone.
 
         A received message (``sender`` is someone else) counts as unread unless ``is_read`` is
         set. The store settles ``sender``, ``direction``, ``conv_id``, ``status`` and ``is_read``
@@ -204,17 +217,39 @@ class MessageStore:
             raise invalid("messages", "an iterable of Message", messages)
         return self._writes.import_all(messages, batch_size, progress)
 
-    def save_history(self, messages: Sequence[Message]) -> list[Message]:
-        """Merge messages fetched from a server in one transaction: new ones are stored as read,
-        known ones (same ``msg_id``) keep their local state. Returns the messages that were new."""
-        return self._writes.write_batch(_message_list(messages), ImportResult(), mode=Mode.HISTORY)
+    def save_history(self, messages: Sequence[Message], *,
+                     span: Span | None = None) -> list[Message]:
+        """Merge messages fetched from a server; returns the messages that were new (see
+        `merge_history`)."""
+        return self.merge_history(messages, span=span).new
+
+    def merge_history(self, messages: Sequence[Message], *,
+                      span: Span | None = None) -> MergeResult:
+        """Merge messages fetched from a server (a history page, the conversation list's last
+        messages) in one transaction.
+
+        A message already stored (same ``msg_id``) keeps its local state, except that a received
+        one the server says is read (``is_read=True``) becomes read. A new received message counts
+        as unread only when the server says so (``is_read=False``). Messages deleted on this
+        device (tombstones) stay out and are listed in ``suppressed``. ``span``, when given, is
+        what the page proves about the conversation's contiguity with the server (see `gaps`).
+        """
+        msgs = _message_list(messages)
+        spans = [] if span is None else [_check_span(span)]
+        return self._merger.merge(msgs, live=False, spans=spans)
 
     def save_received(self, messages: Sequence[Message]) -> list[Message]:
-        """Store messages that just arrived (unread unless they say otherwise), skipping any
-        already stored. Returns the messages that were new."""
-        return self._writes.write_batch(_message_list(messages), ImportResult(),
-                                        mode=Mode.RECEIVED)
+        """Store messages that just arrived; returns the messages that were new (see
+        `merge_received`)."""
+        return self.merge_received(messages).new
 
+    def merge_received(self, messages: Sequence[Message]) -> MergeResult:
+        """Merge messages that just arrived by live delivery (or the offline queue) in one
+        transaction: new received ones are unread unless they say otherwise; ones already stored
+        are left as they are (a server saying ``is_read=True`` makes an unread one read); ones
+        deleted on this device stay out (``suppressed``). Each conversation becomes contiguous
+        with the server from the oldest server-stamped message received up to the live edge."""
+        return self._merger.merge(_message_list(messages), live=True)
     def update_message(self, msg: Message) -> Message:
         """Write back a changed message (body, ext, status, flags, server time).
 
@@ -231,26 +266,37 @@ class MessageStore:
     # ------------------------------------------------------------------------------- deleting
 
     def delete_message(self, msg_id: str) -> bool:
-        """Delete one message. Returns False when there was none with that id."""
+        """Delete one message (by its id or the local id it had before sending). It leaves a
+        tombstone: history merges never bring it back. Returns False when there was none."""
         return self._writes.delete_message(check_id(msg_id, "msg_id"))
 
     def delete_messages(self, conv_id: str, *, start_time: int, end_time: int) -> int:
         """Delete a conversation's messages whose time lies in [start_time, end_time] (ms).
-        Returns how many were deleted."""
+        Returns how many were deleted. It leaves a tombstone over that range (cut at the
+        newest message stored), so history merges bring back nothing from it."""
         check_id(conv_id, "conv_id")
         _check_range(start_time, end_time)
         return self._writes.delete_range(conv_id, start_time, end_time)
 
     def delete_message_ids(self, msg_ids: Sequence[str]) -> int:
-        """Delete several messages by id in one transaction. Returns how many were deleted."""
+        """Delete several messages by id in one transaction, leaving tombstones. Returns how many
+        were deleted."""
         return self._writes.delete_ids(_id_list(msg_ids, "msg_ids"))
 
     def delete_conversation(self, conv_id: str, *, delete_messages: bool = True) -> bool:
         """Remove a conversation from the list, with its messages unless ``delete_messages`` is
         False (then its messages stay readable and count as read). Returns False when there was
-        no such conversation."""
+        no such conversation.
+
+        Deleting the messages clears the conversation "up to" its newest stored message: history
+        merges bring back nothing at or before it; newer messages come in as usual.
+        """
         return self._writes.delete_conversation(check_id(conv_id, "conv_id"),
                                                 bool(delete_messages))
+
+    def is_deleted(self, msg_id: str) -> bool:
+        """Whether a message id was deleted on this device (has a tombstone)."""
+        return self._tombstones.is_buried(check_id(msg_id, "msg_id"))
 
     # -------------------------------------------------------------------------------- unread
 
@@ -298,6 +344,31 @@ class MessageStore:
             check_id(start_msg_id, "start_msg_id")
         return self._reads.page(conv_id, start_msg_id, limit, direction)
 
+    def timeline(self, conv_id: str, *, start_msg_id: str | None = None, limit: int = 20,
+                 direction: Direction = Direction.UP) -> TimelinePage:
+        """The page `messages` gives for the same arguments, stopped where it would cross a gap
+        (see `gaps`), with that gap. ``gap`` is None when the page is exactly what the whole
+        conversation would give. `ChatClient.load_messages` fills the gap from the server and
+        reads again."""
+        check_id(conv_id, "conv_id")
+        check_limit(limit)
+        direction = check_direction(direction)
+        _optional(start_msg_id, "start_msg_id", check_id)
+        return self._stretches.timeline(conv_id, start_msg_id, limit, direction)
+
+    def gaps(self, conv_id: str) -> list[Gap]:
+        """Where a conversation may be missing server messages, oldest first: before its oldest
+        stretch known to be contiguous with the server (unless that reaches back to the beginning),
+        between stretches, and after the newest (unless it reaches the live edge). A
+        conversation the store knows nothing about from the server is one gap,
+        ``Gap(conv_id, None, None)``; one fully known has none."""
+        return self._stretches.gaps(check_id(conv_id, "conv_id"))
+
+    def stretches(self, conv_id: str) -> list[Span]:
+        """The stretches of a conversation known to be contiguous with the server, oldest
+        first (the complement of `gaps`)."""
+        return self._stretches.spans(check_id(conv_id, "conv_id"))
+
     def message_count(self, conv_id: str) -> int:
         """How many messages of a conversation are stored."""
         return self._reads.count(check_id(conv_id, "conv_id"))
@@ -308,8 +379,9 @@ class MessageStore:
                          limit: int = 20, sender: str | None = None,
                          direction: Direction = Direction.UP) -> list[Message]:
         """Messages of the given types (in one conversation, or all when ``conv_id`` is None),
-        oldest first. ``start_msg_id`` anchors the page on a message (exclusive); ``timestamp``
-        is an exclusive starting time in the reading direction."""
+        oldest first. ``start_msg_id`` anchors the page on a message (exclusive) and pages on
+        (sort time, row id) as `messages` does, so messages that share a timestamp are never
+        lost; ``timestamp`` is a filter: only messages before it (UP) or after it (DOWN)."""
         _optional(conv_id, "conv_id", check_id)
         _optional(start_msg_id, "start_msg_id", check_id)
         _optional(sender, "sender", check_id)
@@ -440,19 +512,25 @@ class MessageStore:
                         types: MessageType | Iterable[MessageType] | None = None,
                         start_time: int | None = None, end_time: int | None = None,
                         scope: SearchScope = SearchScope.CONTENT, limit: int = 20,
-                        direction: Direction = Direction.UP) -> list[Message]:
+                        direction: Direction = Direction.UP,
+                        start_msg_id: str | None = None) -> list[Message]:
         """Messages containing ``keyword``, oldest first.
 
         The keyword is literal text (never query syntax); its white-space separated words must all
         match, each at the start of a word or, for Chinese, Japanese and Korean, anywhere. UP
-        returns the newest ``limit`` matches, DOWN the oldest. Raises `IMError`: INVALID_PARAM for
-        an empty keyword, QUERY_PARAM_REACHES_LIMIT for a limit outside 1-400.
+        returns the newest ``limit`` matches, DOWN the oldest; with ``start_msg_id`` the ``limit``
+        matches just before (UP) or after (DOWN) that message, exclusive, paging on (sort time,
+        row id) as `messages` does, so matches that share a timestamp are never lost.
+        ``start_time`` and ``end_time`` (inclusive, ms) are filters. Raises `IMError`:
+        INVALID_PARAM for an empty keyword or an unknown ``start_msg_id``,
+        QUERY_PARAM_REACHES_LIMIT for a limit outside 1-400.
         """
         if not isinstance(keyword, str) or not keyword.strip():
             raise IMError(ErrorCode.INVALID_PARAM, "the search keyword is empty; type some text")
         _optional(conv_id, "conv_id", check_id)
         _optional(start_time, "start_time", check_time)
         _optional(end_time, "end_time", check_time)
+        _optional(start_msg_id, "start_msg_id", check_id)
         check_limit(limit)
         direction = check_direction(direction)
         if isinstance(scope, bool) or scope not in tuple(SearchScope):
@@ -466,7 +544,8 @@ class MessageStore:
             words=self._searcher.words(check_text(keyword, "keyword")), scope=SearchScope(scope),
             conv_id=conv_id, senders=senders,
             types=as_types(types), start_time=start_time, end_time=end_time,
-            newest_first=direction == Direction.UP, limit=limit))
+            newest_first=direction == Direction.UP, limit=limit,
+            anchor=None if start_msg_id is None else self._reads.anchor(start_msg_id)))
 
     def flush_index(self) -> int:
         """Apply the pending index work now (a search does so itself first); returns how many
@@ -495,10 +574,13 @@ class MessageStore:
 
     def verify(self) -> VerifyReport:
         """Recount derived state (unread counters, last messages, group ack counts, attachment
-        rows, the search index), repair any drift, and report what was repaired; report too the
-        stored messages that cannot be decoded and the receipts still waiting for a message."""
+        rows, the search index, tombstones of stored messages), repair any drift, and report
+        what was repaired; report too the stored messages that cannot be decoded and the
+        receipts still waiting for a message."""
         report = self._verifier.verify()
         report.pending_receipts = self._receipts.pending_count()
+        with self.connection.tx():
+            report.repaired["tombstones_of_stored_messages"] = self._tombstones.verify()
         return report
 
     def stats(self) -> dict[str, int]:
@@ -516,6 +598,19 @@ def _check_range(start_time: Any, end_time: Any) -> None:
     check_time(end_time, "end_time")
     if start_time > end_time:
         raise IMError(ErrorCode.INVALID_PARAM, "start_time is after end_time")
+
+
+def _check_span(span: Any) -> Span:
+    if not isinstance(span, Span):
+        raise invalid("span", "a Span or None", span)
+    check_id(span.conv_id, "span.conv_id")
+    _optional(span.start, "span.start", check_time)
+    _optional(span.end, "span.end", check_time)
+    for name in ("older_cursor", "newer_cursor"):
+        value = getattr(span, name)
+        if value is not None:
+            check_text(value, f"span.{name}")
+    return span
 
 
 def _id_list(values: Any, field: str) -> list[str]:

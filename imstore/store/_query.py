@@ -8,7 +8,10 @@ Rules kept here:
   (`text.matches` is the judge, the index only proposes);
 - words the index cannot hold (emoji, symbols) are found by a scan of the stored payloads;
 - common words are answered by reading rows in time order, which finds ``limit`` hits sooner than
-  sorting every index hit by time would.
+  sorting every index hit by time would;
+- pages are keyset pages on (sort time, row id), as `Reads.page`: a page anchored on a message
+  holds the ``limit`` matches just before (or after) it, ties at one time included, so paging
+  never loses messages that share a timestamp; the time bounds are filters.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ..message import Message, MessageType, SearchScope
 from ..text import content_text, ext_text, indexable, keyword_words, matches, needles
 from ._connection import Connection, chunks, marks
 from ._indexer import SearchWriter
-from ._rows import SELECT_COLUMNS, row_to_message
+from ._rows import MESSAGE_COLUMNS, SELECT_COLUMNS, row_to_message
 
 __all__ = ["Query", "Searcher"]
 
@@ -34,6 +37,7 @@ _FIELDS = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
            SearchScope.ALL: ("content", "ext")}
 _COLUMNS = {SearchScope.CONTENT: ("body",), SearchScope.EXT: ("ext",),
             SearchScope.ALL: ("body", "ext")}
+_SORT = MESSAGE_COLUMNS.index("sort_time")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +53,15 @@ class Query:
     end_time: int | None
     newest_first: bool
     limit: int
+    anchor: tuple[int, int] | None = None  # (sort_time, row id) of the page's start message
 
     def keeps(self, m: Message) -> bool:
         return ((self.senders is None or (m.sender or "") in self.senders)
                 and (self.types is None or m.type in self.types))
 
     def row_filters(self) -> tuple[list[str], list[Any]]:
-        """SQL conditions (and their parameters) for the conversation and the time range."""
+        """SQL conditions (and their parameters) for the conversation, the time range and the
+        page's anchor."""
         where: list[str] = ["recalled_at IS NULL"]
         params: list[Any] = []
         for cond, value in (("conv_id = ?", self.conv_id), ("sort_time >= ?", self.start_time),
@@ -63,7 +69,28 @@ class Query:
             if value is not None:
                 where.append(cond)
                 params.append(value)
+        if self.anchor is not None:
+            where.append(f"(sort_time, id) {'<' if self.newest_first else '>'} (?, ?)")
+            params.extend(self.anchor)
         return where, params
+
+    def index_window(self) -> tuple[int | None, int | None]:
+        """The time range to ask the index for: the filters, narrowed to the anchor's side
+        (its own time included: ties are told apart by row id afterwards)."""
+        lo, hi = self.start_time, self.end_time
+        if self.anchor is not None:
+            t = self.anchor[0]
+            if self.newest_first:
+                hi = t if hi is None else min(hi, t)
+            else:
+                lo = t if lo is None else max(lo, t)
+        return lo, hi
+
+    def before_anchor(self, key: tuple[int, int]) -> bool:
+        """Whether a row's (sort_time, id) lies on the page's side of the anchor."""
+        if self.anchor is None:
+            return True
+        return key < self.anchor if self.newest_first else key > self.anchor
 
 
 def _raw_texts(mtype: int, body: bytes, ext: bytes | None, scope: SearchScope) -> list[str]:
@@ -111,7 +138,6 @@ class Searcher:
                 return self._read_all(q)
 
     def _search(self, q: Query) -> list[Message]:
-        out: list[Message] = []
         fields = _FIELDS[q.scope]
         with self._conn.lock:
             self._indexer.apply()  # only in the indexing process; others leave work pending
@@ -121,40 +147,52 @@ class Searcher:
                 return self._read_all(q)
             # Rows not indexed yet are scanned first, then the index is read: a row that
             # leaves the outbox in between was committed to the index before, so it is found.
-            pending = self._read_all(q, pending_only=True) if self._indexer.has_pending() \
+            pending = self._read_hits(q, pending_only=True) if self._indexer.has_pending() \
                 else []
-            skip, window = 0, q.limit * 2 + 10
             scan = not all(indexable(w) for w in q.words)  # emoji, symbols: not in the index
             if not scan and index.is_common(q.words, fields, q.limit, _DENSE_ROWS):
                 dense = self._dense(q)
                 if dense is not None:
-                    return sorted(dense, key=lambda m: (m.timestamp, m.local_time))
-            while len(out) < q.limit:
-                with self._conn.guard():
-                    if scan:
-                        ids, more = self._scan(q, window, skip)
-                    else:
-                        ids, more = index.candidates(
-                            q.words, fields, conv_id=q.conv_id, start_time=q.start_time,
-                            end_time=q.end_time, newest_first=q.newest_first, limit=window,
-                            skip=skip)
-                out.extend(m for m in self._verified(ids, q) if q.keeps(m))
-                if not more:
-                    break
-                skip += window
-                window *= 2
-        out = out[:q.limit]
+                    return [m for _, m in sorted(dense, key=lambda h: h[0])]
+            hits = self._gather(q, scan)
         if pending:
-            seen = {m.msg_id for m in out}
-            out += [m for m in pending if m.msg_id not in seen]
-            out.sort(key=lambda m: (m.timestamp, m.local_time), reverse=q.newest_first)
-            out = out[:q.limit]
-        return sorted(out, key=lambda m: (m.timestamp, m.local_time))
+            seen = {key for key, _ in hits}
+            hits += [h for h in pending if h[0] not in seen]
+        hits.sort(key=lambda h: h[0], reverse=q.newest_first)
+        return [m for _, m in sorted(hits[:q.limit], key=lambda h: h[0])]
 
-    def _dense(self, q: Query) -> list[Message] | None:
-        """The newest (or oldest) ``limit`` matches by reading rows in time order, or None when
-        that took more than its budget of rows (the words were not as common as estimated).
-        Rows are matched on their raw payload; only hits become `Message`s."""
+    def _gather(self, q: Query, scan: bool) -> list[tuple[tuple[int, int], Message]]:
+        """Matches in time order until ``limit`` are found and every tie at the time of the last
+        one is in (the index orders by time only)."""
+        index = self._indexer.index
+        assert index is not None
+        hits: list[tuple[tuple[int, int], Message]] = []
+        skip, window = 0, q.limit * 2 + 10
+        start_time, end_time = q.index_window()
+        while True:
+            with self._conn.guard():
+                if scan:
+                    ids, more = self._scan(q, window, skip)
+                else:
+                    ids, more = index.candidates(
+                        q.words, _FIELDS[q.scope], conv_id=q.conv_id, start_time=start_time,
+                        end_time=end_time, newest_first=q.newest_first, limit=window, skip=skip)
+            found, last = self._verified(ids, q)
+            hits.extend(h for h in found if q.keeps(h[1]))
+            if not more:
+                return hits
+            if len(hits) >= q.limit and last is not None:
+                ordered = sorted(hits, key=lambda h: h[0], reverse=q.newest_first)
+                edge = ordered[q.limit - 1][0][0]
+                if (last < edge) if q.newest_first else (last > edge):
+                    return hits
+            skip += window
+            window *= 2
+
+    def _dense(self, q: Query) -> list[tuple[tuple[int, int], Message]] | None:
+        """The newest (or oldest) ``limit`` matches by reading rows in (time, row id) order, or
+        None when that took more than its budget of rows (the words were not as common as
+        estimated). Rows are matched on their raw payload; only hits become `Message`s."""
         where, params = q.row_filters()
         if q.senders is not None:
             where.append(f"sender IN ({marks(len(q.senders))})")
@@ -183,12 +221,17 @@ class Searcher:
             if len(rows) < 500:
                 break
             after = (rows[-1][1], rows[-1][0])
-        return self._verified(hits, q)
+        return self._verified(hits, q)[0]
 
-    def _read_all(self, q: Query, *, pending_only: bool = False) -> list[Message]:
+    def _read_all(self, q: Query) -> list[Message]:
         """Every match, without the index: rows in time order (those holding each word's
-        `text.needles`, when it has some), judged by `text.matches` on their payloads.
-        ``pending_only``: only the rows whose index work is still in the outbox."""
+        `text.needles`, when it has some), judged by `text.matches` on their payloads."""
+        return [m for _, m in sorted(self._read_hits(q), key=lambda h: h[0])]
+
+    def _read_hits(self, q: Query, *, pending_only: bool = False
+                   ) -> list[tuple[tuple[int, int], Message]]:
+        """`_read_all`'s matches with their (sort_time, id) keys. ``pending_only``: only the
+        rows whose index work is still in the outbox (not in the index yet)."""
         where, params = q.row_filters()
         if pending_only:
             where.append("id IN (SELECT rowid FROM search_outbox)")
@@ -213,8 +256,8 @@ class Searcher:
                     hits.append(rid)
                     if len(hits) == q.limit:
                         break
-            found = self._verified(hits, q)
-        return sorted(found, key=lambda m: (m.timestamp, m.local_time))
+            found, _ = self._verified(hits, q)
+        return found
 
     def _scan(self, q: Query, limit: int, skip: int) -> tuple[list[int], bool]:
         """Candidates for words the index cannot hold (emoji, symbols): rows whose stored
@@ -230,18 +273,26 @@ class Searcher:
                                 (*params, limit + 1, skip))
         return [r[0] for r in rows[:limit]], len(rows) > limit
 
-    def _verified(self, ids: list[int], q: Query) -> list[Message]:
+    def _verified(self, ids: list[int], q: Query
+                  ) -> tuple[list[tuple[tuple[int, int], Message]], int | None]:
+        """The candidates that really match, on the page's side of its anchor, with their
+        (sort_time, id) keys; and the sort time of the last candidate row (None: none)."""
         rows: dict[int, Any] = {}
         for part in chunks(ids):
             for r in self._conn.query(f"SELECT {SELECT_COLUMNS} FROM message WHERE id IN "
                                       f"({marks(len(part))})", tuple(part)):
                 rows[r[0]] = r
         out = []
+        last: int | None = None
         for rid in dict.fromkeys(ids):
             r = rows.get(rid)
             if r is None:
                 continue
+            key = (r[_SORT], r[0])
+            last = key[0]
+            if not q.before_anchor(key):
+                continue
             msg = row_to_message(r)
             if msg.recalled_at is None and _text_matches(msg, q.words, q.scope, matches):
-                out.append(msg)
-        return out
+                out.append((key, msg))
+        return out, last

@@ -58,7 +58,8 @@ class Reads:
         row = self.find_row(msg_id)
         return row_to_message(row) if row else None
 
-    def _anchor(self, msg_id: str) -> tuple[int, int]:
+    def anchor(self, msg_id: str) -> tuple[int, int]:
+        """The (sort_time, row id) of a stored message, the key pages are anchored on."""
         row = self.find_row(msg_id, "sort_time, id")
         if row is None:
             raise IMError(ErrorCode.INVALID_PARAM,
@@ -70,7 +71,7 @@ class Reads:
         if start_msg_id is None:
             rows = self._conn.query(PAGE_SQL[direction, False], (conv_id, limit))
         else:
-            sort, rowid = self._anchor(start_msg_id)
+            sort, rowid = self.anchor(start_msg_id)
             rows = self._conn.query(PAGE_SQL[direction, True], (conv_id, sort, rowid, limit))
         if direction == Direction.UP:
             rows.reverse()
@@ -91,7 +92,7 @@ class Reads:
         up = direction == Direction.UP
         if start_msg_id is not None:
             where.append("(sort_time, id) < (?, ?)" if up else "(sort_time, id) > (?, ?)")
-            params.extend(self._anchor(start_msg_id))
+            params.extend(self.anchor(start_msg_id))
         if timestamp is not None:
             where.append("sort_time < ?" if up else "sort_time > ?")
             params.append(timestamp)

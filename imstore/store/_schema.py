@@ -26,7 +26,9 @@ import peewee as pw
 
 from ..codec import Limits
 from ..errors import ErrorCode, IMError
+from ._gaps import TABLES as _STRETCH_TABLES
 from ._rows import IN_PROGRESS, LAST_COPY, MESSAGE_COLUMNS, NOT_ROOMS, UNREAD, MessageRow
+from ._tombstones import TABLES as _TOMBSTONE_TABLES
 
 __all__ = ["DATABASE_FILE", "SCHEMA_VERSION", "build_models", "migrate", "read_meta", "read_owner",
            "settle_limits"]
@@ -215,7 +217,7 @@ def migrate(db: pw.Database, models: SimpleNamespace, user_id: str) -> None:
             db.execute_sql(f"CREATE TRIGGER IF NOT EXISTS {name} {body}")
         if added:  # the trigger copies the new columns of each last message
             db.execute_sql("UPDATE conversation SET last_rowid = last_rowid")
-        for sql in _EXTRA_INDEXES:
+        for sql in (*_EXTRA_INDEXES, *_TOMBSTONE_TABLES, *_STRETCH_TABLES):
             db.execute_sql(sql)
         db.execute_sql("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                        (str(SCHEMA_VERSION),))

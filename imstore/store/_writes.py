@@ -45,8 +45,13 @@ from ._rows import (
     message_row,
     row_to_message,
 )
+from ._tombstones import MIN_TIME, Tombstones
 
-__all__ = ["Mode", "Writes"]
+__all__ = ["Mode", "Screen", "Writes"]
+
+# Called inside a batch's write transaction with its valid rows and the ids already stored;
+# returns the ids to leave out (see `_merge.Merger`).
+Screen = Callable[[list[MessageRow], set[str]], set[str]]
 
 _NOT_STORED = "CMD messages are never stored; send them with ChatClient.send_message"
 _ATTACH_INTS = frozenset(int(t) for t in ATTACHMENT_TYPES)
@@ -58,7 +63,7 @@ class Mode(Enum):
     """How a batch treats a received message's read flag."""
 
     IMPORT = "import"  # unread only when it says is_read=False
-    HISTORY = "history"  # always read: the server's history
+    HISTORY = "history"  # the server's history: unread only when the server says is_read=False
     RECEIVED = "received"  # unread unless it says otherwise: it just arrived
 
 
@@ -75,8 +80,10 @@ def upsert_attachment(conn: Connection, rowid: int, msg: Message) -> None:
 
 class Writes:
     def __init__(self, conn: Connection, owner: str, limits: Limits,
-                 conversations: ConversationTable, indexer: SearchWriter) -> None:
+                 conversations: ConversationTable, indexer: SearchWriter,
+                 tombstones: Tombstones) -> None:
         self._conn = conn
+        self._tombstones = tombstones
         self._owner = owner
         self._limits = limits
         self._convs = conversations
@@ -94,8 +101,7 @@ class Writes:
             msg.is_read = True
         else:
             msg.direction = Direction.RECEIVE
-            msg.is_read = (imported if msg.is_read is None else bool(msg.is_read)) \
-                or mode == Mode.HISTORY
+            msg.is_read = imported if msg.is_read is None else bool(msg.is_read)
         msg.conv_id = conversation_id(msg.chat_type, msg.to, msg.sender, self._owner)
         if msg.status == MessageStatus.CREATE or (imported and msg.status == MessageStatus.INPROGRESS):
             msg.status = MessageStatus.SUCCESS
@@ -124,6 +130,7 @@ class Writes:
         conn = self._conn
         first = (conn.run("SELECT max(id) FROM message").fetchone()[0] or 0) + 1
         conn.run_many(INSERT_SQL, [r[1:] for r in rows])  # ids first, first + 1, ... in order
+        self._tombstones.lift_ids(r.msg_id for r in rows)
         convs: dict[str, list[Any]] = {}  # conv_id -> [chat_type, unread, best_sort, best_rowid]
         attach = []
         for rowid, row, msg in zip(range(first, first + len(rows)), rows, msgs, strict=True):
@@ -198,17 +205,20 @@ class Writes:
         return rows, msgs
 
     def write_batch(self, batch: list[Message], result: ImportResult, *,
-                    mode: Mode) -> list[Message]:
+                    mode: Mode, screen: Screen | None = None) -> list[Message]:
         """Store a batch in one transaction, skipping (and counting) invalid messages and
-        duplicates. Returns the messages written."""
+        duplicates, and the messages ``screen`` leaves out. Returns the messages written."""
         with self._conn.tx():
             rows, msgs = self._prepare_batch(batch, result, mode)
             existing = self._existing_ids([r.msg_id for r in rows])
+            left_out = screen(rows, set(existing)) if screen is not None else set()
             types = self._convs.types(r.conv_id for r in rows)
             keep_rows, keep_msgs = [], []
             for row, msg in zip(rows, msgs, strict=True):
                 if row.msg_id in existing:
                     result.duplicates += 1
+                    continue
+                if row.msg_id in left_out:
                     continue
                 known = types.setdefault(row.conv_id, row.chat_type)
                 if known != row.chat_type:
@@ -332,13 +342,17 @@ class Writes:
             row = self.find_row(msg_id, "id, conv_id")
             if row is None:
                 return False
+            self._tombstones.bury_where("id = ?", (row[0],))
             self.delete_where("id = ?", (row[0],), [row[1]])
         return True
 
     def delete_range(self, conv_id: str, start_time: int, end_time: int) -> int:
         with self._conn.tx():
-            return self.delete_where("conv_id = ? AND sort_time BETWEEN ? AND ?",
-                                     (conv_id, start_time, end_time), [conv_id])
+            where = "conv_id = ? AND sort_time BETWEEN ? AND ?"
+            params = (conv_id, start_time, end_time)
+            self._tombstones.bury_where(where, params)
+            self._tombstones.bury_range(conv_id, start_time, end_time)
+            return self.delete_where(where, params, [conv_id])
 
     def delete_ids(self, msg_ids: Sequence[str]) -> int:
         with self._conn.tx():
@@ -349,12 +363,17 @@ class Writes:
                 where = f"msg_id IN ({m}) OR local_id IN ({m})"
                 convs = [r[0] for r in self._conn.run(
                     f"SELECT DISTINCT conv_id FROM message WHERE {where}", params).fetchall()]
+                self._tombstones.bury_where(where, params)
                 n += self.delete_where(where, params, convs)
             return n
 
     def delete_conversation(self, conv_id: str, delete_messages: bool) -> bool:
         with self._conn.tx():
             if delete_messages:
+                # the range covers what the server stamped; unsent copies leave their ids too
+                self._tombstones.bury_range(conv_id, MIN_TIME, 2**63 - 1)
+                self._tombstones.bury_where("conv_id = ? AND (server_time IS NULL OR local_id "
+                                            "IS NOT NULL)", (conv_id,))
                 self.delete_where("conv_id = ?", (conv_id,), [])
             else:
                 self._conn.run(f"UPDATE message SET is_read = 1 WHERE conv_id = ? AND {UNREAD}",

@@ -28,12 +28,6 @@ from imstore.message import CustomBody, TextBody
 from .conftest import Backend, Harness, png_bytes
 
 
-def needs(obj: object, name: str, issue: str) -> None:
-    """xfail (naming the issue that brings it) while a contract method has not landed."""
-    if getattr(obj, name, None) is None:
-        pytest.xfail(f"{type(obj).__name__}.{name} comes with {issue}")
-
-
 def media(tmp: Path) -> dict[str, Path]:
     out = {}
     for name, data in (("pic.png", png_bytes()), ("voice.ogg", b"OggS" + bytes(range(256)) * 20),
@@ -475,12 +469,7 @@ def test_deleting_a_conversation_with_its_history_deletes_it_for_everyone(backen
     backend.run(main)
 
 
-def test_deleting_a_conversation_but_not_its_history_keeps_the_history(backend: Harness,
-                                                                        request: Any):
-    if "memory" in request.node.name:
-        request.applymarker(pytest.mark.xfail(
-            reason="issue 13: MemoryServer hides the whole history on delete_messages=False",
-            strict=False))
+def test_deleting_a_conversation_but_not_its_history_keeps_the_history(backend: Harness):
 
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
@@ -502,13 +491,10 @@ def test_deleting_a_conversation_but_not_its_history_keeps_the_history(backend: 
 def test_recall_reaches_the_peer_and_history(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
-        needs(alice.transport, "recall_message", "issue 12 (recall and edit)")
-        needs(bob.store, "apply_recall", "issue 10 (the store's recall writes)")
         sent = await alice.client.send_message(Message.text(bob.id, "oops"))
         await b.until(lambda: bob.store.get_message(sent.msg_id) is not None, "delivery")
         when = await alice.transport.recall_message(alice.store.get_message(sent.msg_id))
         assert when >= (sent.server_time or 0)
-        needs(bob.client, "on_messages_recalled", "issue 12 (recall and edit)")
         await b.until(lambda: bob.rec.kinds("recalled"), "the recall at bob")
         page = await bob.transport.fetch_history(alice.id, ChatType.CHAT, None, 10,
                                                  FetchOptions(save=False))
@@ -522,8 +508,6 @@ def test_recall_reaches_the_peer_and_history(backend: Harness):
 def test_recall_through_the_client(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
-        needs(alice.client, "recall_message", "issue 12 (ChatClient.recall_message)")
-        needs(bob.store, "apply_recall", "issue 10 (the store's recall writes)")
         sent = await alice.client.send_message(Message.text(bob.id, "take it back"))
         await b.until(lambda: bob.store.get_message(sent.msg_id) is not None, "delivery")
         await alice.client.recall_message(sent.msg_id)
@@ -537,8 +521,6 @@ def test_recall_through_the_client(backend: Harness):
 def test_edit_reaches_the_peer_and_history(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
-        needs(alice.transport, "edit_message", "issue 12 (recall and edit)")
-        needs(bob.store, "apply_edit", "issue 10 (the store's edit writes)")
         sent = await alice.client.send_message(Message.text(bob.id, "helo"))
         card = await alice.client.send_message(Message.custom(bob.id, "card", {"v": "1"}))
         await b.until(lambda: bob.store.message_count(alice.id) == 2, "delivery")
@@ -556,7 +538,6 @@ def test_edit_reaches_the_peer_and_history(backend: Harness):
                                                  FetchOptions(save=False))
         assert [m.body for m in page.items] == [TextBody("hello"), CustomBody("card", {"v": "2"})]
         assert getattr(page.items[0], "edited_at", at) == at
-        needs(bob.client, "on_messages_edited", "issue 12 (recall and edit)")
         await b.until(lambda: bob.rec.kinds("edited"), "the edit at bob")
 
     backend.run(main)
@@ -565,8 +546,6 @@ def test_edit_reaches_the_peer_and_history(backend: Harness):
 def test_edit_through_the_client(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
-        needs(alice.client, "edit_message", "issue 12 (ChatClient.edit_message)")
-        needs(bob.store, "apply_edit", "issue 10 (the store's edit writes)")
         sent = await alice.client.send_message(Message.text(bob.id, "teh plan"))
         await b.until(lambda: bob.store.get_message(sent.msg_id) is not None, "delivery")
         await alice.client.edit_message(sent.msg_id, TextBody("the plan"))
@@ -584,10 +563,7 @@ def test_edit_through_the_client(backend: Harness):
 # ---------------------------------------------------------------------- server read state
 
 
-def test_history_carries_the_users_read_position(backend: Harness, request: Any):
-    if "memory" in request.node.name:
-        request.applymarker(pytest.mark.xfail(
-            reason="issue 13: MemoryServer keeps no read position yet", strict=False))
+def test_history_carries_the_users_read_position(backend: Harness):
 
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
@@ -628,11 +604,7 @@ def test_history_past_the_retention_period_is_gone(backend: Harness):
     backend.run(main)
 
 
-def test_the_conversation_list_carries_the_servers_unread_count(backend: Harness, request: Any):
-    if "memory" in request.node.name:
-        request.applymarker(pytest.mark.xfail(
-            reason="issue 13: MemoryServer's conversation list has no unread counts yet",
-            strict=False))
+def test_the_conversation_list_carries_the_servers_unread_count(backend: Harness):
 
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
@@ -669,7 +641,6 @@ def test_the_conversation_list_carries_the_servers_unread_count(backend: Harness
 def test_load_messages_fills_the_gaps_of_a_new_device(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
-        needs(bob.client, "load_messages", "issue 13 (ChatClient.load_messages)")
         await b.offline(bob)
         sent = [m.msg_id for m in await texts(b, alice, bob.id, 12)]
         await bob.client.fetch_conversations_from_server(limit=20)
@@ -687,8 +658,6 @@ def test_load_messages_fills_the_gaps_of_a_new_device(backend: Harness):
     backend.run(main)
 
 
-@pytest.mark.xfail(reason="issue 13: a message first seen in the conversation list is saved as "
-                          "read and then dropped when it arrives live", strict=False)
 def test_start_up_order_keeps_unread_counts(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")

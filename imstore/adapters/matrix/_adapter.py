@@ -50,6 +50,7 @@ from .. import (
     SendResult,
     TransportHandler,
     check_page_size,
+    check_remove_args,
 )
 from . import _mapping as mp
 from ._api import Api, MatrixError, q, register_with_secret
@@ -59,7 +60,6 @@ __all__ = ["MatrixAdapter"]
 log = logging.getLogger("imstore.matrix")
 CS = "/_matrix/client/v3"
 MEDIA = "/_matrix/client/v1/media"
-MAX_IDS = 50
 THUMB_SIZE = 320
 _MESSAGES_FILTER = json.dumps({"types": ["m.room.message"], "lazy_load_members": True})
 
@@ -1101,11 +1101,7 @@ class MatrixAdapter:
     async def remove_messages(self, conv_id: str, chat_type: ChatType,
                               msg_ids: Sequence[str] | None, before: int | None) -> None:
         """One-way delete: kept in this user's room account data and applied by the adapter."""
-        if (msg_ids is None) == (before is None):
-            raise IMError(ErrorCode.INVALID_PARAM, "give either msg_ids or before, not both")
-        if msg_ids is not None and not 1 <= len(msg_ids) <= MAX_IDS:
-            raise IMError(ErrorCode.INVALID_PARAM,
-                          f"delete 1 to {MAX_IDS} messages per call, not {len(msg_ids)}")
+        check_remove_args(msg_ids, before)
         room = await self._room_for(conv_id, ChatType(chat_type), create=False)
         if room is None:
             raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
