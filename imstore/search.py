@@ -346,9 +346,15 @@ class SearchIndex:
     has a second core and the index is on disk).
     """
 
-    def __init__(self, directory: str | None, *, workers: int | None = None) -> None:
+    def __init__(self, directory: str | None, *, workers: int | None = None,
+                 readonly: bool = False) -> None:
         self.directory = directory
         self.rebuilt = False
+        # ``readonly``: another process indexes this directory; this object only reads it and
+        # never creates, resets or writes it. ``available`` is False when there was nothing
+        # readable (missing or damaged): searches then read the rows instead.
+        self.readonly = readonly
+        self.available = True
         self.skipped = 0  # documents left out because they could not be indexed
         self._schema = schema()
         if workers is None:
@@ -407,6 +413,11 @@ class SearchIndex:
             except Exception as exc:  # whoosh raises many unrelated types for a damaged index
                 log.warning("search index at %s is damaged (%s); rebuilding it from the "
                             "database", directory, repr(exc))  # repr: keep no frames alive
+        if self.readonly:  # the indexing process repairs it; meanwhile an empty stand-in
+            self.available = False
+            self._storage = _MemoryStorage()
+            TOC.create(self._storage, self._schema, _INDEXNAME)
+            return _Index(self._storage, self._schema, _INDEXNAME)
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
         self.rebuilt = True

@@ -9,6 +9,8 @@ import random
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -731,4 +733,161 @@ def test_a_search_that_meets_a_damaged_index_answers_exactly_and_rebuilds(tmp_pa
         assert sorted(m.timestamp - 1000 for m in hits) == truth
         assert "damaged; rebuilding" in caplog.text
         assert len(st.search_messages("cafe", limit=400)) == 200  # the rebuilt index
+        assert st.verify().ok
+
+
+# -- several processes on one store directory: one indexer, exact searches everywhere ---------
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+
+_IMPORTER = """
+import os, sys
+import imstore
+from imstore import Message
+path, n, mark, mark_at = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+
+def progress(seen):
+    if seen >= mark_at and not os.path.exists(mark):
+        with open(mark, "w") as f:
+            f.write("started")
+
+st = imstore.open(path, user_id="alice")
+st.import_messages((Message.text("bob", f"imp{k}x shared words", sender=f"p{k % 7}",
+                                 msg_id=f"imp{k}", timestamp=10_000 + 2 * k)
+                    for k in range(n)), batch_size=1000, progress=progress)
+st.close()
+"""
+
+_INSERTER = """
+import os, sys
+import imstore
+from imstore import Message
+path, mark = sys.argv[1], sys.argv[2]
+st = imstore.open(path, user_id="alice")
+for k in range(25):
+    st.insert_message(Message.text("bob", f"ins{k}y shared words", msg_id=f"ins{k}",
+                                   timestamp=10_001 + 2 * k))
+    found = [m.msg_id for m in st.search_messages(f"ins{k}y")]
+    assert found == [f"ins{k}"], (k, found)
+    assert len(st.search_messages("shared", limit=5)) == 5
+st.close()
+"""
+
+
+def _spawn(script: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:  # the child keeps its own copy of the file
+        return subprocess.Popen([sys.executable, "-c", script, *args],
+                                env={**os.environ, "PYTHONPATH": _ROOT},
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], log: Path,
+                   bound: float = 300) -> None:
+    """Poll (bounded) until ``path`` exists; fail at once if ``proc`` ended first."""
+    deadline = time.monotonic() + bound
+    while not path.exists():
+        assert proc.poll() is None, log.read_text(errors="replace")
+        assert time.monotonic() < deadline, "the child never got going"
+        time.sleep(0.02)
+
+
+def _stop(procs: list) -> None:
+    """Stop exactly these processes (by their Popen objects) and reap them."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def test_two_processes_import_and_insert_on_one_store(tmp_path: Path):
+    path = tmp_path / "s"
+    imstore.open(path, user_id="alice").close()
+    mark = tmp_path / "importing"
+    procs = []
+    try:
+        logs = [tmp_path / "importer.log", tmp_path / "inserter.log"]
+        importer = _spawn(_IMPORTER, str(path), "40000", str(mark), "1000", log=logs[0])
+        procs.append(importer)
+        _wait_for_file(mark, importer, logs[0])
+        inserter = _spawn(_INSERTER, str(path), str(mark), log=logs[1])
+        procs.append(inserter)
+        codes = [p.wait(timeout=600) for p in procs]
+        assert codes == [0, 0], [log.read_text(errors="replace") for log in logs]
+    finally:
+        _stop(procs)
+    with imstore.open(path, user_id="alice") as st:
+        assert st.stats()["messages"] == 40_025
+        expected = {f"imp{k}" for k in range(40_000)} | {f"ins{k}" for k in range(25)}
+        assert all_hits(st, "shared") == expected
+        for k in range(25):
+            assert [m.msg_id for m in st.search_messages(f"ins{k}y")] == [f"ins{k}"]
+        for k in [*random.Random(3).sample(range(40_000), 200), 0, 39_999]:
+            assert [m.msg_id for m in st.search_messages(f"imp{k}x")] == [f"imp{k}"]
+        assert st.verify().ok
+
+
+@pytest.mark.parametrize("kill_at", [3000, 19000])
+def test_sigkill_during_a_large_import_leaves_nothing_locked(tmp_path: Path, kill_at: int):
+    path = tmp_path / "s"
+    mark = tmp_path / "importing"
+    log = tmp_path / "importer.log"
+    proc = _spawn(_IMPORTER, str(path), "60000", str(mark), str(kill_at), log=log)
+    try:
+        _wait_for_file(mark, proc, log)
+        proc.kill()
+        proc.wait()
+    finally:
+        _stop([proc])
+    # The kernel dropped the indexer lock with the process: it can be taken at once.
+    from imstore.store._indexer import LOCK_FILE, _try_lock
+    fd = _try_lock(str(path / LOCK_FILE))
+    assert fd is not None
+    os.close(fd)
+    with imstore.open(path, user_id="alice") as st:
+        total = st.stats()["messages"]
+        assert total >= kill_at and total % 1000 == 0
+        assert all_hits(st, "shared") == {f"imp{k}" for k in range(total)}
+        assert st.verify().ok
+        st.insert_message(Message.text("bob", "afterwards zebra", msg_id="after",
+                                       timestamp=1))
+        assert [m.msg_id for m in st.search_messages("zebra")] == ["after"]
+        assert st.verify().ok
+
+
+def test_a_search_right_after_an_import_sees_the_pending_rows(tmp_path: Path):
+    path = tmp_path / "s"
+    owner = imstore.open(path, user_id="alice")  # holds the indexer lock
+    other = imstore.open(path, user_id="alice")  # so this one only reads the index
+    try:
+        words = ["apple", "pear", "plum", "fig"]
+        texts = {f"m{k}": f"w{k}q {words[k % 4]} {words[(k * 7) % 4]}" for k in range(30_000)}
+        other.import_messages(Message.text("bob", t, msg_id=mid, timestamp=1000 + k)
+                              for k, (mid, t) in enumerate(texts.items()))
+        assert other.stats()["search_pending"] >= 30_000  # nothing indexed by this process
+        status = other.index_status()
+        assert status.pending >= 30_000 and not status.indexer and status.seconds_left is None
+        assert [m.msg_id for m in other.search_messages("w29999q")] == ["m29999"]
+        expected = {mid for mid, t in texts.items() if "plum" in t}
+        assert all_hits(other, "plum") == expected
+        assert all_hits(other, "plum", conv_id="bob") == expected
+        newest = other.search_messages("pear", limit=7, direction=Direction.UP)
+        assert [m.msg_id for m in newest] == [mid for mid, t in texts.items() if "pear" in t][-7:]
+        # the indexer drains it; the other process's searches stay the same
+        assert owner.search_messages("w29999q")[0].msg_id == "m29999"
+        assert other.stats()["search_pending"] == 0
+        status = owner.index_status()
+        assert status.indexer and status.pending == 0 and status.seconds_left == 0.0
+        assert status.docs_per_second > 0
+        assert isinstance(status, imstore.IndexStatus)
+        assert all_hits(other, "plum") == expected
+        # when the indexer closes, the next search elsewhere takes over and drains
+        other.import_messages([Message.text("bob", "late kiwi", msg_id="late", timestamp=99_999)])
+        owner.close()
+        assert [m.msg_id for m in other.search_messages("kiwi")] == ["late"]
+        assert other.index_status().indexer and other.index_status().pending == 0
+        assert all_hits(other, "plum") == expected
+    finally:
+        other.close()
+        owner.close()
+    with imstore.open(path, user_id="alice") as st:
         assert st.verify().ok

@@ -58,7 +58,7 @@ from ._checks import (
 from ._connection import Connection
 from ._conversations import ConversationTable
 from ._gaps import Gap, Span, Stretches, TimelinePage
-from ._indexer import SearchWriter
+from ._indexer import IndexStatus, SearchWriter
 from ._merge import Merger, MergeResult
 from ._query import Query, Searcher
 from ._reads import Reads
@@ -69,8 +69,8 @@ from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
 from ._writes import Writes
 
-__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Gap", "MergeResult",
-           "MessageStore", "Span", "TimelinePage", "VerifyReport", "open_store"]
+__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Gap", "IndexStatus",
+           "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport", "open_store"]
 
 
 def _connect(path: str) -> tuple[pw.SqliteDatabase, str | None]:
@@ -555,6 +555,12 @@ class MessageStore:
         pending = self._indexer.pending()
         self._indexer.finish_bulk()
         return pending
+
+    def index_status(self) -> IndexStatus:
+        """How far the search index is behind: pending outbox entries, indexing speed, and an
+        estimate of the time left. Searches are exact whatever it says."""
+        with self.connection.guard():
+            return self._indexer.status()
 
     def rebuild_search_index(self, progress: Callable[[int], None] | None = None) -> int:
         """Rebuild the keyword index from the database; returns how many messages it indexed.

@@ -1,7 +1,9 @@
 """Answering keyword searches (`MessageStore.search_messages`).
 
 Rules kept here:
-- a search first applies pending index work (read-your-writes), then asks the index for
+- a search first applies pending index work (in the indexing process); rows whose index work is
+  still pending (left by another process for the indexer) are scanned in SQLite and added, so
+  results are exact and read-your-writes in every process; then it asks the index for
   candidates in time order and keeps only those whose stored text really contains every word
   (`text.matches` is the judge, the index only proposes);
 - words the index cannot hold (emoji, symbols) are found by a scan of the stored payloads;
@@ -136,17 +138,26 @@ class Searcher:
                 return self._read_all(q)
 
     def _search(self, q: Query) -> list[Message]:
-        index = self._indexer.index
-        assert index is not None
         fields = _FIELDS[q.scope]
         with self._conn.lock:
-            self._indexer.apply()
+            self._indexer.apply()  # only in the indexing process; others leave work pending
+            index = self._indexer.index  # after apply: taking over indexing reopens the index
+            assert index is not None
+            if not index.available:  # another process is (re)building it
+                return self._read_all(q)
+            # Rows not indexed yet are scanned first, then the index is read: a row that
+            # leaves the outbox in between was committed to the index before, so it is found.
+            pending = self._read_hits(q, pending_only=True) if self._indexer.has_pending() \
+                else []
             scan = not all(indexable(w) for w in q.words)  # emoji, symbols: not in the index
             if not scan and index.is_common(q.words, fields, q.limit, _DENSE_ROWS):
                 dense = self._dense(q)
                 if dense is not None:
                     return [m for _, m in sorted(dense, key=lambda h: h[0])]
             hits = self._gather(q, scan)
+        if pending:
+            seen = {key for key, _ in hits}
+            hits += [h for h in pending if h[0] not in seen]
         hits.sort(key=lambda h: h[0], reverse=q.newest_first)
         return [m for _, m in sorted(hits[:q.limit], key=lambda h: h[0])]
 
@@ -215,7 +226,15 @@ class Searcher:
     def _read_all(self, q: Query) -> list[Message]:
         """Every match, without the index: rows in time order (those holding each word's
         `text.needles`, when it has some), judged by `text.matches` on their payloads."""
+        return [m for _, m in sorted(self._read_hits(q), key=lambda h: h[0])]
+
+    def _read_hits(self, q: Query, *, pending_only: bool = False
+                   ) -> list[tuple[tuple[int, int], Message]]:
+        """`_read_all`'s matches with their (sort_time, id) keys. ``pending_only``: only the
+        rows whose index work is still in the outbox (not in the index yet)."""
         where, params = q.row_filters()
+        if pending_only:
+            where.append("id IN (SELECT rowid FROM search_outbox)")
         cols = _COLUMNS[q.scope]
         for w in q.words:
             for needle in needles(w):
@@ -238,7 +257,7 @@ class Searcher:
                     if len(hits) == q.limit:
                         break
             found, _ = self._verified(hits, q)
-        return [m for _, m in sorted(found, key=lambda h: h[0])]
+        return found
 
     def _scan(self, q: Query, limit: int, skip: int) -> tuple[list[int], bool]:
         """Candidates for words the index cannot hold (emoji, symbols): rows whose stored

@@ -115,10 +115,14 @@ class Verifier:
     def _search_index(self, undecodable: int) -> int:
         """Rebuild the index when it does not hold one document per searchable message (neither
         recalled nor undecodable); returns by how many documents it was off."""
-        if not self._indexer.enabled:
-            return 0
-        self._indexer.apply()
-        stored = int(self._conn.one("SELECT count(*) FROM message WHERE recalled_at IS NULL")[0])
+        if not self._indexer.enabled or not self._indexer.owns():
+            return 0  # another process indexes this store; it is checked there
+        for _ in range(5):  # another process may write meanwhile: count with nothing pending
+            self._indexer.apply()
+            stored = int(self._conn.one(
+                "SELECT count(*) FROM message WHERE recalled_at IS NULL")[0])
+            if not self._indexer.has_pending():
+                break
         stored -= undecodable
         indexed = self._indexer.doc_count()
         if indexed == stored:
