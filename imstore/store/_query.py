@@ -59,9 +59,19 @@ class Query:
         return ((self.senders is None or (m.sender or "") in self.senders)
                 and (self.types is None or m.type in self.types))
 
-    def row_filters(self) -> tuple[list[str], list[Any]]:
+    def add_people_and_types(self, where: list[str], params: list[Any]) -> None:
+        """Add the sender and type conditions (and their parameters) to ``where``/``params``."""
+        if self.senders is not None:
+            where.append(f"sender IN ({marks(len(self.senders))})")
+            params += self.senders
+        if self.types is not None:
+            where.append(f"type IN ({marks(len(self.types))})")
+            params += self.types
+
+    def row_filters(self, *, people_and_types: bool = False) -> tuple[list[str], list[Any]]:
         """SQL conditions (and their parameters) for the conversation, the time range and the
-        page's anchor."""
+        page's anchor; with ``people_and_types``, the sender and type filters too (scans that
+        leave them to `Searcher`'s own check do without)."""
         where: list[str] = ["recalled_at IS NULL"]
         params: list[Any] = []
         for cond, value in (("conv_id = ?", self.conv_id), ("sort_time >= ?", self.start_time),
@@ -72,6 +82,8 @@ class Query:
         if self.anchor is not None:
             where.append(f"(sort_time, id) {'<' if self.newest_first else '>'} (?, ?)")
             params.extend(self.anchor)
+        if people_and_types:
+            self.add_people_and_types(where, params)
         return where, params
 
     def index_window(self) -> tuple[int | None, int | None]:
@@ -193,13 +205,7 @@ class Searcher:
         """The newest (or oldest) ``limit`` matches by reading rows in (time, row id) order, or
         None when that took more than its budget of rows (the words were not as common as
         estimated). Rows are matched on their raw payload; only hits become `Message`s."""
-        where, params = q.row_filters()
-        if q.senders is not None:
-            where.append(f"sender IN ({marks(len(q.senders))})")
-            params += q.senders
-        if q.types is not None:
-            where.append(f"type IN ({marks(len(q.types))})")
-            params += q.types
+        where, params = q.row_filters(people_and_types=True)
         order, cmp = ("DESC", "<") if q.newest_first else ("ASC", ">")
         hits: list[int] = []
         scanned = 0
@@ -240,12 +246,7 @@ class Searcher:
             for needle in needles(w):
                 where.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
                 params += [needle.encode("utf-8")] * len(cols)
-        if q.senders is not None:
-            where.append(f"sender IN ({marks(len(q.senders))})")
-            params += q.senders
-        if q.types is not None:
-            where.append(f"type IN ({marks(len(q.types))})")
-            params += q.types
+        q.add_people_and_types(where, params)
         order = "DESC" if q.newest_first else "ASC"
         hits: list[int] = []
         with self._conn.guard():
