@@ -408,6 +408,29 @@ def test_conversation_list_is_newest_first_and_paged(backend: Harness):
     backend.run(main)
 
 
+def test_a_chat_opened_while_offline_is_on_the_fetched_list(backend: Harness):
+    # an app that starts by fetching the conversation list must see a chat a peer opened while
+    # this device was away, before its live connection has caught up
+    async def main(b: Backend) -> None:
+        bob, carol = await b.users("bob", "carol")
+        await b.offline(bob)
+        first = await carol.client.send_message(Message.text(bob.id, "are you there?"))
+        page = await bob.client.fetch_conversations_from_server(limit=10)
+        assert [(c.conv_id, c.chat_type) for c in page.items] == [(carol.id, ChatType.CHAT)]
+        last = page.items[0].last_message
+        assert last is not None and last.msg_id == first.msg_id
+        assert page.items[0].unread_count == 1
+        stored = bob.store.conversation(carol.id)
+        assert stored is not None and stored.unread_count == 1
+        await b.online(bob)
+        await b.settle()
+        assert bob.rec.received_ids() == [first.msg_id]  # announced once, not again when live
+        stored = bob.store.conversation(carol.id)
+        assert stored is not None and stored.unread_count == 1
+
+    backend.run(main)
+
+
 def test_page_sizes_and_cursors_are_checked(backend: Harness):
     async def main(b: Backend) -> None:
         (alice,) = await b.users("alice")

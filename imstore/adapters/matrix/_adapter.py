@@ -62,6 +62,10 @@ CS = "/_matrix/client/v3"
 MEDIA = "/_matrix/client/v1/media"
 THUMB_SIZE = 320
 _MESSAGES_FILTER = json.dumps({"types": ["m.room.message"], "lazy_load_members": True})
+_INVITES_FILTER = json.dumps({
+    "presence": {"types": []}, "account_data": {"types": []},
+    "room": {"timeline": {"limit": 0}, "state": {"types": []}, "ephemeral": {"types": []},
+             "account_data": {"types": []}}})
 
 
 def _now() -> int:
@@ -391,6 +395,24 @@ class MatrixAdapter:
         except Exception:  # the handler's bug must not stop the sync loop
             log.exception("handler %s failed", name)
 
+    async def _join_invites(self, rooms: dict[str, Any]) -> None:
+        for room_id in (rooms.get("invite") or {}):
+            try:
+                await self.api.request("POST", f"{CS}/join/{q(room_id)}", body={})
+            except MatrixError as exc:
+                log.warning("could not join %s: %s", room_id, exc)
+
+    async def _accept_pending_invites(self) -> None:
+        """Join the rooms this user was invited to since the sync loop's last answer, so a
+        conversation a peer opened a moment ago is listed now rather than after the loop's next
+        turn (a one-shot ``/sync`` that returns invites and nothing else; the loop's position is
+        not moved, and joining twice is harmless)."""
+        params = {"filter": _INVITES_FILTER, "timeout": 0, "set_presence": "offline"}
+        if self.since:
+            params["since"] = self.since
+        answer = await self.api.request("GET", f"{CS}/sync", params=params)
+        await self._join_invites(answer.get("rooms") or {})
+
     def _filter(self) -> str:
         return json.dumps({
             "presence": {"types": []},
@@ -441,11 +463,7 @@ class MatrixAdapter:
                 self._direct = {k: list(v) for k, v in ev["content"].items()
                                 if isinstance(v, list)}
         rooms = answer.get("rooms") or {}
-        for room_id in (rooms.get("invite") or {}):
-            try:
-                await self.api.request("POST", f"{CS}/join/{q(room_id)}", body={})
-            except MatrixError as exc:
-                log.warning("could not join %s: %s", room_id, exc)
+        await self._join_invites(rooms)
         for room_id in (rooms.get("leave") or {}):
             self._forget(room_id)
         messages: list[Message] = []
@@ -1066,9 +1084,11 @@ class MatrixAdapter:
     async def fetch_conversations(self, cursor: str | None, limit: int
                                   ) -> CursorResult[Conversation]:
         """Joined rooms with their newest visible message, newest first (``/joined_rooms`` and
-        one ``/messages`` per room; unread counts are the sync's notification counts)."""
+        one ``/messages`` per room; unread counts are the sync's notification counts). Pending
+        invites are accepted first, so a chat a peer just opened is on the list."""
         check_page_size(limit)
         self._ensure_sync()
+        await self._accept_pending_invites()
         joined = await self.api.request("GET", f"{CS}/joined_rooms")
         rows: list[tuple[int, str, Conversation]] = []
         for room in joined.get("joined_rooms", []):
