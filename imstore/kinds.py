@@ -94,3 +94,4 @@ def searchable_text(mtype: MessageType, fields: dict[str, Any] | Any) -> str:
     if not isinstance(fields, kind.body):
         return ""
     return "\n".join(str(getattr(fields, k)) for k in kind.searchable)
+

@@ -373,8 +373,10 @@ class SearchIndex:
         self._generation = self._ix.latest_generation()
         self._searcher = self._ix.searcher()
 
-    def _create(self) -> Any:
-        TOC.create(self._storage, self._schema, _INDEXNAME)
+    def _create(self, generation: int = 0) -> Any:
+        # A reset index goes on from a higher generation than the one it replaces: a reader
+        # (another process) that compares generations then never takes it for the old one.
+        TOC(self._schema, [], generation).write(self._storage, _INDEXNAME)
         if self.directory is not None:
             with open(os.path.join(self.directory, _FORMAT_FILE), "w", encoding="ascii") as f:
                 f.write(_FORMAT)
@@ -441,13 +443,17 @@ class SearchIndex:
         except Exception:
             pass
         self._columns.clear()
+        try:
+            generation = max(self._generation, self._ix.latest_generation()) + 1
+        except Exception:  # a damaged index
+            generation = self._generation + 1
         if self.directory is None:
             self._storage = _MemoryStorage()
         else:
             shutil.rmtree(self.directory, ignore_errors=True)
             os.makedirs(self.directory, exist_ok=True)
             self._storage = _DiskStorage(self.directory)
-        self._ix = self._create()
+        self._ix = self._create(generation)
         self._generation = self._ix.latest_generation()
         self._searcher = self._ix.searcher()
 
@@ -605,6 +611,13 @@ class SearchIndex:
             old.close()
         except Exception:
             pass
+
+    def reopen(self) -> None:
+        """Open the searcher again at the latest generation (after an error while reading)."""
+        try:
+            self._refresh()
+        except Exception as exc:
+            log.info("could not reopen the search index (%r)", exc)
 
     def _fresh(self) -> None:
         """Reopen the searcher when another writer (process) committed since."""

@@ -170,7 +170,8 @@ class MessageStore:
         return read_owner(os.fspath(path))
 
     def close(self) -> None:
-        """Apply pending index work and close the database. Closing twice is harmless."""
+        """Stop the indexer thread after its current batch and close the database (index work
+        not done yet stays queued; the next open goes on with it). Closing twice is harmless."""
         if self.connection.closed:
             return
         try:
@@ -547,13 +548,27 @@ class MessageStore:
             newest_first=direction == Direction.UP, limit=limit,
             anchor=None if start_msg_id is None else self._reads.anchor(start_msg_id)))
 
-    def flush_index(self) -> int:
-        """Apply the pending index work now (a search does so itself first); returns how many
-        outbox entries were pending."""
+    def flush_index(self, *, progress: Callable[[IndexStatus], None] | None = None,
+                    timeout: float | None = None) -> int:
+        """Wait until the search index holds every change made so far (indexed by this process's
+        indexer thread, or by the process that indexes the store); returns how many outbox
+        entries were pending when called. Searches never need this: they are exact while work
+        is pending. ``progress`` hears an `IndexStatus` about five times a second;
+        ``timeout`` (seconds) bounds the wait: then IMError(DATABASE_ERROR) says what is left
+        (nothing is lost; the work stays queued)."""
+        if progress is not None and not callable(progress):
+            raise invalid("progress", "a callable or None", progress)
+        if timeout is not None and (isinstance(timeout, bool) or
+                                    not isinstance(timeout, int | float) or timeout < 0):
+            raise invalid("timeout", "a number of seconds >= 0 or None", timeout)
         if not self._indexer.enabled:
             return 0
         pending = self._indexer.pending()
-        self._indexer.finish_bulk()
+        tell = None if progress is None else (lambda _done: progress(self.index_status()))
+        if not self._indexer.wait(tell, timeout):
+            raise IMError(ErrorCode.DATABASE_ERROR,
+                          f"the search index is still {self._indexer.pending()} changes behind "
+                          f"after {timeout} s; searches stay exact, and the work stays queued")
         return pending
 
     def index_status(self) -> IndexStatus:

@@ -1,9 +1,10 @@
 """Answering keyword searches (`MessageStore.search_messages`).
 
 Rules kept here:
-- a search first applies pending index work (in the indexing process); rows whose index work is
-  still pending (left by another process for the indexer) are scanned in SQLite and added, so
-  results are exact and read-your-writes in every process; then it asks the index for
+- a search never waits for the indexer: rows whose index work is still pending (in the outbox,
+  for this process's indexer thread or another process's) are scanned in SQLite and added, so
+  results are exact and read-your-writes in every process (a store in memory, which has no
+  thread, applies the outbox first); then it asks the index for
   candidates in time order and keeps only those whose stored text really contains every word
   (`text.matches` is the judge, the index only proposes);
 - words the index cannot hold (emoji, symbols) are found by a scan of the stored payloads;
@@ -24,9 +25,17 @@ import msgpack
 
 from ..kinds import searchable_text
 from ..message import Message, MessageType, SearchScope
-from ..text import content_text, ext_text, indexable, keyword_words, matches, needles
+from ..text import (
+    ascii_word,
+    content_text,
+    ext_text,
+    indexable,
+    keyword_words,
+    matches,
+    needles,
+)
 from ._connection import Connection, chunks, marks
-from ._indexer import SearchWriter
+from ._indexer import OP_VERBATIM, SearchWriter
 from ._rows import MESSAGE_COLUMNS, SELECT_COLUMNS, row_to_message
 
 __all__ = ["Query", "Searcher"]
@@ -143,6 +152,12 @@ class Searcher:
         with self._conn.lock:
             try:
                 return self._search(q)
+            except SearchIndexError:
+                # A reader can meet a merge that removed files it had not opened yet: the same
+                # search on a reader opened again tells that race from damage.
+                self._indexer.reopen_reader()
+            try:
+                return self._search(q)
             except SearchIndexError as exc:
                 # A damaged index (or a write that failed, e.g. on a full disk): this search
                 # answers by reading the rows; the indexer rebuilds, or retries its work later.
@@ -152,8 +167,8 @@ class Searcher:
     def _search(self, q: Query) -> list[Message]:
         fields = _FIELDS[q.scope]
         with self._conn.lock:
-            self._indexer.apply()  # only in the indexing process; others leave work pending
-            index = self._indexer.index  # after apply: taking over indexing reopens the index
+            self._indexer.catch_up()  # without an indexer thread; others leave work pending
+            index = self._indexer.reader  # after catch_up: taking over indexing reopens it
             assert index is not None
             if not index.available:  # another process is (re)building it
                 return self._read_all(q)
@@ -176,7 +191,7 @@ class Searcher:
     def _gather(self, q: Query, scan: bool) -> list[tuple[tuple[int, int], Message]]:
         """Matches in time order until ``limit`` are found and every tie at the time of the last
         one is in (the index orders by time only)."""
-        index = self._indexer.index
+        index = self._indexer.reader
         assert index is not None
         hits: list[tuple[tuple[int, int], Message]] = []
         skip, window = 0, q.limit * 2 + 10
@@ -239,13 +254,27 @@ class Searcher:
         """`_read_all`'s matches with their (sort_time, id) keys. ``pending_only``: only the
         rows whose index work is still in the outbox (not in the index yet)."""
         where, params = q.row_filters()
-        if pending_only:
-            where.append("id IN (SELECT rowid FROM search_outbox)")
         cols = _COLUMNS[q.scope]
+        general: list[str] = []
         for w in q.words:
             for needle in needles(w):
-                where.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
+                general.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
                 params += [needle.encode("utf-8")] * len(cols)
+        if pending_only:
+            # Rows flagged verbatim in the outbox hold every plain ASCII word they match as it
+            # is, up to ASCII case (`text.ascii_verbatim`): SQLite checks that, without Python.
+            if q.scope == SearchScope.CONTENT and all(ascii_word(w) for w in q.words):
+                verbatim = " AND ".join(["instr(lower(body), ?) > 0"] * len(q.words))
+                params += list(q.words)
+                where.append(
+                    f"(id IN (SELECT rowid FROM search_outbox WHERE op < {OP_VERBATIM})"
+                    f"{''.join(' AND ' + g for g in general)} OR "
+                    f"id IN (SELECT rowid FROM search_outbox WHERE op >= {OP_VERBATIM}) "
+                    f"AND {verbatim})")
+            else:
+                where += ["id IN (SELECT rowid FROM search_outbox)", *general]
+        elif general:
+            where += general
         q.add_people_and_types(where, params)
         order = "DESC" if q.newest_first else "ASC"
         hits: list[int] = []

@@ -118,7 +118,7 @@ class Verifier:
         if not self._indexer.enabled or not self._indexer.owns():
             return 0  # another process indexes this store; it is checked there
         for _ in range(5):  # another process may write meanwhile: count with nothing pending
-            self._indexer.apply()
+            self._indexer.wait()
             stored = int(self._conn.one(
                 "SELECT count(*) FROM message WHERE recalled_at IS NULL")[0])
             if not self._indexer.has_pending():

@@ -32,6 +32,7 @@ from ..message import (
     VideoBody,
     conversation_id,
 )
+from ..text import verbatim_searchable
 from ._connection import Connection, chunks, marks
 from ._conversations import ConversationTable
 from ._indexer import SearchWriter
@@ -147,7 +148,8 @@ class Writes:
             conn.run_many(_ATTACH_UPSERT, attach)
         for conv_id, (chat_type, unread, sort, rowid) in convs.items():
             self._convs.add_messages(conv_id, chat_type, unread, sort, rowid)
-        self._indexer.enqueue([first + i for i in range(len(rows))])
+        self._indexer.enqueue([first + i for i in range(len(rows))],
+                              [verbatim_searchable(m.type, m.body) for m in msgs])
 
     # -------------------------------------------------------------------------------- writing
 
@@ -167,18 +169,22 @@ class Writes:
         result = ImportResult()
         seen = 0
         batch: list[Message] = []
-        for msg in messages:
-            seen += 1
-            batch.append(msg)
-            if len(batch) >= batch_size:
+        self._indexer.begin_bulk()
+        try:
+            for msg in messages:
+                seen += 1
+                batch.append(msg)
+                if len(batch) >= batch_size:
+                    self.write_batch(batch, result, mode=Mode.IMPORT)
+                    batch = []
+                    if progress:
+                        progress(seen)
+            if batch:
                 self.write_batch(batch, result, mode=Mode.IMPORT)
-                batch = []
                 if progress:
                     progress(seen)
-        if batch:
-            self.write_batch(batch, result, mode=Mode.IMPORT)
-            if progress:
-                progress(seen)
+        finally:
+            self._indexer.end_bulk()
         if result.imported:
             self._indexer.finish_bulk()
         return result
@@ -264,7 +270,7 @@ class Writes:
             upsert_attachment(self._conn, row.id, msg)
         if row.sort_time != old_sort:
             self._convs.refresh_last(row.conv_id)
-        self._indexer.enqueue([row.id])
+        self._indexer.enqueue([row.id], [verbatim_searchable(msg.type, msg.body)])
 
     def _stored(self, msg_id: str) -> Message | None:
         row = self.find_row(msg_id, SELECT_COLUMNS)
