@@ -31,7 +31,7 @@ from . import __version__
 from .codec import Limits
 from .errors import ErrorCode, IMError
 from .message import Conversation, Direction, Message, MessageType, SearchScope
-from .store import MessageStore
+from .store import IndexStatus, MessageStore
 
 __all__ = ["build_parser", "main"]
 
@@ -326,6 +326,32 @@ class _Stop:
             signal.signal(signal.SIGINT, self.previous)
 
 
+class _StopWaiting(Exception):
+    pass
+
+
+def _wait_for_index(store: MessageStore, stop: _Stop) -> bool:
+    """After an import, show the search index catching up (it is built in the background);
+    False when Ctrl-C ended the wait (the work stays queued for the next open)."""
+    total = store.index_status().pending
+    if not total:
+        return True
+    bar = Progress("indexing", total)
+
+    def tell(status: IndexStatus) -> None:
+        bar(max(total - status.pending, 0))
+        if stop.requested:
+            raise _StopWaiting
+
+    try:
+        store.flush_index(progress=tell)
+        return True
+    except _StopWaiting:
+        return False
+    finally:
+        bar.close()
+
+
 def _sources(paths: Sequence[str]) -> tuple[list[str], list[str]]:
     """The exports named on the command line: files, export folders, folders of exports."""
     from .importers import detect_format, find_exports
@@ -407,6 +433,9 @@ def cmd_import(args: argparse.Namespace) -> int:
                 }
                 if stop.requested:
                     results[src]["interrupted"] = True
+            if store is not None and not stop.requested and not _wait_for_index(store, stop):
+                notes.append("indexing was interrupted: the search index catches up the next "
+                             "time the store is opened (searches are exact meanwhile)")
     finally:
         if store is not None:
             store.close()

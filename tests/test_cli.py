@@ -207,6 +207,7 @@ def test_import_search_export_reimport(data_dir: Path, tmp_path: Path, capsys):
     assert json.loads(out)[str(export)]["imported"] == n
     code, out, _ = run(["stats", "--store", store, "--json"], capsys)
     assert json.loads(out)["messages"] == n
+    assert json.loads(out)["search_pending"] == 0  # the import waited for its index
     code, out, _ = run(["reindex", "--store", store], capsys)
     assert f"{n} messages indexed" in out
     code, out, _ = run(["verify", "--store", store], capsys)

@@ -1023,3 +1023,29 @@ def test_a_verbatim_text_holds_every_plain_word_it_matches(text: str, word: str)
     assert ascii_word(word)
     if ascii_verbatim(text) and matches([word], text):
         assert word in text.lower()
+
+
+def test_reindex_from_a_process_that_is_not_the_indexer(tmp_path: Path):
+    # `imstore reindex` while an app has the store open: the app's indexer rebuilds, both keep
+    # searching exactly meanwhile, and nobody raises
+    path = tmp_path / "s"
+    app = imstore.open(path, user_id="me")
+    texts = {f"m{i}": f"w{i}q common" for i in range(3000)}
+    app.import_messages(Message.text("p", t, sender="p", msg_id=mid, timestamp=1000 + i)
+                        for i, (mid, t) in enumerate(texts.items()))
+    app.flush_index()
+    with app._indexer._work:  # an index that lost documents, as a reason to rebuild
+        app._index.apply([], list(range(1, 101)))
+    assert app._index.doc_count() == 2900
+    cli = subprocess.run(
+        [sys.executable, "-m", "imstore.cli", "reindex", "--store", str(path), "--json"],
+        env={**os.environ, "PYTHONPATH": _ROOT}, capture_output=True, text=True, timeout=300)
+    try:
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout) == {"indexed": 3000}
+        assert app.index_status().pending == 0 and app.index_status().indexer
+        assert app._indexer.doc_count() == 3000
+        assert all_hits(app, "common") == set(texts)
+        assert [m.msg_id for m in app.search_messages("w42q")] == ["m42"]
+    finally:
+        app.close()

@@ -62,6 +62,7 @@ _POLL = 0.5  # seconds between the thread's looks at the outbox (work of other p
 _COALESCE = 0.05  # seconds the thread lets single writes gather before it indexes them
 _YIELD_UNTIL = 100_000  # the thread leaves the core to a running import until this is pending
 LOCK_FILE = "search.lock"  # in the store directory; held by the process that indexes
+_STALE = "index_stale"  # meta key: the indexer must rebuild (search was off, or asked for)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,7 @@ class SearchWriter:
         the indexer thread (when this process holds the indexer lock; else the index opened for
         reading)."""
         if not search:
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('index_stale', '1')")
+            conn.execute(f"INSERT OR REPLACE INTO meta (key, value) VALUES ('{_STALE}', '1')")
             return cls(conn, None)
         from ..search import SearchIndex
 
@@ -177,16 +178,11 @@ class SearchWriter:
         self.index = index
         if old is not None:
             old.close()
-        conn = self._conn
-        stale = conn.one("SELECT 1 FROM meta WHERE key = 'index_stale'") is not None
-        if index.rebuilt or stale:
-            if stale and not index.rebuilt:
-                log.info("the store was used without search; rebuilding its index")
-                index.reset()
-            with conn.tx() as db:
+        if index.rebuilt:
+            with self._conn.tx() as db:
                 self._enqueue_everything(db, _OP_ADD)
-                db.execute_sql("DELETE FROM meta WHERE key = 'index_stale'")
-        else:
+                db.execute_sql(f"DELETE FROM meta WHERE key = '{_STALE}'")
+        elif not self._rebuild_if_marked():
             self._replay_until = self._last_outbox_id()
         self._high = self._max_rowid()
         self._reader = SearchIndex(path, readonly=True)
@@ -344,8 +340,12 @@ class SearchWriter:
         start = self.pending()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self.owns() and not self.background:
-                self.apply()
+            if self.owns():
+                if self._damage is not None:  # a search met damage: the rebuild is queued now
+                    self._rebuild_after_damage()
+                self._rebuild_if_marked()
+                if not self.background:
+                    self.apply()
             left = self.pending()
             if progress:
                 progress(max(start - left, 0))
@@ -498,6 +498,7 @@ class SearchWriter:
         """Apply the outbox a batch at a time until it is empty (or the store closes)."""
         if self._damage is not None:
             self._rebuild_after_damage()
+        self._rebuild_if_marked()
         if self._imports and self.pending() < _YIELD_UNTIL:
             return  # the import's end wakes the thread
         while not self._stop:
@@ -526,9 +527,7 @@ class SearchWriter:
         if self.index is None:
             raise IMError(ErrorCode.SERVICE_NOT_ENABLED, "this store was opened with search=False")
         if not self.owns():
-            raise IMError(ErrorCode.DATABASE_ERROR,
-                          "another process is indexing this store; rebuild the index there or "
-                          "once it has closed the store")
+            return self._rebuild_elsewhere(progress)
         with self._exclusive():
             with self._conn.tx() as db:
                 done = self._enqueue_everything(db, _OP_ADD)
@@ -539,6 +538,17 @@ class SearchWriter:
             with self._exclusive(), self._conn.guard():
                 self.index.merge_if_fragmented()
         return done
+
+    def _rebuild_elsewhere(self, progress: Callable[[int], None] | None) -> int:
+        """Ask the process that indexes the store to rebuild its index (a mark in SQLite that
+        its thread looks for), and wait until it has. Should that process go away meanwhile,
+        this one takes over and rebuilds (`owns`)."""
+        self._conn.execute(f"INSERT OR REPLACE INTO meta (key, value) VALUES ('{_STALE}', '1')")
+        total = int(self._conn.one("SELECT count(*) FROM message")[0])
+        while self._marked() and not self.owns():
+            time.sleep(_COALESCE)
+        self.wait(progress)
+        return total
 
     def recover(self, exc: Exception) -> None:
         """After `search.SearchIndexError`: a damaged index starts again empty and every message
@@ -555,19 +565,37 @@ class SearchWriter:
             return
         self._rebuild_after_damage()
 
+    def _marked(self) -> bool:
+        return self._conn.one(f"SELECT 1 FROM meta WHERE key = '{_STALE}'") is not None
+
+    def _rebuild_if_marked(self) -> bool:
+        """Start the index again when the store says it is stale: it was written by a process
+        that had search off, or another process asked for a rebuild (`rebuild`)."""
+        if self.index is None or not self._marked():
+            return False
+        with self._exclusive():
+            log.info("the search index is marked stale; rebuilding it")
+            with self._conn.tx() as db:
+                self._enqueue_everything(db, _OP_ADD)
+                db.execute_sql(f"DELETE FROM meta WHERE key = '{_STALE}'")
+            with self._conn.guard():
+                self.index.reset()
+        return True
+
     def _rebuild_after_damage(self) -> None:
         assert self.index is not None
         with self._exclusive():
             if self._damage is None:
                 return
-            self._damage = None
             try:
                 self.index.reset()
             except Exception as again:
+                self._damage = None
                 log.warning("could not reset the search index (%r)", again)
                 return
             with self._conn.tx() as db:
                 self._enqueue_everything(db, _OP_ADD)
+            self._damage = None  # only now: a `wait` must not see neither damage nor work
 
     def doc_count(self) -> int:
         if self.index is None:
