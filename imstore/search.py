@@ -420,10 +420,14 @@ class SearchIndex:
             self._storage = _MemoryStorage()
             TOC.create(self._storage, self._schema, _INDEXNAME)
             return _Index(self._storage, self._schema, _INDEXNAME)
+        try:  # the new index goes on from a generation the old one never had (see `_create`)
+            generation = TOC._latest_generation(self._storage, _INDEXNAME) + 1
+        except Exception:
+            generation = 0
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
         self.rebuilt = True
-        return self._create()
+        return self._create(max(generation, 0))
 
     def close(self) -> None:
         with self._helper_lock:
@@ -435,6 +439,12 @@ class SearchIndex:
         except Exception:  # closing a damaged index must not fail
             pass
         self._columns.clear()
+
+    def forget_helper(self) -> None:
+        """Drop the helper process without stopping it (in a forked child: it is the
+        parent's)."""
+        self._helper_lock = threading.Lock()  # a thread of the parent may have held it
+        self._helper = None
 
     def reset(self) -> None:
         """Start again from an empty index (before a rebuild)."""

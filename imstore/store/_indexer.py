@@ -62,7 +62,7 @@ _POLL = 0.5  # seconds between the thread's looks at the outbox (work of other p
 _COALESCE = 0.05  # seconds the thread lets single writes gather before it indexes them
 _YIELD_UNTIL = 100_000  # the thread leaves the core to a running import until this is pending
 LOCK_FILE = "search.lock"  # in the store directory; held by the process that indexes
-_STALE = "index_stale"  # meta key: the indexer must rebuild (search was off, or asked for)
+_STALE = "index_stale"  # meta key: the indexer must rebuild (asked for, or mid-reset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +112,19 @@ def _verbatim_row(mtype: int, body: bytes) -> bool:
         return False
 
 
+def _after_fork_in_child() -> None:
+    for writer in list(_LIVE):
+        writer.forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class SearchWriter:
     """Feeds the keyword index from the outbox. ``index`` is None for a store opened with
-    ``search=False``: then writes enqueue nothing and the store is marked stale, so that the next
-    open with search rebuilds the index. ``index`` is the index this process writes (or, when
-    another process indexes the store, reads); searches use `reader`."""
+    ``search=False``: then this process never indexes, but its writes still queue their index
+    work when the store has an index (`_feeds`). ``index`` is the index this process writes (or,
+    when another process indexes the store, reads); searches use `reader`."""
 
     def __init__(self, conn: Connection, index: SearchIndex | None,
                  directory: str | None = None) -> None:
@@ -136,15 +144,18 @@ class SearchWriter:
         self._batch_done = threading.Condition()
         self._imports = 0  # imports running in this process (the thread yields to them)
         self._imports_lock = threading.Lock()
+        self._waiting = 0  # callers of `wait`: the thread does not yield to imports then
+        self._closed = False
 
     @classmethod
     def open(cls, conn: Connection, directory: str | None, *, search: bool) -> SearchWriter:
         """The writer of a store just opened: the index loaded (or rebuilt), the outbox handed to
         the indexer thread (when this process holds the indexer lock; else the index opened for
         reading)."""
-        if not search:
-            conn.execute(f"INSERT OR REPLACE INTO meta (key, value) VALUES ('{_STALE}', '1')")
-            return cls(conn, None)
+        if not search:  # no index here; the outbox is still fed when the store has one
+            writer = cls(conn, None, directory)
+            writer._high = writer._max_rowid()
+            return writer
         from ..search import SearchIndex
 
         if directory is None:
@@ -176,8 +187,10 @@ class SearchWriter:
             raise
         self._lock_fd = fd
         self.index = index
-        if old is not None:
-            old.close()
+        for stale in (old, self._reader):
+            if stale is not None:
+                stale.close()
+        self._reader = None
         if index.rebuilt:
             with self._conn.tx() as db:
                 self._enqueue_everything(db, _OP_ADD)
@@ -195,11 +208,13 @@ class SearchWriter:
     def owns(self) -> bool:
         """Whether this process is the indexer: it holds the lock, or takes it now (the holder
         went away). A store in memory is always its own indexer."""
-        if self.index is None:
+        if self.index is None or self._closed or self._conn.closed:
             return False
         if self._directory is None or self._lock_fd is not None:
             return True
         with self._conn.lock:
+            if self._closed or self._conn.closed:
+                return False
             if self._lock_fd is not None:
                 return True
             fd = _try_lock(os.path.join(self._directory, LOCK_FILE))
@@ -245,13 +260,16 @@ class SearchWriter:
 
     # ---------------------------------------------------------------- in the write transaction
 
-    def enqueue(self, rowids: Sequence[int], verbatim: Sequence[bool] | None = None) -> None:
+    def enqueue(self, rowids: Sequence[int], verbatim: Sequence[bool] | None = None, *,
+                new: bool = False) -> None:
         """Index (or re-index) these rows once the transaction commits. ``verbatim`` tells, per
         row, that `kinds.verbatim_searchable` holds for it: a search pre-filters such pending
         rows in SQL."""
-        if self.index is None or not rowids:
+        if not rowids or not self._feeds():
             return
-        op = _OP_ADD if min(rowids) > self._high else _OP_INDEX
+        # only rows just inserted may skip the look-up for an older document: a row another
+        # process inserted lies above this process's _high too, and may be indexed already
+        op = _OP_ADD if new and min(rowids) > self._high else _OP_INDEX
         flags = verbatim if verbatim is not None else [False] * len(rowids)
         self._conn.run_many("INSERT INTO search_outbox (rowid, op) VALUES (?, ?)",
                             [(r, op | OP_VERBATIM if a else op)
@@ -260,9 +278,18 @@ class SearchWriter:
 
     def enqueue_deletes(self, where: str, params: Sequence[Any]) -> None:
         """Remove the documents of the message rows matching ``where`` (before they are deleted)."""
-        if self.index is not None:
+        if self._feeds():
             self._conn.run(f"INSERT INTO search_outbox (rowid, op) SELECT id, {_OP_DELETE} "
                            f"FROM message WHERE {where}", params)
+
+    def _feeds(self) -> bool:
+        """Whether writes queue index work: with search on, or (search off in this process)
+        when the store has an index, which another process or a later open keeps up to date.
+        A store never indexed gets its index built whole on the first open with search."""
+        if self.index is not None:
+            return True
+        return self._directory is not None and os.path.isdir(
+            os.path.join(self._directory, "search"))
 
     def _enqueue_everything(self, db: Any, op: int) -> int:
         """Queue every message (a rebuild), flagged as writes flag them."""
@@ -337,6 +364,15 @@ class SearchWriter:
         held (the thread needs it to finish a batch)."""
         if self.index is None:
             return True
+        with self._imports_lock:
+            self._waiting += 1
+        try:
+            return self._wait(progress, timeout)
+        finally:
+            with self._imports_lock:
+                self._waiting -= 1
+
+    def _wait(self, progress: Callable[[int], None] | None, timeout: float | None) -> bool:
         start = self.pending()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -379,6 +415,9 @@ class SearchWriter:
         leaves segment merging to a later commit; ``progress`` hears how many were applied.
         A process that is not the indexer leaves the outbox to the one that is."""
         if self.index is None or not self.owns():
+            return
+        if self.background:  # owns() may just have started the thread: never wait for _work
+            self._wake.set()  # here, the caller may hold the writer lock (a search)
             return
         applied = 0
         while True:
@@ -499,8 +538,8 @@ class SearchWriter:
         if self._damage is not None:
             self._rebuild_after_damage()
         self._rebuild_if_marked()
-        if self._imports and self.pending() < _YIELD_UNTIL:
-            return  # the import's end wakes the thread
+        if self._imports and not self._waiting and self.pending() < _YIELD_UNTIL:
+            return  # the import's end (or a `wait`) wakes the thread
         while not self._stop:
             with self._work:
                 n = self._apply_one(_THREAD_BATCH, merge=True)
@@ -508,6 +547,22 @@ class SearchWriter:
                 self._batch_done.notify_all()
             if n < _THREAD_BATCH:
                 break
+
+    def forget_after_fork(self) -> None:
+        """In a child made by ``fork``: the parent stays the indexer (the lock belongs to the
+        open file both share, and its thread did not come along); this copy searches like any
+        other process and takes over only once the parent has gone."""
+        self._work = threading.Lock()
+        self._batch_done = threading.Condition()
+        self._imports_lock = threading.Lock()
+        self._imports = self._waiting = 0
+        self._wake = threading.Event()
+        self._thread = None
+        if self.index is not None:
+            self.index.forget_helper()  # the parent's helper process: never ours to stop
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # the parent's descriptor keeps the lock
+            self._lock_fd = None
 
     def stop_thread(self) -> None:
         """Stop the thread after its current batch; the outbox keeps the rest."""
@@ -569,8 +624,9 @@ class SearchWriter:
         return self._conn.one(f"SELECT 1 FROM meta WHERE key = '{_STALE}'") is not None
 
     def _rebuild_if_marked(self) -> bool:
-        """Start the index again when the store says it is stale: it was written by a process
-        that had search off, or another process asked for a rebuild (`rebuild`)."""
+        """Start the index again when the store says it must be: another process asked for a
+        rebuild (`rebuild`), a rebuild after damage was cut short, or a store written by an
+        older version with search off."""
         if self.index is None or not self._marked():
             return False
         with self._exclusive():
@@ -587,6 +643,9 @@ class SearchWriter:
         with self._exclusive():
             if self._damage is None:
                 return
+            # a crash between the reset and the commit below must not leave an empty index
+            # that nothing refills: the mark makes the next indexer rebuild
+            self._conn.execute(f"INSERT OR REPLACE INTO meta (key, value) VALUES ('{_STALE}', '1')")
             try:
                 self.index.reset()
             except Exception as again:
@@ -595,6 +654,7 @@ class SearchWriter:
                 return
             with self._conn.tx() as db:
                 self._enqueue_everything(db, _OP_ADD)
+                db.execute_sql(f"DELETE FROM meta WHERE key = '{_STALE}'")
             self._damage = None  # only now: a `wait` must not see neither damage nor work
 
     def doc_count(self) -> int:
@@ -606,6 +666,7 @@ class SearchWriter:
     def close(self) -> None:
         """Stop the thread after its current batch (the outbox keeps what is not indexed; the
         next indexer goes on), close the index, and let go of the indexer lock."""
+        self._closed = True
         try:
             self.stop_thread()
         finally:

@@ -149,7 +149,7 @@ class Writes:
         for conv_id, (chat_type, unread, sort, rowid) in convs.items():
             self._convs.add_messages(conv_id, chat_type, unread, sort, rowid)
         self._indexer.enqueue([first + i for i in range(len(rows))],
-                              [verbatim_searchable(m.type, m.body) for m in msgs])
+                              [verbatim_searchable(m.type, m.body) for m in msgs], new=True)
 
     # -------------------------------------------------------------------------------- writing
 
