@@ -314,9 +314,11 @@ def main(argv: list[str] | None = None) -> int:
                         m_t = [timings(lambda q=q, c=conv: store.search_messages(q, conv_id=c),
                                        1)[0] for q in qs]
                         limit_ms = 30 if conv else 100
-                        rep.add(f"search {lang}, {scope}, {n:,} pending, p95", pct(m_t, .95),
+                        at_goal = n <= 100_000  # the goal is stated for 100k pending
+                        rep.add(f"search {lang}, {scope}, every row pending, p95", pct(m_t, .95),
                                 None, "ms", f"<= {limit_ms} ms at 100k pending",
-                                (lambda lim: lambda m, r: m <= lim or n > 100_000)(limit_ms))
+                                (lambda lim: lambda m, r: m <= lim)(limit_ms) if at_goal
+                                else None)
             finally:
                 store.connection.execute("DELETE FROM search_outbox")
 

@@ -356,6 +356,9 @@ class SearchIndex:
         self.readonly = readonly
         self.available = True
         self.skipped = 0  # documents left out because they could not be indexed
+        # ``offload``: the helper writes every segment of a large batch (the caller is a
+        # background thread, and the interpreter lock is the importer's)
+        self.offload = False
         self._schema = schema()
         if workers is None:
             workers = 2 if (os.cpu_count() or 1) > 1 else 1
@@ -533,10 +536,11 @@ class SearchIndex:
                     m.next()
 
     def _build(self, docs: Sequence[Doc]) -> list[tuple[Any, list[int]]]:
-        """Segments for ``docs``: half of them written by the helper when that pays off."""
+        """Segments for ``docs``: half of them written by the helper when that pays off (all of
+        them when ``offload`` is set: this process has other work for its interpreter)."""
         if self._workers < 2 or len(docs) < _PARALLEL_DOCS or self.directory is None:
             return [write_segment(self._storage, _INDEXNAME, self._schema, docs, _CODEC)]
-        half = len(docs) // 2
+        half = 0 if self.offload else len(docs) // 2
         mine, theirs = docs[:half], docs[half:]
         helper = self._get_helper()
         sent = False
@@ -548,7 +552,8 @@ class SearchIndex:
                 log.info("segment helper unavailable (%r); writing here", exc)
                 self._drop_helper()
         try:
-            out = [write_segment(self._storage, _INDEXNAME, self._schema, mine, _CODEC)]
+            out = [write_segment(self._storage, _INDEXNAME, self._schema, mine, _CODEC)
+                   ] if mine else []
         except BaseException:
             if sent:  # its answer must never be read as the answer to a later batch
                 self._drop_helper()

@@ -535,18 +535,30 @@ class SearchWriter:
 
     def _drain(self) -> None:
         """Apply the outbox a batch at a time until it is empty (or the store closes)."""
+        assert self.index is not None
         if self._damage is not None:
             self._rebuild_after_damage()
         self._rebuild_if_marked()
         if self._imports and not self._waiting and self.pending() < _YIELD_UNTIL:
             return  # the import's end (or a `wait`) wakes the thread
+        fragmented = False
         while not self._stop:
+            # A backlog (an import, a rebuild) goes in large commits without merging, merged
+            # once at the end; while an import runs, the helper process writes every segment
+            # (the interpreter is the importer's).
+            bulk = self.pending() >= 2 * _THREAD_BATCH
+            batch = _INDEX_BATCH if bulk else _THREAD_BATCH
             with self._work:
-                n = self._apply_one(_THREAD_BATCH, merge=True)
+                self.index.offload = bool(self._imports)
+                n = self._apply_one(batch, merge=not bulk)
+            fragmented = fragmented or bulk
             with self._batch_done:
                 self._batch_done.notify_all()
-            if n < _THREAD_BATCH:
+            if n < batch:
                 break
+        if fragmented and not self._stop:
+            with self._work, self._conn.guard():
+                self.index.merge_if_fragmented()
 
     def forget_after_fork(self) -> None:
         """In a child made by ``fork``: the parent stays the indexer (the lock belongs to the
