@@ -956,6 +956,7 @@ def test_close_does_not_wait_for_the_index_and_the_next_open_goes_on(tmp_path: P
         return slow_apply(self, *a, **kw)
 
     monkeypatch.setattr(_indexer, "_THREAD_BATCH", 500)
+    monkeypatch.setattr(_indexer, "_INDEX_BATCH", 500)  # a backlog's batch, as well
     monkeypatch.setattr(SearchIndex, "apply", slow)
     path = tmp_path / "s"
     st = imstore.open(path, user_id="me")
