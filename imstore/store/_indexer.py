@@ -54,7 +54,7 @@ log = logging.getLogger("imstore.store")
 
 _OP_INDEX, _OP_DELETE, _OP_ADD = 1, 2, 3  # ADD: a row id the index has never held
 _OP_MASK = 7
-OP_VERBATIM = 8  # flag on an entry: `kinds.verbatim_searchable` held for the row when written
+OP_VERBATIM = 8  # flag on an entry: `text.verbatim_searchable` held for the row when written
 _INDEX_BATCH = 50_000  # outbox entries per index commit, at most (applied in the foreground)
 _BULK_BATCH = 20_000  # a bulk import applies the outbox once this much is pending (no thread)
 _THREAD_BATCH = 20_000  # outbox entries per commit of the background thread
@@ -104,7 +104,7 @@ def _stop_threads() -> None:
 
 
 def _verbatim_row(mtype: int, body: bytes) -> bool:
-    """`kinds.verbatim_searchable` of a stored row (False when its payload cannot be read)."""
+    """`text.verbatim_searchable` of a stored row (False when its payload cannot be read)."""
     try:
         t = MessageType(mtype)
         return verbatim_searchable(t, decode_body(t, body))
@@ -145,6 +145,7 @@ class SearchWriter:
         self._imports = 0  # imports running in this process (the thread yields to them)
         self._imports_lock = threading.Lock()
         self._waiting = 0  # callers of `wait`: the thread does not yield to imports then
+        self._draining = False  # the thread is applying or merging: a `wait` waits for that too
         self._closed = False
 
     @classmethod
@@ -263,7 +264,7 @@ class SearchWriter:
     def enqueue(self, rowids: Sequence[int], verbatim: Sequence[bool] | None = None, *,
                 new: bool = False) -> None:
         """Index (or re-index) these rows once the transaction commits. ``verbatim`` tells, per
-        row, that `kinds.verbatim_searchable` holds for it: a search pre-filters such pending
+        row, that `text.verbatim_searchable` holds for it: a search pre-filters such pending
         rows in SQL."""
         if not rowids or not self._feeds():
             return
@@ -385,8 +386,8 @@ class SearchWriter:
             left = self.pending()
             if progress:
                 progress(max(start - left, 0))
-            if not left:
-                return True
+            if not left and not (self._draining and self.background):
+                return True  # indexed, and merged: the index is as it will stay
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             self._wake.set()
@@ -541,6 +542,14 @@ class SearchWriter:
         self._rebuild_if_marked()
         if self._imports and not self._waiting and self.pending() < _YIELD_UNTIL:
             return  # the import's end (or a `wait`) wakes the thread
+        self._draining = True
+        try:
+            self._drain_all()
+        finally:
+            self._draining = False
+
+    def _drain_all(self) -> None:
+        assert self.index is not None
         fragmented = False
         while not self._stop:
             # A backlog (an import, a rebuild) goes in large commits without merging, merged
