@@ -62,7 +62,7 @@ _POLL = 0.5  # seconds between the thread's looks at the outbox (work of other p
 _COALESCE = 0.05  # seconds the thread lets single writes gather before it indexes them
 _YIELD_UNTIL = 100_000  # the thread leaves the core to a running import until this is pending
 LOCK_FILE = "search.lock"  # in the store directory; held by the process that indexes
-_STALE = "index_stale"  # meta key: the indexer must rebuild (asked for, or mid-reset)
+_STALE = "index_stale"  # meta key: the indexer must rebuild (another process asked for it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,9 +193,7 @@ class SearchWriter:
                 stale.close()
         self._reader = None
         if index.rebuilt:
-            with self._conn.tx() as db:
-                self._enqueue_everything(db, _OP_ADD)
-                db.execute_sql(f"DELETE FROM meta WHERE key = '{_STALE}'")
+            self._start_over(reset=False)
         elif not self._rebuild_if_marked():
             self._replay_until = self._last_outbox_id()
         self._high = self._max_rowid()
@@ -605,10 +603,7 @@ class SearchWriter:
         if not self.owns():
             return self._rebuild_elsewhere(progress)
         with self._exclusive():
-            with self._conn.tx() as db:
-                done = self._enqueue_everything(db, _OP_ADD)
-            with self._conn.guard():
-                self.index.reset()
+            done = self._start_over()
         self.wait(progress)
         if not self.background:
             with self._exclusive(), self._conn.guard():
@@ -646,36 +641,38 @@ class SearchWriter:
 
     def _rebuild_if_marked(self) -> bool:
         """Start the index again when the store says it must be: another process asked for a
-        rebuild (`rebuild`), a rebuild after damage was cut short, or a store written by an
-        older version with search off."""
+        rebuild (`rebuild`), or an older version wrote the store with search off."""
         if self.index is None or not self._marked():
             return False
         with self._exclusive():
             log.info("the search index is marked stale; rebuilding it")
-            with self._conn.tx() as db:
-                self._enqueue_everything(db, _OP_ADD)
-                db.execute_sql(f"DELETE FROM meta WHERE key = '{_STALE}'")
+            self._start_over()
+        return True
+
+    def _start_over(self, *, reset: bool = True) -> int:
+        """Every message queued for the index (and the rebuild mark cleared) in one
+        transaction, then the index emptied; returns how many were queued. The one way a
+        rebuild starts. In this order no search ever misses a message (it is in the index, the
+        outbox, or both), and a crash before the reset leaves entries the next indexer replays
+        over the old documents. The caller holds `_exclusive`."""
+        assert self.index is not None
+        with self._conn.tx() as db:
+            done = self._enqueue_everything(db, _OP_ADD)
+            db.execute_sql(f"DELETE FROM meta WHERE key = '{_STALE}'")
+        if reset:
             with self._conn.guard():
                 self.index.reset()
-        return True
+        return done
 
     def _rebuild_after_damage(self) -> None:
         assert self.index is not None
         with self._exclusive():
             if self._damage is None:
                 return
-            # a crash between the reset and the commit below must not leave an empty index
-            # that nothing refills: the mark makes the next indexer rebuild
-            self._conn.execute(f"INSERT OR REPLACE INTO meta (key, value) VALUES ('{_STALE}', '1')")
             try:
-                self.index.reset()
-            except Exception as again:
-                self._damage = None
+                self._start_over()
+            except Exception as again:  # whoosh or the file system: the next write retries
                 log.warning("could not reset the search index (%r)", again)
-                return
-            with self._conn.tx() as db:
-                self._enqueue_everything(db, _OP_ADD)
-                db.execute_sql(f"DELETE FROM meta WHERE key = '{_STALE}'")
             self._damage = None  # only now: a `wait` must not see neither damage nor work
 
     def doc_count(self) -> int:
