@@ -211,3 +211,96 @@ def test_import_skips_a_bad_message_with_its_reason_and_imports_the_rest(store: 
 def test_group_acks_of_the_wrong_type_are_refused(store: MessageStore):
     with pytest.raises(IMError):
         store.add_group_acks([GroupReadAck("m", "g", "bob", "not a time")])  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ factories (Message.text, ...)
+
+# factory -> its arguments with a valid value each (positional first; ``None`` path: a real file)
+FACTORY_ARGS: dict[str, dict[str, Any]] = {
+    "text": {"to": "bob", "text": "hi"},
+    "image": {"to": "bob", "path": None, "width": 4, "height": 3, "thumbnail": None,
+              "display_name": "a.png"},
+    "voice": {"to": "bob", "path": None, "duration_ms": 1500, "display_name": "v.ogg"},
+    "video": {"to": "bob", "path": None, "duration_ms": 1500, "thumbnail": None, "width": 4,
+              "height": 3, "display_name": "v.mp4"},
+    "file": {"to": "bob", "path": None, "display_name": "f.bin"},
+    "location": {"to": "bob", "latitude": 39.9, "longitude": 116.4, "address": "a",
+                 "building_name": "b"},
+    "cmd": {"to": "bob", "action": "typing", "params": {"a": 1}},
+    "custom": {"to": "bob", "event": "gift", "params": {"a": "1"}},
+}
+FACTORY_POSITIONAL = {"text": 2, "image": 2, "voice": 3, "video": 3, "file": 2, "location": 3,
+                      "cmd": 2, "custom": 2}
+COMMON_ARGS: dict[str, Any] = {
+    "chat_type": imstore.ChatType.CHAT, "ext": {"k": "v"}, "sender": "carol", "msg_id": "m9",
+    "timestamp": 1_600_000_000_000, "is_read": False, "need_group_ack": False,
+    "local_id": "L1", "edited_at": None, "recalled_at": None,
+}
+FACTORY_PAIRS = [(f, p) for f, ps in FACTORY_ARGS.items() for p in [*ps, *COMMON_ARGS]]
+
+
+@pytest.fixture(scope="module")
+def attachment(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("factory") / "file.bin"
+    path.write_bytes(b"data")
+    return str(path)
+
+
+def _make(factory: str, attachment: str, param: str | None = None, value: Any = None) -> Message:
+    args = {**FACTORY_ARGS[factory], **COMMON_ARGS}
+    for name in ("path", "thumbnail"):
+        if name in args:
+            args[name] = attachment
+    if param is not None:
+        args[param] = value
+    names = list(args)
+    npos = FACTORY_POSITIONAL[factory]
+    fn: Callable[..., Message] = getattr(Message, factory)
+    return fn(*[args[n] for n in names[:npos]], **{n: args[n] for n in names[npos:]})
+
+
+@pytest.mark.parametrize("factory", FACTORY_ARGS)
+def test_a_factory_given_valid_arguments_makes_a_message_the_store_takes(
+        store: MessageStore, attachment: str, factory: str) -> None:
+    m = _make(factory, attachment)
+    assert m.sender == "carol" and m.msg_id == "m9" and m.timestamp == 1_600_000_000_000
+    if factory == "cmd":  # commands are sent, never stored
+        return
+    store.insert_message(m)
+    assert store.get_message("m9") == m
+
+
+@pytest.mark.parametrize(("factory", "param"), FACTORY_PAIRS)
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=HOSTILE)
+def test_a_hostile_factory_argument_raises_only_imerror_naming_it(
+        attachment: str, factory: str, param: str, value: Any) -> None:
+    try:
+        _make(factory, attachment, param, value)
+    except IMError as exc:
+        assert exc.code == ErrorCode.INVALID_PARAM
+        assert param in exc.description or (param == "mtype"), exc.description
+
+
+@pytest.mark.parametrize(("make", "field"), [
+    (lambda: Message.text("g", "x", chat_type="group"), "chat_type"),
+    (lambda: Message.image("bob", None), "path"),
+    (lambda: Message.voice("bob", "/tmp/v.ogg", "3s"), "duration_ms"),
+    (lambda: Message.location("bob", "north", 0), "latitude"),
+    (lambda: Message.text("bob", "x", timestamp=1_615_000_000), "timestamp"),
+    (lambda: Message.text("bob", "x", ext=["a"]), "ext"),
+    (lambda: Message.file("bob", "/tmp/f", display_name=3), "display_name"),
+])
+def test_the_issue_s_factory_calls_raise_imerror_naming_the_field(
+        make: Callable[[], Message], field: str) -> None:
+    with pytest.raises(IMError) as err:
+        make()
+    assert err.value.code == ErrorCode.INVALID_PARAM and field in err.value.description
+
+
+def test_a_timestamp_in_seconds_is_refused_with_the_fix_and_small_test_clocks_are_not() -> None:
+    with pytest.raises(IMError) as err:
+        Message.text("bob", "x", timestamp=1_615_000_000)
+    assert "1615000000000" in err.value.description and "seconds" in err.value.description
+    assert Message.text("bob", "x", timestamp=5).timestamp == 5
+    assert Message.text("bob", "x", timestamp=978_307_200_000).timestamp == 978_307_200_000
