@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import imstore
-from imstore import Direction
+from imstore import Direction, Message
 from imstore.cli import Progress, build_parser, main
 
 from .conftest import REPO
@@ -32,6 +32,11 @@ def run(args: list[str], capsys) -> tuple[int, str, str]:
 
 def ndjson(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def exported_messages(path: Path) -> list[dict]:
+    """The message lines of an export (not its store and conversation records)."""
+    return [d for d in ndjson(path.read_text(encoding="utf-8")) if "record" not in d]
 
 
 @pytest.mark.parametrize("name", subcommands())
@@ -200,7 +205,7 @@ def test_import_search_export_reimport(data_dir: Path, tmp_path: Path, capsys):
     assert code == 0 and len(out.strip().splitlines()) == 1 + 5 + 1  # title, 5, "(more: ...)"
     export = tmp_path / "all.jsonl"
     code, out, _ = run(["export", "--store", store, "--output", str(export)], capsys)
-    n = len(export.read_text().splitlines())
+    n = len(exported_messages(export))
     assert code == 0 and n > 10
     code, out, _ = run(["import", str(export), "--store", str(tmp_path / "copy"), "--user", "Ben",
                         "--json"], capsys)
@@ -268,7 +273,7 @@ def test_export_to_a_file_with_a_wrong_store_leaves_the_file_alone(person, tmp_p
     assert code == 2 and target.read_text(encoding="utf-8") == "precious\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".keep")] == []
     code, _out, _ = run(["export", "-o", str(target), "--store", str(person["store"])], capsys)
-    assert code == 0 and len(target.read_text(encoding="utf-8").splitlines()) == 8
+    assert code == 0 and len(exported_messages(target)) == 8
 
 
 def _latin1(tmp_path: Path) -> Path:
@@ -498,3 +503,105 @@ def test_ctrl_c_stops_an_import_cleanly(tmp_path: Path):
         assert 0 < stored < 60_480 and s.verify().ok
         assert {m.direction for m in s.messages("wa:Dana", limit=400)} == {Direction.SEND,
                                                                             Direction.RECEIVE}
+
+
+# ------------------------------------------------------------------ export -> import: lossless
+
+
+def _rich_store(path: Path) -> None:
+    """A store with a bit of everything an export must keep."""
+    from imstore import ChatType, GroupReadAck
+    from imstore.message import TextBody
+
+    t = 1_600_000_000_000
+    with imstore.open(path, user_id="alice") as s:
+        sent = Message.text("bob", "hello bob", timestamp=t, ext={"k": b"\x00\x01", "n": [1, {}]})
+        s.insert_message(sent)
+        s.set_status(sent.msg_id, imstore.MessageStatus.INPROGRESS)
+        s.mark_sent(sent.msg_id, "S1", t + 5)
+        s.apply_receipts(1, ["S1"])
+        s.apply_receipts(2, ["S1"])
+        img = Message.image("alice", "/nowhere/a.png", sender="bob", timestamp=t + 12, width=4,
+                            height=3)
+        img.body.local_path, img.body.remote_url = "", "https://example.org/a.png"
+        s.import_messages([
+            Message.text("alice", "from bob", sender="bob", timestamp=t + 10, is_read=False),
+            Message.text("alice", "read one", sender="bob", timestamp=t + 11, is_read=True),
+            img,
+            Message.location("bob", 1.5, 2.5, address="here", timestamp=t + 13),
+            Message.custom("team", "poll", {"q": "lunch?"}, chat_type=ChatType.GROUP_CHAT,
+                           timestamp=t + 14, need_group_ack=True, msg_id="G1"),
+            Message.text("team", "to be recalled", sender="carol", msg_id="R1",
+                         chat_type=ChatType.GROUP_CHAT, timestamp=t + 15),
+            Message.text("team", "to be edited", sender="carol", msg_id="E1",
+                         chat_type=ChatType.GROUP_CHAT, timestamp=t + 16, is_read=False),
+        ])
+        s.add_group_acks([GroupReadAck("G1", "team", "bob", t + 20)])
+        s.apply_recall(["R1"], t + 30)
+        s.apply_edit("E1", TextBody("edited text"), t + 31)
+        s.save_conversation("team", ChatType.GROUP_CHAT, last_activity=t + 40,
+                            ext={"title": "The team", "pinned": True})
+        s.save_conversation("empty", ChatType.CHAT_ROOM, last_activity=t + 1,
+                            ext={"title": "Nobody spoke"})
+        s.set_conversation_ext("bob", {"title": "Bob B.", "draft": "see you"})
+
+
+
+
+def _everything(path: Path) -> tuple[list, list]:
+    from imstore.importers.jsonl import conversation_record, to_dict
+
+    with imstore.open(path, user_id=imstore.MessageStore.stored_owner(path) or "?") as s:
+        convs = sorted(s.conversations(), key=lambda c: c.conv_id)
+        msgs = [to_dict(m) for c in convs for m in s.messages(c.conv_id, limit=400)]
+        return ([(conversation_record(c), c.unread_count) for c in convs], msgs)
+
+
+def test_export_then_import_reproduces_the_store_field_by_field(tmp_path: Path, capsys):
+    src, copy, out = tmp_path / "src", tmp_path / "copy", tmp_path / "all.jsonl"
+    _rich_store(src)
+    code, _, err = run(["export", "--store", str(src), "-o", str(out)], capsys)
+    assert code == 0, err
+    code, text, err = run(["import", str(out), "--store", str(copy), "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(text)[str(out)]
+    assert (result["imported"], result["skipped"]) == (8, 0), result
+    assert imstore.MessageStore.stored_owner(copy) == "alice"  # the owner came with the export
+    (convs_a, msgs_a), (convs_b, msgs_b) = _everything(src), _everything(copy)
+    assert len(msgs_a) == 8 and len(convs_a) == 3
+    for a, b in zip(msgs_a, msgs_b, strict=True):
+        for field in a:
+            assert a[field] == b[field], (a["msg_id"], field)
+    assert convs_a == convs_b
+    by_id = {m["msg_id"]: m for m in msgs_b}
+    assert by_id["R1"]["recalled_at"] and by_id["E1"]["edited_at"]
+    assert by_id["E1"]["body"]["text"] == "edited text"
+    assert by_id["S1"]["local_id"] and by_id["S1"]["is_read_acked"]
+    assert by_id["G1"]["group_ack_count"] == 1
+
+
+def test_every_message_and_conversation_field_is_exported():
+    import dataclasses
+
+    from imstore.importers.jsonl import conversation_record, to_dict
+
+    m = Message.text("bob", "x", timestamp=5)
+    assert set(to_dict(m)) == {f.name for f in dataclasses.fields(Message)}
+    conv = imstore.Conversation("bob", imstore.ChatType.CHAT, 2, m, 7, {"title": "B"})
+    rec = conversation_record(conv)
+    public = {n for n in imstore.Conversation.__slots__ if not n.startswith("_")}
+    derived = {"unread_count"}  # counted again from the messages' read state
+    assert set(rec) - {"record"} == public - derived
+
+
+def test_export_refuses_an_output_inside_the_store(person, capsys):
+    store = person["store"]
+    run(["import", str(person["tg"]), "--store", str(store)], capsys)
+    db = store / "imstore.db"
+    before = db.read_bytes()
+    for target in (db, store / "x.jsonl", store / "search" / ".." / "y.jsonl"):
+        code, _, err = run(["export", "--store", str(store), "-o", str(target)], capsys)
+        assert code == 2 and "inside the store" in err, err
+    assert db.read_bytes() == before
+    code, _, _ = run(["stats", "--store", str(store)], capsys)
+    assert code == 0

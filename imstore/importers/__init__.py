@@ -76,11 +76,13 @@ def detect_format(path: str) -> str:
     text = head.decode(enc, errors="ignore").lstrip("\ufeff \t\r\n")
     if text.startswith("{"):
         first = text.split("\n", 1)[0]
+        from .jsonl import is_record
+
         try:
             obj = json.loads(first)
         except ValueError:
             return "telegram"
-        return "jsonl" if isinstance(obj, dict) and "msg_id" in obj else "telegram"
+        return "jsonl" if is_record(obj) else "telegram"
     first_line = text.split("\n", 1)[0].rstrip("\r")
     if HEADER.match(first_line):
         return "whatsapp"
@@ -133,8 +135,8 @@ def scan(path: str, options: ImportOptions | None = None, fmt: str = "auto") -> 
             from .slack import scan_slack
             return scan_slack(path, opts)
         if fmt == "jsonl":
-            info = ExportInfo("jsonl")
-            for _ in _read_jsonl(path, opts):
+            info = ExportInfo("jsonl", state={"convs": {}})
+            for _ in _read_jsonl(path, opts, info):
                 info.total += 1
             return info
     except IsADirectoryError as exc:
@@ -142,11 +144,19 @@ def scan(path: str, options: ImportOptions | None = None, fmt: str = "auto") -> 
     raise IMError(ErrorCode.INVALID_PARAM, f"unknown format {fmt!r}; use one of {FORMATS}")
 
 
-def _read_jsonl(path: str, opts: ImportOptions) -> Iterator[Message]:
+def _read_jsonl(path: str, opts: ImportOptions, info: ExportInfo) -> Iterator[Message]:
+    """The messages of an imstore export; its store and conversation records go to ``info``
+    (the owner, and each conversation's fields for `finish`)."""
     from .jsonl import read_lines
 
+    def record(kind: str, fields: dict[str, Any]) -> None:
+        if kind == "store":
+            info.owner = fields["owner"]
+        else:
+            info.state.setdefault("convs", {})[fields["conv_id"]] = fields
+
     with open(path, "rb") as raw:
-        yield from read_lines(decode_lines(raw, path, opts.encoding), path)
+        yield from read_lines(decode_lines(raw, path, opts.encoding), path, record)
 
 
 def read(path: str, options: ImportOptions, info: ExportInfo,
@@ -162,7 +172,7 @@ def read(path: str, options: ImportOptions, info: ExportInfo,
     if info.format == "slack":
         from .slack import read_slack
         return read_slack(path, options, info, note)
-    return _read_jsonl(path, options)
+    return _read_jsonl(path, options, info)
 
 
 def conversations(path: str, info: ExportInfo) -> dict[str, tuple[ChatType, str]]:
@@ -174,6 +184,9 @@ def conversations(path: str, info: ExportInfo) -> dict[str, tuple[ChatType, str]
         return {info.state["conv"]: (info.state["ctype"], info.state["title"])}
     if info.format == "slack":
         return dict(info.state["convs"])
+    if info.format == "jsonl":
+        return {c: (f["chat_type"], str((f.get("ext") or {}).get("title") or ""))
+                for c, f in info.state.get("convs", {}).items()}
     return {}
 
 
@@ -188,7 +201,12 @@ def read_file(path: str, *, owner: str = "", fmt: str = "auto", me: tuple[str, .
 
 def save_titles(store: Any, path: str, info: ExportInfo) -> None:
     """Give the export's conversations that are in the store their titles (ext["title"]),
-    keeping whatever else their ext holds."""
+    keeping whatever else their ext holds; an imstore export's conversations get back every
+    field it kept."""
+    if info.format == "jsonl":
+        for fields in info.state.get("convs", {}).values():
+            store.save_conversation(**fields)
+        return
     for conv_id, (_ctype, title) in conversations(path, info).items():
         conv = store.conversation(conv_id)
         if conv is None or not title:
