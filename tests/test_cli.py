@@ -605,3 +605,14 @@ def test_export_refuses_an_output_inside_the_store(person, capsys):
     assert db.read_bytes() == before
     code, _, _ = run(["stats", "--store", str(store)], capsys)
     assert code == 0
+
+
+def test_a_new_store_takes_its_owner_from_me_in_a_telegram_export_without_ids(
+        data_dir: Path, tmp_path: Path, capsys):
+    src = str(data_dir / "exports" / "telegram" / "chatminer_batch_export.json")
+    store = str(tmp_path / "s")
+    code, out, err = run(["import", src, "--store", store, "--me", "Author 1"], capsys)
+    assert code == 0, err
+    assert "created the store" in out and "tg:Author 1" in out and "wrote nothing" not in out
+    code, out, _ = run(["messages", "tg:group:Chatname", "--store", store, "--json"], capsys)
+    assert [m["direction"] for m in ndjson(out)] == ["SEND", "RECEIVE"]

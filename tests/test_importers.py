@@ -232,7 +232,10 @@ def test_telegram_media_types(data_dir: Path, store):
     assert photo.body.width == 904 and photo.body.remote_url.startswith("telegram-export:photos/")
     assert photo.ext["caption"].startswith("I'm a photo")
     assert any(m.type == MessageType.CUSTOM and m.body.event == "telegram.sticker" for m in saved)
-    assert all(m.direction == Direction.SEND for m in saved)
+    # Saved Messages: mine, except what I forwarded there from others (and posts of a channel)
+    forwarded = {m.msg_id for m in saved if m.ext.get("forwarded_from") not in (None, "Ben")}
+    assert forwarded and {m.msg_id for m in saved if m.direction == Direction.SEND} == {
+        m.msg_id for m in saved if m.msg_id not in forwarded and m.ext.get("sender_name") == "Ben"}
     reply = next(m for m in saved if m.ext.get("tg_id") == 7)
     assert store.get_message(reply.ext["reply_to"]).body.event == "telegram.poll"
 
@@ -259,7 +262,7 @@ def test_telegram_unexpected_keys_are_kept_or_skipped_with_reasons(data_dir: Pat
 def test_telegram_owner_and_directions(data_dir: Path):
     with imstore.open(":memory:", user_id="Ben") as store:
         import_file(store, str(data_dir / "exports" / "telegram" / "innerdvations_bot.json"))
-        msgs = store.messages("tg:9999999999")
+        msgs = store.messages("tg:8888888888")
         assert {m.direction for m in msgs} == {Direction.SEND, Direction.RECEIVE}
 
 
@@ -269,6 +272,46 @@ def test_telegram_me_by_name_in_a_group(data_dir: Path):
         import_file(store, str(path), options=ImportOptions(me=("Ben",)))
         assert {m.direction for m in store.messages("tg:group:9999999999")} == {Direction.SEND}
     assert scan(str(path), ImportOptions(me=("Ben",))).owner == "tg:9999999999"
+
+
+def test_telegram_me_by_name_in_an_export_without_from_id(data_dir: Path):
+    path = str(data_dir / "exports" / "telegram" / "chatminer_batch_export.json")
+    info = scan(path, ImportOptions(me=("author 1",)))
+    assert info.owner == "tg:Author 1" and not any("wrote nothing" in n for n in info.notes)
+    with imstore.open(":memory:", user_id=info.owner) as store:
+        import_file(store, path, options=ImportOptions(me=("author 1",)))
+        msgs = store.messages("tg:group:Chatname")
+        assert [(m.direction, m.ext["sender_name"]) for m in msgs] == [
+            (Direction.SEND, "Author 1"), (Direction.RECEIVE, "Author 2")]
+    assert any("wrote nothing" in n for n in scan(path, ImportOptions(me=("Nobody",))).notes)
+
+
+def test_telegram_bot_chat_is_with_the_bot_not_with_me(data_dir: Path):
+    # The export gives the bot chat the owner's own id; the bot is the one named like the chat.
+    path = str(data_dir / "exports" / "telegram" / "innerdvations_bot.json")
+    info = scan(path, ImportOptions(tz="UTC"))
+    assert conversations(path, info) == {"tg:8888888888": (ChatType.CHAT, "Bot User")}
+    with imstore.open(":memory:", user_id="tg:9999999999") as store:
+        import_file(store, path, options=ImportOptions(tz="UTC"))
+        msgs = store.messages("tg:8888888888")
+        assert [(m.direction, m.ext["sender_name"]) for m in msgs] == [
+            (Direction.RECEIVE, "Bot User"), (Direction.SEND, "Real User")]
+        assert store.conversation("tg:9999999999") is None
+
+
+def test_telegram_saved_messages_keep_who_wrote_a_forward(data_dir: Path):
+    path = str(data_dir / "exports" / "telegram" / "innerdvations_saved.json")
+    info = scan(path, ImportOptions(tz="UTC"))
+    assert info.owner == "tg:9999999999"  # the Saved Messages chat is its owner's
+    with imstore.open(":memory:", user_id=info.owner) as store:
+        import_file(store, path, options=ImportOptions(tz="UTC"))
+        saved = {m.ext["tg_id"]: m for m in store.messages("tg:saved:9999999999", limit=400)}
+    assert saved[183290].direction == Direction.SEND  # typed straight into Saved Messages
+    assert saved[210087].direction == Direction.SEND  # my own message, forwarded there
+    other = saved[176390]
+    assert (other.direction, other.sender, other.ext["forwarded_from"],
+            other.ext["sender_name"]) == (Direction.RECEIVE, "tg:Other Person", "Other Person",
+                                          "Other Person")
 
 
 # ------------------------------------------------------------------------------------ WhatsApp
