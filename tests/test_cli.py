@@ -616,3 +616,48 @@ def test_a_new_store_takes_its_owner_from_me_in_a_telegram_export_without_ids(
     assert "created the store" in out and "tg:Author 1" in out and "wrote nothing" not in out
     code, out, _ = run(["messages", "tg:group:Chatname", "--store", store, "--json"], capsys)
     assert [m["direction"] for m in ndjson(out)] == ["SEND", "RECEIVE"]
+
+
+@pytest.mark.slow
+def test_the_bar_is_drawn_on_a_terminal_that_reports_no_size(tmp_path: Path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    chat = write_whatsapp(tmp_path, "WhatsApp Chat with Dana.txt",
+                          "".join(f"13/03/2021, 10:{i % 60:02} - {'Ann' if i % 2 else 'Dana'}: line {i}\n"
+                                  for i in range(3000)))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "imstore.cli", "import", str(chat), "--store",
+                             str(tmp_path / "s"), "--me", "Ann", "--tz", "UTC"],
+                            stdout=subprocess.DEVNULL, stderr=slave, env=_env())
+    os.close(slave)
+    drawn = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the process closed the terminal
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert b"importing WhatsApp Chat with Dana.txt" in drawn and b"msg/s" in drawn
+
+
+def test_the_plain_counter_shows_the_indexer_s_estimate(monkeypatch, capsys):
+    monkeypatch.setenv("IMSTORE_PROGRESS_EVERY", "0")
+    bar = Progress("indexing", 1000)
+    bar.estimate(12.4)
+    bar(0)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "indexing: 0/1,000" in err and "about 12 s left" in err

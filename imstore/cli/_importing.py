@@ -45,6 +45,7 @@ def _wait_for_index(store: MessageStore, stop: Stop) -> bool:
     bar = Progress("indexing", total)
 
     def tell(status: IndexStatus) -> None:
+        bar.estimate(status.seconds_left)
         bar(max(total - status.pending, 0))
         if stop.requested:
             raise _StopWaiting
