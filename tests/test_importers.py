@@ -231,13 +231,43 @@ def test_telegram_media_types(data_dir: Path, store):
     photo = next(m for m in saved if m.type == MessageType.IMAGE)
     assert photo.body.width == 904 and photo.body.remote_url.startswith("telegram-export:photos/")
     assert photo.ext["caption"].startswith("I'm a photo")
-    assert any(m.type == MessageType.CUSTOM and m.body.event == "telegram.sticker" for m in saved)
+    sticker = next(m for m in saved if "sticker" in m.ext)
+    assert sticker.type == MessageType.IMAGE and sticker.body.display_name == "\U0001f92d"
     # Saved Messages: mine, except what I forwarded there from others (and posts of a channel)
     forwarded = {m.msg_id for m in saved if m.ext.get("forwarded_from") not in (None, "Ben")}
     assert forwarded and {m.msg_id for m in saved if m.direction == Direction.SEND} == {
         m.msg_id for m in saved if m.msg_id not in forwarded and m.ext.get("sender_name") == "Ben"}
     reply = next(m for m in saved if m.ext.get("tg_id") == 7)
-    assert store.get_message(reply.ext["reply_to"]).body.event == "telegram.poll"
+    assert store.get_message(reply.ext["reply_to"]).ext["poll"]["question"] == "quiz poll"
+
+
+def test_telegram_polls_and_stickers_are_found_in_the_default_scope(data_dir: Path, store):
+    import_file(store, str(data_dir / "exports" / "telegram" / "innerdvations_saved.json"))
+    for words in ("quiz poll", "option 3", "Poll question", "\U0001f92d"):
+        assert store.search_messages(words), words
+    poll = store.search_messages("quiz poll")[0]
+    assert poll.body.text == "quiz poll\n- option 1\n- option 2\n- option 3"
+    assert poll.ext["poll"]["total_voters"] == 1
+
+
+def test_telegram_attachment_paths_stay_inside_the_export(tmp_path: Path, store):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "photos").mkdir()
+    (tmp_path / "export" / "photos" / "ok.jpg").write_bytes(b"\xff\xd8\xff")
+    (tmp_path / "secret.jpg").write_bytes(b"secret")
+    (tmp_path / "export" / "photos" / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    msgs = [{"id": i, "type": "message", "date_unixtime": str(1_600_000_000 + i), "from": "Bob",
+             "from_id": "user2", "text": "", "photo": photo}
+            for i, photo in enumerate(["photos/ok.jpg", "/etc/passwd", "../secret.jpg",
+                                       "photos/link.jpg"])]
+    path = tmp_path / "export" / "result.json"
+    path.write_text(json.dumps({"name": "Bob", "type": "personal_chat", "id": 2,
+                                "messages": msgs}), encoding="utf-8")
+    import_file(store, str(path), options=ImportOptions(me=("Ann",)))
+    got = {m.ext["tg_id"]: m.body for m in store.messages("tg:2")}
+    assert got[0].local_path == str(tmp_path / "export" / "photos" / "ok.jpg")
+    for i in (1, 2, 3):  # kept as files the export names, never read from outside it
+        assert got[i].local_path == "" and got[i].remote_url.startswith("telegram-export:")
 
 
 def test_telegram_entity_arrays_read_as_text(data_dir: Path, store):

@@ -7,7 +7,8 @@ Rules kept here:
   the file and the line, never a replacement character and never a `UnicodeDecodeError`;
 - who "me" is in an export is decided by `Identity` alone: a sender is the store's owner when
   their id or their name (as the export writes it) is one of the names the import was given;
-- a deleted message is a recall notice, not text (`deleted_message`); an edit keeps its time.
+- a deleted message is a recall notice, not text (`deleted_message`); an edit keeps its time;
+- a file an export names is read only from inside the export's folder (`inside`).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from ..message import (
 )
 
 __all__ = ["ExportInfo", "Identity", "ImportOptions", "attachment_message", "custom",
-           "decode_lines", "deleted_message", "detect_encoding", "mark_edited", "stable_id",
-           "str_params", "zone_of"]
+           "decode_lines", "deleted_message", "detect_encoding", "inside", "mark_edited",
+           "stable_id", "str_params", "zone_of"]
 
 Skipped = Callable[[str], None]
 
@@ -160,6 +161,14 @@ def attachment_message(to: str, mtype: MessageType, *, path: str | None, origin:
     else:
         body = FileBody(**common)
     return Message.of(mtype, to, body, **kw)
+
+
+def inside(base: str, rel: str) -> str:
+    """``rel`` (a path an export names) under the export's folder ``base``; "" when it points
+    outside it (an absolute path, ``..``, a link out): such a file is never read."""
+    root = os.path.realpath(base)
+    path = os.path.realpath(os.path.join(root, rel))
+    return path if os.path.commonpath([root, path]) == root and path != root else ""
 
 
 def _int(value: Any) -> int | None:

@@ -33,9 +33,10 @@ Mapping (export field -> imstore):
 - ``file`` + ``media_type`` voice_message / audio_file -> VOICE (``duration_seconds``)
 - ``file`` + video_file / animation / video_message -> VIDEO (``thumbnail``)
 - other ``file`` (``mime_type``) -> FILE
-- ``media_type`` sticker (``sticker_emoji``) -> CUSTOM ``telegram.sticker``
+- ``media_type`` sticker (``sticker_emoji``) -> IMAGE named by its emoji, ``ext["sticker"]``
 - ``location_information``, ``place_name``, ``address`` -> LOCATION
-- ``poll``, ``contact_information``, ``dice``, games, invoices, anything else without text -> CUSTOM
+- ``poll`` -> TEXT (the question, one answer a line: searchable), the poll in ``ext["poll"]``
+- ``contact_information``, ``dice``, games, invoices, anything else without text -> CUSTOM
   ``telegram.<kind>`` with the fields as params
 - service ``action`` (``phone_call`` with ``duration_seconds``/``discard_reason``, ``pin_message``
   with ``message_id``, ``create_group``...) -> CUSTOM ``telegram.<action>`` with every field; a
@@ -64,6 +65,7 @@ from ._common import (
     custom,
     detect_encoding,
     encoding_error,
+    inside,
     mark_edited,
     stable_id,
     zone_of,
@@ -465,7 +467,7 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
     media = m.get("media_type")
 
     def origin(rel: str) -> tuple[str, str]:
-        return os.path.join(base, rel), f"telegram-export:{rel}"
+        return inside(base, rel), f"telegram-export:{rel}"
 
     if text and (media or "photo" in m or "file" in m or "poll" in m
                  or "location_information" in m or "contact_information" in m):
@@ -476,10 +478,14 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
         msg = attachment_message(to, MessageType.IMAGE, path=p, origin=o,
                                  display_name=os.path.basename(str(m["photo"])),
                                  width=m.get("width"), height=m.get("height"), ext=ext, **kw)
-    elif media == "sticker":
-        msg = custom(to, "telegram.sticker", {"emoji": m.get("sticker_emoji", ""),
-                                              "file": m.get("file", ""),
-                                              "thumbnail": m.get("thumbnail")}, ext=ext, **kw)
+    elif media == "sticker":  # an image named by its emoji, which search finds
+        rel = str(m.get("file", ""))
+        p, o = origin(rel)
+        ext["sticker"] = {k: m[k] for k in ("sticker_emoji", "thumbnail") if m.get(k)}
+        msg = attachment_message(to, MessageType.IMAGE, path=p, origin=o,
+                                 display_name=str(m.get("sticker_emoji") or "")
+                                 or os.path.basename(rel) or "sticker",
+                                 width=m.get("width"), height=m.get("height"), ext=ext, **kw)
     elif "file" in m or media:
         rel = str(m.get("file", ""))
         p, o = origin(rel)
@@ -491,7 +497,7 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
                                                 "duration_seconds": m.get("duration_seconds")},
                          ext=ext, **kw)
         else:
-            thumb = os.path.join(base, str(m["thumbnail"])) if m.get("thumbnail") else None
+            thumb = inside(base, str(m["thumbnail"])) if m.get("thumbnail") else None
             if m.get("mime_type"):
                 ext["mime_type"] = m["mime_type"]
             if mtype == MessageType.FILE and dur:
@@ -508,9 +514,13 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
             lat = lon = 0.0
         msg = Message.location(to, lat, lon, address=str(m.get("address") or ""),
                                building_name=str(m.get("place_name") or ""), ext=ext, **kw)
+    elif isinstance(m.get("poll"), dict) and _poll_text(m["poll"]):
+        # The question and the answers are what search should find: the message's text; the
+        # poll itself (votes, closed) in ext["poll"].
+        ext["poll"] = m["poll"]
+        msg = Message.text(to, _poll_text(m["poll"]), ext=ext, **kw)
     elif isinstance(m.get("poll"), dict):
-        poll = m["poll"]
-        msg = custom(to, "telegram.poll", poll, ext=ext, **kw)
+        msg = custom(to, "telegram.poll", m["poll"], ext=ext, **kw)
     elif isinstance(m.get("contact_information"), dict):
         msg = custom(to, "telegram.contact", m["contact_information"], ext=ext, **kw)
     elif text:
@@ -524,6 +534,15 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
         skipped("telegram: empty message")
         return None
     return _edited(msg, m, zone)
+
+
+def _poll_text(poll: dict[str, Any]) -> str:
+    """A poll as text: its question, then one answer a line."""
+    answers = poll.get("answers")
+    lines = [str(poll.get("question") or "")]
+    if isinstance(answers, list):
+        lines += [f"- {a['text']}" for a in answers if isinstance(a, dict) and a.get("text")]
+    return "\n".join(lines).strip()
 
 
 def _edited(msg: Message, m: dict[str, Any], zone: Any) -> Message:

@@ -50,6 +50,7 @@ from ._common import (
     custom,
     decode_lines,
     deleted_message,
+    inside,
     kind_of,
     mark_edited,
     stable_id,
@@ -166,7 +167,7 @@ class _Source:
         if self.zip_member is not None:
             return None, f"whatsapp-export:{name}", self.sizes.get(name, 0)
         assert self.media_dir is not None
-        return os.path.join(self.media_dir, name), f"whatsapp-export:{name}", 0
+        return inside(self.media_dir, name) or None, f"whatsapp-export:{name}", 0
 
 
 def _split_date(date: str) -> list[int]:
