@@ -22,7 +22,7 @@ from imstore.importers import (
     read_file,
     scan,
 )
-from imstore.importers.jsonl import to_dict, write_jsonl
+from imstore.importers.jsonl import dumps, to_dict, write_jsonl
 from imstore.importers.whatsapp import chat_name
 
 # ------------------------------------------------------------------------- exports written here
@@ -714,3 +714,158 @@ def test_telegram_dates_without_unixtime_are_read_in_the_zone(data_dir: Path):
         [9 * 3600_000] * 2
     assert any("2 message(s) have only a local date: read in UTC" in n
                for n in scan(path, ImportOptions(tz="UTC")).notes)
+
+
+# ------------------------------------------------- hostile exports: the library raises only IMError
+
+HOSTILE_VALUES: list[Any] = [None, True, -1, 2**70, 1.5, float("nan"), "", "x" * 5000, "\ud800",
+                             [], [1, None], {}, {"a": {"b": None}}, "../../etc/passwd"]
+
+
+def _telegram_variants() -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    chat = ACCOUNT["chats"]["list"][0]
+    keys = sorted({k for m in chat["messages"] for k in m} | {"photo", "file", "media_type",
+                  "location_information", "poll", "thumbnail", "width", "duration_seconds",
+                  "sticker_emoji", "contact_information", "forwarded_from"})
+    for key in keys:
+        for i, value in enumerate(HOSTILE_VALUES):
+            doc = json.loads(json.dumps(ACCOUNT))
+            msg = doc["chats"]["list"][0]["messages"][i % 5]
+            msg[key] = value if not (isinstance(value, float) and value != value) else "nan"
+            if key in ("width", "duration_seconds"):
+                msg["photo" if key == "width" else "file"] = "photos/a.jpg"
+                msg["media_type"] = "voice_message" if key == "duration_seconds" else None
+            out.append((f"telegram {key}={value!r:.20}", doc))
+    for key in ("name", "type", "id", "messages", "personal_information", "chats"):
+        for value in HOSTILE_VALUES[:12]:
+            doc = json.loads(json.dumps(ACCOUNT))
+            target = doc if key in ("personal_information", "chats") else doc["chats"]["list"][0]
+            target[key] = value if not (isinstance(value, float) and value != value) else "nan"
+            out.append((f"telegram chat {key}={value!r:.20}", doc))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "doc"), _telegram_variants(), ids=lambda v: str(v)[:40])
+def test_a_hostile_telegram_export_raises_only_imerror(tmp_path: Path, name: str, doc: Any):
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with imstore.open(":memory:", user_id="tg:111") as store:
+        if name.startswith("telegram chat"):
+            try:
+                import_file(store, str(path))
+            except IMError:
+                pass
+        else:  # one bad field of one message: that message at most is skipped, with its reason
+            try:
+                res = import_file(store, str(path))
+            except IMError as exc:  # the JSON parser's own limit (ints past 64 bits): the file
+                assert "integer overflow" in exc.description, exc
+            else:
+                assert res.imported >= 7 and res.imported + res.skipped >= 8, res
+        assert store.verify().ok
+
+
+def _slack_variants(tmp_path: Path) -> list[tuple[str, Path]]:
+    out = []
+    base = write_slack(tmp_path / "base.zip")
+    with zipfile.ZipFile(base) as z:
+        members = {n: json.loads(z.read(n)) for n in z.namelist()}
+    keys = sorted({k for m in members["general/2021-03-01.json"] for k in m})
+    for n, (key, value) in enumerate((k, v) for k in keys for v in HOSTILE_VALUES):
+        data = json.loads(json.dumps(members))
+        data["general/2021-03-01.json"][n % 5][key] = value if value == value else "nan"
+        path = tmp_path / f"v{n}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            for name, content in data.items():
+                z.writestr(name, json.dumps(content))
+        out.append((f"slack {key}={value!r:.20}", path))
+    for n, listing in enumerate(["users.json", "channels.json", "dms.json"]):
+        for m, value in enumerate(HOSTILE_VALUES[:12]):
+            data = json.loads(json.dumps(members))
+            data[listing] = value if value == value else "nan"
+            path = tmp_path / f"l{n}_{m}.zip"
+            with zipfile.ZipFile(path, "w") as z:
+                for name, content in data.items():
+                    z.writestr(name, json.dumps(content))
+            out.append((f"slack {listing}={value!r:.20}", path))
+    return out
+
+
+@pytest.mark.slow
+def test_hostile_slack_exports_raise_only_imerror(tmp_path: Path):
+    escaped = []
+    for name, path in _slack_variants(tmp_path):
+        with imstore.open(":memory:", user_id="slack:U1") as store:
+            try:
+                import_file(store, str(path))
+            except IMError:
+                pass
+            except Exception as exc:
+                escaped.append(f"{name}: {type(exc).__name__}: {exc}")
+    assert not escaped, "\n".join(escaped)
+
+
+@pytest.mark.parametrize("text", [
+    "01/03/2021, 09:01 - Dana: <attached: ../../etc/passwd>\n13/03/2021, 09:02 - Ann: x\n",
+    "99/99/2021, 99:99 - Dana: hi\n",
+    "01/03/2021, 09:01 - : \n",
+    "01/03/2021, 09:01 - Dana: location: https://maps.google.com/?q=999,999\n"
+    "13/03/2021, 09:02 - Ann: x\n",
+    "\x00\x00\x00\x00",
+    "01/03/2021, 09:01 - Dana: " + "x" * 100_000 + "\n13/03/2021, 09:02 - Ann: x\n",
+])
+def test_a_hostile_whatsapp_export_raises_only_imerror(tmp_path: Path, text: str):
+    path = write_whatsapp(tmp_path, text=text)
+    with imstore.open(":memory:", user_id="wa:Ann") as store:
+        try:
+            import_file(store, str(path), options=ImportOptions(me=("Ann",), tz="UTC"))
+        except IMError:
+            pass
+
+
+def _jsonl_variants() -> list[tuple[str, str]]:
+    good = to_dict(Message.text("bob", "hi", timestamp=1_600_000_000_000, msg_id="m1"))
+    out = [("not json", "{nope\n"), ("a list", "[1, 2]\n"), ("a record", '{"record": 5}\n'),
+           ("store", '{"record": "store", "owner": 5}\n'),
+           ("conversation", '{"record": "conversation", "conv_id": "c", "chat_type": "X"}\n'),
+           ("conversation ext", '{"record": "conversation", "conv_id": "c", "chat_type": "CHAT",'
+                                ' "ext": 5, "last_activity": -1}\n')]
+    for key in good:
+        for value in HOSTILE_VALUES:
+            d = dict(good)
+            d[key] = value if value == value else "nan"
+            out.append((f"jsonl {key}={value!r:.20}", json.dumps(d) + "\n"))
+    return out
+
+
+def test_hostile_imstore_exports_raise_only_imerror(tmp_path: Path):
+    escaped = []
+    for n, (name, text) in enumerate(_jsonl_variants()):
+        path = tmp_path / f"{n}.jsonl"
+        path.write_text('{"record": "store", "owner": "alice", "version": 1}\n' + text,
+                        encoding="utf-8")
+        with imstore.open(":memory:", user_id="alice") as store:
+            try:
+                import_file(store, str(path), fmt="jsonl")
+            except IMError:
+                pass
+            except Exception as exc:
+                escaped.append(f"{name}: {type(exc).__name__}: {exc}")
+    assert not escaped, "\n".join(escaped)
+
+
+def test_valid_exports_of_every_format_are_imported(tmp_path: Path):
+    """The pair of the hostile-export tests: the same builders, unharmed, import whole."""
+    (tmp_path / "tg").mkdir()
+    with imstore.open(":memory:", user_id="tg:111") as store:
+        assert import_file(store, str(write_account(tmp_path / "tg"))).imported == 8
+        assert import_file(store, str(write_slack(tmp_path / "s.zip")),
+                           options=ImportOptions(me=("ann",))).imported == 8
+        assert import_file(store, str(write_whatsapp(tmp_path)),
+                           options=ImportOptions(me=("Ann",), tz="UTC")).imported == 7
+        good = tmp_path / "x.jsonl"
+        good.write_text(_jsonl_variants()[0][1].replace("{nope", dumps(Message.text(
+            "bob", "hi", timestamp=1_600_000_000_000, msg_id="m1"))), encoding="utf-8")
+        assert import_file(store, str(good)).imported == 1

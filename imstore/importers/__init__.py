@@ -13,7 +13,10 @@ Rules kept here:
 - nothing is dropped silently: what has no imstore field is kept in ``ext``; what cannot be
   imported at all is counted with its reason (`ImportResult.reasons`);
 - conversation titles go to the conversation's ``ext["title"]``, sender display names to the
-  message's ``ext["sender_name"]``.
+  message's ``ext["sender_name"]``;
+- the library API (`scan`, `read`, `import_file`) raises only `IMError`: a malformed export is
+  INVALID_PARAM naming the file, an unreadable one FILE_INVALID; one malformed entry is skipped
+  with its reason.
 """
 
 from __future__ import annotations
@@ -26,7 +29,14 @@ from typing import Any
 
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, ImportResult, Message
-from ._common import ExportInfo, ImportOptions, Skipped, decode_lines, detect_encoding
+from ._common import (
+    MALFORMED,
+    ExportInfo,
+    ImportOptions,
+    Skipped,
+    decode_lines,
+    detect_encoding,
+)
 
 __all__ = ["FORMATS", "ExportInfo", "ImportOptions", "conversations", "detect_format",
            "find_exports", "import_file", "read", "read_file", "scan"]
@@ -141,7 +151,30 @@ def scan(path: str, options: ImportOptions | None = None, fmt: str = "auto") -> 
             return info
     except IsADirectoryError as exc:
         raise IMError(ErrorCode.INVALID_PARAM, f"{path}: a folder, not a {fmt} export") from exc
+    except (OSError, *_MALFORMED) as exc:
+        raise _unreadable(path, fmt, exc) from exc
     raise IMError(ErrorCode.INVALID_PARAM, f"unknown format {fmt!r}; use one of {FORMATS}")
+
+
+_MALFORMED = tuple(e for e in MALFORMED if e is not IMError)
+
+
+def _unreadable(path: str, fmt: str, exc: BaseException) -> IMError:
+    """What a reader met that it did not foresee, as the one error the library raises."""
+    if isinstance(exc, OSError):
+        return IMError(ErrorCode.FILE_INVALID, f"{path}: cannot read the export "
+                                               f"({exc.strerror or exc})")
+    return IMError(ErrorCode.INVALID_PARAM, f"{path}: not a valid {fmt} export (a part of it has "
+                                            f"the wrong type or value: {type(exc).__name__})")
+
+
+def _guarded(path: str, fmt: str, messages: Iterator[Message]) -> Iterator[Message]:
+    try:
+        yield from messages
+    except IMError:
+        raise
+    except (OSError, *_MALFORMED) as exc:
+        raise _unreadable(path, fmt, exc) from exc
 
 
 def _read_jsonl(path: str, opts: ImportOptions, info: ExportInfo) -> Iterator[Message]:
@@ -163,16 +196,19 @@ def read(path: str, options: ImportOptions, info: ExportInfo,
          skipped: Skipped | None = None) -> Iterator[Message]:
     """The messages of an export that `scan` checked, streamed."""
     note = skipped or (lambda reason: None)
+    messages: Iterator[Message]
     if info.format == "telegram":
         from .telegram import read_telegram
-        return read_telegram(path, options, info, note)
-    if info.format == "whatsapp":
+        messages = read_telegram(path, options, info, note)
+    elif info.format == "whatsapp":
         from .whatsapp import read_whatsapp
-        return read_whatsapp(path, options, info, note)
-    if info.format == "slack":
+        messages = read_whatsapp(path, options, info, note)
+    elif info.format == "slack":
         from .slack import read_slack
-        return read_slack(path, options, info, note)
-    return _read_jsonl(path, options, info)
+        messages = read_slack(path, options, info, note)
+    else:
+        messages = _read_jsonl(path, options, info)
+    return _guarded(path, info.format, messages)
 
 
 def conversations(path: str, info: ExportInfo) -> dict[str, tuple[ChatType, str]]:

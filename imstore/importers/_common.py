@@ -8,7 +8,8 @@ Rules kept here:
 - who "me" is in an export is decided by `Identity` alone: a sender is the store's owner when
   their id or their name (as the export writes it) is one of the names the import was given;
 - a deleted message is a recall notice, not text (`deleted_message`); an edit keeps its time;
-- a file an export names is read only from inside the export's folder (`inside`).
+- a file an export names is read only from inside the export's folder (`inside`);
+- one malformed entry is skipped with its reason, never the whole import (`one_entry`).
 """
 
 from __future__ import annotations
@@ -38,9 +39,23 @@ from ..message import (
     VoiceBody,
 )
 
-__all__ = ["ExportInfo", "Identity", "ImportOptions", "attachment_message", "custom",
-           "decode_lines", "deleted_message", "detect_encoding", "inside", "mark_edited",
-           "stable_id", "str_params", "zone_of"]
+__all__ = [
+    "MALFORMED",
+    "ExportInfo",
+    "Identity",
+    "ImportOptions",
+    "attachment_message",
+    "custom",
+    "decode_lines",
+    "deleted_message",
+    "detect_encoding",
+    "inside",
+    "mark_edited",
+    "one_entry",
+    "stable_id",
+    "str_params",
+    "zone_of",
+]
 
 Skipped = Callable[[str], None]
 
@@ -169,6 +184,27 @@ def inside(base: str, rel: str) -> str:
     root = os.path.realpath(base)
     path = os.path.realpath(os.path.join(root, rel))
     return path if os.path.commonpath([root, path]) == root and path != root else ""
+
+
+# What converting one malformed entry of an export can raise: the entry is skipped with its
+# reason, the rest goes on (`one_entry`).
+MALFORMED = (IMError, TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError)
+
+
+def one_entry(fmt: str, skipped: Skipped, convert: Callable[[], Iterable[Message]]
+              ) -> list[Message]:
+    """The messages of one export entry, or none (with the reason counted) when the entry is
+    malformed in a way the reader did not foresee -- a field of the wrong type, a value out of
+    range: one bad entry never fails the import."""
+    try:
+        return list(convert())
+    except MALFORMED as exc:
+        if isinstance(exc, IMError):  # "latitude must be ..., not 999.0": the reason, not the value
+            why = str(exc.description).split(", not ")[0]
+        else:
+            why = f"a field of the wrong type or value ({type(exc).__name__})"
+        skipped(f"{fmt}: {why}")
+        return []
 
 
 def _int(value: Any) -> int | None:

@@ -37,6 +37,7 @@ import os
 import re
 import zipfile
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from ..errors import ErrorCode, IMError
@@ -50,6 +51,7 @@ from ._common import (
     custom,
     kind_of,
     mark_edited,
+    one_entry,
 )
 
 __all__ = ["is_slack_dir", "read_slack", "scan_slack"]
@@ -212,7 +214,8 @@ def read_slack(path: str, opts: ImportOptions, info: ExportInfo,
             conv, _title = _conv(folder, ctype, chan_id, ch, me_id, names)
             for day in days:
                 for e in mem.load(day):
-                    yield from _convert(e, conv, ctype, chan_id, ident, names, text_of, skipped)
+                    yield from one_entry("slack", skipped, partial(
+                        _convert, e, conv, ctype, chan_id, ident, names, text_of, skipped))
     finally:
         mem.close()
 

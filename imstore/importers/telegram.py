@@ -50,6 +50,7 @@ import os
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import IO, Any
 
 import ijson  # type: ignore[import-untyped]
@@ -67,6 +68,7 @@ from ._common import (
     encoding_error,
     inside,
     mark_edited,
+    one_entry,
     stable_id,
     zone_of,
 )
@@ -329,9 +331,8 @@ def read_telegram(path: str, opts: ImportOptions, info: ExportInfo,
                 if not isinstance(m, dict):
                     skipped("telegram: an entry of the messages list is not an object")
                     continue
-                msg = _convert(m, n, chat, where, ident, base, path, skipped, zone)
-                if msg is not None:
-                    yield msg
+                yield from one_entry("telegram", skipped, partial(
+                    _converted, m, n, chat, where, ident, base, path, skipped, zone))
         items.close()
 
 
@@ -394,6 +395,11 @@ _EXT_NAMES = ("forwarded_from", "saved_from", "via_bot", "author")
 _MEDIA = {"voice_message": MessageType.VOICE, "audio_file": MessageType.VOICE,
           "video_file": MessageType.VIDEO, "animation": MessageType.VIDEO,
           "video_message": MessageType.VIDEO, None: MessageType.FILE}
+
+
+def _converted(*args: Any) -> list[Message]:
+    msg = _convert(*args)
+    return [] if msg is None else [msg]
 
 
 def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], ident: Identity,
