@@ -869,3 +869,67 @@ def test_valid_exports_of_every_format_are_imported(tmp_path: Path):
         good.write_text(_jsonl_variants()[0][1].replace("{nope", dumps(Message.text(
             "bob", "hi", timestamp=1_600_000_000_000, msg_id="m1"))), encoding="utf-8")
         assert import_file(store, str(good)).imported == 1
+
+
+# ---------------------------------------------------------------- archives: bounded memory
+
+def _bomb(path: Path, name: str, size: int, *, extra: dict[str, bytes] | None = None) -> Path:
+    """A zip whose member ``name`` inflates to ``size`` bytes of one repeated byte (written in
+    chunks: the test itself stays small)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for other, data in (extra or {}).items():
+            z.writestr(other, data)
+        with z.open(name, "w", force_zip64=True) as f:
+            chunk = b"a" * (1 << 20)
+            for _ in range(size >> 20):
+                f.write(chunk)
+    return path
+
+
+def test_a_whatsapp_zip_bomb_is_refused_before_it_is_inflated(tmp_path: Path):
+    import resource
+
+    header = b"01/03/2021, 09:01 - Dana: "
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z, \
+            z.open("_chat.txt", "w", force_zip64=True) as f:
+        f.write(header)
+        for _ in range(300):  # 300 MB of one line, deflated to about 300 KB
+            f.write(b"a" * (1 << 20))
+    assert path.stat().st_size < 2 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with imstore.open(":memory:", user_id="wa:Ann") as store, pytest.raises(IMError) as err:
+        import_file(store, str(path), fmt="whatsapp", options=ImportOptions(me=("Ann",)))
+    assert err.value.code == ErrorCode.FILE_INVALID and "times its packed size" in str(err.value)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 100, grown_mb
+
+
+def test_a_long_line_within_the_ratio_is_refused_at_the_line_limit(tmp_path: Path):
+    text = "01/03/2021, 09:01 - Dana: " + "".join(f"{i:08x}" for i in range((2 << 20) // 8))
+    path = write_whatsapp(tmp_path, text=text + "\n")
+    with imstore.open(":memory:", user_id="wa:Ann") as store, pytest.raises(IMError) as err:
+        import_file(store, str(path), options=ImportOptions(me=("Ann",), tz="UTC"))
+    assert "longer than 1,048,576 characters" in str(err.value)
+
+
+def test_a_slack_day_file_bomb_is_refused(tmp_path: Path):
+    base = write_slack(tmp_path / "base.zip")
+    with zipfile.ZipFile(base) as z:
+        keep = {n: z.read(n) for n in z.namelist() if not n.startswith("general/")}
+    path = _bomb(tmp_path / "bomb.zip", "general/2021-03-01.json", 300 << 20, extra=keep)
+    with imstore.open(":memory:", user_id="slack:U1") as store, pytest.raises(IMError) as err:
+        import_file(store, str(path))
+    assert err.value.code == ErrorCode.FILE_INVALID and "general/2021-03-01.json" in str(err.value)
+
+
+def test_archives_of_real_size_and_ratio_import(tmp_path: Path):
+    """The pair of the bomb tests: a chat of many ordinary lines, zipped, imports whole."""
+    lines = "".join(f"01/03/2021, 09:{i % 60:02} - {'Ann' if i % 2 else 'Dana'}: message {i} "
+                    f"about {i * 7919 % 10007}\n" for i in range(20_000))
+    path = tmp_path / "WhatsApp Chat - Dana.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("_chat.txt", lines)
+    with imstore.open(":memory:", user_id="wa:Ann") as store:
+        res = import_file(store, str(path), options=ImportOptions(me=("Ann",), tz="UTC"))
+    assert res.imported == 20_000

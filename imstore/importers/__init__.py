@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, ImportResult, Message
+from ._archive import MAX_TEXT_BYTES, open_member
 from ._common import (
     MALFORMED,
     ExportInfo,
@@ -75,7 +76,7 @@ def detect_format(path: str) -> str:
                     return "slack"
                 member = chat_member(z)
                 if member is not None:
-                    with z.open(member) as raw:
+                    with open_member(z, member, path, MAX_TEXT_BYTES) as raw:
                         first = next(iter(decode_lines(raw, path, None)), "")
                     if HEADER.match(first.lstrip("\ufeff")):
                         return "whatsapp"

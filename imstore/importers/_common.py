@@ -38,6 +38,7 @@ from ..message import (
     VideoBody,
     VoiceBody,
 )
+from ._archive import MAX_LINE_CHARS
 
 __all__ = [
     "MALFORMED",
@@ -284,7 +285,7 @@ def encoding_error(name: str, line: int, exc: UnicodeDecodeError | None, encodin
 
 def decode_lines(raw: IO[bytes], name: str, encoding: str | None) -> Iterator[str]:
     """The lines of a binary stream as text (newlines kept), decoded strictly; a byte that does not
-    decode is an `IMError` naming ``name`` and the line."""
+    decode, or a line past `MAX_LINE_CHARS`, is an `IMError` naming ``name`` and the line."""
     head = raw.read(4)
     enc = encoding or detect_encoding(head)
     try:
@@ -295,8 +296,12 @@ def decode_lines(raw: IO[bytes], name: str, encoding: str | None) -> Iterator[st
     stream = io.TextIOWrapper(buffered, encoding=enc, errors="strict", newline="")
     lineno = 0
     try:
-        for line in stream:
+        while line := stream.readline(MAX_LINE_CHARS + 1):
             lineno += 1
+            if len(line) > MAX_LINE_CHARS:
+                raise IMError(ErrorCode.FILE_INVALID,
+                              f"{name}, line {lineno}: longer than {MAX_LINE_CHARS:,} characters; "
+                              "not a chat export")
             yield line
     except UnicodeDecodeError as exc:
         raise encoding_error(name, lineno + 1, exc, enc) from exc

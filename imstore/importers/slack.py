@@ -42,6 +42,7 @@ from typing import Any
 
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, Message
+from ._archive import MAX_JSON_BYTES, folder_json_size, open_member
 from ._common import (
     ExportInfo,
     Identity,
@@ -99,10 +100,12 @@ class _Members:
             self.zip.close()
 
     def load(self, name: str) -> Any:
+        """One JSON file of the export, parsed (at most `MAX_JSON_BYTES`)."""
         try:
             if self.zip is not None:
-                with self.zip.open(name) as f:
+                with open_member(self.zip, name, self.path, MAX_JSON_BYTES) as f:
                     return json.load(f)
+            folder_json_size(self.path, name)
             with open(os.path.join(self.path, name), "rb") as f:
                 return json.load(f)
         except json.JSONDecodeError as exc:

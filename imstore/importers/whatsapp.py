@@ -42,6 +42,7 @@ from typing import IO, Any
 
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, Message
+from ._archive import MAX_LINE_CHARS, MAX_TEXT_BYTES, open_member
 from ._common import (
     ExportInfo,
     ImportOptions,
@@ -156,7 +157,8 @@ class _Source:
     def lines(self, encoding: str | None) -> Iterator[Iterator[str]]:
         raw: IO[bytes]
         if self.zip_member is not None:
-            with zipfile.ZipFile(self.path) as z, z.open(self.zip_member) as raw:
+            with zipfile.ZipFile(self.path) as z, \
+                    open_member(z, self.zip_member, self.path, MAX_TEXT_BYTES) as raw:
                 yield decode_lines(raw, self.label, encoding)
         else:
             with open(self.text_path, "rb") as raw:
@@ -188,6 +190,10 @@ def _entries(src: _Source, encoding: str | None) -> Iterator[tuple[int, Any, str
                     yield current
                 current = (lineno, m, m.group("rest"))
             elif current is not None:
+                if len(current[2]) + len(line) > MAX_LINE_CHARS:  # a message, not a book
+                    raise IMError(ErrorCode.FILE_INVALID,
+                                  f"{src.label}, line {lineno}: a message longer than "
+                                  f"{MAX_LINE_CHARS:,} characters; not a chat export")
                 current = (current[0], current[1], current[2] + "\n" + line)
             elif line.strip():
                 raise IMError(ErrorCode.INVALID_PARAM,
