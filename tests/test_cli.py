@@ -661,3 +661,55 @@ def test_the_plain_counter_shows_the_indexer_s_estimate(monkeypatch, capsys):
     bar.close()
     err = capsys.readouterr().err
     assert "indexing: 0/1,000" in err and "about 12 s left" in err
+
+
+# The console script driven to a Ctrl-C at a chosen moment: a profile hook counts the Python calls
+# from the script's first line on and sends the process SIGINT at call N -- the signal then
+# arrives exactly where a person's Ctrl-C could, without any timing. N=0 only counts (the count
+# is written at the very end of the process).
+_DRIVER = """
+import atexit, os, signal, sys
+n, count_file, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+count = 0
+def profile(frame, event, arg):
+    global count
+    if event == "call":
+        count += 1
+        if count == n:
+            sys.setprofile(None)
+            os.kill(os.getpid(), signal.SIGINT)
+def written():
+    with open(count_file, "w") as f:
+        f.write(str(count))
+atexit.register(written)
+sys.argv = ["imstore", *argv]
+import _imstore_cli
+sys.setprofile(profile)
+sys.exit(_imstore_cli.main())
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_any_moment_prints_no_traceback(tmp_path: Path):
+    chat = write_whatsapp(tmp_path, "WhatsApp Chat with Dana.txt")
+    driver = tmp_path / "driver.py"
+    driver.write_text(_DRIVER, encoding="utf-8")
+    counted = tmp_path / "count"
+
+    def run_to(n: int, store: str) -> tuple[int, str]:
+        proc = subprocess.run([sys.executable, str(driver), str(n), str(counted), "import",
+                               str(chat), "--store", store, "--me", "Ann", "--tz", "UTC"],
+                              capture_output=True, env=_env(), timeout=300, check=False)
+        return proc.returncode, proc.stderr.decode()
+
+    code, err = run_to(0, str(tmp_path / "whole"))
+    assert code == 0, err
+    total = int(counted.read_text())
+    assert total > 10_000  # the imports, the import, the index wait, the exit
+    for at in (0.0005, 0.005, 0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.97, 0.99, 0.997, 0.9995):
+        n = max(2, int(total * at))
+        code, err = run_to(n, str(tmp_path / f"s{n}"))
+        assert code in (0, 130), (n, code, err)
+        assert "Traceback" not in err and "Exception ignored" not in err, (n, err)
+        if code == 130:
+            assert err.strip().splitlines()[-1].startswith("imstore: interrupted"), (n, err)
