@@ -4,6 +4,7 @@ types or out-of-range values, raises `IMError` and nothing else, and writes noth
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -304,3 +305,21 @@ def test_a_timestamp_in_seconds_is_refused_with_the_fix_and_small_test_clocks_ar
     assert "1615000000000" in err.value.description and "seconds" in err.value.description
     assert Message.text("bob", "x", timestamp=5).timestamp == 5
     assert Message.text("bob", "x", timestamp=978_307_200_000).timestamp == 978_307_200_000
+
+
+@pytest.mark.parametrize("path", ["a\x00b", "/tmp/x\ud800", "/tmp/x\udc80", "", b"bytes", 5])
+def test_open_with_a_path_the_file_system_cannot_take_raises_imerror(path: Any) -> None:
+    for call in (lambda: imstore.open(path, user_id="a"),
+                 lambda: MessageStore.stored_owner(path),
+                 lambda: MessageStore.check_writable(path)):
+        with pytest.raises(IMError) as err:
+            call()
+        assert err.value.code == ErrorCode.INVALID_PARAM and "path" in err.value.description
+
+
+def test_open_with_a_non_ascii_path_works(tmp_path: Any) -> None:
+    """The pair: any path of valid Unicode is a store."""
+    path = os.path.join(str(tmp_path), "store-日本 ü")
+    with imstore.open(path, user_id="a") as s:
+        s.insert_message(Message.text("bob", "hi"))
+    assert MessageStore.stored_owner(path) == "a"

@@ -154,20 +154,17 @@ class MessageStore:
             search: keep a keyword index (`search_messages`); False skips its cost.
         """
         check_id(user_id, "user_id")
-        if not isinstance(path, str | os.PathLike):
-            raise invalid("path", "a directory path or ':memory:'", path)
+        path = _check_path(path, "a directory path or ':memory:'")
         if limits is not None:
             _check_limits(limits)
-        db, directory = _connect(os.fspath(path))
+        db, directory = _connect(path)
         return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search))
 
     @staticmethod
     def stored_owner(path: str | os.PathLike[str]) -> str | None:
         """The owner of the store in directory ``path``, or None when there is no store there.
         Reads without creating or changing anything."""
-        if not isinstance(path, str | os.PathLike):
-            raise invalid("path", "a directory path", path)
-        return read_owner(os.fspath(path))
+        return read_owner(_check_path(path, "a directory path"))
 
     @staticmethod
     def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
@@ -175,9 +172,7 @@ class MessageStore:
         written now: a file of it is not writable, or another process keeps its write lock for
         more than ``timeout`` seconds (`open` itself waits 30). Creates and changes nothing; a
         directory without a store passes."""
-        if not isinstance(path, str | os.PathLike):
-            raise invalid("path", "a directory path", path)
-        directory = os.fspath(path)
+        directory = _check_path(path, "a directory path")
         db = os.path.join(directory, DATABASE_FILE)
         for p in (directory, db, os.path.join(directory, "search")):
             if os.path.exists(p) and not os.access(p, os.W_OK):
@@ -634,6 +629,21 @@ class MessageStore:
     def stats(self) -> dict[str, int]:
         """Counts for tools: conversations, messages, unread, attachments, pending index work."""
         return self._reads.stats()
+
+
+def _check_path(path: Any, what: str) -> str:
+    """A store's directory as a str the file system and SQLite take (no NUL, no lone
+    surrogate)."""
+    if not isinstance(path, str | os.PathLike):
+        raise invalid("path", what, path)
+    p = os.fspath(path)
+    if not isinstance(p, str) or not p or "\x00" in p:
+        raise invalid("path", what + " (a non-empty str without NUL)", path)
+    try:
+        p.encode("utf-8")
+    except UnicodeError as exc:  # a lone surrogate (SQLite takes UTF-8 paths)
+        raise invalid("path", what + " of valid Unicode", path) from exc
+    return p
 
 
 def _optional(value: Any, field: str, check: Callable[[Any, str], Any]) -> None:
