@@ -15,25 +15,34 @@ from .adapters import (
     Transport,
     TransportHandler,
 )
-from .client import ChatClient, MessageListener
+from .client import ChatClient, MessageListener, MessagePage
 from .codec import Limits
 from .errors import ErrorCode, IMError
 from .message import (
     ChatType,
+    CmdBody,
     Conversation,
     CursorResult,
+    CustomBody,
     Direction,
     DownloadStatus,
     FetchOptions,
+    FileBody,
     GroupReadAck,
+    ImageBody,
     ImportResult,
+    LocationBody,
     Message,
     MessageStatus,
     MessageType,
     SearchScope,
+    TextBody,
+    UndecodableBody,
+    VideoBody,
+    VoiceBody,
 )
 from .server import MemoryServer, RetentionPlan
-from .store import IndexStatus, MessageStore, VerifyReport
+from .store import Gap, IndexStatus, MergeResult, MessageStore, Span, TimelinePage, VerifyReport
 from .store import open_store as open  # noqa: F401 - public as imstore.open, not in __all__
 
 __version__ = "0.1.0"
@@ -41,21 +50,29 @@ __version__ = "0.1.0"
 __all__ = [
     "ChatClient",
     "ChatType",
+    "CmdBody",
     "ConnectionState",
     "Conversation",
     "CursorResult",
+    "CustomBody",
     "Direction",
     "DownloadStatus",
     "ErrorCode",
     "FetchOptions",
+    "FileBody",
+    "Gap",
     "GroupReadAck",
     "IMError",
+    "ImageBody",
     "ImportResult",
     "IndexStatus",
     "Limits",
+    "LocationBody",
     "MemoryServer",
+    "MergeResult",
     "Message",
     "MessageListener",
+    "MessagePage",
     "MessageStatus",
     "MessageStore",
     "MessageType",
@@ -63,10 +80,16 @@ __all__ = [
     "RetentionPlan",
     "SearchScope",
     "SendResult",
+    "Span",
     "SyncAdapter",
+    "TextBody",
+    "TimelinePage",
     "Transport",
     "TransportHandler",
+    "UndecodableBody",
     "VerifyReport",
+    "VideoBody",
+    "VoiceBody",
 ]
 # imstore.open is public too, but kept out of __all__ so that a star import cannot shadow the
 # built-in open().

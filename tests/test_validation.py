@@ -216,19 +216,20 @@ def test_group_acks_of_the_wrong_type_are_refused(store: MessageStore):
 
 # ------------------------------------------------------------------ factories (Message.text, ...)
 
-# factory -> its arguments with a valid value each (positional first; ``None`` path: a real file)
+# factory -> its arguments with a valid value each (positional first; ``None`` path: a real file);
+# carol writes to the store's owner, alice
 FACTORY_ARGS: dict[str, dict[str, Any]] = {
-    "text": {"to": "bob", "text": "hi"},
-    "image": {"to": "bob", "path": None, "width": 4, "height": 3, "thumbnail": None,
+    "text": {"to": "alice", "text": "hi"},
+    "image": {"to": "alice", "path": None, "width": 4, "height": 3, "thumbnail": None,
               "display_name": "a.png"},
-    "voice": {"to": "bob", "path": None, "duration_ms": 1500, "display_name": "v.ogg"},
-    "video": {"to": "bob", "path": None, "duration_ms": 1500, "thumbnail": None, "width": 4,
+    "voice": {"to": "alice", "path": None, "duration_ms": 1500, "display_name": "v.ogg"},
+    "video": {"to": "alice", "path": None, "duration_ms": 1500, "thumbnail": None, "width": 4,
               "height": 3, "display_name": "v.mp4"},
-    "file": {"to": "bob", "path": None, "display_name": "f.bin"},
-    "location": {"to": "bob", "latitude": 39.9, "longitude": 116.4, "address": "a",
+    "file": {"to": "alice", "path": None, "display_name": "f.bin"},
+    "location": {"to": "alice", "latitude": 39.9, "longitude": 116.4, "address": "a",
                  "building_name": "b"},
-    "cmd": {"to": "bob", "action": "typing", "params": {"a": 1}},
-    "custom": {"to": "bob", "event": "gift", "params": {"a": "1"}},
+    "cmd": {"to": "alice", "action": "typing", "params": {"a": 1}},
+    "custom": {"to": "alice", "event": "gift", "params": {"a": "1"}},
 }
 FACTORY_POSITIONAL = {"text": 2, "image": 2, "voice": 3, "video": 3, "file": 2, "location": 3,
                       "cmd": 2, "custom": 2}
@@ -323,3 +324,102 @@ def test_open_with_a_non_ascii_path_works(tmp_path: Any) -> None:
     with imstore.open(path, user_id="a") as s:
         s.insert_message(Message.text("bob", "hi"))
     assert MessageStore.stored_owner(path) == "a"
+
+
+# ------------------------------------------- one answer for an unknown conversation (docs/api.md)
+
+UNKNOWN_CONVERSATION: list[tuple[str, Callable[[MessageStore], Any], Any]] = [
+    ("conversation", lambda s: s.conversation("ghost"), None),
+    ("messages", lambda s: s.messages("ghost"), []),
+    ("timeline", lambda s: s.timeline("ghost").messages, []),
+    ("messages_by_type", lambda s: s.messages_by_type("ghost", MessageType.TEXT), []),
+    ("messages_between", lambda s: s.messages_between("ghost", 0, 10**13), []),
+    ("message_count", lambda s: s.message_count("ghost"), 0),
+    ("unread_count", lambda s: s.unread_count("ghost"), 0),
+    ("search_messages", lambda s: s.search_messages("hello", conv_id="ghost"), []),
+    ("stretches", lambda s: s.stretches("ghost"), []),
+    ("mark_conversation_read", lambda s: s.mark_conversation_read("ghost"), 0),
+    ("delete_conversation", lambda s: s.delete_conversation("ghost"), False),
+    ("delete_messages", lambda s: s.delete_messages("ghost", start_time=0, end_time=10), 0),
+]
+
+
+@pytest.mark.parametrize(("name", "call", "empty"), UNKNOWN_CONVERSATION,
+                         ids=[n for n, _c, _e in UNKNOWN_CONVERSATION])
+def test_an_unknown_conversation_reads_as_an_empty_one(store: MessageStore, name: str,
+                                                       call: Callable[[MessageStore], Any],
+                                                       empty: Any) -> None:
+    store.insert_message(Message.text("alice", "hello", sender="bob"))
+    assert call(store) == empty
+    assert store.conversation("ghost") is None  # asking created nothing
+
+
+def test_the_documented_table_lists_every_unknown_conversation_answer() -> None:
+    from .conftest import REPO
+
+    text = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    table = text[text.index("### An unknown conversation"):]
+    for name, _call, _empty in UNKNOWN_CONVERSATION:
+        assert f"`{name}" in table, name
+    assert "`set_conversation_ext" in table
+
+
+def test_setting_attributes_of_an_unknown_conversation_is_conversation_not_exist(
+        store: MessageStore) -> None:
+    with pytest.raises(IMError) as err:
+        store.set_conversation_ext("ghost", {"draft": "x"})
+    assert err.value.code == ErrorCode.CONVERSATION_NOT_EXIST
+
+
+@pytest.mark.parametrize("call", [
+    lambda s, a: s.messages("bob", start_msg_id=a),
+    lambda s, a: s.timeline("bob", start_msg_id=a),
+    lambda s, a: s.messages_by_type("bob", MessageType.TEXT, start_msg_id=a),
+    lambda s, a: s.messages_between("bob", 0, 10**13, start_msg_id=a),
+    lambda s, a: s.search_messages("hello", conv_id="bob", start_msg_id=a),
+    lambda s, a: s.mark_conversation_read("bob", up_to_msg_id=a),
+])
+def test_an_anchor_that_is_not_a_message_of_the_conversation_is_invalid_param(
+        store: MessageStore, call: Callable[[MessageStore, str], Any]) -> None:
+    store.insert_message(Message.text("alice", "hello bob", sender="bob", msg_id="b1"))
+    store.insert_message(Message.text("alice", "hello carol", sender="carol", msg_id="c1"))
+    for anchor in ("c1", "nowhere"):  # another conversation's message, or none at all
+        with pytest.raises(IMError) as err:
+            call(store, anchor)
+        assert err.value.code == ErrorCode.INVALID_PARAM and anchor in err.value.description
+    call(store, "b1")  # the pair: its own message anchors
+
+
+def test_messages_between_pages(store: MessageStore) -> None:
+    store.import_messages([Message.text("alice", f"m{i}", sender="bob", msg_id=f"m{i}",
+                                        timestamp=1_000 + i // 3) for i in range(10)])
+    seen: list[str] = []
+    anchor = None
+    while True:
+        page = store.messages_between("bob", 1_000, 1_002, limit=2, start_msg_id=anchor)
+        if not page:
+            break
+        seen += [m.msg_id for m in page]
+        anchor = page[-1].msg_id
+    assert seen == [f"m{i}" for i in range(9)]  # times 1000..1002, none twice
+
+
+def test_a_one_to_one_message_between_two_other_people_is_refused(store: MessageStore) -> None:
+    with pytest.raises(IMError) as err:
+        store.insert_message(Message.text("carol", "psst", sender="bob"))
+    assert err.value.code == ErrorCode.INVALID_PARAM and "'alice'" in err.value.description
+    res = store.import_messages([Message.text("carol", "psst", sender="bob"),
+                                 Message.text("alice", "to me", sender="bob"),
+                                 Message.text("bob", "as an export writes it", sender="bob"),
+                                 Message.text("carol", "mine")])
+    assert (res.imported, res.skipped) == (3, 1)
+    assert res.reasons == {"a one-to-one message between two other people": 1}
+    assert store.message_count("bob") == 2 and store.message_count("carol") == 1
+
+
+def test_opening_another_user_s_store_says_whose_it_is(tmp_path: Any) -> None:
+    imstore.open(tmp_path / "s", user_id="alice").close()
+    with pytest.raises(IMError) as err:
+        imstore.open(tmp_path / "s", user_id="bob")
+    assert "belongs to 'alice', not 'bob'" in err.value.description
+    assert "user_id='alice'" in err.value.description

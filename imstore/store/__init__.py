@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import peewee as pw
@@ -54,6 +54,7 @@ from ._checks import (
     check_text,
     check_time,
     invalid,
+    stranger_chat,
 )
 from ._connection import Connection
 from ._conversations import ConversationTable
@@ -157,6 +158,13 @@ class MessageStore:
         path = _check_path(path, "a directory path or ':memory:'")
         if limits is not None:
             _check_limits(limits)
+        if path != ":memory:":
+            owner = read_owner(path)
+            if owner is not None and owner != user_id:
+                raise IMError(ErrorCode.DATABASE_ERROR,
+                              f"the store in {path!r} belongs to {owner!r}, not {user_id!r}: open "
+                              f"it with user_id={owner!r}, or give {user_id!r} a directory of "
+                              "their own")
         db, directory = _connect(path)
         return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search))
 
@@ -226,6 +234,9 @@ class MessageStore:
         conversation id is taken by another chat type, and the codec's errors for bad payloads.
         Returns the stored message.
         """
+        err = stranger_chat(msg, self.user_id)
+        if err is not None:
+            raise err
         return self._writes.insert(msg)
 
     def import_messages(self, messages: Iterable[Message], *, batch_size: int = 1000,
@@ -244,7 +255,20 @@ class MessageStore:
             raise invalid("progress", "a callable or None", progress)
         if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
             raise invalid("messages", "an iterable of Message", messages)
-        return self._writes.import_all(messages, batch_size, progress)
+        strangers = ImportResult()
+        result = self._writes.import_all(self._ours(messages, strangers), batch_size, progress)
+        for reason, n in strangers.reasons.items():
+            result.skipped += n
+            result.reasons[reason] = result.reasons.get(reason, 0) + n
+        return result
+
+    def _ours(self, messages: Iterable[Message], strangers: ImportResult) -> Iterator[Message]:
+        """``messages`` without one-to-one messages between two other people (counted)."""
+        for m in messages:
+            if stranger_chat(m, self.user_id) is None:
+                yield m
+            else:
+                strangers.skip("a one-to-one message between two other people")
 
     def save_history(self, messages: Sequence[Message], *,
                      span: Span | None = None) -> list[Message]:
@@ -343,10 +367,14 @@ class MessageStore:
 
     def mark_conversation_read(self, conv_id: str, *, up_to_msg_id: str | None = None) -> int:
         """Mark a conversation's messages read (all, or up to and including ``up_to_msg_id``);
-        returns how many were unread. Raises `IMError(CONVERSATION_NOT_EXIST)` for an unknown
-        conversation, INVALID_PARAM when ``up_to_msg_id`` is not one of its messages."""
+        returns how many were unread (0 for an unknown conversation, as for an empty one). Raises
+        INVALID_PARAM when ``up_to_msg_id`` is not one of its messages."""
         check_id(conv_id, "conv_id")
         _optional(up_to_msg_id, "up_to_msg_id", check_id)
+        if up_to_msg_id is not None:
+            self._in_conversation(conv_id, up_to_msg_id, "up_to_msg_id")
+        elif not self._convs.exists(conv_id):
+            return 0
         return self._writes.mark_conversation_read(conv_id, up_to_msg_id)
 
     def mark_all_conversations_read(self) -> int:
@@ -370,7 +398,7 @@ class MessageStore:
         check_limit(limit)
         direction = check_direction(direction)
         if start_msg_id is not None:
-            check_id(start_msg_id, "start_msg_id")
+            self._in_conversation(conv_id, start_msg_id)
         return self._reads.page(conv_id, start_msg_id, limit, direction)
 
     def timeline(self, conv_id: str, *, start_msg_id: str | None = None, limit: int = 20,
@@ -382,7 +410,8 @@ class MessageStore:
         check_id(conv_id, "conv_id")
         check_limit(limit)
         direction = check_direction(direction)
-        _optional(start_msg_id, "start_msg_id", check_id)
+        if start_msg_id is not None:
+            self._in_conversation(conv_id, start_msg_id)
         return self._stretches.timeline(conv_id, start_msg_id, limit, direction)
 
     def gaps(self, conv_id: str) -> list[Gap]:
@@ -420,18 +449,33 @@ class MessageStore:
         tlist = as_types(types) or []
         if not tlist:
             raise IMError(ErrorCode.INVALID_PARAM, "give at least one message type")
+        if conv_id is not None and start_msg_id is not None:
+            self._in_conversation(conv_id, start_msg_id)
         return self._reads.by_type(conv_id, tlist, start_msg_id=start_msg_id,
                                    timestamp=timestamp, limit=limit, sender=sender,
                                    direction=direction)
 
     def messages_between(self, conv_id: str, start_time: int, end_time: int, *,
-                         limit: int = 20) -> list[Message]:
+                         limit: int = 20, start_msg_id: str | None = None) -> list[Message]:
         """The first ``limit`` messages of a conversation with a time in [start_time, end_time]
-        (ms, inclusive), oldest first."""
+        (ms, inclusive), oldest first; with ``start_msg_id`` (the last message of the previous
+        page) the next ``limit`` after it, paging on (sort time, row id) as `messages` does."""
         check_id(conv_id, "conv_id")
         check_limit(limit)
         _check_range(start_time, end_time)
-        return self._reads.between(conv_id, start_time, end_time, limit)
+        after = None if start_msg_id is None else self._in_conversation(conv_id, start_msg_id)
+        return self._reads.between(conv_id, start_time, end_time, limit, after)
+
+    def _in_conversation(self, conv_id: str, msg_id: str,
+                         field: str = "start_msg_id") -> tuple[int, int]:
+        """The page key of ``msg_id``, which must be a stored message of ``conv_id``."""
+        check_id(msg_id, field)
+        row = self._reads.find_row(msg_id, "sort_time, id, conv_id")
+        if row is None or row[2] != conv_id:
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          f"{field} {msg_id!r} is not a stored message of conversation "
+                          f"{conv_id!r}; page from one of its messages")
+        return int(row[0]), int(row[1])
 
     # ------------------------------------------------------------------------- conversations
 
@@ -574,7 +618,9 @@ class MessageStore:
             conv_id=conv_id, senders=senders,
             types=as_types(types), start_time=start_time, end_time=end_time,
             newest_first=direction == Direction.UP, limit=limit,
-            anchor=None if start_msg_id is None else self._reads.anchor(start_msg_id)))
+            anchor=None if start_msg_id is None else (
+                self._reads.anchor(start_msg_id) if conv_id is None
+                else self._in_conversation(conv_id, start_msg_id))))
 
     def flush_index(self, *, progress: Callable[[IndexStatus], None] | None = None,
                     timeout: float | None = None) -> int:

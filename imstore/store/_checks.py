@@ -4,7 +4,8 @@ Rules kept here:
 - a bad argument is an `IMError` naming the argument: INVALID_PARAM for a wrong type or value,
   QUERY_PARAM_REACHES_LIMIT for a page size out of range; never a driver or Python error later;
 - ids and texts follow the codec's rules (`codec.check_id`, `codec.check_text`); a time filter
-  is any int SQLite can hold.
+  is any int SQLite can hold;
+- a one-to-one message belongs in the store of one of its two people (`stranger_chat`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any
 from ..codec import check_id, check_text, invalid
 from ..codec import check_time as codec_check_time
 from ..errors import ErrorCode, IMError
-from ..message import ChatType, Direction, MessageStatus, MessageType
+from ..message import ChatType, Direction, Message, MessageStatus, MessageType
 
 __all__ = ["as_types", "check_chat_type", "check_direction", "check_id", "check_ids",
-           "check_limit", "check_status", "check_text", "check_time", "invalid"]
+           "check_limit", "check_status", "check_text", "check_time", "invalid", "stranger_chat"]
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -78,3 +79,17 @@ def as_types(types: Any) -> list[int] | None:
     else:
         seq = list(types)
     return sorted({int(_enum(MessageType, t, "types")) for t in seq})
+
+
+def stranger_chat(msg: Any, owner: str) -> IMError | None:
+    """The error for a one-to-one message between two other people (bob -> carol in alice's
+    store), else None. A received one is addressed to the owner, or -- as chat exports write
+    it -- to the conversation, which is its sender."""
+    if not isinstance(msg, Message) or msg.chat_type != ChatType.CHAT:
+        return None
+    sender, to = msg.sender, msg.to
+    if sender is None or sender == owner or to in (owner, sender):
+        return None
+    return IMError(ErrorCode.INVALID_PARAM,
+                   f"a one-to-one message from {sender!r} to {to!r} does not belong in the store "
+                   f"of {owner!r}: one of the two must be its owner")
