@@ -423,3 +423,15 @@ def test_opening_another_user_s_store_says_whose_it_is(tmp_path: Any) -> None:
         imstore.open(tmp_path / "s", user_id="bob")
     assert "belongs to 'alice', not 'bob'" in err.value.description
     assert "user_id='alice'" in err.value.description
+
+
+@pytest.mark.parametrize("ext", [{}, {"k": "v"}, {"k": "v" * 2900}])
+def test_the_size_error_says_how_much_text_fits_and_that_is_exact(store: MessageStore,
+                                                                 ext: dict[str, str]) -> None:
+    with pytest.raises(IMError) as err:
+        store.insert_message(Message.text("alice", "x" * 4000, sender="bob", ext=ext))
+    assert err.value.code == ErrorCode.MESSAGE_SIZE_LIMIT and "3072" in err.value.description
+    fits = int(err.value.description.split("up to ")[1].split()[0])
+    store.insert_message(Message.text("alice", "x" * fits, sender="bob", ext=ext))
+    with pytest.raises(IMError):
+        store.insert_message(Message.text("alice", "x" * (fits + 1), sender="bob", ext=ext))
