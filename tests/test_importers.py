@@ -933,3 +933,24 @@ def test_archives_of_real_size_and_ratio_import(tmp_path: Path):
     with imstore.open(":memory:", user_id="wa:Ann") as store:
         res = import_file(store, str(path), options=ImportOptions(me=("Ann",), tz="UTC"))
     assert res.imported == 20_000
+
+
+def test_a_whatsapp_ios_edit_keeps_no_stray_left_to_right_mark(tmp_path: Path):
+    text = ("[01/03/2021, 09:01:00] Dana: hi\n"
+            "[01/03/2021, 09:02:00] Ann: fine \u200e<This message was edited>\n")
+    path = write_whatsapp(tmp_path, text=text)
+    msgs = list(read_file(str(path), me=("Ann",), tz="UTC"))
+    assert msgs[1].body.text == "fine" and msgs[1].ext["edited"] is True
+
+
+def test_a_slack_group_dm_is_titled_by_its_people(tmp_path: Path):
+    path = write_slack(tmp_path / "s.zip")
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("mpims.json", json.dumps([{"id": "G9", "name": "mpdm-ann--bob--carl-1",
+                                              "is_mpim": True, "members": ["U1", "U2", "U3"]}]))
+        z.writestr("mpdm-ann--bob--carl-1/2021-03-01.json",
+                   json.dumps([{"type": "message", "user": "U2", "text": "all three",
+                                "ts": "1614600020.000100"}]))
+    info = scan(str(path), ImportOptions(me=("ann",)))
+    assert conversations(str(path), info)["slack:mpdm-ann--bob--carl-1"] == (
+        ChatType.GROUP_CHAT, "Bob Smith, Carl")

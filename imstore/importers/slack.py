@@ -12,7 +12,7 @@ Rules kept here:
 Mapping (export field -> imstore):
 
 - ``channels.json`` / ``groups.json`` / ``mpims.json`` channel -> GROUP_CHAT ``slack:<name>``,
-  ``ext["title"]`` ``#name``
+  ``ext["title"]`` ``#name`` (a group DM of ``mpims.json``: its other members' names)
 - ``dms.json`` DM -> CHAT ``slack:<other member's id>``, titled with their name
 - ``users.json`` names -> ``ext["sender_name"]``, mentions ``<@U..>`` read as ``@name``
 - ``ts`` -> time (ms); ``msg_id`` ``slack:<channel id>:<ts>``
@@ -187,6 +187,10 @@ def _conv(folder: str, ctype: ChatType, chan_id: str, ch: dict[str, Any], me_id:
         members = [m for m in ch.get("members", []) if m != me_id]
         other = members[0] if len(members) == 1 else chan_id
         return f"slack:{other}", names.get(other, other)
+    if ch.get("is_mpim") or folder.startswith("mpdm-"):  # a group DM: titled by its people
+        others = [names.get(str(m), str(m)) for m in ch.get("members", []) if m != me_id]
+        if others:
+            return f"slack:{folder}", ", ".join(others)
     return f"slack:{folder}", f"#{folder}"
 
 

@@ -396,7 +396,8 @@ def read_whatsapp(path: str, opts: ImportOptions, info: ExportInfo,
         edited = False
         em = _EDITED.search(body)
         if em:
-            body, edited = body[:em.start()].rstrip(), True
+            # iOS puts a left-to-right mark before the marker: it goes with it
+            body, edited = body[:em.start()].rstrip().rstrip(_LRM).rstrip(), True
             text = body
         if not body:
             skipped("whatsapp: empty message")
