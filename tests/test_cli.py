@@ -446,6 +446,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_is_one_line_not_a_traceback(tmp_path: Path):
     chat = write_whatsapp(tmp_path, "WhatsApp Chat with Dana.txt",
                           "".join(f"13/03/2021, 10:{i % 60:02} - {'Ann' if i % 2 else 'Dana'}: "
@@ -469,6 +470,7 @@ def test_a_closed_pipe_is_one_line_not_a_traceback(tmp_path: Path):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "broken pipe" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_an_import_cleanly(tmp_path: Path):
     chat = tmp_path / "WhatsApp Chat with Dana.txt"
     chat.write_text("".join(

@@ -65,6 +65,16 @@ def test_the_readme_starts_with_the_two_commands():
         assert line in synapse and line in ci, line
 
 
+def test_the_readme_says_where_the_test_data_comes_from_and_the_fast_lane():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "IMSTORE_DATA" in readme and "SOURCES.tsv" in readme and "../shared/data" in readme
+    assert 'python -m pytest -m "not slow"' in readme
+    conftest = (REPO / "tests" / "conftest.py").read_text(encoding="utf-8")
+    assert '"IMSTORE_DATA"' in conftest and '"shared" / "data"' in conftest
+    setup = (REPO / "setup.cfg").read_text(encoding="utf-8")
+    assert "slow:" in setup  # the marker the fast lane leaves out is registered
+
+
 def test_benchmarks_page_has_the_command():
     text = (DOCS / "benchmarks.md").read_text(encoding="utf-8")
     assert "python -m benchmarks" in text
