@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from nio import (
@@ -129,7 +130,7 @@ class NioPeer:
         await self._add_direct(peer_mxid, answer.room_id)
         return str(answer.room_id)
 
-    async def create_room(self, *, invite: list[str] = (), alias: str | None = None,  # type: ignore[assignment]
+    async def create_room(self, *, invite: Sequence[str] = (), alias: str | None = None,
                           public: bool = False, name: str | None = None) -> str:
         """A room (``alias`` is the local part of a published alias)."""
         answer = _ok(await self.client.room_create(

@@ -54,30 +54,24 @@ class Phone:
     """The user's other device, able to send, edit and read in its one-to-one chat with
     ``peer``: a second ChatClient on MemoryServer, a matrix-nio device on Synapse."""
 
-    def __init__(self, b: Backend, owner: Peer, peer: Peer) -> None:
-        self.b, self.owner, self.peer = b, owner, peer
+    def __init__(self, owner: Peer, peer: Peer) -> None:
+        self.owner, self.peer = owner, peer
         self.client: ChatClient | None = None
-        self.store: imstore.MessageStore | None = None
         self.nio: Any = None
         self.room = ""
 
     @classmethod
-    async def of(cls, b: Backend, owner: Peer, peer: Peer) -> Phone:
+    async def of(cls, b: Backend, owner: Peer, peer: Peer, world: Any) -> Phone:
         """Log the phone in once ``owner`` and ``peer`` have a conversation."""
-        phone = cls(b, owner, peer)
-        if b.name == "memory":
-            server: MemoryServer = b.server  # type: ignore[attr-defined]
-            conn = server.connect(owner.id, device_id="phone")  # type: ignore[call-arg]
-            phone.store = imstore.open(":memory:", user_id=owner.id)
-            phone.client = ChatClient(phone.store, conn, send_timeout=0.5)
-            b.peers.append(Peer(owner.id, phone.store, phone.client, conn))
+        phone = cls(owner, peer)
+        if world is None:
+            conn = b.server.connect(owner.id, device_id="phone")
+            store = imstore.open(":memory:", user_id=owner.id)
+            phone.client = ChatClient(store, conn, send_timeout=0.5)
+            b.peers.append(Peer(owner.id, store, phone.client, conn))
             await phone.client.fetch_history_messages(peer.id, ChatType.CHAT, limit=50)
         else:
-            from .nio_peer import NioPeer
-
-            phone.nio = await NioPeer.login(b.url, owner.transport.mxid,  # type: ignore[attr-defined]
-                                            "pw-" + owner.id)
-            b.nio_phones = [*getattr(b, "nio_phones", []), phone.nio]  # type: ignore[attr-defined]
+            phone.nio = await world.device(owner.transport.mxid, "pw-" + owner.id)
             (phone.room,) = phone.nio.client.rooms  # the owner's one room: the chat with peer
         return phone
 
@@ -100,20 +94,16 @@ class Phone:
         else:
             await self.nio.read(self.room, msg_id)
 
-    @staticmethod
-    async def close_all(b: Backend) -> None:
-        for nio in getattr(b, "nio_phones", []):
-            await nio.close()
 
+def with_world(harness: Harness, main: Any) -> None:
+    """Run ``main(b, world)``: ``world`` is the nio side on Synapse (closed at the end), None on
+    MemoryServer (which needs no matrix-nio)."""
+    if harness.kind == "memory":
+        harness.run(lambda b: main(b, None))
+    else:
+        from . import nio_peer
 
-def with_phone(harness: Harness, main: Any) -> None:
-    async def wrapped(b: Backend) -> None:
-        try:
-            await main(b)
-        finally:
-            await Phone.close_all(b)
-
-    harness.run(wrapped)
+        nio_peer.run(harness, main)
 
 
 async def chat(b: Backend) -> tuple[Peer, Peer, str]:
@@ -135,9 +125,9 @@ async def marker(b: Backend, sender: Peer, receiver: Peer, text: str = "marker")
 @pytest.mark.xfail(strict=True, reason="issue 19: what the user sends from another device "
                    "never arrives live (one device per user)")
 def test_what_the_other_device_sends_arrives_live_as_sent(backend: Harness):
-    async def main(b: Backend) -> None:
+    async def main(b: Any, w: Any) -> None:
         alice, bob, _ = await chat(b)
-        phone = await Phone.of(b, alice, bob)
+        phone = await Phone.of(b, alice, bob, w)
         sent = await phone.send("from my phone")
         await marker(b, bob, alice)
         got = alice.store.get_message(sent)
@@ -145,36 +135,36 @@ def test_what_the_other_device_sends_arrives_live_as_sent(backend: Harness):
         assert (got.conv_id, got.direction, got.status, got.body.text) == (
             bob.id, Direction.SEND, MessageStatus.SUCCESS, "from my phone")
 
-    with_phone(backend, main)
+    with_world(backend, main)
 
 
 @pytest.mark.xfail(strict=True, reason="issue 19: an edit made on the user's other device is "
                    "not applied")
 def test_an_edit_made_on_the_other_device_is_applied(backend: Harness):
-    async def main(b: Backend) -> None:
+    async def main(b: Any, w: Any) -> None:
         alice, bob, first = await chat(b)
-        phone = await Phone.of(b, alice, bob)
+        phone = await Phone.of(b, alice, bob, w)
         await phone.edit(first, "hello, edited on the phone")
         await marker(b, bob, alice)
         assert alice.store.get_message(first).body.text == "hello, edited on the phone"
         assert bob.store.get_message(first).body.text == "hello, edited on the phone"
 
-    with_phone(backend, main)
+    with_world(backend, main)
 
 
 @pytest.mark.xfail(strict=True, reason="issue 19: reading on the user's other device never "
                    "clears the unread count here")
 def test_reading_on_the_other_device_clears_unread_here(backend: Harness):
-    async def main(b: Backend) -> None:
+    async def main(b: Any, w: Any) -> None:
         alice, bob, _ = await chat(b)
         sent = [await bob.client.send_message(Message.text(alice.id, f"b{i}")) for i in range(3)]
         await b.until(lambda: alice.store.unread_count(bob.id) == 3, "three unread at alice")
-        phone = await Phone.of(b, alice, bob)
+        phone = await Phone.of(b, alice, bob, w)
         await phone.read_up_to(sent[-1].msg_id)
         await marker(b, bob, alice, "after the read")
         assert alice.store.unread_count(bob.id) == 1, "only the message after the read is unread"
 
-    with_phone(backend, main)
+    with_world(backend, main)
 
 
 @pytest.mark.parametrize("backend", memory_fails(
@@ -184,14 +174,14 @@ def test_every_device_of_a_user_receives_live(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
         if b.name == "memory":
-            server: MemoryServer = b.server  # type: ignore[attr-defined]
-            conn: Any = server.connect(alice.id, device_id="tablet")  # type: ignore[call-arg]
+            server: MemoryServer = b.server
+            conn: Any = server.connect(alice.id, device_id="tablet")
         else:
             from imstore.adapters.matrix import MatrixAdapter
 
-            conn = await MatrixAdapter.login(b.url, alice.id, "pw-" + alice.id,  # type: ignore[attr-defined]
+            conn = await MatrixAdapter.login(b.url, alice.id, "pw-" + alice.id,
                                              poll_timeout=3.0, timeline_limit=5)
-            b.adapters.append(conn)  # type: ignore[attr-defined]
+            b.adapters.append(conn)
             await conn.wait_synced()
         store = imstore.open(":memory:", user_id=alice.id)
         tablet = Peer(alice.id, store, ChatClient(store, conn, send_timeout=5.0), conn)
@@ -220,13 +210,13 @@ def test_a_fresh_device_shows_the_servers_unread_count_and_never_counts_twice(ba
         await b.until(lambda: alice.store.unread_count(bob.id) == 5, "five unread at alice")
         # alice's new device: an empty store on a new session of the same account
         if b.name == "memory":
-            conn: Any = b.server.connect(alice.id)  # type: ignore[attr-defined]
+            conn: Any = b.server.connect(alice.id)
         else:
             from imstore.adapters.matrix import MatrixAdapter
 
-            conn = await MatrixAdapter.login(b.url, alice.id, "pw-" + alice.id,  # type: ignore[attr-defined]
+            conn = await MatrixAdapter.login(b.url, alice.id, "pw-" + alice.id,
                                              poll_timeout=3.0, timeline_limit=5)
-            b.adapters.append(conn)  # type: ignore[attr-defined]
+            b.adapters.append(conn)
         store = imstore.open(":memory:", user_id=alice.id)
         fresh = ChatClient(store, conn, send_timeout=5.0)
         b.peers.append(Peer(alice.id, store, fresh, conn))
