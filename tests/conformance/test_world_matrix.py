@@ -55,6 +55,9 @@ def test_a_dm_from_a_normal_client_is_a_chat_with_its_sender(world: Harness):
         assert await bob.accept_invites() == [], "imstore opened a second room for the reply"
         assert back.msg_id in [ev["event_id"] for ev in await bob.messages(room)]
         assert [c.conv_id for c in alice.store.conversations()] == [localpart(bob.mxid)]
+        # alice's m.direct says so too, for her other clients
+        other = await w.device(alice.transport.mxid, "pw-" + alice.id)
+        assert other.direct.get(bob.mxid) == [room]
 
     nio_peer.run(world, main)
 
