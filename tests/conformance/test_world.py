@@ -87,6 +87,13 @@ class Phone:
         else:
             await self.nio.edit(self.room, msg_id, text)
 
+    async def recall(self, msg_id: str) -> None:
+        if self.client is not None:
+            await self.client.fetch_history_messages(self.peer.id, ChatType.CHAT, limit=50)
+            await self.client.recall_message(msg_id)
+        else:
+            await self.nio.redact(self.room, msg_id)
+
     async def read_up_to(self, msg_id: str) -> None:
         if self.client is not None:
             await self.client.fetch_history_messages(self.peer.id, ChatType.CHAT, limit=50)
@@ -148,6 +155,22 @@ def test_an_edit_made_on_the_other_device_is_applied(backend: Harness):
         await marker(b, bob, alice)
         assert alice.store.get_message(first).body.text == "hello, edited on the phone"
         assert bob.store.get_message(first).body.text == "hello, edited on the phone"
+
+    with_world(backend, main)
+
+
+@pytest.mark.parametrize("backend", memory_fails(
+    "a recall made on the user's other device is not applied (one device per user)"),
+    indirect=True)
+def test_a_recall_made_on_the_other_device_is_applied(backend: Harness):
+    async def main(b: Any, w: Any) -> None:
+        alice, bob, first = await chat(b)
+        phone = await Phone.of(b, alice, bob, w)
+        await phone.recall(first)
+        await marker(b, bob, alice)
+        for p in (alice, bob):
+            got = p.store.get_message(first)
+            assert (got.recalled_at is not None, got.body.text) == (True, ""), p.id
 
     with_world(backend, main)
 
