@@ -23,7 +23,6 @@ writes; no network I/O (the store does not know servers exist). See docs/archite
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -55,10 +54,10 @@ from ._checks import (
     check_time,
     invalid,
 )
-from ._connection import Connection
+from ._connection import Connection, connect
 from ._conversations import ConversationTable
 from ._gaps import Gap, Span, Stretches, TimelinePage
-from ._indexer import IndexStatus, SearchWriter
+from ._indexer import LOCK_FILE, IndexStatus, SearchWriter
 from ._merge import Merger, MergeResult
 from ._query import Query, Searcher
 from ._reads import Reads
@@ -74,27 +73,37 @@ __all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Gap", 
 
 
 def _connect(path: str) -> tuple[pw.SqliteDatabase, str | None]:
-    pragmas: dict[str, Any] = {"foreign_keys": 1, "cache_size": -32000, "temp_store": "memory"}
     if path == ":memory:":
-        db = pw.SqliteDatabase(":memory:", pragmas=pragmas, thread_safe=False,
-                               check_same_thread=False)
-        directory = None
-    else:
-        directory = os.path.abspath(path)
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as exc:
-            raise IMError(ErrorCode.DATABASE_ERROR,
-                          f"cannot create the store directory {directory!r}: {exc}") from exc
-        pragmas |= {"journal_mode": "wal", "synchronous": "normal"}
-        db = pw.SqliteDatabase(os.path.join(directory, DATABASE_FILE), pragmas=pragmas,
-                               timeout=30, lock_type="IMMEDIATE")
+        return connect(":memory:"), None
+    directory = os.path.abspath(path)
     try:
-        db.connect(reuse_if_open=True)
-    except (pw.DatabaseError, sqlite3.Error) as exc:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
         raise IMError(ErrorCode.DATABASE_ERROR,
-                      f"cannot open the database in {path!r}: {exc}") from exc
-    return db, directory
+                      f"cannot create the store directory {directory!r}: {exc}") from exc
+    _refuse_lost_database(directory)
+    return connect(os.path.join(directory, DATABASE_FILE)), directory
+
+
+def _refuse_lost_database(directory: str) -> None:
+    """A store whose database is gone (deleted, or truncated to 0 bytes) while the rest of it
+    remains is not re-created empty: that would hide the loss (and verify would then empty the
+    index of a history it cannot see)."""
+    db = os.path.join(directory, DATABASE_FILE)
+    try:
+        if os.path.getsize(db) > 0:
+            return
+        state = "is empty (0 bytes)"
+    except OSError:
+        state = "is missing"
+    remains = [name for name in (f"{DATABASE_FILE}-wal", LOCK_FILE, "search")
+               if os.path.lexists(os.path.join(directory, name))]
+    if remains:
+        raise IMError(ErrorCode.DATABASE_ERROR,
+                      f"the database {db!r} {state} but the rest of a store remains "
+                      f"({', '.join(remains)}): the message history is not there. Restore "
+                      f"{DATABASE_FILE} from a backup, or delete the folder to start an empty "
+                      "store")
 
 
 class MessageStore:
@@ -117,11 +126,15 @@ class MessageStore:
         self.connection = conn = Connection(db, shared=directory is None)
         self.models = build_models(db)
         try:
-            migrate(db, self.models, user_id)
-            self.limits = settle_limits(db, limits)
+            with conn.guard():
+                migrate(db, self.models, user_id)
+                self.limits = settle_limits(db, limits)
         except ValueError as exc:
             db.close()
             raise IMError(ErrorCode.DATABASE_ERROR, str(exc)) from exc
+        except IMError:
+            db.close()
+            raise
         # A crash mid-send leaves INPROGRESS rows: they did not go out, so they failed.
         conn.execute(f"UPDATE message SET status = {int(MessageStatus.FAIL)} WHERE {IN_PROGRESS}")
         self._indexer = SearchWriter.open(conn, directory, search=search)
@@ -558,9 +571,7 @@ class MessageStore:
         (nothing is lost; the work stays queued)."""
         if progress is not None and not callable(progress):
             raise invalid("progress", "a callable or None", progress)
-        if timeout is not None and (isinstance(timeout, bool) or
-                                    not isinstance(timeout, int | float) or timeout < 0):
-            raise invalid("timeout", "a number of seconds >= 0 or None", timeout)
+        _check_timeout(timeout)
         if not self._indexer.enabled:
             return 0
         pending = self._indexer.pending()
@@ -587,12 +598,14 @@ class MessageStore:
 
     # ---------------------------------------------------------------------------- verify
 
-    def verify(self) -> VerifyReport:
+    def verify(self, *, timeout: float | None = None) -> VerifyReport:
         """Recount derived state (unread counters, last messages, group ack counts, attachment
         rows, the search index, tombstones of stored messages), repair any drift, and report
         what was repaired; report too the stored messages that cannot be decoded and the
-        receipts still waiting for a message."""
-        report = self._verifier.verify()
+        receipts still waiting for a message. ``timeout`` (seconds) bounds the wait for the
+        search index to catch up (a full disk stops it): then IMError(DATABASE_ERROR) says so."""
+        _check_timeout(timeout)
+        report = self._verifier.verify(timeout)
         report.pending_receipts = self._receipts.pending_count()
         with self.connection.tx():
             report.repaired["tombstones_of_stored_messages"] = self._tombstones.verify()
@@ -606,6 +619,12 @@ class MessageStore:
 def _optional(value: Any, field: str, check: Callable[[Any, str], Any]) -> None:
     if value is not None:
         check(value, field)
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is not None and (isinstance(timeout, bool) or
+                                not isinstance(timeout, int | float) or not timeout >= 0):
+        raise invalid("timeout", "a number of seconds >= 0 or None", timeout)
 
 
 def _check_range(start_time: Any, end_time: Any) -> None:
