@@ -30,9 +30,10 @@ def _fill(store: MessageStore, n: int, word: str = "hello") -> list[Message]:
 # ------------------------------------------------------------------ a database that vanished
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated"])
-def test_open_refuses_a_store_whose_database_vanished(tmp_path: Path, damage: str) -> None:
+def test_open_refuses_a_store_whose_database_vanished(tmp_path: Path, damage: str,
+                                                      store_key: bytes | None) -> None:
     path = tmp_path / "s"
-    with imstore.open(path, user_id="alice") as s:
+    with imstore.open(path, user_id="alice", key=store_key) as s:
         _fill(s, 5)
         s.flush_index()
     db = path / "imstore.db"
@@ -41,7 +42,7 @@ def test_open_refuses_a_store_whose_database_vanished(tmp_path: Path, damage: st
     else:
         db.write_bytes(b"")
     with pytest.raises(IMError) as err:
-        imstore.open(path, user_id="alice")
+        imstore.open(path, user_id="alice", key=store_key)
     assert err.value.code == ErrorCode.DATABASE_ERROR
     assert "imstore.db" in err.value.description and "search" in err.value.description
     assert ("missing" if damage == "deleted" else "empty") in err.value.description
@@ -55,8 +56,9 @@ def test_open_creates_a_store_in_an_empty_folder(tmp_path: Path) -> None:
         assert s.conversations() == []
 
 
-def test_verify_never_empties_the_index_of_a_history_it_cannot_see(tmp_path: Path) -> None:
-    with imstore.open(tmp_path / "s", user_id="alice") as s:
+def test_verify_never_empties_the_index_of_a_history_it_cannot_see(
+        tmp_path: Path, store_key: bytes | None) -> None:
+    with imstore.open(tmp_path / "s", user_id="alice", key=store_key) as s:
         _fill(s, 20, "zebra")
         s.flush_index()
         # the history vanishes under the store (outside its rules: no outbox entries)
@@ -95,8 +97,8 @@ def _child_uses(store: MessageStore) -> int:
 
 
 @pytest.mark.slow
-def test_fork_while_another_thread_writes(tmp_path: Path) -> None:
-    store = imstore.open(tmp_path / "s", user_id="alice")
+def test_fork_while_another_thread_writes(tmp_path: Path, store_key: bytes | None) -> None:
+    store = imstore.open(tmp_path / "s", user_id="alice", key=store_key)
     stop = threading.Event()
 
     def write() -> None:
@@ -159,8 +161,9 @@ def test_fork_child_of_a_store_in_memory_keeps_its_copy() -> None:
 
 # ------------------------------------------------------------------------------ disk full
 
-def test_a_full_disk_is_named_not_the_failed_rollback(tmp_path: Path) -> None:
-    with imstore.open(tmp_path / "s", user_id="alice") as s:
+def test_a_full_disk_is_named_not_the_failed_rollback(tmp_path: Path,
+                                                      store_key: bytes | None) -> None:
+    with imstore.open(tmp_path / "s", user_id="alice", key=store_key) as s:
         pages = s.connection.db.execute_sql("PRAGMA page_count").fetchone()[0]
         s.connection.db.execute_sql(f"PRAGMA max_page_count = {pages + 2}")  # this thread's
         with pytest.raises(IMError) as err:

@@ -54,6 +54,7 @@ from ._checks import (
     check_time,
     invalid,
 )
+from ._cipher import change_key, encrypt_store, is_encrypted, open_database, read_owner
 from ._connection import Connection, connect
 from ._conversations import ConversationTable
 from ._gaps import Gap, Span, Stretches, TimelinePage
@@ -63,17 +64,21 @@ from ._query import Query, Searcher
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
 from ._rows import CONVERSATION_LIST_SQL, IN_PROGRESS
-from ._schema import DATABASE_FILE, build_models, migrate, read_owner, settle_limits
+from ._schema import DATABASE_FILE, build_models, migrate, settle_limits
 from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
 from ._writes import Writes
 
 __all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Gap", "IndexStatus",
-           "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport", "open_store"]
+           "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport", "change_key",
+           "encrypt_store", "is_encrypted", "open_store"]
 
 
-def _connect(path: str) -> tuple[pw.SqliteDatabase, str | None]:
+def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
     if path == ":memory:":
+        if key is not None:
+            raise IMError(ErrorCode.INVALID_PARAM, "a store in memory is written nowhere: "
+                          "key= is for a store on disk; open ':memory:' without it")
         return connect(":memory:"), None
     directory = os.path.abspath(path)
     try:
@@ -82,7 +87,7 @@ def _connect(path: str) -> tuple[pw.SqliteDatabase, str | None]:
         raise IMError(ErrorCode.DATABASE_ERROR,
                       f"cannot create the store directory {directory!r}: {exc}") from exc
     _refuse_lost_database(directory)
-    return connect(os.path.join(directory, DATABASE_FILE)), directory
+    return open_database(os.path.join(directory, DATABASE_FILE), key), directory
 
 
 def _refuse_lost_database(directory: str) -> None:
@@ -155,7 +160,7 @@ class MessageStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
-             search: bool = True) -> MessageStore:
+             search: bool = True, key: bytes | str | None = None) -> MessageStore:
         """Open (or create) the store of ``user_id``.
 
         Args:
@@ -165,22 +170,27 @@ class MessageStore:
             limits: size limits, kept with the store; None: the ones kept with it (the
                 product's defaults for a new store).
             search: keep a keyword index (`search_messages`); False skips its cost.
+            key: for an encrypted store (SQLCipher, the extra ``imstore[crypto]``): the raw
+                32-byte key (``bytes``) or a passphrase (``str``, derived once per open). A new
+                store opened with a key is created encrypted. A missing key, a wrong key and a
+                key for a plain store each raise their own `IMError`.
         """
         check_id(user_id, "user_id")
         if not isinstance(path, str | os.PathLike):
             raise invalid("path", "a directory path or ':memory:'", path)
         if limits is not None:
             _check_limits(limits)
-        db, directory = _connect(os.fspath(path))
+        db, directory = _connect(os.fspath(path), key)
         return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search))
 
     @staticmethod
-    def stored_owner(path: str | os.PathLike[str]) -> str | None:
+    def stored_owner(path: str | os.PathLike[str], *,
+                     key: bytes | str | None = None) -> str | None:
         """The owner of the store in directory ``path``, or None when there is no store there.
-        Reads without creating or changing anything."""
+        Reads without creating or changing anything; an encrypted store needs its ``key``."""
         if not isinstance(path, str | os.PathLike):
             raise invalid("path", "a directory path", path)
-        return read_owner(os.fspath(path))
+        return read_owner(os.fspath(path), key)
 
     def close(self) -> None:
         """Stop the indexer thread after its current batch and close the database (index work
@@ -673,6 +683,6 @@ def _encode_conversation_ext(ext: Any) -> bytes:
 
 
 def open_store(path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
-               search: bool = True) -> MessageStore:
+               search: bool = True, key: bytes | str | None = None) -> MessageStore:
     """Same as `MessageStore.open`."""
-    return MessageStore.open(path, user_id=user_id, limits=limits, search=search)
+    return MessageStore.open(path, user_id=user_id, limits=limits, search=search, key=key)

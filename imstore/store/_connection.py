@@ -31,7 +31,8 @@ import peewee as pw
 
 from ..errors import ErrorCode, IMError
 
-__all__ = ["CHUNK", "PRAGMAS", "Connection", "Database", "chunks", "connect", "marks"]
+__all__ = ["CHUNK", "PRAGMAS", "Connection", "Database", "chunks", "connect", "marks", "open_in_this_process",
+           "use_key"]
 
 CHUNK = 500  # ids per IN (...) list
 # The pragmas of every connection (a database on disk adds WAL). Tests change it to make a
@@ -70,14 +71,22 @@ class Database(pw.SqliteDatabase):
                                    isolation_level=None,
                                    factory=self._factory, **self.connect_params)
         try:
-            if self.key is not None:  # a raw key: no key derivation per connection
-                conn.execute(f"PRAGMA key = \"x'{self.key.hex()}'\"")
+            if self.key is not None:
+                use_key(conn, self.key)
             self._add_conn_hooks(conn)  # type: ignore[attr-defined]
         except Exception:
             conn.close()
             raise
         self.opened.add(conn)
         return conn
+
+
+def use_key(conn: Any, key: bytes) -> None:
+    """Give a new SQLCipher connection its raw key (``key`` is the 32-byte key, then the salt):
+    no key derivation per connection. SQLCipher's own log stays quiet (a wrong key is our
+    `IMError`, not lines on stderr)."""
+    conn.execute("PRAGMA cipher_log_level = NONE")
+    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
 
 
 def connect(path: str, *, driver: ModuleType = sqlite3, key: bytes | None = None) -> Database:
@@ -225,6 +234,12 @@ class Connection:
         """One statement for many parameter rows, inside the caller's open transaction."""
         self.db.cursor().executemany(sql, rows)
 
+    @property
+    def store_key(self) -> bytes | None:
+        """The raw 32-byte key of an encrypted store (the index key derives from it), or None."""
+        key = getattr(self.db, "key", None)
+        return None if key is None else bytes(key[:32])
+
     def close(self) -> None:
         self.closed = True
         self.db.close()
@@ -281,6 +296,13 @@ class Connection:
 
 _LIVE: weakref.WeakSet[Connection] = weakref.WeakSet()
 _ABANDONED: list[Any] = []  # inherited connections a child must never close nor use
+
+
+def open_in_this_process(db_path: str) -> bool:
+    """Whether a store of this process has the database file ``db_path`` open. (File locks do
+    not tell: they are per process, and SQLCipher is a second copy of SQLite in the process.)"""
+    target = os.path.abspath(db_path)
+    return any(not c.closed and c.db.database == target for c in list(_LIVE))
 
 
 def _before_fork() -> None:
