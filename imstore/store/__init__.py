@@ -54,7 +54,14 @@ from ._checks import (
     check_time,
     invalid,
 )
-from ._cipher import change_key, encrypt_store, is_encrypted, open_database, read_owner
+from ._cipher import (
+    change_key,
+    database_state,
+    encrypt_store,
+    is_encrypted,
+    open_database,
+    read_owner,
+)
 from ._connection import Connection, connect
 from ._conversations import ConversationTable
 from ._gaps import Gap, Span, Stretches, TimelinePage
@@ -191,6 +198,39 @@ class MessageStore:
         if not isinstance(path, str | os.PathLike):
             raise invalid("path", "a directory path", path)
         return read_owner(os.fspath(path), key)
+
+    @staticmethod
+    def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+        """Raise `IMError(DATABASE_ERROR)` saying why the store in directory ``path`` cannot be
+        written now: a file of it is not writable, or another process keeps its write lock for
+        more than ``timeout`` seconds (`open` itself waits 30). Creates and changes nothing; a
+        directory without a store passes."""
+        if not isinstance(path, str | os.PathLike):
+            raise invalid("path", "a directory path", path)
+        directory = os.fspath(path)
+        db = os.path.join(directory, DATABASE_FILE)
+        for p in (directory, db, os.path.join(directory, "search")):
+            if os.path.exists(p) and not os.access(p, os.W_OK):
+                raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot write {p} "
+                              "(a store needs write access, even to be read)")
+        if not os.path.isfile(db) or database_state(db) == "encrypted":
+            return  # probing an encrypted database's lock needs its key: open waits for it
+        con = sqlite3.connect(db, timeout=timeout, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            why = str(exc)
+            if "locked" in why or "busy" in why:
+                raise IMError(ErrorCode.DATABASE_ERROR,
+                              f"the store {directory} is locked by another process (an import?); "
+                              "try again when it is done") from exc
+            if "readonly" in why:
+                raise IMError(ErrorCode.DATABASE_ERROR,
+                              f"permission denied: cannot write {db} (read-only)") from exc
+            raise IMError(ErrorCode.DATABASE_ERROR, f"{db}: {exc}") from exc
+        finally:
+            con.close()
 
     def close(self) -> None:
         """Stop the indexer thread after its current batch and close the database (index work
