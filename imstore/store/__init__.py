@@ -23,6 +23,7 @@ writes; no network I/O (the store does not know servers exist). See docs/archite
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
