@@ -145,6 +145,7 @@ def test_fork_while_another_thread_writes(tmp_path: Path, store_key: bytes | Non
 def test_fork_child_of_a_store_in_memory_keeps_its_copy() -> None:
     store = imstore.open(":memory:", user_id="alice")
     _fill(store, 3)
+    code: int | None = None
     pid = os.fork()
     if pid == 0:
         os._exit(_child_uses(store))
@@ -157,6 +158,38 @@ def test_fork_child_of_a_store_in_memory_keeps_its_copy() -> None:
     assert code == 0
     assert store.message_count(Message.text("carol", "").conv_id) == 0  # the child wrote to its own copy
     store.close()
+
+
+def _child_is_refused(store: MessageStore) -> int:
+    """In a child forked inside a transaction: the inherited store refuses, and says why."""
+    try:
+        store.get_message("any")
+    except IMError as exc:
+        return 0 if "open it again in the child" in exc.description else 2
+    except BaseException:  # the child reports by its exit code
+        return 3
+    return 1
+
+
+def test_a_store_forked_inside_a_transaction_is_refused_in_the_child(tmp_path: Path) -> None:
+    store = imstore.open(tmp_path / "s", user_id="alice")
+    code: int | None = None
+    try:
+        with store.connection.tx():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(_child_is_refused(store))
+        try:
+            code = _reap(pid, 60)
+        finally:
+            if code is None:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        assert code == 0
+        _fill(store, 2)  # the parent goes on
+        assert store.verify().ok
+    finally:
+        store.close()
 
 
 # ------------------------------------------------------------------------------ disk full

@@ -61,28 +61,33 @@ def _salt(db_path: str) -> bytes:
         return f.read(SALT_BYTES)
 
 
-def _missing_key(where: str) -> IMError:
-    return IMError(ErrorCode.INVALID_PARAM,
-                   f"the store in {where!r} is encrypted: open it with key= (the raw 32-byte key "
-                   "or the passphrase it was encrypted with)")
+# Every refusal of this module: one sentence each, saying what to do.
+_REFUSALS: dict[str, tuple[ErrorCode, str]] = {
+    "missing key": (ErrorCode.INVALID_PARAM,
+                    "the store in {where!r} is encrypted: open it with key= (the raw 32-byte key "
+                    "or the passphrase it was encrypted with)"),
+    "plain store": (ErrorCode.INVALID_PARAM,
+                    "a key was given but the store in {where!r} is not encrypted: open it "
+                    "without key=, or encrypt it first with imstore.encrypt_store(path, key)"),
+    "wrong key": (ErrorCode.INVALID_PARAM,
+                  "the key does not open the encrypted store in {where!r}: it is not the key "
+                  "(or passphrase) the store was encrypted with; nothing was changed"),
+    "still open": (ErrorCode.DATABASE_ERROR,
+                   "the store in {where!r} is open (in this or another process): close it "
+                   "everywhere, then try again; nothing was changed"),
+    "no store": (ErrorCode.FILE_NOT_FOUND, "there is no store in {where!r}"),
+    "encrypted already": (ErrorCode.INVALID_PARAM,
+                          "the store in {where!r} is encrypted already: to change its key, "
+                          "call imstore.change_key(path, old_key, new_key)"),
+    "not encrypted": (ErrorCode.INVALID_PARAM,
+                      "the store in {where!r} is not encrypted: encrypt it with "
+                      "imstore.encrypt_store(path, key)"),
+}
 
 
-def _plain_store(where: str) -> IMError:
-    return IMError(ErrorCode.INVALID_PARAM,
-                   f"a key was given but the store in {where!r} is not encrypted: open it "
-                   "without key=, or encrypt it first with imstore.encrypt_store(path, key)")
-
-
-def _wrong_key(where: str) -> IMError:
-    return IMError(ErrorCode.INVALID_PARAM,
-                   f"the key does not open the encrypted store in {where!r}: it is not the key "
-                   "(or passphrase) the store was encrypted with; nothing was changed")
-
-
-def _still_open(where: str) -> IMError:
-    return IMError(ErrorCode.DATABASE_ERROR,
-                   f"the store in {where!r} is open (in this or another process): close it "
-                   "everywhere, then try again; nothing was changed")
+def _refusal(kind: str, where: str) -> IMError:
+    code, text = _REFUSALS[kind]
+    return IMError(code, text.format(where=where))
 
 
 def _key_spec(key: Any, state: str, db_path: str) -> tuple[ModuleType, bytes]:
@@ -93,33 +98,34 @@ def _key_spec(key: Any, state: str, db_path: str) -> tuple[ModuleType, bytes]:
     return driver, derive_key(secret, salt) + salt
 
 
+def _match(state: str, key: Any, where: str) -> None:
+    """Refuse a key the database does not take: none for an encrypted one, one for a plain one."""
+    if key is None and state == "encrypted":
+        raise _refusal("missing key", where)
+    if key is not None and state == "plain":
+        raise _refusal("plain store", where)
+
+
 def open_database(db_path: str, key: Any) -> Database:
     """The connected database of a store on disk, opened with ``key`` (None: a plain store)."""
     where = os.path.dirname(db_path)
     state = database_state(db_path)
+    _match(state, key, where)
     if key is None:
-        if state == "encrypted":
-            raise _missing_key(where)
         return connect(db_path)
-    if state == "plain":
-        raise _plain_store(where)
     driver, spec = _key_spec(key, state, db_path)
     try:
         return connect(db_path, driver=driver, key=spec)
     except IMError as exc:
         if state == "encrypted" and _NOT_A_DATABASE in str(exc.__cause__):
-            raise _wrong_key(where) from exc
+            raise _refusal("wrong key", where) from exc
         raise
 
 
 def is_encrypted(path: str | os.PathLike[str]) -> bool:
     """Whether the store in directory ``path`` is encrypted (IMError FILE_NOT_FOUND when there
     is no store there). Reads the database's first bytes only; needs no key and no extra."""
-    directory = os.fspath(path)
-    state = database_state(os.path.join(directory, DATABASE_FILE))
-    if state in ("missing", "empty"):
-        raise IMError(ErrorCode.FILE_NOT_FOUND, f"there is no store in {directory!r}")
-    return state == "encrypted"
+    return _existing(path)[2] == "encrypted"
 
 
 def read_owner(directory: str, key: Any) -> str | None:
@@ -129,12 +135,9 @@ def read_owner(directory: str, key: Any) -> str | None:
     state = database_state(db_path)
     if state in ("missing", "empty"):
         return None
+    _match(state, key, directory)
     if key is None:
-        if state == "encrypted":
-            raise _missing_key(directory)
         return read_plain_owner(directory)
-    if state == "plain":
-        raise _plain_store(directory)
     driver, spec = _key_spec(key, state, db_path)
     uri = f"file:{urllib.parse.quote(os.path.abspath(db_path))}?mode=ro"
     con = driver.connect(uri, uri=True)
@@ -143,7 +146,7 @@ def read_owner(directory: str, key: Any) -> str | None:
         row = con.execute("SELECT value FROM meta WHERE key = 'user_id'").fetchone()
     except driver.Error as exc:
         if _NOT_A_DATABASE in str(exc):
-            raise _wrong_key(directory) from exc
+            raise _refusal("wrong key", directory) from exc
         raise IMError(ErrorCode.DATABASE_ERROR,
                       f"cannot read the store in {directory!r}: {exc}") from exc
     finally:
@@ -151,20 +154,24 @@ def read_owner(directory: str, key: Any) -> str | None:
     return None if row is None else str(row[0])
 
 
+def _existing(path: str | os.PathLike[str]) -> tuple[str, str, str]:
+    """The directory, database file and state of the store in ``path``; IMError when none."""
+    directory = os.path.abspath(os.fspath(path))
+    db_path = os.path.join(directory, DATABASE_FILE)
+    state = database_state(db_path)
+    if state in ("missing", "empty"):
+        raise _refusal("no store", directory)
+    return directory, db_path, state
+
+
 def encrypt_store(path: str | os.PathLike[str], key: Any) -> None:
     """Encrypt the plaintext store in directory ``path`` with ``key`` (a raw 32-byte key or a
     passphrase). The store must be closed everywhere. Atomic: the encrypted copy replaces the
     database only once it is checked; the plaintext search index is removed (the next open
     rebuilds it)."""
-    directory = os.path.abspath(os.fspath(path))
-    db_path = os.path.join(directory, DATABASE_FILE)
-    state = database_state(db_path)
-    if state in ("missing", "empty"):
-        raise IMError(ErrorCode.FILE_NOT_FOUND, f"there is no store in {directory!r}")
+    directory, db_path, state = _existing(path)
     if state == "encrypted":
-        raise IMError(ErrorCode.INVALID_PARAM,
-                      f"the store in {directory!r} is encrypted already: to change its key, "
-                      "call imstore.change_key(path, old_key, new_key)")
+        raise _refusal("encrypted already", directory)
     driver, target = _key_spec(key, "new", db_path)
     _rewrite(directory, driver, None, target)
 
@@ -173,15 +180,9 @@ def change_key(path: str | os.PathLike[str], old_key: Any, new_key: Any) -> None
     """Re-encrypt the encrypted store in directory ``path`` from ``old_key`` to ``new_key``
     (each a raw 32-byte key or a passphrase). The store must be closed everywhere: an open
     store is refused. Atomic, like `encrypt_store`; a wrong ``old_key`` changes nothing."""
-    directory = os.path.abspath(os.fspath(path))
-    db_path = os.path.join(directory, DATABASE_FILE)
-    state = database_state(db_path)
-    if state in ("missing", "empty"):
-        raise IMError(ErrorCode.FILE_NOT_FOUND, f"there is no store in {directory!r}")
+    directory, db_path, state = _existing(path)
     if state == "plain":
-        raise IMError(ErrorCode.INVALID_PARAM,
-                      f"the store in {directory!r} is not encrypted: encrypt it with "
-                      "imstore.encrypt_store(path, key)")
+        raise _refusal("not encrypted", directory)
     check_key(new_key, "new_key")
     driver, source = _key_spec(old_key, state, db_path)
     _, target = _key_spec(new_key, "new", db_path)
@@ -200,7 +201,7 @@ def _rewrite(directory: str, driver: ModuleType, source: bytes | None, target: b
     old one, and remove the index the old key protected."""
     db_path = os.path.join(directory, DATABASE_FILE)
     if open_in_this_process(db_path):
-        raise _still_open(directory)
+        raise _refusal("still open", directory)
     tmp = db_path + ".rekey"
     for leftover in (tmp, tmp + "-journal"):
         if os.path.exists(leftover):
@@ -212,13 +213,13 @@ def _rewrite(directory: str, driver: ModuleType, source: bytes | None, target: b
         try:
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except driver.Error as exc:
-            raise _wrong_key(directory) from exc
+            raise _refusal("wrong key", directory) from exc
         try:  # leaving WAL needs every other connection gone: the store must be closed
             con.execute("PRAGMA journal_mode = DELETE").fetchone()
             if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "delete":
                 raise driver.OperationalError("database is locked")
         except driver.Error as exc:
-            raise _still_open(directory) from exc
+            raise _refusal("still open", directory) from exc
         try:
             con.execute(f"ATTACH DATABASE ? AS fresh KEY \"x'{target.hex()}'\"", (tmp,))
             con.execute("SELECT sqlcipher_export('fresh')").fetchone()
