@@ -223,9 +223,8 @@ def test_every_device_of_a_user_receives_live(backend: Harness):
 # ------------------------------------------------------------------ the server's word
 
 
-@pytest.mark.parametrize("backend", memory_fails(
-    "a fresh device shows the badge it holds (1), not the server's unread count (5)"),
-    indirect=True)
+@pytest.mark.xfail(strict=True, reason="issue 19: a fresh device shows the badge it holds (1), "
+                   "not the server's unread count (5)")
 def test_a_fresh_device_shows_the_servers_unread_count_and_never_counts_twice(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
@@ -240,6 +239,9 @@ def test_a_fresh_device_shows_the_servers_unread_count_and_never_counts_twice(ba
             conn = await MatrixAdapter.login(b.url, alice.id, "pw-" + alice.id,
                                              poll_timeout=3.0, timeline_limit=5)
             b.adapters.append(conn)
+            # its sync loop is held: the list alone must carry the count, as it must when it
+            # answers before the first sync of a large account does
+            conn.pause()
         store = imstore.open(":memory:", user_id=alice.id)
         fresh = ChatClient(store, conn, send_timeout=5.0)
         b.peers.append(Peer(alice.id, store, fresh, conn))
