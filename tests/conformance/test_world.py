@@ -266,8 +266,10 @@ def test_a_conversation_deleted_for_everyone_reaches_no_member(backend: Harness,
         await alice.client.send_message(Message.text(bob.id, "hello"))
         await b.until(lambda: bob.store.message_count(alice.id) == 1, "the first message")
         await b.offline(bob)
-        for i in range(3):
-            await alice.client.send_message(Message.text(bob.id, f"soon gone {i}"))
+        gone = [await alice.client.send_message(Message.text(bob.id, f"soon gone {i}"))
+                for i in range(3)]
+        await alice.client.edit_message(gone[0].msg_id, TextBody("soon gone, edited"))
+        await alice.client.recall_message(gone[1].msg_id)
         await alice.client.delete_conversation_from_server(bob.id, ChatType.CHAT,
                                                            delete_messages=True)
         with caplog.at_level(logging.WARNING):
@@ -386,4 +388,8 @@ def test_memory_server_refuses_impossible_retention():
     with pytest.raises(IMError) as err:
         MemoryServer(plan=RetentionPlan.FREE, retention_days=90)
     assert err.value.code == ErrorCode.INVALID_PARAM
-    assert MemoryServer(plan=RetentionPlan.ENTERPRISE, retention_days=365).retention_days == 365
+    server = MemoryServer(plan=RetentionPlan.ENTERPRISE, retention_days=365)
+    assert server.retention_days == 365
+    with pytest.raises(IMError) as err:
+        server.retention_days = 0
+    assert err.value.code == ErrorCode.INVALID_PARAM and server.retention_days == 365
