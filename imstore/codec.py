@@ -19,20 +19,16 @@ from typing import Any
 import msgpack
 
 from .errors import ErrorCode, IMError
-from .kinds import ATTACHMENT_TYPES, KINDS
+from .kinds import ATTACHMENT_TYPES, KINDS, check_content
 from .lifecycle import INT64_MIN, MAX_TIME
 from .message import (
     Body,
     ChatType,
-    CmdBody,
-    CustomBody,
     DownloadStatus,
     FileBody,
-    LocationBody,
     Message,
     MessageStatus,
     MessageType,
-    TextBody,
     UndecodableBody,
 )
 
@@ -348,23 +344,6 @@ def check_body_fields(mtype: MessageType, body: Any) -> None:
     _BODY_CHECKS[want](body)
 
 
-def _check_content(mtype: MessageType, body: Body) -> None:
-    """What a body must say to be worth storing (a recall notice's blank body is exempt)."""
-    if isinstance(body, TextBody):
-        if not body.text:
-            raise IMError(ErrorCode.MESSAGE_INVALID, "a text message needs non-empty text")
-    elif isinstance(body, LocationBody):
-        lat, lon = body.latitude, body.longitude
-        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise invalid("body.latitude/longitude", "within -90..90 / -180..180", (lat, lon))
-    elif isinstance(body, CmdBody | CustomBody):
-        name = body.action if isinstance(body, CmdBody) else body.event
-        if not name:
-            raise IMError(ErrorCode.MESSAGE_INVALID,
-                          f"a {mtype.name} message needs a non-empty "
-                          f"{'action' if isinstance(body, CmdBody) else 'event'}")
-
-
 def _check_file(body: FileBody, limits: Limits, need_file: bool) -> tuple[int, str] | None:
     """Check an attachment's file; returns (size, display name) read from a local file."""
     path = body.local_path
@@ -463,7 +442,7 @@ def validate_message(msg: Message, limits: Limits, *, need_file: bool = False) -
     mtype = _check_fields(msg)
     recalled = msg.recalled_at is not None
     if not recalled:
-        _check_content(mtype, msg.body)
+        check_content(mtype, msg.body)
     if mtype in ATTACHMENT_TYPES and not recalled:
         assert isinstance(msg.body, FileBody)
         found = _check_file(msg.body, limits, need_file)

@@ -56,6 +56,7 @@ __all__ = [
     "DownloadEvent",
     "ReceiptKind",
     "SendEvent",
+    "awaits_send",
     "check_edit",
     "check_group_read_ack",
     "check_read_ack",
@@ -238,9 +239,15 @@ def check_edit(msg: Message, body: Body) -> None:
         raise IMError(ErrorCode.MESSAGE_INVALID, f"{msg.msg_id!r} was recalled")
 
 
+def awaits_send(status: MessageStatus) -> bool:
+    """No send is under way for a message with this status and the server has not accepted it:
+    a send may leave it (CREATE, FAIL)."""
+    return (MessageStatus(status), SendEvent.SEND) in SEND_TRANSITIONS
+
+
 def check_resend(msg: Message) -> None:
     """Only my messages that a send may leave (CREATE, FAIL) may be sent again."""
-    if not _sent_by_me(msg) or (msg.status, SendEvent.SEND) not in SEND_TRANSITIONS:
+    if not _sent_by_me(msg) or not awaits_send(msg.status):
         raise IMError(ErrorCode.INVALID_PARAM,
                       f"only failed messages of your own can be resent; this one is "
                       f"{MessageStatus(msg.status).name}")

@@ -491,6 +491,11 @@ class MessageStore:
             check_time(a.timestamp, "acks[].timestamp")
         return self._receipts.add_group_acks(items)
 
+    def group_read_acks(self, msg_id: str) -> list[GroupReadAck]:
+        """The group read receipts kept for a message (by its server id; also ones that came
+        before it did), oldest first."""
+        return self._receipts.group_acks(check_id(msg_id, "msg_id"))
+
     def prune_pending_receipts(self, older_than_ms: int) -> int:
         """Forget receipts that have waited more than ``older_than_ms`` for a message that never
         came; returns how many were forgotten."""
