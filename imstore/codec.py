@@ -29,6 +29,7 @@ from .message import (
     Message,
     MessageStatus,
     MessageType,
+    ThumbnailedBody,
     UndecodableBody,
 )
 
@@ -75,10 +76,12 @@ class Limits:
     Attributes:
         max_payload_bytes: msgpack-encoded body plus ``ext``.
         max_file_bytes: an attachment's file.
+        max_thumbnail_bytes: the thumbnail an image or a video is sent with.
     """
 
     max_payload_bytes: int = 3 * 1024
     max_file_bytes: int = 10 * 1024 * 1024
+    max_thumbnail_bytes: int = 1024 * 1024
 
 
 def body_to_dict(body: Body) -> dict[str, Any]:
@@ -368,6 +371,23 @@ def _check_file(body: FileBody, limits: Limits, need_file: bool) -> tuple[int, s
     return st.st_size, body.display_name or os.path.basename(path)
 
 
+def _check_thumbnail(path: str, limits: Limits, need_file: bool) -> None:
+    """A thumbnail to send is a regular file within ``max_thumbnail_bytes``."""
+    try:
+        size = os.stat(path).st_size
+    except (OSError, ValueError) as exc:
+        if need_file:
+            raise IMError(ErrorCode.FILE_NOT_FOUND,
+                          f"thumbnail file {path!r} does not exist; check the path") from exc
+        return
+    if not os.path.isfile(path):
+        raise IMError(ErrorCode.FILE_INVALID, f"thumbnail {path!r} is not a regular file")
+    if size > limits.max_thumbnail_bytes:
+        raise IMError(ErrorCode.FILE_TOO_LARGE,
+                      f"thumbnail {path!r} has {size} bytes; the limit is "
+                      f"{limits.max_thumbnail_bytes} bytes (Limits.max_thumbnail_bytes)")
+
+
 _ENUM_VALUES: dict[type, frozenset[Any]] = {e: frozenset(e) for e in (MessageType, ChatType,
                                                                         MessageStatus)}
 
@@ -448,6 +468,8 @@ def validate_message(msg: Message, limits: Limits, *, need_file: bool = False) -
         found = _check_file(msg.body, limits, need_file)
         if found is not None:
             msg.body.size, msg.body.display_name = found
+        if isinstance(msg.body, ThumbnailedBody) and msg.body.thumbnail_path:
+            _check_thumbnail(msg.body.thumbnail_path, limits, need_file)
     body = encode_body(msg.body)
     ext = encode_ext(msg.ext)
     size = len(body) - 1 + len(ext)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from ..adapters import SyncAdapter, check_page_size
 from ..errors import ErrorCode, IMError
-from ..lifecycle import INT64_MIN, awaits_send
+from ..lifecycle import INT64_MIN, awaits_send, is_mine
 from ..message import (
     ChatType,
     Conversation,
@@ -130,7 +130,8 @@ class History:
     def _accept_sent(self, items: Sequence[Message]) -> None:
         """Local copies of sends the server's page shows it has: they become the server's."""
         for m in items:
-            if not (m.local_id and m.direction == Direction.SEND and m.local_id != m.msg_id):
+            if not (m.local_id and m.local_id != m.msg_id
+                    and is_mine(m.sender, self._store.user_id)):
                 continue
             local = self._store.get_message(m.local_id)
             if local is None or local.msg_id != m.local_id or not awaits_send(local.status):

@@ -654,7 +654,7 @@ def _message_list(messages: Any) -> list[Message]:
 def _check_limits(limits: Any) -> None:
     if not isinstance(limits, Limits):
         raise invalid("limits", "a Limits or None", limits)
-    for name in ("max_payload_bytes", "max_file_bytes"):
+    for name in ("max_payload_bytes", "max_file_bytes", "max_thumbnail_bytes"):
         value = getattr(limits, name)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**53:
             raise invalid(f"limits.{name}", "a positive int", value)
