@@ -1516,3 +1516,12 @@ def test_a_history_copy_of_a_failed_send_makes_it_the_servers(store):
     assert (got.msg_id, got.status) == ("S1", MessageStatus.SUCCESS)
     assert store.message_count("bob") == 1
     assert [e for e in log.events if e[0] == "SUCCESS"] == [("SUCCESS",)]
+
+
+def test_the_connection_gates_table_is_the_designed_one():
+    from imstore.client._gate import STEP_OUTCOMES, Outcome, Step
+
+    assert STEP_OUTCOMES == {
+        Step.RECONNECTING: Outcome.PARK, Step.DISCONNECTED: Outcome.FAIL_510,
+        Step.DROPPED: Outcome.RERUN, Step.NO_ANSWER: Outcome.RECONNECT_RETRY,
+        Step.NO_ANSWER_AGAIN: Outcome.FAIL_300}

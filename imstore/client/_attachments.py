@@ -97,7 +97,10 @@ class Attachments:
         """What a newly received message downloads by itself (its kind's ``auto_download``)."""
         if not self._settings.auto_download:
             return []
-        target = TARGETS.get(kind_of(msg.type).auto_download)
+        kind = kind_of(msg.type)
+        if kind.auto_download is AutoDownload.THUMBNAIL and not kind.thumbnail:
+            return []
+        target = TARGETS.get(kind.auto_download)
         if target is None or not isinstance(msg.body, target.body) \
                 or not getattr(msg.body, target.url):
             return []

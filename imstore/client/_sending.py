@@ -49,9 +49,10 @@ __all__ = ["Sender"]
 log = logging.getLogger("imstore.client")
 
 
-def _thumbnail_to_upload(body: FileBody) -> bool:
-    return (isinstance(body, ThumbnailedBody) and bool(body.thumbnail_path)
-            and not body.thumbnail_url)
+def _thumbnail_to_upload(msg: Message) -> bool:
+    body = msg.body
+    return (kind_of(msg.type).thumbnail and isinstance(body, ThumbnailedBody)
+            and bool(body.thumbnail_path) and not body.thumbnail_url)
 
 
 class Sender:
@@ -114,7 +115,7 @@ class Sender:
                         progress: ProgressFn | None) -> Message:
         budget = WaitBudget(self._settings.reconnect_wait)
         body = msg.body
-        if isinstance(body, FileBody) and (not body.remote_url or _thumbnail_to_upload(body)):
+        if isinstance(body, FileBody) and (not body.remote_url or _thumbnail_to_upload(msg)):
             await self._upload(transport, msg, body, progress, budget)
         result = await self._send_with_retry(transport, msg, budget)
         if msg.type == MessageType.CMD:
@@ -153,7 +154,7 @@ class Sender:
                     and not body.thumbnail_url and not body.thumbnail_path):
                 body.thumbnail_url = remote.thumbnail_url  # the server made one
             body.download_status = download_move(body.download_status, DownloadEvent.HAVE)
-        if _thumbnail_to_upload(body):
+        if _thumbnail_to_upload(msg):
             assert isinstance(body, ThumbnailedBody)
             thumb = await self._gate.transfer(lambda: upload(body.thumbnail_path), timeout,
                                               budget, ErrorCode.FILE_UPLOAD_FAILED)
