@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import time
 from enum import Enum, IntEnum
+from typing import TypeVar
 
 from .errors import ErrorCode, IMError
 from .kinds import kind_of
@@ -126,14 +127,23 @@ SEND_TRANSITIONS: dict[tuple[MessageStatus, SendEvent], MessageStatus] = {
 """Every legal move of the send status; anything else is refused."""
 
 
-def next_status(status: MessageStatus, event: SendEvent) -> MessageStatus:
-    """The status ``event`` moves ``status`` to; INVALID_PARAM when it may not."""
+_State = TypeVar("_State", MessageStatus, DownloadStatus)
+_Event = TypeVar("_Event", SendEvent, "DownloadEvent")
+
+
+def _follow(table: dict[tuple[_State, _Event], _State], state: _State, event: _Event,
+            what: str) -> _State:
+    """One move of a lifecycle table; INVALID_PARAM naming it when the table has none."""
     try:
-        return SEND_TRANSITIONS[MessageStatus(status), event]
+        return table[state, event]
     except KeyError:
         raise IMError(ErrorCode.INVALID_PARAM,
-                      f"a {MessageStatus(status).name} message cannot take the send event "
-                      f"{event.name}") from None
+                      f"{what} that is {state.name} cannot take the event {event.name}") from None
+
+
+def next_status(status: MessageStatus, event: SendEvent) -> MessageStatus:
+    """The status ``event`` moves ``status`` to; INVALID_PARAM when it may not."""
+    return _follow(SEND_TRANSITIONS, MessageStatus(status), event, "a message")
 
 
 def status_after(event: SendEvent) -> dict[MessageStatus, MessageStatus]:
@@ -185,12 +195,7 @@ DOWNLOAD_TRANSITIONS: dict[tuple[DownloadStatus, DownloadEvent], DownloadStatus]
 
 def download_move(status: DownloadStatus, event: DownloadEvent) -> DownloadStatus:
     """The download status ``event`` moves ``status`` to; INVALID_PARAM when it may not."""
-    try:
-        return DOWNLOAD_TRANSITIONS[DownloadStatus(status), event]
-    except KeyError:
-        raise IMError(ErrorCode.INVALID_PARAM,
-                      f"a download that is {DownloadStatus(status).name} cannot take "
-                      f"{event.name}") from None
+    return _follow(DOWNLOAD_TRANSITIONS, DownloadStatus(status), event, "a download")
 
 
 # --------------------------------------------------------------------------------- receipts
