@@ -37,7 +37,15 @@ from ..lifecycle import (
     download_move,
     next_status,
 )
-from ..message import Body, FileBody, Message, MessageType, ThumbnailedBody, conversation_id
+from ..message import (
+    Body,
+    FileBody,
+    Message,
+    MessageStatus,
+    MessageType,
+    ThumbnailedBody,
+    conversation_id,
+)
 from ..store import MessageStore
 from ._gate import STEP_OUTCOMES, ConnectionGate, Outcome, Step, WaitBudget, call
 from ._listeners import Listeners
@@ -79,7 +87,8 @@ class Sender:
         transport = self._gate.transport()
         need_file = isinstance(msg.body, FileBody) and not msg.body.remote_url
         validate_message(msg, self._store.limits, need_file=need_file)
-        status = next_status(msg.status, SendEvent.SEND)  # refuses a message already sent
+        # a new send starts at CREATE, whatever status the object carries (it is not stored yet)
+        status = next_status(MessageStatus.CREATE, SendEvent.SEND)
         if msg.type == MessageType.CMD:
             if msg.sender is None:
                 msg.sender = self._store.user_id
