@@ -164,11 +164,14 @@ def send_move(status: MessageStatus, to: MessageStatus) -> SendEvent:
                   f"become {', '.join(legal) or 'nothing else'}")
 
 
+_SETTLE = {imported: status_after(SendEvent.IMPORT if imported else SendEvent.STORE)
+           for imported in (False, True)}
+
+
 def settled_status(status: MessageStatus, *, imported: bool) -> MessageStatus:
     """The status a message is stored with when it is inserted: what it was given, moved by
-    STORE (or IMPORT) when the table has that move."""
-    event = SendEvent.IMPORT if imported else SendEvent.STORE
-    return SEND_TRANSITIONS.get((MessageStatus(status), event), MessageStatus(status))
+    STORE (or IMPORT) when the table has that move. (On every insert: one dict lookup.)"""
+    return _SETTLE[imported].get(status, status)
 
 
 # -------------------------------------------------------------------------- download status
