@@ -203,6 +203,9 @@ class SyncLoop:
                if isinstance(e, dict) and e.get("type") == "m.receipt"]
         prev = timeline.get("prev_batch")
         if initial:
+            for ev in events:  # place the events the receipts name without asking the server
+                if isinstance(ev, dict):
+                    self.events.see(room_id, ev)
             for e in eph:  # learn the read positions first: they decide what is unread
                 await self.reads.note(room_id, e.get("content"))
         elif timeline.get("limited") is True and isinstance(prev, str) and self.since:
