@@ -20,6 +20,7 @@ import msgpack
 
 from .errors import ErrorCode, IMError
 from .kinds import ATTACHMENT_TYPES, KINDS
+from .lifecycle import INT64_MIN, MAX_TIME
 from .message import (
     Body,
     ChatType,
@@ -60,7 +61,7 @@ __all__ = [
 FORMAT_VERSION = 1
 MAX_ID_CHARS = 256  # ids longer than this are refused
 MAX_EXT_DEPTH = 32  # nesting of ext (and of body params) beyond this is refused
-MAX_TIME = 2**53  # times in ms: 0..MAX_TIME (exact in a double, so every client reads them)
+UINT64_MAX = 2**64 - 1  # msgpack holds ints from INT64_MIN to this
 
 BODY_CLASSES: dict[MessageType, type] = {t: k.body for t, k in KINDS.items()}
 
@@ -236,7 +237,7 @@ def _check_tree(value: Any, field: str, depth: int) -> None:
         for v in value:
             _check_tree(v, field, depth + 1)
     elif isinstance(value, int) and not isinstance(value, bool) \
-            and not -(2**63) <= value < 2**64:
+            and not INT64_MIN <= value <= UINT64_MAX:
         raise invalid(field, "made of ints that fit in 64 bits", value)
 
 
@@ -252,7 +253,7 @@ def check_ext(value: Any, field: str = "ext") -> dict[str, Any]:
         t = type(v)
         if type(k) is not str or not (k.isascii() or _encodable(k)) \
                 or (t is str and not (v.isascii() or _encodable(v))) \
-                or t not in _FLAT or (t is int and not -(2**63) <= v < 2**64):
+                or t not in _FLAT or (t is int and not INT64_MIN <= v <= UINT64_MAX):
             _check_tree(value, field, 1)
             break
     return value

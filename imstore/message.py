@@ -104,8 +104,11 @@ _counter = itertools.count()
 
 
 def now_ms() -> int:
-    """Milliseconds since the epoch."""
-    return time.time_ns() // 1_000_000
+    """Milliseconds since the epoch: the clock of `lifecycle` (which owns it), kept importable
+    here. Imported on call: `lifecycle` reads this module's enums."""
+    from .lifecycle import now_ms as clock
+
+    return clock()
 
 
 def new_msg_id() -> str:

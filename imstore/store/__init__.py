@@ -31,6 +31,7 @@ import peewee as pw
 
 from ..codec import Limits, encode_ext
 from ..errors import ErrorCode, IMError
+from ..lifecycle import ReceiptKind, SendEvent, status_after
 from ..message import (
     Body,
     ChatType,
@@ -50,6 +51,7 @@ from ._checks import (
     check_id,
     check_ids,
     check_limit,
+    check_stamp,
     check_status,
     check_text,
     check_time,
@@ -63,7 +65,7 @@ from ._merge import Merger, MergeResult
 from ._query import Query, Searcher
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
-from ._rows import CONVERSATION_LIST_SQL, IN_PROGRESS
+from ._rows import CONVERSATION_LIST_SQL
 from ._schema import DATABASE_FILE, build_models, migrate, read_owner, settle_limits
 from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
@@ -122,8 +124,9 @@ class MessageStore:
         except ValueError as exc:
             db.close()
             raise IMError(ErrorCode.DATABASE_ERROR, str(exc)) from exc
-        # A crash mid-send leaves INPROGRESS rows: they did not go out, so they failed.
-        conn.execute(f"UPDATE message SET status = {int(MessageStatus.FAIL)} WHERE {IN_PROGRESS}")
+        # A crash mid-send leaves INPROGRESS rows: they did not go out (the INTERRUPT move).
+        for was, now in status_after(SendEvent.INTERRUPT).items():
+            conn.execute("UPDATE message SET status = ? WHERE status = ?", (int(now), int(was)))
         self._indexer = SearchWriter.open(conn, directory, search=search)
         self._index = self._indexer.index
         self._convs = ConversationTable(conn)
@@ -261,7 +264,10 @@ class MessageStore:
         return self._writes.update(msg)
 
     def set_status(self, msg_id: str, status: MessageStatus) -> None:
-        """Change a message's send status."""
+        """Move a message's send status (found by its id or its local id) along the lifecycle's
+        table (`lifecycle.SEND_TRANSITIONS`): e.g. FAIL to INPROGRESS for a resend. An illegal
+        move (SUCCESS to CREATE, ...) raises `IMError(INVALID_PARAM)` and changes nothing; an
+        unknown id changes nothing."""
         self._writes.set_status(check_id(msg_id, "msg_id"), check_status(status))
 
     # ------------------------------------------------------------------------------- deleting
@@ -445,24 +451,26 @@ class MessageStore:
     # ---------------------------------------------------------------------- client support
 
     def mark_sent(self, local_id: str, server_id: str, server_time: int
-                  ) -> tuple[Message, list[int]]:
+                  ) -> tuple[Message, list[ReceiptKind]]:
         """A send succeeded: the message takes the server's id and time (its local id still finds
-        it), and receipts that arrived early are applied. Returns the message and the kinds of
-        receipt applied (`RECEIPT_DELIVERED`, `RECEIPT_READ`)."""
+        it) and status SUCCESS, and receipts that arrived early are applied. Returns the message
+        and the kinds of receipt applied (`ReceiptKind`, equal to `RECEIPT_DELIVERED`,
+        `RECEIPT_READ`)."""
         check_id(local_id, "local_id")
         check_id(server_id, "server_id")
-        check_time(server_time, "server_time", lo=0, hi=2**53)
+        check_stamp(server_time, "server_time")
         kinds = self._receipts.mark_sent(local_id, server_id, server_time)
         msg = self._reads.get(server_id)
         assert msg is not None
         return msg, kinds
 
-    def apply_receipts(self, kind: int, msg_ids: Sequence[str]) -> list[str]:
-        """Set ``is_delivered`` (kind 1) or ``is_read_acked`` (kind 2) on sent messages; returns
-        the ids that changed. Receipts for messages not stored yet are kept until they are."""
-        if kind not in (RECEIPT_DELIVERED, RECEIPT_READ) or isinstance(kind, bool):
-            raise invalid("kind", "RECEIPT_DELIVERED or RECEIPT_READ", kind)
-        return self._receipts.apply(kind, _id_list(msg_ids, "msg_ids"))
+    def apply_receipts(self, kind: ReceiptKind | int, msg_ids: Sequence[str]) -> list[str]:
+        """Set ``is_delivered`` (`ReceiptKind.DELIVERED`, 1) or ``is_read_acked`` (and
+        ``is_delivered``: `ReceiptKind.READ`, 2) on sent messages; returns the ids that changed.
+        Receipts for messages not stored yet are kept until they are."""
+        if type(kind) not in (int, ReceiptKind) or kind not in tuple(ReceiptKind):
+            raise invalid("kind", "a ReceiptKind (DELIVERED or READ)", kind)
+        return self._receipts.apply(ReceiptKind(kind), _id_list(msg_ids, "msg_ids"))
 
     def mark_conversation_read_acked(self, conv_id: str, up_to: int | None = None) -> list[str]:
         """The peer read a conversation: its sent messages with a time up to ``up_to`` (all when
@@ -495,7 +503,7 @@ class MessageStore:
         it leaves the search index. Returns the messages recalled now (unknown or already
         recalled ids are skipped)."""
         ids = _id_list(msg_ids, "msg_ids")
-        check_time(recalled_at, "recalled_at", lo=0, hi=2**53)
+        check_stamp(recalled_at, "recalled_at")
         return self._writes.apply_recall(ids, recalled_at)
 
     def apply_edit(self, msg_id: str, body: Body, edited_at: int) -> Message | None:
@@ -503,7 +511,7 @@ class MessageStore:
         ``body`` and ``edited_at`` (an older edit, or an edit of a recalled message, changes
         nothing). Returns the stored message, or None when there is none with that id."""
         check_id(msg_id, "msg_id")
-        check_time(edited_at, "edited_at", lo=0, hi=2**53)
+        check_stamp(edited_at, "edited_at")
         return self._writes.apply_edit(msg_id, body, edited_at)
 
     # ---------------------------------------------------------------------------- search

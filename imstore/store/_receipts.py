@@ -4,7 +4,8 @@ receipts from peers, group read receipts, and receipts that arrive before their 
 Rules kept here:
 - only sent messages take receipts; a receipt for a message not stored yet waits in
   ``pending_receipt`` and is applied when the message takes the server's id (`mark_sent`);
-- a read receipt implies delivery;
+- a read receipt implies delivery (`lifecycle.ReceiptKind`); the send status moves along the
+  lifecycle's table (`mark_sent` is its ACCEPT event);
 - every call is one write transaction.
 """
 
@@ -14,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ErrorCode, IMError
-from ..message import MessageStatus, now_ms
+from ..lifecycle import ReceiptKind, SendEvent, next_status, now_ms
+from ..message import MessageStatus
 from ._connection import Connection
 from ._conversations import ConversationTable
 from ._indexer import SearchWriter
@@ -23,9 +25,9 @@ from ._writes import Writes
 
 __all__ = ["RECEIPT_DELIVERED", "RECEIPT_READ", "Receipts"]
 
-RECEIPT_DELIVERED = 1
-RECEIPT_READ = 2
-_COLUMN = {RECEIPT_DELIVERED: "is_delivered", RECEIPT_READ: "is_read_acked"}
+RECEIPT_DELIVERED = ReceiptKind.DELIVERED  # the names store users knew before `ReceiptKind`
+RECEIPT_READ = ReceiptKind.READ
+_COLUMN = {ReceiptKind.DELIVERED: "is_delivered", ReceiptKind.READ: "is_read_acked"}
 
 
 class Receipts:
@@ -51,26 +53,28 @@ class Receipts:
         self._conn.run("UPDATE message SET is_delivered = max(is_delivered, ?), is_read_acked = "
                        "max(is_read_acked, ?) WHERE id = ?", (twin[3], twin[4], rowid))
 
-    def mark_sent(self, local_id: str, server_id: str, server_time: int) -> list[int]:
+    def mark_sent(self, local_id: str, server_id: str, server_time: int) -> list[ReceiptKind]:
         """A send succeeded: the message takes the server's id and time (its local id still finds
         it) and receipts that arrived early are applied; returns their kinds. If the server's
         copy came in first (e.g. with history) the two become one message; a server id used by a
         message of another conversation is refused with MESSAGE_INVALID and nothing changes."""
         run = self._conn.run
         with self._conn.tx():
-            row = self._writes.find_row(local_id, "id, conv_id, msg_id")
+            row = self._writes.find_row(local_id, "id, conv_id, msg_id, status")
             if row is None:
                 raise IMError(ErrorCode.MESSAGE_INVALID, f"no stored message has id {local_id!r}")
-            rowid, conv_id, current = row
+            rowid, conv_id, current, status = row
+            status = next_status(MessageStatus(status), SendEvent.ACCEPT)
             self._merge_twin(rowid, conv_id, current, server_id)
             run("UPDATE message SET msg_id = ?, local_id = CASE WHEN msg_id != ? THEN msg_id "
                 "ELSE local_id END, server_time = ?, sort_time = ?, status = ? WHERE id = ?",
-                (server_id, server_id, server_time, server_time, int(MessageStatus.SUCCESS),
-                 rowid))
-            kinds = sorted(k for (k,) in run("SELECT kind FROM pending_receipt WHERE msg_id = ?",
-                                             (server_id,)).fetchall())
+                (server_id, server_id, server_time, server_time, int(status), rowid))
+            kinds = sorted(ReceiptKind(k) for (k,) in run(
+                "SELECT kind FROM pending_receipt WHERE msg_id = ?", (server_id,)).fetchall()
+                if k in _COLUMN)
             for kind in kinds:
-                run(f"UPDATE message SET {_COLUMN[kind]} = 1 WHERE id = ?", (rowid,))
+                cols = ", ".join(f"{_COLUMN[k]} = 1" for k in kind.implied)
+                run(f"UPDATE message SET {cols} WHERE id = ?", (rowid,))
             run("DELETE FROM pending_receipt WHERE msg_id = ?", (server_id,))
             run("UPDATE message SET group_ack_count = (SELECT count(*) FROM group_ack "
                 "WHERE group_ack.msg_id = ?) WHERE id = ?", (server_id, rowid))
@@ -78,19 +82,20 @@ class Receipts:
             self._indexer.enqueue([rowid])
         return kinds
 
-    def apply(self, kind: int, msg_ids: Sequence[str]) -> list[str]:
-        """Set a receipt on sent messages; returns the ids that changed."""
+    def apply(self, kind: ReceiptKind, msg_ids: Sequence[str]) -> list[str]:
+        """Set a receipt (and what it implies) on sent messages; returns the ids that changed."""
         col = _COLUMN[kind]
+        cols = ", ".join(f"{_COLUMN[k]} = 1" for k in kind.implied)
         changed = []
         with self._conn.tx():
             for msg_id in dict.fromkeys(msg_ids):
                 row = self._writes.find_row(msg_id, f"id, {col}")
                 if row is None:
                     self._conn.run("INSERT OR IGNORE INTO pending_receipt (msg_id, kind, "
-                                   "received_at) VALUES (?, ?, ?)", (msg_id, kind, now_ms()))
+                                   "received_at) VALUES (?, ?, ?)",
+                                   (msg_id, int(kind), now_ms()))
                 elif not row[1]:
-                    extra = ", is_delivered = 1" if kind == RECEIPT_READ else ""
-                    self._conn.run(f"UPDATE message SET {col} = 1{extra} WHERE id = ?", (row[0],))
+                    self._conn.run(f"UPDATE message SET {cols} WHERE id = ?", (row[0],))
                     changed.append(msg_id)
         return changed
 
