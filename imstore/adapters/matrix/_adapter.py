@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import httpx
 
 from ...errors import ErrorCode, IMError
+from ...lifecycle import check_edit, check_recall, is_mine, now_ms
 from ...message import (
     Body,
     ChatType,
@@ -31,9 +32,16 @@ from ...message import (
     GroupReadAck,
     Message,
     MessageType,
-    now_ms,
 )
-from .. import ConnectionState, ProgressFn, RemoteFile, SendResult, TransportHandler, check_page_size
+from .. import (
+    RECALL_WINDOW_MS,
+    ConnectionState,
+    ProgressFn,
+    RemoteFile,
+    SendResult,
+    TransportHandler,
+    check_page_size,
+)
 from . import _mapping as mp
 from . import _requests as rq
 from ._api import Api, Bounds, MatrixError, need, register_with_secret
@@ -61,7 +69,7 @@ class MatrixAdapter:
 
     def __init__(self, api: Api, http: httpx.AsyncClient, mxid: str, device_id: str, *,
                  poll_timeout: float = 30.0, timeline_limit: int = 50,
-                 recall_window_ms: int = 120_000) -> None:
+                 recall_window_ms: int = RECALL_WINDOW_MS) -> None:
         self.api = api
         self._http = http
         self.mxid = mxid
@@ -84,7 +92,7 @@ class MatrixAdapter:
     @classmethod
     async def login(cls, homeserver_url: str, user: str, password: str, *,
                     device_id: str | None = None, poll_timeout: float = 30.0,
-                    timeline_limit: int = 50, recall_window_ms: int = 120_000,
+                    timeline_limit: int = 50, recall_window_ms: int = RECALL_WINDOW_MS,
                     bounds: Bounds | None = None,
                     http_transport: httpx.AsyncBaseTransport | None = None) -> MatrixAdapter:
         """Log in with a password. ``user`` is an imstore user id (or a full ``@user:server``);
@@ -308,9 +316,10 @@ class MatrixAdapter:
         """A to-device event to the sender's devices (Matrix has no delivery receipts); the
         receipts of one moment share one request."""
         self._require_connection()
-        if not message.sender or message.sender == self.user_id:
+        sender = message.sender
+        if sender is None or is_mine(sender, self.user_id):
             return
-        await self._net(self.delivery_acks.ack(self.rooms.mx(message.sender), message.msg_id))
+        await self._net(self.delivery_acks.ack(self.rooms.mx(sender), message.msg_id))
 
     async def _room_of(self, message: Message) -> str:
         known = self.events.get(message.msg_id)
@@ -380,12 +389,16 @@ class MatrixAdapter:
         info = await self.rooms.info(room)
         return self.reads.readers(room, msg_id, sender, ts, info.conv_id, cursor, limit)
 
+    def _check_own(self, message: Message) -> None:
+        if not is_mine(message.sender, self.user_id):
+            raise IMError(ErrorCode.INVALID_PARAM, "only your own messages can be changed")
+
     async def recall_message(self, message: Message) -> int:
         """Redact one of this user's messages within the recall window (emulated: Matrix has no
         window); returns the redaction's server time."""
         self._require_connection()
-        if message.sender not in (None, self.user_id):
-            raise IMError(ErrorCode.INVALID_PARAM, "only your own messages can be recalled")
+        self._check_own(message)
+        check_recall(message)
         room = await self._room_of(message)
         _, _, ts = await self.events.event(room, message.msg_id)
         if now_ms() - ts > self.recall_window_ms:
@@ -401,14 +414,12 @@ class MatrixAdapter:
         """Replace a TEXT or CUSTOM message's content with an ``m.replace`` edit; returns the
         edit's server time."""
         self._require_connection()
-        mtype = MessageType(message.type)
-        if mtype not in (MessageType.TEXT, MessageType.CUSTOM):
-            raise IMError(ErrorCode.INVALID_PARAM, "only text and custom messages can be edited")
-        if message.sender not in (None, self.user_id):
-            raise IMError(ErrorCode.INVALID_PARAM, "only your own messages can be edited")
+        self._check_own(message)
+        check_edit(message, body)
         room = await self._room_of(message)
         answer = await self._net(self.api.call(rq.send_message(
-            room, f"e{message.msg_id}.{now_ms()}", mp.edit_content(message.msg_id, mtype, body))))
+            room, f"e{message.msg_id}.{now_ms()}",
+            mp.edit_content(message.msg_id, MessageType(message.type), body))))
         _, _, when = await self.events.event(room, need(answer, "event_id", str, "PUT /send"))
         return when
 

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ...errors import ErrorCode, IMError
+from ...lifecycle import is_mine
 from . import _mapping as mp
 from . import _requests as rq
 from ._api import Api, MatrixError
@@ -56,7 +57,8 @@ class EventCache:
         while len(self.events) > MAX_EVENTS:
             self.events.popitem(last=False)
         ns = mp.as_obj(mp.as_obj(ev.get("content")).get(mp.NS))
-        if sender == self.mxid and ns.get("need_group_ack") is True and mp.replacement(ev) is None:
+        if (isinstance(sender, str) and is_mine(sender, self.mxid)
+                and ns.get("need_group_ack") is True and mp.replacement(ev) is None):
             self.note_group_ack(room_id, eid, ts)
 
     def note_group_ack(self, room_id: str, event_id: str, ts: int) -> None:

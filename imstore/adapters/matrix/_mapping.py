@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...kinds import blank_body
+from ...lifecycle import MAX_TIME, is_mine
 from ...message import (
     Body,
     ChatType,
@@ -146,10 +147,6 @@ def room_info(room_id: str, state: dict[str, Any] | None, me: str, server_name: 
 # ------------------------------------------------------------------------------------- contents
 
 
-JSON_INT = 2 ** 53
-"""Integers a Matrix event may carry (canonical JSON): anything outside is not trusted."""
-
-
 class BadEventError(ValueError):
     """An event that claims a kind this module maps but cannot be mapped."""
 
@@ -166,7 +163,7 @@ class BadEvent:
 
 
 def as_int(value: Any, default: int = 0) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and -JSON_INT < value < JSON_INT:
+    if isinstance(value, int) and not isinstance(value, bool) and -MAX_TIME <= value <= MAX_TIME:
         return value
     return default
 
@@ -390,7 +387,7 @@ def event_to_message(event: dict[str, Any], room: RoomInfo, me: str, server_name
         if got is not None and got[0] == mtype:
             body = got[1]
             edited_at = as_int(edit.get("origin_server_ts"), ts)
-    mine = sender_mxid == me
+    mine = is_mine(sender_mxid, me)
     local_id = ns.get("local_id")
     ext = ns.get("ext")
     return Message(
@@ -421,7 +418,7 @@ def edit_to_message(event: dict[str, Any], room: RoomInfo, me: str, server_name:
         return None
     mtype, body = got
     sender = original[0] if original else editor
-    mine = sender == me
+    mine = is_mine(sender, me)
     return Message(
         msg_id=rep[0], conv_id=room.conv_id, chat_type=room.chat_type, type=mtype,
         sender=from_mxid(sender, server_name), to=_recipient(room, mine, me, server_name),

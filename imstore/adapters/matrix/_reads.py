@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...errors import IMError
+from ...lifecycle import is_mine
 from ...message import ChatType, CursorResult, GroupReadAck
 from .. import check_page_size
 from .._cursor import decode_cursor, encode_cursor
@@ -85,13 +86,13 @@ class ReadPositions:
                     ts = mp.as_int(mp.as_obj(data).get("ts")) or self.now()
                     if not self._record(room_id, reader, event_id, ev_ts, ts):
                         continue
-                    if announce and reader != self.mxid:
+                    if announce and not is_mine(reader, self.mxid):
                         self._announce(info, reader, event_id, sender, ev_ts, ts)
 
     def _announce(self, info: mp.RoomInfo, reader: str, event_id: str, sender: str,
                   ev_ts: int, ts: int) -> None:
         if info.chat_type == ChatType.CHAT:
-            if sender == self.mxid:
+            if is_mine(sender, self.mxid):
                 self.link.emit("on_read_acks", [event_id])
             if self.link.up_to_ok:
                 self.link.emit("on_conversation_read", info.conv_id, self.rooms.im(reader), ev_ts)
@@ -124,7 +125,7 @@ class ReadPositions:
         """The members whose position is at or after a message, in the order they read."""
         check_page_size(limit)
         readers = sorted(((u, r) for u, r in self.receipts.get(room_id, {}).items()
-                          if u != sender and r[1] >= sent_at), key=lambda ur: ur[1][2])
+                          if not is_mine(u, sender) and r[1] >= sent_at), key=lambda ur: ur[1][2])
         start = decode_cursor(cursor, "a", int)[0] if cursor else 0
         page = readers[start:start + limit]
         acks = [GroupReadAck(msg_id, conv_id, self.rooms.im(u), r[2], f"R{msg_id}:{u}")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import ErrorCode, IMError
+from ...lifecycle import is_mine
 from ...message import Message
 from .. import ConnectionState
 from . import _mapping as mp
@@ -232,14 +233,14 @@ class SyncLoop:
             return
         rep = mp.replacement(ev)
         if rep is not None:
-            if not initial and ev.get("sender") != self.mxid:
+            if not initial and not is_mine(ev.get("sender"), self.mxid):
                 known = self.events.get(rep[0])
                 edited = mp.edit_to_message(ev, info, self.mxid, self.rooms.server_name,
                                             (known[1], known[2]) if known else None)
                 if edited is not None:
                     batch.edits.append(edited)
             return
-        if ev.get("sender") == self.mxid:
+        if is_mine(ev.get("sender"), self.mxid):
             return
         msg = mp.event_to_message(ev, info, self.mxid, self.rooms.server_name)
         if msg is None:

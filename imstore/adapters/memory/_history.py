@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 
+from ...lifecycle import DAY_MS, is_mine
 from ...message import (
     ChatType,
     Conversation,
@@ -30,7 +31,7 @@ from ...message import (
 from .. import check_page_size, check_remove_args
 from .._cursor import decode_cursor, encode_cursor
 from .._filter import goes_up, keeps
-from ._state import DAY_MS, Conv, Directory, Stored
+from ._state import Conv, Directory, Stored
 
 __all__ = ["History"]
 
@@ -57,7 +58,7 @@ class History:
         """A message as ``user`` sees it. In ``history`` a received message says whether the
         user's read position is at or after it (``is_read``); live ones say nothing."""
         m = copy.deepcopy(msg)
-        mine = m.sender == user
+        mine = is_mine(m.sender, user)
         if not mine:
             m.local_id = None  # the sender's device id means nothing to others
         m.direction = Direction.SEND if mine else Direction.RECEIVE
@@ -126,7 +127,7 @@ class History:
     def unread(self, user: str, conv: Conv) -> int:
         """How many visible messages of others lie after the user's read position."""
         pos = self.read_pos.get((user, conv.key), -1)
-        return sum(1 for s in conv.messages if s.msg.sender != user and self.visible(user, s)
+        return sum(1 for s in conv.messages if not is_mine(s.msg.sender, user) and self.visible(user, s)
                    and (s.msg.server_time or 0) > pos)
 
     def remove(self, user: str, conv_id: str, chat_type: ChatType,
@@ -138,7 +139,7 @@ class History:
         ids = set(msg_ids or ())
         for s in conv.messages:
             if ((before is not None and (s.msg.server_time or 0) < before) or s.msg.msg_id in ids
-                    or (s.msg.sender == user and s.msg.local_id in ids)):
+                    or (is_mine(s.msg.sender, user) and s.msg.local_id in ids)):
                 s.hidden_for.add(user)
 
     def delete(self, user: str, conv_id: str, chat_type: ChatType, delete_messages: bool) -> None:

@@ -14,12 +14,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...errors import ErrorCode, IMError
+from ...lifecycle import (
+    DAY_MS,
+    check_group_read_ack,
+    check_read_ack,
+    sends_delivery_ack,
+    sends_read_ack,
+)
 from ...message import ChatType, CursorResult, GroupReadAck, Message
 from .. import check_page_size
 from .._cursor import decode_cursor, encode_cursor
 from ._delivery import Delivery
 from ._history import History
-from ._state import DAY_MS, GROUP_ACK_DAYS, Conv, Directory
+from ._state import GROUP_ACK_DAYS, Conv, Directory
 
 __all__ = ["Receipts"]
 
@@ -36,14 +43,13 @@ class Receipts:
         self.group_acks: dict[str, dict[str, int]] = {}  # msg id -> reader -> time
 
     def _received(self, user: str, msg_id: str, what: str) -> tuple[Conv, Message]:
-        """The one-to-one message ``msg_id`` that ``user`` received, for a receipt."""
+        """The one-to-one message ``msg_id`` that ``user`` received, for a receipt the
+        lifecycle lets it send."""
         conv, stored = self.directory.stored(msg_id)
         m = stored.msg
-        if conv.chat_type != ChatType.CHAT:
-            raise IMError(ErrorCode.INVALID_PARAM,
-                          f"{what} are for one-to-one messages; group messages take group read "
-                          "receipts")
-        if user not in conv.members or user == m.sender:
+        seen = self.history.view(m, user)
+        check_read_ack(seen)
+        if user not in conv.members or not sends_read_ack(seen) or not sends_delivery_ack(seen):
             raise IMError(ErrorCode.INVALID_PARAM,
                           f"{user!r} did not receive {msg_id!r}: only its receiver sends {what}")
         return conv, m
@@ -72,14 +78,9 @@ class Receipts:
     def group_ack(self, user: str, msg_id: str) -> GroupReadAck:
         conv, stored = self.directory.stored(msg_id)
         m = stored.msg
-        if conv.chat_type != ChatType.GROUP_CHAT or not m.need_group_ack:
-            raise IMError(ErrorCode.INVALID_PARAM,
-                          "group read receipts are for group messages sent with need_group_ack")
+        check_group_read_ack(self.history.view(m, user))
         if user not in conv.members:
             raise IMError(ErrorCode.INVALID_PARAM, f"{user!r} is not a member of {m.to!r}")
-        if user == m.sender:
-            raise IMError(ErrorCode.INVALID_PARAM,
-                          "the sender of a group message does not read-ack it")
         if (m.server_time or 0) < self.clock() - GROUP_ACK_DAYS * DAY_MS:
             raise IMError(ErrorCode.MESSAGE_EXPIRED,
                           f"group read receipts are taken for {GROUP_ACK_DAYS} days only")

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import copy
 import itertools
-import time
 from collections.abc import Callable, Sequence
 
 from ...errors import ErrorCode, IMError
 from ...kinds import blank_body, kind_of
+from ...lifecycle import check_edit, check_recall, is_mine, now_ms
 from ...message import (
     Body,
     ChatType,
@@ -36,12 +36,12 @@ from ...message import (
     MessageStatus,
     VideoBody,
 )
-from .. import ConnectionState, SendResult
+from .. import RECALL_WINDOW_MS, ConnectionState, SendResult
 from ._connection import MemoryConnection
 from ._delivery import Delivery
 from ._history import History
 from ._receipts import Receipts
-from ._state import RECALL_WINDOW_MS, Conv, Directory, Faults, RetentionPlan, Stored
+from ._state import Conv, Directory, Faults, RetentionPlan, Stored
 
 __all__ = ["MemoryServer"]
 
@@ -55,7 +55,7 @@ class MemoryServer:
                  recall_window_ms: int = RECALL_WINDOW_MS) -> None:
         self.plan = plan
         self.recall_window_ms = recall_window_ms
-        self.clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self.clock = clock or now_ms
         self.faults = Faults()
         self.directory = Directory()
         self.delivery = Delivery()
@@ -183,12 +183,14 @@ class MemoryServer:
         return self._history.view(msg, user, history=history)
 
     def _own(self, user: str, msg_id: str) -> tuple[Conv, Message]:
+        """``user``'s stored message ``msg_id``, which the lifecycle lets it change."""
         found = self.directory.by_server_id.get(msg_id)
         if found is None or not kind_of(found[1].msg.type).stored:
             raise IMError(ErrorCode.MESSAGE_INVALID, f"no message {msg_id!r} on the server")
         conv, stored = found
-        if stored.msg.sender != user:
+        if not is_mine(stored.msg.sender, user):
             raise IMError(ErrorCode.INVALID_PARAM, f"{user!r} can only change its own messages")
+        check_recall(self.view(stored.msg, user))
         return conv, stored.msg
 
     def recall(self, user: str, msg_id: str) -> int:
@@ -212,11 +214,7 @@ class MemoryServer:
         """``user`` replaces the body of its TEXT or CUSTOM message ``msg_id``: everyone sees the
         new body and ``edited_at`` (now or on reconnection). Returns ``edited_at``."""
         conv, m = self._own(user, msg_id)
-        if not kind_of(m.type).editable or type(body) is not type(m.body):
-            raise IMError(ErrorCode.INVALID_PARAM,
-                          "only TEXT and CUSTOM messages can be edited, with a body of their type")
-        if m.recalled_at is not None:
-            raise IMError(ErrorCode.MESSAGE_INVALID, f"{msg_id!r} was recalled")
+        check_edit(self.view(m, user), body)
         m.body = copy.deepcopy(body)
         m.edited_at = self._stamp()
         for member in conv.members - {user}:

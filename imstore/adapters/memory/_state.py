@@ -18,12 +18,10 @@ from enum import Enum
 from ...errors import ErrorCode, IMError
 from ...message import ChatType, Message
 
-__all__ = ["DAY_MS", "GROUP_ACK_DAYS", "RECALL_WINDOW_MS", "Conv", "Directory", "Faults",
+__all__ = ["GROUP_ACK_DAYS", "Conv", "Directory", "Faults",
            "RetentionPlan", "Stored"]
 
-DAY_MS = 86_400_000
 GROUP_ACK_DAYS = 3
-RECALL_WINDOW_MS = 120_000
 
 
 class RetentionPlan(Enum):
