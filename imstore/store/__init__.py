@@ -172,6 +172,39 @@ class MessageStore:
             raise invalid("path", "a directory path", path)
         return read_owner(os.fspath(path))
 
+    @staticmethod
+    def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+        """Raise `IMError(DATABASE_ERROR)` saying why the store in directory ``path`` cannot be
+        written now: a file of it is not writable, or another process keeps its write lock for
+        more than ``timeout`` seconds (`open` itself waits 30). Creates and changes nothing; a
+        directory without a store passes."""
+        if not isinstance(path, str | os.PathLike):
+            raise invalid("path", "a directory path", path)
+        directory = os.fspath(path)
+        db = os.path.join(directory, DATABASE_FILE)
+        for p in (directory, db, os.path.join(directory, "search")):
+            if os.path.exists(p) and not os.access(p, os.W_OK):
+                raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot write {p} "
+                              "(a store needs write access, even to be read)")
+        if not os.path.isfile(db):
+            return
+        con = sqlite3.connect(db, timeout=timeout, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            why = str(exc)
+            if "locked" in why or "busy" in why:
+                raise IMError(ErrorCode.DATABASE_ERROR,
+                              f"the store {directory} is locked by another process (an import?); "
+                              "try again when it is done") from exc
+            if "readonly" in why:
+                raise IMError(ErrorCode.DATABASE_ERROR,
+                              f"permission denied: cannot write {db} (read-only)") from exc
+            raise IMError(ErrorCode.DATABASE_ERROR, f"{db}: {exc}") from exc
+        finally:
+            con.close()
+
     def close(self) -> None:
         """Stop the indexer thread after its current batch and close the database (index work
         not done yet stays queued; the next open goes on with it). Closing twice is harmless."""
