@@ -19,8 +19,8 @@ import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ from ...codec import Limits
 from ...errors import ErrorCode, IMError
 from ._requests import Request
 
-__all__ = ["Api", "Bounds", "MatrixError", "malformed", "need"]
+__all__ = ["Api", "Bounds", "MatrixError", "malformed", "need", "wire_errors"]
 
 T = TypeVar("T")
 
@@ -83,6 +83,20 @@ def _name(req: Request) -> str:
     return f"{req.method} {req.path.split('?')[0]}"
 
 
+@contextmanager
+def wire_errors(what: str) -> Iterator[None]:
+    """Turn the transport's failures while ``what`` runs into `IMError`: a time-out is
+    SERVER_TIMEOUT, anything else NETWORK_ERROR, the httpx exception kept as the cause."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise IMError(ErrorCode.SERVER_TIMEOUT,
+                      f"the homeserver did not answer {what} in time") from exc
+    except httpx.HTTPError as exc:
+        raise IMError(ErrorCode.NETWORK_ERROR,
+                      f"the homeserver connection broke during {what}: {exc!r}") from exc
+
+
 class Api:
     """Requests to one homeserver with one access token."""
 
@@ -109,14 +123,8 @@ class Api:
     async def stream(self, req: Request, *, content: bytes | None = None,
                      headers: dict[str, str] | None = None) -> AsyncIterator[httpx.Response]:
         """The server's 2xx answer to ``req``, its body not read yet; an error answer raises."""
-        try:
+        with wire_errors(f"{_name(req)} at {self.base_url}"):
             resp = await self.http.send(self._build(req, content, headers), stream=True)
-        except httpx.TimeoutException as exc:
-            raise IMError(ErrorCode.SERVER_TIMEOUT,
-                          f"the homeserver did not answer {_name(req)} in time") from exc
-        except httpx.HTTPError as exc:
-            raise IMError(ErrorCode.NETWORK_ERROR,
-                          f"cannot reach the homeserver at {self.base_url}: {exc!r}") from exc
         try:
             if resp.status_code >= 400:
                 raw = await self._read(resp, req, 64 * 1024, refuse=False)
@@ -133,7 +141,7 @@ class Api:
             raise malformed(_name(req), f"{declared} bytes, more than the {limit} accepted")
         parts: list[bytes] = []
         size = 0
-        try:
+        with wire_errors(_name(req)):
             async for chunk in resp.aiter_bytes():
                 size += len(chunk)
                 if size > limit:
@@ -141,12 +149,6 @@ class Api:
                         break
                     raise malformed(_name(req), f"more than the {limit} bytes accepted")
                 parts.append(chunk)
-        except httpx.TimeoutException as exc:
-            raise IMError(ErrorCode.SERVER_TIMEOUT,
-                          f"the homeserver did not finish answering {_name(req)} in time") from exc
-        except httpx.HTTPError as exc:
-            raise IMError(ErrorCode.NETWORK_ERROR,
-                          f"the answer to {_name(req)} broke off: {exc!r}") from exc
         return b"".join(parts)[:limit]
 
     def _error(self, req: Request, status: int, raw: bytes) -> MatrixError:

@@ -17,13 +17,11 @@ import contextlib
 import mimetypes
 import os
 
-import httpx
-
 from ...errors import ErrorCode, IMError
 from .. import ProgressFn, RemoteFile
 from . import _mapping as mp
 from . import _requests as rq
-from ._api import Api, MatrixError, need
+from ._api import Api, MatrixError, need, wire_errors
 
 __all__ = ["Media"]
 
@@ -98,8 +96,6 @@ class Media:
             raise IMError(ErrorCode.SERVER_TIMEOUT,
                           f"the download took longer than {self.api.bounds.media_timeout:g} s"
                           ) from exc
-        except httpx.HTTPError as exc:
-            raise IMError(ErrorCode.NETWORK_ERROR, f"the download broke off: {exc!r}") from exc
 
     async def _stream(self, req: rq.Request, tmp: str, progress: ProgressFn | None,
                       too_big: IMError) -> None:
@@ -110,7 +106,7 @@ class Media:
             if total > limit:
                 raise too_big
             done = 0
-            with open(tmp, "wb") as f:
+            with open(tmp, "wb") as f, wire_errors("a download"):
                 async for chunk in resp.aiter_bytes():
                     done += len(chunk)
                     if done > limit:
