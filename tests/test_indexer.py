@@ -64,7 +64,7 @@ _CRASH_IN_A_DAMAGE_REBUILD = textwrap.dedent("""
     import os, sys, time
     import imstore
     from imstore import Message
-    from imstore.search import SearchIndexError
+    from imstore.index import SearchIndexError
     from imstore.store._indexer import SearchWriter
     st = imstore.open(sys.argv[1], user_id="me")
     st.import_messages(Message.text("p", f"apple {i}", sender="p", msg_id=f"m{i}", timestamp=i)

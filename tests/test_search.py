@@ -338,7 +338,7 @@ def test_sigkill_while_indexing_leaves_everything_searchable(tmp_path: Path):
 # -- the direct segment writer against whoosh's own writer -----------------------------------
 
 def _corpus_docs(n: int, seed: int) -> list:
-    from imstore.segments import Doc
+    from imstore.index import Doc
 
     rnd = random.Random(seed)
     words = ["meet", "meeting", "lunch", "Café", "CAFÉ", "naïve", "iPhone电池", "北京", "北京大学",
@@ -374,7 +374,7 @@ def test_direct_segments_equal_whoosh_own_writer(tmp_path: Path):
     from whoosh.index import FileIndex
     from whoosh.reading import SegmentReader
 
-    from imstore.segments import ImCodec, key_of, schema, write_segment
+    from imstore.index import ImCodec, key_of, schema, write_segment
 
     docs = _corpus_docs(700, 5)
     sch = schema()
@@ -421,7 +421,7 @@ def test_direct_segments_are_read_and_merged_by_stock_whoosh(tmp_path: Path):
     from whoosh import index as windex
     from whoosh.qparser import QueryParser
 
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix = SearchIndex(str(tmp_path / "ix"), workers=1)
     docs = _corpus_docs(300, 6)
@@ -461,7 +461,7 @@ def test_memory_index_writes_nothing_to_the_temp_dir(tmp_path: Path, monkeypatch
 
 
 def _index_with(tmp_path: Path, n: int = 400):
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix = SearchIndex(str(tmp_path / "ix"), workers=1)
     docs = _corpus_docs(n, 9)
@@ -472,7 +472,7 @@ def _index_with(tmp_path: Path, n: int = 400):
 def test_a_full_disk_during_a_commit_releases_the_lock(tmp_path: Path, monkeypatch):
     import errno
 
-    from imstore.search import SearchIndexError
+    from imstore.index import SearchIndexError
 
     ix, docs = _index_with(tmp_path)
     real = type(ix._storage).create_file
@@ -497,7 +497,7 @@ def test_a_full_disk_during_a_commit_releases_the_lock(tmp_path: Path, monkeypat
 @pytest.mark.parametrize("suffix", [".pst", ".trm", ".col", ".toc"])
 @pytest.mark.parametrize("damage", ["truncate", "zero", "garble"])
 def test_damaged_files_raise_one_error_type_or_are_rebuilt(tmp_path: Path, suffix, damage):
-    from imstore.search import SearchIndex, SearchIndexError
+    from imstore.index import SearchIndex, SearchIndexError
 
     ix, _ = _index_with(tmp_path)
     ix.close()
@@ -529,8 +529,7 @@ def test_damaged_files_raise_one_error_type_or_are_rebuilt(tmp_path: Path, suffi
 
 
 def test_a_hostile_document_is_left_out_and_the_rest_indexed(tmp_path: Path):
-    from imstore.search import SearchIndex
-    from imstore.segments import Doc
+    from imstore.index import Doc, SearchIndex
 
     ix = SearchIndex(str(tmp_path / "ix"), workers=1)
     docs = _corpus_docs(20, 3)
@@ -546,7 +545,7 @@ def test_a_hostile_document_is_left_out_and_the_rest_indexed(tmp_path: Path):
 
 
 def _index_in_child(directory: str, out) -> None:  # in a child process
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix = SearchIndex(directory, workers=2)
     ix.apply([], [], new=_corpus_docs(5000, 2))
@@ -574,7 +573,7 @@ def test_the_helper_process_dies_with_its_parent(tmp_path: Path):
     except psutil.NoSuchProcess:
         pass
     assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == "zombie"
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix = SearchIndex(str(tmp_path / "ix"), workers=1)  # the lock died with its holder
     ix.apply([], [1])
@@ -631,7 +630,7 @@ def test_needles_are_characters_nothing_else_folds_into():
 
 
 def test_an_index_of_an_older_format_is_rebuilt(tmp_path: Path):
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix = SearchIndex(str(tmp_path / "ix"), workers=1)
     ix.apply([], [], new=_corpus_docs(20, 1))
@@ -649,7 +648,7 @@ def test_a_direct_merge_equals_writing_the_live_documents_at_once(tmp_path: Path
     from whoosh.filedb.filestore import FileStorage
     from whoosh.reading import SegmentReader
 
-    from imstore.segments import ImCodec, merge_segments, schema, write_segment
+    from imstore.index import ImCodec, merge_segments, schema, write_segment
 
     docs = _corpus_docs(900, 11)
     sch, codec = schema(), ImCodec()
@@ -681,7 +680,7 @@ def test_a_direct_merge_equals_writing_the_live_documents_at_once(tmp_path: Path
 
 
 def test_many_commits_are_merged_into_few_segments(tmp_path: Path):
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix = SearchIndex(str(tmp_path / "ix"), workers=1)
     docs = _corpus_docs(1200, 12)
@@ -946,7 +945,7 @@ def test_searches_over_pending_rows_equal_python_matching(tmp_path: Path):
 
 def test_close_does_not_wait_for_the_index_and_the_next_open_goes_on(tmp_path: Path,
                                                                     monkeypatch):
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
     from imstore.store import _indexer
 
     slow_apply = SearchIndex.apply
@@ -996,7 +995,7 @@ def test_flush_index_checks_its_arguments_and_bounds_the_wait(tmp_path: Path):
 def test_a_reset_index_never_reuses_a_generation(tmp_path: Path):
     # a reader in another process compares generations to notice a new index: after a rebuild
     # the index must not come back at a generation the reader already has
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix, docs = _index_with(tmp_path)
     reader = SearchIndex(str(tmp_path / "ix"), readonly=True)

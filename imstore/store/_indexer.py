@@ -46,7 +46,7 @@ from ..text import content_text, ext_text, verbatim_searchable
 from ._connection import Connection, chunks, marks
 
 if TYPE_CHECKING:
-    from ..search import Doc, SearchIndex
+    from ..index import Doc, SearchIndex
 
 __all__ = ["IndexStatus", "SearchWriter"]
 
@@ -157,7 +157,7 @@ class SearchWriter:
             writer = cls(conn, None, directory)
             writer._high = writer._max_rowid()
             return writer
-        from ..search import SearchIndex
+        from ..index import SearchIndex
 
         if directory is None:
             writer = cls(conn, SearchIndex(None))
@@ -176,7 +176,7 @@ class SearchWriter:
         """Become the indexer of this store: the index opened for writing (rebuilt when missing,
         damaged or stale), a reader for searches, and the thread started on the outbox (what an
         earlier process left there is replayed first)."""
-        from ..search import SearchIndex
+        from ..index import SearchIndex
 
         assert self._directory is not None
         old = self.index
@@ -219,7 +219,7 @@ class SearchWriter:
             fd = _try_lock(os.path.join(self._directory, LOCK_FILE))
             if fd is None:
                 if not self.index.available:  # the indexer may have made it readable since
-                    from ..search import SearchIndex
+                    from ..index import SearchIndex
 
                     old = self.index
                     self.index = SearchIndex(os.path.join(self._directory, "search"),
@@ -476,7 +476,7 @@ class SearchWriter:
         self.index.apply(upserts, deletes, new=new, merge=merge)
 
     def _docs(self, rowids: Sequence[int]) -> list[Doc]:
-        from ..search import Doc
+        from ..index import Doc
 
         docs = []
         for part in chunks(rowids):
@@ -496,7 +496,7 @@ class SearchWriter:
     # ------------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
-        from ..search import SearchIndexError
+        from ..index import SearchIndexError
 
         backoff = 0.0
         try:

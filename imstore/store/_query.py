@@ -147,7 +147,7 @@ class Searcher:
         return keyword_words(keyword)
 
     def search(self, q: Query) -> list[Message]:
-        from ..search import SearchIndexError
+        from ..index import SearchIndexError
 
         with self._conn.lock:
             try:
