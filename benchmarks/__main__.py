@@ -305,9 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         # back and every row put in its outbox, as right after an import of them all; the
         # entries are taken out again afterwards (the index holds them already).
         step("search with every message pending")
-        with store._indexer._work:
+        with store.pause_indexing():
             with store.connection.tx() as db:
-                store._indexer._enqueue_everything(db, 1)  # as a rebuild queues them
+                store._indexer.outbox.enqueue_everything(db)  # as a rebuild queues them
             try:
                 for lang, qs in (("English", en), ("Chinese", zh)):
                     for scope, conv in (("one conversation", big), ("all conversations", None)):

@@ -33,7 +33,7 @@ from .message import (
     SearchScope,
 )
 from .server import MemoryServer, RetentionPlan
-from .store import IndexStatus, MessageStore, VerifyReport
+from .store import IndexPolicy, IndexStatus, MessageStore, VerifyReport
 from .store import open_store as open  # noqa: F401 - public as imstore.open, not in __all__
 
 __version__ = "0.1.0"
@@ -51,6 +51,7 @@ __all__ = [
     "GroupReadAck",
     "IMError",
     "ImportResult",
+    "IndexPolicy",
     "IndexStatus",
     "Limits",
     "MemoryServer",

@@ -25,6 +25,7 @@ from imstore import (
     Direction,
     ErrorCode,
     IMError,
+    IndexPolicy,
     IndexStatus,
     Message,
     MessageStore,
@@ -276,11 +277,25 @@ def test_missing_or_corrupt_index_is_rebuilt_on_open(tmp_path: Path):
         assert st.verify().ok
 
 
+def _lose_documents(st: MessageStore, rowids: range) -> int:
+    """Remove documents from a store's index behind its back (as a damaged index would lose
+    them); returns how many documents the index holds then."""
+    from imstore.index import SearchIndex
+
+    assert st.directory is not None
+    ix = SearchIndex(os.path.join(st.directory, "search"), workers=1)
+    try:
+        ix.apply([], list(rowids))
+        return ix.doc_count()
+    finally:
+        ix.close()
+
+
 def test_rebuild_and_verify_repair_a_stale_index(disk_store: MessageStore):
     disk_store.import_messages([Message.text("alice", f"apple {i}", sender="bob") for i in range(50)])
     disk_store.flush_index()
-    with disk_store._indexer._work:  # the indexer thread is idle now; keep it out meanwhile
-        disk_store._index.apply([], list(range(1, 11)))  # an index that lost documents
+    with disk_store.pause_indexing():  # the indexer thread is idle now; keep it out meanwhile
+        _lose_documents(disk_store, range(1, 11))
     report = disk_store.verify()
     assert report.repaired["search_index"] == 10
     assert len(disk_store.search_messages("apple", limit=100)) == 50
@@ -455,7 +470,7 @@ def test_memory_index_writes_nothing_to_the_temp_dir(tmp_path: Path, monkeypatch
         for i in range(30):  # many small commits, then merges through whoosh's writer
             st.insert_message(Message.text("me", f"late{i} common", sender="p"))
             assert len(st.search_messages(f"late{i}")) == 1
-        st._index.merge()
+        assert st.verify().ok  # the small commits were merged on the way (tiers of 8)
         assert len(st.search_messages("common", limit=400)) == 330
     assert list(tmp_path.iterdir()) == []
 
@@ -708,7 +723,6 @@ def _memory_store_work(seed: int) -> None:  # in a child process
                 i = rnd.randrange(400)
                 assert len(st.search_messages(f"w{seed}x{round_}x{i}z")) == 1
         assert len(st.search_messages("共同 🎂", limit=400)) == 400
-        st._index.merge()
         st.rebuild_search_index()
         assert len(st.search_messages("common", limit=400)) == 400
 
@@ -845,8 +859,8 @@ def test_sigkill_during_a_large_import_leaves_nothing_locked(tmp_path: Path, kil
     finally:
         _stop([proc])
     # The kernel dropped the indexer lock with the process: it can be taken at once.
-    from imstore.store._indexer import LOCK_FILE, _try_lock
-    fd = _try_lock(str(path / LOCK_FILE))
+    from imstore.index import LOCK_FILE, try_lock
+    fd = try_lock(str(path / LOCK_FILE))
     assert fd is not None
     os.close(fd)
     with imstore.open(path, user_id="alice") as st:
@@ -868,7 +882,7 @@ def test_a_search_right_after_an_import_sees_the_pending_rows(tmp_path: Path):
         words = ["apple", "pear", "plum", "fig"]
         texts = {f"m{k}": f"w{k}q {words[k % 4]} {words[(k * 7) % 4]}" for k in range(30_000)}
         expected = {mid for mid, t in texts.items() if "plum" in t}
-        with owner._indexer._work:  # the indexer's thread is held back: everything stays pending
+        with owner.pause_indexing():  # the indexer's thread is held back: everything stays pending
             other.import_messages(Message.text("bob", t, msg_id=mid, timestamp=1000 + k)
                                   for k, (mid, t) in enumerate(texts.items()))
             assert other.stats()["search_pending"] >= 30_000
@@ -925,7 +939,7 @@ def test_searches_over_pending_rows_equal_python_matching(tmp_path: Path):
     texts = {f"m{i}": f"{rnd.choice(_MIXED)} {rnd.choice(_MIXED)} n{i}" for i in range(3000)}
     files = {f"f{i}": f"{rnd.choice(_MIXED)}.pdf" for i in range(40)}
     with imstore.open(tmp_path / "s", user_id="me") as st:
-        with st._indexer._work:  # the indexer thread is held back: every row stays pending
+        with st.pause_indexing():  # the indexer thread is held back: every row stays pending
             st.import_messages([Message.text("p", t, sender="p", msg_id=mid, timestamp=i)
                                 for i, (mid, t) in enumerate(texts.items())])
             st.import_messages([Message.of(MessageType.FILE, "p",
@@ -946,7 +960,6 @@ def test_searches_over_pending_rows_equal_python_matching(tmp_path: Path):
 def test_close_does_not_wait_for_the_index_and_the_next_open_goes_on(tmp_path: Path,
                                                                     monkeypatch):
     from imstore.index import SearchIndex
-    from imstore.store import _indexer
 
     slow_apply = SearchIndex.apply
 
@@ -954,11 +967,10 @@ def test_close_does_not_wait_for_the_index_and_the_next_open_goes_on(tmp_path: P
         time.sleep(0.3)
         return slow_apply(self, *a, **kw)
 
-    monkeypatch.setattr(_indexer, "_THREAD_BATCH", 500)
-    monkeypatch.setattr(_indexer, "_INDEX_BATCH", 500)  # a backlog's batch, as well
     monkeypatch.setattr(SearchIndex, "apply", slow)
     path = tmp_path / "s"
-    st = imstore.open(path, user_id="me")
+    # small batches, a backlog's as well: one batch is far less than the whole outbox
+    st = imstore.open(path, user_id="me", index_policy=IndexPolicy(batch=500, live_batch=500))
     st.import_messages(Message.text("p", f"w{i}q common", sender="p", msg_id=f"m{i}")
                        for i in range(20_000))
     assert st.index_status().pending > 0  # import_messages returned before the index
@@ -983,7 +995,7 @@ def test_flush_index_checks_its_arguments_and_bounds_the_wait(tmp_path: Path):
             with pytest.raises(IMError) as err:
                 st.flush_index(**bad)  # type: ignore[arg-type]
             assert err.value.code == ErrorCode.INVALID_PARAM
-        with st._indexer._work:  # an indexer that cannot make progress
+        with st.pause_indexing():  # an indexer that cannot make progress
             st.insert_message(Message.text("p", "hello", sender="p"))
             with pytest.raises(IMError) as err:
                 st.flush_index(timeout=0.3)
@@ -1034,9 +1046,8 @@ def test_reindex_from_a_process_that_is_not_the_indexer(tmp_path: Path):
     app.import_messages(Message.text("p", t, sender="p", msg_id=mid, timestamp=1000 + i)
                         for i, (mid, t) in enumerate(texts.items()))
     app.flush_index()
-    with app._indexer._work:  # an index that lost documents, as a reason to rebuild
-        app._index.apply([], list(range(1, 101)))
-    assert app._index.doc_count() == 2900
+    with app.pause_indexing():  # an index that lost documents, as a reason to rebuild
+        assert _lose_documents(app, range(1, 101)) == 2900
     cli = subprocess.run(
         [sys.executable, "-m", "imstore.cli", "reindex", "--store", str(path), "--json"],
         env={**os.environ, "PYTHONPATH": _ROOT}, capture_output=True, text=True, timeout=300)
@@ -1044,7 +1055,7 @@ def test_reindex_from_a_process_that_is_not_the_indexer(tmp_path: Path):
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout) == {"indexed": 3000}
         assert app.index_status().pending == 0 and app.index_status().indexer
-        assert app._indexer.doc_count() == 3000
+        assert app.verify().repaired["search_index"] == 0  # 3,000 documents again
         assert all_hits(app, "common") == set(texts)
         assert [m.msg_id for m in app.search_messages("w42q")] == ["m42"]
     finally:

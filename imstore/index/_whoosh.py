@@ -3,8 +3,8 @@
 Rules kept here:
 - the analysis is `text.tokens` over `text.fold`, nothing else: what the index holds and what a
   query asks for come from the same rules;
-- a keyword is never parsed as whoosh syntax; this module turns literal words into term, prefix
-  and phrase queries that propose candidates, and `text.matches` (the caller's) judges them;
+- a keyword is never parsed as whoosh syntax: literal words become term, prefix and phrase
+  queries (`_hits`) that propose candidates, and `text.matches` (the caller's) judges them;
 - the index is a cache of SQLite: documents are keyed by the message row id and can always be
   rebuilt; one searcher is kept open and reopened when the index changes on disk;
 - every failure of whoosh, zlib, struct or the file system while opening, searching or writing
@@ -26,7 +26,6 @@ import logging
 import mmap
 import os
 import shutil
-import sys
 import threading
 import warnings
 from array import array
@@ -45,6 +44,7 @@ from ..text import TOKEN_RE
 from ._format import Doc, ImCodec, key_of, schema, write_segment
 from ._helper import INDEXNAME as _INDEXNAME
 from ._helper import Helper
+from ._hits import column, part_df, word_query
 from ._merge import MERGE_FACTOR, merge_tiered, no_merge
 
 __all__ = ["SearchIndex", "SearchIndexError"]
@@ -183,59 +183,6 @@ def _abandon(writer: Any) -> None:
             lock.release()
         except Exception:
             pass
-
-
-def _column(reader: Any, fieldname: str) -> array[int]:
-    """A whole ``q`` column of a segment reader, as an array indexed by document number."""
-    n = reader.doc_count_all()
-    out = array("q")
-    perdoc = reader._perdoc
-    if perdoc.has_column(fieldname):
-        f, offset, length = perdoc._get_column_file(fieldname)
-        try:
-            out.frombytes(f.get(offset, length - length % 8))
-        finally:
-            f.close()
-        if sys.byteorder == "little":
-            out.byteswap()
-    if len(out) < n:
-        out.extend([0] * (n - len(out)))
-    return out
-
-
-# -- queries -----------------------------------------------------------------------------------
-
-
-def _word_query(field: str, word: str) -> wq.Query | None:
-    parts: list[wq.Query] = []
-    for m in TOKEN_RE.finditer(word):
-        chunk = m.group(1)
-        if m.group(3):
-            parts.append(wq.Term(field, m.group(3)))  # a symbol: a term of its own
-        elif not chunk:
-            parts.append(wq.Prefix(field, m.group(2)))
-        elif len(chunk) == 1:
-            parts.append(wq.Prefix(field, chunk))
-        elif len(chunk) == 2:
-            parts.append(wq.Term(field, chunk))
-        else:
-            parts.append(wq.Phrase(field, [chunk[i:i + 2] for i in range(len(chunk) - 1)]))
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else wq.And(parts)
-
-
-def _part_df(reader: Any, field: str, part: str, cjk: bool, enough: float) -> int:
-    """Documents that may hold one part of a word (a prefix, a CJK run); counting stops once
-    it reaches ``enough`` or has looked at 40 terms."""
-    if cjk and len(part) >= 2:
-        return int(min(reader.doc_frequency(field, part[i:i + 2]) for i in range(len(part) - 1)))
-    total = 0
-    for i, term in enumerate(reader.expand_prefix(field, part)):
-        total += reader.doc_frequency(field, term)
-        if total >= enough or i >= 40:
-            break
-    return total
 
 
 # -- the index ---------------------------------------------------------------------------------
@@ -550,7 +497,7 @@ class SearchIndex:
         key = (seg.segment_id(), fieldname)
         col = self._columns.get(key)
         if col is None or len(col) != reader.doc_count_all():
-            col = self._columns[key] = _column(reader, fieldname)
+            col = self._columns[key] = column(reader, fieldname)
         return col
 
     def is_common(self, words: Sequence[str], fields: Sequence[str], limit: int,
@@ -568,7 +515,7 @@ class SearchIndex:
                 for f in fields:
                     word_df = n
                     for m in TOKEN_RE.finditer(w):
-                        word_df = min(word_df, _part_df(reader, f, m.group(1) or m.group(2)
+                        word_df = min(word_df, part_df(reader, f, m.group(1) or m.group(2)
                                                         or m.group(3), bool(m.group(1)),
                                                         enough))
                     best = max(best, word_df)
@@ -585,7 +532,7 @@ class SearchIndex:
         may follow. Sender and type filters are the caller's (on the stored rows)."""
         per_word = []
         for w in words:
-            alts = [q for q in (_word_query(f, w) for f in fields) if q is not None]
+            alts = [q for q in (word_query(f, w) for f in fields) if q is not None]
             if not alts:
                 return [], False
             per_word.append(alts[0] if len(alts) == 1 else wq.Or(alts))
