@@ -15,6 +15,7 @@ from .adapters import (
     Transport,
     TransportHandler,
 )
+from .adapters.memory import MemoryServer, RetentionPlan
 from .client import ChatClient, MessageListener
 from .codec import Limits
 from .errors import ErrorCode, IMError
@@ -32,8 +33,15 @@ from .message import (
     MessageType,
     SearchScope,
 )
-from .server import MemoryServer, RetentionPlan
-from .store import IndexStatus, MessageStore, VerifyReport, change_key, encrypt_store, is_encrypted
+from .store import (
+    IndexPolicy,
+    IndexStatus,
+    MessageStore,
+    VerifyReport,
+    change_key,
+    encrypt_store,
+    is_encrypted,
+)
 from .store import open_store as open  # noqa: F401 - public as imstore.open, not in __all__
 
 __version__ = "0.1.0"
@@ -51,6 +59,7 @@ __all__ = [
     "GroupReadAck",
     "IMError",
     "ImportResult",
+    "IndexPolicy",
     "IndexStatus",
     "Limits",
     "MemoryServer",

@@ -8,7 +8,7 @@ parts. Each part owns one rule and receives what it uses; none calls back into t
 - `_writes.Writes`: insert, import, received/history batches, update, delete, read state;
 - `_reads.Reads`: pages, filters, the conversation list, unread counts;
 - `_receipts.Receipts`: the server's id for a sent message, receipts from peers;
-- `_indexer.SearchWriter`: the search outbox and the indexer, as one object;
+- `imstore.index.Indexer` (as `_indexer.SearchWriter`): the search outbox and its indexer;
 - `_query.Searcher`: keyword search;
 - `_verify.Verifier`: verify/repair;
 - `_tombstones.Tombstones`: what was deleted here stays deleted when the server sends it again;
@@ -25,12 +25,15 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import peewee as pw
 
 from ..codec import Limits, encode_ext
 from ..errors import ErrorCode, IMError
+from ..index import LOCK_FILE
+from ..lifecycle import ReceiptKind, SendEvent, status_after
 from ..message import (
     Body,
     ChatType,
@@ -50,6 +53,7 @@ from ._checks import (
     check_id,
     check_ids,
     check_limit,
+    check_stamp,
     check_status,
     check_text,
     check_time,
@@ -66,20 +70,20 @@ from ._cipher import (
 from ._connection import Connection, connect
 from ._conversations import ConversationTable
 from ._gaps import Gap, Span, Stretches, TimelinePage
-from ._indexer import LOCK_FILE, IndexStatus, SearchWriter
+from ._indexer import IndexPolicy, IndexStatus, SearchWriter
 from ._merge import Merger, MergeResult
 from ._query import Query, Searcher
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
-from ._rows import CONVERSATION_LIST_SQL, IN_PROGRESS
+from ._rows import CONVERSATION_LIST_SQL
 from ._schema import DATABASE_FILE, build_models, migrate, settle_limits
 from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
 from ._writes import Writes
 
-__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Gap", "IndexStatus",
-           "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport", "change_key",
-           "encrypt_store", "is_encrypted", "open_store"]
+__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Gap", "IndexPolicy",
+           "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport",
+           "change_key", "encrypt_store", "is_encrypted", "open_store"]
 
 
 def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
@@ -133,7 +137,8 @@ class MessageStore:
     """
 
     def __init__(self, db: pw.SqliteDatabase, *, user_id: str, directory: str | None,
-                 limits: Limits | None, search: bool) -> None:
+                 limits: Limits | None, search: bool,
+                 index_policy: IndexPolicy | None = None) -> None:
         self.user_id = user_id
         self.directory = directory
         self.connection = conn = Connection(db, shared=directory is None)
@@ -148,10 +153,10 @@ class MessageStore:
         except IMError:
             db.close()
             raise
-        # A crash mid-send leaves INPROGRESS rows: they did not go out, so they failed.
-        conn.execute(f"UPDATE message SET status = {int(MessageStatus.FAIL)} WHERE {IN_PROGRESS}")
-        self._indexer = SearchWriter.open(conn, directory, search=search)
-        self._index = self._indexer.index
+        # A crash mid-send leaves INPROGRESS rows: they did not go out (the INTERRUPT move).
+        for was, now in status_after(SendEvent.INTERRUPT).items():
+            conn.execute("UPDATE message SET status = ? WHERE status = ?", (int(now), int(was)))
+        self._indexer = SearchWriter.open(conn, directory, search=search, policy=index_policy)
         self._convs = ConversationTable(conn)
         self._tombstones = Tombstones(conn)
         self._writes = Writes(conn, user_id, self.limits, self._convs, self._indexer,
@@ -168,7 +173,8 @@ class MessageStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
-             search: bool = True, key: bytes | str | None = None) -> MessageStore:
+             search: bool = True, key: bytes | str | None = None,
+             index_policy: IndexPolicy | None = None) -> MessageStore:
         """Open (or create) the store of ``user_id``.
 
         Args:
@@ -182,14 +188,19 @@ class MessageStore:
                 32-byte key (``bytes``) or a passphrase (``str``, derived once per open). A new
                 store opened with a key is created encrypted. A missing key, a wrong key and a
                 key for a plain store each raise their own `IMError`.
+            index_policy: how the indexer batches its work (`IndexPolicy`; None: the measured
+                defaults).
         """
         check_id(user_id, "user_id")
         if not isinstance(path, str | os.PathLike):
             raise invalid("path", "a directory path or ':memory:'", path)
         if limits is not None:
             _check_limits(limits)
+        if index_policy is not None and not isinstance(index_policy, IndexPolicy):
+            raise invalid("index_policy", "an IndexPolicy or None", index_policy)
         db, directory = _connect(os.fspath(path), key)
-        return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search))
+        return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search),
+                   index_policy=index_policy)
 
     @staticmethod
     def stored_owner(path: str | os.PathLike[str], *,
@@ -325,7 +336,10 @@ class MessageStore:
         return self._writes.update(msg)
 
     def set_status(self, msg_id: str, status: MessageStatus) -> None:
-        """Change a message's send status."""
+        """Move a message's send status (found by its id or its local id) along the lifecycle's
+        table (`lifecycle.SEND_TRANSITIONS`): e.g. FAIL to INPROGRESS for a resend. An illegal
+        move (SUCCESS to CREATE, ...) raises `IMError(INVALID_PARAM)` and changes nothing; an
+        unknown id changes nothing."""
         self._writes.set_status(check_id(msg_id, "msg_id"), check_status(status))
 
     # ------------------------------------------------------------------------------- deleting
@@ -509,24 +523,26 @@ class MessageStore:
     # ---------------------------------------------------------------------- client support
 
     def mark_sent(self, local_id: str, server_id: str, server_time: int
-                  ) -> tuple[Message, list[int]]:
+                  ) -> tuple[Message, list[ReceiptKind]]:
         """A send succeeded: the message takes the server's id and time (its local id still finds
-        it), and receipts that arrived early are applied. Returns the message and the kinds of
-        receipt applied (`RECEIPT_DELIVERED`, `RECEIPT_READ`)."""
+        it) and status SUCCESS, and receipts that arrived early are applied. Returns the message
+        and the kinds of receipt applied (`ReceiptKind`, equal to `RECEIPT_DELIVERED`,
+        `RECEIPT_READ`)."""
         check_id(local_id, "local_id")
         check_id(server_id, "server_id")
-        check_time(server_time, "server_time", lo=0, hi=2**53)
+        check_stamp(server_time, "server_time")
         kinds = self._receipts.mark_sent(local_id, server_id, server_time)
         msg = self._reads.get(server_id)
         assert msg is not None
         return msg, kinds
 
-    def apply_receipts(self, kind: int, msg_ids: Sequence[str]) -> list[str]:
-        """Set ``is_delivered`` (kind 1) or ``is_read_acked`` (kind 2) on sent messages; returns
-        the ids that changed. Receipts for messages not stored yet are kept until they are."""
-        if kind not in (RECEIPT_DELIVERED, RECEIPT_READ) or isinstance(kind, bool):
-            raise invalid("kind", "RECEIPT_DELIVERED or RECEIPT_READ", kind)
-        return self._receipts.apply(kind, _id_list(msg_ids, "msg_ids"))
+    def apply_receipts(self, kind: ReceiptKind | int, msg_ids: Sequence[str]) -> list[str]:
+        """Set ``is_delivered`` (`ReceiptKind.DELIVERED`, 1) or ``is_read_acked`` (and
+        ``is_delivered``: `ReceiptKind.READ`, 2) on sent messages; returns the ids that changed.
+        Receipts for messages not stored yet are kept until they are."""
+        if type(kind) not in (int, ReceiptKind) or kind not in tuple(ReceiptKind):
+            raise invalid("kind", "a ReceiptKind (DELIVERED or READ)", kind)
+        return self._receipts.apply(ReceiptKind(kind), _id_list(msg_ids, "msg_ids"))
 
     def mark_conversation_read_acked(self, conv_id: str, up_to: int | None = None) -> list[str]:
         """The peer read a conversation: its sent messages with a time up to ``up_to`` (all when
@@ -547,6 +563,11 @@ class MessageStore:
             check_time(a.timestamp, "acks[].timestamp")
         return self._receipts.add_group_acks(items)
 
+    def group_read_acks(self, msg_id: str) -> list[GroupReadAck]:
+        """The group read receipts kept for a message (by its server id; also ones that came
+        before it did), oldest first."""
+        return self._receipts.group_acks(check_id(msg_id, "msg_id"))
+
     def prune_pending_receipts(self, older_than_ms: int) -> int:
         """Forget receipts that have waited more than ``older_than_ms`` for a message that never
         came; returns how many were forgotten."""
@@ -559,7 +580,7 @@ class MessageStore:
         it leaves the search index. Returns the messages recalled now (unknown or already
         recalled ids are skipped)."""
         ids = _id_list(msg_ids, "msg_ids")
-        check_time(recalled_at, "recalled_at", lo=0, hi=2**53)
+        check_stamp(recalled_at, "recalled_at")
         return self._writes.apply_recall(ids, recalled_at)
 
     def apply_edit(self, msg_id: str, body: Body, edited_at: int) -> Message | None:
@@ -567,7 +588,7 @@ class MessageStore:
         ``body`` and ``edited_at`` (an older edit, or an edit of a recalled message, changes
         nothing). Returns the stored message, or None when there is none with that id."""
         check_id(msg_id, "msg_id")
-        check_time(edited_at, "edited_at", lo=0, hi=2**53)
+        check_stamp(edited_at, "edited_at")
         return self._writes.apply_edit(msg_id, body, edited_at)
 
     # ---------------------------------------------------------------------------- search
@@ -632,6 +653,12 @@ class MessageStore:
                           f"the search index is still {self._indexer.pending()} changes behind "
                           f"after {timeout} s; searches stay exact, and the work stays queued")
         return pending
+
+    def pause_indexing(self) -> AbstractContextManager[None]:
+        """A context manager that holds this process's indexer back (its current batch
+        finishes first) until the block ends: for a latency-critical phase, or a test that
+        needs rows to stay pending. Searches stay exact meanwhile; nothing is lost."""
+        return self._indexer.pause()
 
     def index_status(self) -> IndexStatus:
         """How far the search index is behind: pending outbox entries, indexing speed, and an
@@ -711,7 +738,7 @@ def _message_list(messages: Any) -> list[Message]:
 def _check_limits(limits: Any) -> None:
     if not isinstance(limits, Limits):
         raise invalid("limits", "a Limits or None", limits)
-    for name in ("max_payload_bytes", "max_file_bytes"):
+    for name in ("max_payload_bytes", "max_file_bytes", "max_thumbnail_bytes"):
         value = getattr(limits, name)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**53:
             raise invalid(f"limits.{name}", "a positive int", value)
@@ -724,6 +751,8 @@ def _encode_conversation_ext(ext: Any) -> bytes:
 
 
 def open_store(path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
-               search: bool = True, key: bytes | str | None = None) -> MessageStore:
+               search: bool = True, key: bytes | str | None = None,
+               index_policy: IndexPolicy | None = None) -> MessageStore:
     """Same as `MessageStore.open`."""
-    return MessageStore.open(path, user_id=user_id, limits=limits, search=search, key=key)
+    return MessageStore.open(path, user_id=user_id, limits=limits, search=search, key=key,
+                             index_policy=index_policy)
