@@ -399,7 +399,6 @@ def test_2000_received_messages_get_every_delivery_receipt_in_a_few_requests(tmp
             assert sorted(acked) == sorted(f"$m{i}" for i in range(2000))
             assert len(bodies) <= 2000 // 500 + 1
         finally:
-            await client.close() if hasattr(client, "close") else None
             await a.close()
             store.close()
     run(main())
