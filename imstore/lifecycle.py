@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import time
 from enum import Enum, IntEnum
+from typing import TypeVar
 
 from .errors import ErrorCode, IMError
 from .kinds import kind_of
@@ -56,6 +57,7 @@ __all__ = [
     "DownloadEvent",
     "ReceiptKind",
     "SendEvent",
+    "awaits_send",
     "check_edit",
     "check_group_read_ack",
     "check_read_ack",
@@ -125,14 +127,23 @@ SEND_TRANSITIONS: dict[tuple[MessageStatus, SendEvent], MessageStatus] = {
 """Every legal move of the send status; anything else is refused."""
 
 
-def next_status(status: MessageStatus, event: SendEvent) -> MessageStatus:
-    """The status ``event`` moves ``status`` to; INVALID_PARAM when it may not."""
+_State = TypeVar("_State", MessageStatus, DownloadStatus)
+_Event = TypeVar("_Event", SendEvent, "DownloadEvent")
+
+
+def _follow(table: dict[tuple[_State, _Event], _State], state: _State, event: _Event,
+            what: str) -> _State:
+    """One move of a lifecycle table; INVALID_PARAM naming it when the table has none."""
     try:
-        return SEND_TRANSITIONS[MessageStatus(status), event]
+        return table[state, event]
     except KeyError:
         raise IMError(ErrorCode.INVALID_PARAM,
-                      f"a {MessageStatus(status).name} message cannot take the send event "
-                      f"{event.name}") from None
+                      f"{what} that is {state.name} cannot take the event {event.name}") from None
+
+
+def next_status(status: MessageStatus, event: SendEvent) -> MessageStatus:
+    """The status ``event`` moves ``status`` to; INVALID_PARAM when it may not."""
+    return _follow(SEND_TRANSITIONS, MessageStatus(status), event, "a message")
 
 
 def status_after(event: SendEvent) -> dict[MessageStatus, MessageStatus]:
@@ -153,11 +164,14 @@ def send_move(status: MessageStatus, to: MessageStatus) -> SendEvent:
                   f"become {', '.join(legal) or 'nothing else'}")
 
 
+_SETTLE = {imported: status_after(SendEvent.IMPORT if imported else SendEvent.STORE)
+           for imported in (False, True)}
+
+
 def settled_status(status: MessageStatus, *, imported: bool) -> MessageStatus:
     """The status a message is stored with when it is inserted: what it was given, moved by
-    STORE (or IMPORT) when the table has that move."""
-    event = SendEvent.IMPORT if imported else SendEvent.STORE
-    return SEND_TRANSITIONS.get((MessageStatus(status), event), MessageStatus(status))
+    STORE (or IMPORT) when the table has that move. (On every insert: one dict lookup.)"""
+    return _SETTLE[imported].get(status, status)
 
 
 # -------------------------------------------------------------------------- download status
@@ -184,12 +198,7 @@ DOWNLOAD_TRANSITIONS: dict[tuple[DownloadStatus, DownloadEvent], DownloadStatus]
 
 def download_move(status: DownloadStatus, event: DownloadEvent) -> DownloadStatus:
     """The download status ``event`` moves ``status`` to; INVALID_PARAM when it may not."""
-    try:
-        return DOWNLOAD_TRANSITIONS[DownloadStatus(status), event]
-    except KeyError:
-        raise IMError(ErrorCode.INVALID_PARAM,
-                      f"a download that is {DownloadStatus(status).name} cannot take "
-                      f"{event.name}") from None
+    return _follow(DOWNLOAD_TRANSITIONS, DownloadStatus(status), event, "a download")
 
 
 # --------------------------------------------------------------------------------- receipts
@@ -238,9 +247,15 @@ def check_edit(msg: Message, body: Body) -> None:
         raise IMError(ErrorCode.MESSAGE_INVALID, f"{msg.msg_id!r} was recalled")
 
 
+def awaits_send(status: MessageStatus) -> bool:
+    """No send is under way for a message with this status and the server has not accepted it:
+    a send may leave it (CREATE, FAIL)."""
+    return (MessageStatus(status), SendEvent.SEND) in SEND_TRANSITIONS
+
+
 def check_resend(msg: Message) -> None:
     """Only my messages that a send may leave (CREATE, FAIL) may be sent again."""
-    if not _sent_by_me(msg) or (msg.status, SendEvent.SEND) not in SEND_TRANSITIONS:
+    if not _sent_by_me(msg) or not awaits_send(msg.status):
         raise IMError(ErrorCode.INVALID_PARAM,
                       f"only failed messages of your own can be resent; this one is "
                       f"{MessageStatus(msg.status).name}")

@@ -555,6 +555,11 @@ class MessageStore:
             check_time(a.timestamp, "acks[].timestamp")
         return self._receipts.add_group_acks(items)
 
+    def group_read_acks(self, msg_id: str) -> list[GroupReadAck]:
+        """The group read receipts kept for a message (by its server id; also ones that came
+        before it did), oldest first."""
+        return self._receipts.group_acks(check_id(msg_id, "msg_id"))
+
     def prune_pending_receipts(self, older_than_ms: int) -> int:
         """Forget receipts that have waited more than ``older_than_ms`` for a message that never
         came; returns how many were forgotten."""
@@ -719,7 +724,7 @@ def _message_list(messages: Any) -> list[Message]:
 def _check_limits(limits: Any) -> None:
     if not isinstance(limits, Limits):
         raise invalid("limits", "a Limits or None", limits)
-    for name in ("max_payload_bytes", "max_file_bytes"):
+    for name in ("max_payload_bytes", "max_file_bytes", "max_thumbnail_bytes"):
         value = getattr(limits, name)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**53:
             raise invalid(f"limits.{name}", "a positive int", value)

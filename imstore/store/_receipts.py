@@ -3,7 +3,9 @@ receipts from peers, group read receipts, and receipts that arrive before their 
 
 Rules kept here:
 - only sent messages take receipts; a receipt for a message not stored yet waits in
-  ``pending_receipt`` and is applied when the message takes the server's id (`mark_sent`);
+  ``pending_receipt`` (a group read receipt in ``group_ack``, which keeps every reader) and is
+  applied when the message takes the server's id (`mark_sent`); receipts that wait longer than
+  they may for a message that never comes are pruned (`prune_pending`);
 - a read receipt implies delivery (`lifecycle.ReceiptKind`); the send status moves along the
   lifecycle's table (`mark_sent` is its ACCEPT event);
 - every call is one write transaction.
@@ -16,7 +18,7 @@ from typing import Any
 
 from ..errors import ErrorCode, IMError
 from ..lifecycle import ReceiptKind, SendEvent, next_status, now_ms
-from ..message import MessageStatus
+from ..message import GroupReadAck, MessageStatus
 from ._connection import Connection
 from ._conversations import ConversationTable
 from ._indexer import SearchWriter
@@ -130,11 +132,26 @@ class Receipts:
                 out[msg_id] = row[0] if row else -1
         return {k: v for k, v in out.items() if v >= 0}
 
+    def group_acks(self, msg_id: str) -> list[GroupReadAck]:
+        """The group read receipts kept for a message (by its server id), oldest first."""
+        rows = self._conn.run("SELECT g.reader, g.ack_time, m.conv_id FROM group_ack g LEFT JOIN "
+                              "message m ON m.msg_id = g.msg_id WHERE g.msg_id = ? "
+                              "ORDER BY g.ack_time, g.reader", (msg_id,)).fetchall()
+        return [GroupReadAck(msg_id, conv or "", reader, at) for reader, at, conv in rows]
+
     def prune_pending(self, older_than_ms: int) -> int:
         """Forget receipts that have waited more than ``older_than_ms`` for their message (or
-        whose arrival time is unknown); returns how many."""
-        return self._conn.execute("DELETE FROM pending_receipt WHERE received_at IS NULL OR "
-                                  "received_at <= ?", (now_ms() - older_than_ms,))
+        whose arrival time is unknown), group read receipts of messages not stored included;
+        returns how many."""
+        cutoff = now_ms() - older_than_ms
+        with self._conn.tx():
+            n = self._conn.run("DELETE FROM pending_receipt WHERE received_at IS NULL OR "
+                               "received_at <= ?", (cutoff,)).rowcount
+            n += self._conn.run("DELETE FROM group_ack WHERE msg_id IN (SELECT g.msg_id FROM "
+                                "group_ack g LEFT JOIN message m ON m.msg_id = g.msg_id WHERE "
+                                "m.id IS NULL GROUP BY g.msg_id HAVING max(g.ack_time) <= ?)",
+                                (cutoff,)).rowcount
+        return int(n)
 
     def pending_count(self) -> int:
         return int(self._conn.one("SELECT count(*) FROM pending_receipt")[0])

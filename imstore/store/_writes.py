@@ -30,6 +30,7 @@ from ..message import (
     ImportResult,
     Message,
     MessageStatus,
+    MessageType,
     VideoBody,
     conversation_id,
 )
@@ -78,6 +79,14 @@ def attachment_row(rowid: int, msg: Message) -> tuple[Any, ...]:
 
 def upsert_attachment(conn: Connection, rowid: int, msg: Message) -> None:
     conn.run(_ATTACH_UPSERT, attachment_row(rowid, msg))
+
+
+def _skip_reason(msg: Message, exc: IMError) -> str:
+    """Why an import leaves a message out: its kind is never stored, or what was wrong with it."""
+    mtype = getattr(msg, "type", None)
+    if type(mtype) is MessageType and not KINDS[mtype].stored:
+        return f"{mtype.name} messages are never stored"
+    return f"{exc.code.name}: {exc.description}"
 
 
 class Writes:
@@ -198,9 +207,7 @@ class Writes:
             try:
                 row = self.prepare(msg, mode=mode)
             except IMError as exc:
-                not_stored = exc.description == _NOT_STORED
-                result.skip("CMD messages are never stored" if not_stored
-                            else f"{exc.code.name}: {exc.description}")
+                result.skip(_skip_reason(msg, exc))
                 continue
             if row.msg_id in ids:
                 result.duplicates += 1
