@@ -399,6 +399,7 @@ def test_2000_received_messages_get_every_delivery_receipt_in_a_few_requests(tmp
             assert sorted(acked) == sorted(f"$m{i}" for i in range(2000))
             assert len(bodies) <= 2000 // 500 + 1
         finally:
+            client.close()
             await a.close()
             store.close()
     run(main())
@@ -433,6 +434,7 @@ def test_media_past_the_limit_leave_no_file_and_a_failed_status(tmp_path: Path, 
             assert status == DownloadStatus.FAILED
             assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
         finally:
+            client.close()
             await a.close()
             store.close()
     run(main())
