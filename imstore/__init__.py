@@ -21,6 +21,7 @@ from .errors import ErrorCode, IMError
 from .message import (
     ChatType,
     Conversation,
+    ConversationMark,
     CursorResult,
     Direction,
     DownloadStatus,
@@ -30,7 +31,9 @@ from .message import (
     Message,
     MessageStatus,
     MessageType,
+    Reaction,
     SearchScope,
+    ThreadSummary,
 )
 from .server import MemoryServer, RetentionPlan
 from .store import IndexStatus, MessageStore, VerifyReport
@@ -43,6 +46,7 @@ __all__ = [
     "ChatType",
     "ConnectionState",
     "Conversation",
+    "ConversationMark",
     "CursorResult",
     "Direction",
     "DownloadStatus",
@@ -59,11 +63,13 @@ __all__ = [
     "MessageStatus",
     "MessageStore",
     "MessageType",
+    "Reaction",
     "RemoteFile",
     "RetentionPlan",
     "SearchScope",
     "SendResult",
     "SyncAdapter",
+    "ThreadSummary",
     "Transport",
     "TransportHandler",
     "VerifyReport",

@@ -294,7 +294,7 @@ class SearchWriter:
         """Queue every message (a rebuild), flagged as writes flag them."""
         db.execute_sql("DELETE FROM search_outbox")
         self._replay_until = 0
-        rows = db.execute_sql("SELECT id, type, body FROM message ORDER BY id")
+        rows = db.execute_sql("SELECT id, type, CAST(body AS BLOB) FROM message ORDER BY id")
         done = 0
         while part := rows.fetchmany(5000):
             db.cursor().executemany("INSERT INTO search_outbox (rowid, op) VALUES (?, ?)",
@@ -481,7 +481,8 @@ class SearchWriter:
         docs = []
         for part in chunks(rowids):
             for rid, sort, conv, sender, mtype, body, ext in self._conn.query(
-                    "SELECT id, sort_time, conv_id, sender, type, body, ext FROM message "
+                    "SELECT id, sort_time, conv_id, sender, type, CAST(body AS BLOB), "
+                    "CAST(ext AS BLOB) FROM message "
                     f"WHERE id IN ({marks(len(part))}) AND recalled_at IS NULL", tuple(part)):
                 try:
                     t = MessageType(mtype)
