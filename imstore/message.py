@@ -436,11 +436,16 @@ class Conversation:
     @classmethod
     def lazy(cls, conv_id: str, chat_type: ChatType, unread_count: int, last_activity: int,
              ext: dict[str, Any], row: Any, decode: Callable[[Any], Message],
-             **state: Any) -> Conversation:
-        """A conversation whose last message is decoded from ``row`` when first read; ``state``
-        are the keyword fields (title, pinned_at, marks, draft, error)."""
-        conv = cls(conv_id, chat_type, unread_count, None, last_activity, ext, **state)
-        conv._last_row, conv._decode = row, decode
+             title: str | None = None, pinned_at: int | None = None,
+             marks: frozenset[str] = frozenset(), draft: str | None = None,
+             error: str | None = None) -> Conversation:
+        """A conversation whose last message is decoded from ``row`` when first read (the
+        store's list: its values are already checked, so they are set as they are)."""
+        conv = cls.__new__(cls)
+        conv.conv_id, conv.chat_type, conv.unread_count = conv_id, chat_type, unread_count
+        conv.last_activity, conv.ext, conv.title = last_activity, ext, title
+        conv.pinned_at, conv.marks, conv.draft, conv.error = pinned_at, marks, draft, error
+        conv._last, conv._last_row, conv._decode = None, row, decode
         return conv
 
     @property

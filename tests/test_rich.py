@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import imstore
 from imstore import (
@@ -512,3 +515,83 @@ def test_verify_repairs_thread_summaries_and_reaction_counts(store: MessageStore
     assert store.threads("team")[0].reply_count == 1
     assert store.reactions("a")[0].count == 1
     assert store.verify().ok
+
+
+# ------------------------------------------------------------- derived state under random ops
+
+
+class RichModel(RuleBasedStateMachine):
+    """Thread summaries, reaction counts, last messages and unread counts against a plain model,
+    under random inserts (main and thread), deletes, reactions and reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = imstore.open(":memory:", user_id="alice", search=False)
+        self.msgs: dict[str, tuple[int, str | None, bool]] = {}  # id -> (time, thread, unread)
+        self.reacts: dict[str, set[tuple[str, str]]] = {}  # id -> {(key, sender)}
+        self.n = 0
+
+    def teardown(self) -> None:
+        self.store.close()
+
+    @rule(t=st.integers(0, 20), in_thread=st.booleans(), read=st.booleans())
+    def insert(self, t: int, in_thread: bool, read: bool) -> None:
+        roots = [i for i, (_, th, _) in self.msgs.items() if th is None]
+        thread = roots[t % len(roots)] if in_thread and roots else None
+        self.n += 1
+        m = group(f"m{self.n}", ts=t, msg_id=f"id{self.n}", thread_id=thread, is_read=read)
+        self.store.insert_message(m)
+        self.msgs[m.msg_id] = (t, thread, not read)
+
+    @rule(k=st.integers(0, 50))
+    def delete(self, k: int) -> None:
+        if self.msgs:
+            victim = sorted(self.msgs)[k % len(self.msgs)]
+            self.store.delete_message(victim)
+            del self.msgs[victim]
+            self.reacts.pop(victim, None)
+
+    @rule(k=st.integers(0, 50), key=st.sampled_from(["👍", "❤️"]),
+          who=st.sampled_from(["alice", "bob"]), add=st.booleans())
+    def react(self, k: int, key: str, who: str, add: bool) -> None:
+        if not self.msgs:
+            return
+        target = sorted(self.msgs)[k % len(self.msgs)]
+        have = self.reacts.setdefault(target, set())
+        if add:
+            self.store.apply_reaction(target, key, who)
+            have.add((key, who))
+        else:
+            self.store.apply_reaction_removal(target, key, who)
+            have.discard((key, who))
+
+    @rule()
+    def read_all(self) -> None:
+        if self.msgs:
+            self.store.mark_conversation_read("team")
+        self.msgs = {i: (t, th, False) for i, (t, th, _) in self.msgs.items()}
+
+    @invariant()
+    def derived_state_matches(self) -> None:
+        s = self.store
+        assert s.unread_count("team") == sum(u for _, _, u in self.msgs.values())
+        main = [(t, int(i[2:]), i) for i, (t, th, _) in self.msgs.items() if th is None]
+        conv = s.conversation("team")
+        if conv is not None:
+            last = conv.last_message
+            assert (last.msg_id if last else None) == (max(main)[2] if main else None)
+        replies: dict[str, list[tuple[int, int, str]]] = {}
+        for i, (t, th, _) in self.msgs.items():
+            if th is not None:
+                replies.setdefault(th, []).append((t, int(i[2:]), i))
+        got = {t.root: (t.reply_count, t.last_reply.msg_id) for t in s.threads("team", limit=400)}
+        assert got == {r: (len(v), max(v)[2]) for r, v in replies.items()}
+        for msg_id, pairs in self.reacts.items():
+            want = {k: {w for kk, w in pairs if kk == k} for k, _ in pairs}
+            assert {r.key: set(r.senders) for r in s.reactions(msg_id)} == want
+            assert {r.key: r.count for r in s.reactions(msg_id)} == {k: len(v)
+                                                                    for k, v in want.items()}
+
+
+TestRichModel = RichModel.TestCase
+TestRichModel.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)

@@ -6,9 +6,10 @@ Rules kept here:
   ``conversation`` table (made on each SQLite connection the store writes through) call back
   into this process for every row inserted, deleted or changed in any column, and say whether
   its unread count changed outside chat rooms (the rooms `total_unread_count` leaves out);
-- listeners hear one `Changes` per committed transaction that changed something, after the
-  commit and outside the writer lock, in the thread that wrote; a rolled-back transaction is
-  never heard of; a listener's exception is logged, never raised into the write that caused it;
+- listeners hear one `Changes` per committed transaction of this process that changed
+  something, after the commit and outside the writer lock, in the thread that wrote; a
+  rolled-back transaction is never heard of; a listener's exception is logged, never raised
+  into the write that caused it (writes by other processes are not heard);
 - with no listener the triggers' call does nothing and nothing is read after commits.
 """
 
@@ -53,7 +54,6 @@ class ChangeFeed:
         self._total_moved = False
         self._active = False
         self._installed = threading.local()
-        conn.db.register_function(self._on_row, _FUNC, 2)
 
     def _on_row(self, conv_id: Any, unread_moved: Any) -> None:
         if self._active:
@@ -82,6 +82,7 @@ class ChangeFeed:
         SQLite connection if it has none yet, and start collecting."""
         raw = self._conn.db.connection()
         if getattr(self._installed, "raw", None) is not raw:
+            raw.create_function(_FUNC, 2, self._on_row)
             for sql in _triggers(raw):
                 raw.execute(sql)
             self._installed.raw = raw

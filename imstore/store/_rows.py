@@ -203,8 +203,8 @@ def row_to_message(row: Any) -> Message:
     A row that cannot be read in full still becomes a message (so that a page is never lost to
     one bad row): its body is an `UndecodableBody` with the raw bytes and the reason, its ext and
     local_ext are empty, and an unknown type number reads as TEXT (the stored number is kept in
-    the body's ``extra["type"]``). The reason covers a corrupt payload, a body stored as TEXT or
-    INTEGER instead of a BLOB, and times or ids of the wrong SQL type."""
+    the body's ``extra["type"]``). The reason covers a corrupt payload and a body stored as TEXT
+    or INTEGER instead of a BLOB (read as the bytes it holds, see `select_columns`)."""
     (msg_id, conv_id, chat_type, type_no, sender, recipient, direction, status, local_time,
      server_time, is_read, is_delivered, is_read_acked, need_group_ack, group_ack_count, raw,
      raw_ext, local_id, edited_at, recalled_at, reply_to, thread_id, raw_local) = _pick(row)
@@ -216,31 +216,33 @@ def row_to_message(row: Any) -> Message:
         body = decode_body(mtype, raw)
         ext = decode_ext(raw_ext) if raw_ext else {}
         local_ext = decode_ext(raw_local, "local_ext") if raw_local else {}
-        if type(local_time) is not int or type(msg_id) is not str:
-            raise IMError(ErrorCode.MESSAGE_INVALID,
-                          f"the stored row has a msg_id of type {type(msg_id).__name__} and a "
-                          f"local_time of type {type(local_time).__name__}")
     except IMError as exc:
         body = UndecodableBody(raw_bytes(raw), exc.description, {"type": type_no})
         ext, local_ext = {}, {}
-        msg_id = msg_id if type(msg_id) is str else str(msg_id)
-        local_time = _int(local_time) or 0
+    # positional, in `Message`'s field order (a hot path: keyword parsing costs more)
     return Message(
-        msg_id=msg_id, conv_id=conv_id, chat_type=_CTYPE.get(chat_type, ChatType.CHAT),
-        type=mtype or MessageType.TEXT, sender=sender, to=recipient,
-        direction=_DIR.get(direction, Direction.RECEIVE),
-        status=_STATUS.get(status, MessageStatus.FAIL), local_time=local_time,
-        server_time=server_time, is_read=bool(is_read), is_delivered=bool(is_delivered),
-        is_read_acked=bool(is_read_acked), need_group_ack=bool(need_group_ack),
-        group_ack_count=group_ack_count, body=body, ext=ext, local_id=local_id,
-        edited_at=edited_at, recalled_at=recalled_at, reply_to=reply_to, thread_id=thread_id,
-        local_ext=local_ext,
-    )
+        msg_id, conv_id, _CTYPE.get(chat_type, ChatType.CHAT), mtype or MessageType.TEXT, sender,
+        recipient, body, _DIR.get(direction, Direction.RECEIVE),
+        _STATUS.get(status, MessageStatus.FAIL), local_time, server_time, bool(is_read),
+        bool(is_delivered), bool(is_read_acked), bool(need_group_ack), group_ack_count, ext,
+        local_id, edited_at, recalled_at, reply_to, thread_id, local_ext)
+
+
+_MESSAGE_ORDER = ("msg_id", "conv_id", "chat_type", "type", "sender", "to", "body", "direction",
+                  "status", "local_time", "server_time", "is_read", "is_delivered",
+                  "is_read_acked", "need_group_ack", "group_ack_count", "ext", "local_id",
+                  "edited_at", "recalled_at", "reply_to", "thread_id", "local_ext")
+if tuple(Message.__dataclass_fields__) != _MESSAGE_ORDER:
+    raise RuntimeError("row_to_message builds Message positionally: update it for the fields "
+                       f"{tuple(Message.__dataclass_fields__)}")
+
+
+_NO_MARKS: frozenset[str] = frozenset()
 
 
 def _marks(text: Any) -> frozenset[str]:
     if not text or type(text) is not str:
-        return frozenset()
+        return _NO_MARKS
     return frozenset(m for m in text.split(MARK_SEPARATOR) if m)
 
 
@@ -251,8 +253,14 @@ def to_conversation(r: Any) -> Conversation:
     map, a column of the wrong SQL type) still becomes a conversation: what could be read, with
     ``error`` saying what could not (an unknown type reads as CHAT)."""
     conv_id, chat_type, unread, activity, raw_ext, title, pinned_at, marks, draft = r[:_N_STATE]
-    errors = []
+    last = r[_N_STATE:]
     ctype = _CTYPE.get(chat_type)
+    if ctype is not None and not raw_ext and not marks and type(unread) is int:
+        # the usual row: nothing to decode
+        return Conversation.lazy(conv_id, ctype, unread, activity, {},
+                                 last if last[0] is not None else None, row_to_message, title,
+                                 pinned_at, _NO_MARKS, draft)
+    errors = []
     if ctype is None:
         errors.append(f"unknown chat type number {chat_type!r}")
     ext: dict[str, Any] = {}
@@ -263,13 +271,11 @@ def to_conversation(r: Any) -> Conversation:
             errors.append(exc.description)
     if type(unread) is not int or type(activity) is not int:
         errors.append("unread_count or last_activity is not an integer")
-    last = r[_N_STATE:]
     return Conversation.lazy(
         conv_id if type(conv_id) is str else str(conv_id), ctype or ChatType.CHAT,
         _int(unread) or 0, _int(activity) or 0, ext, last if last[0] is not None else None,
-        row_to_message, title=title if type(title) is str else None,
-        pinned_at=_int(pinned_at), marks=_marks(marks),
-        draft=draft if type(draft) is str else None, error="; ".join(errors) or None)
+        row_to_message, title if type(title) is str else None, _int(pinned_at), _marks(marks),
+        draft if type(draft) is str else None, "; ".join(errors) or None)
 
 
 # How each column of a settled message's row is read from the message ``m``, its encoded
