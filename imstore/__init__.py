@@ -36,7 +36,7 @@ from .message import (
     ThreadSummary,
 )
 from .server import MemoryServer, RetentionPlan
-from .store import IndexStatus, MessageStore, VerifyReport
+from .store import IndexStatus, MessageStore, VerifyReport, change_key, encrypt_store, is_encrypted
 from .store import open_store as open  # noqa: F401 - public as imstore.open, not in __all__
 
 __version__ = "0.1.0"
@@ -73,6 +73,9 @@ __all__ = [
     "Transport",
     "TransportHandler",
     "VerifyReport",
+    "change_key",
+    "encrypt_store",
+    "is_encrypted",
 ]
 # imstore.open is public too, but kept out of __all__ so that a star import cannot shadow the
 # built-in open().

@@ -63,10 +63,18 @@ from ._checks import (
     check_time,
     invalid,
 )
-from ._connection import Connection
+from ._cipher import (
+    change_key,
+    database_state,
+    encrypt_store,
+    is_encrypted,
+    open_database,
+    read_owner,
+)
+from ._connection import Connection, connect
 from ._conversations import ConversationTable
 from ._gaps import Gap, Span, Stretches, TimelinePage
-from ._indexer import IndexStatus, SearchWriter
+from ._indexer import LOCK_FILE, IndexStatus, SearchWriter
 from ._merge import Merger, MergeResult
 from ._pins import Pins
 from ._query import Query, Searcher
@@ -74,7 +82,7 @@ from ._reactions import Reactions
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
 from ._rows import CONVERSATION_LIST_SQL, IN_PROGRESS, MARK_SEPARATOR
-from ._schema import DATABASE_FILE, build_models, migrate, read_owner, settle_limits
+from ._schema import DATABASE_FILE, build_models, migrate, settle_limits
 from ._threads import Threads
 from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
@@ -82,31 +90,44 @@ from ._writes import Writes
 
 __all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Changes", "Gap",
            "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport",
-           "open_store"]
+           "change_key", "encrypt_store", "is_encrypted", "open_store"]
 
 
-def _connect(path: str) -> tuple[pw.SqliteDatabase, str | None]:
-    pragmas: dict[str, Any] = {"foreign_keys": 1, "cache_size": -32000, "temp_store": "memory"}
+def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
     if path == ":memory:":
-        db = pw.SqliteDatabase(":memory:", pragmas=pragmas, thread_safe=False,
-                               check_same_thread=False)
-        directory = None
-    else:
-        directory = os.path.abspath(path)
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as exc:
-            raise IMError(ErrorCode.DATABASE_ERROR,
-                          f"cannot create the store directory {directory!r}: {exc}") from exc
-        pragmas |= {"journal_mode": "wal", "synchronous": "normal"}
-        db = pw.SqliteDatabase(os.path.join(directory, DATABASE_FILE), pragmas=pragmas,
-                               timeout=30, lock_type="IMMEDIATE")
+        if key is not None:
+            raise IMError(ErrorCode.INVALID_PARAM, "a store in memory is written nowhere: "
+                          "key= is for a store on disk; open ':memory:' without it")
+        return connect(":memory:"), None
+    directory = os.path.abspath(path)
     try:
-        db.connect(reuse_if_open=True)
-    except (pw.DatabaseError, sqlite3.Error) as exc:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
         raise IMError(ErrorCode.DATABASE_ERROR,
-                      f"cannot open the database in {path!r}: {exc}") from exc
-    return db, directory
+                      f"cannot create the store directory {directory!r}: {exc}") from exc
+    _refuse_lost_database(directory)
+    return open_database(os.path.join(directory, DATABASE_FILE), key), directory
+
+
+def _refuse_lost_database(directory: str) -> None:
+    """A store whose database is gone (deleted, or truncated to 0 bytes) while the rest of it
+    remains is not re-created empty: that would hide the loss (and verify would then empty the
+    index of a history it cannot see)."""
+    db = os.path.join(directory, DATABASE_FILE)
+    try:
+        if os.path.getsize(db) > 0:
+            return
+        state = "is empty (0 bytes)"
+    except OSError:
+        state = "is missing"
+    remains = [name for name in (f"{DATABASE_FILE}-wal", LOCK_FILE, "search")
+               if os.path.lexists(os.path.join(directory, name))]
+    if remains:
+        raise IMError(ErrorCode.DATABASE_ERROR,
+                      f"the database {db!r} {state} but the rest of a store remains "
+                      f"({', '.join(remains)}): the message history is not there. Restore "
+                      f"{DATABASE_FILE} from a backup, or delete the folder to start an empty "
+                      "store")
 
 
 class MessageStore:
@@ -129,11 +150,15 @@ class MessageStore:
         self.connection = conn = Connection(db, shared=directory is None)
         self.models = build_models(db)
         try:
-            migrate(db, self.models, user_id)
-            self.limits = settle_limits(db, limits)
+            with conn.guard():
+                migrate(db, self.models, user_id)
+                self.limits = settle_limits(db, limits)
         except ValueError as exc:
             db.close()
             raise IMError(ErrorCode.DATABASE_ERROR, str(exc)) from exc
+        except IMError:
+            db.close()
+            raise
         # A crash mid-send leaves INPROGRESS rows: they did not go out, so they failed.
         conn.execute(f"UPDATE message SET status = {int(MessageStatus.FAIL)} WHERE {IN_PROGRESS}")
         self._indexer = SearchWriter.open(conn, directory, search=search)
@@ -159,7 +184,7 @@ class MessageStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
-             search: bool = True) -> MessageStore:
+             search: bool = True, key: bytes | str | None = None) -> MessageStore:
         """Open (or create) the store of ``user_id``.
 
         Args:
@@ -169,22 +194,60 @@ class MessageStore:
             limits: size limits, kept with the store; None: the ones kept with it (the
                 product's defaults for a new store).
             search: keep a keyword index (`search_messages`); False skips its cost.
+            key: for an encrypted store (SQLCipher, the extra ``imstore[crypto]``): the raw
+                32-byte key (``bytes``) or a passphrase (``str``, derived once per open). A new
+                store opened with a key is created encrypted. A missing key, a wrong key and a
+                key for a plain store each raise their own `IMError`.
         """
         check_id(user_id, "user_id")
         if not isinstance(path, str | os.PathLike):
             raise invalid("path", "a directory path or ':memory:'", path)
         if limits is not None:
             _check_limits(limits)
-        db, directory = _connect(os.fspath(path))
+        db, directory = _connect(os.fspath(path), key)
         return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search))
 
     @staticmethod
-    def stored_owner(path: str | os.PathLike[str]) -> str | None:
+    def stored_owner(path: str | os.PathLike[str], *,
+                     key: bytes | str | None = None) -> str | None:
         """The owner of the store in directory ``path``, or None when there is no store there.
-        Reads without creating or changing anything."""
+        Reads without creating or changing anything; an encrypted store needs its ``key``."""
         if not isinstance(path, str | os.PathLike):
             raise invalid("path", "a directory path", path)
-        return read_owner(os.fspath(path))
+        return read_owner(os.fspath(path), key)
+
+    @staticmethod
+    def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+        """Raise `IMError(DATABASE_ERROR)` saying why the store in directory ``path`` cannot be
+        written now: a file of it is not writable, or another process keeps its write lock for
+        more than ``timeout`` seconds (`open` itself waits 30). Creates and changes nothing; a
+        directory without a store passes."""
+        if not isinstance(path, str | os.PathLike):
+            raise invalid("path", "a directory path", path)
+        directory = os.fspath(path)
+        db = os.path.join(directory, DATABASE_FILE)
+        for p in (directory, db, os.path.join(directory, "search")):
+            if os.path.exists(p) and not os.access(p, os.W_OK):
+                raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot write {p} "
+                              "(a store needs write access, even to be read)")
+        if not os.path.isfile(db) or database_state(db) == "encrypted":
+            return  # probing an encrypted database's lock needs its key: open waits for it
+        con = sqlite3.connect(db, timeout=timeout, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            why = str(exc)
+            if "locked" in why or "busy" in why:
+                raise IMError(ErrorCode.DATABASE_ERROR,
+                              f"the store {directory} is locked by another process (an import?); "
+                              "try again when it is done") from exc
+            if "readonly" in why:
+                raise IMError(ErrorCode.DATABASE_ERROR,
+                              f"permission denied: cannot write {db} (read-only)") from exc
+            raise IMError(ErrorCode.DATABASE_ERROR, f"{db}: {exc}") from exc
+        finally:
+            con.close()
 
     def close(self) -> None:
         """Stop the indexer thread after its current batch and close the database (index work
@@ -778,9 +841,7 @@ class MessageStore:
         (nothing is lost; the work stays queued)."""
         if progress is not None and not callable(progress):
             raise invalid("progress", "a callable or None", progress)
-        if timeout is not None and (isinstance(timeout, bool) or
-                                    not isinstance(timeout, int | float) or timeout < 0):
-            raise invalid("timeout", "a number of seconds >= 0 or None", timeout)
+        _check_timeout(timeout)
         if not self._indexer.enabled:
             return 0
         pending = self._indexer.pending()
@@ -807,12 +868,14 @@ class MessageStore:
 
     # ---------------------------------------------------------------------------- verify
 
-    def verify(self) -> VerifyReport:
+    def verify(self, *, timeout: float | None = None) -> VerifyReport:
         """Recount derived state (unread counters, last messages, group ack counts, attachment
         rows, the search index, tombstones of stored messages), repair any drift, and report
         what was repaired; report too the stored messages that cannot be decoded and the
-        receipts still waiting for a message."""
-        report = self._verifier.verify()
+        receipts still waiting for a message. ``timeout`` (seconds) bounds the wait for the
+        search index to catch up (a full disk stops it): then IMError(DATABASE_ERROR) says so."""
+        _check_timeout(timeout)
+        report = self._verifier.verify(timeout)
         report.pending_receipts = self._receipts.pending_count()
         with self.connection.tx():
             report.repaired["tombstones_of_stored_messages"] = self._tombstones.verify()
@@ -850,6 +913,12 @@ def _check_marks(value: Any, field: str) -> tuple[str, ...]:
 def _optional(value: Any, field: str, check: Callable[[Any, str], Any]) -> None:
     if value is not None:
         check(value, field)
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is not None and (isinstance(timeout, bool) or
+                                not isinstance(timeout, int | float) or not timeout >= 0):
+        raise invalid("timeout", "a number of seconds >= 0 or None", timeout)
 
 
 def _check_range(start_time: Any, end_time: Any) -> None:
@@ -898,6 +967,6 @@ def _encode_conversation_ext(ext: Any) -> bytes:
 
 
 def open_store(path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
-               search: bool = True) -> MessageStore:
+               search: bool = True, key: bytes | str | None = None) -> MessageStore:
     """Same as `MessageStore.open`."""
-    return MessageStore.open(path, user_id=user_id, limits=limits, search=search)
+    return MessageStore.open(path, user_id=user_id, limits=limits, search=search, key=key)

@@ -6,16 +6,21 @@ Rules kept here:
   the search index are derived from them and rebuilt when they disagree;
 - a stored row that cannot be decoded is reported, never repaired by guessing; what is certain
   is repaired: a body stored as TEXT whose bytes decode is stored back as a BLOB, and a
-  conversation with an unknown chat type takes the type its messages have.
+  conversation with an unknown chat type takes the type its messages have;
+- the index is never emptied of a history SQLite cannot see: an index with documents over a
+  database without messages (the database was replaced or lost) is reported, not "repaired";
+- verify never blocks for ever: with a ``timeout`` it gives up waiting for the indexer (a full
+  disk stops it) with an `IMError` saying what was and was not checked.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from ..codec import decode_body
-from ..errors import IMError
+from ..errors import ErrorCode, IMError
 from ..kinds import ATTACHMENT_TYPES
 from ..message import ChatType, MessageType, UndecodableBody
 from ._connection import Connection, marks
@@ -77,7 +82,8 @@ class Verifier:
         self._threads = threads
         self._reactions = reactions
 
-    def verify(self) -> VerifyReport:
+    def verify(self, timeout: float | None = None) -> VerifyReport:
+        deadline = None if timeout is None else time.monotonic() + timeout
         rep: dict[str, int] = {}
         with self._conn.tx():
             rep["text_bodies"] = self._text_bodies()
@@ -87,7 +93,7 @@ class Verifier:
             rep["thread_summaries"] = self._threads.verify()
             rep["reaction_counts"] = self._reactions.verify()
         undecodable = self._undecodable()
-        rep["search_index"] = self._search_index(len(undecodable))
+        rep["search_index"] = self._search_index(len(undecodable), deadline)
         return VerifyReport(rep, undecodable=undecodable,
                             unreadable_conversations=self._unreadable_conversations())
 
@@ -171,13 +177,19 @@ class Verifier:
                 log.warning("message row %s has a corrupt payload", r[0])
         rep["attachment_rows"] = len(missing)
 
-    def _search_index(self, undecodable: int) -> int:
+    def _search_index(self, undecodable: int, deadline: float | None) -> int:
         """Rebuild the index when it does not hold one document per searchable message (neither
         recalled nor undecodable); returns by how many documents it was off."""
         if not self._indexer.enabled or not self._indexer.owns():
             return 0  # another process indexes this store; it is checked there
         for _ in range(5):  # another process may write meanwhile: count with nothing pending
-            self._indexer.wait()
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not self._indexer.wait(None, left):
+                raise IMError(ErrorCode.DATABASE_ERROR,
+                              f"verify: the search index is still {self._indexer.pending()} "
+                              "changes behind when the time ran out (is the disk full?); the "
+                              "database's counters and attachments were checked and repaired, "
+                              "the search index was not: call verify again once it catches up")
             stored = int(self._conn.one(
                 "SELECT count(*) FROM message WHERE recalled_at IS NULL")[0])
             if not self._indexer.has_pending():
@@ -186,5 +198,11 @@ class Verifier:
         indexed = self._indexer.doc_count()
         if indexed == stored:
             return 0
+        if stored <= 0 < indexed:
+            raise IMError(ErrorCode.DATABASE_ERROR,
+                          f"verify: the search index holds {indexed} messages but the database "
+                          "holds none: the database was replaced or lost, and the index is "
+                          "left as it is. Restore the database from a backup, or call "
+                          "rebuild_search_index() to make the index match the empty database")
         self._indexer.rebuild()
         return abs(indexed - stored)
