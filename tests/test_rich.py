@@ -4,9 +4,10 @@ captions, formatted text, local data, conversation title/pin/marks/draft, change
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -26,6 +27,8 @@ from imstore import (
 from imstore.codec import Limits, body_from_dict, body_to_dict, decode_body, encode_body
 from imstore.message import FileBody, ImageBody, TextBody
 from imstore.store import Changes
+
+from .test_validation import HOSTILE
 
 
 def recv(text: str, peer: str = "bob", ts: int | None = None, **kw) -> Message:
@@ -595,3 +598,55 @@ class RichModel(RuleBasedStateMachine):
 
 TestRichModel = RichModel.TestCase
 TestRichModel.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+
+
+# --------------------------------------------------------------------------- hostile arguments
+
+RICH_VALID: dict[str, Any] = {
+    "root_msg_id": "m1", "msg_id": "m1", "conv_id": "bob", "start_msg_id": None, "limit": 5,
+    "direction": Direction.UP, "key": "👍", "sender": None, "reaction_id": None,
+    "timestamp": None, "pinned": True, "pinned_by": None, "data": {"a": 1}, "add": ("x",),
+    "remove": (), "text": "draft", "title": "T", "chat_type": None, "marks": None,
+}
+# method -> (its parameters, how many are positional)
+RICH_CALLS: dict[str, tuple[tuple[str, ...], int]] = {
+    "thread_messages": (("root_msg_id", "start_msg_id", "limit", "direction"), 1),
+    "threads": (("conv_id", "limit"), 1),
+    "reactions": (("msg_id",), 1),
+    "apply_reaction": (("msg_id", "key", "sender", "reaction_id", "timestamp"), 3),
+    "apply_reaction_removal": (("msg_id", "key", "sender"), 3),
+    "apply_reaction_removal_by_id": (("reaction_id",), 1),
+    "reaction_id": (("msg_id", "key", "sender"), 3),
+    "pinned_messages": (("conv_id",), 1),
+    "apply_message_pin": (("msg_id", "pinned", "pinned_by", "timestamp"), 1),
+    "set_local_ext": (("msg_id", "data"), 2),
+    "pin_conversation": (("conv_id", "pinned", "timestamp"), 2),
+    "set_conversation_marks": (("conv_id", "add", "remove"), 1),
+    "mark_conversation_unread": (("conv_id",), 1),
+    "set_draft": (("conv_id", "text"), 2),
+    "set_conversation_title": (("conv_id", "title"), 2),
+    "conversations": (("chat_type", "marks", "limit"), 0),
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_target() -> Any:
+    s = imstore.open(":memory:", user_id="alice")
+    s.insert_message(Message.text("alice", "hello", sender="bob", msg_id="m1", timestamp=1))
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize(("method", "param"),
+                         [(m, p) for m, (ps, _) in RICH_CALLS.items() for p in ps])
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=HOSTILE)
+def test_a_hostile_argument_raises_only_imerror(hostile_target: MessageStore, method: str,
+                                                param: str, value: Any):
+    names, npos = RICH_CALLS[method]
+    args = {n: (value if n == param else RICH_VALID.get(n)) for n in names}
+    fn = getattr(hostile_target, method)
+    try:
+        fn(*[args[n] for n in names[:npos]], **{n: args[n] for n in names[npos:]})
+    except IMError:
+        pass
