@@ -15,6 +15,7 @@ from .adapters import (
     Transport,
     TransportHandler,
 )
+from .adapters.memory import MemoryServer, RetentionPlan
 from .client import ChatClient, MessageListener
 from .codec import Limits
 from .errors import ErrorCode, IMError
@@ -35,7 +36,6 @@ from .message import (
     SearchScope,
     ThreadSummary,
 )
-from .server import MemoryServer, RetentionPlan
 from .store import IndexStatus, MessageStore, VerifyReport, change_key, encrypt_store, is_encrypted
 from .store import open_store as open  # noqa: F401 - public as imstore.open, not in __all__
 

@@ -34,6 +34,7 @@ import peewee as pw
 
 from ..codec import Limits, encode_ext, encode_local_ext
 from ..errors import ErrorCode, IMError
+from ..lifecycle import ReceiptKind, SendEvent, status_after
 from ..message import (
     Body,
     ChatType,
@@ -58,6 +59,7 @@ from ._checks import (
     check_id,
     check_ids,
     check_limit,
+    check_stamp,
     check_status,
     check_text,
     check_time,
@@ -81,7 +83,7 @@ from ._query import Query, Searcher
 from ._reactions import Reactions
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
-from ._rows import CONVERSATION_LIST_SQL, IN_PROGRESS, MARK_SEPARATOR
+from ._rows import CONVERSATION_LIST_SQL, MARK_SEPARATOR
 from ._schema import DATABASE_FILE, build_models, migrate, settle_limits
 from ._threads import Threads
 from ._tombstones import Tombstones
@@ -159,8 +161,9 @@ class MessageStore:
         except IMError:
             db.close()
             raise
-        # A crash mid-send leaves INPROGRESS rows: they did not go out, so they failed.
-        conn.execute(f"UPDATE message SET status = {int(MessageStatus.FAIL)} WHERE {IN_PROGRESS}")
+        # A crash mid-send leaves INPROGRESS rows: they did not go out (the INTERRUPT move).
+        for was, now in status_after(SendEvent.INTERRUPT).items():
+            conn.execute("UPDATE message SET status = ? WHERE status = ?", (int(now), int(was)))
         self._indexer = SearchWriter.open(conn, directory, search=search)
         self._index = self._indexer.index
         self._convs = ConversationTable(conn)
@@ -341,7 +344,10 @@ class MessageStore:
         return self._writes.update(msg)
 
     def set_status(self, msg_id: str, status: MessageStatus) -> None:
-        """Change a message's send status."""
+        """Move a message's send status (found by its id or its local id) along the lifecycle's
+        table (`lifecycle.SEND_TRANSITIONS`): e.g. FAIL to INPROGRESS for a resend. An illegal
+        move (SUCCESS to CREATE, ...) raises `IMError(INVALID_PARAM)` and changes nothing; an
+        unknown id changes nothing."""
         self._writes.set_status(check_id(msg_id, "msg_id"), check_status(status))
 
     # ------------------------------------------------------------------------------- deleting
@@ -728,24 +734,26 @@ class MessageStore:
     # ---------------------------------------------------------------------- client support
 
     def mark_sent(self, local_id: str, server_id: str, server_time: int
-                  ) -> tuple[Message, list[int]]:
+                  ) -> tuple[Message, list[ReceiptKind]]:
         """A send succeeded: the message takes the server's id and time (its local id still finds
-        it), and receipts that arrived early are applied. Returns the message and the kinds of
-        receipt applied (`RECEIPT_DELIVERED`, `RECEIPT_READ`)."""
+        it) and status SUCCESS, and receipts that arrived early are applied. Returns the message
+        and the kinds of receipt applied (`ReceiptKind`, equal to `RECEIPT_DELIVERED`,
+        `RECEIPT_READ`)."""
         check_id(local_id, "local_id")
         check_id(server_id, "server_id")
-        check_time(server_time, "server_time", lo=0, hi=2**53)
+        check_stamp(server_time, "server_time")
         kinds = self._receipts.mark_sent(local_id, server_id, server_time)
         msg = self._reads.get(server_id)
         assert msg is not None
         return msg, kinds
 
-    def apply_receipts(self, kind: int, msg_ids: Sequence[str]) -> list[str]:
-        """Set ``is_delivered`` (kind 1) or ``is_read_acked`` (kind 2) on sent messages; returns
-        the ids that changed. Receipts for messages not stored yet are kept until they are."""
-        if kind not in (RECEIPT_DELIVERED, RECEIPT_READ) or isinstance(kind, bool):
-            raise invalid("kind", "RECEIPT_DELIVERED or RECEIPT_READ", kind)
-        return self._receipts.apply(kind, _id_list(msg_ids, "msg_ids"))
+    def apply_receipts(self, kind: ReceiptKind | int, msg_ids: Sequence[str]) -> list[str]:
+        """Set ``is_delivered`` (`ReceiptKind.DELIVERED`, 1) or ``is_read_acked`` (and
+        ``is_delivered``: `ReceiptKind.READ`, 2) on sent messages; returns the ids that changed.
+        Receipts for messages not stored yet are kept until they are."""
+        if type(kind) not in (int, ReceiptKind) or kind not in tuple(ReceiptKind):
+            raise invalid("kind", "a ReceiptKind (DELIVERED or READ)", kind)
+        return self._receipts.apply(ReceiptKind(kind), _id_list(msg_ids, "msg_ids"))
 
     def mark_conversation_read_acked(self, conv_id: str, up_to: int | None = None) -> list[str]:
         """The peer read a conversation: its sent messages with a time up to ``up_to`` (all when
@@ -766,6 +774,11 @@ class MessageStore:
             check_time(a.timestamp, "acks[].timestamp")
         return self._receipts.add_group_acks(items)
 
+    def group_read_acks(self, msg_id: str) -> list[GroupReadAck]:
+        """The group read receipts kept for a message (by its server id; also ones that came
+        before it did), oldest first."""
+        return self._receipts.group_acks(check_id(msg_id, "msg_id"))
+
     def prune_pending_receipts(self, older_than_ms: int) -> int:
         """Forget receipts that have waited more than ``older_than_ms`` for a message that never
         came; returns how many were forgotten."""
@@ -778,7 +791,7 @@ class MessageStore:
         it leaves the search index. Returns the messages recalled now (unknown or already
         recalled ids are skipped)."""
         ids = _id_list(msg_ids, "msg_ids")
-        check_time(recalled_at, "recalled_at", lo=0, hi=2**53)
+        check_stamp(recalled_at, "recalled_at")
         return self._writes.apply_recall(ids, recalled_at)
 
     def apply_edit(self, msg_id: str, body: Body, edited_at: int) -> Message | None:
@@ -786,7 +799,7 @@ class MessageStore:
         ``body`` and ``edited_at`` (an older edit, or an edit of a recalled message, changes
         nothing). Returns the stored message, or None when there is none with that id."""
         check_id(msg_id, "msg_id")
-        check_time(edited_at, "edited_at", lo=0, hi=2**53)
+        check_stamp(edited_at, "edited_at")
         return self._writes.apply_edit(msg_id, body, edited_at)
 
     # ---------------------------------------------------------------------------- search
@@ -954,7 +967,8 @@ def _message_list(messages: Any) -> list[Message]:
 def _check_limits(limits: Any) -> None:
     if not isinstance(limits, Limits):
         raise invalid("limits", "a Limits or None", limits)
-    for name in ("max_payload_bytes", "max_file_bytes"):
+    for name in ("max_payload_bytes", "max_file_bytes", "max_thumbnail_bytes",
+                 "max_local_ext_bytes"):
         value = getattr(limits, name)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**53:
             raise invalid(f"limits.{name}", "a positive int", value)
