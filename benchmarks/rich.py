@@ -19,25 +19,21 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from typing import Any
 
 import imstore
 from imstore import ChatType, Message
 
+from .__main__ import timings
+
 START = 1_700_000_000_000
 
 
 def median_ms(fn: Callable[[], Any], n: int = 200) -> float:
-    for _ in range(5):
+    for _ in range(5):  # warm the caches first
         fn()
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return statistics.median(out)
+    return statistics.median(timings(fn, n))
 
 
 def messages(n: int, convs: int, threads: bool) -> Any:

@@ -3,6 +3,7 @@ captions, formatted text, local data, conversation title/pin/marks/draft, change
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from imstore import (
     ErrorCode,
     IMError,
     Message,
+    MessageListener,
     MessageStore,
     MessageType,
     Reaction,
@@ -28,6 +30,7 @@ from imstore.codec import Limits, body_from_dict, body_to_dict, decode_body, enc
 from imstore.message import FileBody, ImageBody, TextBody
 from imstore.store import Changes
 
+from .conftest import Pair
 from .test_validation import HOSTILE
 
 
@@ -650,3 +653,43 @@ def test_a_hostile_argument_raises_only_imerror(hostile_target: MessageStore, me
         fn(*[args[n] for n in names[:npos]], **{n: args[n] for n in names[npos:]})
     except IMError:
         pass
+
+
+# ------------------------------------------------------------------ the client's listeners
+
+
+class Badges(MessageListener):
+    def __init__(self) -> None:
+        self.changed: list[list[str]] = []
+        self.totals: list[int] = []
+
+    def on_conversations_changed(self, conv_ids: list[str]) -> None:
+        self.changed.append(conv_ids)
+
+    def on_total_unread_changed(self, total: int) -> None:
+        self.totals.append(total)
+
+
+def test_the_client_tells_conversation_and_total_unread_changes(pair: Pair):
+    heard = Badges()
+    pair.cb.add_listener(heard)
+
+    async def main() -> None:
+        await pair.ca.send_message(Message.text("bob", "hi"))
+        await pair.settle()
+
+    asyncio.run(main())
+    assert ["alice"] in heard.changed and heard.totals == [1]
+    before = len(heard.changed)
+    pair.b.mark_conversation_read("alice")
+    assert heard.changed[before:] == [["alice"]] and heard.totals == [1, 0]
+    pair.b.set_draft("alice", "typing…")
+    assert heard.changed[-1] == ["alice"] and heard.totals == [1, 0]
+
+
+def test_a_closed_client_tells_nothing(pair: Pair):
+    heard = Badges()
+    pair.cb.add_listener(heard)
+    pair.cb.close()
+    pair.b.insert_message(Message.text("bob", "local", sender="carol"))
+    assert heard.changed == [] and heard.totals == []

@@ -594,10 +594,7 @@ class MessageStore:
         """Keep the text being written in a conversation (None or "": no draft); this device
         only. Returns whether it changed; CONVERSATION_NOT_EXIST for an unknown one."""
         check_id(conv_id, "conv_id")
-        if text is not None:
-            check_text(text, "text")
-            if len(text) > _MAX_DRAFT:
-                raise invalid("text", f"at most {_MAX_DRAFT} characters", text)
+        _check_short_text(text, "text", _MAX_DRAFT)
         with self.connection.tx():
             return self._convs.set_draft(conv_id, text or None)
 
@@ -605,10 +602,7 @@ class MessageStore:
         """Name a conversation (None or "": no title). Returns whether it changed;
         CONVERSATION_NOT_EXIST for an unknown one."""
         check_id(conv_id, "conv_id")
-        if title is not None:
-            check_text(title, "title")
-            if len(title) > _MAX_TITLE:
-                raise invalid("title", f"at most {_MAX_TITLE} characters", title)
+        _check_short_text(title, "title", _MAX_TITLE)
         with self.connection.tx():
             return self._convs.set_title(conv_id, title or None)
 
@@ -907,6 +901,14 @@ _MAX_DRAFT = 64 * 1024
 
 def _check_ms(value: Any, field: str) -> int:
     return check_time(value, field, lo=0, hi=2**53)
+
+
+def _check_short_text(value: Any, field: str, most: int) -> None:
+    """None, or a str of valid Unicode of at most ``most`` characters."""
+    if value is not None:
+        check_text(value, field)
+        if len(value) > most:
+            raise invalid(field, f"at most {most} characters", value)
 
 
 def _check_marks(value: Any, field: str) -> tuple[str, ...]:
