@@ -97,9 +97,16 @@ _OMIT_WHEN_EMPTY = frozenset({"formatted", "caption"})
 
 
 def body_to_dict(body: Body) -> dict[str, Any]:
-    """The body as plain msgpack-able data, unknown fields included."""
+    """The body as plain msgpack-able data, unknown fields included. An `UndecodableBody` has
+    no such form: `IMError(MESSAGE_INVALID)` (its ``raw`` bytes are what there is)."""
+    names = _FIELDS.get(type(body))
+    if names is None:
+        raise IMError(ErrorCode.MESSAGE_INVALID,
+                      f"a {type(body).__name__} has no plain form"
+                      + ("; its stored bytes are in .raw" if isinstance(body, UndecodableBody)
+                         else ""))
     out: dict[str, Any] = dict(body.extra)
-    for name, is_status in _FIELDS[type(body)]:
+    for name, is_status in names:
         value = getattr(body, name)
         if name in _OMIT_WHEN_EMPTY and not value:
             continue

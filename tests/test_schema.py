@@ -142,3 +142,12 @@ def test_a_message_with_an_unknown_type_and_corrupt_local_ext_still_pages(store:
     got = store.messages("bob")[1]
     assert isinstance(got.body, UndecodableBody) and "local_ext" in got.body.error
     assert got.type == MessageType.TEXT
+
+
+def test_an_undecodable_body_has_no_plain_form():
+    from imstore import ErrorCode, IMError
+    from imstore.codec import body_to_dict
+
+    with pytest.raises(IMError) as err:
+        body_to_dict(UndecodableBody(b"\xc1", "corrupt"))
+    assert err.value.code == ErrorCode.MESSAGE_INVALID

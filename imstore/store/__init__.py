@@ -557,13 +557,7 @@ class MessageStore:
         _optional(timestamp, "timestamp", _check_ms)
         at = (now_ms() if timestamp is None else timestamp) if pinned else None
         with self.connection.tx():
-            if pinned and timestamp is None and self._pinned_at(conv_id) is not None:
-                return False  # already pinned: pinning again keeps its place
-            return self._convs.pin(conv_id, at)
-
-    def _pinned_at(self, conv_id: str) -> int | None:
-        conv = self._reads.conversation(conv_id)
-        return None if conv is None else conv.pinned_at
+            return self._convs.pin(conv_id, at, keep=timestamp is None)
 
     def set_conversation_marks(self, conv_id: str, *, add: str | Iterable[str] = (),
                                remove: str | Iterable[str] = ()) -> frozenset[str]:

@@ -126,8 +126,13 @@ class ConversationTable:
     def set_draft(self, conv_id: str, draft: str | None) -> bool:
         return self._set(conv_id, "draft", draft)
 
-    def pin(self, conv_id: str, pinned_at: int | None) -> bool:
-        """Pin at ``pinned_at`` (ms), or unpin (None)."""
+    def pin(self, conv_id: str, pinned_at: int | None, *, keep: bool = False) -> bool:
+        """Pin at ``pinned_at`` (ms), or unpin (None); with ``keep`` a pinned conversation keeps
+        its pin time. Returns whether it changed."""
+        if keep and pinned_at is not None and self._conn.run(
+                "SELECT 1 FROM conversation WHERE conv_id = ? AND pinned_at IS NOT NULL",
+                (conv_id,)).fetchone():
+            return False
         return self._set(conv_id, "pinned_at", pinned_at)
 
     def marks(self, conv_id: str) -> frozenset[str]:
