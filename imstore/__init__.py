@@ -15,6 +15,7 @@ from .adapters import (
     Transport,
     TransportHandler,
 )
+from .adapters.memory import MemoryServer, RetentionPlan
 from .client import ChatClient, MessageListener, MessagePage
 from .codec import Limits
 from .errors import ErrorCode, IMError
@@ -22,6 +23,7 @@ from .message import (
     ChatType,
     CmdBody,
     Conversation,
+    ConversationMark,
     CursorResult,
     CustomBody,
     Direction,
@@ -35,14 +37,27 @@ from .message import (
     Message,
     MessageStatus,
     MessageType,
+    Reaction,
     SearchScope,
     TextBody,
+    ThreadSummary,
     UndecodableBody,
     VideoBody,
     VoiceBody,
 )
-from .server import MemoryServer, RetentionPlan
-from .store import Gap, IndexStatus, MergeResult, MessageStore, Span, TimelinePage, VerifyReport
+from .store import (
+    Gap,
+    IndexPolicy,
+    IndexStatus,
+    MergeResult,
+    MessageStore,
+    Span,
+    TimelinePage,
+    VerifyReport,
+    change_key,
+    encrypt_store,
+    is_encrypted,
+)
 from .store import open_store as open  # noqa: F401 - public as imstore.open, not in __all__
 
 __version__ = "0.1.0"
@@ -53,6 +68,7 @@ __all__ = [
     "CmdBody",
     "ConnectionState",
     "Conversation",
+    "ConversationMark",
     "CursorResult",
     "CustomBody",
     "Direction",
@@ -65,6 +81,7 @@ __all__ = [
     "IMError",
     "ImageBody",
     "ImportResult",
+    "IndexPolicy",
     "IndexStatus",
     "Limits",
     "LocationBody",
@@ -76,6 +93,7 @@ __all__ = [
     "MessageStatus",
     "MessageStore",
     "MessageType",
+    "Reaction",
     "RemoteFile",
     "RetentionPlan",
     "SearchScope",
@@ -83,6 +101,7 @@ __all__ = [
     "Span",
     "SyncAdapter",
     "TextBody",
+    "ThreadSummary",
     "TimelinePage",
     "Transport",
     "TransportHandler",
@@ -90,6 +109,9 @@ __all__ = [
     "VerifyReport",
     "VideoBody",
     "VoiceBody",
+    "change_key",
+    "encrypt_store",
+    "is_encrypted",
 ]
 # imstore.open is public too, but kept out of __all__ so that a star import cannot shadow the
 # built-in open().

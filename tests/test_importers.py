@@ -199,7 +199,7 @@ def test_account_export_maps_me_replies_edits_calls_pins_and_dice(tmp_path: Path
         assert [m.direction for m in group] == [Direction.SEND, Direction.RECEIVE, Direction.SEND]
         assert group[1].sender == "tg:444" and group[1].ext["sender_name"] == "Carl"
         assert store.get_message(group[2].ext["pinned"]).body.text == "who comes Sunday?"
-        assert store.conversation("tg:222").ext["title"] == "Bob Smith"
+        assert store.conversation("tg:222").title == "Bob Smith"
 
 
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le"])
@@ -230,7 +230,8 @@ def test_telegram_media_types(data_dir: Path, store):
     assert types[MessageType.IMAGE] and types[MessageType.VIDEO] and types[MessageType.VOICE]
     photo = next(m for m in saved if m.type == MessageType.IMAGE)
     assert photo.body.width == 904 and photo.body.remote_url.startswith("telegram-export:photos/")
-    assert photo.ext["caption"].startswith("I'm a photo")
+    assert photo.body.caption.startswith("I'm a photo") and "caption" not in photo.ext
+    assert store.search_messages("photo message sent straight") == [photo]  # default scope
     sticker = next(m for m in saved if "sticker" in m.ext)
     assert sticker.type == MessageType.IMAGE and sticker.body.display_name == "\U0001f92d"
     # Saved Messages: mine, except what I forwarded there from others (and posts of a channel)
@@ -400,7 +401,7 @@ def test_a_re_export_adds_only_what_is_new(tmp_path: Path):
         res = import_file(store, str(again), options=ImportOptions(me=("Ann",), tz="UTC"))
         assert (res.imported, res.duplicates) == (2, 7)
         conv = store.conversation("wa:Dana")
-        assert conv.chat_type == ChatType.CHAT and conv.ext["title"] == "Dana"
+        assert conv.chat_type == ChatType.CHAT and conv.title == "Dana"
         msgs = store.messages("wa:Dana", limit=50)
         assert [m.body.text for m in msgs if m.type == MessageType.TEXT].count("ok") == 2
         assert {m.direction for m in msgs if m.ext.get("sender_name") == "Ann"} == {Direction.SEND}
@@ -459,7 +460,7 @@ def test_two_chat_txt_exports_stay_two_conversations(tmp_path: Path):
         for chat in ("Dana", "Family"):
             import_file(store, str(tmp_path / f"WhatsApp Chat - {chat}" / "_chat.txt"),
                         options=ImportOptions(tz="UTC"))
-        assert {c.conv_id: c.ext["title"] for c in store.conversations()} == {
+        assert {c.conv_id: c.title for c in store.conversations()} == {
             "wa:Dana": "Dana", "wa:Family": "Family"}
 
 
@@ -518,7 +519,7 @@ def test_whatsapp_media_location_and_one_to_one(tmp_path: Path):
     assert all(m.chat_type == ChatType.CHAT for m in msgs)
     img = msgs[1]
     assert img.sender is None and img.body.local_path.endswith("IMG-20210101-WA0001.jpg")
-    assert img.ext["caption"] == "look at this"
+    assert img.body.caption == "look at this"
     assert (msgs[2].body.latitude, msgs[2].body.longitude) == (48.8584, 2.2945)
     assert msgs[3].local_time == 1613207280000  # 13 Feb 2021: day-first, 12-hour clock
     with imstore.open(":memory:", user_id="Me") as store:
@@ -534,10 +535,10 @@ def test_slack_export(data_dir: Path, store):
     res = import_file(store, str(path))
     assert res.imported > 100
     assert import_file(store, str(path)).imported == 0
-    convs = {c.conv_id: c.ext["title"] for c in store.conversations()}
+    convs = {c.conv_id: c.title for c in store.conversations()}
     assert convs == {"slack:enrique": "#enrique", "slack:traveling-sailor": "#traveling-sailor"}
     files = store.messages_by_type(None, MessageType.FILE, limit=50)
-    assert files and files[0].body.display_name.endswith(".js") and files[0].ext.get("caption")
+    assert files and files[0].body.display_name.endswith(".js") and files[0].body.caption
     joins = [m for m in store.messages("slack:enrique", limit=400, direction=Direction.DOWN)
              if m.type == MessageType.CUSTOM]
     assert joins and joins[0].body.event == "slack.channel_join"
@@ -566,10 +567,10 @@ def test_slack_files_bots_comments_threads_and_dms(tmp_path: Path):
         assert bot.ext["raw"]["attachments"] == [{"color": "good"}] and bot.ext["sender_name"] == "ci"
         a, b = general[3], general[4]
         assert (a.type, b.type) == (MessageType.IMAGE, MessageType.FILE)
-        assert b.ext["part_of"] == a.msg_id and a.ext["caption"] == "two files"
+        assert b.ext["part_of"] == a.msg_id and a.body.caption == "two files"
         assert general[5].sender == "slack:U2" and general[5].body.text == "nice"
         dm = store.conversation("slack:U2")
-        assert dm.chat_type == ChatType.CHAT and dm.ext["title"] == "Bob Smith"
+        assert dm.chat_type == ChatType.CHAT and dm.title == "Bob Smith"
         assert [m.direction for m in store.messages("slack:U2")] == [Direction.RECEIVE,
                                                                      Direction.SEND]
 
@@ -831,7 +832,14 @@ def _jsonl_variants() -> list[tuple[str, str]]:
            ("store", '{"record": "store", "owner": 5}\n'),
            ("conversation", '{"record": "conversation", "conv_id": "c", "chat_type": "X"}\n'),
            ("conversation ext", '{"record": "conversation", "conv_id": "c", "chat_type": "CHAT",'
-                                ' "ext": 5, "last_activity": -1}\n')]
+                                ' "ext": 5, "last_activity": -1}\n'),
+           ("conversation marks", '{"record": "conversation", "conv_id": "c", "chat_type": "CHAT",'
+                                  ' "marks": 5, "title": 7, "draft": [], "pinned_at": "x"}\n'),
+           ("reactions", '{"record": "reactions", "msg_id": "m", "reactions": {"k": 5}}\n'),
+           ("reactions of nothing", '{"record": "reactions", "msg_id": "nope", '
+                                    '"reactions": {"k": ["bob"]}}\n'),
+           ("pins", '{"record": "pins", "conv_id": "c", "msg_ids": [null]}\n'),
+           ("pins of nothing", '{"record": "pins", "conv_id": "c", "msg_ids": ["nope"]}\n')]
     for key in good:
         for value in HOSTILE_VALUES:
             d = dict(good)

@@ -12,7 +12,7 @@ Rules kept here:
   importing the same export (or a later export of the same chat) again adds only what is new;
 - nothing is dropped silently: what has no imstore field is kept in ``ext``; what cannot be
   imported at all is counted with its reason (`ImportResult.reasons`);
-- conversation titles go to the conversation's ``ext["title"]``, sender display names to the
+- conversation titles go to the conversation's ``title``, sender display names to the
   message's ``ext["sender_name"]``;
 - the library API (`scan`, `read`, `import_file`) raises only `IMError`: a malformed export is
   INVALID_PARAM naming the file, an unreadable one FILE_INVALID; one malformed entry is skipped
@@ -149,6 +149,7 @@ def scan(path: str, options: ImportOptions | None = None, fmt: str = "auto") -> 
             info = ExportInfo("jsonl", state={"convs": {}})
             for _ in _read_jsonl(path, opts, info):
                 info.total += 1
+            info.state["counted"] = True
             return info
     except IsADirectoryError as exc:
         raise IMError(ErrorCode.INVALID_PARAM, f"{path}: a folder, not a {fmt} export") from exc
@@ -186,8 +187,10 @@ def _read_jsonl(path: str, opts: ImportOptions, info: ExportInfo) -> Iterator[Me
     def record(kind: str, fields: dict[str, Any]) -> None:
         if kind == "store":
             info.owner = fields["owner"]
-        else:
+        elif kind == "conversation":
             info.state.setdefault("convs", {})[fields["conv_id"]] = fields
+        elif "counted" not in info.state:  # reactions and pins: kept once, on the first pass
+            info.state.setdefault("relations", []).append((kind, fields))
 
     with open(path, "rb") as raw:
         yield from read_lines(decode_lines(raw, path, opts.encoding), path, record)
@@ -222,7 +225,7 @@ def conversations(path: str, info: ExportInfo) -> dict[str, tuple[ChatType, str]
     if info.format == "slack":
         return dict(info.state["convs"])
     if info.format == "jsonl":
-        return {c: (f["chat_type"], str((f.get("ext") or {}).get("title") or ""))
+        return {c: (f["chat_type"], str(f.get("title") or (f.get("ext") or {}).get("title") or ""))
                 for c, f in info.state.get("convs", {}).items()}
     return {}
 
@@ -237,21 +240,20 @@ def read_file(path: str, *, owner: str = "", fmt: str = "auto", me: tuple[str, .
 
 
 def save_titles(store: Any, path: str, info: ExportInfo) -> None:
-    """Give the export's conversations that are in the store their titles (ext["title"]),
-    keeping whatever else their ext holds; an imstore export's conversations get back every
-    field it kept."""
+    """Give the export's conversations that are in the store their titles; an imstore export's
+    conversations get back every field it kept."""
     if info.format == "jsonl":
+        from .jsonl import restore_conversation, restore_relations
+
         for fields in info.state.get("convs", {}).values():
-            store.save_conversation(**fields)
+            restore_conversation(store, fields)
+        for kind, fields in info.state.get("relations", ()):
+            restore_relations(store, kind, fields)
         return
     for conv_id, (_ctype, title) in conversations(path, info).items():
         conv = store.conversation(conv_id)
-        if conv is None or not title:
-            continue
-        ext = dict(conv.ext or {})
-        if ext.get("title") != title:
-            ext["title"] = title
-            store.set_conversation_ext(conv_id, ext)
+        if conv is not None and title and conv.title != title:
+            store.set_conversation_title(conv_id, title)
 
 
 def import_file(store: Any, path: str, *, fmt: str = "auto", options: ImportOptions | None = None,

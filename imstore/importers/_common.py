@@ -160,11 +160,15 @@ def attachment_message(to: str, mtype: MessageType, *, path: str | None, origin:
                        height: int | None = None, duration_ms: int = 0,
                        thumbnail: str | None = None, **kw: Any) -> Message:
     """An attachment message for a file that may or may not be beside the export: a present file
-    is referenced by its local path, a missing one by ``origin`` (where the export said it was)."""
+    is referenced by its local path, a missing one by ``origin`` (where the export said it was).
+    The text sent with it (``ext["caption"]`` as the readers collect it) becomes the body's
+    ``caption``, which search finds in the default scope."""
     local = path if path and os.path.isfile(path) else ""
+    ext = dict(kw.pop("ext", None) or {})
     common: dict[str, Any] = dict(local_path=local, display_name=display_name,
                                   remote_url="" if local else origin,
-                                  size=os.path.getsize(local) if local else int(size or 0))
+                                  size=os.path.getsize(local) if local else int(size or 0),
+                                  caption=str(ext.pop("caption", "") or ""))
     body: FileBody
     if mtype == MessageType.IMAGE:
         body = ImageBody(width=_int(width), height=_int(height), **common)
@@ -176,7 +180,7 @@ def attachment_message(to: str, mtype: MessageType, *, path: str | None, origin:
         body = VoiceBody(duration_ms=duration_ms, **common)
     else:
         body = FileBody(**common)
-    return Message.of(mtype, to, body, **kw)
+    return Message.of(mtype, to, body, ext=ext, **kw)
 
 
 def inside(base: str, rel: str) -> str:

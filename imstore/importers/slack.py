@@ -22,7 +22,7 @@ Mapping (export field -> imstore):
 - ``attachments[]`` (``pretext``, ``title``, ``text``, ``fields``, else ``fallback``) -> lines of
   the TEXT body; their other fields in ``ext["raw"]``
 - ``files[]`` / ``file`` -> one IMAGE/VIDEO/VOICE/FILE message per file (the first keeps the
-  message's id, the rest ``<id>:<file id>`` with ``ext["part_of"]``); the text in ``ext["caption"]``
+  message's id, the rest ``<id>:<file id>`` with ``ext["part_of"]``); the text in the first one's ``caption``
 - ``edited.ts`` -> edit time (``edited_at``, ``ext["edited"]``)
 - ``thread_ts`` (a reply) -> ``ext["reply_to"]``: the thread parent's ``msg_id``
 - ``file_comment`` -> TEXT from the commenter, ``ext["file"]``

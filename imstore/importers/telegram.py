@@ -24,8 +24,8 @@ Mapping (export field -> imstore):
 - ``edited_unixtime`` / ``edited`` -> edit time (``edited_at``, ``ext["edited"]``)
 - ``from``, ``actor`` -> ``ext["sender_name"]``
 - ``from_id``, ``actor_id`` -> sender ``tg:<number>`` (``user`` prefix dropped), or the owner
-- ``text`` / ``text_entities`` -> TEXT body (entity parts joined); a caption (``ext["caption"]``) on
-  media
+- ``text`` / ``text_entities`` -> TEXT body (entity parts joined); on media the body's
+  ``caption`` (``ext["caption"]`` on a location or contact)
 - ``reply_to_message_id`` (+ ``reply_to_peer_id``) -> ``ext["reply_to"]``: the stored ``msg_id`` of
   the target
 - ``forwarded_from``, ``saved_from``, ``via_bot``, ``author`` -> ``ext`` under the same names

@@ -25,7 +25,7 @@ Mapping (export field -> imstore):
   ``ext["deleted"]``)
 - "<Media omitted>", "image omitted" ... -> CUSTOM ``whatsapp.media`` (``kind``, ``text``)
 - "IMG-1.jpg (file attached)", "<attached: 1.jpg>" -> IMAGE/VIDEO/VOICE/FILE; the file beside the
-  export or in the zip; following text in ``ext["caption"]``
+  export or in the zip; following text in the body's ``caption``
 - "location: https://maps...?q=LAT,LON" -> LOCATION (the line as address)
 - lines without a sender (group events, encryption notice) -> CUSTOM ``whatsapp.system``
 """

@@ -10,23 +10,28 @@ Rules kept here:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
 from ..codec import check_id, check_text, invalid
 from ..codec import check_time as codec_check_time
 from ..errors import ErrorCode, IMError
+from ..lifecycle import INT64_MAX, INT64_MIN
 from ..message import ChatType, Direction, Message, MessageStatus, MessageType
 
 __all__ = ["as_types", "check_chat_type", "check_direction", "check_id", "check_ids",
-           "check_limit", "check_status", "check_text", "check_time", "invalid", "stranger_chat"]
+           "check_limit", "check_path", "check_stamp", "check_status", "check_text", "check_time",
+           "invalid", "stranger_chat"]
 
-_INT64 = (-(2**63), 2**63 - 1)
-
-
-def check_time(value: Any, field: str, *, lo: int = _INT64[0], hi: int = _INT64[1]) -> int:
+def check_time(value: Any, field: str, *, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int:
     """A time filter in ms: any int SQLite can hold, unless narrowed."""
     return codec_check_time(value, field, lo=lo, hi=hi)
+
+
+def check_stamp(value: Any, field: str) -> int:
+    """A time a message or a receipt carries: 0..`lifecycle.MAX_TIME`."""
+    return codec_check_time(value, field)
 
 
 def check_ids(values: Any, field: str) -> list[str]:
@@ -93,3 +98,18 @@ def stranger_chat(msg: Any, owner: str) -> IMError | None:
     return IMError(ErrorCode.INVALID_PARAM,
                    f"a one-to-one message from {sender!r} to {to!r} does not belong in the store "
                    f"of {owner!r}: one of the two must be its owner")
+
+
+def check_path(path: Any, what: str) -> str:
+    """A store's directory as a str the file system and SQLite take (no NUL, no lone
+    surrogate)."""
+    if not isinstance(path, str | os.PathLike):
+        raise invalid("path", what, path)
+    p = os.fspath(path)
+    if not isinstance(p, str) or not p or "\x00" in p:
+        raise invalid("path", what + " (a non-empty str without NUL)", path)
+    try:
+        p.encode("utf-8")
+    except UnicodeError as exc:  # a lone surrogate (SQLite takes UTF-8 paths)
+        raise invalid("path", what + " of valid Unicode", path) from exc
+    return p
