@@ -568,6 +568,7 @@ def test_slack_files_bots_comments_threads_and_dms(tmp_path: Path):
         a, b = general[3], general[4]
         assert (a.type, b.type) == (MessageType.IMAGE, MessageType.FILE)
         assert b.ext["part_of"] == a.msg_id and a.body.caption == "two files"
+        assert store.search_messages("two files") == [a]  # a caption, in the default scope
         assert general[5].sender == "slack:U2" and general[5].body.text == "nice"
         dm = store.conversation("slack:U2")
         assert dm.chat_type == ChatType.CHAT and dm.title == "Bob Smith"
