@@ -747,3 +747,31 @@ def test_ctrl_c_at_any_moment_prints_no_traceback(tmp_path: Path):
         assert "Traceback" not in err and "Exception ignored" not in err, (n, err)
         if code == 130:
             assert err.strip().splitlines()[-1].startswith("imstore: interrupted"), (n, err)
+
+
+def test_the_index_commits_in_steps_the_bar_can_show():
+    from imstore.cli._importing import _progress_policy
+
+    assert [_progress_policy(n).batch for n in (0, 60_000, 400_000, 5_000_000)] == [
+        5_000, 5_000, 20_000, 50_000]
+
+
+@pytest.mark.slow
+def test_the_indexing_bar_counts_documents_as_they_are_indexed(tmp_path: Path, monkeypatch,
+                                                               capsys):
+    chat = tmp_path / "WhatsApp Chat with Dana.txt"
+    chat.write_text("".join(
+        f"{1 + d:02}/0{1 + m}/2021, {h:02}:{mi:02} - {'Ann' if mi % 3 else 'Dana'}: m {m} {d} {h} {mi}\n"
+        for m in range(3) for d in range(28) for h in range(24) for mi in range(0, 60, 2)),
+        encoding="utf-8")
+    monkeypatch.setenv("IMSTORE_PROGRESS_EVERY", "0")
+    code, _, err = run(["import", str(chat), "--store", str(tmp_path / "s"), "--me", "Ann",
+                        "--tz", "UTC"], capsys)
+    assert code == 0, err
+    counts = [line.split()[1].split("/") for line in err.splitlines()
+              if line.startswith("indexing: ")]
+    done = {int(d.replace(",", "")) for d, _total in counts}
+    total = int(counts[0][1].replace(",", ""))
+    assert total > 0 and max(done) == total
+    # not 0 % until the very end, nor one jump: commits of a twentieth show as they land
+    assert len({d for d in done if 0 < d < total}) >= 2, counts
