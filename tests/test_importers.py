@@ -18,6 +18,7 @@ from imstore.importers import (
     ImportOptions,
     conversations,
     detect_format,
+    find_exports,
     import_file,
     read_file,
     scan,
@@ -963,3 +964,37 @@ def test_a_slack_group_dm_is_titled_by_its_people(tmp_path: Path):
     info = scan(str(path), ImportOptions(me=("ann",)))
     assert conversations(str(path), info)["slack:mpdm-ann--bob--carl-1"] == (
         ChatType.GROUP_CHAT, "Bob Smith, Carl")
+
+
+def _wa(tmp_path: Path) -> str:
+    return str(write_whatsapp(tmp_path))
+
+
+@pytest.mark.parametrize(("call", "field"), [
+    (lambda s, p: scan(None), "path"),
+    (lambda s, p: scan("x\x00"), "path"),
+    (lambda s, p: scan(p, fmt="zzz"), "fmt"),
+    (lambda s, p: scan(p, ImportOptions(tz=5)), "options.tz"),
+    (lambda s, p: scan(p, ImportOptions(encoding=5)), "options.encoding"),
+    (lambda s, p: scan(p, ImportOptions(me=[5])), "options.me"),
+    (lambda s, p: scan(p, "Ann"), "options"),
+    (lambda s, p: import_file(None, p), "store"),
+    (lambda s, p: import_file(s, 5), "path"),
+    (lambda s, p: import_file(s, p, progress=5), "progress"),
+    (lambda s, p: import_file(s, p, batch_size=0), "batch_size"),
+    (lambda s, p: read_file(b"/tmp"), "path"),
+    (lambda s, p: find_exports(None), "folder"),
+    (lambda s, p: detect_format(3), "path"),
+])
+def test_a_bad_argument_to_the_importers_is_an_imerror_naming_it(tmp_path: Path, call, field):
+    path = _wa(tmp_path)
+    with imstore.open(":memory:", user_id="wa:Ann") as store, pytest.raises(IMError) as err:
+        call(store, path)
+    assert err.value.code == ErrorCode.INVALID_PARAM and field in err.value.description
+
+
+def test_the_importers_take_a_single_name_and_a_path_like(tmp_path: Path):
+    """The pair: valid arguments of every kind are taken."""
+    with imstore.open(":memory:", user_id="wa:Ann") as store:
+        res = import_file(store, Path(_wa(tmp_path)), options=ImportOptions(me="Ann", tz="UTC"))
+    assert res.imported == 7

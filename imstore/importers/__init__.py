@@ -58,6 +58,7 @@ def detect_format(path: str) -> str:
     from .slack import is_slack_dir
     from .whatsapp import HEADER, chat_member
 
+    path = _path_arg(path)
     if not os.path.exists(path):
         raise IMError(ErrorCode.FILE_NOT_FOUND, f"{path}: no such file or folder")
     if os.path.isdir(path):
@@ -105,6 +106,7 @@ def find_exports(folder: str) -> tuple[list[str], list[str]]:
     WhatsApp's unzipped ``_chat.txt`` -- counts as one), and the files that are none."""
     from .slack import is_slack_dir
 
+    folder = _path_arg(folder, "folder")
     found: list[str] = []
     others: list[str] = []
     for root, dirs, files in os.walk(folder):
@@ -126,7 +128,11 @@ def find_exports(folder: str) -> tuple[list[str], list[str]]:
 
 def scan(path: str, options: ImportOptions | None = None, fmt: str = "auto") -> ExportInfo:
     """Check an export whole and learn what importing it needs. Raises `IMError`."""
-    opts = options or ImportOptions()
+    path = _path_arg(path)
+    opts = _options_arg(options)
+    if not isinstance(fmt, str) or fmt not in ("auto", *FORMATS):
+        raise IMError(ErrorCode.INVALID_PARAM,
+                      f"fmt must be 'auto' or one of {', '.join(FORMATS)}, not {fmt!r}")
     if not os.path.exists(path):
         raise IMError(ErrorCode.FILE_NOT_FOUND, f"{path}: no such file or folder")
     fmt = detect_format(path) if fmt == "auto" else fmt
@@ -265,10 +271,20 @@ def import_file(store: Any, path: str, *, fmt: str = "auto", options: ImportOpti
     ``options.owner`` is set to the store's owner. ``stop()`` is asked before each message: when
     it says True the import ends after the messages read so far (whole batches are kept).
     """
-    opts = options or ImportOptions()
+    from ..store import MessageStore
+
+    if not isinstance(store, MessageStore):
+        raise IMError(ErrorCode.INVALID_PARAM, f"store must be a MessageStore, not {store!r:.60}")
+    path = _path_arg(path)
+    opts = _options_arg(options)
     opts.owner = store.user_id
     if info is None:
         info = scan(path, opts, fmt)
+    elif not isinstance(info, ExportInfo):
+        raise IMError(ErrorCode.INVALID_PARAM, "info must be what scan() returned, or None")
+    for name, fn in (("progress", progress), ("stop", stop)):
+        if fn is not None and not callable(fn):
+            raise IMError(ErrorCode.INVALID_PARAM, f"{name} must be a callable or None")
     reasons: dict[str, int] = {}
 
     def skipped(reason: str) -> None:
@@ -286,6 +302,39 @@ def import_file(store: Any, path: str, *, fmt: str = "auto", options: ImportOpti
         result.skipped += n
         result.reasons[reason] = result.reasons.get(reason, 0) + n
     return result
+
+
+def _path_arg(path: Any, name: str = "path") -> str:
+    """A path argument as a str, or the IMError naming it."""
+    if isinstance(path, str | os.PathLike):
+        p = os.fspath(path)
+        if isinstance(p, str) and p and "\x00" not in p:
+            return p
+    raise IMError(ErrorCode.INVALID_PARAM,
+                  f"{name} must be a file or folder path (str or os.PathLike), not {path!r:.60}")
+
+
+def _options_arg(options: Any) -> ImportOptions:
+    """The options of an import, checked field by field (a str for ``me`` is one name)."""
+    if options is None:
+        return ImportOptions()
+    if not isinstance(options, ImportOptions):
+        raise IMError(ErrorCode.INVALID_PARAM,
+                      f"options must be an ImportOptions or None, not {options!r:.60}")
+    if isinstance(options.me, str):
+        options.me = (options.me,)
+    wants = {"tz": "a zone name (str) or None", "date_order": "'dmy', 'mdy' or 'ymd', or None",
+             "encoding": "an encoding name (str) or None", "owner": "a user id (str)"}
+    for name, what in wants.items():
+        value = getattr(options, name)
+        if not (isinstance(value, str) or (value is None and name != "owner")):
+            raise IMError(ErrorCode.INVALID_PARAM, f"options.{name} must be {what}, not "
+                                                   f"{value!r:.60}")
+    if not isinstance(options.me, tuple | list) or not all(isinstance(m, str) for m in options.me):
+        raise IMError(ErrorCode.INVALID_PARAM,
+                      f"options.me must be a list of names (str), not {options.me!r:.60}")
+    options.me = tuple(options.me)
+    return options
 
 
 def _until(messages: Iterator[Message], stop: Callable[[], bool]) -> Iterator[Message]:
