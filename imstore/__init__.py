@@ -36,7 +36,15 @@ from .message import (
     SearchScope,
     ThreadSummary,
 )
-from .store import IndexStatus, MessageStore, VerifyReport, change_key, encrypt_store, is_encrypted
+from .store import (
+    IndexPolicy,
+    IndexStatus,
+    MessageStore,
+    VerifyReport,
+    change_key,
+    encrypt_store,
+    is_encrypted,
+)
 from .store import open_store as open  # noqa: F401 - public as imstore.open, not in __all__
 
 __version__ = "0.1.0"
@@ -55,6 +63,7 @@ __all__ = [
     "GroupReadAck",
     "IMError",
     "ImportResult",
+    "IndexPolicy",
     "IndexStatus",
     "Limits",
     "MemoryServer",

@@ -8,7 +8,7 @@ parts. Each part owns one rule and receives what it uses; none calls back into t
 - `_writes.Writes`: insert, import, received/history batches, update, delete, read state;
 - `_reads.Reads`: pages, filters, the conversation list, unread counts;
 - `_receipts.Receipts`: the server's id for a sent message, receipts from peers;
-- `_indexer.SearchWriter`: the search outbox and the indexer, as one object;
+- `imstore.index.Indexer` (as `_indexer.SearchWriter`): the search outbox and its indexer;
 - `_query.Searcher`: keyword search;
 - `_verify.Verifier`: verify/repair;
 - `_tombstones.Tombstones`: what was deleted here stays deleted when the server sends it again;
@@ -28,12 +28,14 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import peewee as pw
 
 from ..codec import Limits, encode_ext, encode_local_ext
 from ..errors import ErrorCode, IMError
+from ..index import LOCK_FILE
 from ..lifecycle import ReceiptKind, SendEvent, status_after
 from ..message import (
     Body,
@@ -76,7 +78,7 @@ from ._cipher import (
 from ._connection import Connection, connect
 from ._conversations import ConversationTable
 from ._gaps import Gap, Span, Stretches, TimelinePage
-from ._indexer import LOCK_FILE, IndexStatus, SearchWriter
+from ._indexer import IndexPolicy, IndexStatus, SearchWriter
 from ._merge import Merger, MergeResult
 from ._pins import Pins
 from ._query import Query, Searcher
@@ -91,7 +93,7 @@ from ._verify import Verifier, VerifyReport
 from ._writes import Writes
 
 __all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Changes", "Gap",
-           "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport",
+           "IndexPolicy", "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport",
            "change_key", "encrypt_store", "is_encrypted", "open_store"]
 
 
@@ -146,7 +148,8 @@ class MessageStore:
     """
 
     def __init__(self, db: pw.SqliteDatabase, *, user_id: str, directory: str | None,
-                 limits: Limits | None, search: bool) -> None:
+                 limits: Limits | None, search: bool,
+                 index_policy: IndexPolicy | None = None) -> None:
         self.user_id = user_id
         self.directory = directory
         self.connection = conn = Connection(db, shared=directory is None)
@@ -164,8 +167,7 @@ class MessageStore:
         # A crash mid-send leaves INPROGRESS rows: they did not go out (the INTERRUPT move).
         for was, now in status_after(SendEvent.INTERRUPT).items():
             conn.execute("UPDATE message SET status = ? WHERE status = ?", (int(now), int(was)))
-        self._indexer = SearchWriter.open(conn, directory, search=search)
-        self._index = self._indexer.index
+        self._indexer = SearchWriter.open(conn, directory, search=search, policy=index_policy)
         self._convs = ConversationTable(conn)
         self._tombstones = Tombstones(conn)
         self._writes = Writes(conn, user_id, self.limits, self._convs, self._indexer,
@@ -187,7 +189,8 @@ class MessageStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
-             search: bool = True, key: bytes | str | None = None) -> MessageStore:
+             search: bool = True, key: bytes | str | None = None,
+             index_policy: IndexPolicy | None = None) -> MessageStore:
         """Open (or create) the store of ``user_id``.
 
         Args:
@@ -201,14 +204,19 @@ class MessageStore:
                 32-byte key (``bytes``) or a passphrase (``str``, derived once per open). A new
                 store opened with a key is created encrypted. A missing key, a wrong key and a
                 key for a plain store each raise their own `IMError`.
+            index_policy: how the indexer batches its work (`IndexPolicy`; None: the measured
+                defaults).
         """
         check_id(user_id, "user_id")
         if not isinstance(path, str | os.PathLike):
             raise invalid("path", "a directory path or ':memory:'", path)
         if limits is not None:
             _check_limits(limits)
+        if index_policy is not None and not isinstance(index_policy, IndexPolicy):
+            raise invalid("index_policy", "an IndexPolicy or None", index_policy)
         db, directory = _connect(os.fspath(path), key)
-        return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search))
+        return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search),
+                   index_policy=index_policy)
 
     @staticmethod
     def stored_owner(path: str | os.PathLike[str], *,
@@ -853,6 +861,12 @@ class MessageStore:
                           f"after {timeout} s; searches stay exact, and the work stays queued")
         return pending
 
+    def pause_indexing(self) -> AbstractContextManager[None]:
+        """A context manager that holds this process's indexer back (its current batch
+        finishes first) until the block ends: for a latency-critical phase, or a test that
+        needs rows to stay pending. Searches stay exact meanwhile; nothing is lost."""
+        return self._indexer.pause()
+
     def index_status(self) -> IndexStatus:
         """How far the search index is behind: pending outbox entries, indexing speed, and an
         estimate of the time left. Searches are exact whatever it says."""
@@ -977,6 +991,8 @@ def _encode_conversation_ext(ext: Any) -> bytes:
 
 
 def open_store(path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
-               search: bool = True, key: bytes | str | None = None) -> MessageStore:
+               search: bool = True, key: bytes | str | None = None,
+               index_policy: IndexPolicy | None = None) -> MessageStore:
     """Same as `MessageStore.open`."""
-    return MessageStore.open(path, user_id=user_id, limits=limits, search=search, key=key)
+    return MessageStore.open(path, user_id=user_id, limits=limits, search=search, key=key,
+                             index_policy=index_policy)
