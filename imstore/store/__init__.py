@@ -93,8 +93,8 @@ from ._verify import Verifier, VerifyReport
 from ._writes import Writes
 
 __all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Changes", "Gap",
-           "IndexPolicy", "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport",
-           "change_key", "encrypt_store", "is_encrypted", "open_store"]
+           "IndexPolicy", "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage",
+           "VerifyReport", "change_key", "encrypt_store", "is_encrypted", "open_store"]
 
 
 def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
