@@ -998,3 +998,18 @@ def test_the_importers_take_a_single_name_and_a_path_like(tmp_path: Path):
     with imstore.open(":memory:", user_id="wa:Ann") as store:
         res = import_file(store, Path(_wa(tmp_path)), options=ImportOptions(me="Ann", tz="UTC"))
     assert res.imported == 7
+
+
+def test_whatsapp_attachment_paths_stay_inside_the_export(tmp_path: Path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "secret.jpg").write_bytes(b"secret")
+    (tmp_path / "export" / "ok.jpg").write_bytes(b"\xff\xd8\xff")
+    (tmp_path / "export" / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    path = write_whatsapp(tmp_path / "export", text=(
+        "01/03/2021, 09:01 - Dana: <attached: link.jpg>\n"
+        "01/03/2021, 09:02 - Dana: <attached: ../secret.jpg>\n"
+        "01/03/2021, 09:03 - Dana: <attached: ok.jpg>\n13/03/2021, 09:04 - Ann: x\n"))
+    msgs = list(read_file(str(path), me=("Ann",), tz="UTC"))
+    assert msgs[0].body.local_path == "" and msgs[0].body.remote_url == "whatsapp-export:link.jpg"
+    assert msgs[1].type == MessageType.TEXT  # a name with a folder in it is no attachment
+    assert msgs[2].body.local_path == str((tmp_path / "export" / "ok.jpg").resolve())
