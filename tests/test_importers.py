@@ -57,10 +57,19 @@ ACCOUNT: dict[str, Any] = {
         {"name": "Hiking club", "type": "private_supergroup", "id": 333, "messages": [
             {"id": 10, "type": "message", "date": "2021-03-02T10:00:00",
              "date_unixtime": "1614679200", "from": "Ann Lee", "from_id": "user111",
-             "text": "who comes Sunday?", "text_entities": []},
+             "text": ["who comes ", {"type": "bold", "text": "Sunday"}, "?"],
+             "text_entities": [{"type": "plain", "text": "who comes "},
+                               {"type": "bold", "text": "Sunday"},
+                               {"type": "plain", "text": "?"}]},
             {"id": 11, "type": "message", "date": "2021-03-02T10:05:00",
              "date_unixtime": "1614679500", "from": "Carl", "from_id": "user444", "text": "me!",
-             "text_entities": []},
+             "reply_to_message_id": 10, "text_entities": [], "reactions": [
+                 {"type": "emoji", "count": 3, "emoji": "❤", "recent": [
+                     {"from": "Ann Lee", "from_id": "user111", "date": "2021-03-02T10:07:00",
+                      "date_unixtime": "1614679620"},
+                     {"from": "Bob Smith", "from_id": "user222", "date": "2021-03-02T10:06:30",
+                      "date_unixtime": "1614679590"}]},
+                 {"type": "custom_emoji", "count": 1, "document_id": "5368324170671202286"}]},
             {"id": 12, "type": "service", "date": "2021-03-02T10:06:00",
              "date_unixtime": "1614679560", "actor": "Ann Lee", "actor_id": "user111",
              "action": "pin_message", "message_id": 10, "text": "", "text_entities": []},
@@ -187,19 +196,35 @@ def test_account_export_maps_me_replies_edits_calls_pins_and_dice(tmp_path: Path
         assert [m.direction for m in chat] == [Direction.RECEIVE, Direction.SEND, Direction.SEND,
                                                Direction.RECEIVE, Direction.RECEIVE]
         hi, reply, call, dice, last = chat
-        assert store.get_message(reply.ext["reply_to"]).msg_id == hi.msg_id
+        assert reply.reply_to == hi.msg_id and "reply_to" not in reply.ext
         assert reply.ext["edited"] and reply.ext["edited_at"] == 1614592920000
         assert call.body.event == "telegram.phone_call"
         assert (call.body.params["duration_seconds"], call.body.params["discard_reason"]) == \
             ("65", "hangup")
         assert dice.body.event == "telegram.dice" and json.loads(dice.body.params["dice"]) == \
             {"emoji": "🎲", "value": 4}
-        assert last.ext["raw"]["reactions"][0]["emoji"] == "👍"
+        # a reaction counted without its sender (exports before 2024): an anonymous one
+        assert store.reactions(last.msg_id) == [imstore.Reaction("👍", 1, ("tg:anonymous:1",),
+                                                                 False)]
+        assert "raw" not in last.ext
         assert hi.ext["sender_name"] == "Bob Smith" and hi.sender == "tg:222"
         group = store.messages("tg:group:333")
         assert [m.direction for m in group] == [Direction.SEND, Direction.RECEIVE, Direction.SEND]
         assert group[1].sender == "tg:444" and group[1].ext["sender_name"] == "Carl"
         assert store.get_message(group[2].ext["pinned"]).body.text == "who comes Sunday?"
+        assert [(p.msg_id, p.pinned_at, p.pinned_by) for p in store.pin_records("tg:group:333")
+                ] == [(group[0].msg_id, 1614679560000, "tg:111")]
+        assert group[0].body.formatted == "who comes <b>Sunday</b>?"
+        assert store.search_messages("Sunday") == [group[0]]  # the plain text is searched
+        assert group[1].reply_to == group[0].msg_id
+        # who reacted when, as the export says; the rest of the count anonymous, at the
+        # message's time
+        assert {(r.key, r.sender, r.timestamp) for r in store.reaction_records([group[1].msg_id])
+                } == {("❤", "tg:anonymous:1", 1614679500000), ("❤", "tg:222", 1614679590000),
+                      ("custom_emoji:5368324170671202286", "tg:anonymous:1", 1614679500000),
+                      ("❤", "tg:111", 1614679620000)}
+        heart = next(r for r in store.reactions(group[1].msg_id) if r.key == "❤")
+        assert heart == imstore.Reaction("❤", 3, ("tg:anonymous:1", "tg:222", "tg:111"), True)
         assert store.conversation("tg:222").title == "Bob Smith"
 
 
@@ -240,7 +265,28 @@ def test_telegram_media_types(data_dir: Path, store):
     assert forwarded and {m.msg_id for m in saved if m.direction == Direction.SEND} == {
         m.msg_id for m in saved if m.msg_id not in forwarded and m.ext.get("sender_name") == "Ben"}
     reply = next(m for m in saved if m.ext.get("tg_id") == 7)
-    assert store.get_message(reply.ext["reply_to"]).ext["poll"]["question"] == "quiz poll"
+    assert store.get_message(reply.reply_to).ext["poll"]["question"] == "quiz poll"
+
+
+def test_telegram_real_exports_map_replies_pins_and_formatting(data_dir: Path, store):
+    import_file(store, str(data_dir / "exports" / "telegram" / "innerdvations_private_channel.json"))
+    import_file(store, str(data_dir / "exports" / "telegram" / "innerdvations_saved.json"))
+    channel = store.messages("tg:channel:10036995664", limit=400)
+    by_tg = {m.ext["tg_id"]: m for m in channel}
+    assert by_tg[3].reply_to == by_tg[2].msg_id and by_tg[7].reply_to == by_tg[6].msg_id
+    # the service message "pinned message 3" pins it, by its actor, at the service's time
+    assert [(p.msg_id, p.pinned_at, p.pinned_by) for p in store.pin_records(
+        "tg:channel:10036995664")] == [(by_tg[3].msg_id, by_tg[4].timestamp, "tg:10036995664")]
+    assert [m.msg_id for m in store.pinned_messages("tg:channel:10036995664")] == [by_tg[3].msg_id]
+    saved = {m.ext.get("tg_id"): m for m in store.messages("tg:saved:9999999999", limit=400)}
+    styled = saved[319973].body
+    assert "<b>bold text</b>" in styled.formatted and "<i>italicized text</i>" in styled.formatted
+    assert "<br><br><u>underlined text</u><s>and strikethrough text</s>" in styled.formatted
+    assert styled.text.startswith("Just some text with formatting like bold text")
+    assert store.search_messages("italicized") == [saved[319973]]  # plain text, not the HTML
+    assert '<a href="http://mystery.knightlab.com/">' in saved[176169].body.formatted
+    assert saved[225569].body.formatted.count("<a href=") == 1  # a mention is plain text
+    assert saved[7].reply_to == saved[6].msg_id
 
 
 def test_telegram_polls_and_stickers_are_found_in_the_default_scope(data_dir: Path, store):

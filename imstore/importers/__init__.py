@@ -246,20 +246,22 @@ def read_file(path: str, *, owner: str = "", fmt: str = "auto", me: tuple[str, .
 
 
 def save_titles(store: Any, path: str, info: ExportInfo) -> None:
-    """Give the export's conversations that are in the store their titles; an imstore export's
-    conversations get back every field it kept."""
-    if info.format == "jsonl":
-        from .jsonl import restore_conversation, restore_relations
+    """Once the messages are in: give the export's conversations that are in the store their
+    titles (an imstore export's conversations get back every field it kept), and put back the
+    reactions and pins the readers collected in ``info.state["relations"]`` (those of messages
+    that are not stored change nothing)."""
+    from .jsonl import restore_conversation, restore_relations
 
+    if info.format == "jsonl":
         for fields in info.state.get("convs", {}).values():
             restore_conversation(store, fields)
-        for kind, fields in info.state.get("relations", ()):
-            restore_relations(store, kind, fields)
-        return
-    for conv_id, (_ctype, title) in conversations(path, info).items():
-        conv = store.conversation(conv_id)
-        if conv is not None and title and conv.title != title:
-            store.set_conversation_title(conv_id, title)
+    else:
+        for conv_id, (_ctype, title) in conversations(path, info).items():
+            conv = store.conversation(conv_id)
+            if conv is not None and title and conv.title != title:
+                store.set_conversation_title(conv_id, title)
+    for kind, fields in info.state.get("relations", ()):
+        restore_relations(store, kind, fields)
 
 
 def import_file(store: Any, path: str, *, fmt: str = "auto", options: ImportOptions | None = None,
