@@ -103,7 +103,12 @@ def write_whatsapp(folder: Path, name: str = "WhatsApp Chat with Dana.txt", text
     return path
 
 
-def write_slack(path: Path, *, extra_files: bool = True) -> Path:
+BROADCAST = {"type": "message", "subtype": "thread_broadcast", "user": "U3",
+             "text": "also in the channel", "ts": "1614600001.500100",
+             "thread_ts": "1614600000.000100"}
+
+
+def write_slack(path: Path, *, extra_files: bool = True, more: tuple[dict, ...] = ()) -> Path:
     users = [{"id": "U1", "name": "ann", "real_name": "Ann Lee"},
              {"id": "U2", "name": "bob", "real_name": "Bob Smith"},
              {"id": "U3", "name": "carl", "real_name": "Carl"}]
@@ -112,10 +117,12 @@ def write_slack(path: Path, *, extra_files: bool = True) -> Path:
         {"type": "message", "user": "U2", "text": "reply", "ts": "1614600001.000100",
          "thread_ts": "1614600000.000100", "edited": {"user": "U2", "ts": "1614600005.000000"}},
         {"type": "message", "subtype": "bot_message", "bot_id": "B1", "username": "ci",
-         "text": "", "ts": "1614600002.000100",
+         "text": "", "ts": "1614600002.000100", "pinned_to": ["C1"],
          "attachments": [{"pretext": "build 7", "title": "passed", "text": "all green",
                           "fields": [{"title": "branch", "value": "main"}], "color": "good"}]},
         {"type": "message", "user": "U3", "text": "two files", "ts": "1614600003.000100",
+         "reactions": [{"name": "+1", "users": ["U1", "U2"], "count": 3},
+                       {"name": "tada", "users": ["U3"], "count": 1}],
          "files": [{"id": "F1", "name": "a.png", "mimetype": "image/png", "size": 10,
                     "url_private": "https://files.slack.com/a.png?t=x"},
                    {"id": "F2", "name": "b.pdf", "mimetype": "application/pdf", "size": 20}]},
@@ -130,6 +137,7 @@ def write_slack(path: Path, *, extra_files: bool = True) -> Path:
         z.writestr("channels.json", json.dumps([{"id": "C1", "name": "general",
                                                   "members": ["U1", "U2", "U3"]}]))
         z.writestr("dms.json", json.dumps([{"id": "D1", "members": ["U1", "U2"]}]))
+        general = sorted([*general, *more], key=lambda e: e["ts"])
         z.writestr("general/2021-03-01.json", json.dumps(general if extra_files else general[:1]))
         z.writestr("D1/2021-03-01.json", json.dumps(dm))
     return path
@@ -597,26 +605,44 @@ def test_slack_export(data_dir: Path, store):
     comment = next(m for m in texts if m.ext.get("file") == "10_cities.js")
     assert comment.sender == "slack:U0BMS113R" and comment.body.text.startswith("```")
     assert any(m.ext.get("edited") for m in texts)
-    assert any("reactions" in m.ext.get("raw", {}) for m in all_messages(store))
+    # the file comment is a reply to the message that shared the file
+    shared = store.get_message(comment.reply_to)
+    assert shared.type == MessageType.FILE and shared.body.display_name == "10_cities.js"
+    assert not any("reactions" in m.ext.get("raw", {}) for m in all_messages(store))
+    reacted = store.get_message("slack:C0JGLMMNX:1459154014.000018")
+    assert store.reactions(reacted.msg_id) == [imstore.Reaction(":botman:", 1,
+                                                                ("slack:U0BMYT2FL",), False)]
 
 
 def test_slack_files_bots_comments_threads_and_dms(tmp_path: Path):
-    path = write_slack(tmp_path / "workspace.zip")
+    path = write_slack(tmp_path / "workspace.zip", more=(BROADCAST,))
     with imstore.open(":memory:", user_id="ann-everywhere") as store:
         res = import_file(store, str(path), options=ImportOptions(me=("Ann Lee",)))
-        assert (res.imported, res.skipped) == (8, 0)
+        assert (res.imported, res.skipped) == (9, 0)
         general = store.messages("slack:general", limit=50)
         assert general[0].direction == Direction.SEND and general[0].body.text == "hello @bob"
-        reply = general[1]
-        assert reply.ext["reply_to"] == general[0].msg_id and reply.ext["edited_at"] == 1614600005000
+        # a thread reply is out of the main timeline, in its root's thread
+        (reply,) = store.thread_messages(general[0].msg_id)
+        assert reply.thread_id == general[0].msg_id and reply.ext["edited_at"] == 1614600005000
+        assert [(t.root, t.reply_count) for t in store.threads("slack:general")] == [
+            (general[0].msg_id, 1)]
+        assert general[1].body.text == "also in the channel"
+        assert general[1].reply_to == general[0].msg_id and general[1].thread_id is None
         bot = general[2]
         assert bot.body.text == "build 7\npassed\nall green\nbranch: main"
         assert bot.ext["raw"]["attachments"] == [{"color": "good"}] and bot.ext["sender_name"] == "ci"
+        assert [(p.msg_id, p.pinned_at) for p in store.pin_records("slack:general")] == [
+            (bot.msg_id, 1614600002000)]
         a, b = general[3], general[4]
         assert (a.type, b.type) == (MessageType.IMAGE, MessageType.FILE)
         assert b.ext["part_of"] == a.msg_id and a.body.caption == "two files"
         assert store.search_messages("two files") == [a]  # a caption, in the default scope
         assert general[5].sender == "slack:U2" and general[5].body.text == "nice"
+        assert general[5].reply_to == a.msg_id  # a file comment replies to the file's message
+        assert {(r.key, r.sender) for r in store.reaction_records([a.msg_id])} == {
+            (":+1:", "ann-everywhere"), (":+1:", "slack:U2"), (":+1:", "slack:anonymous:1"),
+            (":tada:", "slack:U3")}
+        assert "raw" not in a.ext
         dm = store.conversation("slack:U2")
         assert dm.chat_type == ChatType.CHAT and dm.title == "Bob Smith"
         assert [m.direction for m in store.messages("slack:U2")] == [Direction.RECEIVE,
