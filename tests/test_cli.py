@@ -3,6 +3,7 @@ as a real process only where a signal or a closed pipe is the point."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -670,6 +671,50 @@ def test_export_skips_and_counts_an_undecodable_message_and_verify_lists_it(tmp_
     code, text, _ = run(["verify", "--store", str(store), "--json"], capsys)
     report = json.loads(text)
     assert report["undecodable"] == ["m1"] and report["unreadable_conversations"] == ["carol"]
+
+
+def test_what_importers_mapped_survives_export_and_import(tmp_path: Path, capsys):
+    src, copy, out = tmp_path / "src", tmp_path / "copy", tmp_path / "all.jsonl"
+    (tmp_path / "tg").mkdir()
+    code, _, err = run(["import", str(write_account(tmp_path / "tg")),
+                        str(write_slack(tmp_path / "s.zip")), "--me", "ann", "--store", str(src)],
+                       capsys)
+    assert code == 0, err
+    run(["export", "--store", str(src), "-o", str(out)], capsys)
+    code, _, err = run(["import", str(out), "--store", str(copy)], capsys)
+    assert code == 0, err
+
+    def state(path: Path) -> tuple[list, list, list]:
+        with imstore.open(path, user_id="tg:111") as s:
+            convs = [c.conv_id for c in s.conversations()]
+            msgs = [m for c in convs for m in s.messages(c, limit=400)]
+            msgs += [m for c in convs for t in s.threads(c) for m in s.thread_messages(t.root)]
+            return (sorted((m.msg_id, m.reply_to, m.thread_id, m.body) for m in msgs),
+                    sorted(s.reaction_records([m.msg_id for m in msgs]),
+                           key=lambda r: (r.msg_id, r.timestamp, r.key, r.sender)),
+                    [s.pin_records(c) for c in convs])
+
+    before, after = state(src), state(copy)
+    assert before == after
+    assert len(before[1]) >= 8 and sum(map(len, before[2])) == 2  # a Telegram and a Slack pin
+    assert any(t for _id, _r, t, _b in before[0])  # the Slack thread reply
+
+
+def test_an_export_with_more_threads_than_a_page_asks_each_message(tmp_path: Path):
+    from imstore.importers.jsonl import export_store
+
+    with imstore.open(":memory:", user_id="alice") as s:
+        for i in range(3):
+            s.insert_message(Message.text("bob", f"root {i}", msg_id=f"r{i}", timestamp=10 + i))
+            s.insert_message(Message.text("bob", f"reply {i}", msg_id=f"t{i}", timestamp=20 + i,
+                                          thread_id=f"r{i}"))
+        # each page, then the replies of its roots: with a page of 2, the 3 threads are more
+        # than a page, and every message is asked for its replies
+        for page, want in ((2, ["r0", "r1", "t0", "t1", "r2", "t2"]),
+                           (400, ["r0", "r1", "r2", "t0", "t1", "t2"])):
+            out = io.StringIO()
+            assert export_store(s, out, ["bob"], page=page).written == 6
+            assert [d["msg_id"] for d in ndjson(out.getvalue()) if "record" not in d] == want
 
 
 def test_every_message_and_conversation_field_is_exported():

@@ -728,6 +728,40 @@ def test_jsonl_round_trip_is_lossless(tmp_path: Path):
     dst.close()
 
 
+def test_a_version_1_export_s_reactions_and_pins_come_back_in_their_order(tmp_path: Path):
+    lines = [{"record": "store", "owner": "alice", "version": 1},
+             {"record": "conversation", "conv_id": "bob", "chat_type": "CHAT"},
+             *[to_dict(Message.text("alice", t, sender="bob", msg_id=t, timestamp=1_600_000_000_000
+                                    + i)) for i, t in enumerate(("a", "b"))],
+             {"record": "reactions", "msg_id": "a", "reactions": {"👍": ["bob", "alice"],
+                                                                 "🎉": ["carol"]}},
+             {"record": "pins", "conv_id": "bob", "msg_ids": ["b", "a"]}]
+    path = tmp_path / "v1.jsonl"
+    path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines),
+                    encoding="utf-8")
+    with imstore.open(":memory:", user_id="alice") as store:
+        assert import_file(store, str(path)).imported == 2
+        assert [(r.key, r.senders) for r in store.reactions("a")] == [("👍", ("bob", "alice")),
+                                                                      ("🎉", ("carol",))]
+        assert [m.msg_id for m in store.pinned_messages("bob")] == ["b", "a"]
+
+
+def test_a_reaction_the_store_refuses_is_skipped_with_its_reason(tmp_path: Path):
+    doc = {"name": "Bob", "type": "personal_chat", "id": 222, "messages": [
+        {"id": 1, "type": "message", "date_unixtime": "1614592800", "from": "Bob",
+         "from_id": "user222", "text": "hi", "reactions": [
+             {"type": "emoji", "count": 1, "emoji": "x" * 300},
+             {"type": "emoji", "count": 1, "emoji": "👍"}]}]}
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with imstore.open(":memory:", user_id="tg:111") as store:
+        res = import_file(store, str(path))
+        assert (res.imported, res.skipped) == (1, 0)
+        assert [r.key for r in store.reactions(store.messages("tg:222")[0].msg_id)] == ["👍"]
+        assert list(res.reasons) == ["reactions: key must be a non-empty str of at most 256 "
+                                     "characters"], res.reasons
+
+
 @pytest.mark.parametrize("content, where", [
     ('{"name": "x", "type": "personal_chat", "id": 1, "messages": [{"id": 1, "type": "message",'
      ' "date": "2021-01-01T00:00:00", "text": "ok"}, {"id": 2, "type": ', "line 1"),

@@ -219,17 +219,27 @@ _RELATION_READERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "reactions": _reactions_fields, "pins": _pins_fields}
 
 
-def restore_relations(store: Any, kind: str, fields: dict[str, Any]) -> None:
+def restore_relations(store: Any, kind: str, fields: dict[str, Any],
+                      skipped: Callable[[str], None] | None = None) -> None:
     """Put a ``reactions`` or ``pins`` record back (after the messages are imported), with the
-    times, ids and pinners it kept."""
+    times, ids and pinners it kept. One the store refuses (a key or time out of its limits) is
+    left out, its reason told to ``skipped`` (without one: raised)."""
+    def one(apply: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        try:
+            apply(*args, **kw)
+        except IMError as exc:
+            if skipped is None:
+                raise
+            skipped(f"{kind}: {str(exc.description).split(', not ')[0]}")
+
     if kind == "reactions":  # in their order: oldest first
         for n, (key, sender, rid, at) in enumerate(fields["reactions"], 1):
-            store.apply_reaction(fields["msg_id"], key, sender, reaction_id=rid,
-                                 timestamp=_ORDER_BASE + n if at is None else at)
+            one(store.apply_reaction, fields["msg_id"], key, sender, reaction_id=rid,
+                timestamp=_ORDER_BASE + n if at is None else at)
         return
     for i, (msg_id, at, by) in enumerate(reversed(fields["pins"])):  # oldest pin first
-        store.apply_message_pin(msg_id, pinned_by=by, timestamp=_ORDER_BASE + i if at is None
-                                else at)
+        one(store.apply_message_pin, msg_id, pinned_by=by,
+            timestamp=_ORDER_BASE + i if at is None else at)
 
 
 # A format-1 export kept the order of reactions and pins, not their times: restored, their times
