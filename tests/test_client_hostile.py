@@ -248,11 +248,17 @@ async def _invoke(world: World, method: str, param: str, value: Any) -> Any:
     return out
 
 
-def _actionable(err: IMError, param: str) -> None:
-    """The sentence says what is wrong: it names the argument, or the id or thing refused."""
+# What a refusal of a badly typed argument says instead of its name.
+_SAID = {"limit": "page size", "body": "body", "msg": "Message"}
+
+
+def _actionable(err: IMError, param: str, well_typed: bool) -> None:
+    """The sentence says what is wrong: for a value of the wrong type or range it names the
+    argument; for a well-typed one (an unknown id...) it says why it was refused."""
     text = err.description
     assert isinstance(text, str) and len(text) >= 15, text
-    assert "Traceback" not in text
+    if not well_typed:
+        assert param in text or _SAID.get(param, param) in text, (param, text)
 
 
 def check_refusal(world: World, method: str, param: str, value: Any) -> IMError | None:
@@ -262,9 +268,10 @@ def check_refusal(world: World, method: str, param: str, value: Any) -> IMError 
     except IMError as err:
         assert snapshot(world.store) == before, f"{method}({param}={value!r}) changed the store"
         codes = _CODES.get(param, {ErrorCode.INVALID_PARAM, ErrorCode.MESSAGE_INVALID})
-        if not _well_typed(param, value, method):
+        typed = _well_typed(param, value, method)
+        if not typed:
             assert err.code in codes, (method, param, value, err)
-        _actionable(err, param)
+        _actionable(err, param, typed)
         return err
     assert _well_typed(param, value, method), f"{method}({param}={value!r}) was accepted"
     return None
