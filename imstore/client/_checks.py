@@ -6,7 +6,7 @@ Rules kept here:
   range (`adapters.check_page_size`); never a Python error from deeper down;
 - the rules of values are their owners': ids, texts, times, enums, directions and type filters
   the codec's (`codec.check_id`, `check_ids`, `check_text`, `check_time`, `check_enum`,
-  `check_direction`, `check_types`); which of one's messages may be sent the lifecycle's
+  `check_direction`, `check_types`, `check_path`); which of one's messages may be sent the lifecycle's
   (`is_mine`); settings the client's `Settings`; the rest — callbacks, listeners, what the
   transport hands over — is kept here;
 - what the transport hands the client (messages, receipts, acks, states) is checked like what an
@@ -25,6 +25,7 @@ from ..codec import (
     check_enum,
     check_id,
     check_ids,
+    check_path,
     check_text,
     check_time,
     check_types,
@@ -76,14 +77,10 @@ def check_adapter(adapter: Any) -> SyncAdapter:
 
 
 def check_download_dir(path: Any) -> str | None:
-    """None, or a folder path (str or os.PathLike) that is a folder or does not exist yet."""
+    """None, or a folder path (`codec.check_path`) that is a folder or does not exist yet."""
     if path is None:
         return None
-    if not isinstance(path, str | os.PathLike):
-        raise invalid("download_dir", "a folder path (str or os.PathLike)", path)
-    text = os.fspath(path)
-    if not isinstance(text, str) or not text or "\x00" in check_text(text, "download_dir"):
-        raise invalid("download_dir", "a non-empty folder path without NUL characters", path)
+    text = check_path(path, "a folder path (str or os.PathLike)", "download_dir")
     if os.path.exists(text) and not os.path.isdir(text):
         raise invalid("download_dir", "a folder (this path is a file)", path)
     return text
