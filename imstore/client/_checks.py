@@ -4,11 +4,11 @@ Rules kept here:
 - a bad argument is an `IMError` naming the argument, raised before anything is stored or sent:
   INVALID_PARAM for a wrong type or value, QUERY_PARAM_REACHES_LIMIT for a page size out of
   range (`adapters.check_page_size`); never a Python error from deeper down;
-- the rules of values are their owners': ids, texts, times, enums, directions and type filters
-  the codec's (`codec.check_id`, `check_ids`, `check_text`, `check_time`, `check_enum`,
-  `check_direction`, `check_types`, `check_path`); which of one's messages may be sent the lifecycle's
-  (`is_mine`); settings the client's `Settings`; the rest — callbacks, listeners, what the
-  transport hands over — is kept here;
+- the rules of values are their owners': ids, texts, times, enums, directions, type filters
+  and paths the codec's (`codec.check_id`, `check_ids`, `check_text`, `check_time`,
+  `check_enum`, `check_direction`, `check_types`, `check_path`); which of one's messages may be
+  sent the lifecycle's (`is_mine`); settings the client's `Settings`; the rest — callbacks,
+  listeners, what the transport hands over — is kept here;
 - what the transport hands the client (messages, receipts, acks, states) is checked like what an
   application passes: a transport's bug is refused whole, not half applied.
 """
