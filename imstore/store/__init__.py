@@ -48,7 +48,9 @@ from ..message import (
     Message,
     MessageStatus,
     MessageType,
+    PinRecord,
     Reaction,
+    ReactionRecord,
     SearchScope,
     ThreadSummary,
     now_ms,
@@ -706,6 +708,13 @@ class MessageStore:
         with self.connection.tx():
             return self._reactions.remove_by_id(reaction_id)
 
+    def reaction_records(self, msg_ids: Sequence[str]) -> list[ReactionRecord]:
+        """Every sender's reaction to the stored messages among ``msg_ids``, as kept: key,
+        sender, the server's id of the reaction and its time; each message's oldest first.
+        What `reactions` summarises (it lists 20 senders a key), in full -- for exports and
+        tools. Ids of messages not stored here are left out."""
+        return self._reactions.records(_id_list(msg_ids, "msg_ids"))
+
     def reaction_id(self, msg_id: str, key: str, sender: str | None = None) -> str | None:
         """The server's id of ``sender``'s (None: the store's user) reaction ``key`` to a
         message (None when it is not there or its id is not known)."""
@@ -717,6 +726,11 @@ class MessageStore:
     def pinned_messages(self, conv_id: str) -> list[Message]:
         """The messages pinned in a conversation, the newest pin first."""
         return self._pins.of(check_id(conv_id, "conv_id"))
+
+    def pin_records(self, conv_id: str) -> list[PinRecord]:
+        """The pins of a conversation as kept: each pinned message's id, when it was pinned and
+        by whom; the newest pin first (the order of `pinned_messages`)."""
+        return self._pins.records(check_id(conv_id, "conv_id"))
 
     def apply_message_pin(self, msg_id: str, *, pinned: bool = True, pinned_by: str | None = None,
                           timestamp: int | None = None) -> bool:
