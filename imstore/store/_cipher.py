@@ -11,12 +11,18 @@ Rules kept here:
   written;
 - a rewrite runs only on a closed store (it must be the only connection: leaving WAL mode needs
   that) and is atomic: the new database is written beside the old one, checked (integrity and
-  the row count of every table), and only then renamed over it; the search index, which the old
-  key (or no key) protected, is removed and rebuilt at the next open.
+  the row count of every table), and only then renamed over it; from before the copy until
+  after the rename it holds the old database's exclusive lock, so a process that opens the store
+  meanwhile fails instead of writing into a file about to be replaced;
+- the search index, which the old key (or no key) protected, is removed before the rename (a
+  crash never leaves it beside the new database) and rebuilt at the next open; a SIGKILL at any
+  step leaves a store that opens with the old key or the new one, and what it left over is
+  removed by the next rewrite or open.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import urllib.parse
@@ -40,6 +46,7 @@ __all__ = [
 
 _PLAIN = b"SQLite format 3\x00"
 _NOT_A_DATABASE = "file is not a database"
+_REKEY = ".rekey"  # suffix of the copy a rewrite makes
 
 
 def database_state(db_path: str) -> str:
@@ -197,15 +204,15 @@ def _counts(con: Any, schema: str = "main") -> dict[str, int]:
 
 
 def _rewrite(directory: str, driver: ModuleType, source: bytes | None, target: bytes) -> None:
-    """Copy the database into a new file under key ``target``, check it, rename it over the
-    old one, and remove the index the old key protected."""
+    """Copy the database into a new file under key ``target``, check it, and rename it over the
+    old one, holding the old one exclusively from before the copy until after the rename: no
+    other process reads or writes it meanwhile (one that tried gets an error, never a write into
+    the file about to be replaced). The index the old key protected goes before the rename."""
     db_path = os.path.join(directory, DATABASE_FILE)
     if open_in_this_process(db_path):
         raise _refusal("still open", directory)
-    tmp = db_path + ".rekey"
-    for leftover in (tmp, tmp + "-journal"):
-        if os.path.exists(leftover):
-            os.remove(leftover)
+    remove_leftovers(db_path)
+    tmp = db_path + _REKEY
     con = driver.connect(db_path, timeout=0, isolation_level=None)
     try:
         if source is not None:
@@ -214,12 +221,7 @@ def _rewrite(directory: str, driver: ModuleType, source: bytes | None, target: b
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except driver.Error as exc:
             raise _refusal("wrong key", directory) from exc
-        try:  # leaving WAL needs every other connection gone: the store must be closed
-            con.execute("PRAGMA journal_mode = DELETE").fetchone()
-            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "delete":
-                raise driver.OperationalError("database is locked")
-        except driver.Error as exc:
-            raise _refusal("still open", directory) from exc
+        _hold(con, driver, directory)
         try:
             con.execute(f"ATTACH DATABASE ? AS fresh KEY \"x'{target.hex()}'\"", (tmp,))
             con.execute("SELECT sqlcipher_export('fresh')").fetchone()
@@ -232,18 +234,52 @@ def _rewrite(directory: str, driver: ModuleType, source: bytes | None, target: b
             raise IMError(ErrorCode.DATABASE_ERROR,
                           f"cannot rewrite the store in {directory!r}: {exc}; nothing was "
                           "changed") from exc
+        _remove_index(directory)
+        os.replace(tmp, db_path)
+        for name in (f"{DATABASE_FILE}-wal", f"{DATABASE_FILE}-shm"):
+            if os.path.exists(os.path.join(directory, name)):
+                os.remove(os.path.join(directory, name))
+        _fsync_dir(directory)
     except BaseException:
-        con.close()
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        remove_leftovers(db_path)
         raise
-    con.close()
-    os.replace(tmp, db_path)
-    for name in (f"{DATABASE_FILE}-wal", f"{DATABASE_FILE}-shm"):
-        if os.path.exists(os.path.join(directory, name)):
-            os.remove(os.path.join(directory, name))
-    _fsync_dir(directory)
-    shutil.rmtree(os.path.join(directory, "search"), ignore_errors=True)
+    finally:
+        con.close()  # releases the old file: a process that waited for it finds it replaced
+
+
+def _hold(con: Any, driver: ModuleType, directory: str) -> None:
+    """Take the database out of WAL mode (that needs every other connection gone: the store
+    must be closed) and hold its exclusive lock until ``con`` closes."""
+    try:
+        con.execute("PRAGMA locking_mode = EXCLUSIVE").fetchone()
+        con.execute("PRAGMA journal_mode = DELETE").fetchone()
+        con.execute("BEGIN EXCLUSIVE")
+        con.execute("COMMIT")
+        if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "delete":
+            raise driver.OperationalError("database is locked")
+    except driver.Error as exc:
+        raise _refusal("still open", directory) from exc
+
+
+def _remove_index(directory: str) -> None:
+    """Remove the search index (a cache the next open rebuilds): it was written under the old
+    key, or in plaintext. Before the rename, so that a crash never leaves it beside the new
+    database."""
+    index = os.path.join(directory, "search")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(index)
+    except OSError as exc:
+        raise IMError(ErrorCode.DATABASE_ERROR,
+                      f"cannot remove the search index {index!r} ({exc}); the database was "
+                      "not changed: remove that folder and try again") from exc
+
+
+def remove_leftovers(db_path: str) -> None:
+    """Remove what an interrupted rewrite left (its unfinished copy and that copy's journal)."""
+    for leftover in (db_path + _REKEY, db_path + _REKEY + "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(leftover)
 
 
 def _check_copy(driver: ModuleType, tmp: str, key: bytes, expected: dict[str, int]) -> None:
