@@ -4,6 +4,8 @@ Whatever happens, the store opens with the old key or the new one and holds ever
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import imstore
-from imstore import Message
+from imstore import IMError, Message
 from imstore.store import _cipher
 
 pytest.importorskip("sqlcipher3", reason="encryption needs imstore[crypto]")
@@ -59,3 +61,128 @@ def test_a_process_that_opens_the_store_during_a_rewrite_loses_nothing(
     # the other process was refused, or what it stored is there: never "stored" and lost
     assert said == [""] or "written during the rewrite" in texts, (said, texts)
     assert "before" in texts
+
+
+# -------------------------------------------------------------------- SIGKILL at each step
+
+_REWRITE_STOPPED_AT = """
+import os, shutil, sys
+import sqlcipher3
+import imstore
+from imstore.store import _cipher
+
+path, rewrite, step, old, new = sys.argv[1:6]
+old_key = bytes.fromhex(old) if old else None
+new_key = bytes.fromhex(new)
+
+
+def stop(where):  # tell the test, then wait for its SIGKILL
+    print("at", where, flush=True)
+    sys.stdin.readline()
+    sys.exit(3)  # the test did not kill: it fails on the exit code
+
+
+def after(name, module, attr):
+    real = getattr(module, attr)
+
+    def hooked(*args, **kwargs):
+        out = real(*args, **kwargs)
+        stop(name)
+        return out
+
+    setattr(module, attr, hooked)
+
+
+class Proxy:  # stops inside sqlcipher_export, while SQLite copies the rows
+    def __init__(self, con):
+        self._con = con
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+    def execute(self, sql, *args):
+        if "sqlcipher_export" in sql:
+            ticks = iter(range(10**9))
+            self._con.set_progress_handler(
+                lambda: 0 if next(ticks) != 40 else stop("export"), 100)
+        return self._con.execute(sql, *args)
+
+
+if step == "lock":
+    after("lock", _cipher, "_hold")
+elif step == "export":
+    real_connect = sqlcipher3.connect
+    sqlcipher3.connect = lambda *a, **k: Proxy(real_connect(*a, **k))
+elif step == "check":
+    after("check", _cipher, "_check_copy")
+elif step == "index":
+    after("index", shutil, "rmtree")
+elif step == "rename":
+    after("rename", os, "replace")
+if rewrite == "encrypt_store":
+    imstore.encrypt_store(path, new_key)
+else:
+    imstore.change_key(path, old_key, new_key)
+print("done", flush=True)
+"""
+
+_STEPS = ["lock", "export", "check", "index", "rename"]
+
+
+def _opens_with(path: Path, keys: list[bytes | None]) -> bytes | None:
+    """The one key of ``keys`` that opens the store (the others are refused)."""
+    opened = []
+    for key in keys:
+        try:
+            imstore.open(path, user_id="alice", key=key, search=False).close()
+        except IMError:
+            continue
+        opened.append(key)
+    assert len(opened) == 1, opened
+    return opened[0]
+
+
+def _kill_at(path: Path, rewrite: str, step: str, old: bytes | None) -> None:
+    with subprocess.Popen(
+            [sys.executable, "-c", _REWRITE_STOPPED_AT, str(path), rewrite, step,
+             "" if old is None else old.hex(), NEW.hex()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == f"at {step}"
+            os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if proc.returncode is None:  # exactly the child this test started
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.parametrize("step", _STEPS)
+@pytest.mark.parametrize("rewrite", ["encrypt_store", "change_key"])
+def test_a_rewrite_killed_at_any_step_leaves_a_store_that_opens_and_lost_nothing(
+        tmp_path: Path, rewrite: str, step: str) -> None:
+    path = tmp_path / "s"
+    old = None if rewrite == "encrypt_store" else KEY
+    with imstore.open(path, user_id="alice", key=old) as s:  # with an index (plaintext or not)
+        s.import_messages(Message.text("alice", f"quokkaword {i}", sender="bob")
+                          for i in range(300))
+        s.flush_index()
+    _kill_at(path, rewrite, step, old)
+    now = _opens_with(path, [old, NEW])
+    if now == NEW and rewrite == "encrypt_store":  # nothing the old store held is left in clear
+        assert [p.name for p in path.rglob("*") if p.is_file()
+                and b"quokkaword" in p.read_bytes()] == []
+    with imstore.open(path, user_id="alice", key=now, search=False) as s:
+        assert sorted(m.body.text for m in s.messages(BOB, limit=400)) == sorted(
+            f"quokkaword {i}" for i in range(300))
+        assert s.verify().ok
+    assert not [n for n in os.listdir(path) if ".rekey" in n]  # the next open cleaned up
+    if now != NEW:  # the rewrite, run again, goes through
+        if rewrite == "encrypt_store":
+            imstore.encrypt_store(path, NEW)
+        else:
+            imstore.change_key(path, KEY, NEW)
+    with imstore.open(path, user_id="alice", key=NEW) as s:
+        assert s.message_count(BOB) == 300
+        assert len(s.search_messages("quokkaword", limit=400)) == 300

@@ -119,14 +119,18 @@ def open_database(db_path: str, key: Any) -> Database:
     state = database_state(db_path)
     _match(state, key, where)
     if key is None:
-        return connect(db_path)
-    driver, spec = _key_spec(key, state, db_path)
-    try:
-        return connect(db_path, driver=driver, key=spec)
-    except IMError as exc:
-        if state == "encrypted" and _NOT_A_DATABASE in str(exc.__cause__):
-            raise _refusal("wrong key", where) from exc
-        raise
+        db = connect(db_path)
+    else:
+        driver, spec = _key_spec(key, state, db_path)
+        try:
+            db = connect(db_path, driver=driver, key=spec)
+        except IMError as exc:
+            if state == "encrypted" and _NOT_A_DATABASE in str(exc.__cause__):
+                raise _refusal("wrong key", where) from exc
+            raise
+    # connected (in WAL mode): no rewrite runs now, so what one left is garbage
+    remove_leftovers(db_path)
+    return db
 
 
 def is_encrypted(path: str | os.PathLike[str]) -> bool:
