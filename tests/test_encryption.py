@@ -76,6 +76,59 @@ def test_no_plaintext_in_the_database_files_while_open_and_after_close(tmp_path:
         assert s.message_count(BOB) == 501
 
 
+class _Scanner:
+    """Reads every file under a folder, again and again, and remembers which held a secret.
+    (Files come and go while a store works: one that vanished between listing and reading
+    held nothing.)"""
+
+    def __init__(self, folder: Path, secrets: list[bytes]) -> None:
+        self.folder, self.secrets = folder, secrets
+        self.found: set[tuple[str, bytes]] = set()
+        self.scans = 0
+
+    def scan(self) -> None:
+        for p in list(self.folder.rglob("*")):
+            try:
+                data = p.read_bytes()
+            except (FileNotFoundError, IsADirectoryError):
+                continue
+            self.found |= {(p.name, s) for s in self.secrets if s in data}
+        self.scans += 1
+
+
+def test_a_unique_word_is_in_no_file_at_any_moment_of_an_import_nor_after_close(
+        tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    peer, word = "zqxpeer-83f1c0", "quetzalcoatlite"
+    scanner = _Scanner(path, [word.encode(), peer.encode(), word.encode("utf-16-le")])
+    stop = threading.Event()
+
+    def keep_scanning() -> None:
+        while not stop.is_set():
+            scanner.scan()
+
+    with imstore.open(path, user_id="alice", key=KEY, search=False) as s:
+        thread = threading.Thread(target=keep_scanning)
+        thread.start()
+        try:
+            s.import_messages((Message.text("alice", f"{word} number {i}", sender=peer,
+                                            ext={"tag": word}) for i in range(6000)),
+                              batch_size=300, progress=lambda _n: scanner.scan())
+            conv = Message.text(peer, "").conv_id
+            s.set_conversation_ext(conv, {"draft": word})
+            sent = s.insert_message(Message.text(peer, f"a reply with {word}"))
+            s.mark_conversation_read(conv)
+            s.delete_message(sent.msg_id)
+            assert s.verify().ok
+        finally:
+            stop.set()
+            thread.join()
+        scanner.scan()
+    scanner.scan()
+    assert scanner.scans > 20  # one per batch at least, while the import ran
+    assert scanner.found == set()
+
+
 def test_the_passphrase_is_derived_once_per_open_for_every_thread(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
@@ -338,3 +391,86 @@ def test_a_store_open_in_another_process_is_refused_by_change_key(tmp_path: Path
     assert not any(name.endswith(".rekey") for name in os.listdir(path))
     with imstore.open(path, user_id="alice", key=KEY) as s:  # still the old key
         assert s.conversations() == []
+
+
+# ------------------------------------------------------------------------- temporary files
+
+@pytest.fixture
+def spilled(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The SQLite temporary files (sort spills, VACUUM copies) any SQLCipher connection opens
+    from now on, seen from inside SQLite while it works. Each connection starts as a driver
+    built with SQLite's own default would (temp_store FILE) and with a tiny cache, so that
+    whatever may spill does."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to see open files")
+    import sqlcipher3
+
+    seen: set[str] = set()
+    real = sqlcipher3.connect
+
+    def look() -> int:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if "etilqs_" in target:  # SQLite's prefix for its temporary files
+                seen.add(target)
+        return 0
+
+    def connect(*args, **kwargs):
+        base = kwargs.pop("factory", sqlcipher3.Connection)
+
+        class Spilling(base):  # type: ignore[misc, valid-type]
+            keyed = False
+
+            def execute(self, sql, *params):
+                if not self.keyed and not sql.startswith(("PRAGMA key", "PRAGMA cipher")):
+                    self.keyed = True  # the statements that read the file may run now
+                    super().execute("PRAGMA temp_store = FILE")
+                    self.shrink()
+                cursor = super().execute(sql, *params)
+                if sql.startswith("ATTACH"):
+                    self.shrink()
+                return cursor
+
+            def shrink(self) -> None:
+                for schema in [r[1] for r in super().execute("PRAGMA database_list")]:
+                    super().execute(f'PRAGMA "{schema}".cache_size = 2')
+
+        con = real(*args, factory=Spilling, **kwargs)
+        con.set_progress_handler(look, 500)
+        return con
+
+    monkeypatch.setattr(sqlcipher3, "connect", connect)
+    return seen
+
+
+def test_the_spill_detector_sees_a_temporary_file(tmp_path: Path, spilled: set[str]) -> None:
+    import sqlcipher3
+
+    con = sqlcipher3.connect(str(tmp_path / "x.db"))
+    con.execute(f"PRAGMA key = \"x'{KEY.hex()}'\"")
+    con.execute("CREATE TABLE t (x)")
+    con.executemany("INSERT INTO t VALUES (?)", [(os.urandom(40).hex(),) for _ in range(20000)])
+    con.execute("SELECT x FROM t ORDER BY substr(x, 3)").fetchall()
+    con.close()
+    assert spilled
+
+
+def test_an_encrypted_store_never_spills_to_temporary_files(tmp_path: Path,
+                                                            spilled: set[str]) -> None:
+    path = tmp_path / "s"
+    with imstore.open(path, user_id="alice", key=KEY, search=False) as s:
+        s.import_messages(Message.text("alice", f"sorted {os.urandom(30).hex()}", sender="bob")
+                          for i in range(20000))
+        db = s.connection.db
+        # said on the connection, whatever the driver was built with (SQLite's default: FILE)
+        assert db.execute_sql("PRAGMA temp_store").fetchone()[0] == 2
+        db.execute_sql("PRAGMA cache_size = 2")
+        db.execute_sql("SELECT * FROM message ORDER BY substr(body, 3)").fetchall()
+        db.execute_sql("VACUUM")
+        assert s.verify().ok
+    assert MessageStore.stored_owner(path, key=KEY) == "alice"
+    imstore.change_key(path, KEY, OTHER)  # the copy builds every index: sorts
+    assert spilled == set()

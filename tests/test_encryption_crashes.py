@@ -186,3 +186,75 @@ def test_a_rewrite_killed_at_any_step_leaves_a_store_that_opens_and_lost_nothing
     with imstore.open(path, user_id="alice", key=NEW) as s:
         assert s.message_count(BOB) == 300
         assert len(s.search_messages("quokkaword", limit=400)) == 300
+
+
+# ------------------------------------------------------------------------ several processes
+
+_WRITER = """
+import sys, imstore
+from imstore import Message
+path, key, who = sys.argv[1], sys.argv[2], sys.argv[3]
+key = bytes.fromhex(key[4:]) if key.startswith("raw:") else key
+with imstore.open(path, user_id="alice", key=key, search=False) as s:
+    print("open", flush=True)
+    sys.stdin.readline()  # all writers start together
+    for i in range(150):
+        s.insert_message(Message.text("bob", f"{who} {i}"))
+print("done", flush=True)
+"""
+
+
+def test_two_processes_write_an_encrypted_store_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    imstore.open(path, user_id="alice", key="shared passphrase").close()
+    raw = _cipher.derive_key("shared passphrase", (path / "imstore.db").read_bytes()[:16])
+    keys = {"raw": f"raw:{raw.hex()}", "passphrase": "shared passphrase"}
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), key, who],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for who, key in keys.items()]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "open"
+        outs = [p.communicate("go\n", timeout=300)[0] for p in procs]
+        assert [o.strip() for o in outs] == ["done", "done"]
+    finally:
+        for p in procs:  # exactly the children this test started
+            if p.returncode is None:
+                p.kill()
+                p.wait()
+    with imstore.open(path, user_id="alice", key=raw, search=False) as s:
+        texts = {m.body.text for m in s.messages(BOB, limit=400)}
+        assert texts == {f"{who} {i}" for who in keys for i in range(150)}
+        assert s.verify().ok
+
+
+_IMPORTER = """
+import sys, imstore
+from imstore import Message
+with imstore.open(sys.argv[1], user_id="alice", key=bytes(range(32)), search=False) as s:
+    def told(n):
+        print(n, flush=True)
+    s.import_messages((Message.text("alice", f"batch word {i}", sender="bob")
+                       for i in range(100_000)), batch_size=500, progress=told)
+"""
+
+
+def test_an_import_into_an_encrypted_store_killed_keeps_every_committed_batch(
+        tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with subprocess.Popen([sys.executable, "-c", _IMPORTER, str(path)],
+                          stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            told = [int(proc.stdout.readline()) for _ in range(6)]
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.returncode is None:  # exactly the child this test started
+                proc.kill()
+                proc.wait()
+    with imstore.open(path, user_id="alice", key=KEY, search=False) as s:
+        count = s.message_count(BOB)
+        assert count >= told[-1] and count % 500 == 0
+        assert s.verify().ok
+    assert not [p for p in path.rglob("*") if p.is_file() and b"batch word" in p.read_bytes()]

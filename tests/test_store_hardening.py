@@ -298,3 +298,28 @@ def test_a_real_full_disk(tiny_disk: Path) -> None:
     with imstore.open(path, user_id="alice") as s:
         assert s.message_count(Message.text("bob", "").conv_id) >= 50
         assert s.verify(timeout=60).undecodable == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rewrite", ["encrypt_store", "change_key"])
+def test_a_rewrite_on_a_full_disk_changes_nothing(tiny_disk: Path, rewrite: str) -> None:
+    pytest.importorskip("sqlcipher3", reason="encryption needs imstore[crypto]")
+    path = tiny_disk / "s"
+    old = None if rewrite == "encrypt_store" else bytes(range(32))
+    with imstore.open(path, user_id="alice", key=old, search=False) as s:
+        s.import_messages(Message.text("alice", f"kept {i} " * 20, sender="bob")
+                          for i in range(1500))
+    filler = _fill_disk(tiny_disk)
+    filler.write_bytes(filler.read_bytes()[:-200_000])  # room to open, not to copy
+    with pytest.raises(IMError) as err:
+        if rewrite == "encrypt_store":
+            imstore.encrypt_store(path, bytes(range(1, 33)))
+        else:
+            imstore.change_key(path, old, bytes(range(1, 33)))
+    assert err.value.code == ErrorCode.DATABASE_ERROR
+    assert FULL in err.value.description and "nothing was changed" in err.value.description
+    assert sorted(os.listdir(path)) == ["imstore.db"]  # no half copy left
+    filler.unlink()
+    with imstore.open(path, user_id="alice", key=old, search=False) as s:
+        assert s.message_count(Message.text("bob", "").conv_id) == 1500
+        assert s.verify().ok
