@@ -201,6 +201,27 @@ def test_a_key_that_is_no_key_is_refused(tmp_path: Path, key) -> None:
     assert not (tmp_path / "s" / "imstore.db").exists()
 
 
+_PATH_CALLS = {
+    "open": lambda p: imstore.open(p, user_id="alice"),
+    "open with a key": lambda p: imstore.open(p, user_id="alice", key=KEY),
+    "stored_owner": lambda p: MessageStore.stored_owner(p, key=KEY),
+    "check_writable": MessageStore.check_writable,
+    "is_encrypted": imstore.is_encrypted,
+    "encrypt_store": lambda p: imstore.encrypt_store(p, KEY),
+    "change_key": lambda p: imstore.change_key(p, KEY, OTHER),
+}
+
+
+@pytest.mark.parametrize("path", ["/tmp/a\x00b", b"/tmp", 7, None, ""],
+                         ids=["nul", "bytes", "int", "none", "empty"])
+@pytest.mark.parametrize("call", list(_PATH_CALLS))
+def test_a_path_that_is_no_path_is_refused(call: str, path: object) -> None:
+    with pytest.raises(IMError) as err:
+        _PATH_CALLS[call](path)
+    assert err.value.code == ErrorCode.INVALID_PARAM
+    assert "path" in err.value.description
+
+
 def test_a_key_for_a_store_in_memory_is_refused() -> None:
     with pytest.raises(IMError) as err:
         imstore.open(":memory:", user_id="alice", key=KEY)

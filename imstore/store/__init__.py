@@ -50,6 +50,7 @@ from ._checks import (
     check_id,
     check_ids,
     check_limit,
+    check_path,
     check_status,
     check_text,
     check_time,
@@ -184,11 +185,10 @@ class MessageStore:
                 key for a plain store each raise their own `IMError`.
         """
         check_id(user_id, "user_id")
-        if not isinstance(path, str | os.PathLike):
-            raise invalid("path", "a directory path or ':memory:'", path)
+        where = check_path(path)
         if limits is not None:
             _check_limits(limits)
-        db, directory = _connect(os.fspath(path), key)
+        db, directory = _connect(where, key)
         return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search))
 
     @staticmethod
@@ -196,9 +196,7 @@ class MessageStore:
                      key: bytes | str | None = None) -> str | None:
         """The owner of the store in directory ``path``, or None when there is no store there.
         Reads without creating or changing anything; an encrypted store needs its ``key``."""
-        if not isinstance(path, str | os.PathLike):
-            raise invalid("path", "a directory path", path)
-        return read_owner(os.fspath(path), key)
+        return read_owner(check_path(path), key)
 
     @staticmethod
     def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
@@ -206,9 +204,7 @@ class MessageStore:
         written now: a file of it is not writable, or another process keeps its write lock for
         more than ``timeout`` seconds (`open` itself waits 30). Creates and changes nothing; a
         directory without a store passes."""
-        if not isinstance(path, str | os.PathLike):
-            raise invalid("path", "a directory path", path)
-        directory = os.fspath(path)
+        directory = check_path(path)
         db = os.path.join(directory, DATABASE_FILE)
         for p in (directory, db, os.path.join(directory, "search")):
             if os.path.exists(p) and not os.access(p, os.W_OK):

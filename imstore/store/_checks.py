@@ -3,12 +3,14 @@
 Rules kept here:
 - a bad argument is an `IMError` naming the argument: INVALID_PARAM for a wrong type or value,
   QUERY_PARAM_REACHES_LIMIT for a page size out of range; never a driver or Python error later;
+- a path is a non-empty str the OS can take (no NUL), never bytes;
 - ids and texts follow the codec's rules (`codec.check_id`, `codec.check_text`); a time filter
   is any int SQLite can hold.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,7 +20,7 @@ from ..errors import ErrorCode, IMError
 from ..message import ChatType, Direction, MessageStatus, MessageType
 
 __all__ = ["as_types", "check_chat_type", "check_direction", "check_id", "check_ids",
-           "check_limit", "check_status", "check_text", "check_time", "invalid"]
+           "check_limit", "check_path", "check_status", "check_text", "check_time", "invalid"]
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -26,6 +28,14 @@ _INT64 = (-(2**63), 2**63 - 1)
 def check_time(value: Any, field: str, *, lo: int = _INT64[0], hi: int = _INT64[1]) -> int:
     """A time filter in ms: any int SQLite can hold, unless narrowed."""
     return codec_check_time(value, field, lo=lo, hi=hi)
+
+
+def check_path(value: Any, field: str = "path") -> str:
+    """A store's directory: a non-empty ``str`` (or ``os.PathLike`` of one) without NUL."""
+    path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise invalid(field, "a directory path (str)", value)
+    return path
 
 
 def check_ids(values: Any, field: str) -> list[str]:

@@ -31,6 +31,7 @@ from typing import Any
 
 from .._crypto import SALT_BYTES, check_key, cipher_driver, derive_key
 from ..errors import ErrorCode, IMError
+from ._checks import check_path
 from ._connection import Database, connect, open_in_this_process, use_key
 from ._schema import DATABASE_FILE
 from ._schema import read_owner as read_plain_owner
@@ -167,7 +168,7 @@ def read_owner(directory: str, key: Any) -> str | None:
 
 def _existing(path: str | os.PathLike[str]) -> tuple[str, str, str]:
     """The directory, database file and state of the store in ``path``; IMError when none."""
-    directory = os.path.abspath(os.fspath(path))
+    directory = os.path.abspath(check_path(path))
     db_path = os.path.join(directory, DATABASE_FILE)
     state = database_state(db_path)
     if state in ("missing", "empty"):
