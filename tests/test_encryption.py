@@ -201,6 +201,15 @@ def test_a_key_that_is_no_key_is_refused(tmp_path: Path, key) -> None:
     assert not (tmp_path / "s" / "imstore.db").exists()
 
 
+@pytest.mark.parametrize("key", [bytes(31), bytes(33), memoryview(KEY), "\ud800", 3.5, True],
+                         ids=["31 bytes", "33 bytes", "memoryview", "surrogate", "float", "bool"])
+def test_a_bad_key_for_a_new_store_creates_nothing(tmp_path: Path, key) -> None:
+    with pytest.raises(IMError) as err:
+        imstore.open(tmp_path / "s", user_id="alice", key=key)
+    assert err.value.code == ErrorCode.INVALID_PARAM
+    assert not (tmp_path / "s").exists()
+
+
 _PATH_CALLS = {
     "open": lambda p: imstore.open(p, user_id="alice"),
     "open with a key": lambda p: imstore.open(p, user_id="alice", key=KEY),

@@ -29,6 +29,7 @@ from typing import Any
 
 import peewee as pw
 
+from .._crypto import check_key
 from ..codec import Limits, encode_ext
 from ..errors import ErrorCode, IMError
 from ..message import (
@@ -89,6 +90,8 @@ def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
             raise IMError(ErrorCode.INVALID_PARAM, "a store in memory is written nowhere: "
                           "key= is for a store on disk; open ':memory:' without it")
         return connect(":memory:"), None
+    if key is not None:
+        check_key(key)  # a key that is no key creates nothing
     directory = os.path.abspath(path)
     try:
         os.makedirs(directory, exist_ok=True)
