@@ -258,3 +258,36 @@ def test_an_import_into_an_encrypted_store_killed_keeps_every_committed_batch(
         assert count >= told[-1] and count % 500 == 0
         assert s.verify().ok
     assert not [p for p in path.rglob("*") if p.is_file() and b"batch word" in p.read_bytes()]
+
+
+_KILLED_WITH_A_WAL = """
+import sys, imstore
+from imstore import Message
+s = imstore.open(sys.argv[1], user_id="alice", key=bytes(range(32)), search=False)
+for i in range(100):
+    s.insert_message(Message.text("bob", f"in the wal {i}"))
+print("written", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize("wrong", [NEW, None, "a wrong passphrase"], ids=["raw", "none", "passphrase"])
+def test_a_wrong_key_on_a_killed_store_with_a_hot_wal_loses_nothing(tmp_path: Path, wrong) -> None:
+    path = tmp_path / "s"
+    with subprocess.Popen([sys.executable, "-c", _KILLED_WITH_A_WAL, str(path)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "written"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.returncode is None:  # exactly the child this test started
+                proc.kill()
+                proc.wait()
+    assert (path / "imstore.db-wal").stat().st_size > 0  # the messages are in the WAL only
+    for _ in range(2):
+        with pytest.raises(IMError):
+            imstore.open(path, user_id="alice", key=wrong, search=False)
+    with imstore.open(path, user_id="alice", key=KEY, search=False) as s:
+        assert s.message_count(BOB) == 100
+        assert s.verify().ok

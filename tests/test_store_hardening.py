@@ -323,3 +323,37 @@ def test_a_rewrite_on_a_full_disk_changes_nothing(tiny_disk: Path, rewrite: str)
     with imstore.open(path, user_id="alice", key=old, search=False) as s:
         assert s.message_count(Message.text("bob", "").conv_id) == 1500
         assert s.verify().ok
+
+
+def test_verify_without_a_timeout_gives_up_on_an_index_that_cannot_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from whoosh.filedb.filestore import FileStorage
+
+    from imstore.store import _verify
+
+    def full(*_args: object, **_kw: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_verify, "STALL_SECONDS", 0.5)
+    with imstore.open(tmp_path / "s", user_id="alice") as s:
+        _fill(s, 3)
+        s.flush_index()
+        monkeypatch.setattr(FileStorage, "create_file", full)
+        _fill(s, 3, "later")
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                s.verify()
+                outcome.append(None)
+            except BaseException as exc:  # handed to the test's thread
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=run, daemon=True)
+        waiter.start()
+        waiter.join(120)  # a guard against the hang under test, not a measure
+        monkeypatch.undo()  # the disk has room again: a verify that still waits goes on
+        waiter.join()
+        assert len(outcome) == 1 and isinstance(outcome[0], IMError), outcome
+        assert "has not moved" in outcome[0].description
+        assert s.verify().repaired.get("search_index") == 0

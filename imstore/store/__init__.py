@@ -653,7 +653,10 @@ class MessageStore:
         rows, the search index, tombstones of stored messages), repair any drift, and report
         what was repaired; report too the stored messages that cannot be decoded and the
         receipts still waiting for a message. ``timeout`` (seconds) bounds the wait for the
-        search index to catch up (a full disk stops it): then IMError(DATABASE_ERROR) says so."""
+        search index to catch up (a full disk stops it); without one, verify waits while the
+        index moves and gives up once it has not for 60 s (a backlog being indexed is waited
+        for, a full disk is not). Giving up is IMError(DATABASE_ERROR), after the database's
+        own counters were checked and repaired."""
         _check_timeout(timeout)
         report = self._verifier.verify(timeout)
         report.pending_receipts = self._receipts.pending_count()
