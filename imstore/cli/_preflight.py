@@ -18,6 +18,7 @@ import os
 from ..codec import Limits
 from ..errors import ErrorCode, IMError
 from ..store import MessageStore
+from ._keys import key_for
 
 __all__ = ["DEFAULT_STORE", "open_store", "require_store", "stored_owner"]
 
@@ -31,7 +32,7 @@ def stored_owner(path: str) -> str | None:
             raise IMError(ErrorCode.INVALID_PARAM, f"{path} is a file, not a store directory")
         if not os.access(path, os.R_OK | os.X_OK):
             raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot read {path}")
-    return MessageStore.stored_owner(path)
+    return MessageStore.stored_owner(path, key=key_for(path))
 
 
 def open_store(path: str, owner: str, limits: Limits | None = None) -> MessageStore:
@@ -40,7 +41,7 @@ def open_store(path: str, owner: str, limits: Limits | None = None) -> MessageSt
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.exists(path) and os.path.isdir(parent) and not os.access(parent, os.W_OK):
         raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot create {path}")
-    return MessageStore.open(path, user_id=owner, limits=limits)
+    return MessageStore.open(path, user_id=owner, limits=limits, key=key_for(path))
 
 
 def require_store(args: argparse.Namespace) -> MessageStore:
