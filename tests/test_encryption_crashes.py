@@ -20,6 +20,7 @@ pytest.importorskip("sqlcipher3", reason="encryption needs imstore[crypto]")
 
 KEY = bytes(range(32))
 NEW = bytes(range(1, 33))
+OTHER = bytes(range(2, 34))
 BOB = Message.text("bob", "").conv_id
 
 _WRITE_DURING = """
@@ -61,6 +62,35 @@ def test_a_process_that_opens_the_store_during_a_rewrite_loses_nothing(
     # the other process was refused, or what it stored is there: never "stored" and lost
     assert said == [""] or "written during the rewrite" in texts, (said, texts)
     assert "before" in texts
+
+
+@pytest.mark.parametrize("rewrite", ["encrypt_store", "change_key"])
+def test_a_second_rewrite_meanwhile_is_refused_and_spoils_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rewrite: str) -> None:
+    path = tmp_path / "s"
+    old = None if rewrite == "encrypt_store" else KEY
+    with imstore.open(path, user_id="alice", key=old, search=False) as s:
+        s.insert_message(Message.text("bob", "kept"))
+    refused: list[str] = []
+    real = _cipher._check_copy
+
+    def another_rewrite(*args: object) -> None:  # the copy is written, not yet checked
+        with pytest.raises(IMError) as err:
+            if rewrite == "encrypt_store":
+                imstore.encrypt_store(path, OTHER)
+            else:
+                imstore.change_key(path, KEY, OTHER)
+        refused.append(err.value.description)
+        real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_cipher, "_check_copy", another_rewrite)
+    if rewrite == "encrypt_store":
+        imstore.encrypt_store(path, NEW)
+    else:
+        imstore.change_key(path, KEY, NEW)
+    assert len(refused) == 1 and "is open" in refused[0]
+    with imstore.open(path, user_id="alice", key=NEW, search=False) as s:
+        assert [m.body.text for m in s.messages(BOB)] == ["kept"]
 
 
 # -------------------------------------------------------------------- SIGKILL at each step

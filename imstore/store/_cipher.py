@@ -216,7 +216,6 @@ def _rewrite(directory: str, driver: ModuleType, source: bytes | None, target: b
     db_path = os.path.join(directory, DATABASE_FILE)
     if open_in_this_process(db_path):
         raise _refusal("still open", directory)
-    remove_leftovers(db_path)
     tmp = db_path + _REKEY
     con = driver.connect(db_path, timeout=0, isolation_level=None)
     try:
@@ -224,9 +223,15 @@ def _rewrite(directory: str, driver: ModuleType, source: bytes | None, target: b
             use_key(con, source)
         try:
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except driver.Error as exc:
-            raise _refusal("wrong key", directory) from exc
+        except driver.Error as exc:  # the key, or another process holding the file
+            raise _refusal("wrong key" if _NOT_A_DATABASE in str(exc) else "still open",
+                           directory) from exc
         _hold(con, driver, directory)
+    except BaseException:
+        con.close()
+        raise
+    try:  # held: no other rewrite runs, so a copy already there is a leftover
+        remove_leftovers(db_path)
         try:
             con.execute(f"ATTACH DATABASE ? AS fresh KEY \"x'{target.hex()}'\"", (tmp,))
             con.execute("SELECT sqlcipher_export('fresh')").fetchone()
