@@ -107,7 +107,7 @@ def peak_import_rss(messages: int, conversations: int, seed: int) -> float:
 
 def index_docs(msgs: list[Message]) -> list[Any]:
     """The index documents of the workload's messages (row ids in import order)."""
-    from imstore.search import Doc
+    from imstore.index import Doc
 
     return [Doc(i + 1, m.timestamp, m.conv_id, m.sender or OWNER, int(m.type),
                 content_text(m.type, m.body), ext_text(m.ext)) for i, m in enumerate(msgs)]
@@ -116,7 +116,7 @@ def index_docs(msgs: list[Message]) -> list[Any]:
 def segment_writer(docs: list[Any], workers: int) -> tuple[float, int]:
     """Seconds for the index alone to take ``docs`` (commits of 50k, as imports hand them
     over), and the index's size on disk in bytes."""
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     d = tempfile.mkdtemp(prefix="imstore-bench-seg-")
     try:
@@ -305,9 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         # back and every row put in its outbox, as right after an import of them all; the
         # entries are taken out again afterwards (the index holds them already).
         step("search with every message pending")
-        with store._indexer._work:
+        with store.pause_indexing():
             with store.connection.tx() as db:
-                store._indexer._enqueue_everything(db, 1)  # as a rebuild queues them
+                store._indexer.outbox.enqueue_everything(db)  # as a rebuild queues them
             try:
                 for lang, qs in (("English", en), ("Chinese", zh)):
                     for scope, conv in (("one conversation", big), ("all conversations", None)):

@@ -15,12 +15,14 @@ from .adapters import (
     Transport,
     TransportHandler,
 )
+from .adapters.memory import MemoryServer, RetentionPlan
 from .client import ChatClient, MessageListener
 from .codec import Limits
 from .errors import ErrorCode, IMError
 from .message import (
     ChatType,
     Conversation,
+    ConversationMark,
     CursorResult,
     Direction,
     DownloadStatus,
@@ -30,10 +32,19 @@ from .message import (
     Message,
     MessageStatus,
     MessageType,
+    Reaction,
     SearchScope,
+    ThreadSummary,
 )
-from .server import MemoryServer, RetentionPlan
-from .store import IndexStatus, MessageStore, VerifyReport, change_key, encrypt_store, is_encrypted
+from .store import (
+    IndexPolicy,
+    IndexStatus,
+    MessageStore,
+    VerifyReport,
+    change_key,
+    encrypt_store,
+    is_encrypted,
+)
 from .store import open_store as open  # noqa: F401 - public as imstore.open, not in __all__
 
 __version__ = "0.1.0"
@@ -43,6 +54,7 @@ __all__ = [
     "ChatType",
     "ConnectionState",
     "Conversation",
+    "ConversationMark",
     "CursorResult",
     "Direction",
     "DownloadStatus",
@@ -51,6 +63,7 @@ __all__ = [
     "GroupReadAck",
     "IMError",
     "ImportResult",
+    "IndexPolicy",
     "IndexStatus",
     "Limits",
     "MemoryServer",
@@ -59,11 +72,13 @@ __all__ = [
     "MessageStatus",
     "MessageStore",
     "MessageType",
+    "Reaction",
     "RemoteFile",
     "RetentionPlan",
     "SearchScope",
     "SendResult",
     "SyncAdapter",
+    "ThreadSummary",
     "Transport",
     "TransportHandler",
     "VerifyReport",

@@ -4,7 +4,10 @@ Rules kept here:
 - this is the one place that checks sizes: the payload limit (msgpack-encoded body plus ``ext``)
   and the attachment file limit;
 - an encoded body starts with a version byte; fields this version does not know are kept in the
-  body's ``extra`` and written back unchanged;
+  body's ``extra`` and written back unchanged; fields added later (`_OMIT_WHEN_EMPTY`) are left
+  out while empty, so a body that does not use them encodes as it did before they existed;
+- ``local_ext`` (this device's data on a message) has its own limit and is never part of the
+  payload;
 - a blob that cannot be decoded is an `IMError(MESSAGE_INVALID)`, never a crash.
 """
 
@@ -19,19 +22,17 @@ from typing import Any
 import msgpack
 
 from .errors import ErrorCode, IMError
-from .kinds import ATTACHMENT_TYPES, KINDS
+from .kinds import ATTACHMENT_TYPES, KINDS, check_content
+from .lifecycle import INT64_MIN, MAX_TIME
 from .message import (
     Body,
     ChatType,
-    CmdBody,
-    CustomBody,
     DownloadStatus,
     FileBody,
-    LocationBody,
     Message,
     MessageStatus,
     MessageType,
-    TextBody,
+    ThumbnailedBody,
     UndecodableBody,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "decode_ext",
     "encode_body",
     "encode_ext",
+    "encode_local_ext",
     "invalid",
     "validate_message",
 ]
@@ -60,7 +62,7 @@ __all__ = [
 FORMAT_VERSION = 1
 MAX_ID_CHARS = 256  # ids longer than this are refused
 MAX_EXT_DEPTH = 32  # nesting of ext (and of body params) beyond this is refused
-MAX_TIME = 2**53  # times in ms: 0..MAX_TIME (exact in a double, so every client reads them)
+UINT64_MAX = 2**64 - 1  # msgpack holds ints from INT64_MIN to this
 
 BODY_CLASSES: dict[MessageType, type] = {t: k.body for t, k in KINDS.items()}
 
@@ -78,17 +80,36 @@ class Limits:
     Attributes:
         max_payload_bytes: msgpack-encoded body plus ``ext``.
         max_file_bytes: an attachment's file.
+        max_thumbnail_bytes: the thumbnail an image or a video is sent with.
+        max_local_ext_bytes: a message's msgpack-encoded ``local_ext`` (kept on this device,
+            never sent).
     """
 
     max_payload_bytes: int = 3 * 1024
     max_file_bytes: int = 10 * 1024 * 1024
+    max_thumbnail_bytes: int = 1024 * 1024
+    max_local_ext_bytes: int = 64 * 1024
+
+
+# Body fields added after the first format: written only when not empty (old readers never see
+# them; old payloads decode with their defaults).
+_OMIT_WHEN_EMPTY = frozenset({"formatted", "caption"})
 
 
 def body_to_dict(body: Body) -> dict[str, Any]:
-    """The body as plain msgpack-able data, unknown fields included."""
+    """The body as plain msgpack-able data, unknown fields included. An `UndecodableBody` has
+    no such form: `IMError(MESSAGE_INVALID)` (its ``raw`` bytes are what there is)."""
+    names = _FIELDS.get(type(body))
+    if names is None:
+        raise IMError(ErrorCode.MESSAGE_INVALID,
+                      f"a {type(body).__name__} has no plain form"
+                      + ("; its stored bytes are in .raw" if isinstance(body, UndecodableBody)
+                         else ""))
     out: dict[str, Any] = dict(body.extra)
-    for name, is_status in _FIELDS[type(body)]:
+    for name, is_status in names:
         value = getattr(body, name)
+        if name in _OMIT_WHEN_EMPTY and not value:
+            continue
         out[name] = int(value) if is_status else value
     return out
 
@@ -144,6 +165,20 @@ def encode_ext(ext: dict[str, Any]) -> bytes:
     return _pack(ext) if ext else b""
 
 
+def encode_local_ext(value: Any, limits: Limits) -> bytes | None:
+    """A message's ``local_ext`` checked and encoded (None when empty); MESSAGE_SIZE_LIMIT past
+    `Limits.max_local_ext_bytes`."""
+    if not value and type(value) is dict:
+        return None
+    check_ext(value, "local_ext")
+    blob = _pack(value)
+    if len(blob) > limits.max_local_ext_bytes:
+        raise IMError(ErrorCode.MESSAGE_SIZE_LIMIT,
+                      f"local_ext is {len(blob)} bytes; its limit is {limits.max_local_ext_bytes} "
+                      "bytes (msgpack-encoded); keep larger data in a file of your own")
+    return blob
+
+
 def _unpack(blob: bytes | memoryview, what: str) -> Any:
     try:
         return msgpack.unpackb(blob, raw=False, strict_map_key=False)
@@ -155,6 +190,10 @@ def _unpack(blob: bytes | memoryview, what: str) -> Any:
 
 def decode_body(mtype: MessageType, blob: bytes) -> Body:
     """Decode a stored body. Raises `IMError(MESSAGE_INVALID)` on a corrupt blob."""
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise IMError(ErrorCode.MESSAGE_INVALID,
+                      f"the stored body is a {_SQL_TYPES.get(type(blob), type(blob).__name__)} "
+                      "value, not a BLOB; delete the message or restore the database from a backup")
     if not blob:
         raise IMError(ErrorCode.MESSAGE_INVALID, "the stored body is empty; delete the message")
     data = _unpack(memoryview(blob)[1:], "body")
@@ -167,12 +206,19 @@ def decode_body(mtype: MessageType, blob: bytes) -> Body:
                       f"the stored body does not fit a {mtype.name} message ({exc})") from exc
 
 
-def decode_ext(blob: bytes | None) -> dict[str, Any]:
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+
+
+def decode_ext(blob: bytes | None, what: str = "ext") -> dict[str, Any]:
     if not blob:
         return {}
-    data = _unpack(blob, "ext")
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise IMError(ErrorCode.MESSAGE_INVALID,
+                      f"the stored {what} is a {_SQL_TYPES.get(type(blob), type(blob).__name__)} "
+                      "value, not a BLOB")
+    data = _unpack(blob, what)
     if not isinstance(data, dict):
-        raise IMError(ErrorCode.MESSAGE_INVALID, "the stored ext is not a map; delete the message")
+        raise IMError(ErrorCode.MESSAGE_INVALID, f"the stored {what} is not a map")
     return data
 
 
@@ -236,7 +282,7 @@ def _check_tree(value: Any, field: str, depth: int) -> None:
         for v in value:
             _check_tree(v, field, depth + 1)
     elif isinstance(value, int) and not isinstance(value, bool) \
-            and not -(2**63) <= value < 2**64:
+            and not INT64_MIN <= value <= UINT64_MAX:
         raise invalid(field, "made of ints that fit in 64 bits", value)
 
 
@@ -252,7 +298,7 @@ def check_ext(value: Any, field: str = "ext") -> dict[str, Any]:
         t = type(v)
         if type(k) is not str or not (k.isascii() or _encodable(k)) \
                 or (t is str and not (v.isascii() or _encodable(v))) \
-                or t not in _FLAT or (t is int and not -(2**63) <= v < 2**64):
+                or t not in _FLAT or (t is int and not INT64_MIN <= v <= UINT64_MAX):
             _check_tree(value, field, 1)
             break
     return value
@@ -347,23 +393,6 @@ def check_body_fields(mtype: MessageType, body: Any) -> None:
     _BODY_CHECKS[want](body)
 
 
-def _check_content(mtype: MessageType, body: Body) -> None:
-    """What a body must say to be worth storing (a recall notice's blank body is exempt)."""
-    if isinstance(body, TextBody):
-        if not body.text:
-            raise IMError(ErrorCode.MESSAGE_INVALID, "a text message needs non-empty text")
-    elif isinstance(body, LocationBody):
-        lat, lon = body.latitude, body.longitude
-        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise invalid("body.latitude/longitude", "within -90..90 / -180..180", (lat, lon))
-    elif isinstance(body, CmdBody | CustomBody):
-        name = body.action if isinstance(body, CmdBody) else body.event
-        if not name:
-            raise IMError(ErrorCode.MESSAGE_INVALID,
-                          f"a {mtype.name} message needs a non-empty "
-                          f"{'action' if isinstance(body, CmdBody) else 'event'}")
-
-
 def _check_file(body: FileBody, limits: Limits, need_file: bool) -> tuple[int, str] | None:
     """Check an attachment's file; returns (size, display name) read from a local file."""
     path = body.local_path
@@ -386,6 +415,23 @@ def _check_file(body: FileBody, limits: Limits, need_file: bool) -> tuple[int, s
                       f"attachment {path!r} has {st.st_size} bytes; the limit is "
                       f"{limits.max_file_bytes} bytes")
     return st.st_size, body.display_name or os.path.basename(path)
+
+
+def _check_thumbnail(path: str, limits: Limits, need_file: bool) -> None:
+    """A thumbnail to send is a regular file within ``max_thumbnail_bytes``."""
+    try:
+        size = os.stat(path).st_size
+    except (OSError, ValueError) as exc:
+        if need_file:
+            raise IMError(ErrorCode.FILE_NOT_FOUND,
+                          f"thumbnail file {path!r} does not exist; check the path") from exc
+        return
+    if not os.path.isfile(path):
+        raise IMError(ErrorCode.FILE_INVALID, f"thumbnail {path!r} is not a regular file")
+    if size > limits.max_thumbnail_bytes:
+        raise IMError(ErrorCode.FILE_TOO_LARGE,
+                      f"thumbnail {path!r} has {size} bytes; the limit is "
+                      f"{limits.max_thumbnail_bytes} bytes (Limits.max_thumbnail_bytes)")
 
 
 _ENUM_VALUES: dict[type, frozenset[Any]] = {e: frozenset(e) for e in (MessageType, ChatType,
@@ -422,6 +468,10 @@ def _check_fields(msg: Message) -> MessageType:
         check_id(sender, "sender")
     if msg.local_id is not None:
         check_id(msg.local_id, "local_id")
+    if msg.reply_to is not None:
+        check_id(msg.reply_to, "reply_to")
+    if msg.thread_id is not None:
+        check_id(msg.thread_id, "thread_id")
     local_time, server_time = msg.local_time, msg.server_time
     if not (type(local_time) is int and 0 <= local_time <= MAX_TIME):
         check_time(local_time, "local_time")
@@ -462,14 +512,18 @@ def validate_message(msg: Message, limits: Limits, *, need_file: bool = False) -
     mtype = _check_fields(msg)
     recalled = msg.recalled_at is not None
     if not recalled:
-        _check_content(mtype, msg.body)
+        check_content(mtype, msg.body)
     if mtype in ATTACHMENT_TYPES and not recalled:
         assert isinstance(msg.body, FileBody)
         found = _check_file(msg.body, limits, need_file)
         if found is not None:
             msg.body.size, msg.body.display_name = found
+        if isinstance(msg.body, ThumbnailedBody) and msg.body.thumbnail_path:
+            _check_thumbnail(msg.body.thumbnail_path, limits, need_file)
     body = encode_body(msg.body)
     ext = encode_ext(msg.ext)
+    if msg.local_ext or type(msg.local_ext) is not dict:
+        encode_local_ext(msg.local_ext, limits)
     size = len(body) - 1 + len(ext)
     if size > limits.max_payload_bytes:
         raise IMError(ErrorCode.MESSAGE_SIZE_LIMIT,

@@ -15,21 +15,20 @@ from pathlib import Path
 import pytest
 
 import imstore
-from imstore import ErrorCode, IMError, Message
-from imstore.store import _indexer
+from imstore import ErrorCode, IMError, IndexPolicy, Message
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
 
-def test_a_search_that_takes_over_a_large_backlog_does_not_deadlock(tmp_path: Path, monkeypatch):
+def test_a_search_that_takes_over_a_large_backlog_does_not_deadlock(tmp_path: Path):
     # the search holds the writer lock when it makes this process the indexer; the new
     # thread must never be waited for from there (the lock order is the thread's first)
-    monkeypatch.setattr(_indexer, "_INDEX_BATCH", 50)  # stands for 50,000 (a large outbox)
     path = tmp_path / "s"
     owner = imstore.open(path, user_id="me")
-    other = imstore.open(path, user_id="me")  # a second open: not the indexer
+    # a second open: not the indexer; a batch of 50 stands for 50,000 (a large outbox)
+    other = imstore.open(path, user_id="me", index_policy=IndexPolicy(batch=50))
     assert not other.index_status().indexer
-    with owner._indexer._work:
+    with owner.pause_indexing():
         other.import_messages(Message.text("p", f"w{i}q common", sender="p", msg_id=f"m{i}",
                                            timestamp=1000 + i) for i in range(5000))
     owner.close()  # the indexer goes away with 5,000 entries pending
@@ -64,16 +63,19 @@ _CRASH_IN_A_DAMAGE_REBUILD = textwrap.dedent("""
     import os, sys, time
     import imstore
     from imstore import Message
-    from imstore.search import SearchIndexError
-    from imstore.store._indexer import SearchWriter
+    from imstore.index import SearchIndex, SearchIndexError
+    from imstore.index._outbox import Outbox
     st = imstore.open(sys.argv[1], user_id="me")
     st.import_messages(Message.text("p", f"apple {i}", sender="p", msg_id=f"m{i}", timestamp=i)
                        for i in range(200))
     st.flush_index()
-    def crash(self, db, op):
-        os._exit(0)  # the process dies (power cut, kill -9) after the reset, while queueing
-    SearchWriter._enqueue_everything = crash
-    st._indexer.recover(SearchIndexError("a damaged segment", damaged=True))
+    def damaged(self, *a, **kw):  # every read of the index fails as a damaged one would
+        raise SearchIndexError("a damaged segment", damaged=True)
+    def crash(self, db):
+        os._exit(0)  # the process dies (power cut, kill -9) while queueing the rebuild
+    SearchIndex.candidates = SearchIndex.is_common = damaged
+    Outbox.enqueue_everything = crash
+    assert len(st.search_messages("apple", limit=400)) == 200  # read from the rows
     time.sleep(30)
 """)
 
@@ -98,7 +100,7 @@ def test_updating_a_row_another_store_object_wrote_indexes_it_once(tmp_path: Pat
         m.body.text = "banana split"
         a.update_message(m)
         a.flush_index()
-        assert a._indexer.doc_count() == 1
+        assert a.verify().repaired["search_index"] == 0  # one document, not two
         assert [x.msg_id for x in a.search_messages("banana")] == ["x1"]
         assert a.search_messages("apple") == []
         assert a.verify().ok
@@ -143,7 +145,7 @@ def test_flush_and_rebuild_from_a_store_that_is_not_the_indexer(tmp_path: Path):
     a = imstore.open(path, user_id="me")
     b = imstore.open(path, user_id="me")
     try:
-        with a._indexer._work:  # the indexer is busy
+        with a.pause_indexing():  # the indexer is busy
             b.insert_message(Message.text("p", "hello kiwi", sender="p", msg_id="k"))
             started = time.monotonic()
             with pytest.raises(IMError) as err:
@@ -154,7 +156,7 @@ def test_flush_and_rebuild_from_a_store_that_is_not_the_indexer(tmp_path: Path):
         # a rebuild asked of the indexer, which goes away meanwhile: this one takes over
         res: list[int] = []
         t = threading.Thread(target=lambda: res.append(b.rebuild_search_index()))
-        with a._indexer._work:
+        with a.pause_indexing():
             t.start()
             time.sleep(0.5)
             threading.Thread(target=a.close).start()
@@ -201,7 +203,7 @@ _FORK_CHILD_SEARCHES = textwrap.dedent("""
     assert os.waitstatus_to_exitcode(status) == 0, status
     st.flush_index(timeout=60)
     assert [m.msg_id for m in st.search_messages("child")] == ["c"]
-    assert st._indexer.doc_count() == 301 and st.verify().ok
+    assert st.verify().repaired["search_index"] == 0 and st.verify().ok  # 301 documents
     st.close()
 """)
 

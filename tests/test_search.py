@@ -25,6 +25,7 @@ from imstore import (
     Direction,
     ErrorCode,
     IMError,
+    IndexPolicy,
     IndexStatus,
     Message,
     MessageStore,
@@ -276,11 +277,25 @@ def test_missing_or_corrupt_index_is_rebuilt_on_open(tmp_path: Path):
         assert st.verify().ok
 
 
+def _lose_documents(st: MessageStore, rowids: range) -> int:
+    """Remove documents from a store's index behind its back (as a damaged index would lose
+    them); returns how many documents the index holds then."""
+    from imstore.index import SearchIndex
+
+    assert st.directory is not None
+    ix = SearchIndex(os.path.join(st.directory, "search"), workers=1)
+    try:
+        ix.apply([], list(rowids))
+        return ix.doc_count()
+    finally:
+        ix.close()
+
+
 def test_rebuild_and_verify_repair_a_stale_index(disk_store: MessageStore):
     disk_store.import_messages([Message.text("alice", f"apple {i}", sender="bob") for i in range(50)])
     disk_store.flush_index()
-    with disk_store._indexer._work:  # the indexer thread is idle now; keep it out meanwhile
-        disk_store._index.apply([], list(range(1, 11)))  # an index that lost documents
+    with disk_store.pause_indexing():  # the indexer thread is idle now; keep it out meanwhile
+        _lose_documents(disk_store, range(1, 11))
     report = disk_store.verify()
     assert report.repaired["search_index"] == 10
     assert len(disk_store.search_messages("apple", limit=100)) == 50
@@ -338,7 +353,7 @@ def test_sigkill_while_indexing_leaves_everything_searchable(tmp_path: Path):
 # -- the direct segment writer against whoosh's own writer -----------------------------------
 
 def _corpus_docs(n: int, seed: int) -> list:
-    from imstore.segments import Doc
+    from imstore.index import Doc
 
     rnd = random.Random(seed)
     words = ["meet", "meeting", "lunch", "Café", "CAFÉ", "naïve", "iPhone电池", "北京", "北京大学",
@@ -374,7 +389,7 @@ def test_direct_segments_equal_whoosh_own_writer(tmp_path: Path):
     from whoosh.index import FileIndex
     from whoosh.reading import SegmentReader
 
-    from imstore.segments import ImCodec, key_of, schema, write_segment
+    from imstore.index import ImCodec, key_of, schema, write_segment
 
     docs = _corpus_docs(700, 5)
     sch = schema()
@@ -421,7 +436,7 @@ def test_direct_segments_are_read_and_merged_by_stock_whoosh(tmp_path: Path):
     from whoosh import index as windex
     from whoosh.qparser import QueryParser
 
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix = SearchIndex(str(tmp_path / "ix"), workers=1)
     docs = _corpus_docs(300, 6)
@@ -455,13 +470,13 @@ def test_memory_index_writes_nothing_to_the_temp_dir(tmp_path: Path, monkeypatch
         for i in range(30):  # many small commits, then merges through whoosh's writer
             st.insert_message(Message.text("me", f"late{i} common", sender="p"))
             assert len(st.search_messages(f"late{i}")) == 1
-        st._index.merge()
+        assert st.verify().ok  # the small commits were merged on the way (tiers of 8)
         assert len(st.search_messages("common", limit=400)) == 330
     assert list(tmp_path.iterdir()) == []
 
 
 def _index_with(tmp_path: Path, n: int = 400):
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix = SearchIndex(str(tmp_path / "ix"), workers=1)
     docs = _corpus_docs(n, 9)
@@ -472,7 +487,7 @@ def _index_with(tmp_path: Path, n: int = 400):
 def test_a_full_disk_during_a_commit_releases_the_lock(tmp_path: Path, monkeypatch):
     import errno
 
-    from imstore.search import SearchIndexError
+    from imstore.index import SearchIndexError
 
     ix, docs = _index_with(tmp_path)
     real = type(ix._storage).create_file
@@ -497,7 +512,7 @@ def test_a_full_disk_during_a_commit_releases_the_lock(tmp_path: Path, monkeypat
 @pytest.mark.parametrize("suffix", [".pst", ".trm", ".col", ".toc"])
 @pytest.mark.parametrize("damage", ["truncate", "zero", "garble"])
 def test_damaged_files_raise_one_error_type_or_are_rebuilt(tmp_path: Path, suffix, damage):
-    from imstore.search import SearchIndex, SearchIndexError
+    from imstore.index import SearchIndex, SearchIndexError
 
     ix, _ = _index_with(tmp_path)
     ix.close()
@@ -529,8 +544,7 @@ def test_damaged_files_raise_one_error_type_or_are_rebuilt(tmp_path: Path, suffi
 
 
 def test_a_hostile_document_is_left_out_and_the_rest_indexed(tmp_path: Path):
-    from imstore.search import SearchIndex
-    from imstore.segments import Doc
+    from imstore.index import Doc, SearchIndex
 
     ix = SearchIndex(str(tmp_path / "ix"), workers=1)
     docs = _corpus_docs(20, 3)
@@ -546,7 +560,7 @@ def test_a_hostile_document_is_left_out_and_the_rest_indexed(tmp_path: Path):
 
 
 def _index_in_child(directory: str, out) -> None:  # in a child process
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix = SearchIndex(directory, workers=2)
     ix.apply([], [], new=_corpus_docs(5000, 2))
@@ -574,7 +588,7 @@ def test_the_helper_process_dies_with_its_parent(tmp_path: Path):
     except psutil.NoSuchProcess:
         pass
     assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == "zombie"
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix = SearchIndex(str(tmp_path / "ix"), workers=1)  # the lock died with its holder
     ix.apply([], [1])
@@ -631,7 +645,7 @@ def test_needles_are_characters_nothing_else_folds_into():
 
 
 def test_an_index_of_an_older_format_is_rebuilt(tmp_path: Path):
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix = SearchIndex(str(tmp_path / "ix"), workers=1)
     ix.apply([], [], new=_corpus_docs(20, 1))
@@ -649,7 +663,7 @@ def test_a_direct_merge_equals_writing_the_live_documents_at_once(tmp_path: Path
     from whoosh.filedb.filestore import FileStorage
     from whoosh.reading import SegmentReader
 
-    from imstore.segments import ImCodec, merge_segments, schema, write_segment
+    from imstore.index import ImCodec, merge_segments, schema, write_segment
 
     docs = _corpus_docs(900, 11)
     sch, codec = schema(), ImCodec()
@@ -681,7 +695,7 @@ def test_a_direct_merge_equals_writing_the_live_documents_at_once(tmp_path: Path
 
 
 def test_many_commits_are_merged_into_few_segments(tmp_path: Path):
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix = SearchIndex(str(tmp_path / "ix"), workers=1)
     docs = _corpus_docs(1200, 12)
@@ -709,7 +723,6 @@ def _memory_store_work(seed: int) -> None:  # in a child process
                 i = rnd.randrange(400)
                 assert len(st.search_messages(f"w{seed}x{round_}x{i}z")) == 1
         assert len(st.search_messages("共同 🎂", limit=400)) == 400
-        st._index.merge()
         st.rebuild_search_index()
         assert len(st.search_messages("common", limit=400)) == 400
 
@@ -846,8 +859,8 @@ def test_sigkill_during_a_large_import_leaves_nothing_locked(tmp_path: Path, kil
     finally:
         _stop([proc])
     # The kernel dropped the indexer lock with the process: it can be taken at once.
-    from imstore.store._indexer import LOCK_FILE, _try_lock
-    fd = _try_lock(str(path / LOCK_FILE))
+    from imstore.index import LOCK_FILE, try_lock
+    fd = try_lock(str(path / LOCK_FILE))
     assert fd is not None
     os.close(fd)
     with imstore.open(path, user_id="alice") as st:
@@ -869,7 +882,7 @@ def test_a_search_right_after_an_import_sees_the_pending_rows(tmp_path: Path):
         words = ["apple", "pear", "plum", "fig"]
         texts = {f"m{k}": f"w{k}q {words[k % 4]} {words[(k * 7) % 4]}" for k in range(30_000)}
         expected = {mid for mid, t in texts.items() if "plum" in t}
-        with owner._indexer._work:  # the indexer's thread is held back: everything stays pending
+        with owner.pause_indexing():  # the indexer's thread is held back: everything stays pending
             other.import_messages(Message.text("bob", t, msg_id=mid, timestamp=1000 + k)
                                   for k, (mid, t) in enumerate(texts.items()))
             assert other.stats()["search_pending"] >= 30_000
@@ -926,7 +939,7 @@ def test_searches_over_pending_rows_equal_python_matching(tmp_path: Path):
     texts = {f"m{i}": f"{rnd.choice(_MIXED)} {rnd.choice(_MIXED)} n{i}" for i in range(3000)}
     files = {f"f{i}": f"{rnd.choice(_MIXED)}.pdf" for i in range(40)}
     with imstore.open(tmp_path / "s", user_id="me") as st:
-        with st._indexer._work:  # the indexer thread is held back: every row stays pending
+        with st.pause_indexing():  # the indexer thread is held back: every row stays pending
             st.import_messages([Message.text("p", t, sender="p", msg_id=mid, timestamp=i)
                                 for i, (mid, t) in enumerate(texts.items())])
             st.import_messages([Message.of(MessageType.FILE, "p",
@@ -946,8 +959,7 @@ def test_searches_over_pending_rows_equal_python_matching(tmp_path: Path):
 
 def test_close_does_not_wait_for_the_index_and_the_next_open_goes_on(tmp_path: Path,
                                                                     monkeypatch):
-    from imstore.search import SearchIndex
-    from imstore.store import _indexer
+    from imstore.index import SearchIndex
 
     slow_apply = SearchIndex.apply
 
@@ -955,11 +967,10 @@ def test_close_does_not_wait_for_the_index_and_the_next_open_goes_on(tmp_path: P
         time.sleep(0.3)
         return slow_apply(self, *a, **kw)
 
-    monkeypatch.setattr(_indexer, "_THREAD_BATCH", 500)
-    monkeypatch.setattr(_indexer, "_INDEX_BATCH", 500)  # a backlog's batch, as well
     monkeypatch.setattr(SearchIndex, "apply", slow)
     path = tmp_path / "s"
-    st = imstore.open(path, user_id="me")
+    # small batches, a backlog's as well: one batch is far less than the whole outbox
+    st = imstore.open(path, user_id="me", index_policy=IndexPolicy(batch=500, live_batch=500))
     st.import_messages(Message.text("p", f"w{i}q common", sender="p", msg_id=f"m{i}")
                        for i in range(20_000))
     assert st.index_status().pending > 0  # import_messages returned before the index
@@ -984,7 +995,7 @@ def test_flush_index_checks_its_arguments_and_bounds_the_wait(tmp_path: Path):
             with pytest.raises(IMError) as err:
                 st.flush_index(**bad)  # type: ignore[arg-type]
             assert err.value.code == ErrorCode.INVALID_PARAM
-        with st._indexer._work:  # an indexer that cannot make progress
+        with st.pause_indexing():  # an indexer that cannot make progress
             st.insert_message(Message.text("p", "hello", sender="p"))
             with pytest.raises(IMError) as err:
                 st.flush_index(timeout=0.3)
@@ -996,7 +1007,7 @@ def test_flush_index_checks_its_arguments_and_bounds_the_wait(tmp_path: Path):
 def test_a_reset_index_never_reuses_a_generation(tmp_path: Path):
     # a reader in another process compares generations to notice a new index: after a rebuild
     # the index must not come back at a generation the reader already has
-    from imstore.search import SearchIndex
+    from imstore.index import SearchIndex
 
     ix, docs = _index_with(tmp_path)
     reader = SearchIndex(str(tmp_path / "ix"), readonly=True)
@@ -1035,9 +1046,8 @@ def test_reindex_from_a_process_that_is_not_the_indexer(tmp_path: Path):
     app.import_messages(Message.text("p", t, sender="p", msg_id=mid, timestamp=1000 + i)
                         for i, (mid, t) in enumerate(texts.items()))
     app.flush_index()
-    with app._indexer._work:  # an index that lost documents, as a reason to rebuild
-        app._index.apply([], list(range(1, 101)))
-    assert app._index.doc_count() == 2900
+    with app.pause_indexing():  # an index that lost documents, as a reason to rebuild
+        assert _lose_documents(app, range(1, 101)) == 2900
     cli = subprocess.run(
         [sys.executable, "-m", "imstore.cli", "reindex", "--store", str(path), "--json"],
         env={**os.environ, "PYTHONPATH": _ROOT}, capture_output=True, text=True, timeout=300)
@@ -1045,7 +1055,7 @@ def test_reindex_from_a_process_that_is_not_the_indexer(tmp_path: Path):
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout) == {"indexed": 3000}
         assert app.index_status().pending == 0 and app.index_status().indexer
-        assert app._indexer.doc_count() == 3000
+        assert app.verify().repaired["search_index"] == 0  # 3,000 documents again
         assert all_hits(app, "common") == set(texts)
         assert [m.msg_id for m in app.search_messages("w42q")] == ["m42"]
     finally:

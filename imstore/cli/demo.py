@@ -13,6 +13,7 @@ import tempfile
 import zlib
 from collections.abc import Callable
 
+from ..adapters.memory import MemoryServer
 from ..client import ChatClient, MessageListener
 from ..errors import ErrorCode, IMError
 from ..message import (
@@ -27,7 +28,6 @@ from ..message import (
     SearchScope,
     TextBody,
 )
-from ..server import MemoryServer
 from ..store import MessageStore
 from ..text import content_text
 

@@ -8,13 +8,16 @@ parts. Each part owns one rule and receives what it uses; none calls back into t
 - `_writes.Writes`: insert, import, received/history batches, update, delete, read state;
 - `_reads.Reads`: pages, filters, the conversation list, unread counts;
 - `_receipts.Receipts`: the server's id for a sent message, receipts from peers;
-- `_indexer.SearchWriter`: the search outbox and the indexer, as one object;
+- `imstore.index.Indexer` (as `_indexer.SearchWriter`): the search outbox and its indexer;
 - `_query.Searcher`: keyword search;
 - `_verify.Verifier`: verify/repair;
 - `_tombstones.Tombstones`: what was deleted here stays deleted when the server sends it again;
 - `_gaps.Stretches`: the stretches of each conversation known to be contiguous with the server,
   and the gaps between them;
-- `_merge.Merger`: merging history and live messages (once, unread once, tombstones, stretches).
+- `_merge.Merger`: merging history and live messages (once, unread once, tombstones, stretches);
+- `_threads.Threads`, `_reactions.Reactions`, `_pins.Pins`: thread replies and summaries,
+  reactions and their counts, pinned messages;
+- `_changes.ChangeFeed`: after each commit, which conversations changed and the total unread.
 
 Rules kept here: every public method checks its arguments (`_checks`) before any part reads or
 writes; no network I/O (the store does not know servers exist). See docs/architecture.md.
@@ -25,25 +28,33 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import peewee as pw
 
 from .._crypto import check_key
-from ..codec import Limits, encode_ext
+from ..codec import Limits, encode_ext, encode_local_ext
 from ..errors import ErrorCode, IMError
+from ..index import LOCK_FILE
+from ..lifecycle import ReceiptKind, SendEvent, status_after
 from ..message import (
     Body,
     ChatType,
     Conversation,
+    ConversationMark,
     Direction,
     GroupReadAck,
     ImportResult,
     Message,
     MessageStatus,
     MessageType,
+    Reaction,
     SearchScope,
+    ThreadSummary,
+    now_ms,
 )
+from ._changes import ChangeFeed, Changes
 from ._checks import (
     as_types,
     check_chat_type,
@@ -52,6 +63,7 @@ from ._checks import (
     check_ids,
     check_limit,
     check_path,
+    check_stamp,
     check_status,
     check_text,
     check_time,
@@ -68,20 +80,23 @@ from ._cipher import (
 from ._connection import Connection, connect
 from ._conversations import ConversationTable
 from ._gaps import Gap, Span, Stretches, TimelinePage
-from ._indexer import LOCK_FILE, IndexStatus, SearchWriter
+from ._indexer import IndexPolicy, IndexStatus, SearchWriter
 from ._merge import Merger, MergeResult
+from ._pins import Pins
 from ._query import Query, Searcher
+from ._reactions import Reactions
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
-from ._rows import CONVERSATION_LIST_SQL, IN_PROGRESS
+from ._rows import CONVERSATION_LIST_SQL, MARK_SEPARATOR
 from ._schema import DATABASE_FILE, build_models, migrate, settle_limits
+from ._threads import Threads
 from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
 from ._writes import Writes
 
-__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Gap", "IndexStatus",
-           "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport", "change_key",
-           "encrypt_store", "is_encrypted", "open_store"]
+__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Changes", "Gap",
+           "IndexPolicy", "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage",
+           "VerifyReport", "change_key", "encrypt_store", "is_encrypted", "open_store"]
 
 
 def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
@@ -137,7 +152,8 @@ class MessageStore:
     """
 
     def __init__(self, db: pw.SqliteDatabase, *, user_id: str, directory: str | None,
-                 limits: Limits | None, search: bool) -> None:
+                 limits: Limits | None, search: bool,
+                 index_policy: IndexPolicy | None = None) -> None:
         self.user_id = user_id
         self.directory = directory
         self.connection = conn = Connection(db, shared=directory is None)
@@ -152,10 +168,10 @@ class MessageStore:
         except IMError:
             db.close()
             raise
-        # A crash mid-send leaves INPROGRESS rows: they did not go out, so they failed.
-        conn.execute(f"UPDATE message SET status = {int(MessageStatus.FAIL)} WHERE {IN_PROGRESS}")
-        self._indexer = SearchWriter.open(conn, directory, search=search)
-        self._index = self._indexer.index
+        # A crash mid-send leaves INPROGRESS rows: they did not go out (the INTERRUPT move).
+        for was, now in status_after(SendEvent.INTERRUPT).items():
+            conn.execute("UPDATE message SET status = ? WHERE status = ?", (int(now), int(was)))
+        self._indexer = SearchWriter.open(conn, directory, search=search, policy=index_policy)
         self._convs = ConversationTable(conn)
         self._tombstones = Tombstones(conn)
         self._writes = Writes(conn, user_id, self.limits, self._convs, self._indexer,
@@ -166,13 +182,19 @@ class MessageStore:
                               user_id)
         self._receipts = Receipts(conn, self._convs, self._indexer, self._writes)
         self._searcher = Searcher(conn, self._indexer)
-        self._verifier = Verifier(conn, self._convs, self._indexer)
+        self._threads = Threads(conn, self._reads)
+        self._reactions = Reactions(conn, user_id)
+        self._pins = Pins(conn)
+        self._verifier = Verifier(conn, self._convs, self._indexer, self._threads,
+                                  self._reactions)
+        self._changes = ChangeFeed(conn, self._reads.total_unread_count)
 
     # ------------------------------------------------------------------------------ lifecycle
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
-             search: bool = True, key: bytes | str | None = None) -> MessageStore:
+             search: bool = True, key: bytes | str | None = None,
+             index_policy: IndexPolicy | None = None) -> MessageStore:
         """Open (or create) the store of ``user_id``.
 
         Args:
@@ -186,13 +208,18 @@ class MessageStore:
                 32-byte key (``bytes``) or a passphrase (``str``, derived once per open). A new
                 store opened with a key is created encrypted. A missing key, a wrong key and a
                 key for a plain store each raise their own `IMError`.
+            index_policy: how the indexer batches its work (`IndexPolicy`; None: the measured
+                defaults).
         """
         check_id(user_id, "user_id")
         where = check_path(path)
         if limits is not None:
             _check_limits(limits)
+        if index_policy is not None and not isinstance(index_policy, IndexPolicy):
+            raise invalid("index_policy", "an IndexPolicy or None", index_policy)
         db, directory = _connect(where, key)
-        return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search))
+        return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search),
+                   index_policy=index_policy)
 
     @staticmethod
     def stored_owner(path: str | os.PathLike[str], *,
@@ -324,7 +351,10 @@ class MessageStore:
         return self._writes.update(msg)
 
     def set_status(self, msg_id: str, status: MessageStatus) -> None:
-        """Change a message's send status."""
+        """Move a message's send status (found by its id or its local id) along the lifecycle's
+        table (`lifecycle.SEND_TRANSITIONS`): e.g. FAIL to INPROGRESS for a resend. An illegal
+        move (SUCCESS to CREATE, ...) raises `IMError(INVALID_PARAM)` and changes nothing; an
+        unknown id changes nothing."""
         self._writes.set_status(check_id(msg_id, "msg_id"), check_status(status))
 
     # ------------------------------------------------------------------------------- deleting
@@ -373,20 +403,33 @@ class MessageStore:
         return self._reads.total_unread_count()
 
     def mark_message_read(self, msg_id: str) -> bool:
-        """Mark one received message read. Returns True when it was unread."""
-        return self._writes.mark_message_read(check_id(msg_id, "msg_id"))
+        """Mark one received message read (its conversation loses `ConversationMark.UNREAD`).
+        Returns True when it was unread."""
+        check_id(msg_id, "msg_id")
+        with self.connection.tx():
+            changed = self._writes.mark_message_read(msg_id)
+            self._convs.clear_unread_mark([self._writes.find_row(msg_id, "conv_id")[0]])
+        return changed
 
     def mark_conversation_read(self, conv_id: str, *, up_to_msg_id: str | None = None) -> int:
-        """Mark a conversation's messages read (all, or up to and including ``up_to_msg_id``);
-        returns how many were unread. Raises `IMError(CONVERSATION_NOT_EXIST)` for an unknown
-        conversation, INVALID_PARAM when ``up_to_msg_id`` is not one of its messages."""
+        """Mark a conversation's messages read (all, or up to and including ``up_to_msg_id``),
+        thread replies included, and clear its `ConversationMark.UNREAD`; returns how many were
+        unread. Raises `IMError(CONVERSATION_NOT_EXIST)` for an unknown conversation,
+        INVALID_PARAM when ``up_to_msg_id`` is not one of its messages."""
         check_id(conv_id, "conv_id")
         _optional(up_to_msg_id, "up_to_msg_id", check_id)
-        return self._writes.mark_conversation_read(conv_id, up_to_msg_id)
+        with self.connection.tx():
+            n = self._writes.mark_conversation_read(conv_id, up_to_msg_id)
+            self._convs.clear_unread_mark([conv_id])
+        return n
 
     def mark_all_conversations_read(self) -> int:
-        """Mark every message read; returns how many were unread."""
-        return self._writes.mark_all_read()
+        """Mark every message read and clear every `ConversationMark.UNREAD`; returns how many
+        messages were unread."""
+        with self.connection.tx():
+            n = self._writes.mark_all_read()
+            self._convs.clear_unread_mark(None)
+        return n
 
     # ------------------------------------------------------------------------------- reading
 
@@ -471,15 +514,19 @@ class MessageStore:
     # ------------------------------------------------------------------------- conversations
 
     def conversations(self, *, chat_type: ChatType | None = None,
+                      marks: str | Iterable[str] | None = None,
                       limit: int | None = None) -> list[Conversation]:
-        """Local conversations with their unread counts and last messages, newest activity first
-        (all of them, or the first ``limit``)."""
+        """Local conversations with their unread counts, last messages and state: pinned ones
+        first (newest pin first), then by newest activity (all of them, or the first
+        ``limit``). ``marks`` (a mark or several) keeps the conversations that have every one
+        of them."""
         if chat_type is not None:
             chat_type = check_chat_type(chat_type)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or not 1 <= limit <= 2**62):
             raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT, "limit must be a positive integer")
-        return self._reads.conversations(chat_type, limit)
+        wanted = () if marks is None else _check_marks(marks, "marks")
+        return self._reads.conversations(chat_type, limit, wanted)
 
     def conversation(self, conv_id: str) -> Conversation | None:
         """One conversation, or None."""
@@ -505,27 +552,203 @@ class MessageStore:
         with self.connection.tx():
             self._convs.set_ext(conv_id, ext)
 
+    def pin_conversation(self, conv_id: str, pinned: bool = True, *,
+                         timestamp: int | None = None) -> bool:
+        """Pin a conversation (it lists first, newest pin first) or unpin it, on this device
+        only (`ChatClient.pin_conversation` tells the server too). ``timestamp`` (ms) is when it
+        was pinned (default now; a pin synced from another device passes its time). Returns
+        whether anything changed; CONVERSATION_NOT_EXIST for an unknown conversation."""
+        check_id(conv_id, "conv_id")
+        if not isinstance(pinned, bool):
+            raise invalid("pinned", "True or False", pinned)
+        _optional(timestamp, "timestamp", _check_ms)
+        at = (now_ms() if timestamp is None else timestamp) if pinned else None
+        with self.connection.tx():
+            return self._convs.pin(conv_id, at, keep=timestamp is None)
+
+    def set_conversation_marks(self, conv_id: str, *, add: str | Iterable[str] = (),
+                               remove: str | Iterable[str] = ()) -> frozenset[str]:
+        """Add and remove marks of a conversation (`ConversationMark.UNREAD`, or any str of
+        the app's: at most 64 characters, no control characters); returns its marks after.
+        A conversation has at most 32 marks. CONVERSATION_NOT_EXIST for an unknown one."""
+        check_id(conv_id, "conv_id")
+        plus, minus = _check_marks(add, "add"), _check_marks(remove, "remove")
+        with self.connection.tx():
+            after = self._convs.set_marks(conv_id, plus, minus)
+            if len(after) > _MAX_MARKS:
+                raise IMError(ErrorCode.INVALID_PARAM,
+                              f"a conversation has at most {_MAX_MARKS} marks; remove some first")
+        return after
+
+    def mark_conversation_unread(self, conv_id: str) -> bool:
+        """Show a conversation as unread without an unread message (it gets
+        `ConversationMark.UNREAD`; its ``unread_count`` and `total_unread_count`, which count
+        messages, do not change). Reading the conversation clears the mark. Returns whether
+        the mark was new."""
+        check_id(conv_id, "conv_id")
+        with self.connection.tx():
+            had = ConversationMark.UNREAD in self._convs.marks(conv_id)
+            self._convs.set_marks(conv_id, (ConversationMark.UNREAD.value,), ())
+        return not had
+
+    def set_draft(self, conv_id: str, text: str | None) -> bool:
+        """Keep the text being written in a conversation (None or "": no draft); this device
+        only. Returns whether it changed; CONVERSATION_NOT_EXIST for an unknown one."""
+        check_id(conv_id, "conv_id")
+        _check_short_text(text, "text", _MAX_DRAFT)
+        with self.connection.tx():
+            return self._convs.set_draft(conv_id, text or None)
+
+    def set_conversation_title(self, conv_id: str, title: str | None) -> bool:
+        """Name a conversation (None or "": no title). Returns whether it changed;
+        CONVERSATION_NOT_EXIST for an unknown one."""
+        check_id(conv_id, "conv_id")
+        _check_short_text(title, "title", _MAX_TITLE)
+        with self.connection.tx():
+            return self._convs.set_title(conv_id, title or None)
+
+    # --------------------------------------------------------------------- rich messages
+
+    def thread_messages(self, root_msg_id: str, *, start_msg_id: str | None = None,
+                        limit: int = 20, direction: Direction = Direction.UP) -> list[Message]:
+        """A page of a thread's replies (messages whose ``thread_id`` is ``root_msg_id``),
+        oldest first, paged as `messages` pages. Thread replies are not in `messages`."""
+        check_id(root_msg_id, "root_msg_id")
+        check_limit(limit)
+        direction = check_direction(direction)
+        _optional(start_msg_id, "start_msg_id", check_id)
+        return self._threads.page(root_msg_id, start_msg_id, limit, direction)
+
+    def threads(self, conv_id: str, *, limit: int = 20) -> list[ThreadSummary]:
+        """A conversation's threads, the one with the newest reply first: each root's id, its
+        reply count and newest reply."""
+        check_id(conv_id, "conv_id")
+        check_limit(limit)
+        return self._threads.of_conversation(conv_id, limit)
+
+    def reactions(self, msg_id: str) -> list[Reaction]:
+        """A message's reactions, one `Reaction` per key, the oldest key first ([] when it has
+        none or is not stored)."""
+        return self._reactions.of(check_id(msg_id, "msg_id"))
+
+    def apply_reaction(self, msg_id: str, key: str, sender: str | None = None, *,
+                       reaction_id: str | None = None,
+                       timestamp: int | None = None) -> list[Reaction] | None:
+        """Record that ``sender`` (None: the store's user) reacted with ``key`` to a stored
+        message; ``reaction_id`` is the server's id of the reaction, kept so that a removal
+        naming only it finds it. Returns the message's reactions after, or None when nothing
+        changed (already there, or the message is not stored here)."""
+        check_id(msg_id, "msg_id")
+        check_id(key, "key")
+        who = self.user_id if sender is None else check_id(sender, "sender")
+        _optional(reaction_id, "reaction_id", check_id)
+        _optional(timestamp, "timestamp", _check_ms)
+        with self.connection.tx():
+            return self._reactions.add(msg_id, key, who, reaction_id,
+                                       now_ms() if timestamp is None else timestamp)
+
+    def apply_reaction_removal(self, msg_id: str, key: str,
+                               sender: str | None = None) -> list[Reaction] | None:
+        """Remove ``sender``'s (None: the store's user) reaction ``key`` from a message; returns
+        the message's reactions after, or None when there was no such reaction."""
+        check_id(msg_id, "msg_id")
+        check_id(key, "key")
+        who = self.user_id if sender is None else check_id(sender, "sender")
+        with self.connection.tx():
+            return self._reactions.remove(msg_id, key, who)
+
+    def apply_reaction_removal_by_id(self, reaction_id: str
+                                     ) -> tuple[str, list[Reaction]] | None:
+        """Remove the reaction the server knows as ``reaction_id``; returns (its message's id,
+        the message's reactions after), or None when no stored reaction has that id."""
+        check_id(reaction_id, "reaction_id")
+        with self.connection.tx():
+            return self._reactions.remove_by_id(reaction_id)
+
+    def reaction_id(self, msg_id: str, key: str, sender: str | None = None) -> str | None:
+        """The server's id of ``sender``'s (None: the store's user) reaction ``key`` to a
+        message (None when it is not there or its id is not known)."""
+        check_id(msg_id, "msg_id")
+        check_id(key, "key")
+        who = self.user_id if sender is None else check_id(sender, "sender")
+        return self._reactions.reaction_id(msg_id, key, who)
+
+    def pinned_messages(self, conv_id: str) -> list[Message]:
+        """The messages pinned in a conversation, the newest pin first."""
+        return self._pins.of(check_id(conv_id, "conv_id"))
+
+    def apply_message_pin(self, msg_id: str, *, pinned: bool = True, pinned_by: str | None = None,
+                          timestamp: int | None = None) -> bool:
+        """Pin (or unpin) a stored message in its conversation, as the server (or this user)
+        said; ``timestamp`` (ms, default now) orders the pins. Returns whether anything
+        changed (False as well for a message not stored here)."""
+        check_id(msg_id, "msg_id")
+        if not isinstance(pinned, bool):
+            raise invalid("pinned", "True or False", pinned)
+        _optional(pinned_by, "pinned_by", check_id)
+        _optional(timestamp, "timestamp", _check_ms)
+        with self.connection.tx():
+            return self._pins.apply(msg_id, pinned, pinned_by,
+                                    now_ms() if timestamp is None else timestamp) is not None
+
+    def set_local_ext(self, msg_id: str, data: dict[str, Any] | None) -> Message:
+        """Replace a message's ``local_ext``: app data kept on this device only (never sent,
+        outside the payload limit; its own limit is `Limits.max_local_ext_bytes`, else
+        MESSAGE_SIZE_LIMIT). None or {} clears it. Returns the stored message;
+        MESSAGE_INVALID when no message has ``msg_id``."""
+        check_id(msg_id, "msg_id")
+        if data is not None and not isinstance(data, dict):
+            raise invalid("data", "a dict or None", data)
+        blob = encode_local_ext(data or {}, self.limits)
+        with self.connection.tx():
+            row = self._writes.find_row(msg_id, "id")
+            if row is None:
+                raise IMError(ErrorCode.MESSAGE_INVALID,
+                              f"no stored message has id {msg_id!r}; insert it first")
+            self.connection.run("UPDATE message SET local_ext = ? WHERE id = ?", (blob, row[0]))
+        msg = self._reads.get(msg_id)
+        assert msg is not None
+        return msg
+
+    # --------------------------------------------------------------------- change listeners
+
+    def add_change_listener(self, listener: Callable[[Changes], None]) -> None:
+        """Call ``listener(changes)`` after each write transaction that changed conversations
+        commits: `Changes.conversations` (the ids whose unread count, last message, activity,
+        title, pin, marks, draft or ext changed, or that were created or deleted) and
+        `Changes.total_unread` (the new `total_unread_count`, None when it did not change). It
+        runs in the writing thread, after the commit; what it raises is logged, not raised."""
+        if not callable(listener):
+            raise invalid("listener", "a callable", listener)
+        self._changes.subscribe(listener)
+
+    def remove_change_listener(self, listener: Callable[[Changes], None]) -> None:
+        """Stop calling ``listener`` (nothing happens when it was not added)."""
+        self._changes.unsubscribe(listener)
+
     # ---------------------------------------------------------------------- client support
 
     def mark_sent(self, local_id: str, server_id: str, server_time: int
-                  ) -> tuple[Message, list[int]]:
+                  ) -> tuple[Message, list[ReceiptKind]]:
         """A send succeeded: the message takes the server's id and time (its local id still finds
-        it), and receipts that arrived early are applied. Returns the message and the kinds of
-        receipt applied (`RECEIPT_DELIVERED`, `RECEIPT_READ`)."""
+        it) and status SUCCESS, and receipts that arrived early are applied. Returns the message
+        and the kinds of receipt applied (`ReceiptKind`, equal to `RECEIPT_DELIVERED`,
+        `RECEIPT_READ`)."""
         check_id(local_id, "local_id")
         check_id(server_id, "server_id")
-        check_time(server_time, "server_time", lo=0, hi=2**53)
+        check_stamp(server_time, "server_time")
         kinds = self._receipts.mark_sent(local_id, server_id, server_time)
         msg = self._reads.get(server_id)
         assert msg is not None
         return msg, kinds
 
-    def apply_receipts(self, kind: int, msg_ids: Sequence[str]) -> list[str]:
-        """Set ``is_delivered`` (kind 1) or ``is_read_acked`` (kind 2) on sent messages; returns
-        the ids that changed. Receipts for messages not stored yet are kept until they are."""
-        if kind not in (RECEIPT_DELIVERED, RECEIPT_READ) or isinstance(kind, bool):
-            raise invalid("kind", "RECEIPT_DELIVERED or RECEIPT_READ", kind)
-        return self._receipts.apply(kind, _id_list(msg_ids, "msg_ids"))
+    def apply_receipts(self, kind: ReceiptKind | int, msg_ids: Sequence[str]) -> list[str]:
+        """Set ``is_delivered`` (`ReceiptKind.DELIVERED`, 1) or ``is_read_acked`` (and
+        ``is_delivered``: `ReceiptKind.READ`, 2) on sent messages; returns the ids that changed.
+        Receipts for messages not stored yet are kept until they are."""
+        if type(kind) not in (int, ReceiptKind) or kind not in tuple(ReceiptKind):
+            raise invalid("kind", "a ReceiptKind (DELIVERED or READ)", kind)
+        return self._receipts.apply(ReceiptKind(kind), _id_list(msg_ids, "msg_ids"))
 
     def mark_conversation_read_acked(self, conv_id: str, up_to: int | None = None) -> list[str]:
         """The peer read a conversation: its sent messages with a time up to ``up_to`` (all when
@@ -546,6 +769,11 @@ class MessageStore:
             check_time(a.timestamp, "acks[].timestamp")
         return self._receipts.add_group_acks(items)
 
+    def group_read_acks(self, msg_id: str) -> list[GroupReadAck]:
+        """The group read receipts kept for a message (by its server id; also ones that came
+        before it did), oldest first."""
+        return self._receipts.group_acks(check_id(msg_id, "msg_id"))
+
     def prune_pending_receipts(self, older_than_ms: int) -> int:
         """Forget receipts that have waited more than ``older_than_ms`` for a message that never
         came; returns how many were forgotten."""
@@ -558,7 +786,7 @@ class MessageStore:
         it leaves the search index. Returns the messages recalled now (unknown or already
         recalled ids are skipped)."""
         ids = _id_list(msg_ids, "msg_ids")
-        check_time(recalled_at, "recalled_at", lo=0, hi=2**53)
+        check_stamp(recalled_at, "recalled_at")
         return self._writes.apply_recall(ids, recalled_at)
 
     def apply_edit(self, msg_id: str, body: Body, edited_at: int) -> Message | None:
@@ -566,7 +794,7 @@ class MessageStore:
         ``body`` and ``edited_at`` (an older edit, or an edit of a recalled message, changes
         nothing). Returns the stored message, or None when there is none with that id."""
         check_id(msg_id, "msg_id")
-        check_time(edited_at, "edited_at", lo=0, hi=2**53)
+        check_stamp(edited_at, "edited_at")
         return self._writes.apply_edit(msg_id, body, edited_at)
 
     # ---------------------------------------------------------------------------- search
@@ -632,6 +860,12 @@ class MessageStore:
                           f"after {timeout} s; searches stay exact, and the work stays queued")
         return pending
 
+    def pause_indexing(self) -> AbstractContextManager[None]:
+        """A context manager that holds this process's indexer back (its current batch
+        finishes first) until the block ends: for a latency-critical phase, or a test that
+        needs rows to stay pending. Searches stay exact meanwhile; nothing is lost."""
+        return self._indexer.pause()
+
     def index_status(self) -> IndexStatus:
         """How far the search index is behind: pending outbox entries, indexing speed, and an
         estimate of the time left. Searches are exact whatever it says."""
@@ -667,6 +901,38 @@ class MessageStore:
     def stats(self) -> dict[str, int]:
         """Counts for tools: conversations, messages, unread, attachments, pending index work."""
         return self._reads.stats()
+
+
+_MAX_MARKS = 32
+_MAX_MARK_CHARS = 64
+_MAX_TITLE = 1024
+_MAX_DRAFT = 64 * 1024
+
+
+def _check_ms(value: Any, field: str) -> int:
+    return check_time(value, field, lo=0, hi=2**53)
+
+
+def _check_short_text(value: Any, field: str, most: int) -> None:
+    """None, or a str of valid Unicode of at most ``most`` characters."""
+    if value is not None:
+        check_text(value, field)
+        if len(value) > most:
+            raise invalid(field, f"at most {most} characters", value)
+
+
+def _check_marks(value: Any, field: str) -> tuple[str, ...]:
+    """One mark or several: non-empty str of at most 64 characters, no control characters."""
+    items = [value] if isinstance(value, str) else value
+    if isinstance(items, bytes) or not isinstance(items, Iterable):
+        raise invalid(field, "a mark (str) or a list of marks", value)
+    out = []
+    for mark in items:
+        if not isinstance(mark, str) or not 0 < len(mark) <= _MAX_MARK_CHARS \
+                or not mark.isprintable() or MARK_SEPARATOR in mark:
+            raise invalid(field, f"marks of 1 to {_MAX_MARK_CHARS} printable characters", mark)
+        out.append(str(check_text(mark, field)))
+    return tuple(out)
 
 
 def _optional(value: Any, field: str, check: Callable[[Any, str], Any]) -> None:
@@ -713,7 +979,8 @@ def _message_list(messages: Any) -> list[Message]:
 def _check_limits(limits: Any) -> None:
     if not isinstance(limits, Limits):
         raise invalid("limits", "a Limits or None", limits)
-    for name in ("max_payload_bytes", "max_file_bytes"):
+    for name in ("max_payload_bytes", "max_file_bytes", "max_thumbnail_bytes",
+                 "max_local_ext_bytes"):
         value = getattr(limits, name)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**53:
             raise invalid(f"limits.{name}", "a positive int", value)
@@ -726,6 +993,8 @@ def _encode_conversation_ext(ext: Any) -> bytes:
 
 
 def open_store(path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
-               search: bool = True, key: bytes | str | None = None) -> MessageStore:
+               search: bool = True, key: bytes | str | None = None,
+               index_policy: IndexPolicy | None = None) -> MessageStore:
     """Same as `MessageStore.open`."""
-    return MessageStore.open(path, user_id=user_id, limits=limits, search=search, key=key)
+    return MessageStore.open(path, user_id=user_id, limits=limits, search=search, key=key,
+                             index_policy=index_policy)

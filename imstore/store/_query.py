@@ -23,6 +23,7 @@ from typing import Any
 
 import msgpack
 
+from ..index import OP_VERBATIM, SearchIndexError
 from ..kinds import searchable_text
 from ..message import Message, MessageType, SearchScope
 from ..text import (
@@ -35,7 +36,7 @@ from ..text import (
     needles,
 )
 from ._connection import Connection, chunks, marks
-from ._indexer import OP_VERBATIM, SearchWriter
+from ._indexer import SearchWriter
 from ._rows import MESSAGE_COLUMNS, SELECT_COLUMNS, row_to_message
 
 __all__ = ["Query", "Searcher"]
@@ -147,8 +148,10 @@ class Searcher:
         return keyword_words(keyword)
 
     def search(self, q: Query) -> list[Message]:
-        from ..search import SearchIndexError
-
+        # The indexer's lock rule: take-over and catch-up before the writer lock, and a
+        # damaged index reported after it is released.
+        self._indexer.before_search()
+        damage: SearchIndexError | None = None
         with self._conn.lock:
             try:
                 return self._search(q)
@@ -161,14 +164,16 @@ class Searcher:
             except SearchIndexError as exc:
                 # A damaged index (or a write that failed, e.g. on a full disk): this search
                 # answers by reading the rows; the indexer rebuilds, or retries its work later.
-                self._indexer.recover(exc)
-                return self._read_all(q)
+                damage = exc
+                found = self._read_all(q)
+        assert damage is not None
+        self._indexer.recover(damage)
+        return found
 
     def _search(self, q: Query) -> list[Message]:
         fields = _FIELDS[q.scope]
         with self._conn.lock:
-            self._indexer.catch_up()  # without an indexer thread; others leave work pending
-            index = self._indexer.reader  # after catch_up: taking over indexing reopens it
+            index = self._indexer.reader
             assert index is not None
             if not index.available:  # another process is (re)building it
                 return self._read_all(q)
@@ -229,7 +234,8 @@ class Searcher:
             if scanned >= _DENSE_ROWS * 3 // 2:
                 return None
             cond = where + ([f"(sort_time, id) {cmp} (?, ?)"] if after else [])
-            rows = self._conn.query(f"SELECT id, sort_time, type, body, ext FROM message "
+            rows = self._conn.query("SELECT id, sort_time, type, CAST(body AS BLOB), "
+                                    "CAST(ext AS BLOB) FROM message "
                                     f"{'WHERE ' + ' AND '.join(cond) if cond else ''} "
                                     f"ORDER BY sort_time {order}, id {order} LIMIT 500",
                                     (*params, *(after or ())))
@@ -280,7 +286,8 @@ class Searcher:
         hits: list[int] = []
         with self._conn.guard():
             for rid, mtype, body, ext in self._conn.run(
-                    f"SELECT id, type, body, ext FROM message WHERE {' AND '.join(where)} "
+                    "SELECT id, type, CAST(body AS BLOB), CAST(ext AS BLOB) FROM message "
+                    f"WHERE {' AND '.join(where)} "
                     f"ORDER BY sort_time {order}, id {order}", params):
                 if any(matches(q.words, t) for t in _raw_texts(mtype, body, ext, q.scope)):
                     hits.append(rid)

@@ -1,66 +1,59 @@
 """The whoosh boundary: the index (opening, writing, merging) and querying it.
 
-With `segments` (the file format and the direct segment writer), the only modules importing
-whoosh. Rules kept here:
+Rules kept here:
 - the analysis is `text.tokens` over `text.fold`, nothing else: what the index holds and what a
   query asks for come from the same rules;
-- a keyword is never parsed as whoosh syntax; this module turns literal words into term, prefix
-  and phrase queries that propose candidates, and `text.matches` (the caller's) judges them;
+- a keyword is never parsed as whoosh syntax: literal words become term, prefix and phrase
+  queries (`_hits`) that propose candidates, and `text.matches` (the caller's) judges them;
 - the index is a cache of SQLite: documents are keyed by the message row id and can always be
   rebuilt; one searcher is kept open and reopened when the index changes on disk;
 - every failure of whoosh, zlib, struct or the file system while opening, searching or writing
   leaves as one exception, `SearchIndexError` (``damaged`` tells a broken index, to rebuild,
   from a failed write such as a full disk, to retry); a failed write releases the writer lock;
-- nothing of whoosh is patched: our fixes live in `segments.ImCodec`, a storage subclass for
+- nothing of whoosh is patched: our fixes live in `_format.ImCodec`, a storage subclass for
   memory indexes (whoosh's RamStorage puts its temporary files in a fixed folder,
   ``$TMPDIR/MAIN.tmp``, shared by every process on the machine), and our own hit collection
   (whoosh's intersection collects every id of both sides into sets);
-- writes build whole segments directly (`segments.write_segment`), half of them in a helper
-  process when a batch is large and there is a second core; the helper holds no lock and exits
-  when its pipe closes or its parent dies. Segments are merged by size tiers (8 of a tier become
-  one, directly, at most 200k documents): a search visits every segment, so they stay few.
+- writes build whole segments directly (`_format.write_segment`), half of them in the helper
+  process (`_helper`) when a batch is large and there is a second core; segments are merged by
+  size tiers (`_merge.merge_tiered`): a search visits every segment, so they stay few.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import math
 import mmap
 import os
 import shutil
-import struct
-import subprocess
-import sys
 import threading
 import warnings
 from array import array
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import msgpack
 from whoosh import query as wq
-from whoosh.codec.whoosh3 import W3Codec, W3Segment
+from whoosh.codec.whoosh3 import W3Codec
 from whoosh.filedb.filestore import FileStorage, RamStorage
 from whoosh.filedb.structfile import StructFile
 from whoosh.index import TOC, FileIndex
 from whoosh.writing import SegmentWriter
 
-from .errors import ErrorCode, IMError
-from .segments import Doc, ImCodec, ImTokenizer, key_of, merge_segments, schema, write_segment
-from .text import TOKEN_RE
+from ..errors import ErrorCode, IMError
+from ..text import TOKEN_RE
+from ._format import Doc, ImCodec, key_of, schema, write_segment
+from ._helper import INDEXNAME as _INDEXNAME
+from ._helper import Helper
+from ._hits import column, part_df, word_query
+from ._merge import MERGE_FACTOR, merge_tiered, no_merge
 
-__all__ = ["Doc", "ImTokenizer", "SearchIndex", "SearchIndexError"]
+__all__ = ["SearchIndex", "SearchIndexError"]
 
 log = logging.getLogger("imstore.search")
 
-_INDEXNAME = "MAIN"
 _CODEC = ImCodec()
 _SEGMENT_DOCS = 50_000  # documents per directly written segment, at most
 _PARALLEL_DOCS = 4_000  # a batch this large is split with the helper process
-_MERGE_FACTOR = 8  # segments of one size tier merged at once
-_SMALL_DOCS = 1024  # segments below this are one tier (merging them is cheap, visiting costly)
-_MERGE_DOCS = 200_000  # live documents per merge, at most
 # What the documents of an index hold (tokens, fields); another value means: rebuild it.
 _FORMAT = "imstore index 2: key term, rowid and sort columns, symbol terms\n"
 _FORMAT_FILE = "FORMAT"
@@ -192,150 +185,6 @@ def _abandon(writer: Any) -> None:
             pass
 
 
-def _merge_tiered(writer: Any, segments: list[Any]) -> list[Any]:
-    """Merge policy, by tiers of size (below 1024 documents, then each tier 8 times the one
-    below): once a tier holds 8 segments, they become one, merged directly
-    (`segments.merge_segments`), at most 200k live documents at a time. Every document is
-    merged about log8(N / batch) times, and an index keeps fewer than 8 segments per tier."""
-    current = list(segments)
-    while True:
-        tiers: dict[int, list[Any]] = {}
-        for seg in current:
-            live = seg.doc_count()
-            if live * 2 <= _MERGE_DOCS:  # larger ones are done
-                tier = 0 if live < _SMALL_DOCS else 1 + int(math.log(live / _SMALL_DOCS,
-                                                                      _MERGE_FACTOR))
-                tiers.setdefault(tier, []).append(seg)
-        full = [t for t in sorted(tiers) if len(tiers[t]) >= _MERGE_FACTOR]
-        if not full:
-            return current
-        group: list[Any] = []
-        total = 0
-        for seg in sorted(tiers[full[0]], key=lambda s: s.doc_count())[:_MERGE_FACTOR]:
-            if len(group) >= 2 and total + seg.doc_count() > _MERGE_DOCS:
-                break
-            group.append(seg)
-            total += seg.doc_count()
-        merged = merge_segments(writer.storage, writer.indexname, writer.schema, group, _CODEC)
-        current = [s for s in current if s not in group]
-        if merged is not None:
-            current.append(merged)
-
-
-def _no_merge(writer: Any, segments: list[Any]) -> list[Any]:
-    return list(segments)
-
-
-def _column(reader: Any, fieldname: str) -> array[int]:
-    """A whole ``q`` column of a segment reader, as an array indexed by document number."""
-    n = reader.doc_count_all()
-    out = array("q")
-    perdoc = reader._perdoc
-    if perdoc.has_column(fieldname):
-        f, offset, length = perdoc._get_column_file(fieldname)
-        try:
-            out.frombytes(f.get(offset, length - length % 8))
-        finally:
-            f.close()
-        if sys.byteorder == "little":
-            out.byteswap()
-    if len(out) < n:
-        out.extend([0] * (n - len(out)))
-    return out
-
-
-# -- queries -----------------------------------------------------------------------------------
-
-
-def _word_query(field: str, word: str) -> wq.Query | None:
-    parts: list[wq.Query] = []
-    for m in TOKEN_RE.finditer(word):
-        chunk = m.group(1)
-        if m.group(3):
-            parts.append(wq.Term(field, m.group(3)))  # a symbol: a term of its own
-        elif not chunk:
-            parts.append(wq.Prefix(field, m.group(2)))
-        elif len(chunk) == 1:
-            parts.append(wq.Prefix(field, chunk))
-        elif len(chunk) == 2:
-            parts.append(wq.Term(field, chunk))
-        else:
-            parts.append(wq.Phrase(field, [chunk[i:i + 2] for i in range(len(chunk) - 1)]))
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else wq.And(parts)
-
-
-def _part_df(reader: Any, field: str, part: str, cjk: bool, enough: float) -> int:
-    """Documents that may hold one part of a word (a prefix, a CJK run); counting stops once
-    it reaches ``enough`` or has looked at 40 terms."""
-    if cjk and len(part) >= 2:
-        return int(min(reader.doc_frequency(field, part[i:i + 2]) for i in range(len(part) - 1)))
-    total = 0
-    for i, term in enumerate(reader.expand_prefix(field, part)):
-        total += reader.doc_frequency(field, term)
-        if total >= enough or i >= 40:
-            break
-    return total
-
-
-# -- the helper process ------------------------------------------------------------------------
-
-
-class _Helper:
-    """A helper process (``python -m imstore.segments``) that writes segments. It holds no lock
-    and exits when its stdin closes or its parent dies; any failure here falls back to writing
-    in this process."""
-
-    def __init__(self) -> None:
-        env = dict(os.environ)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "imstore.segments", str(os.getpid())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env=env, close_fds=True)
-
-    def send(self, directory: str, docs: Sequence[Doc]) -> None:
-        payload = msgpack.packb(
-            [directory, _INDEXNAME,
-             [(d.rowid, d.sort_time, d.conv_id, d.content, d.ext) for d in docs]],
-            use_bin_type=True, unicode_errors="surrogatepass")
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(struct.pack("!Q", len(payload)))
-        self.proc.stdin.write(payload)
-        self.proc.stdin.flush()
-
-    def receive(self) -> tuple[Any, list[int]]:
-        assert self.proc.stdout is not None
-        head = self.proc.stdout.read(8)
-        if len(head) < 8:
-            raise EOFError("the segment helper exited")
-        (size,) = struct.unpack("!Q", head)
-        reply = msgpack.unpackb(self.proc.stdout.read(size), raw=False)
-        if reply[0] != "ok":
-            raise RuntimeError(f"the segment helper failed: {reply[1]}")
-        _, segid, count, lengths, skipped = reply
-        if segid is None:
-            return None, list(skipped)
-        seg = W3Segment(_CODEC, _INDEXNAME, doccount=count, segid=segid)
-        seg._fieldlengths = dict(lengths)
-        return seg, list(skipped)
-
-    def close(self) -> None:
-        proc = self.proc
-        try:
-            if proc.stdin:
-                proc.stdin.close()
-            proc.wait(timeout=5)
-        except Exception:
-            proc.kill()
-            proc.wait()
-        finally:
-            if proc.stdout:
-                proc.stdout.close()
-
-
 # -- the index ---------------------------------------------------------------------------------
 
 
@@ -363,7 +212,7 @@ class SearchIndex:
         if workers is None:
             workers = 2 if (os.cpu_count() or 1) > 1 else 1
         self._workers = workers if directory is not None else 1
-        self._helper: _Helper | None = None
+        self._helper: Helper | None = None
         self._helper_lock = threading.Lock()
         self._columns: dict[tuple[str, str], array[int]] = {}
         if directory is None:
@@ -504,7 +353,7 @@ class SearchIndex:
                     skipped += left
                     if seg is not None:
                         writer.add_segment(seg)
-            writer.commit(mergetype=_merge_tiered if merge else _no_merge)
+            writer.commit(mergetype=self._merge_policy if merge else no_merge)
         except BaseException as exc:
             _abandon(writer)
             if isinstance(exc, Exception):
@@ -513,6 +362,10 @@ class SearchIndex:
         self.skipped += len(skipped)
         self._refresh()
         return skipped
+
+    @staticmethod
+    def _merge_policy(writer: Any, segments: list[Any]) -> list[Any]:
+        return merge_tiered(writer, segments, _CODEC)
 
     def _delete_rows(self, writer: Any, rowids: Sequence[int]) -> None:
         if not rowids or not writer.segments:
@@ -568,13 +421,13 @@ class SearchIndex:
         out.append(write_segment(self._storage, _INDEXNAME, self._schema, theirs, _CODEC))
         return out
 
-    def _get_helper(self) -> _Helper | None:
+    def _get_helper(self) -> Helper | None:
         with self._helper_lock:
             if self._helper is not None and self._helper.proc.poll() is not None:
                 self._helper = None
             if self._helper is None:
                 try:
-                    self._helper = _Helper()
+                    self._helper = Helper()
                 except Exception as exc:
                     log.info("no segment helper (%r)", exc)
                     self._workers = 1
@@ -590,7 +443,7 @@ class SearchIndex:
                 except Exception:
                     pass
 
-    def merge_if_fragmented(self, segments: int = _MERGE_FACTOR) -> None:
+    def merge_if_fragmented(self, segments: int = MERGE_FACTOR) -> None:
         """Merge (by the tiered policy) once the index has at least ``segments`` segments:
         every segment a search has to visit costs it time."""
         if self.segment_count() >= segments:
@@ -603,7 +456,7 @@ class SearchIndex:
         except Exception as exc:
             raise _error("opened for writing", exc) from exc
         try:
-            writer.commit(mergetype=_merge_tiered)
+            writer.commit(mergetype=self._merge_policy)
         except BaseException as exc:
             _abandon(writer)
             if isinstance(exc, Exception):
@@ -644,7 +497,7 @@ class SearchIndex:
         key = (seg.segment_id(), fieldname)
         col = self._columns.get(key)
         if col is None or len(col) != reader.doc_count_all():
-            col = self._columns[key] = _column(reader, fieldname)
+            col = self._columns[key] = column(reader, fieldname)
         return col
 
     def is_common(self, words: Sequence[str], fields: Sequence[str], limit: int,
@@ -662,7 +515,7 @@ class SearchIndex:
                 for f in fields:
                     word_df = n
                     for m in TOKEN_RE.finditer(w):
-                        word_df = min(word_df, _part_df(reader, f, m.group(1) or m.group(2)
+                        word_df = min(word_df, part_df(reader, f, m.group(1) or m.group(2)
                                                         or m.group(3), bool(m.group(1)),
                                                         enough))
                     best = max(best, word_df)
@@ -679,7 +532,7 @@ class SearchIndex:
         may follow. Sender and type filters are the caller's (on the stored rows)."""
         per_word = []
         for w in words:
-            alts = [q for q in (_word_query(f, w) for f in fields) if q is not None]
+            alts = [q for q in (word_query(f, w) for f in fields) if q is not None]
             if not alts:
                 return [], False
             per_word.append(alts[0] if len(alts) == 1 else wq.Or(alts))

@@ -1,0 +1,461 @@
+"""The index's file format: its schema, its codec, and the direct segment writer.
+
+Rules kept here:
+- the files are ordinary whoosh3 segments: stock whoosh-reloaded 2.7.5 searches and merges
+  them (the pickled schema names `ImTokenizer`, so imstore must be importable); what we change
+  is how they are written, never what they mean. A test builds the same documents with whoosh's
+  own writer and compares postings, lengths and columns; another compares a merge
+  (`_merge.merge_segments`) with writing the live documents at once;
+- `write_segment` inverts documents in Python dicts and hands sorted postings to whoosh's own
+  field/postings writer and column writers, bypassing ``add_document`` and its ``PostingPool``;
+  it writes straight into the storage, never into a temporary storage, so several writers (the
+  parent and its helper process, `_helper`) can build segments in one directory at once;
+- a document is keyed by its message row id, held in the ``rowid`` column; the ``key`` term
+  (``rowid >> KEY_SHIFT``) finds the few documents that may hold a row id, so deletes never need
+  a term per document; the sort time is the ``sort`` column, never terms;
+- no global patching of whoosh: `ImCodec` (used only by our index) carries the two fixes we
+  need, and pickles as a plain ``W3Codec`` so that the TOC on disk names only whoosh classes;
+- a document whose fields cannot be indexed is left out and reported, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pickle import dumps
+from typing import Any
+
+from whoosh import columns
+from whoosh.analysis import Token, Tokenizer
+from whoosh.codec.whoosh3 import (
+    STORED_COLUMN,
+    W3Codec,
+    W3FieldWriter,
+    W3PerDocReader,
+    W3PostingsWriter,
+    W3Segment,
+    W3TermInfo,
+)
+from whoosh.fields import COLUMN, ID, TEXT, Schema
+from whoosh.system import pack_ushort
+from whoosh.util.numeric import byte_to_length, length_to_byte
+
+from ..text import fold, terms, tokens
+
+__all__ = ["KEY_SHIFT", "ROWID_COLUMN", "SORT_COLUMN", "Doc", "ImCodec", "ImTokenizer", "Tracked",
+           "key_of", "schema", "write_field", "write_fixed_column", "write_lengths", "write_segment"]
+
+log = logging.getLogger("imstore.search")
+
+KEY_SHIFT = 6  # documents per ``key`` term: at most 64 row ids share one
+ROWID_COLUMN = columns.NumericColumn("q")
+SORT_COLUMN = columns.NumericColumn("q")
+
+
+@dataclass(slots=True)
+class Doc:
+    """What the index keeps of one message."""
+
+    rowid: int
+    sort_time: int
+    conv_id: str
+    sender: str
+    type: int
+    content: str
+    ext: str
+
+
+def key_of(rowid: int) -> str:
+    """The ``key`` term of a row id."""
+    return format(rowid >> KEY_SHIFT, "x")
+
+
+class ImTokenizer(Tokenizer):  # type: ignore[misc]
+    """whoosh tokenizer over `tokens`; text is folded here, so no filter follows it."""
+
+    def __call__(self, value: str, positions: bool = False, chars: bool = False,
+                 keeporiginal: bool = False, removestops: bool = True, start_pos: int = 0,
+                 start_char: int = 0, tokenize: bool = True, mode: str = "",
+                 **kwargs: Any) -> Any:
+        t = Token(positions, chars, removestops=removestops, mode=mode, **kwargs)
+        if not tokenize:
+            t.original = t.text = value
+            t.boost = 1.0
+            if positions:
+                t.pos = start_pos
+            yield t
+            return
+        for pos, term, _ in tokens(fold(value)):
+            t.text = term
+            t.boost = 1.0
+            t.stopped = False
+            if keeporiginal:
+                t.original = term
+            if positions:
+                t.pos = start_pos + pos
+            if chars:
+                t.startchar = t.endchar = start_char
+            yield t
+
+
+def schema() -> Schema:
+    """The index schema. ``key``, ``conv``: terms; ``content``, ``ext``: text with positions
+    (phrases of CJK bigrams); ``rowid``, ``sort``: per-document columns."""
+    analyzer = ImTokenizer()
+    return Schema(
+        key=ID(),
+        conv=ID(),
+        content=TEXT(analyzer=analyzer, phrase=True),
+        ext=TEXT(analyzer=analyzer, phrase=True),
+        rowid=COLUMN(ROWID_COLUMN),
+        sort=COLUMN(SORT_COLUMN),
+    )
+
+
+# -- the codec --------------------------------------------------------------------------------
+
+
+class _PerDocReader(W3PerDocReader):  # type: ignore[misc]
+    # whoosh3 looks for a missing column on disk once per call (a stat() each, once per
+    # posting while a writer flushes) and never remembers that it is missing. Remember it.
+    def _cached_reader(self, fieldname: str, column: Any) -> Any:
+        try:
+            return self._readers[fieldname]
+        except KeyError:
+            reader = self.column_reader(fieldname, column) if self.has_column(fieldname) else None
+            self._readers[fieldname] = reader
+            return reader
+
+
+class _PostingsWriter(W3PostingsWriter):  # type: ignore[misc]
+    """whoosh3's postings writer, plus `add_many` (a posting list at once, in block-sized
+    slices) and a fix: posting lists shorter than ``inlinelimit`` are kept in the term info
+    (whoosh 2.7.5 calls a misspelled ``set_inline`` there, so its own codec never inlines)."""
+
+    _maxweight: float
+    _minlength: int | None
+    _maxlength: int
+    _terminfo: Any
+
+    def add_many(self, ids: list[int], weights: list[float], values: list[bytes] | None,
+                 length: list[int] | None) -> None:
+        limit = self._blocklimit
+        n = len(ids)
+        i = 0
+        while i < n:
+            room = limit - len(self._ids)
+            if room <= 0:
+                self._write_block()
+                continue
+            j = min(n, i + room)
+            self._ids.extend(ids[i:j])
+            w = weights[i:j]
+            self._weights.extend(w)
+            mw = max(w)
+            if mw > self._maxweight:
+                self._maxweight = mw
+            if values is not None:
+                self._values.extend(values[i:j])
+            if length is not None:
+                ls = length[i:j]
+                lo, hi = min(ls), max(ls)
+                if lo and (self._minlength is None or lo < self._minlength):
+                    self._minlength = lo
+                if hi > self._maxlength:
+                    self._maxlength = hi
+            i = j
+
+    def finish_postings(self) -> Any:
+        terminfo = self._terminfo
+        if not self.written() and len(self) < self._inlinelimit:
+            terminfo.add_block(self)
+            # an empty value is b"" per posting: whoosh's ListMatcher answers "" (a str) for a
+            # posting without one, which its own writer then rejects when merging
+            values = self._values or [b""] * len(self._ids)
+            terminfo.set_inlined(self._ids, self._weights, values)
+            self._terminfo = None
+            return terminfo
+        return super().finish_postings()
+
+
+class ImCodec(W3Codec):  # type: ignore[misc]
+    """The whoosh3 codec with our two fixes (see `_PerDocReader`, `_PostingsWriter`). Segments
+    written with it pickle the codec as a plain ``W3Codec``: stock whoosh reads them."""
+
+    def __init__(self, blocklimit: int = 128, compression: int = 3, inlinelimit: int = 16) -> None:
+        super().__init__(blocklimit=blocklimit, compression=compression, inlinelimit=inlinelimit)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (W3Codec, ())
+
+    def per_document_reader(self, storage: Any, segment: Any) -> Any:
+        return _PerDocReader(storage, segment)
+
+    def postings_writer(self, dbfile: Any, byteids: bool = False) -> Any:
+        return _PostingsWriter(dbfile, blocklimit=self._blocklimit, byteids=byteids,
+                               compression=self._compression, inlinelimit=self._inlinelimit)
+
+
+# -- the direct segment writer ----------------------------------------------------------------
+
+_pack_uint = struct.Struct("!I").pack
+
+
+class _OnePosition(dict[int, bytes]):
+    """Encoded one-position lists (most postings), made on first use."""
+
+    def __missing__(self, pos: int) -> bytes:
+        enc = self[pos] = _pack_uint(1) + dumps([pos], 2)
+        return enc
+
+
+_ONE = _OnePosition()
+
+
+def _encode_positions(poslist: list[int]) -> bytes:
+    """whoosh's `Positions.encode` (the count, then the pickled deltas)."""
+    if len(poslist) == 1:
+        return _ONE[poslist[0]]
+    deltas = []
+    base = 0
+    for pos in poslist:
+        deltas.append(pos - base)
+        base = pos
+    return _pack_uint(len(deltas)) + dumps(deltas, 2)
+
+
+class _TextPostings:
+    """One text field's inverted postings: term -> [(docnum, position or positions)] (an int
+    for a term that stands once in the document, a list otherwise); plus each document's
+    length byte and the field's total length."""
+
+    __slots__ = ("lengths", "terms", "total")
+
+    def __init__(self, doccount: int) -> None:
+        self.terms: dict[str, list[tuple[int, Any]]] = {}
+        self.lengths = bytearray(doccount)  # length bytes, as whoosh stores them
+        self.total = 0
+
+    def add(self, docnum: int, text: str) -> None:
+        if not text:
+            return
+        found = terms(fold(text))
+        n = len(found)
+        if not n:
+            return
+        inverted = self.terms
+        get = inverted.get
+        if len(set(found)) == n:  # every term once: the common case
+            for p, t in enumerate(found):
+                entry = get(t)
+                if entry is None:
+                    inverted[t] = [(docnum, p)]
+                else:
+                    entry.append((docnum, p))
+        else:
+            local: dict[str, list[int]] = {}
+            for p, t in enumerate(found):
+                pl = local.get(t)
+                if pl is None:
+                    local[t] = [p]
+                else:
+                    pl.append(p)
+            for t, pl in local.items():
+                entry = get(t)
+                item = (docnum, pl if len(pl) > 1 else pl[0])
+                if entry is None:
+                    inverted[t] = [item]
+                else:
+                    entry.append(item)
+        self.lengths[docnum] = length_to_byte(n)
+        self.total += n
+
+
+class Tracked:
+    """The storage a new segment is written to, remembering every file it creates, so that a
+    failed write (a full disk) closes them all."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        self._files: list[Any] = []
+
+    def create_file(self, name: str, **kwargs: Any) -> Any:
+        f = self._storage.create_file(name, **kwargs)
+        self._files.append(f)
+        return f
+
+    def close_all(self) -> None:
+        for f in self._files:
+            try:
+                f.close()
+            except Exception:
+                pass
+
+
+def _check_doc(d: Doc) -> tuple[int, int, str, str, str]:
+    rowid, sort = int(d.rowid), int(d.sort_time)
+    if not -(1 << 63) <= sort < 1 << 63 or not 0 <= rowid < 1 << 63:
+        raise ValueError("row id or sort time out of range")
+    conv = d.conv_id
+    if not isinstance(conv, str):
+        raise TypeError("conversation id is not a string")
+    conv.encode("utf-8")  # a lone surrogate cannot be a term
+    content = d.content if isinstance(d.content, str) else ""
+    ext = d.ext if isinstance(d.ext, str) else ""
+    return rowid, sort, conv, content, ext
+
+
+def write_segment(storage: Any, indexname: str, schema: Schema, docs: Iterable[Doc],
+                  codec: ImCodec) -> tuple[W3Segment | None, list[int]]:
+    """Write ``docs`` as one new segment in ``storage`` (not yet in any TOC); returns the
+    segment (None when no document could be written) and the row ids left out because they
+    could not be indexed."""
+    good: list[tuple[int, int, str, str, str]] = []
+    skipped: list[int] = []
+    for d in docs:
+        try:
+            good.append(_check_doc(d))
+        except (TypeError, ValueError, OverflowError) as exc:
+            rid = d.rowid if isinstance(d.rowid, int) else -1
+            log.warning("message row %s cannot be indexed (%s); left out", rid, exc)
+            skipped.append(rid)
+    if not good:
+        return None, skipped
+    n = len(good)
+    content, ext = _TextPostings(n), _TextPostings(n)
+    conv: dict[str, list[int]] = {}
+    key: dict[str, list[int]] = {}
+    rowids: list[int] = []
+    sorts: list[int] = []
+    for docnum, (rowid, sort, cid, ctext, etext) in enumerate(good):
+        content.add(docnum, ctext)
+        ext.add(docnum, etext)
+        c = conv.get(cid)
+        if c is None:
+            conv[cid] = [docnum]
+        else:
+            c.append(docnum)
+        k = key_of(rowid)
+        kl = key.get(k)
+        if kl is None:
+            key[k] = [docnum]
+        else:
+            kl.append(docnum)
+        rowids.append(rowid)
+        sorts.append(sort)
+
+    segment = codec.new_segment(storage, indexname)
+    tracked = Tracked(storage)
+
+    def create(fieldname: str) -> Any:
+        return tracked.create_file(W3Codec.column_filename(segment, fieldname))
+
+    try:
+        fw = W3FieldWriter(codec, tracked, segment)
+        for fieldname in sorted(schema.names()):
+            fieldobj = schema[fieldname]
+            if fieldname in ("content", "ext"):
+                tp = content if fieldname == "content" else ext
+                if tp.terms:
+                    _write_text_field(fw, fieldname, fieldobj, tp)
+            elif fieldname in ("conv", "key"):
+                _write_id_field(fw, fieldname, fieldobj, conv if fieldname == "conv" else key)
+        fw.close()
+        write_fixed_column(create("rowid"), ROWID_COLUMN, rowids)
+        write_fixed_column(create("sort"), SORT_COLUMN, sorts)
+        for fieldname, tp in (("content", content), ("ext", ext)):
+            if tp.total:
+                write_lengths(create(f"_{fieldname}_len"), tp.lengths)
+        f = create("_stored")
+        STORED_COLUMN.writer(f).finish(n)
+        f.close()
+    except BaseException:
+        tracked.close_all()  # the segment is in no TOC: its files go at the next commit
+        raise
+    segment.set_doc_count(n)
+    segment._fieldlengths = {name: tp.total for name, tp in (("content", content), ("ext", ext))
+                             if tp.total}
+    return segment, skipped
+
+
+def _write_text_field(fw: Any, fieldname: str, fieldobj: Any, tp: _TextPostings) -> None:
+    lengths = tp.lengths
+    quant = [byte_to_length(b) for b in range(256)]
+    one = _ONE
+    enc = _encode_positions
+
+    def lists() -> Iterator[tuple[str, list[int], list[float], list[bytes], list[int]]]:
+        for term in sorted(tp.terms):
+            postings = tp.terms[term]
+            if len(postings) == 1:
+                d, x = postings[0]
+                if type(x) is int:
+                    yield term, [d], [1.0], [one[x]], [quant[lengths[d]]]
+                else:
+                    yield term, [d], [float(len(x))], [enc(x)], [quant[lengths[d]]]
+                continue
+            ids = [p[0] for p in postings]
+            xs = [p[1] for p in postings]
+            yield (term, ids, [1.0 if type(x) is int else float(len(x)) for x in xs],
+                   [one[x] if type(x) is int else enc(x) for x in xs],
+                   [quant[lengths[d]] for d in ids])
+
+    write_field(fw, fieldname, fieldobj, lists())
+
+
+def _write_id_field(fw: Any, fieldname: str, fieldobj: Any, terms: dict[str, list[int]]) -> None:
+    if terms:
+        write_field(fw, fieldname, fieldobj,
+                     ((t, terms[t], [1.0] * len(terms[t]), None, None) for t in sorted(terms)))
+
+
+def write_field(fw: Any, fieldname: str, fieldobj: Any,
+                 lists: Iterable[tuple[str, list[int], list[float], list[bytes] | None,
+                                       list[int] | None]]) -> None:
+    """Write one field's posting lists, in term order. A short list goes straight into its
+    term info (what `_PostingsWriter.finish_postings` would write, without its per-term
+    machinery); a longer one through whoosh's field and postings writers."""
+    fw.start_field(fieldname, fieldobj)
+    pw = fw._postwriter
+    add = fw._tindex.add
+    prefix = pack_ushort(fw._fieldid)
+    inline = pw._inlinelimit
+    for term, ids, weights, values, lengths in lists:
+        btext = term.encode("utf-8")
+        n = len(ids)
+        if n < inline:
+            minlength = None
+            maxlength = 0
+            if lengths is not None:
+                minlength = min(lengths) or None
+                maxlength = max(lengths)
+            ti = W3TermInfo(sum(weights), n, minlength, maxlength, max(weights), ids[0], ids[-1])
+            ti._inlined = (tuple(ids), tuple(weights),
+                           tuple(values) if values is not None else (b"",) * n)
+            add(prefix + btext, ti.to_bytes())
+        else:
+            fw.start_term(btext)
+            pw.add_many(ids, weights, values, lengths)
+            fw.finish_term()
+    fw.finish_field()
+
+
+def write_fixed_column(f: Any, column: Any, values: list[int]) -> None:
+    # What NumericColumn's writer writes value by value: big-endian values, trailing defaults
+    # left out (its reader answers the default past the end).
+    default = column.default_value()
+    end = len(values)
+    while end and values[end - 1] == default:
+        end -= 1
+    f.write(struct.pack(f"!{end}{column._typecode}", *values[:end]))
+    f.close()
+
+
+def write_lengths(f: Any, lengths: bytearray) -> None:
+    end = len(lengths)
+    while end and not lengths[end - 1]:
+        end -= 1
+    f.write(bytes(lengths[:end]))
+    f.close()

@@ -1,0 +1,134 @@
+"""The helper process that writes segments, both ends of its pipe.
+
+Rules kept here:
+- the helper (``python -m imstore.index._helper PARENT_PID``) holds no lock: the parent holds
+  the index's writer lock and commits the segments the helper wrote into the index directory;
+- one request, one answer: (directory, index name, documents) in, (segment id, size, field
+  lengths, row ids left out) back, each a length-prefixed msgpack frame;
+- the helper exits when its stdin closes or its parent dies (``PR_SET_PDEATHSIG`` on Linux);
+- any failure on the parent's side is the caller's cue to write the documents itself.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+from whoosh.codec.whoosh3 import W3Segment
+from whoosh.filedb.filestore import FileStorage
+
+from ._format import Doc, ImCodec, schema, write_segment
+
+__all__ = ["INDEXNAME", "Helper"]
+
+INDEXNAME = "MAIN"
+_CODEC = ImCodec()
+
+
+class Helper:
+    """A helper process (``python -m imstore.index._helper``) that writes segments. It holds no lock
+    and exits when its stdin closes or its parent dies; any failure here falls back to writing
+    in this process."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "imstore.index._helper", str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=env, close_fds=True)
+
+    def send(self, directory: str, docs: Sequence[Doc]) -> None:
+        payload = msgpack.packb(
+            [directory, INDEXNAME,
+             [(d.rowid, d.sort_time, d.conv_id, d.content, d.ext) for d in docs]],
+            use_bin_type=True, unicode_errors="surrogatepass")
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(struct.pack("!Q", len(payload)))
+        self.proc.stdin.write(payload)
+        self.proc.stdin.flush()
+
+    def receive(self) -> tuple[Any, list[int]]:
+        assert self.proc.stdout is not None
+        head = self.proc.stdout.read(8)
+        if len(head) < 8:
+            raise EOFError("the segment helper exited")
+        (size,) = struct.unpack("!Q", head)
+        reply = msgpack.unpackb(self.proc.stdout.read(size), raw=False)
+        if reply[0] != "ok":
+            raise RuntimeError(f"the segment helper failed: {reply[1]}")
+        _, segid, count, lengths, skipped = reply
+        if segid is None:
+            return None, list(skipped)
+        seg = W3Segment(_CODEC, INDEXNAME, doccount=count, segid=segid)
+        seg._fieldlengths = dict(lengths)
+        return seg, list(skipped)
+
+    def close(self) -> None:
+        proc = self.proc
+        try:
+            if proc.stdin:
+                proc.stdin.close()
+            proc.wait(timeout=5)
+        except Exception:
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.stdout:
+                proc.stdout.close()
+
+
+# -- the helper's side --------------------------------------------------------------------------
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this process when its parent dies (best effort elsewhere: the closed
+    pipe ends the loop below)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _serve(parent: int) -> None:
+    """Read requests (directory, index name, documents) from stdin, write each as a segment
+    there, answer with the segment's id, size and field lengths; exit at end of input. Holds
+    no lock: the parent holds the index's writer lock and commits what it gets back."""
+    _die_with_parent(parent)
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    codec = ImCodec()
+    sch = schema()
+    while True:
+        head = inp.read(8)
+        if len(head) < 8:
+            return
+        (size,) = struct.unpack("!Q", head)
+        try:
+            directory, indexname, rows = msgpack.unpackb(inp.read(size), raw=False,
+                                                         unicode_errors="surrogatepass")
+            docs = [Doc(r[0], r[1], r[2], "", 0, r[3], r[4]) for r in rows]
+            seg, skipped = write_segment(FileStorage(directory), indexname, sch, docs, codec)
+            reply = (["ok", None, 0, {}, skipped] if seg is None else
+                     ["ok", seg.segid, seg.doc_count_all(), seg._fieldlengths, skipped])
+        except Exception as exc:  # the parent writes these documents itself
+            reply = ["error", repr(exc)]
+        data = msgpack.packb(reply, use_bin_type=True)
+        out.write(struct.pack("!Q", len(data)) + data)
+        out.flush()
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]))

@@ -1,0 +1,72 @@
+"""Reading the index: literal words as whoosh queries, document-frequency estimates, and
+whole columns of a segment.
+
+Rules kept here:
+- a keyword is never parsed as whoosh syntax: each word's `text.TOKEN_RE` parts become terms
+  (a CJK pair, a symbol), prefixes (a Latin word's start, a lone CJK character) and phrases
+  (CJK runs as overlapping pairs); they only propose candidates, `text.matches` judges;
+- estimates over-count, never under-count: a word's share of documents is the sum of its
+  prefix terms' document frequencies (capped), the rarest pair of a CJK run.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from typing import Any
+
+from whoosh import query as wq
+
+from ..text import TOKEN_RE
+
+__all__ = ["column", "part_df", "word_query"]
+
+
+def column(reader: Any, fieldname: str) -> array[int]:
+    """A whole ``q`` column of a segment reader, as an array indexed by document number."""
+    n = reader.doc_count_all()
+    out = array("q")
+    perdoc = reader._perdoc
+    if perdoc.has_column(fieldname):
+        f, offset, length = perdoc._get_column_file(fieldname)
+        try:
+            out.frombytes(f.get(offset, length - length % 8))
+        finally:
+            f.close()
+        if sys.byteorder == "little":
+            out.byteswap()
+    if len(out) < n:
+        out.extend([0] * (n - len(out)))
+    return out
+
+
+def word_query(field: str, word: str) -> wq.Query | None:
+    parts: list[wq.Query] = []
+    for m in TOKEN_RE.finditer(word):
+        chunk = m.group(1)
+        if m.group(3):
+            parts.append(wq.Term(field, m.group(3)))  # a symbol: a term of its own
+        elif not chunk:
+            parts.append(wq.Prefix(field, m.group(2)))
+        elif len(chunk) == 1:
+            parts.append(wq.Prefix(field, chunk))
+        elif len(chunk) == 2:
+            parts.append(wq.Term(field, chunk))
+        else:
+            parts.append(wq.Phrase(field, [chunk[i:i + 2] for i in range(len(chunk) - 1)]))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else wq.And(parts)
+
+
+def part_df(reader: Any, field: str, part: str, cjk: bool, enough: float) -> int:
+    """Documents that may hold one part of a word (a prefix, a CJK run); counting stops once
+    it reaches ``enough`` or has looked at 40 terms."""
+    if cjk and len(part) >= 2:
+        return int(min(reader.doc_frequency(field, part[i:i + 2]) for i in range(len(part) - 1)))
+    total = 0
+    for i, term in enumerate(reader.expand_prefix(field, part)):
+        total += reader.doc_frequency(field, term)
+        if total >= enough or i >= 40:
+            break
+    return total

@@ -1,0 +1,178 @@
+"""The search outbox: index work written with each message change (Seshat's outbox).
+
+Rules kept here:
+- every message change enqueues its index work in table ``search_outbox`` inside the write
+  transaction that changes the message (`enqueue`, `enqueue_deletes`), so the index can never
+  miss a committed change; an entry leaves the outbox only after the index commit that applied
+  it (`remove_through`, called by the indexer), oldest first;
+- an entry is ``(rowid, op)``: INDEX (replace the row's document), DELETE, or ADD (a row id the
+  index has never held: no look-up for an older document); flag `OP_VERBATIM` says
+  `text.verbatim_searchable` held for the row when written (searches pre-filter such pending
+  rows in SQL);
+- only rows this process has just inserted above every row id it has handed over before may be
+  ADDs (`high`): a row another process inserted lies above this process's mark too, and may be
+  indexed already; entries an earlier process may have applied before it crashed are replayed
+  as INDEX (`replay_until`);
+- writes queue work when this process indexes, or, with search off here, when the store has an
+  index on disk that another process (or a later open) keeps; a store never indexed queues
+  nothing and gets its index built whole on the first open with search.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ..codec import decode_body, decode_ext
+from ..errors import IMError
+from ..message import MessageType
+from ..text import content_text, ext_text, verbatim_searchable
+from ._format import Doc
+
+__all__ = ["OP_ADD", "OP_DELETE", "OP_INDEX", "OP_VERBATIM", "Outbox"]
+
+log = logging.getLogger("imstore.store")
+
+OP_INDEX, OP_DELETE, OP_ADD = 1, 2, 3
+OP_MASK = 7
+OP_VERBATIM = 8
+
+
+def _verbatim_row(mtype: int, body: bytes) -> bool:
+    """`text.verbatim_searchable` of a stored row (False when its payload cannot be read)."""
+    try:
+        t = MessageType(mtype)
+        return verbatim_searchable(t, decode_body(t, body))
+    except (IMError, ValueError):
+        return False
+
+
+class Outbox:
+    """The ``search_outbox`` table of one store. ``conn`` is the store's `Connection`;
+    ``index_dir`` is where the store's index lives on disk (None in memory)."""
+
+    def __init__(self, conn: Any, index_dir: str | None, *, indexing: bool) -> None:
+        self._conn = conn
+        self._index_dir = index_dir
+        self.indexing = indexing  # this process keeps an index (search on)
+        self.high = self.max_rowid()  # row ids above this were never handed to the index
+        self.replay_until = 0  # entries up to this id may be applied already: replace them
+
+    # ------------------------------------------------------------- in the write transaction
+
+    def enqueue(self, rowids: Sequence[int], verbatim: Sequence[bool] | None = None, *,
+                new: bool = False) -> None:
+        """Index (or re-index) these rows once the transaction commits."""
+        if not rowids or not self.feeds():
+            return
+        op = OP_ADD if new and min(rowids) > self.high else OP_INDEX
+        flags = verbatim if verbatim is not None else [False] * len(rowids)
+        self._conn.run_many("INSERT INTO search_outbox (rowid, op) VALUES (?, ?)",
+                            [(r, op | OP_VERBATIM if a else op)
+                             for r, a in zip(rowids, flags, strict=True)])
+        self.high = max(self.high, max(rowids))
+
+    def enqueue_deletes(self, where: str, params: Sequence[Any]) -> None:
+        """Remove the documents of the message rows matching ``where`` (before they go)."""
+        if self.feeds():
+            self._conn.run(f"INSERT INTO search_outbox (rowid, op) SELECT id, {OP_DELETE} "
+                           f"FROM message WHERE {where}", params)
+
+    def feeds(self) -> bool:
+        if self.indexing:
+            return True
+        return self._index_dir is not None and os.path.isdir(self._index_dir)
+
+    def enqueue_everything(self, db: Any) -> int:
+        """Queue every message as an ADD (a rebuild, inside the caller's transaction), flagged
+        as writes flag them; returns how many."""
+        db.execute_sql("DELETE FROM search_outbox")
+        self.replay_until = 0
+        rows = db.execute_sql("SELECT id, type, CAST(body AS BLOB) FROM message ORDER BY id")
+        done = 0
+        while part := rows.fetchmany(5000):
+            db.cursor().executemany(
+                "INSERT INTO search_outbox (rowid, op) VALUES (?, ?)",
+                [(rid, OP_ADD | OP_VERBATIM if _verbatim_row(t, b) else OP_ADD)
+                 for rid, t, b in part])
+            done += len(part)
+        return done
+
+    # ------------------------------------------------------------------- for the indexer
+
+    def max_rowid(self) -> int:
+        return int(self._conn.one("SELECT coalesce(max(id), 0) FROM message")[0])
+
+    def last_id(self) -> int:
+        return int(self._conn.one("SELECT coalesce(max(id), 0) FROM search_outbox")[0])
+
+    def first_id(self) -> int | None:
+        row = self._conn.one("SELECT min(id) FROM search_outbox")
+        return None if row is None or row[0] is None else int(row[0])
+
+    def pending(self) -> int:
+        return int(self._conn.one("SELECT count(*) FROM search_outbox")[0])
+
+    def has_pending(self) -> bool:
+        return self._conn.one("SELECT 1 FROM search_outbox LIMIT 1") is not None
+
+    def position(self) -> tuple[int | None, int]:
+        """Where the outbox stands now: (its first entry id or None, its last entry id)."""
+        row = self._conn.one("SELECT min(id), coalesce(max(id), 0) FROM search_outbox")
+        return (None if row[0] is None else int(row[0])), int(row[1])
+
+    def past(self, position: tuple[int | None, int]) -> bool:
+        """Whether every entry the outbox held at ``position`` has left it (entries leave
+        oldest first; ids start again from 1 once the outbox has been empty)."""
+        first0, last0 = position
+        if first0 is None:
+            return True
+        first = self.first_id()
+        return first is None or first > last0 or first < first0
+
+    def replay_all(self) -> None:
+        """Everything in the outbox now may have been applied by a process that crashed."""
+        self.replay_until = self.last_id()
+
+    def next_batch(self, size: int) -> tuple[int, int, dict[int, int]]:
+        """The oldest ``size`` entries: the id of the last one (0: none), their number, and
+        the op for each
+        row id (the last entry of a row wins; an ADD that may have a document already, from a
+        crashed process or earlier in this batch, becomes an INDEX)."""
+        rows = self._conn.query("SELECT id, rowid, op FROM search_outbox ORDER BY id LIMIT ?",
+                                (size,))
+        ops: dict[int, int] = {}
+        for oid, rid, flagged in rows:
+            op = flagged & OP_MASK
+            if op == OP_ADD and (rid in ops or oid <= self.replay_until):
+                op = OP_INDEX
+            ops[rid] = op
+        return (rows[-1][0] if rows else 0), len(rows), ops
+
+    def remove_through(self, last: int) -> None:
+        """The entries up to ``last`` are in the index: they leave the outbox."""
+        with self._conn.tx():
+            self._conn.run("DELETE FROM search_outbox WHERE id <= ?", (last,))
+
+    def docs(self, last: int, ops: dict[int, int]) -> list[Doc]:
+        """The documents of the batch ending at entry ``last``: its rows that are neither
+        deleted nor recalled and whose payloads decode (a corrupt one is logged, left out)."""
+        docs = []
+        for rid, sort, conv, sender, mtype, body, ext in self._conn.query(
+                "SELECT id, sort_time, conv_id, sender, type, CAST(body AS BLOB), CAST(ext AS BLOB) "
+                "FROM message WHERE id IN "
+                f"(SELECT rowid FROM search_outbox WHERE id <= ? AND op & {OP_MASK} != "
+                f"{OP_DELETE}) AND recalled_at IS NULL", (last,)):
+            if ops.get(rid, OP_DELETE) == OP_DELETE:
+                continue
+            try:
+                t = MessageType(mtype)
+                content = content_text(t, decode_body(t, body))
+                extt = ext_text(decode_ext(ext))
+            except (IMError, ValueError):
+                log.warning("message row %s has a corrupt payload; not indexed", rid)
+                continue
+            docs.append(Doc(rid, sort, conv, sender, mtype, content, extt))
+        return docs
