@@ -96,8 +96,9 @@ class _Scanner:
         self.scans += 1
 
 
+@pytest.mark.parametrize("search", [False, True], ids=["no index", "with its index"])
 def test_a_unique_word_is_in_no_file_at_any_moment_of_an_import_nor_after_close(
-        tmp_path: Path) -> None:
+        tmp_path: Path, search: bool) -> None:
     path = tmp_path / "s"
     peer, word = "zqxpeer-83f1c0", "quetzalcoatlite"
     scanner = _Scanner(path, [word.encode(), peer.encode(), word.encode("utf-16-le")])
@@ -107,7 +108,7 @@ def test_a_unique_word_is_in_no_file_at_any_moment_of_an_import_nor_after_close(
         while not stop.is_set():
             scanner.scan()
 
-    with imstore.open(path, user_id="alice", key=KEY, search=False) as s:
+    with imstore.open(path, user_id="alice", key=KEY, search=search) as s:
         thread = threading.Thread(target=keep_scanning)
         thread.start()
         try:
@@ -120,6 +121,10 @@ def test_a_unique_word_is_in_no_file_at_any_moment_of_an_import_nor_after_close(
             s.mark_conversation_read(conv)
             s.delete_message(sent.msg_id)
             assert s.verify().ok
+            if search:
+                s.flush_index()
+                assert len(s.search_messages(word, limit=400)) == 400
+                s.rebuild_search_index()  # a rebuild writes the whole index again
         finally:
             stop.set()
             thread.join()
@@ -370,10 +375,10 @@ def test_keys_for_other_purposes_differ_from_the_store_key() -> None:
 def test_an_encrypted_whoosh_index_holds_no_plaintext(tmp_path: Path) -> None:
     from whoosh import fields, qparser
 
-    from imstore._crypto._whoosh import EncryptedStorage
+    from imstore.index._sealed import Sealing
 
     key = _crypto.index_key(KEY)
-    storage = EncryptedStorage(str(tmp_path / "ix"), key)
+    storage = Sealing(key).storage(str(tmp_path / "ix"))
     storage.create()
     ix = storage.create_index(fields.Schema(id=fields.ID(stored=True), body=fields.TEXT))
     for batch in range(3):  # several segments, then a merge
@@ -384,12 +389,12 @@ def test_an_encrypted_whoosh_index_holds_no_plaintext(tmp_path: Path) -> None:
     ix.writer().commit(optimize=True)
     assert _holding(tmp_path / "ix", b"zanzibar") == []
     assert _holding(tmp_path / "ix", b"word1") == []
-    again = EncryptedStorage(str(tmp_path / "ix"), key).open_index()  # a cold cache
+    again = Sealing(key).storage(str(tmp_path / "ix")).open_index()  # a cold cache
     query = qparser.QueryParser("body", again.schema).parse("zanzibar")
     with again.searcher() as searcher:
         assert len(searcher.search(query, limit=None)) == 600
     with pytest.raises(IMError):
-        EncryptedStorage(str(tmp_path / "ix"), _crypto.index_key(OTHER)).open_index()
+        Sealing(_crypto.index_key(OTHER)).storage(str(tmp_path / "ix")).open_index()
 
 
 _HOLD_OPEN = """
@@ -504,3 +509,100 @@ def test_an_encrypted_store_never_spills_to_temporary_files(tmp_path: Path,
     assert MessageStore.stored_owner(path, key=KEY) == "alice"
     imstore.change_key(path, KEY, OTHER)  # the copy builds every index: sorts
     assert spilled == set()
+
+
+# -------------------------------------------------------------------- the store's sealed index
+
+def test_the_segment_helper_seals_what_it_writes(tmp_path: Path) -> None:
+    from imstore.index import Doc, SearchIndex
+    from imstore.index._sealed import Sealing
+
+    ix = SearchIndex(str(tmp_path / "ix"), workers=2, sealing=Sealing(_crypto.index_key(KEY)))
+    try:
+        ix.apply([], [], new=[Doc(i, i, "conv", "s", 1, f"helperword {i}", "")
+                              for i in range(1, 9001)])
+        assert ix._helper is not None  # half of the batch went through the helper process
+        assert ix.candidates(["helperword"], ["content"], conv_id=None, start_time=None,
+                             end_time=None, newest_first=True, limit=5)[0] == [9000, 8999,
+                                                                               8998, 8997, 8996]
+    finally:
+        ix.close()
+    assert _holding(tmp_path / "ix", b"helperword") == []
+    assert _holding(tmp_path / "ix", b"conv") == []
+
+
+def _index_files(path: Path) -> list[Path]:
+    return [p for p in (path / "search").iterdir()
+            if p.is_file() and p.name not in ("FORMAT",) and not p.name.endswith("LOCK")]
+
+
+def test_a_sealed_index_file_that_was_changed_is_damage_searches_stay_exact(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "s"
+    with imstore.open(path, user_id="alice", key=KEY) as s:
+        s.import_messages(Message.text("alice", f"needle{i % 5} hay", sender="bob")
+                          for i in range(500))
+        s.flush_index()
+        for f in _index_files(path):
+            if not f.name.endswith(".toc"):
+                data = bytearray(f.read_bytes())
+                data[len(data) // 2] ^= 0x40  # one bit: the tag no longer matches
+                f.write_bytes(bytes(data))
+        assert len(s.search_messages("needle3", limit=400)) == 100
+        assert "does not decrypt" in caplog.text
+        s.flush_index()
+        assert len(s.search_messages("hay", limit=400)) == 400
+        assert s.verify().ok
+    assert _holding(path, b"needle") == []
+
+
+@pytest.mark.parametrize("left", ["plaintext", "another key"])
+def test_an_index_the_key_does_not_open_is_rebuilt_sealed(tmp_path: Path, left: str) -> None:
+    from imstore.index import Doc, SearchIndex
+    from imstore.index._sealed import Sealing
+
+    path = tmp_path / "s"
+    with imstore.open(path, user_id="alice", key=KEY, search=False) as s:
+        s.import_messages(Message.text("alice", f"stored {i}", sender="bob") for i in range(50))
+    # what an earlier version (plaintext) or an old key (a restored backup) left behind
+    sealing = None if left == "plaintext" else Sealing(_crypto.index_key(OTHER))
+    old = SearchIndex(str(path / "search"), workers=1, sealing=sealing)
+    old.apply([], [], new=[Doc(i, i, "c", "s", 1, f"leftword {i}", "") for i in range(1, 40)])
+    old.close()
+    with imstore.open(path, user_id="alice", key=KEY) as s:
+        s.flush_index()
+        assert len(s.search_messages("stored", limit=400)) == 50
+        assert s.search_messages("leftword") == []
+        assert s.verify().ok
+    assert _holding(path, b"leftword") == [] and _holding(path, b"stored") == []
+
+
+_INDEXES = """
+import sys, imstore
+from imstore import Message
+with imstore.open(sys.argv[1], user_id="alice", key=bytes(range(32))) as s:
+    s.import_messages(Message.text("alice", f"fromchild {i}", sender="bob") for i in range(300))
+    s.flush_index()
+    print("indexed", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_another_process_reads_the_sealed_index_of_the_one_that_indexes(tmp_path: Path) -> None:
+    import subprocess
+
+    path = tmp_path / "s"
+    imstore.open(path, user_id="alice", key=KEY).close()
+    with subprocess.Popen([sys.executable, "-c", _INDEXES, str(path)], text=True,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "indexed"
+            with imstore.open(path, user_id="alice", key=KEY) as s:
+                assert not s.index_status().indexer  # the child holds the lease
+                assert len(s.search_messages("fromchild", limit=400)) == 300
+            proc.communicate("", timeout=60)
+        finally:
+            if proc.returncode is None:  # exactly the child this test started
+                proc.kill()
+                proc.wait()
+    assert _holding(path, b"fromchild") == []
