@@ -357,3 +357,27 @@ def test_verify_without_a_timeout_gives_up_on_an_index_that_cannot_write(
         assert len(outcome) == 1 and isinstance(outcome[0], IMError), outcome
         assert "has not moved" in outcome[0].description
         assert s.verify().repaired.get("search_index") == 0
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_under_an_encrypted_store_and_its_index(tiny_disk: Path) -> None:
+    pytest.importorskip("sqlcipher3", reason="encryption needs imstore[crypto]")
+    path, key = tiny_disk / "s", bytes(range(32))
+    with imstore.open(path, user_id="alice", key=key) as s:
+        kept = _fill(s, 50, "zanzibarite")
+        s.flush_index()
+        filler = _fill_disk(tiny_disk)
+        with pytest.raises(IMError) as err:
+            for i in range(5000):
+                s.insert_message(Message.text("bob", f"zanzibarite more {i} " * 40))
+        assert FULL in err.value.description
+        assert s.get_message(kept[-1].msg_id) is not None
+        assert len(s.search_messages("zanzibarite", limit=400)) >= 50  # exact, full or not
+        try:  # the index may or may not be behind: either way verify returns or says so
+            s.verify(timeout=1)
+        except IMError as exc:
+            assert "search index" in exc.description or FULL in exc.description
+        filler.unlink()
+        s.flush_index(timeout=120)
+        assert s.verify(timeout=120).repaired.get("search_index") == 0
+    assert not [p for p in path.rglob("*") if p.is_file() and b"zanzibarite" in p.read_bytes()]
