@@ -23,6 +23,45 @@ NEW = bytes(range(1, 33))
 OTHER = bytes(range(2, 34))
 BOB = Message.text("bob", "").conv_id
 
+def _old_key(rewrite: str) -> bytes | None:
+    """The key the store has before ``rewrite``: none before encrypt_store, KEY before
+    change_key."""
+    return None if rewrite == "encrypt_store" else KEY
+
+
+def _store_for(path: Path, rewrite: str, text: str) -> bytes | None:
+    """A store ready for ``rewrite``, holding one message; returns its key."""
+    old = _old_key(rewrite)
+    with imstore.open(path, user_id="alice", key=old, search=False) as s:
+        s.insert_message(Message.text("bob", text))
+    return old
+
+
+def _rewrite(path: Path, rewrite: str, new: bytes) -> None:
+    """Run ``rewrite`` (encrypt_store, or change_key from KEY) to key ``new``."""
+    if rewrite == "encrypt_store":
+        imstore.encrypt_store(path, new)
+    else:
+        imstore.change_key(path, KEY, new)
+
+
+def _kill_after(script: str, args: list[str], lines: int) -> list[str]:
+    """Run ``script`` in a child process, read ``lines`` lines of its output, SIGKILL it (that
+    PID, and it only); returns the lines."""
+    with subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            said = [proc.stdout.readline().strip() for _ in range(lines)]
+            os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait()
+    return said
+
+
 _WRITE_DURING = """
 import sys, imstore
 from imstore import Message
@@ -39,9 +78,7 @@ print("stored", flush=True)
 def test_a_process_that_opens_the_store_during_a_rewrite_loses_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rewrite: str) -> None:
     path = tmp_path / "s"
-    old = None if rewrite == "encrypt_store" else KEY
-    with imstore.open(path, user_id="alice", key=old, search=False) as s:
-        s.insert_message(Message.text("bob", "before"))
+    old = _store_for(path, rewrite, "before")
     said: list[str] = []
     real = _cipher._check_copy
 
@@ -53,10 +90,7 @@ def test_a_process_that_opens_the_store_during_a_rewrite_loses_nothing(
         real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_cipher, "_check_copy", another_process_writes)
-    if rewrite == "encrypt_store":
-        imstore.encrypt_store(path, NEW)
-    else:
-        imstore.change_key(path, KEY, NEW)
+    _rewrite(path, rewrite, NEW)
     with imstore.open(path, user_id="alice", key=NEW, search=False) as s:
         texts = [m.body.text for m in s.messages(BOB)]
     # the other process was refused, or what it stored is there: never "stored" and lost
@@ -68,26 +102,18 @@ def test_a_process_that_opens_the_store_during_a_rewrite_loses_nothing(
 def test_a_second_rewrite_meanwhile_is_refused_and_spoils_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rewrite: str) -> None:
     path = tmp_path / "s"
-    old = None if rewrite == "encrypt_store" else KEY
-    with imstore.open(path, user_id="alice", key=old, search=False) as s:
-        s.insert_message(Message.text("bob", "kept"))
+    _store_for(path, rewrite, "kept")
     refused: list[str] = []
     real = _cipher._check_copy
 
     def another_rewrite(*args: object) -> None:  # the copy is written, not yet checked
         with pytest.raises(IMError) as err:
-            if rewrite == "encrypt_store":
-                imstore.encrypt_store(path, OTHER)
-            else:
-                imstore.change_key(path, KEY, OTHER)
+            _rewrite(path, rewrite, OTHER)
         refused.append(err.value.description)
         real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_cipher, "_check_copy", another_rewrite)
-    if rewrite == "encrypt_store":
-        imstore.encrypt_store(path, NEW)
-    else:
-        imstore.change_key(path, KEY, NEW)
+    _rewrite(path, rewrite, NEW)
     assert len(refused) == 1 and "is open" in refused[0]
     with imstore.open(path, user_id="alice", key=NEW, search=False) as s:
         assert [m.body.text for m in s.messages(BOB)] == ["kept"]
@@ -173,19 +199,9 @@ def _opens_with(path: Path, keys: list[bytes | None]) -> bytes | None:
 
 
 def _kill_at(path: Path, rewrite: str, step: str, old: bytes | None) -> None:
-    with subprocess.Popen(
-            [sys.executable, "-c", _REWRITE_STOPPED_AT, str(path), rewrite, step,
-             "" if old is None else old.hex(), NEW.hex()],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == f"at {step}"
-            os.kill(proc.pid, signal.SIGKILL)
-            assert proc.wait(timeout=60) == -signal.SIGKILL
-        finally:
-            if proc.returncode is None:  # exactly the child this test started
-                proc.kill()
-                proc.wait()
+    said = _kill_after(_REWRITE_STOPPED_AT, [str(path), rewrite, step,
+                                             "" if old is None else old.hex(), NEW.hex()], 1)
+    assert said == [f"at {step}"]
 
 
 @pytest.mark.parametrize("step", _STEPS)
@@ -193,7 +209,7 @@ def _kill_at(path: Path, rewrite: str, step: str, old: bytes | None) -> None:
 def test_a_rewrite_killed_at_any_step_leaves_a_store_that_opens_and_lost_nothing(
         tmp_path: Path, rewrite: str, step: str) -> None:
     path = tmp_path / "s"
-    old = None if rewrite == "encrypt_store" else KEY
+    old = _old_key(rewrite)
     with imstore.open(path, user_id="alice", key=old) as s:  # with an index (plaintext or not)
         s.import_messages(Message.text("alice", f"quokkaword {i}", sender="bob")
                           for i in range(300))
@@ -209,10 +225,7 @@ def test_a_rewrite_killed_at_any_step_leaves_a_store_that_opens_and_lost_nothing
         assert s.verify().ok
     assert not [n for n in os.listdir(path) if ".rekey" in n]  # the next open cleaned up
     if now != NEW:  # the rewrite, run again, goes through
-        if rewrite == "encrypt_store":
-            imstore.encrypt_store(path, NEW)
-        else:
-            imstore.change_key(path, KEY, NEW)
+        _rewrite(path, rewrite, NEW)
     with imstore.open(path, user_id="alice", key=NEW) as s:
         assert s.message_count(BOB) == 300
         assert len(s.search_messages("quokkaword", limit=400)) == 300
@@ -272,17 +285,7 @@ with imstore.open(sys.argv[1], user_id="alice", key=bytes(range(32)), search=Fal
 def test_an_import_into_an_encrypted_store_killed_keeps_every_committed_batch(
         tmp_path: Path) -> None:
     path = tmp_path / "s"
-    with subprocess.Popen([sys.executable, "-c", _IMPORTER, str(path)],
-                          stdout=subprocess.PIPE, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            told = [int(proc.stdout.readline()) for _ in range(6)]
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-        finally:
-            if proc.returncode is None:  # exactly the child this test started
-                proc.kill()
-                proc.wait()
+    told = [int(n) for n in _kill_after(_IMPORTER, [str(path)], 6)]
     with imstore.open(path, user_id="alice", key=KEY, search=False) as s:
         count = s.message_count(BOB)
         assert count >= told[-1] and count % 500 == 0
@@ -304,16 +307,7 @@ sys.stdin.readline()
 @pytest.mark.parametrize("wrong", [NEW, None, "a wrong passphrase"], ids=["raw", "none", "passphrase"])
 def test_a_wrong_key_on_a_killed_store_with_a_hot_wal_loses_nothing(tmp_path: Path, wrong) -> None:
     path = tmp_path / "s"
-    with subprocess.Popen([sys.executable, "-c", _KILLED_WITH_A_WAL, str(path)],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "written"
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-        finally:
-            if proc.returncode is None:  # exactly the child this test started
-                proc.kill()
-                proc.wait()
+    assert _kill_after(_KILLED_WITH_A_WAL, [str(path)], 1) == ["written"]
     assert (path / "imstore.db-wal").stat().st_size > 0  # the messages are in the WAL only
     for _ in range(2):
         with pytest.raises(IMError):
