@@ -79,7 +79,8 @@ _REFUSALS: dict[str, tuple[ErrorCode, str]] = {
                     "without key=, or encrypt it first with imstore.encrypt_store(path, key)"),
     "wrong key": (ErrorCode.INVALID_PARAM,
                   "the key does not open the encrypted store in {where!r}: it is not the key "
-                  "(or passphrase) the store was encrypted with; nothing was changed"),
+                  "(or passphrase) the store was encrypted with (or the database's first page "
+                  "is damaged: then restore it from a backup); nothing was changed"),
     "still open": (ErrorCode.DATABASE_ERROR,
                    "the store in {where!r} is open (in this or another process): close it "
                    "everywhere, then try again; nothing was changed"),
