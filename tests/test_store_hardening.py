@@ -381,3 +381,37 @@ def test_a_real_full_disk_under_an_encrypted_store_and_its_index(tiny_disk: Path
         s.flush_index(timeout=120)
         assert s.verify(timeout=120).repaired.get("search_index") == 0
     assert not [p for p in path.rglob("*") if p.is_file() and b"zanzibarite" in p.read_bytes()]
+
+
+def _child_searches(store: MessageStore, word: str, expected: int) -> int:
+    """In a forked child: search the inherited store."""
+    try:
+        return 0 if len(store.search_messages(word, limit=400)) == expected else 1
+    except BaseException:  # the child reports by its exit code
+        return 2
+
+
+def test_a_fork_while_a_thread_is_inside_the_sealed_index_cache(tmp_path: Path) -> None:
+    pytest.importorskip("sqlcipher3", reason="encryption needs imstore[crypto]")
+    store = imstore.open(tmp_path / "s", user_id="alice", key=bytes(range(32)))
+    code: int | None = None
+    try:
+        _fill(store, 30, "cached")
+        store.flush_index()
+        assert len(store.search_messages("cached", limit=400)) == 30
+        _fill(store, 10, "cached")
+        store.flush_index()  # a new commit: the next search opens files it has not read yet
+        cache = store._indexer._sealing.cache  # type: ignore[union-attr]
+        with cache._lock:  # a thread of this process is inside the cache when it forks
+            pid = os.fork()
+            if pid == 0:
+                os._exit(_child_searches(store, "cached", 40))
+        try:
+            code = _reap(pid, 60)
+        finally:
+            if code is None:  # hung: exactly the child this test started
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        assert code == 0
+    finally:
+        store.close()

@@ -14,13 +14,15 @@ Rules kept here:
 - one `Sealing` (the index key and one cache) serves every storage of a store's index in this
   process: the writer's, the searches' and their temporary storages;
 - a file that does not unseal (another key, plaintext, changed) raises `IMError`: the index
-  treats it as damage and rebuilds.
+  treats it as damage and rebuilds;
+- fork: a child gets every cache empty, with a fresh lock.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from io import BytesIO
 from typing import Any
@@ -45,6 +47,14 @@ class _Cache:
         self._size = 0
         self._items: OrderedDict[str, tuple[tuple[int, int, int], bytes]] = OrderedDict()
         self._lock = threading.Lock()
+        _CACHES.add(self)
+
+    def renew(self) -> None:
+        """In a forked child: a fresh lock (a thread of the parent may have held this one) and
+        an empty cache (that thread may have been changing it)."""
+        self._lock = threading.Lock()
+        self._items = OrderedDict()
+        self._size = 0
 
     def get(self, name: str, ident: tuple[int, int, int]) -> bytes | None:
         with self._lock:
@@ -72,6 +82,17 @@ class _Cache:
         item = self._items.pop(name, None)
         if item is not None:
             self._size -= len(item[1])
+
+
+_CACHES: weakref.WeakSet[_Cache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_CACHES):
+        cache.renew()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Sealing:
