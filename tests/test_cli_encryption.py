@@ -262,3 +262,34 @@ def test_info_says_whether_the_store_is_encrypted(tmp_path: Path, capsys) -> Non
     assert code == 0 and "yes (SQLCipher)" in out and "alice" in out
     code, _, err = run(["--store", str(tmp_path / "none"), "info"], capsys)
     assert code == 2 and "holds no store" in err
+
+
+_HOLDS_THE_WRITE_LOCK = """
+import sys, sqlcipher3
+con = sqlcipher3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA key = \\"x'" + bytes(range(32)).hex() + "'\\"")
+con.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_locked_encrypted_store_is_said_to_be_locked_after_the_short_wait(
+        tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    _store(tmp_path / "s", RAW)
+    monkeypatch.setenv("IMSTORE_LOCK_TIMEOUT", "0.2")
+    with subprocess.Popen([sys.executable, "-c", _HOLDS_THE_WRITE_LOCK,
+                           str(tmp_path / "s" / "imstore.db")], text=True,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+            code, _, err = _stats(tmp_path / "s", capsys, "--key-file", _key_file(tmp_path, RAW))
+            proc.communicate("", timeout=60)
+        finally:
+            if proc.returncode is None:  # exactly the child this test started
+                proc.kill()
+                proc.wait()
+    assert code == 2 and "is locked by another process" in err

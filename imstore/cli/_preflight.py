@@ -37,7 +37,8 @@ def stored_owner(path: str) -> str | None:
 
 def open_store(path: str, owner: str, limits: Limits | None = None) -> MessageStore:
     """The store in ``path`` (created for ``owner`` when there is none), once it can be written."""
-    MessageStore.check_writable(path, timeout=float(os.environ.get("IMSTORE_LOCK_TIMEOUT", "5")))
+    MessageStore.check_writable(path, timeout=float(os.environ.get("IMSTORE_LOCK_TIMEOUT", "5")),
+                                key=key_for(path))
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.exists(path) and os.path.isdir(parent) and not os.access(parent, os.W_OK):
         raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot create {path}")

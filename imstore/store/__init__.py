@@ -26,7 +26,6 @@ writes; no network I/O (the store does not know servers exist). See docs/archite
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -71,10 +70,10 @@ from ._checks import (
 )
 from ._cipher import (
     change_key,
-    database_state,
     encrypt_store,
     is_encrypted,
     open_database,
+    probe_write_lock,
     read_owner,
 )
 from ._connection import Connection, connect
@@ -229,35 +228,21 @@ class MessageStore:
         return read_owner(check_path(path), key)
 
     @staticmethod
-    def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+    def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0,
+                       key: bytes | str | None = None) -> None:
         """Raise `IMError(DATABASE_ERROR)` saying why the store in directory ``path`` cannot be
         written now: a file of it is not writable, or another process keeps its write lock for
-        more than ``timeout`` seconds (`open` itself waits 30). Creates and changes nothing; a
-        directory without a store passes."""
+        more than ``timeout`` seconds (`open` itself waits 30). An encrypted store's lock is
+        probed with its ``key`` (without one, `open` says the key is missing). Creates and
+        changes nothing; a directory without a store passes."""
         directory = check_path(path)
         db = os.path.join(directory, DATABASE_FILE)
         for p in (directory, db, os.path.join(directory, "search")):
             if os.path.exists(p) and not os.access(p, os.W_OK):
                 raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot write {p} "
                               "(a store needs write access, even to be read)")
-        if not os.path.isfile(db) or database_state(db) == "encrypted":
-            return  # probing an encrypted database's lock needs its key: open waits for it
-        con = sqlite3.connect(db, timeout=timeout, isolation_level=None)
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            con.execute("ROLLBACK")
-        except sqlite3.OperationalError as exc:
-            why = str(exc)
-            if "locked" in why or "busy" in why:
-                raise IMError(ErrorCode.DATABASE_ERROR,
-                              f"the store {directory} is locked by another process (an import?); "
-                              "try again when it is done") from exc
-            if "readonly" in why:
-                raise IMError(ErrorCode.DATABASE_ERROR,
-                              f"permission denied: cannot write {db} (read-only)") from exc
-            raise IMError(ErrorCode.DATABASE_ERROR, f"{db}: {exc}") from exc
-        finally:
-            con.close()
+        if os.path.isfile(db):
+            probe_write_lock(db, key, timeout)
 
     def close(self) -> None:
         """Stop the indexer thread after its current batch and close the database (index work

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sqlite3
 import urllib.parse
 from types import ModuleType
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
     "encrypt_store",
     "is_encrypted",
     "open_database",
+    "probe_write_lock",
     "read_owner",
 ]
 
@@ -165,6 +167,40 @@ def read_owner(directory: str, key: Any) -> str | None:
     finally:
         con.close()
     return None if row is None else str(row[0])
+
+
+def probe_write_lock(db_path: str, key: Any, timeout: float) -> None:
+    """IMError when the database at ``db_path`` cannot take a write now: another process keeps
+    its write lock for more than ``timeout`` seconds, or it is read-only. An encrypted one is
+    probed with ``key`` (None: not probed; opening it will say the key is missing)."""
+    where = os.path.dirname(db_path)
+    state = database_state(db_path)
+    if state in ("missing", "empty") or (state == "encrypted" and key is None):
+        return
+    _match(state, key, where)
+    driver: Any = sqlite3
+    if key is not None:
+        driver, spec = _key_spec(key, state, db_path)
+    con = driver.connect(db_path, timeout=timeout, isolation_level=None)
+    try:
+        if key is not None:
+            use_key(con, spec)
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+    except driver.Error as exc:
+        why = str(exc)
+        if _NOT_A_DATABASE in why and key is not None:
+            raise _refusal("wrong key", where) from exc
+        if "locked" in why or "busy" in why:
+            raise IMError(ErrorCode.DATABASE_ERROR,
+                          f"the store {where} is locked by another process (an import?); "
+                          "try again when it is done") from exc
+        if "readonly" in why:
+            raise IMError(ErrorCode.DATABASE_ERROR,
+                          f"permission denied: cannot write {db_path} (read-only)") from exc
+        raise IMError(ErrorCode.DATABASE_ERROR, f"{db_path}: {exc}") from exc
+    finally:
+        con.close()
 
 
 def _existing(path: str | os.PathLike[str]) -> tuple[str, str, str]:
