@@ -1,5 +1,6 @@
 """Encryption at rest (issue 22), the store's side: SQLCipher keys, the errors for each wrong
-key, the rewrites (`encrypt_store`, `change_key`), and the sealed files an index is made of."""
+key, the rewrites (`encrypt_store`, `change_key`), no plaintext in any file at any moment, and
+no temporary file (the index's side: test_encryption_index.py)."""
 
 from __future__ import annotations
 
