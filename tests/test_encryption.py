@@ -452,3 +452,12 @@ def test_an_encrypted_store_never_spills_to_temporary_files(tmp_path: Path,
     assert MessageStore.stored_owner(path, key=KEY) == "alice"
     imstore.change_key(path, KEY, OTHER)  # the copy builds every index: sorts
     assert spilled == set()
+
+
+def test_a_passphrase_opens_its_store_whichever_unicode_form_it_is_typed_in(
+        tmp_path: Path) -> None:
+    composed, decomposed = "caf\u00e9 cr\u00e8me", "cafe\u0301 cre\u0300me"  # macOS types NFD
+    with imstore.open(tmp_path / "s", user_id="alice", key=composed) as s:
+        s.insert_message(Message.text("bob", "kept"))
+    with imstore.open(tmp_path / "s", user_id="alice", key=decomposed) as s:
+        assert s.message_count(BOB) == 1
