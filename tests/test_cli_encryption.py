@@ -293,3 +293,10 @@ def test_a_locked_encrypted_store_is_said_to_be_locked_after_the_short_wait(
                 proc.kill()
                 proc.wait()
     assert code == 2 and "is locked by another process" in err
+
+
+def test_a_key_file_saved_with_a_byte_order_mark_holds_the_passphrase(tmp_path: Path,
+                                                                      capsys) -> None:
+    _store(tmp_path / "s", SECRET)
+    key = _key_file(tmp_path, "\ufeff".encode() + SECRET.encode() + b"\r\n")  # Notepad
+    assert _stats(tmp_path / "s", capsys, "--key-file", key)[0] == 0

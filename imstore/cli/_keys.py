@@ -4,9 +4,10 @@ Rules kept here:
 - a key comes from ``--key-file FILE`` (``-`` reads standard input), else ``$IMSTORE_KEY_FILE``
   (a file), else ``$IMSTORE_KEY`` (the passphrase itself); a new key (``imstore rekey``) from
   ``--new-key-file`` / ``$IMSTORE_NEW_KEY_FILE`` / ``$IMSTORE_NEW_KEY`` the same way;
-- a key file of exactly 32 bytes is a raw key; anything else is a passphrase: its text (UTF-8),
-  stripped of surrounding white space (the newline an editor or ``echo`` adds); an empty or
-  binary file, or one over 4 KiB, is refused, and no error ever shows a key;
+- a key file of exactly 32 bytes is a raw key; anything else is a passphrase: its text (UTF-8,
+  without a byte order mark), stripped of surrounding white space (the newline an editor or
+  ``echo`` adds); an empty or binary file, or one over 4 KiB, is refused, and no error ever
+  shows a key;
 - ``--key`` and ``--new-key`` exist only to refuse a key typed on the command line (it would stay
   in the shell's history and the process list);
 - the key is read once per command (`keys_from`) and every store the command opens asks
@@ -75,7 +76,7 @@ def _from_file(path: str, option: str) -> bytes | str:
         raise IMError(ErrorCode.INVALID_PARAM, f"{option}: {path!r} is not a key file (over "
                       f"{_MAX_FILE} bytes): it must hold {KEY_BYTES} raw bytes or a passphrase")
     try:
-        text = data.decode("utf-8").strip()
+        text = data.decode("utf-8-sig").strip()  # an editor's byte order mark is not in it
     except UnicodeDecodeError:
         text = ""
     if not text or "\x00" in text:
