@@ -205,7 +205,7 @@ def probe_write_lock(db_path: str, key: Any, timeout: float) -> None:
 
 def _existing(path: str | os.PathLike[str]) -> tuple[str, str, str]:
     """The directory, database file and state of the store in ``path``; IMError when none."""
-    directory = os.path.abspath(check_path(path))
+    directory = os.path.abspath(check_path(path, "a directory path"))
     db_path = os.path.join(directory, DATABASE_FILE)
     state = database_state(db_path)
     if state in ("missing", "empty"):
