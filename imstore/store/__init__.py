@@ -76,6 +76,7 @@ from ._cipher import (
     open_database,
     probe_write_lock,
     read_owner,
+    settle_key,
 )
 from ._connection import Connection, connect
 from ._conversations import ConversationTable
@@ -218,6 +219,7 @@ class MessageStore:
         if index_policy is not None and not isinstance(index_policy, IndexPolicy):
             raise invalid("index_policy", "an IndexPolicy or None", index_policy)
         if path != ":memory:":
+            key = settle_key(path, key)  # a passphrase derived once for this whole open
             owner = read_owner(path, key)
             if owner is not None and owner != user_id:
                 raise IMError(ErrorCode.DATABASE_ERROR,

@@ -45,6 +45,7 @@ __all__ = [
     "open_database",
     "probe_write_lock",
     "read_owner",
+    "settle_key",
 ]
 
 _PLAIN = b"SQLite format 3\x00"
@@ -115,6 +116,16 @@ def _match(state: str, key: Any, where: str) -> None:
         raise _refusal("missing key", where)
     if key is not None and state == "plain":
         raise _refusal("plain store", where)
+
+
+def settle_key(directory: str, key: Any) -> Any:
+    """``key`` as every later step of one open takes it: a passphrase for an encrypted store
+    already derived (with its salt) into the raw key, so that checking the owner and opening
+    derive it once between them; anything else as it is (checked where it is used)."""
+    db_path = os.path.join(directory, DATABASE_FILE)
+    if not isinstance(key, str) or database_state(db_path) != "encrypted":
+        return key
+    return derive_key(check_key(key), _salt(db_path))
 
 
 def open_database(db_path: str, key: Any) -> Database:
