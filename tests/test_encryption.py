@@ -64,17 +64,17 @@ def test_a_passphrase_and_the_raw_key_it_derives_open_the_same_store(tmp_path: P
 
 def test_no_plaintext_in_the_database_files_while_open_and_after_close(tmp_path: Path) -> None:
     path = tmp_path / "s"
-    word = b"xylophonic"
+    word, peer = b"xylophonic", "bob-4f2a9c1e"  # long enough never to occur in ciphertext
     with imstore.open(path, user_id="alice", key=KEY, search=False) as s:
-        s.import_messages(Message.text("alice", f"{word.decode()} {i}", sender="bob",
+        s.import_messages(Message.text("alice", f"{word.decode()} {i}", sender=peer,
                                        ext={"note": word.decode()}) for i in range(500))
-        s.insert_message(Message.text("bob", "one more xylophonic"))
+        s.insert_message(Message.text(peer, "one more xylophonic"))
         assert (path / "imstore.db-wal").stat().st_size > 0  # the WAL holds the last writes
         assert _holding(path, word) == []
-        assert _holding(path, b"bob") == []  # ids too
+        assert _holding(path, peer.encode()) == []  # ids too
     assert _holding(path, word) == []
     with imstore.open(path, user_id="alice", key=KEY, search=False) as s:
-        assert s.message_count(BOB) == 501
+        assert s.message_count(Message.text(peer, "").conv_id) == 501
 
 
 class _Scanner:
@@ -141,11 +141,14 @@ def test_the_passphrase_is_derived_once_per_open_for_every_thread(
     real = _cipher.derive_key
 
     def counting(key, salt):
-        calls.append(1)
+        if isinstance(key, str):  # a raw key goes through as it is: no derivation
+            calls.append(1)
         return real(key, salt)
 
     monkeypatch.setattr(_cipher, "derive_key", counting)
-    with imstore.open(tmp_path / "s", user_id="alice", key="pass") as s:
+    imstore.open(tmp_path / "s", user_id="alice", key="pass").close()  # created: derived once
+    assert calls == [1]
+    with imstore.open(tmp_path / "s", user_id="alice", key="pass") as s:  # opened: once more
         def read() -> None:  # each thread opens its own SQLite connection
             for _ in range(5):
                 s.insert_message(Message.text("bob", "hi"))
@@ -157,7 +160,7 @@ def test_the_passphrase_is_derived_once_per_open_for_every_thread(
         for t in threads:
             t.join()
         assert s.message_count(BOB) == 20
-    assert calls == [1]
+    assert calls == [1, 1]
 
 
 # ----------------------------------------------------------------------- one error for each

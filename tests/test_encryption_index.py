@@ -83,7 +83,7 @@ def test_the_segment_helper_seals_what_it_writes(tmp_path: Path) -> None:
 
     ix = SearchIndex(str(tmp_path / "ix"), workers=2, sealing=Sealing(_crypto.index_key(KEY)))
     try:
-        ix.apply([], [], new=[Doc(i, i, "conv", "s", 1, f"helperword {i}", "")
+        ix.apply([], [], new=[Doc(i, i, "conv-7f3e9a", "s", 1, f"helperword {i}", "")
                               for i in range(1, 9001)])
         assert ix._helper is not None  # half of the batch went through the helper process
         assert ix.candidates(["helperword"], ["content"], conv_id=None, start_time=None,
@@ -92,7 +92,7 @@ def test_the_segment_helper_seals_what_it_writes(tmp_path: Path) -> None:
     finally:
         ix.close()
     assert _holding(tmp_path / "ix", b"helperword") == []
-    assert _holding(tmp_path / "ix", b"conv") == []
+    assert _holding(tmp_path / "ix", b"conv-7f3e9a") == []
 
 
 def _index_files(path: Path) -> list[Path]:
