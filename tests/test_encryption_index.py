@@ -86,6 +86,10 @@ def test_the_segment_helper_seals_what_it_writes(tmp_path: Path) -> None:
         ix.apply([], [], new=[Doc(i, i, "conv-7f3e9a", "s", 1, f"helperword {i}", "")
                               for i in range(1, 9001)])
         assert ix._helper is not None  # half of the batch went through the helper process
+        key = _crypto.index_key(KEY)
+        for part in ("cmdline", "environ"):  # the key went over its stdin, nowhere else
+            seen = Path(f"/proc/{ix._helper.proc.pid}/{part}").read_bytes()
+            assert key not in seen and key.hex().encode() not in seen
         assert ix.candidates(["helperword"], ["content"], conv_id=None, start_time=None,
                              end_time=None, newest_first=True, limit=5)[0] == [9000, 8999,
                                                                                8998, 8997, 8996]
