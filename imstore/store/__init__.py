@@ -26,13 +26,13 @@ writes; no network I/O (the store does not know servers exist). See docs/archite
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import peewee as pw
 
+from .._crypto import check_key
 from ..codec import Limits, encode_ext, encode_local_ext
 from ..errors import ErrorCode, IMError
 from ..index import LOCK_FILE
@@ -73,11 +73,12 @@ from ._checks import (
 )
 from ._cipher import (
     change_key,
-    database_state,
     encrypt_store,
     is_encrypted,
     open_database,
+    probe_write_lock,
     read_owner,
+    settle_key,
 )
 from ._connection import Connection, connect
 from ._conversations import ConversationTable
@@ -107,6 +108,8 @@ def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
             raise IMError(ErrorCode.INVALID_PARAM, "a store in memory is written nowhere: "
                           "key= is for a store on disk; open ':memory:' without it")
         return connect(":memory:"), None
+    if key is not None:
+        check_key(key)  # a key that is no key creates nothing
     directory = os.path.abspath(path)
     try:
         os.makedirs(directory, exist_ok=True)
@@ -218,6 +221,7 @@ class MessageStore:
         if index_policy is not None and not isinstance(index_policy, IndexPolicy):
             raise invalid("index_policy", "an IndexPolicy or None", index_policy)
         if path != ":memory:":
+            key = settle_key(path, key)  # a passphrase derived once for this whole open
             owner = read_owner(path, key)
             if owner is not None and owner != user_id:
                 raise IMError(ErrorCode.DATABASE_ERROR,
@@ -236,35 +240,21 @@ class MessageStore:
         return read_owner(check_path(path, "a directory path"), key)
 
     @staticmethod
-    def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+    def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0,
+                       key: bytes | str | None = None) -> None:
         """Raise `IMError(DATABASE_ERROR)` saying why the store in directory ``path`` cannot be
         written now: a file of it is not writable, or another process keeps its write lock for
-        more than ``timeout`` seconds (`open` itself waits 30). Creates and changes nothing; a
-        directory without a store passes."""
+        more than ``timeout`` seconds (`open` itself waits 30). An encrypted store's lock is
+        probed with its ``key`` (without one, `open` says the key is missing). Creates and
+        changes nothing; a directory without a store passes."""
         directory = check_path(path, "a directory path")
         db = os.path.join(directory, DATABASE_FILE)
         for p in (directory, db, os.path.join(directory, "search")):
             if os.path.exists(p) and not os.access(p, os.W_OK):
                 raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot write {p} "
                               "(a store needs write access, even to be read)")
-        if not os.path.isfile(db) or database_state(db) == "encrypted":
-            return  # probing an encrypted database's lock needs its key: open waits for it
-        con = sqlite3.connect(db, timeout=timeout, isolation_level=None)
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            con.execute("ROLLBACK")
-        except sqlite3.OperationalError as exc:
-            why = str(exc)
-            if "locked" in why or "busy" in why:
-                raise IMError(ErrorCode.DATABASE_ERROR,
-                              f"the store {directory} is locked by another process (an import?); "
-                              "try again when it is done") from exc
-            if "readonly" in why:
-                raise IMError(ErrorCode.DATABASE_ERROR,
-                              f"permission denied: cannot write {db} (read-only)") from exc
-            raise IMError(ErrorCode.DATABASE_ERROR, f"{db}: {exc}") from exc
-        finally:
-            con.close()
+        if os.path.isfile(db):
+            probe_write_lock(db, key, timeout)
 
     def close(self) -> None:
         """Stop the indexer thread after its current batch and close the database (index work
@@ -944,7 +934,10 @@ class MessageStore:
         rows, the search index, tombstones of stored messages), repair any drift, and report
         what was repaired; report too the stored messages that cannot be decoded and the
         receipts still waiting for a message. ``timeout`` (seconds) bounds the wait for the
-        search index to catch up (a full disk stops it): then IMError(DATABASE_ERROR) says so."""
+        search index to catch up (a full disk stops it); without one, verify waits while the
+        index moves and gives up once it has not for 60 s (a backlog being indexed is waited
+        for, a full disk is not). Giving up is IMError(DATABASE_ERROR), after the database's
+        own counters were checked and repaired."""
         _check_timeout(timeout)
         report = self._verifier.verify(timeout)
         report.pending_receipts = self._receipts.pending_count()
