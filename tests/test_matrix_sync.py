@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from imstore import ChatType, ConnectionState, MessageType
+from imstore import ChatType, ConnectionState, Direction, MessageStatus, MessageType
 from imstore.adapters.matrix import _mapping as mp
 
 from .matrix_canned import (
@@ -60,7 +60,8 @@ def test_later_syncs_deliver_messages_then_edits_recalls_and_receipts():
                 "content": mp.edit_content("$1", MessageType.TEXT, mp.TextBody("fixed"))}
         redaction = {"type": "m.room.redaction", "event_id": "$r", "sender": BOB,
                      "origin_server_ts": 50, "redacts": "$2"}
-        mine = msg_event("$m", "mine", sender=ME, ts=30)
+        # this device's own message comes back with its transaction id: not delivered again
+        mine = {**msg_event("$m", "mine", sender=ME, ts=30), "unsigned": {"transaction_id": "t"}}
         receipt = {"type": "m.receipt", "content": {"$m": {"m.read": {BOB: {"ts": 60}}}}}
         a, rec = await _started(hs, {}, joined(
             DM, msg_event("$1", "hi", ts=10), msg_event("$2", "oops", ts=20), mine, edit,
@@ -215,5 +216,76 @@ def test_a_handler_that_fails_does_not_stop_the_loop():
         a.attach(rec)
         await hs.asked_sync(4)
         assert a.state == ConnectionState.CONNECTED and a.since == "s3"
+        await a.close()
+    run(main())
+
+
+MALLORY = "@mallory:hs.test"
+
+
+def _edit(eid: str, target: str, text: str, sender: str, ts: int) -> dict:
+    return {"type": "m.room.message", "event_id": eid, "sender": sender, "origin_server_ts": ts,
+            "content": mp.edit_content(target, MessageType.TEXT, mp.TextBody(text))}
+
+
+def _redaction(eid: str, target: str, sender: str, ts: int) -> dict:
+    return {"type": "m.room.redaction", "event_id": eid, "sender": sender,
+            "origin_server_ts": ts, "redacts": target}
+
+
+def test_edits_and_redactions_apply_only_from_the_sender_or_a_moderator():
+    async def main() -> None:
+        hs = Homeserver()
+        group_room(hs)
+        levels = {"type": "m.room.power_levels", "state_key": "", "event_id": "$pl",
+                  "sender": ME, "origin_server_ts": 1,
+                  "content": {"users": {ME: 100, "@mod:hs.test": 50}, "redact": 50}}
+        a, rec = await _started(hs, {}, joined(
+            GROUP, levels, msg_event("$1", "bob's", ts=10), msg_event("$2", "bob's too", ts=11),
+            msg_event("$3", "and this", ts=12),
+            _edit("$e1", "$1", "forged", MALLORY, 20), _edit("$e2", "$2", "fixed", BOB, 21),
+            _redaction("$r1", "$1", MALLORY, 22), _redaction("$r2", "$2", "@mod:hs.test", 23),
+            _redaction("$r3", "$3", BOB, 24)))
+        await hs.asked_sync(3)
+        assert [(m.msg_id, m.body.text) for (ms,) in rec.got("on_messages_edited") for m in ms] \
+            == [("$2", "fixed")]
+        assert rec.got("on_messages_recalled") == [(["$2", "$3"],)]
+        await a.close()
+    run(main())
+
+
+def test_what_another_device_of_the_user_sends_arrives_as_sent():
+    async def main() -> None:
+        hs = Homeserver()
+        dm_rooms(hs)
+        phone = msg_event("$p", "from my phone", sender=ME, ts=10)
+        here = {**msg_event("$h", "from here", sender=ME, ts=11),
+                "unsigned": {"transaction_id": "t1"}}
+        edit = _edit("$pe", "$p", "edited on the phone", ME, 12)
+        a, rec = await _started(hs, {}, joined(DM, phone, here, edit))
+        await hs.asked_sync(3)
+        (got,) = rec.messages()
+        assert (got.msg_id, got.conv_id, got.direction, got.status) == (
+            "$p", "bob", Direction.SEND, MessageStatus.SUCCESS)
+        assert [m.body.text for (ms,) in rec.got("on_messages_edited") for m in ms] == [
+            "edited on the phone"]
+        await a.close()
+    run(main())
+
+
+def test_a_read_on_another_device_of_the_user_is_a_conversation_read_by_the_user():
+    async def main() -> None:
+        hs = Homeserver()
+        dm_rooms(hs)
+        receipt = {"type": "m.receipt", "content": {"$2": {"m.read": {ME: {"ts": 60}}}}}
+        marker = {"type": "m.fully_read", "content": {"event_id": "$3"}}
+        a, rec = await _started(hs, {}, joined(DM, msg_event("$1", "a", ts=10),
+                                               msg_event("$2", "b", ts=20),
+                                               msg_event("$3", "c", ts=30)),
+                                joined(DM, ephemeral={"events": [receipt]}),
+                                joined(DM, account_data={"events": [marker]}),
+                                joined(DM, account_data={"events": [marker]}))
+        await hs.asked_sync(5)
+        assert rec.got("on_conversation_read") == [("bob", "alice", 20), ("bob", "alice", 30)]
         await a.close()
     run(main())

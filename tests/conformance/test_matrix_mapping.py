@@ -97,9 +97,13 @@ def test_edits_redactions_and_state_are_not_messages():
 
 
 def test_a_bundled_edit_and_a_redaction_show_in_history():
-    edit = {"origin_server_ts": 1_700_000_000_999,
+    edit = {"origin_server_ts": 1_700_000_000_999, "sender": "@bob:example.org",
             "content": mp.edit_content("$e1", MessageType.CUSTOM, CustomBody("card", {"v": "2"}))}
     content = mp.message_content(Message.custom("bob", "card", {"v": "1"}))
+    forged = mp.event_to_message(event(content, **{"m.relations": {"m.replace": {
+        **edit, "sender": "@mallory:example.org"}}}), ROOM, ME, "example.org")
+    assert forged is not None and forged.body == CustomBody("card", {"v": "1"})
+    assert forged.edited_at is None, "an edit by another member is no edit"
     got = mp.event_to_message(event(content, **{"m.relations": {"m.replace": edit}}), ROOM, ME,
                               "example.org", history=True, read_up_to=None)
     assert got is not None and got.body == CustomBody("card", {"v": "2"})
@@ -111,6 +115,22 @@ def test_a_bundled_edit_and_a_redaction_show_in_history():
     assert gone is not None and gone.type == MessageType.CUSTOM
     assert gone.body == CustomBody("")
     assert getattr(gone, "recalled_at", 1_700_000_001_000) == 1_700_000_001_000
+    assert gone.ext == {}
+    moderated = mp.event_to_message(event({}, redacted_because={
+        **redaction, "sender": "@mod:example.org"}), ROOM, ME, "example.org")
+    assert moderated is not None and moderated.ext == {mp.RECALLED_BY: "mod"}
+
+
+def test_an_edit_applies_only_from_the_sender_of_the_original():
+    edit = {**event(mp.edit_content("$orig", MessageType.TEXT, TextBody("new"))),
+            "event_id": "$ed", "origin_server_ts": 1_700_000_000_500}
+    original = ("@bob:example.org", 1_700_000_000_000)
+    got = mp.edit_to_message(edit, ROOM, ME, "example.org", original)
+    assert got is not None and (got.msg_id, got.body, got.edited_at) == (
+        "$orig", TextBody("new"), 1_700_000_000_500)
+    assert mp.edit_to_message(edit, ROOM, ME, "example.org", ("@mallory:example.org", 1)) is None
+    assert mp.edit_to_message(edit, ROOM, ME, "example.org", None) is None
+    assert not mp.takes_change("", "") and not mp.takes_change(None, None)
 
 
 def test_direct_aliases_are_one_per_pair_and_never_collide():

@@ -130,7 +130,6 @@ async def marker(b: Backend, sender: Peer, receiver: Peer, text: str = "marker")
     return sent.msg_id
 
 
-@synapse_fails("what the user sends from another device never arrives live")
 def test_what_the_other_device_sends_arrives_live_as_sent(backend: Harness):
     async def main(b: Any, w: Any) -> None:
         alice, bob, _ = await chat(b)
@@ -145,7 +144,6 @@ def test_what_the_other_device_sends_arrives_live_as_sent(backend: Harness):
     with_world(backend, main)
 
 
-@synapse_fails("an edit made on the user's other device is not applied")
 def test_an_edit_made_on_the_other_device_is_applied(backend: Harness):
     async def main(b: Any, w: Any) -> None:
         alice, bob, first = await chat(b)
@@ -171,7 +169,6 @@ def test_a_recall_made_on_the_other_device_is_applied(backend: Harness):
     with_world(backend, main)
 
 
-@synapse_fails("reading on the user's other device never clears the unread count here")
 def test_reading_on_the_other_device_clears_unread_here(backend: Harness):
     async def main(b: Any, w: Any) -> None:
         alice, bob, _ = await chat(b)

@@ -89,8 +89,6 @@ def test_a_squatted_dm_alias_does_not_intercept_the_first_message(world: Harness
 # ------------------------------------------------------------------------ 4. the forged edit
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: an m.replace from another member rewrites "
-                   "someone else's message")
 def test_an_edit_from_another_member_is_ignored_live_and_in_history(world: Harness):
     async def main(b: Any, w: Any) -> None:
         (alice,) = await b.users("alice")

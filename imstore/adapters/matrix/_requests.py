@@ -64,7 +64,7 @@ def sync_filter(timeline_limit: int) -> str:
         "room": {"timeline": {"limit": timeline_limit},
                  "state": {"lazy_load_members": True},
                  "ephemeral": {"types": ["m.receipt"]},
-                 "account_data": {"types": []}},
+                 "account_data": {"types": ["m.fully_read"]}},
     })
 
 

@@ -37,6 +37,7 @@ class Rooms:
         self.by_conv: dict[tuple[ChatType, str], str] = {}
         self.direct: dict[str, list[str]] = {}
         self.unread: dict[str, int] = {}  # room: the sync's notification count
+        self.power: dict[str, dict[str, Any]] = {}  # room: its m.room.power_levels content
 
     def mx(self, user_id: str) -> str:
         return mp.to_mxid(user_id, self.server_name)
@@ -176,6 +177,27 @@ class Rooms:
                             self.server_name, peer)
         self.remember(info)
         return info
+
+    def note_state(self, room_id: str, events: list[Any]) -> None:
+        """Take the state a sync carries for a room (its power levels, for now)."""
+        for ev in events:
+            if (isinstance(ev, dict) and ev.get("type") == "m.room.power_levels"
+                    and ev.get("state_key") == "" and isinstance(ev.get("content"), dict)):
+                self.power[room_id] = ev["content"]
+
+    async def may_redact(self, room_id: str, user: str) -> bool:
+        """Whether ``user``'s power level in the room reaches the level that redacts other
+        members' events (a moderator); the levels are asked once when no sync carried them."""
+        levels = self.power.get(room_id)
+        if levels is None:
+            try:
+                levels = await self.api.call(rq.room_state(room_id, "m.room.power_levels"))
+            except MatrixError:
+                levels = {}
+            self.power[room_id] = levels
+        users = mp.as_obj(levels.get("users"))
+        level = mp.as_int(users.get(user), mp.as_int(levels.get("users_default"), 0))
+        return level >= mp.as_int(levels.get("redact"), 50)
 
     async def join_invites(self, invites: Any) -> None:
         for room_id in invites if isinstance(invites, dict) else ():
