@@ -126,7 +126,11 @@ async def adapter(hs: Homeserver, **kw: Any) -> MatrixAdapter:
 
 
 def dm_rooms(hs: Homeserver, room: str = DM, peer: str = BOB) -> None:
-    """A one-to-one room with ``peer`` that the adapter learns from its state."""
+    """A one-to-one room with ``peer``: the user's ``m.direct`` lists it (asked when no sync
+    brought it), and its imstore state says so too."""
+    direct: dict[str, list[str]] = hs.__dict__.setdefault("direct", {})
+    direct.setdefault(peer, []).append(room)
+    hs.on("GET", r"/account_data/m\.direct$", lambda request: direct)
     hs.on("GET", rf"/rooms/{re.escape(room)}/state/io\.imstore\.conversation/$",
           {"chat_type": "CHAT", "id": "", "members": sorted([ME, peer])})
 

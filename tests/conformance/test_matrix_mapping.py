@@ -133,21 +133,31 @@ def test_an_edit_applies_only_from_the_sender_of_the_original():
     assert not mp.takes_change("", "") and not mp.takes_change(None, None)
 
 
-def test_direct_aliases_are_one_per_pair_and_never_collide():
-    ab = mp.direct_alias("@a.b:s", "@c:s", "s")
-    assert ab == mp.direct_alias("@c:s", "@a.b:s", "s")
-    assert ab != mp.direct_alias("@a:s", "@b.c:s", "s")
-
-
 def test_rooms_map_to_conversations():
+    # a room's state is written by whoever made it: it never makes a room a chat (m.direct does)
     state = mp.conv_state(ChatType.CHAT, "", ["@alice:s", "@bob:s"])
-    assert mp.room_info("!a:s", state, "@alice:s", "s") == mp.RoomInfo("!a:s", "bob",
-                                                                       ChatType.CHAT)
+    assert mp.room_info("!a:s", state, "@alice:s", "s") == mp.RoomInfo("!a:s", "!a:s",
+                                                                       ChatType.GROUP_CHAT)
+    assert mp.room_info("!a:s", state, "@alice:s", "s", "@bob:s") == mp.RoomInfo(
+        "!a:s", "bob", ChatType.CHAT)
     group = mp.conv_state(ChatType.GROUP_CHAT, "team", ["@alice:s"])
     assert mp.room_info("!g:s", group, "@alice:s", "s").conv_id == "team"
     assert mp.room_info("!d:s", None, "@alice:s", "s", direct_peer="@carol:s") == mp.RoomInfo(
         "!d:s", "carol", ChatType.CHAT)
     assert mp.room_info("!x:s", None, "@alice:s", "s").chat_type == ChatType.GROUP_CHAT
+
+
+def test_a_direct_invite_names_its_inviter():
+    def invite(**content: object) -> dict:
+        return {"invite_state": {"events": [
+            {"type": "m.room.member", "state_key": "@alice:s", "sender": "@bob:s",
+             "content": {"membership": "invite", **content}}]}}
+
+    assert mp.direct_inviter(invite(is_direct=True), "@alice:s") == "@bob:s"
+    assert mp.direct_inviter(invite(), "@alice:s") is None
+    assert mp.direct_inviter(invite(is_direct="yes"), "@alice:s") is None
+    assert mp.direct_inviter(invite(is_direct=True), "@carol:s") is None
+    assert mp.direct_inviter({"invite_state": 5}, "@alice:s") is None
 
 
 def test_demo_users_on_synapse_register_once_then_log_in(synapse: dict):

@@ -38,8 +38,6 @@ def world(synapse: dict[str, Any], tmp_path: Path) -> Harness:
 # --------------------------------------------------------------------- 2. DMs of other clients
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: a DM from a normal Matrix client (is_direct, "
-                   "m.direct) becomes a GROUP_CHAT named after the room id")
 def test_a_dm_from_a_normal_client_is_a_chat_with_its_sender(world: Harness):
     async def main(b: Any, w: Any) -> None:
         (alice,) = await b.users("alice")
@@ -65,8 +63,6 @@ def test_a_dm_from_a_normal_client_is_a_chat_with_its_sender(world: Harness):
 # ------------------------------------------------------------------------ 3. the alias squat
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: a public room holding the predictable alias "
-                   "#imstore.dm.<a>.<b> receives the first private message")
 def test_a_squatted_dm_alias_does_not_intercept_the_first_message(world: Harness):
     async def main(b: Any, w: Any) -> None:
         alice, bob = await b.users("alice", "bob")

@@ -218,6 +218,8 @@ class History:
                               "admin account") from exc
             raise
         self.rooms.forget(room)
+        if chat_type == ChatType.CHAT:
+            return  # a chat has no alias; a new one gets a new room
         try:  # a new conversation with the same id gets a new room
             await self.api.call(rq.delete_alias(self.rooms.alias(conv_id, chat_type)))
         except MatrixError:

@@ -105,13 +105,6 @@ def group_alias(group_id: str, server_name: str) -> str:
     return f"#imstore.g.{escape_localpart(group_id)}:{server_name}"
 
 
-def direct_alias(a_mxid: str, b_mxid: str, server_name: str) -> str:
-    """One alias per pair of users, whichever of them asks; a ``.`` inside an id is escaped so
-    the separator is unambiguous (``a.b`` + ``c`` and ``a`` + ``b.c`` differ)."""
-    x, y = sorted(escape_localpart(m).replace(".", "=2e") for m in (a_mxid, b_mxid))
-    return f"#imstore.dm.{x}.{y}:{server_name}"
-
-
 # ---------------------------------------------------------------------------------------- rooms
 
 
@@ -131,21 +124,31 @@ def conv_state(chat_type: ChatType, conv_key: str, members: list[str]) -> dict[s
 
 def room_info(room_id: str, state: dict[str, Any] | None, me: str, server_name: str,
               direct_peer: str | None = None) -> RoomInfo:
-    """Map a room to a conversation from its imstore state (or, for rooms other clients made,
-    from ``m.direct``; anything else is a group keyed by the room id)."""
-    name = state.get("chat_type") if state else None
-    if state and isinstance(name, str) and name in ChatType.__members__:
-        chat_type = ChatType[name]
-        if chat_type == ChatType.CHAT:
-            members = state.get("members")
-            others = [m for m in (members if isinstance(members, list) else ())
-                      if isinstance(m, str) and m.startswith("@") and m != me]
-            peer = others[0] if others else me
-            return RoomInfo(room_id, from_mxid(peer, server_name), chat_type)
-        return RoomInfo(room_id, as_str(state.get("id")) or room_id, chat_type)
+    """Map a room to a conversation: a chat with ``direct_peer`` when the user's ``m.direct``
+    lists it under that peer (the only thing that makes a room a chat: its state is written by
+    whoever created it), else the group or chat room its imstore state names, else a group keyed
+    by the room id."""
     if direct_peer:
         return RoomInfo(room_id, from_mxid(direct_peer, server_name), ChatType.CHAT)
+    if state and state.get("chat_type") in ChatType.__members__:
+        chat_type = ChatType[state["chat_type"]]
+        if chat_type != ChatType.CHAT:
+            return RoomInfo(room_id, str(state.get("id") or room_id), chat_type)
     return RoomInfo(room_id, room_id, ChatType.GROUP_CHAT)
+
+
+def direct_inviter(invite: Any, me: str) -> str | None:
+    """Who invited ``me`` to a direct chat: the sender of the invite's own membership event when
+    it says ``is_direct`` (the invite entry of a sync's ``rooms.invite``); None otherwise."""
+    events = as_obj(as_obj(invite).get("invite_state")).get("events")
+    for ev in events if isinstance(events, list) else ():
+        ev = as_obj(ev)
+        if (ev.get("type") == "m.room.member" and ev.get("state_key") == me
+                and as_obj(ev.get("content")).get("is_direct") is True):
+            sender = ev.get("sender")
+            if isinstance(sender, str) and sender.startswith("@") and sender != me:
+                return sender
+    return None
 
 
 # ------------------------------------------------------------------------------------- contents

@@ -137,13 +137,16 @@ class ReadPositions:
             self.link.emit("on_group_read_acks", acks)
 
     async def mark_read(self, room_id: str, event_id: str) -> None:
-        """Move this user's receipt and fully-read marker to ``event_id``."""
-        await self.api.call(rq.read_markers(room_id, event_id))
+        """Move this user's receipt and fully-read marker to ``event_id``. The position is
+        recorded before the request, so the sync's echo of it is not taken for a read on
+        another device."""
         try:
             _, _, ev_ts = await self.events.event(room_id, event_id)
         except IMError:
-            return
-        self._record(room_id, self.mxid, event_id, ev_ts, self.now())
+            ev_ts = None
+        if ev_ts is not None:
+            self._record(room_id, self.mxid, event_id, ev_ts, self.now())
+        await self.api.call(rq.read_markers(room_id, event_id))
 
     def readers(self, room_id: str, msg_id: str, sender: str, sent_at: int, conv_id: str,
                 cursor: str | None, limit: int) -> CursorResult[GroupReadAck]:
