@@ -3,6 +3,8 @@ hears, in which order, and what the connection state says."""
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 import httpx
 
 from imstore import ChatType, ConnectionState, Direction, MessageStatus, MessageType
@@ -288,4 +290,35 @@ def test_a_read_on_another_device_of_the_user_is_a_conversation_read_by_the_user
         await hs.asked_sync(5)
         assert rec.got("on_conversation_read") == [("bob", "alice", 20), ("bob", "alice", 30)]
         await a.close()
+    run(main())
+
+
+def test_a_restarted_adapter_goes_on_from_the_position_and_rooms_an_earlier_run_kept():
+    async def main() -> None:
+        hs = Homeserver()
+        kept: dict[str, dict] = {}
+        first = await adapter(hs)
+        first.keep_state(lambda name: kept.get(name, {}), kept.__setitem__)
+        dm_rooms(hs)
+        rec = Recorder()
+        hs.sync(joined(DM, msg_event("$1", "hi", ts=10)))
+        first.attach(rec)
+        await hs.asked_sync(2)
+        await first.close()
+        (state,) = kept.values()
+        assert state["since"] == "s1" and [DM, "bob", "CHAT"] in state["rooms"]
+        # the next run: a new session on the same store knows the room before any sync
+        hs.sync({**joined(DM, msg_event("$2", "while closed", ts=20)), "next_batch": "s2"})
+        second = await adapter(hs)
+        second.keep_state(lambda name: kept.get(name, {}), kept.__setitem__)
+        assert second.rooms.by_conv[(ChatType.CHAT, "bob")] == DM
+        rec = Recorder()
+        second.attach(rec)
+        await hs.asked_sync(4)
+        since = [parse_qs(urlsplit(str(r.url)).query).get("since") for r in hs.requests
+                 if r.url.path.endswith("/sync")]
+        assert since[-2:] == [["s1"], ["s2"]]
+        assert [m.msg_id for m in rec.messages()] == ["$2"]
+        assert next(iter(kept.values()))["since"] == "s2"
+        await second.close()
     run(main())

@@ -46,6 +46,7 @@ from ..message import (
     MessageType,
     SearchScope,
 )
+from ._adapter_state import AdapterState
 from ._checks import (
     as_types,
     check_chat_type,
@@ -168,6 +169,7 @@ class MessageStore:
         self._receipts = Receipts(conn, self._convs, self._indexer, self._writes)
         self._searcher = Searcher(conn, self._indexer)
         self._verifier = Verifier(conn, self._convs, self._indexer)
+        self._adapter_state = AdapterState(conn)
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -521,6 +523,21 @@ class MessageStore:
             self._convs.set_ext(conv_id, ext)
 
     # ---------------------------------------------------------------------- client support
+
+    def adapter_state(self, name: str) -> dict[str, Any]:
+        """The document a server adapter kept under ``name`` (`save_adapter_state`); an empty
+        dict when there is none."""
+        return self._adapter_state.load(check_id(name, "name"))
+
+    def save_adapter_state(self, name: str, state: dict[str, Any]) -> None:
+        """Keep ``state``, a JSON object, under ``name`` in one transaction, replacing what was
+        there: what a server adapter needs after a restart (its sync position, its room
+        directory). The store never reads inside it. INVALID_PARAM for what is not plain JSON
+        or is larger than 4 MiB."""
+        check_id(name, "name")
+        if not isinstance(state, dict):
+            raise invalid("state", "a dict (a JSON object)", state)
+        self._adapter_state.save(name, state)
 
     def mark_sent(self, local_id: str, server_id: str, server_time: int
                   ) -> tuple[Message, list[ReceiptKind]]:

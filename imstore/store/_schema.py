@@ -26,6 +26,7 @@ import peewee as pw
 
 from ..codec import Limits
 from ..errors import ErrorCode, IMError
+from ._adapter_state import TABLES as _ADAPTER_STATE_TABLES
 from ._gaps import TABLES as _STRETCH_TABLES
 from ._rows import IN_PROGRESS, LAST_COPY, MESSAGE_COLUMNS, NOT_ROOMS, UNREAD, MessageRow
 from ._tombstones import TABLES as _TOMBSTONE_TABLES
@@ -217,7 +218,8 @@ def migrate(db: pw.Database, models: SimpleNamespace, user_id: str) -> None:
             db.execute_sql(f"CREATE TRIGGER IF NOT EXISTS {name} {body}")
         if added:  # the trigger copies the new columns of each last message
             db.execute_sql("UPDATE conversation SET last_rowid = last_rowid")
-        for sql in (*_EXTRA_INDEXES, *_TOMBSTONE_TABLES, *_STRETCH_TABLES):
+        for sql in (*_EXTRA_INDEXES, *_TOMBSTONE_TABLES, *_STRETCH_TABLES,
+                    *_ADAPTER_STATE_TABLES):
             db.execute_sql(sql)
         db.execute_sql("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                        (str(SCHEMA_VERSION),))

@@ -244,8 +244,6 @@ def test_a_fresh_device_shows_the_servers_unread_count_and_never_counts_twice(ba
     backend.run(main)
 
 
-@synapse_fails("a conversation deleted for everyone still reaches offline members (part of "
-               "what was sent while they were away)")
 def test_a_conversation_deleted_for_everyone_reaches_no_member(backend: Harness,
                                                                 caplog: pytest.LogCaptureFixture):
     async def main(b: Backend) -> None:

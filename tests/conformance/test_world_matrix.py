@@ -211,8 +211,6 @@ def test_a_page_of_the_conversation_list_costs_a_handful_of_requests(world: Harn
 # ------------------------------------------------- 8. other clients' rooms after a restart
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: right after a restart a room made by another "
-                   "client cannot be written to until the first sync returns")
 def test_a_room_made_by_another_client_is_usable_right_after_a_restart(world: Harness,
                                                                        tmp_path: Path):
     from imstore.adapters.matrix import MatrixAdapter

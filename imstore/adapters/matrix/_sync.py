@@ -12,6 +12,10 @@ Rules kept here:
 - a ``limited`` timeline is back-filled with ``/messages`` down to the previous sync position,
   so nothing sent while this device was away is missed; the first sync of a session delivers
   only what this user has not read (the events after its own read receipt);
+- restart-safe: with `keep`, the position, the room directory and ``m.direct`` are saved (in the
+  store, through the client) after every sync is handled, and a new run goes on from them — its
+  first sync is an ordinary later sync, back-filled like any other, so what happened while the
+  app was closed (messages, edits, redactions, receipts) arrives once;
 - the handler hears messages before edits, recalls and receipts of the same batch; a big batch
   is handled and handed over in slices of `Bounds.sync_slice` events with a yield to the event
   loop between them, so nothing else starves while it goes in.
@@ -77,6 +81,30 @@ class SyncLoop:
         self.synced = asyncio.Event()
         self.bad_events: deque[mp.BadEvent] = deque(maxlen=BAD_EVENTS_KEPT)
         self._handled = 0  # events handled since the last yield
+        self._save: Callable[[dict[str, Any]], None] | None = None
+
+    # ---------------------------------------------------------------------- kept between runs
+
+    def keep(self, state: dict[str, Any], save: Callable[[dict[str, Any]], None]) -> None:
+        """Go on from what an earlier run kept (its sync position, room directory and
+        ``m.direct``), and keep them through ``save`` after every sync handled from now on."""
+        since = state.get("since")
+        if isinstance(since, str) and since and self.since is None:
+            self.since = since
+        self.rooms.restore(state.get("rooms"))
+        if isinstance(state.get("direct"), dict) and not self.rooms.direct_known:
+            self.rooms.set_direct(state["direct"])
+        self._save = save
+
+    def _kept(self) -> None:
+        """Save the position the handler has everything up to (its batch is stored by now)."""
+        if self._save is None or self.since is None:
+            return
+        try:
+            self._save({"since": self.since, "rooms": self.rooms.export(),
+                        "direct": self.rooms.direct if self.rooms.direct_known else None})
+        except Exception:  # a closed store must not stop the loop; the next sync tries again
+            log.exception("could not keep the sync position")
 
     # ---------------------------------------------------------------------------- control
 
@@ -130,7 +158,9 @@ class SyncLoop:
         delay = 0.1
         filt = rq.sync_filter(self.timeline_limit)
         while not self.closed:
-            timeout_ms = int(self.poll_timeout * 1000) if self.since else 0
+            # the first sync of a run answers at once, even from a kept position
+            timeout_ms = int(self.poll_timeout * 1000) if self.since and self.synced.is_set() \
+                else 0
             try:
                 answer = await self.api.call(
                     rq.sync(filt, self.since, timeout_ms),
@@ -149,6 +179,7 @@ class SyncLoop:
                 log.exception("a sync answer could not be processed; retrying in %.1f s", delay)
             else:
                 self.since = next_batch
+                self._kept()
                 delay = 0.1
                 self.link.set_state(ConnectionState.CONNECTED)
                 self.synced.set()
