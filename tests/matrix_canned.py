@@ -85,7 +85,7 @@ class Homeserver:
     @staticmethod
     def _is_loop(request: httpx.Request) -> bool:
         filt = parse_qs(urlsplit(str(request.url)).query).get("filter", ["{}"])[0]
-        return '"limit": 0' not in filt
+        return '"limit": 0' not in filt and not is_list_sync(request)
 
     async def _sync(self, request: httpx.Request) -> httpx.Response:
         self.sync_count += 1
@@ -112,6 +112,12 @@ class Homeserver:
     @staticmethod
     def params(request: httpx.Request) -> dict[str, str]:
         return {k: v[0] for k, v in parse_qs(urlsplit(str(request.url)).query).items()}
+
+
+def is_list_sync(request: httpx.Request) -> bool:
+    """Whether a ``/sync`` is the conversation list's (its timeline holds messages only)."""
+    filt = parse_qs(urlsplit(str(request.url)).query).get("filter", ["{}"])[0]
+    return '"types": ["m.room.message"]' in filt
 
 
 def login_answer(user: str = ME) -> dict[str, Any]:

@@ -211,8 +211,6 @@ def test_every_device_of_a_user_receives_live(backend: Harness):
 # ------------------------------------------------------------------ the server's word
 
 
-@synapse_fails("a fresh device shows the badge it holds (1), not the server's unread "
-               "count (5), when the list answers before the first sync")
 def test_a_fresh_device_shows_the_servers_unread_count_and_never_counts_twice(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")

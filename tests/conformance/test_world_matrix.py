@@ -173,8 +173,6 @@ async def counted_user(b: Any, name: str) -> tuple[Peer, Requests]:
 # ------------------------------------------------------------- 7. the conversation list's cost
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: a page of 20 conversations costs about three "
-                   "requests per room the user is in")
 def test_a_page_of_the_conversation_list_costs_a_handful_of_requests(world: Harness):
     rooms, page_size = 100, 20
 

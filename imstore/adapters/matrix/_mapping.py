@@ -175,6 +175,12 @@ def as_int(value: Any, default: int = 0) -> int:
     return default
 
 
+def events_of(section: Any, key: str = "events") -> list[Any]:
+    """``section[key]`` when it is a list (an answer's event list), else nothing."""
+    got = as_obj(section).get(key)
+    return got if isinstance(got, list) else []
+
+
 def _size(value: Any) -> int | None:
     got = as_int(value, -1)
     return got if got >= 0 else None

@@ -68,6 +68,21 @@ def sync_filter(timeline_limit: int) -> str:
     })
 
 
+def list_filter(messages: int, state_types: list[str], account_types: list[str]) -> str:
+    """The conversation list's one ``/sync``: every joined room with its newest ``messages``
+    ``m.room.message`` events, the state and room account data of the types given, its
+    notification counts and read receipts, and ``m.direct``; no presence."""
+    return json.dumps({
+        "presence": {"types": []},
+        "account_data": {"types": ["m.direct"]},
+        "room": {"timeline": {"limit": messages, "types": ["m.room.message"],
+                              "lazy_load_members": True},
+                 "state": {"types": state_types, "lazy_load_members": True},
+                 "ephemeral": {"types": ["m.receipt"]},
+                 "account_data": {"types": account_types}},
+    })
+
+
 def sync(filter_: str, since: str | None, timeout_ms: int) -> Request:
     return Request("GET", _query(f"{CS}/sync", {
         "filter": filter_, "set_presence": "offline", "timeout": timeout_ms, "since": since}))

@@ -200,8 +200,11 @@ class Rooms:
                           "server")
         return room
 
-    async def info(self, room_id: str, state: list[Any] | None = None) -> mp.RoomInfo:
-        """What conversation a room is (from ``state`` events when given, else asked)."""
+    async def info(self, room_id: str, state: list[Any] | None = None, *,
+                   ask: bool = True) -> mp.RoomInfo:
+        """What conversation a room is (from ``state`` events when given, else asked; with
+        ``ask=False`` the state given is all there is: a room without imstore state in it is
+        not asked about)."""
         info = self.rooms.get(room_id)
         if info is not None:
             return info
@@ -212,7 +215,7 @@ class Rooms:
             if (isinstance(ev, dict) and ev.get("type") == mp.CONV_STATE
                     and ev.get("state_key") == ""):
                 content = ev.get("content")
-        if content is None and peer is None:
+        if content is None and peer is None and ask:
             try:
                 content = await self.api.call(rq.room_state(room_id, mp.CONV_STATE))
             except MatrixError:

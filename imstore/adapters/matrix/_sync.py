@@ -357,7 +357,4 @@ def _from_this_device(ev: dict[str, Any]) -> bool:
     return "transaction_id" in mp.as_obj(ev.get("unsigned"))
 
 
-def _events_of(section: Any, key: str = "events") -> list[Any]:
-    """``section[key]`` when it is a list (an answer's event list), else nothing."""
-    got = mp.as_obj(section).get(key)
-    return got if isinstance(got, list) else []
+_events_of = mp.events_of
