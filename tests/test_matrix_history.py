@@ -68,11 +68,14 @@ def test_filters_types_sender_and_window_apply_and_stop_past_the_window():
         assert [m.msg_id for m in page.items] == ["$2"] and page.cursor is None
         call = hs.params(hs.calls("GET", "/messages$")[0])
         assert call["from"] == "e-ctx" and BOB in call["filter"]
-        assert hs.params(hs.calls("GET", "timestamp_to_event")[0])["dir"] == "b"
+        # paged from just past the bound: events sharing its time are all reached
+        assert [(hs.params(c)["dir"], hs.params(c)["ts"])
+                for c in hs.calls("GET", "timestamp_to_event")] == [("b", "36")]
         before = len(hs.calls("GET", "/messages$"))
         down = await a.fetch_history("bob", ChatType.CHAT, None, 10, FetchOptions(
             direction=Direction.DOWN, start_time=1))
         assert hs.params(hs.calls("GET", "/messages$")[before])["from"] == "s-ctx"
+        assert hs.params(hs.calls("GET", "timestamp_to_event")[1])["ts"] == "0"
         assert down.cursor is not None
         hs.on("GET", r"/timestamp_to_event$", 404)
         empty = await a.fetch_history("bob", ChatType.CHAT, None, 10, FetchOptions(end_time=1))

@@ -3,8 +3,9 @@
 Rules kept here:
 - history cursors are Matrix pagination tokens wrapped in the shared cursor format; they stay
   valid while the room grows; pages are filtered by the shared `FetchOptions` filter (the sender
-  also server-side, through the ``/messages`` filter) and start at the time bound of the
-  direction they page in (``/timestamp_to_event``);
+  also server-side, through the ``/messages`` filter) and start just past the time bound of
+  the direction they page in (``/timestamp_to_event``), so events sharing the bound's time are
+  all reached: pages follow the server's order (its tokens), never times alone;
 - one-way deletes live in this user's room account data (``io.imstore.hidden``: ids, ``before``,
   ``deleted_at``) and are applied here, to pages and to the conversation list;
 - a conversation this user left or that was deleted reads as empty (one-to-one) or
@@ -79,7 +80,10 @@ class History:
         edge = options.end_time if up else options.start_time
         if edge is None:
             return True, None
-        event_id = await self.events.at_time(room, edge, "b" if up else "f")
+        # one past the edge: the bounds are inclusive, and of several events sharing the edge's
+        # time the server may name any one; paging from past them reaches them all
+        event_id = await self.events.at_time(room, edge + 1 if up else max(0, edge - 1),
+                                             "b" if up else "f")
         if event_id is None:
             return False, None
         ctx = await self.api.call(rq.context(room, event_id))
