@@ -4,7 +4,10 @@ Rules kept here:
 - this is the one place that checks sizes: the payload limit (msgpack-encoded body plus ``ext``)
   and the attachment file limit;
 - an encoded body starts with a version byte; fields this version does not know are kept in the
-  body's ``extra`` and written back unchanged;
+  body's ``extra`` and written back unchanged; fields added later (`_OMIT_WHEN_EMPTY`) are left
+  out while empty, so a body that does not use them encodes as it did before they existed;
+- ``local_ext`` (this device's data on a message) has its own limit and is never part of the
+  payload;
 - a blob that cannot be decoded is an `IMError(MESSAGE_INVALID)`, never a crash.
 """
 
@@ -51,6 +54,7 @@ __all__ = [
     "decode_ext",
     "encode_body",
     "encode_ext",
+    "encode_local_ext",
     "invalid",
     "validate_message",
 ]
@@ -77,18 +81,35 @@ class Limits:
         max_payload_bytes: msgpack-encoded body plus ``ext``.
         max_file_bytes: an attachment's file.
         max_thumbnail_bytes: the thumbnail an image or a video is sent with.
+        max_local_ext_bytes: a message's msgpack-encoded ``local_ext`` (kept on this device,
+            never sent).
     """
 
     max_payload_bytes: int = 3 * 1024
     max_file_bytes: int = 10 * 1024 * 1024
     max_thumbnail_bytes: int = 1024 * 1024
+    max_local_ext_bytes: int = 64 * 1024
+
+
+# Body fields added after the first format: written only when not empty (old readers never see
+# them; old payloads decode with their defaults).
+_OMIT_WHEN_EMPTY = frozenset({"formatted", "caption"})
 
 
 def body_to_dict(body: Body) -> dict[str, Any]:
-    """The body as plain msgpack-able data, unknown fields included."""
+    """The body as plain msgpack-able data, unknown fields included. An `UndecodableBody` has
+    no such form: `IMError(MESSAGE_INVALID)` (its ``raw`` bytes are what there is)."""
+    names = _FIELDS.get(type(body))
+    if names is None:
+        raise IMError(ErrorCode.MESSAGE_INVALID,
+                      f"a {type(body).__name__} has no plain form"
+                      + ("; its stored bytes are in .raw" if isinstance(body, UndecodableBody)
+                         else ""))
     out: dict[str, Any] = dict(body.extra)
-    for name, is_status in _FIELDS[type(body)]:
+    for name, is_status in names:
         value = getattr(body, name)
+        if name in _OMIT_WHEN_EMPTY and not value:
+            continue
         out[name] = int(value) if is_status else value
     return out
 
@@ -144,6 +165,20 @@ def encode_ext(ext: dict[str, Any]) -> bytes:
     return _pack(ext) if ext else b""
 
 
+def encode_local_ext(value: Any, limits: Limits) -> bytes | None:
+    """A message's ``local_ext`` checked and encoded (None when empty); MESSAGE_SIZE_LIMIT past
+    `Limits.max_local_ext_bytes`."""
+    if not value and type(value) is dict:
+        return None
+    check_ext(value, "local_ext")
+    blob = _pack(value)
+    if len(blob) > limits.max_local_ext_bytes:
+        raise IMError(ErrorCode.MESSAGE_SIZE_LIMIT,
+                      f"local_ext is {len(blob)} bytes; its limit is {limits.max_local_ext_bytes} "
+                      "bytes (msgpack-encoded); keep larger data in a file of your own")
+    return blob
+
+
 def _unpack(blob: bytes | memoryview, what: str) -> Any:
     try:
         return msgpack.unpackb(blob, raw=False, strict_map_key=False)
@@ -155,6 +190,10 @@ def _unpack(blob: bytes | memoryview, what: str) -> Any:
 
 def decode_body(mtype: MessageType, blob: bytes) -> Body:
     """Decode a stored body. Raises `IMError(MESSAGE_INVALID)` on a corrupt blob."""
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise IMError(ErrorCode.MESSAGE_INVALID,
+                      f"the stored body is a {_SQL_TYPES.get(type(blob), type(blob).__name__)} "
+                      "value, not a BLOB; delete the message or restore the database from a backup")
     if not blob:
         raise IMError(ErrorCode.MESSAGE_INVALID, "the stored body is empty; delete the message")
     data = _unpack(memoryview(blob)[1:], "body")
@@ -167,12 +206,19 @@ def decode_body(mtype: MessageType, blob: bytes) -> Body:
                       f"the stored body does not fit a {mtype.name} message ({exc})") from exc
 
 
-def decode_ext(blob: bytes | None) -> dict[str, Any]:
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+
+
+def decode_ext(blob: bytes | None, what: str = "ext") -> dict[str, Any]:
     if not blob:
         return {}
-    data = _unpack(blob, "ext")
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise IMError(ErrorCode.MESSAGE_INVALID,
+                      f"the stored {what} is a {_SQL_TYPES.get(type(blob), type(blob).__name__)} "
+                      "value, not a BLOB")
+    data = _unpack(blob, what)
     if not isinstance(data, dict):
-        raise IMError(ErrorCode.MESSAGE_INVALID, "the stored ext is not a map; delete the message")
+        raise IMError(ErrorCode.MESSAGE_INVALID, f"the stored {what} is not a map")
     return data
 
 
@@ -422,6 +468,10 @@ def _check_fields(msg: Message) -> MessageType:
         check_id(sender, "sender")
     if msg.local_id is not None:
         check_id(msg.local_id, "local_id")
+    if msg.reply_to is not None:
+        check_id(msg.reply_to, "reply_to")
+    if msg.thread_id is not None:
+        check_id(msg.thread_id, "thread_id")
     local_time, server_time = msg.local_time, msg.server_time
     if not (type(local_time) is int and 0 <= local_time <= MAX_TIME):
         check_time(local_time, "local_time")
@@ -472,6 +522,8 @@ def validate_message(msg: Message, limits: Limits, *, need_file: bool = False) -
             _check_thumbnail(msg.body.thumbnail_path, limits, need_file)
     body = encode_body(msg.body)
     ext = encode_ext(msg.ext)
+    if msg.local_ext or type(msg.local_ext) is not dict:
+        encode_local_ext(msg.local_ext, limits)
     size = len(body) - 1 + len(ext)
     if size > limits.max_payload_bytes:
         raise IMError(ErrorCode.MESSAGE_SIZE_LIMIT,

@@ -30,7 +30,7 @@ from ..message import (
     GroupReadAck,
     Message,
 )
-from ..store import MessageStore
+from ..store import Changes, MessageStore
 from ._attachments import TARGETS, Attachments
 from ._gate import ConnectionGate
 from ._history import History, MessagePage
@@ -123,6 +123,13 @@ class ChatClient:
         self._history = History(store, adapter, self._listeners, self._inbound, live)
         if transport is not None:
             transport.attach(self)
+        store.add_change_listener(self._store_changed)
+
+    def _store_changed(self, changes: Changes) -> None:
+        """The store committed a write: tell the listeners what it changed."""
+        self._listeners.emit("on_conversations_changed", sorted(changes.conversations))
+        if changes.total_unread is not None:
+            self._listeners.emit("on_total_unread_changed", changes.total_unread)
 
     @property
     def download_dir(self) -> str:
@@ -130,8 +137,10 @@ class ChatClient:
         return self._attachments.download_dir
 
     def close(self) -> None:
-        """Let go of what the client made: its temporary download folder, if any. The store
-        and the transport are the caller's to close."""
+        """Let go of what the client made: its temporary download folder, if any, and its
+        hold on the store's change notices. The store and the transport are the caller's to
+        close."""
+        self.store.remove_change_listener(self._store_changed)
         self._attachments.close()
 
     # ---------------------------------------------------------------------------- listeners

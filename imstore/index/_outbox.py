@@ -90,7 +90,7 @@ class Outbox:
         as writes flag them; returns how many."""
         db.execute_sql("DELETE FROM search_outbox")
         self.replay_until = 0
-        rows = db.execute_sql("SELECT id, type, body FROM message ORDER BY id")
+        rows = db.execute_sql("SELECT id, type, CAST(body AS BLOB) FROM message ORDER BY id")
         done = 0
         while part := rows.fetchmany(5000):
             db.cursor().executemany(
@@ -161,7 +161,8 @@ class Outbox:
         deleted nor recalled and whose payloads decode (a corrupt one is logged, left out)."""
         docs = []
         for rid, sort, conv, sender, mtype, body, ext in self._conn.query(
-                "SELECT id, sort_time, conv_id, sender, type, body, ext FROM message WHERE id IN "
+                "SELECT id, sort_time, conv_id, sender, type, CAST(body AS BLOB), CAST(ext AS BLOB) "
+                "FROM message WHERE id IN "
                 f"(SELECT rowid FROM search_outbox WHERE id <= ? AND op & {OP_MASK} != "
                 f"{OP_DELETE}) AND recalled_at IS NULL", (last,)):
             if ops.get(rid, OP_DELETE) == OP_DELETE:
