@@ -218,7 +218,7 @@ def test_a_fresh_device_shows_the_servers_unread_count_and_never_counts_twice(ba
         await b.until(lambda: alice.store.unread_count(bob.id) == 5, "five unread at alice")
         # alice's new device: an empty store on a new session of the same account
         if b.name == "memory":
-            conn: Any = b.server.connect(alice.id)
+            conn: Any = b.server.connect(alice.id, device_id="fresh")
         else:
             from imstore.adapters.matrix import MatrixAdapter
 
