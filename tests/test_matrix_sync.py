@@ -322,3 +322,25 @@ def test_a_restarted_adapter_goes_on_from_the_position_and_rooms_an_earlier_run_
         assert next(iter(kept.values()))["since"] == "s2"
         await second.close()
     run(main())
+
+
+def test_a_direct_invite_is_joined_recorded_in_m_direct_and_a_chat_with_its_inviter():
+    async def main() -> None:
+        hs = Homeserver()
+        room = "!fromnio:hs.test"
+        hs.on("POST", r"/join/", {"room_id": room})
+        hs.on("PUT", r"/account_data/m\.direct$", {})
+        member = {"type": "m.room.member", "state_key": ME, "sender": BOB,
+                  "content": {"membership": "invite", "is_direct": True}}
+        invite = {"rooms": {"invite": {room: {"invite_state": {"events": [member]}}}},
+                  "account_data": {"events": [{"type": "m.direct",
+                                               "content": {"@carol:hs.test": ["!c:hs.test"]}}]}}
+        a, rec = await _started(hs, invite, joined(room, msg_event("$1", "hi", ts=10)))
+        await hs.asked_sync(3)
+        assert hs.body(hs.calls("PUT", r"m\.direct")[0]) == {"@carol:hs.test": ["!c:hs.test"],
+                                                            BOB: [room]}
+        (got,) = rec.messages()
+        assert (got.conv_id, got.chat_type) == ("bob", ChatType.CHAT)
+        assert not hs.calls("GET", r"/state/")  # m.direct said what the room is
+        await a.close()
+    run(main())
