@@ -184,11 +184,9 @@ class History:
 
     async def _list(self) -> list[tuple[int, str, Conversation]]:
         """Every listed conversation as ``(last message time, room, conversation)``, sorted."""
-        # an initial /sync is served from Synapse's response cache for two minutes when asked
-        # the same way (its timeout is part of the key, and an initial sync never waits)
         answer = await self.api.call(rq.sync(
             rq.list_filter(LIST_MESSAGES, [mp.CONV_STATE], [mp.HIDDEN, "m.fully_read"]), None,
-            1 + self.now() % 86_400_000))
+            rq.fresh_timeout(self.now())))
         for ev in mp.events_of(answer.get("account_data")):
             if mp.as_obj(ev).get("type") == "m.direct":
                 self.rooms.set_direct(mp.as_obj(ev).get("content"))

@@ -149,7 +149,8 @@ class SyncLoop:
         conversation a peer opened a moment ago is listed now rather than after the loop's next
         turn (a one-shot ``/sync`` that returns invites and nothing else; the loop's position is
         not moved, and joining twice is harmless)."""
-        answer = await self.api.call(rq.sync(rq.INVITES_FILTER, self.since, 0))
+        wait = 0 if self.since else rq.fresh_timeout(self.now())
+        answer = await self.api.call(rq.sync(rq.INVITES_FILTER, self.since, wait))
         await self.rooms.join_invites(mp.as_obj(answer.get("rooms")).get("invite"))
 
     # ------------------------------------------------------------------------------ the loop
@@ -159,8 +160,8 @@ class SyncLoop:
         filt = rq.sync_filter(self.timeline_limit)
         while not self.closed:
             # the first sync of a run answers at once, even from a kept position
-            timeout_ms = int(self.poll_timeout * 1000) if self.since and self.synced.is_set() \
-                else 0
+            timeout_ms = (int(self.poll_timeout * 1000) if self.synced.is_set() else 0) \
+                if self.since else rq.fresh_timeout(self.now())
             try:
                 answer = await self.api.call(
                     rq.sync(filt, self.since, timeout_ms),
