@@ -55,6 +55,7 @@ from ..message import (
     ThreadSummary,
     now_ms,
 )
+from ._adapter_state import AdapterState
 from ._changes import ChangeFeed, Changes
 from ._checks import (
     as_types,
@@ -191,6 +192,7 @@ class MessageStore:
         self._verifier = Verifier(conn, self._convs, self._indexer, self._threads,
                                   self._reactions)
         self._changes = ChangeFeed(conn, self._reads.total_unread_count)
+        self._adapter_state = AdapterState(conn)
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -772,6 +774,21 @@ class MessageStore:
         self._changes.unsubscribe(listener)
 
     # ---------------------------------------------------------------------- client support
+
+    def adapter_state(self, name: str) -> dict[str, Any]:
+        """The document a server adapter kept under ``name`` (`save_adapter_state`); an empty
+        dict when there is none."""
+        return self._adapter_state.load(check_id(name, "name"))
+
+    def save_adapter_state(self, name: str, state: dict[str, Any]) -> None:
+        """Keep ``state``, a JSON object, under ``name`` in one transaction, replacing what was
+        there: what a server adapter needs after a restart (its sync position, its room
+        directory). The store never reads inside it. INVALID_PARAM for what is not plain JSON
+        or is larger than 4 MiB."""
+        check_id(name, "name")
+        if not isinstance(state, dict):
+            raise invalid("state", "a dict (a JSON object)", state)
+        self._adapter_state.save(name, state)
 
     def mark_sent(self, local_id: str, server_id: str, server_time: int
                   ) -> tuple[Message, list[ReceiptKind]]:
