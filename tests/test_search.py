@@ -604,7 +604,8 @@ def test_fold_targets_are_what_unicodedata_says():
     targets = set()
     for i in range(0x110000):
         ch = chr(i)
-        if 0xD800 <= i < 0xE000 or not (unicodedata.decomposition(ch) or ch.casefold() != ch):
+        if 0xD800 <= i < 0xE000 or not (unicodedata.decomposition(ch) or ch.casefold() != ch
+                                         or ch in text.TRADITIONAL_CHARACTERS):
             continue
         folded = fold(ch)
         if folded != ch:
@@ -1060,3 +1061,33 @@ def test_reindex_from_a_process_that_is_not_the_indexer(tmp_path: Path):
         assert [m.msg_id for m in app.search_messages("w42q")] == ["m42"]
     finally:
         app.close()
+
+
+# -- traditional and simplified Chinese -----------------------------------------------------
+
+@pytest.mark.parametrize("stored, keyword", [("我住在臺灣", "台湾"), ("我住在台湾", "臺灣"),
+                                             ("他發了消息", "发"), ("他发了消息", "發"),
+                                             ("頭髮很長", "头发"), ("臺灣的發展", "台湾的发展")])
+@pytest.mark.parametrize("pending", [False, True])
+def test_traditional_and_simplified_find_each_other(tmp_path: Path, stored: str, keyword: str,
+                                                    pending: bool):
+    with imstore.open(tmp_path / "s", user_id="me") as st:
+        st.insert_message(Message.text("p", "无关的消息 unrelated", sender="p", msg_id="other"))
+        if pending:  # found by the scan of rows not indexed yet
+            with st.pause_indexing():
+                st.insert_message(Message.text("p", stored, sender="p", msg_id="m"))
+                assert [m.msg_id for m in st.search_messages(keyword)] == ["m"]
+        else:
+            st.insert_message(Message.text("p", stored, sender="p", msg_id="m"))
+            st.flush_index()
+            assert [m.msg_id for m in st.search_messages(keyword)] == ["m"]
+
+
+def test_the_fold_table_is_opencc_s_and_idempotent():
+    from imstore._hanzi import SIMPLIFIED, TRADITIONAL
+
+    assert len(TRADITIONAL) == len(SIMPLIFIED) > 3000
+    assert not set(SIMPLIFIED) & set(TRADITIONAL)  # folding twice changes nothing
+    assert fold("臺灣發髮") == "台湾发发" and fold("台湾") == "台湾"
+    sample = TRADITIONAL[::7] + SIMPLIFIED[::7]
+    assert fold(fold(sample)) == fold(sample)

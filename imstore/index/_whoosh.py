@@ -55,7 +55,8 @@ _CODEC = ImCodec()
 _SEGMENT_DOCS = 50_000  # documents per directly written segment, at most
 _PARALLEL_DOCS = 4_000  # a batch this large is split with the helper process
 # What the documents of an index hold (tokens, fields); another value means: rebuild it.
-_FORMAT = "imstore index 2: key term, rowid and sort columns, symbol terms\n"
+_FORMAT = ("imstore index 3: key term, rowid and sort columns, symbol terms, traditional "
+           "folded to simplified\n")
 _FORMAT_FILE = "FORMAT"
 
 
