@@ -533,8 +533,8 @@ def test_damaged_files_raise_one_error_type_or_are_rebuilt(tmp_path: Path, suffi
     try:
         for words in (["meeting"], ["北京"], ["unique10"], ["电影很好看"], ["x"]):
             try:
-                ix.candidates(words, ["content", "ext"], conv_id="conv1", start_time=None,
-                              end_time=None, newest_first=True, limit=50)
+                ix.hits(words, ["content", "ext"], conv_id="conv1", start_time=None,
+                        end_time=None)
                 ix.is_common(words, ["content"], 20, 4000)
                 ix.doc_count()
             except SearchIndexError as exc:
@@ -554,8 +554,8 @@ def test_a_hostile_document_is_left_out_and_the_rest_indexed(tmp_path: Path):
            Doc(4, 6, "c", "s", 1, "lone \udc80 surrogate ok", "")]
     assert sorted(ix.apply([], [], new=[*bad, *docs])) == [1, 2]
     assert ix.doc_count() == len(docs) + 2
-    assert ix.candidates(["surrogate"], ["content"], conv_id=None, start_time=None,
-                         end_time=None, newest_first=True, limit=5)[0] == [4]
+    assert ix.hits(["surrogate"], ["content"], conv_id=None, start_time=None,
+                   end_time=None) == [(6, 4)]
     ix.close()
 
 
@@ -706,9 +706,8 @@ def test_many_commits_are_merged_into_few_segments(tmp_path: Path):
     deleted = {d.rowid for i in range(40, 1200, 40) for d in docs[i - 40:i:7]}
     truth = sorted((d.sort_time, d.rowid) for d in docs
                    if "meeting" in d.content.lower().split() and d.rowid not in deleted)
-    ids, _ = ix.candidates(["meeting"], ["content"], conv_id=None, start_time=None,
-                           end_time=None, newest_first=False, limit=10_000)
-    assert ids == [r for _, r in truth]
+    assert ix.hits(["meeting"], ["content"], conv_id=None, start_time=None,
+                   end_time=None) == truth
     assert ix.doc_count() == 1200 - len(deleted)
     ix.close()
 

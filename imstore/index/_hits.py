@@ -19,7 +19,7 @@ from whoosh import query as wq
 
 from ..text import TOKEN_RE
 
-__all__ = ["column", "part_df", "word_query"]
+__all__ = ["column", "doc_set", "part_df", "word_query"]
 
 
 def column(reader: Any, fieldname: str) -> array[int]:
@@ -70,3 +70,16 @@ def part_df(reader: Any, field: str, part: str, cjk: bool, enough: float) -> int
         if total >= enough or i >= 40:
             break
     return total
+
+
+def doc_set(searcher: Any, reader: Any, q: wq.Query) -> set[int]:
+    """The document numbers of one segment matching ``q`` (deleted ones too: the caller drops
+    them). A prefix reads its terms' posting lists straight into one set (whoosh's union matcher
+    walks them in Python, a heap step per posting)."""
+    if isinstance(q, wq.Prefix):
+        out: set[int] = set()
+        for term in reader.expand_prefix(q.fieldname, q.text):
+            out.update(reader.postings(q.fieldname, term).all_ids())
+        return out
+    m = q.matcher(searcher)
+    return set(m.all_ids()) if m.is_active() else set()

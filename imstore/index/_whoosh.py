@@ -44,7 +44,7 @@ from ..text import TOKEN_RE
 from ._format import Doc, ImCodec, key_of, schema, write_segment
 from ._helper import INDEXNAME as _INDEXNAME
 from ._helper import Helper
-from ._hits import column, part_df, word_query
+from ._hits import column, doc_set, part_df, word_query
 from ._merge import MERGE_FACTOR, merge_tiered, no_merge
 
 __all__ = ["SearchIndex", "SearchIndexError"]
@@ -503,74 +503,81 @@ class SearchIndex:
 
     def is_common(self, words: Sequence[str], fields: Sequence[str], limit: int,
                   rows: int) -> bool:
-        """Whether ``limit`` hits are expected within ``rows`` messages read in time order, from
-        the share of documents that may match every word (estimated from document
-        frequencies; an overestimate, never an underestimate)."""
+        """Whether ``limit`` hits are expected within ``rows`` messages read in time order:
+        the share of documents that may match is estimated as the product of the words'
+        shares (each from document frequencies, an overestimate)."""
         try:
             self._fresh()
             reader = self._searcher.reader()
             n = max(self._searcher.doc_count(), 1)
-            enough = n * limit / rows  # documents a word must be in for the answer to be yes
+            share = 1.0
             for w in words:
                 best = 0
                 for f in fields:
                     word_df = n
                     for m in TOKEN_RE.finditer(w):
                         word_df = min(word_df, part_df(reader, f, m.group(1) or m.group(2)
-                                                        or m.group(3), bool(m.group(1)),
-                                                        enough))
+                                                        or m.group(3), bool(m.group(1)), n))
                     best = max(best, word_df)
-                if best < enough:
-                    return False
-            return True
+                share *= min(best, n) / n
+            return share * rows >= limit
         except Exception as exc:
             raise _error("read", exc) from exc
 
-    def candidates(self, words: Sequence[str], fields: Sequence[str], *, conv_id: str | None,
-                   start_time: int | None, end_time: int | None, newest_first: bool,
-                   limit: int, skip: int = 0) -> tuple[list[int], bool]:
-        """Row ids of documents that may match, in (sort time, row id) order; and whether more
-        may follow. Sender and type filters are the caller's (on the stored rows)."""
+    def hits(self, words: Sequence[str], fields: Sequence[str], *, conv_id: str | None,
+             start_time: int | None, end_time: int | None) -> list[tuple[int, int]]:
+        """(sort time, row id) of every document that may match every word, in that order,
+        collected once (a search pages through the list). Sender and type filters are the
+        caller's (on the stored rows)."""
         per_word = []
         for w in words:
             alts = [q for q in (word_query(f, w) for f in fields) if q is not None]
             if not alts:
-                return [], False
-            per_word.append(alts[0] if len(alts) == 1 else wq.Or(alts))
+                return []
+            per_word.append(alts)
         if conv_id is not None:
             try:
                 conv_id.encode("utf-8")
             except UnicodeEncodeError:
-                return [], False  # no document holds it (`write_segment` leaves them out)
-            per_word.append(wq.Term("conv", conv_id))
-        q = wq.And(per_word) if len(per_word) > 1 else per_word[0]
+                return []  # no document holds it (`write_segment` leaves them out)
+            per_word.append([wq.Term("conv", conv_id)])
         try:
             self._fresh()
-            hits = self._collect(q, start_time, end_time)
+            hits = self._collect(per_word, start_time, end_time)
         except Exception as exc:
             raise _error("searched", exc) from exc
-        hits.sort(reverse=newest_first)
-        page = hits[skip:skip + limit]
-        return [rid for _, rid in page], len(hits) > skip + limit
+        hits.sort()
+        return hits
 
-    def _collect(self, q: wq.Query, start: int | None, end: int | None) -> list[tuple[int, int]]:
-        """(sort time, row id) of every live document matching ``q`` in the time range,
-        walking each segment's matcher (intersections skip, never build sets)."""
+    def _collect(self, per_word: list[list[wq.Query]], start: int | None,
+                 end: int | None) -> list[tuple[int, int]]:
+        """(sort time, row id) of every live document matching, for each word, one of its
+        queries, in the time range. Per segment, each word's documents are a set: a prefix
+        (a lone CJK character, the start of a word) is the union of its terms' posting lists
+        read directly, never whoosh's union matcher; the sets are intersected rarest first."""
         lo = -(1 << 63) if start is None else start
         hi = (1 << 63) - 1 if end is None else end
         out: list[tuple[int, int]] = []
         for sub, _ in self._searcher.leaf_searchers():
-            m = q.matcher(sub)
-            if not m.is_active():
-                continue
             reader = sub.reader()
+            found: set[int] | None = None
+            for alts in sorted(per_word, key=lambda a: isinstance(a[0], wq.Prefix)):
+                docs = set()
+                for q in alts:
+                    docs |= doc_set(sub, reader, q)
+                found = docs if found is None else found & docs
+                if not found:
+                    break
+            if not found:
+                continue
             sorts = self._column_of(reader, "sort")
             rowids = self._column_of(reader, "rowid")
-            while m.is_active():
-                d = m.id()
-                s = sorts[d]
-                if lo <= s <= hi:
-                    out.append((s, rowids[d]))
-                m.next()
+            deleted = reader.is_deleted if reader.has_deletions() else None
+            for d in found:
+                if deleted is not None and deleted(d):
+                    continue
+                t = sorts[d]
+                if lo <= t <= hi:
+                    out.append((t, rowids[d]))
         return out
 

@@ -195,20 +195,39 @@ class Searcher:
 
     def _gather(self, q: Query, scan: bool) -> list[tuple[tuple[int, int], Message]]:
         """Matches in time order until ``limit`` are found and every tie at the time of the last
-        one is in (the index orders by time only)."""
+        one is in. The index's hits are collected once and paged through here, a widening
+        window at a time (only the rows are read per window)."""
         index = self._indexer.reader
         assert index is not None
+        if scan:
+            return self._gather_scan(q)
+        start_time, end_time = q.index_window()
+        with self._conn.guard():
+            keys = index.hits(q.words, _FIELDS[q.scope], conv_id=q.conv_id,
+                              start_time=start_time, end_time=end_time)
+        if q.newest_first:
+            keys.reverse()
+        if q.anchor is not None:
+            keys = [k for k in keys if q.before_anchor(k)]
         hits: list[tuple[tuple[int, int], Message]] = []
         skip, window = 0, q.limit * 2 + 10
-        start_time, end_time = q.index_window()
+        while skip < len(keys):
+            found, _ = self._verified([rid for _, rid in keys[skip:skip + window]], q)
+            hits.extend(h for h in found if q.keeps(h[1]))
+            if len(hits) >= q.limit:
+                return hits  # the index's order is the rows' order (a moved row is pending)
+            skip += window
+            window *= 2
+        return hits
+
+    def _gather_scan(self, q: Query) -> list[tuple[tuple[int, int], Message]]:
+        """`_gather` for words the index cannot hold: rows found by `_scan`, a window at a
+        time, until ``limit`` match and every tie at the time of the last one is in."""
+        hits: list[tuple[tuple[int, int], Message]] = []
+        skip, window = 0, q.limit * 2 + 10
         while True:
             with self._conn.guard():
-                if scan:
-                    ids, more = self._scan(q, window, skip)
-                else:
-                    ids, more = index.candidates(
-                        q.words, _FIELDS[q.scope], conv_id=q.conv_id, start_time=start_time,
-                        end_time=end_time, newest_first=q.newest_first, limit=window, skip=skip)
+                ids, more = self._scan(q, window, skip)
             found, last = self._verified(ids, q)
             hits.extend(h for h in found if q.keeps(h[1]))
             if not more:
