@@ -33,7 +33,7 @@ from .message import (
     SearchScope,
 )
 from .server import MemoryServer, RetentionPlan
-from .store import IndexPolicy, IndexStatus, MessageStore, VerifyReport
+from .store import ConversationHits, IndexPolicy, IndexStatus, MessageStore, VerifyReport
 from .store import open_store as open  # noqa: F401 - public as imstore.open, not in __all__
 
 __version__ = "0.1.0"
@@ -43,6 +43,7 @@ __all__ = [
     "ChatType",
     "ConnectionState",
     "Conversation",
+    "ConversationHits",
     "CursorResult",
     "Direction",
     "DownloadStatus",

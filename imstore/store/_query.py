@@ -31,7 +31,6 @@ from ..text import (
     content_text,
     ext_text,
     indexable,
-    keyword_words,
     matches,
     needles,
 )
@@ -39,13 +38,13 @@ from ._connection import Connection, chunks, marks
 from ._indexer import SearchWriter
 from ._rows import MESSAGE_COLUMNS, SELECT_COLUMNS, row_to_message
 
-__all__ = ["Query", "Searcher"]
+__all__ = ["SCOPE_COLUMNS", "SCOPE_FIELDS", "Query", "Searcher", "raw_texts"]
 
 _MTYPE = {int(t): t for t in MessageType}
 _DENSE_ROWS = 4000  # a search reads rows in time order when it expects hits within this many
-_FIELDS = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
+SCOPE_FIELDS = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
            SearchScope.ALL: ("content", "ext")}
-_COLUMNS = {SearchScope.CONTENT: ("body",), SearchScope.EXT: ("ext",),
+SCOPE_COLUMNS = {SearchScope.CONTENT: ("body",), SearchScope.EXT: ("ext",),
             SearchScope.ALL: ("body", "ext")}
 _SORT = MESSAGE_COLUMNS.index("sort_time")
 
@@ -115,7 +114,7 @@ class Query:
         return key < self.anchor if self.newest_first else key > self.anchor
 
 
-def _raw_texts(mtype: int, body: bytes, ext: bytes | None, scope: SearchScope) -> list[str]:
+def raw_texts(mtype: int, body: bytes, ext: bytes | None, scope: SearchScope) -> list[str]:
     """What search sees of a stored row, read straight from its payload (as `content_text` and
     `ext_text` would from the decoded message)."""
     out = []
@@ -142,10 +141,22 @@ class Searcher:
         self._conn = conn
         self._indexer = indexer
 
-    @staticmethod
-    def words(keyword: str) -> list[str]:
-        """The folded words of a keyword (`text.keyword_words`)."""
-        return keyword_words(keyword)
+    def search_any(self, queries: Sequence[Query]) -> list[Message]:
+        """Messages matching any of ``queries`` (one per keyword group, the same filters and
+        page): each answers its own page, and the page of their union is within theirs."""
+        if len(queries) == 1:
+            return self.search(queries[0])
+        q0 = queries[0]
+        found = {m.msg_id: m for q in queries for m in self.search(q)}
+        keys: dict[tuple[int, int], Message] = {}
+        ids = list(found)
+        for part in chunks(ids):
+            for msg_id, sort, rid in self._conn.query(
+                    f"SELECT msg_id, sort_time, id FROM message WHERE msg_id IN "
+                    f"({marks(len(part))})", tuple(part)):
+                keys[(sort, rid)] = found[msg_id]
+        page = sorted(keys, reverse=q0.newest_first)[:q0.limit]
+        return [keys[k] for k in sorted(page)]
 
     def search(self, q: Query) -> list[Message]:
         # The indexer's lock rule: take-over and catch-up before the writer lock, and a
@@ -171,7 +182,7 @@ class Searcher:
         return found
 
     def _search(self, q: Query) -> list[Message]:
-        fields = _FIELDS[q.scope]
+        fields = SCOPE_FIELDS[q.scope]
         with self._conn.lock:
             index = self._indexer.reader
             assert index is not None
@@ -203,7 +214,7 @@ class Searcher:
             return self._gather_scan(q)
         start_time, end_time = q.index_window()
         with self._conn.guard():
-            keys = index.hits(q.words, _FIELDS[q.scope], conv_id=q.conv_id,
+            keys = index.hits(q.words, SCOPE_FIELDS[q.scope], conv_id=q.conv_id,
                               start_time=start_time, end_time=end_time)
         if q.newest_first:
             keys.reverse()
@@ -258,7 +269,7 @@ class Searcher:
                                     f"ORDER BY sort_time {order}, id {order} LIMIT 500",
                                     (*params, *(after or ())))
             for rid, _sort, mtype, body, ext in rows:
-                if any(matches(q.words, t) for t in _raw_texts(mtype, body, ext, q.scope)):
+                if any(matches(q.words, t) for t in raw_texts(mtype, body, ext, q.scope)):
                     hits.append(rid)
                     if len(hits) == q.limit:
                         break
@@ -278,7 +289,7 @@ class Searcher:
         """`_read_all`'s matches with their (sort_time, id) keys. ``pending_only``: only the
         rows whose index work is still in the outbox (not in the index yet)."""
         where, params = q.row_filters()
-        cols = _COLUMNS[q.scope]
+        cols = SCOPE_COLUMNS[q.scope]
         general: list[str] = []
         for w in q.words:
             for needle in needles(w):
@@ -306,7 +317,7 @@ class Searcher:
             for rid, mtype, body, ext in self._conn.run(
                     f"SELECT id, type, body, ext FROM message WHERE {' AND '.join(where)} "
                     f"ORDER BY sort_time {order}, id {order}", params):
-                if any(matches(q.words, t) for t in _raw_texts(mtype, body, ext, q.scope)):
+                if any(matches(q.words, t) for t in raw_texts(mtype, body, ext, q.scope)):
                     hits.append(rid)
                     if len(hits) == q.limit:
                         break
@@ -317,7 +328,7 @@ class Searcher:
         """Candidates for words the index cannot hold (emoji, symbols): rows whose stored
         payload contains their bytes, in time order. A table scan, for these rare queries."""
         where, params = q.row_filters()
-        cols = _COLUMNS[q.scope]
+        cols = SCOPE_COLUMNS[q.scope]
         for w in q.words:
             where.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
             params += [w.encode("utf-8")] * len(cols)
