@@ -16,6 +16,7 @@ from array import array
 from typing import Any
 
 from whoosh import query as wq
+from whoosh.codec.whoosh3 import W3LeafMatcher
 
 from ..text import TOKEN_RE
 
@@ -77,9 +78,30 @@ def doc_set(searcher: Any, reader: Any, q: wq.Query) -> set[int]:
     them). A prefix reads its terms' posting lists straight into one set (whoosh's union matcher
     walks them in Python, a heap step per posting)."""
     if isinstance(q, wq.Prefix):
-        out: set[int] = set()
-        for term in reader.expand_prefix(q.fieldname, q.text):
-            out.update(reader.postings(q.fieldname, term).all_ids())
-        return out
+        return _prefix_docs(reader, q.fieldname, q.text)
     m = q.matcher(searcher)
     return set(m.all_ids()) if m.is_active() else set()
+
+
+def _prefix_docs(reader: Any, fieldname: str, prefix: str) -> set[int]:
+    """Documents holding a term that starts with ``prefix``: the term table read in order from
+    the prefix on, each posting list's ids read block by block (no per-term look-up, no
+    weights or positions decoded)."""
+    out: set[int] = set()
+    terms = reader._terms
+    start = prefix.encode("utf-8")
+    postfile = terms._postfile
+    fmt = reader.schema[fieldname].format
+    for (fn, btext), ti in terms.items_from(fieldname, start):
+        if fn != fieldname or not btext.startswith(start):
+            break
+        if ti.is_inlined():
+            out.update(ti._inlined[0])
+            continue
+        offset, length = ti.extent()
+        m = W3LeafMatcher(postfile, offset, length, fmt)
+        while m.is_active():
+            m._read_ids()
+            out.update(m._ids)
+            m._next_block()
+    return out

@@ -8,8 +8,9 @@ Rules kept here:
   candidates in time order and keeps only those whose stored text really contains every word
   (`text.matches` is the judge, the index only proposes);
 - words the index cannot hold (emoji, symbols) are found by a scan of the stored payloads;
-- common words are answered by reading rows in time order, which finds ``limit`` hits sooner than
-  sorting every index hit by time would;
+- the index's hits are collected once per search, in (time, row id) order, and paged through;
+  one common word is answered by reading rows in time order instead, which finds ``limit`` hits
+  sooner (several words go to the index: words common alone may seldom meet);
 - pages are keyset pages on (sort time, row id), as `Reads.page`: a page anchored on a message
   holds the ``limit`` matches just before (or after) it, ties at one time included, so paging
   never loses messages that share a timestamp; the time bounds are filters.
@@ -193,7 +194,11 @@ class Searcher:
             pending = self._read_hits(q, pending_only=True) if self._indexer.has_pending() \
                 else []
             scan = not all(indexable(w) for w in q.words)  # emoji, symbols: not in the index
-            if not scan and index.is_common(q.words, fields, q.limit, _DENSE_ROWS):
+            # Rows are read in time order only for one common word: words common alone may seldom
+            # meet (an English and a Chinese one), and the index's hits, collected once, are
+            # cheap to page through
+            if not scan and len(q.words) == 1 and \
+                    index.is_common(q.words, fields, q.limit, _DENSE_ROWS):
                 dense = self._dense(q)
                 if dense is not None:
                     return [m for _, m in sorted(dense, key=lambda h: h[0])]
