@@ -91,6 +91,21 @@ def _error(action: str, exc: BaseException) -> SearchIndexError:
     return err
 
 
+def _fresh_dir(directory: str) -> None:
+    """An empty directory at ``directory``, whatever stood there (an old index, a file, a
+    link): the index is a cache. An IMError says what to do when it cannot be made."""
+    try:
+        if os.path.islink(directory) or os.path.isfile(directory):
+            os.unlink(directory)
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise IMError(ErrorCode.DATABASE_ERROR,
+                      f"the search index cannot be made at {directory} ({exc.strerror}); "
+                      "remove what is there or check the directory's permissions") from exc
+
+
 # -- storage and index classes used only by our index -----------------------------------------
 
 
@@ -277,8 +292,7 @@ class SearchIndex:
             generation = TOC._latest_generation(self._storage, _INDEXNAME) + 1
         except Exception:
             generation = 0
-        shutil.rmtree(directory, ignore_errors=True)
-        os.makedirs(directory, exist_ok=True)
+        _fresh_dir(directory)
         self.rebuilt = True
         return self._create(max(generation, 0))
 
@@ -313,8 +327,7 @@ class SearchIndex:
         if self.directory is None:
             self._storage = _MemoryStorage()
         else:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            os.makedirs(self.directory, exist_ok=True)
+            _fresh_dir(self.directory)
             self._storage = _DiskStorage(self.directory)
         self._ix = self._create(generation)
         self._generation = self._ix.latest_generation()
@@ -324,6 +337,26 @@ class SearchIndex:
         try:
             self._fresh()
             return int(self._searcher.doc_count())
+        except Exception as exc:
+            raise _error("read", exc) from exc
+
+    def row_ids(self) -> list[int]:
+        """The row id of every live document, read from disk (not from the column cache), so
+        a damaged row-id column shows."""
+        try:
+            self._fresh()
+            out: list[int] = []
+            for sub, _ in self._searcher.leaf_searchers():
+                reader = sub.reader()
+                n = reader.doc_count_all()
+                if not n:
+                    continue  # an empty index's reader has no columns
+                col = column(reader, "rowid")
+                if reader.has_deletions():
+                    out += [col[d] for d in range(n) if not reader.is_deleted(d)]
+                else:
+                    out += col[:n].tolist()
+            return out
         except Exception as exc:
             raise _error("read", exc) from exc
 
@@ -357,12 +390,32 @@ class SearchIndex:
             writer.commit(mergetype=self._merge_policy if merge else no_merge)
         except BaseException as exc:
             _abandon(writer)
+            self._drop_unreferenced([*writer._ready, writer.newsegment])
             if isinstance(exc, Exception):
                 raise _error("written", exc) from exc
             raise
         self.skipped += len(skipped)
         self._refresh()
         return skipped
+
+    def _drop_unreferenced(self, segments: Sequence[Any]) -> None:
+        """After a failed commit: remove the files of the segments it wrote that no TOC names
+        (a full disk must not fill up with the leftovers of each retry)."""
+        try:
+            live = {seg.segment_id() for seg in self._ix._segments()}
+            names = list(self._storage.list())
+        except Exception:
+            return  # the next successful commit cleans them (whoosh removes unnamed files)
+        for seg in segments:
+            prefix = seg.segment_id()
+            if prefix in live:
+                continue
+            for name in names:
+                if name.startswith(prefix + ".") or name.startswith(prefix + "_"):
+                    try:
+                        self._storage.delete_file(name)
+                    except Exception:
+                        pass
 
     @staticmethod
     def _merge_policy(writer: Any, segments: list[Any]) -> list[Any]:
@@ -460,6 +513,7 @@ class SearchIndex:
             writer.commit(mergetype=self._merge_policy)
         except BaseException as exc:
             _abandon(writer)
+            self._drop_unreferenced([writer.newsegment])
             if isinstance(exc, Exception):
                 raise _error("merged", exc) from exc
             raise

@@ -11,8 +11,8 @@ Rules kept here (the lock rule itself is written once, in `_indexer`):
 - a ticket is served only by a drain that completed after the ticket was taken: a waiter that
   sees ``served >= ticket`` knows everything queued before its command is in the index, merged;
 - an entry leaves the outbox only after the commit that applied it (`Outbox.remove_through`);
-- a failed write (a full disk) keeps its work queued and backs off (0.5 s doubling to 5 s); a
-  damaged index starts over at once.
+- a failed write (a full disk) keeps its work queued and backs off (0.5 s doubling to 30 s),
+  leaving no partial segment files behind; a damaged index starts over at once.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = ["APPLY", "CLOSE", "FLUSH", "REBUILD", "RECOVER", "Command", "IndexPol
 log = logging.getLogger("imstore.store")
 
 APPLY, FLUSH, REBUILD, RECOVER, CLOSE = "apply", "flush", "rebuild", "recover", "close"
+_MAX_BACKOFF = 30.0  # seconds between retries of a failing write (a full disk), at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +251,7 @@ class Worker:
                     cmd.done.set()
             with self.progress:
                 self.progress.notify_all()
-        return min(max(backoff * 2, 0.5), 5.0)
+        return min(max(backoff * 2, 0.5), _MAX_BACKOFF)
 
     def _retry_start_over(self) -> None:
         try:
