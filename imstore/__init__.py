@@ -15,6 +15,7 @@ from .adapters import (
     Transport,
     TransportHandler,
 )
+from .adapters.memory import MemoryServer, RetentionPlan
 from .client import ChatClient, MessageListener
 from .codec import Limits
 from .errors import ErrorCode, IMError
@@ -32,8 +33,16 @@ from .message import (
     MessageType,
     SearchScope,
 )
-from .server import MemoryServer, RetentionPlan
-from .store import ConversationHits, IndexPolicy, IndexStatus, MessageStore, VerifyReport
+from .store import (
+    ConversationHits,
+    IndexPolicy,
+    IndexStatus,
+    MessageStore,
+    VerifyReport,
+    change_key,
+    encrypt_store,
+    is_encrypted,
+)
 from .store import open_store as open  # noqa: F401 - public as imstore.open, not in __all__
 
 __version__ = "0.1.0"
@@ -69,6 +78,9 @@ __all__ = [
     "Transport",
     "TransportHandler",
     "VerifyReport",
+    "change_key",
+    "encrypt_store",
+    "is_encrypted",
 ]
 # imstore.open is public too, but kept out of __all__ so that a star import cannot shadow the
 # built-in open().

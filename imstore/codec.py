@@ -19,19 +19,17 @@ from typing import Any
 import msgpack
 
 from .errors import ErrorCode, IMError
-from .kinds import ATTACHMENT_TYPES, KINDS
+from .kinds import ATTACHMENT_TYPES, KINDS, check_content
+from .lifecycle import INT64_MIN, MAX_TIME
 from .message import (
     Body,
     ChatType,
-    CmdBody,
-    CustomBody,
     DownloadStatus,
     FileBody,
-    LocationBody,
     Message,
     MessageStatus,
     MessageType,
-    TextBody,
+    ThumbnailedBody,
     UndecodableBody,
 )
 
@@ -60,7 +58,7 @@ __all__ = [
 FORMAT_VERSION = 1
 MAX_ID_CHARS = 256  # ids longer than this are refused
 MAX_EXT_DEPTH = 32  # nesting of ext (and of body params) beyond this is refused
-MAX_TIME = 2**53  # times in ms: 0..MAX_TIME (exact in a double, so every client reads them)
+UINT64_MAX = 2**64 - 1  # msgpack holds ints from INT64_MIN to this
 
 BODY_CLASSES: dict[MessageType, type] = {t: k.body for t, k in KINDS.items()}
 
@@ -78,10 +76,12 @@ class Limits:
     Attributes:
         max_payload_bytes: msgpack-encoded body plus ``ext``.
         max_file_bytes: an attachment's file.
+        max_thumbnail_bytes: the thumbnail an image or a video is sent with.
     """
 
     max_payload_bytes: int = 3 * 1024
     max_file_bytes: int = 10 * 1024 * 1024
+    max_thumbnail_bytes: int = 1024 * 1024
 
 
 def body_to_dict(body: Body) -> dict[str, Any]:
@@ -236,7 +236,7 @@ def _check_tree(value: Any, field: str, depth: int) -> None:
         for v in value:
             _check_tree(v, field, depth + 1)
     elif isinstance(value, int) and not isinstance(value, bool) \
-            and not -(2**63) <= value < 2**64:
+            and not INT64_MIN <= value <= UINT64_MAX:
         raise invalid(field, "made of ints that fit in 64 bits", value)
 
 
@@ -252,7 +252,7 @@ def check_ext(value: Any, field: str = "ext") -> dict[str, Any]:
         t = type(v)
         if type(k) is not str or not (k.isascii() or _encodable(k)) \
                 or (t is str and not (v.isascii() or _encodable(v))) \
-                or t not in _FLAT or (t is int and not -(2**63) <= v < 2**64):
+                or t not in _FLAT or (t is int and not INT64_MIN <= v <= UINT64_MAX):
             _check_tree(value, field, 1)
             break
     return value
@@ -347,23 +347,6 @@ def check_body_fields(mtype: MessageType, body: Any) -> None:
     _BODY_CHECKS[want](body)
 
 
-def _check_content(mtype: MessageType, body: Body) -> None:
-    """What a body must say to be worth storing (a recall notice's blank body is exempt)."""
-    if isinstance(body, TextBody):
-        if not body.text:
-            raise IMError(ErrorCode.MESSAGE_INVALID, "a text message needs non-empty text")
-    elif isinstance(body, LocationBody):
-        lat, lon = body.latitude, body.longitude
-        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise invalid("body.latitude/longitude", "within -90..90 / -180..180", (lat, lon))
-    elif isinstance(body, CmdBody | CustomBody):
-        name = body.action if isinstance(body, CmdBody) else body.event
-        if not name:
-            raise IMError(ErrorCode.MESSAGE_INVALID,
-                          f"a {mtype.name} message needs a non-empty "
-                          f"{'action' if isinstance(body, CmdBody) else 'event'}")
-
-
 def _check_file(body: FileBody, limits: Limits, need_file: bool) -> tuple[int, str] | None:
     """Check an attachment's file; returns (size, display name) read from a local file."""
     path = body.local_path
@@ -386,6 +369,23 @@ def _check_file(body: FileBody, limits: Limits, need_file: bool) -> tuple[int, s
                       f"attachment {path!r} has {st.st_size} bytes; the limit is "
                       f"{limits.max_file_bytes} bytes")
     return st.st_size, body.display_name or os.path.basename(path)
+
+
+def _check_thumbnail(path: str, limits: Limits, need_file: bool) -> None:
+    """A thumbnail to send is a regular file within ``max_thumbnail_bytes``."""
+    try:
+        size = os.stat(path).st_size
+    except (OSError, ValueError) as exc:
+        if need_file:
+            raise IMError(ErrorCode.FILE_NOT_FOUND,
+                          f"thumbnail file {path!r} does not exist; check the path") from exc
+        return
+    if not os.path.isfile(path):
+        raise IMError(ErrorCode.FILE_INVALID, f"thumbnail {path!r} is not a regular file")
+    if size > limits.max_thumbnail_bytes:
+        raise IMError(ErrorCode.FILE_TOO_LARGE,
+                      f"thumbnail {path!r} has {size} bytes; the limit is "
+                      f"{limits.max_thumbnail_bytes} bytes (Limits.max_thumbnail_bytes)")
 
 
 _ENUM_VALUES: dict[type, frozenset[Any]] = {e: frozenset(e) for e in (MessageType, ChatType,
@@ -462,12 +462,14 @@ def validate_message(msg: Message, limits: Limits, *, need_file: bool = False) -
     mtype = _check_fields(msg)
     recalled = msg.recalled_at is not None
     if not recalled:
-        _check_content(mtype, msg.body)
+        check_content(mtype, msg.body)
     if mtype in ATTACHMENT_TYPES and not recalled:
         assert isinstance(msg.body, FileBody)
         found = _check_file(msg.body, limits, need_file)
         if found is not None:
             msg.body.size, msg.body.display_name = found
+        if isinstance(msg.body, ThumbnailedBody) and msg.body.thumbnail_path:
+            _check_thumbnail(msg.body.thumbnail_path, limits, need_file)
     body = encode_body(msg.body)
     ext = encode_ext(msg.ext)
     size = len(body) - 1 + len(ext)

@@ -42,6 +42,7 @@ __all__ = [
     "MessageType",
     "SearchScope",
     "TextBody",
+    "ThumbnailedBody",
     "UndecodableBody",
     "VideoBody",
     "VoiceBody",
@@ -104,8 +105,11 @@ _counter = itertools.count()
 
 
 def now_ms() -> int:
-    """Milliseconds since the epoch."""
-    return time.time_ns() // 1_000_000
+    """Milliseconds since the epoch: the clock of `lifecycle` (which owns it), kept importable
+    here. Imported on call: `lifecycle` reads this module's enums."""
+    from .lifecycle import now_ms as clock
+
+    return clock()
 
 
 def new_msg_id() -> str:
@@ -137,12 +141,20 @@ class FileBody:
 
 
 @dataclass(slots=True)
-class ImageBody(FileBody):
+class ThumbnailedBody(FileBody):
+    """The one group of thumbnail fields, shared by the bodies that have a thumbnail (images,
+    videos; `kinds.Kind.thumbnail` says which): where the thumbnail is on this device, where the
+    server keeps it, and how its download went. Keyword-only, after each body's own fields."""
+
+    thumbnail_path: str = field(default="", kw_only=True)
+    thumbnail_url: str = field(default="", kw_only=True)
+    thumbnail_status: DownloadStatus = field(default=DownloadStatus.PENDING, kw_only=True)
+
+
+@dataclass(slots=True)
+class ImageBody(ThumbnailedBody):
     width: int | None = None
     height: int | None = None
-    thumbnail_path: str = ""
-    thumbnail_url: str = ""
-    thumbnail_status: DownloadStatus = DownloadStatus.PENDING
 
 
 @dataclass(slots=True)
@@ -151,13 +163,10 @@ class VoiceBody(FileBody):
 
 
 @dataclass(slots=True)
-class VideoBody(FileBody):
+class VideoBody(ThumbnailedBody):
     duration_ms: int = 0
     width: int | None = None
     height: int | None = None
-    thumbnail_path: str = ""
-    thumbnail_url: str = ""
-    thumbnail_status: DownloadStatus = DownloadStatus.PENDING
 
 
 @dataclass(slots=True)
@@ -194,8 +203,8 @@ class UndecodableBody:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Body = (TextBody | FileBody | ImageBody | VoiceBody | VideoBody | LocationBody | CmdBody
-        | CustomBody | UndecodableBody)
+Body = (TextBody | FileBody | ThumbnailedBody | ImageBody | VoiceBody | VideoBody | LocationBody
+        | CmdBody | CustomBody | UndecodableBody)
 
 
 # --------------------------------------------------------------------------------------- message

@@ -22,9 +22,34 @@ def store() -> Iterator[MessageStore]:
         yield s
 
 
+# The key of the encrypted runs: tests on disk run once plain and once encrypted (SQLCipher).
+TEST_KEY = bytes(range(32))
+
+
+@pytest.fixture(params=[None, TEST_KEY], ids=["plain", "encrypted"])
+def store_key(request: pytest.FixtureRequest) -> bytes | None:
+    """None (a plain store), then a raw key (an encrypted store; skipped without the extra)."""
+    if request.param is not None:
+        pytest.importorskip("sqlcipher3", reason="the encrypted runs need imstore[crypto]")
+    return request.param  # type: ignore[no-any-return]
+
+
+def raw_connect(path: str | os.PathLike[str], key: bytes | None = None) -> Any:
+    """A driver connection to a store's database file, outside imstore (for checks on disk)."""
+    if key is None:
+        import sqlite3
+
+        return sqlite3.connect(path)
+    import sqlcipher3
+
+    con = sqlcipher3.connect(str(path))
+    con.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+    return con
+
+
 @pytest.fixture
-def disk_store(tmp_path: Path) -> Iterator[MessageStore]:
-    with imstore.open(tmp_path / "alice", user_id="alice") as s:
+def disk_store(tmp_path: Path, store_key: bytes | None) -> Iterator[MessageStore]:
+    with imstore.open(tmp_path / "alice", user_id="alice", key=store_key) as s:
         yield s
 
 

@@ -462,7 +462,7 @@ def test_ctrl_c_stops_an_import_cleanly(tmp_path: Path):
     store = str(tmp_path / "s")
     proc = subprocess.Popen([sys.executable, "-m", "imstore.cli", "import", str(chat), "--store",
                              store, "--me", "Ann", "--tz", "UTC"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=_env())
+                            stderr=subprocess.PIPE, env={**_env(), "IMSTORE_PROGRESS_EVERY": "0"})
     lines: list[str] = []
     progressed = threading.Event()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from imstore import (
     MessageType,
 )
 from imstore.client import safe_file_name
+from imstore.kinds import KINDS, AutoDownload
 from imstore.message import CustomBody, TextBody
 
 from .conftest import Clock, Pair
@@ -266,7 +269,7 @@ def test_a_send_waits_through_a_reconnection(pair: Pair):
     async def main():
         pair.server.disconnect("alice", reconnect=True)
         task = asyncio.create_task(pair.ca.send_message(Message.text("bob", "patience")))
-        await asyncio.sleep(0.02)
+        await pair.ca.wait_idle()  # returns once the send is parked, waiting for the connection
         assert not task.done()
         assert pair.a.messages("bob")[-1].status == MessageStatus.INPROGRESS
         pair.server.restore("alice")
@@ -282,7 +285,7 @@ def test_reconnection_that_fails_is_510(pair: Pair):
     async def main():
         pair.server.disconnect("alice", reconnect=True)
         task = asyncio.create_task(pair.ca.send_message(Message.text("bob", "x")))
-        await asyncio.sleep(0.01)
+        await pair.ca.wait_idle()  # the send is parked, waiting for the connection
         pair.server.disconnect("alice", reconnect=False)
         return await asyncio.gather(task, return_exceptions=True)
 
@@ -1221,9 +1224,9 @@ def test_a_conversation_receipt_leaves_fail_messages_unacked(duo: Duo):
 
 def test_early_group_acks_that_never_find_their_message_are_pruned(pair: Pair):
     pair.ca.on_group_read_acks([GroupReadAck("S-never", "team", "bob", 1)])
-    assert "S-never" in pair.ca._early_group_acks
+    assert [a.reader for a in pair.a.group_read_acks("S-never")] == ["bob"]  # kept in SQLite
     pair.ca.prune_pending_receipts()
-    assert pair.ca._early_group_acks == {}
+    assert pair.a.group_read_acks("S-never") == []
 
 
 @pytest.mark.parametrize("times, code", [(1, None), (2, ErrorCode.SERVER_NOT_REACHABLE)])
@@ -1318,3 +1321,207 @@ def test_a_hanging_download_fails_after_transfer_timeout(tmp_path: Path, clock: 
     m = run(main())
     assert d.b.get_message(m.msg_id).body.download_status == DownloadStatus.FAILED
     d.close()
+
+
+# ------------------------------------------------------------------ kinds drive the downloads
+
+def _received_attachments(pair: Pair, f: dict[str, Path]) -> dict[str, Message]:
+    async def main():
+        await pair.ca.send_message(Message.image("bob", f["pic.png"]))
+        await pair.ca.send_message(Message.voice("bob", f["voice.ogg"], 1000))
+        await pair.ca.send_message(Message.video("bob", f["clip.mp4"], 2000,
+                                                        thumbnail=f["thumb.png"]))
+        await pair.ca.send_message(Message.file("bob", f["doc.pdf"]))
+        await pair.settle()
+
+    run(main())
+    return {m.type.name: m for m in pair.b.messages("alice")}
+
+
+@pytest.mark.parametrize(("mtype", "auto"), [
+    (t, a) for t in (MessageType.IMAGE, MessageType.VOICE, MessageType.VIDEO, MessageType.FILE)
+    for a in AutoDownload if a is not AutoDownload.THUMBNAIL or KINDS[t].thumbnail],
+    ids=str)
+def test_the_client_downloads_what_the_kinds_table_says(pair: Pair, tmp_path: Path,
+                                                         monkeypatch, mtype, auto):
+    kind = KINDS[mtype]
+    monkeypatch.setitem(KINDS, mtype, dataclasses.replace(kind, auto_download=auto))
+    got = _received_attachments(pair, files(tmp_path))[mtype.name].body
+    file_done = got.download_status == DownloadStatus.SUCCEEDED
+    thumb_done = getattr(got, "thumbnail_status", None) == DownloadStatus.SUCCEEDED
+    assert (file_done, thumb_done) == (auto is AutoDownload.FILE, auto is AutoDownload.THUMBNAIL)
+
+
+def test_voice_and_image_set_to_download_nothing_download_nothing(pair: Pair, tmp_path: Path,
+                                                                   monkeypatch):
+    for mtype in (MessageType.VOICE, MessageType.IMAGE):
+        monkeypatch.setitem(KINDS, mtype, dataclasses.replace(
+            KINDS[mtype], auto_download=AutoDownload.NOTHING))
+    got = _received_attachments(pair, files(tmp_path))
+    assert got["VOICE"].body.download_status == DownloadStatus.PENDING
+    assert got["IMAGE"].body.thumbnail_status == DownloadStatus.PENDING
+    assert got["VIDEO"].body.thumbnail_status == DownloadStatus.SUCCEEDED  # its row unchanged
+
+
+def test_a_failed_thumbnail_download_is_stored_failed(pair: Pair, tmp_path: Path, monkeypatch):
+    f = files(tmp_path)
+    pair.cb.auto_download = False
+
+    async def broken(url, dest, **kw):
+        raise ConnectionError("the media server hung up")
+
+    async def main():
+        await pair.ca.send_message(Message.video("bob", f["clip.mp4"], 2000,
+                                                        thumbnail=f["thumb.png"]))
+        await pair.settle()
+        got = pair.b.messages("alice")[-1]
+        monkeypatch.setattr(pair.cb.transport, "download", broken)
+        with pytest.raises(IMError) as err:
+            await pair.cb.download_thumbnail(got.msg_id)
+        return got, err.value
+
+    got, err = run(main())
+    assert err.code == ErrorCode.FILE_DOWNLOAD_FAILED
+    stored = pair.b.get_message(got.msg_id).body
+    assert stored.thumbnail_status == DownloadStatus.FAILED and not stored.thumbnail_path
+    assert stored.download_status == DownloadStatus.PENDING  # the video itself untouched
+
+
+def test_an_images_own_thumbnail_is_uploaded(pair: Pair, tmp_path: Path):
+    f = files(tmp_path)
+
+    async def main():
+        sent = await pair.ca.send_message(Message.image("bob", f["pic.png"],
+                                                        thumbnail=f["thumb.png"]))
+        await pair.settle()
+        return sent
+
+    sent = run(main())
+    got = pair.b.get_message(sent.msg_id).body
+    assert got.thumbnail_status == DownloadStatus.SUCCEEDED
+    assert Path(got.thumbnail_path).read_bytes() == f["thumb.png"].read_bytes()
+
+
+def test_a_thumbnail_past_the_limit_is_refused_before_anything_is_stored(pair: Pair,
+                                                                         tmp_path: Path):
+    f = files(tmp_path)
+    big = tmp_path / "big-thumb.png"
+    big.write_bytes(b"x" * (pair.a.limits.max_thumbnail_bytes + 1))
+    with pytest.raises(IMError) as err:
+        run(pair.ca.send_message(Message.image("bob", f["pic.png"], thumbnail=big)))
+    assert err.value.code == ErrorCode.FILE_TOO_LARGE and "max_thumbnail_bytes" in str(err.value)
+    assert pair.a.messages("bob") == []
+
+
+def test_no_temporary_folder_until_a_download_needs_one(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    server = MemoryServer()
+    with imstore.open(":memory:", user_id="alice") as a, \
+            imstore.open(":memory:", user_id="bob") as b:
+        ca = ChatClient(a, server.connect("alice"))
+        cb = ChatClient(b, server.connect("bob"))
+        f = files(tmp_path)
+
+        async def main():
+            await ca.send_message(Message.text("bob", "hi"))
+            await ca.send_message(Message.file("bob", f["doc.pdf"]))  # not downloaded by itself
+            await cb.wait_idle()
+            assert os.listdir(tmp_path / "tmp") == []
+            await ca.send_message(Message.voice("bob", f["voice.ogg"], 1000))
+            await cb.wait_idle()  # bob's voice message downloads by itself
+
+        run(main())
+        assert [p.startswith("imstore-files-") for p in os.listdir(tmp_path / "tmp")] == [True]
+        got = b.messages("alice")[-1].body
+        assert Path(got.local_path).read_bytes() == f["voice.ogg"].read_bytes()
+        ca.close()
+        cb.close()
+        assert os.listdir(tmp_path / "tmp") == []
+
+
+# ---------------------------------------------------------------- what history teaches the client
+
+class _Page:
+    """A SyncAdapter whose history is one given page (what another device did meanwhile)."""
+
+    def __init__(self, items: list[Message]) -> None:
+        self.items = items
+
+    async def fetch_history(self, conv_id, chat_type, cursor, limit, options):
+        return imstore.CursorResult(list(self.items), None)
+
+
+def test_a_recall_learned_from_history_is_applied_and_announced(store):
+    log = Log()
+    here = store.insert_message(Message.text("alice", "oops", sender="bob", msg_id="S1",
+                                             timestamp=100))
+    recalled = Message.text("alice", "", sender="bob", msg_id="S1", timestamp=100)
+    recalled.body, recalled.recalled_at = TextBody(""), 500
+    client = ChatClient(store, _Page([recalled]))
+    client.add_listener(log)
+    run(client.fetch_history_messages("bob", ChatType.CHAT))
+    got = store.get_message(here.msg_id)
+    assert got.recalled_at == 500 and got.body == TextBody("")
+    assert ("recalled", 1) in log.events
+
+
+@pytest.mark.parametrize(("edited_at", "applied"), [(600, True), (50, False)])
+def test_an_edit_learned_from_history_is_applied_unless_older(store, edited_at, applied):
+    log = Log()
+    store.insert_message(Message.text("alice", "frist", sender="bob", msg_id="S1",
+                                      timestamp=100))
+    store.apply_edit("S1", TextBody("first"), 100)
+    edited = Message.text("alice", "first!", sender="bob", msg_id="S1", timestamp=100)
+    edited.edited_at = edited_at
+    client = ChatClient(store, _Page([edited]))
+    client.add_listener(log)
+    run(client.fetch_history_messages("bob", ChatType.CHAT))
+    assert store.get_message("S1").body.text == ("first!" if applied else "first")
+    assert (("edited", 1) in log.events) is applied
+
+
+def test_a_history_copy_whose_server_id_is_taken_stays_apart(store, caplog):
+    log = Log()
+    store.insert_message(Message.text("carol", "carol's", sender="carol", msg_id="S1",
+                                      timestamp=50))
+    failed = Message.text("bob", "lost?", msg_id="L1", timestamp=100)
+    failed.status = MessageStatus.FAIL
+    store.insert_message(failed)
+    copy = Message.text("bob", "lost?", sender="alice", msg_id="S1", timestamp=100,
+                        local_id="L1")
+    copy.server_time = 100
+    client = ChatClient(store, _Page([copy]))
+    client.add_listener(log)
+    with caplog.at_level("WARNING", logger="imstore.client"):
+        run(client.fetch_history_messages("bob", ChatType.CHAT))
+    assert "stays apart" in caplog.text
+    assert store.get_message("L1").status == MessageStatus.FAIL  # not taken over
+    assert store.get_message("S1").body.text == "carol's"
+    assert not [e for e in log.events if e[0] == "SUCCESS"]
+
+
+def test_a_history_copy_of_a_failed_send_makes_it_the_servers(store):
+    log = Log()
+    failed = Message.text("bob", "got through", msg_id="L1", timestamp=100)
+    failed.status = MessageStatus.FAIL
+    store.insert_message(failed)
+    copy = Message.text("bob", "got through", sender="alice", msg_id="S1", timestamp=100,
+                        local_id="L1")
+    copy.server_time = 100
+    client = ChatClient(store, _Page([copy]))
+    client.add_listener(log)
+    run(client.fetch_history_messages("bob", ChatType.CHAT))
+    got = store.get_message("L1")
+    assert (got.msg_id, got.status) == ("S1", MessageStatus.SUCCESS)
+    assert store.message_count("bob") == 1
+    assert [e for e in log.events if e[0] == "SUCCESS"] == [("SUCCESS",)]
+
+
+def test_the_connection_gates_table_is_the_designed_one():
+    from imstore.client._gate import STEP_OUTCOMES, Outcome, Step
+
+    assert STEP_OUTCOMES == {
+        Step.RECONNECTING: Outcome.PARK, Step.DISCONNECTED: Outcome.FAIL_510,
+        Step.DROPPED: Outcome.RERUN, Step.NO_ANSWER: Outcome.RECONNECT_RETRY,
+        Step.NO_ANSWER_AGAIN: Outcome.FAIL_300}

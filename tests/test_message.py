@@ -3,14 +3,24 @@ and the adapters' page check."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from imstore import ChatType, Direction, ErrorCode, IMError, Message, MessageStatus, MessageType
+from imstore import kinds as kinds_module
 from imstore.adapters import MAX_PAGE, check_page_size
-from imstore.kinds import ATTACHMENT_TYPES, KINDS, AutoDownload, blank_body, searchable_text
+from imstore.kinds import (
+    ATTACHMENT_TYPES,
+    KINDS,
+    AutoDownload,
+    blank_body,
+    check_content,
+    searchable_text,
+)
 from imstore.message import (
     CmdBody,
     CustomBody,
@@ -18,6 +28,7 @@ from imstore.message import (
     ImageBody,
     LocationBody,
     TextBody,
+    ThumbnailedBody,
     VideoBody,
     VoiceBody,
     conversation_id,
@@ -190,3 +201,73 @@ def test_page_sizes_out_of_range_are_refused(limit: Any):
     with pytest.raises(IMError) as err:
         check_page_size(limit)
     assert err.value.code == ErrorCode.QUERY_PARAM_REACHES_LIMIT
+
+
+# ------------------------------------------------------------------------- the KINDS table
+
+_N, _T, _F = AutoDownload.NOTHING, AutoDownload.THUMBNAIL, AutoDownload.FILE
+
+# type: (body, searchable, attachment, thumbnail, auto_download, stored, editable, blank body).
+# The table as designed: a change to any row of KINDS fails here.
+KIND_ROWS = {
+    MessageType.TEXT: (TextBody, ("text",), False, False, _N, True, True, TextBody("")),
+    MessageType.IMAGE: (ImageBody, ("display_name",), True, True, _T, True, False, ImageBody()),
+    MessageType.VOICE: (VoiceBody, ("display_name",), True, False, _F, True, False, VoiceBody()),
+    MessageType.VIDEO: (VideoBody, ("display_name",), True, True, _T, True, False, VideoBody()),
+    MessageType.FILE: (FileBody, ("display_name",), True, False, _N, True, False, FileBody()),
+    MessageType.LOCATION: (LocationBody, ("address", "building_name"), False, False, _N, True,
+                           False, LocationBody(0.0, 0.0)),
+    MessageType.CMD: (CmdBody, (), False, False, _N, False, False, CmdBody("")),
+    MessageType.CUSTOM: (CustomBody, ("event",), False, False, _N, True, True, CustomBody("")),
+}
+
+
+def test_every_message_type_has_a_row():
+    assert set(KINDS) == set(MessageType) == set(KIND_ROWS)
+
+
+@pytest.mark.parametrize("mtype", list(MessageType), ids=lambda t: t.name)
+def test_a_kinds_row_is_the_designed_one(mtype):
+    k = KINDS[mtype]
+    assert (k.body, k.searchable, k.attachment, k.thumbnail, k.auto_download, k.stored,
+            k.editable, k.blank()) == KIND_ROWS[mtype]
+
+
+@pytest.mark.parametrize("mtype", list(MessageType), ids=lambda t: t.name)
+def test_the_bodies_with_a_thumbnail_share_one_group_of_fields(mtype):
+    k = KINDS[mtype]
+    assert issubclass(k.body, ThumbnailedBody) is k.thumbnail
+    names = {f.name for f in dataclasses.fields(k.body)}
+    assert {"thumbnail_path", "thumbnail_url", "thumbnail_status"} <= names or not k.thumbnail
+
+
+@pytest.mark.parametrize(("mtype", "body", "code"), [
+    (MessageType.TEXT, TextBody(""), ErrorCode.MESSAGE_INVALID),
+    (MessageType.LOCATION, LocationBody(91.0, 0.0), ErrorCode.INVALID_PARAM),
+    (MessageType.LOCATION, LocationBody(0.0, -181.0), ErrorCode.INVALID_PARAM),
+    (MessageType.CMD, CmdBody(""), ErrorCode.MESSAGE_INVALID),
+    (MessageType.CUSTOM, CustomBody(""), ErrorCode.MESSAGE_INVALID),
+])
+def test_a_kinds_content_rule_refuses_an_empty_or_impossible_body(mtype, body, code):
+    with pytest.raises(IMError) as err:
+        check_content(mtype, body)
+    assert err.value.code == code
+
+
+@pytest.mark.parametrize(("mtype", "body"), [
+    (MessageType.TEXT, TextBody("hi")), (MessageType.LOCATION, LocationBody(90.0, -180.0)),
+    (MessageType.CMD, CmdBody("typing")), (MessageType.CUSTOM, CustomBody("poke")),
+    (MessageType.FILE, FileBody()),
+])
+def test_a_kinds_content_rule_accepts_a_valid_body(mtype, body):
+    check_content(mtype, body)
+
+
+def test_a_kinds_row_that_disagrees_with_its_body_fails_the_import():
+    path = kinds_module.__file__
+    source = Path(path).read_text(encoding="utf-8")
+    row = 'MessageType.FILE: Kind(FileBody, ("display_name",), attachment=True,'
+    assert row in source
+    broken = source.replace(row, row + " thumbnail=True,")
+    with pytest.raises(TypeError, match="FILE"):
+        exec(compile(broken, path, "exec"), {"__name__": "imstore.kinds", "__package__": "imstore"})

@@ -24,6 +24,8 @@ from imstore.codec import Limits
 from imstore.kinds import blank_body
 from imstore.message import CustomBody, FileBody, TextBody, UndecodableBody
 
+from .conftest import raw_connect
+
 
 def recv(text: str, peer: str = "bob", ts: int | None = None, **kw) -> Message:
     return Message.text("alice", text, sender=peer, timestamp=ts, **kw)
@@ -353,15 +355,15 @@ def test_update_message_changes_flags_and_counters(store: MessageStore):
     assert err.value.code == ErrorCode.MESSAGE_INVALID
 
 
-def test_store_belongs_to_one_user(tmp_path: Path):
-    imstore.open(tmp_path / "s", user_id="alice").close()
+def test_store_belongs_to_one_user(tmp_path: Path, store_key):
+    imstore.open(tmp_path / "s", user_id="alice", key=store_key).close()
     with pytest.raises(IMError) as err:
-        imstore.open(tmp_path / "s", user_id="mallory")
+        imstore.open(tmp_path / "s", user_id="mallory", key=store_key)
     assert err.value.code == ErrorCode.DATABASE_ERROR
 
 
-def test_closed_store_raises(tmp_path: Path):
-    s = imstore.open(tmp_path / "s", user_id="alice")
+def test_closed_store_raises(tmp_path: Path, store_key):
+    s = imstore.open(tmp_path / "s", user_id="alice", key=store_key)
     s.close()
     s.close()
     with pytest.raises(IMError) as err:
@@ -378,12 +380,12 @@ def test_verify_repairs_drift(disk_store: MessageStore, raw_sql):
     assert disk_store.verify().ok
 
 
-def test_a_crash_mid_send_leaves_nothing_in_progress(tmp_path: Path):
-    with imstore.open(tmp_path / "s", user_id="alice") as s:
+def test_a_crash_mid_send_leaves_nothing_in_progress(tmp_path: Path, store_key):
+    with imstore.open(tmp_path / "s", user_id="alice", key=store_key) as s:
         m = Message.text("bob", "sending")
         m.status = MessageStatus.INPROGRESS
         s.insert_message(m)
-    with imstore.open(tmp_path / "s", user_id="alice") as s:
+    with imstore.open(tmp_path / "s", user_id="alice", key=store_key) as s:
         assert s.get_message(m.msg_id).status == MessageStatus.FAIL
 
 
@@ -443,8 +445,8 @@ def test_memory_store_is_thread_safe(store: MessageStore):
 # ---------------------------------------------------------------------------------- crashes
 
 
-def _import_forever(path: str, ready) -> None:  # runs in a child process
-    s = imstore.open(path, user_id="alice", search=False)
+def _import_forever(path: str, ready, key) -> None:  # runs in a child process
+    s = imstore.open(path, user_id="alice", search=False, key=key)
 
     def gen():
         i = 0
@@ -456,21 +458,21 @@ def _import_forever(path: str, ready) -> None:  # runs in a child process
     s.import_messages(gen(), batch_size=250, progress=lambda n: ready.set() if n >= 2000 else None)
 
 
-def test_sigkill_mid_import_leaves_whole_batches(tmp_path: Path):
+def test_sigkill_mid_import_leaves_whole_batches(tmp_path: Path, store_key):
     ctx = multiprocessing.get_context("fork")
     ready = ctx.Event()
-    p = ctx.Process(target=_import_forever, args=(str(tmp_path / "s"), ready))
+    p = ctx.Process(target=_import_forever, args=(str(tmp_path / "s"), ready, store_key))
     p.start()
     assert ready.wait(60)
     os.kill(p.pid, signal.SIGKILL)
     p.join()
-    with imstore.open(tmp_path / "s", user_id="alice", search=False) as s:
+    with imstore.open(tmp_path / "s", user_id="alice", search=False, key=store_key) as s:
         total = s.stats()["messages"]
         assert total >= 2000 and total % 250 == 0
         assert s.verify().ok
         expected_unread = sum(1 for i in range(total) if i % 2 == 1)
         assert s.total_unread_count() == expected_unread
-    con = sqlite3.connect(tmp_path / "s" / "imstore.db")
+    con = raw_connect(tmp_path / "s" / "imstore.db", store_key)
     ids = {r[0] for r in con.execute("SELECT msg_id FROM message")}
     assert ids == {f"id{i}" for i in range(total)}
 
@@ -614,15 +616,15 @@ def test_stored_owner_reads_without_creating(tmp_path: Path):
     assert not (tmp_path / "none").exists()
 
 
-def test_stored_owner_names_the_owner(tmp_path: Path):
-    imstore.open(tmp_path / "s", user_id="alice").close()
-    assert MessageStore.stored_owner(tmp_path / "s") == "alice"
+def test_stored_owner_names_the_owner(tmp_path: Path, store_key):
+    imstore.open(tmp_path / "s", user_id="alice", key=store_key).close()
+    assert MessageStore.stored_owner(tmp_path / "s", key=store_key) == "alice"
 
 
-def test_limits_are_kept_with_the_store(tmp_path: Path):
+def test_limits_are_kept_with_the_store(tmp_path: Path, store_key):
     big = Limits(max_payload_bytes=5 * 1024, max_file_bytes=200 * 1024 * 1024)
-    imstore.open(tmp_path / "s", user_id="alice", limits=big).close()
-    with imstore.open(tmp_path / "s", user_id="alice") as s:
+    imstore.open(tmp_path / "s", user_id="alice", limits=big, key=store_key).close()
+    with imstore.open(tmp_path / "s", user_id="alice", key=store_key) as s:
         assert s.limits == big
 
 

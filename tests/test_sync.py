@@ -749,7 +749,7 @@ class ThreeUsers(RuleBasedStateMachine):
     def come_back(self, user):
         self.server.restore(user)
         self.online.add(user)
-        self.run(asyncio.sleep(0))
+        self.run(self._idle())
 
     @rule(user=st.sampled_from(USERS), peer=st.sampled_from(USERS), limit=st.integers(1, 5))
     def fetch_history(self, user, peer, limit):
@@ -773,6 +773,11 @@ class ThreeUsers(RuleBasedStateMachine):
         if user != peer and user in self.online and self.stores[user].conversation(peer):
             self.run(self.clients[user].ack_conversation_read(peer))
 
+    async def _idle(self) -> None:
+        """Wait until every client has done what the last change set off."""
+        for client in self.clients.values():
+            await client.wait_idle()
+
     def _server_view(self, user: str, peer: str) -> list[Message]:
         out: list[Message] = []
         cursor = None
@@ -787,7 +792,7 @@ class ThreeUsers(RuleBasedStateMachine):
     def _check(self) -> None:
         for u in USERS:
             self.server.restore(u)
-        self.run(asyncio.sleep(0))
+        self.run(self._idle())
         for u in USERS:
             assert len(self.heard[u].received) == len(set(self.heard[u].received)), u
             for peer in USERS:

@@ -47,6 +47,7 @@ from ..message import (
 __all__ = [
     "MAX_PAGE",
     "MAX_REMOVE_IDS",
+    "RECALL_WINDOW_MS",
     "ConnectionState",
     "RemoteFile",
     "SendResult",
@@ -61,6 +62,10 @@ __all__ = [
 
 MAX_PAGE = 50
 """The largest page an adapter is asked for (the product's history API limit)."""
+
+
+RECALL_WINDOW_MS = 120_000
+"""How long after sending a message its sender may recall it, unless a server says otherwise."""
 
 
 MAX_REMOVE_IDS = 50

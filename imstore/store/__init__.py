@@ -32,6 +32,8 @@ import peewee as pw
 
 from ..codec import Limits, encode_ext
 from ..errors import ErrorCode, IMError
+from ..index import LOCK_FILE
+from ..lifecycle import ReceiptKind, SendEvent, status_after
 from ..message import (
     Body,
     ChatType,
@@ -51,12 +53,21 @@ from ._checks import (
     check_id,
     check_ids,
     check_limit,
+    check_stamp,
     check_status,
     check_text,
     check_time,
     invalid,
 )
-from ._connection import Connection
+from ._cipher import (
+    change_key,
+    database_state,
+    encrypt_store,
+    is_encrypted,
+    open_database,
+    read_owner,
+)
+from ._connection import Connection, connect
 from ._conversations import ConversationTable
 from ._counts import ConversationHits, Counter, keyword_groups
 from ._gaps import Gap, Span, Stretches, TimelinePage
@@ -65,39 +76,53 @@ from ._merge import Merger, MergeResult
 from ._query import Query, Searcher
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
-from ._rows import CONVERSATION_LIST_SQL, IN_PROGRESS
-from ._schema import DATABASE_FILE, build_models, migrate, read_owner, settle_limits
+from ._rows import CONVERSATION_LIST_SQL
+from ._schema import DATABASE_FILE, build_models, migrate, settle_limits
 from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
 from ._writes import Writes
 
 __all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "ConversationHits", "Gap",
-           "IndexPolicy", "IndexStatus",
-           "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport", "open_store"]
+           "IndexPolicy",
+           "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport",
+           "change_key", "encrypt_store", "is_encrypted", "open_store"]
 
 
-def _connect(path: str) -> tuple[pw.SqliteDatabase, str | None]:
-    pragmas: dict[str, Any] = {"foreign_keys": 1, "cache_size": -32000, "temp_store": "memory"}
+def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
     if path == ":memory:":
-        db = pw.SqliteDatabase(":memory:", pragmas=pragmas, thread_safe=False,
-                               check_same_thread=False)
-        directory = None
-    else:
-        directory = os.path.abspath(path)
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as exc:
-            raise IMError(ErrorCode.DATABASE_ERROR,
-                          f"cannot create the store directory {directory!r}: {exc}") from exc
-        pragmas |= {"journal_mode": "wal", "synchronous": "normal"}
-        db = pw.SqliteDatabase(os.path.join(directory, DATABASE_FILE), pragmas=pragmas,
-                               timeout=30, lock_type="IMMEDIATE")
+        if key is not None:
+            raise IMError(ErrorCode.INVALID_PARAM, "a store in memory is written nowhere: "
+                          "key= is for a store on disk; open ':memory:' without it")
+        return connect(":memory:"), None
+    directory = os.path.abspath(path)
     try:
-        db.connect(reuse_if_open=True)
-    except (pw.DatabaseError, sqlite3.Error) as exc:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
         raise IMError(ErrorCode.DATABASE_ERROR,
-                      f"cannot open the database in {path!r}: {exc}") from exc
-    return db, directory
+                      f"cannot create the store directory {directory!r}: {exc}") from exc
+    _refuse_lost_database(directory)
+    return open_database(os.path.join(directory, DATABASE_FILE), key), directory
+
+
+def _refuse_lost_database(directory: str) -> None:
+    """A store whose database is gone (deleted, or truncated to 0 bytes) while the rest of it
+    remains is not re-created empty: that would hide the loss (and verify would then empty the
+    index of a history it cannot see)."""
+    db = os.path.join(directory, DATABASE_FILE)
+    try:
+        if os.path.getsize(db) > 0:
+            return
+        state = "is empty (0 bytes)"
+    except OSError:
+        state = "is missing"
+    remains = [name for name in (f"{DATABASE_FILE}-wal", LOCK_FILE, "search")
+               if os.path.lexists(os.path.join(directory, name))]
+    if remains:
+        raise IMError(ErrorCode.DATABASE_ERROR,
+                      f"the database {db!r} {state} but the rest of a store remains "
+                      f"({', '.join(remains)}): the message history is not there. Restore "
+                      f"{DATABASE_FILE} from a backup, or delete the folder to start an empty "
+                      "store")
 
 
 class MessageStore:
@@ -121,13 +146,18 @@ class MessageStore:
         self.connection = conn = Connection(db, shared=directory is None)
         self.models = build_models(db)
         try:
-            migrate(db, self.models, user_id)
-            self.limits = settle_limits(db, limits)
+            with conn.guard():
+                migrate(db, self.models, user_id)
+                self.limits = settle_limits(db, limits)
         except ValueError as exc:
             db.close()
             raise IMError(ErrorCode.DATABASE_ERROR, str(exc)) from exc
-        # A crash mid-send leaves INPROGRESS rows: they did not go out, so they failed.
-        conn.execute(f"UPDATE message SET status = {int(MessageStatus.FAIL)} WHERE {IN_PROGRESS}")
+        except IMError:
+            db.close()
+            raise
+        # A crash mid-send leaves INPROGRESS rows: they did not go out (the INTERRUPT move).
+        for was, now in status_after(SendEvent.INTERRUPT).items():
+            conn.execute("UPDATE message SET status = ? WHERE status = ?", (int(now), int(was)))
         self._indexer = SearchWriter.open(conn, directory, search=search, policy=index_policy)
         self._convs = ConversationTable(conn)
         self._tombstones = Tombstones(conn)
@@ -146,7 +176,8 @@ class MessageStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
-             search: bool = True, index_policy: IndexPolicy | None = None) -> MessageStore:
+             search: bool = True, key: bytes | str | None = None,
+             index_policy: IndexPolicy | None = None) -> MessageStore:
         """Open (or create) the store of ``user_id``.
 
         Args:
@@ -156,6 +187,10 @@ class MessageStore:
             limits: size limits, kept with the store; None: the ones kept with it (the
                 product's defaults for a new store).
             search: keep a keyword index (`search_messages`); False skips its cost.
+            key: for an encrypted store (SQLCipher, the extra ``imstore[crypto]``): the raw
+                32-byte key (``bytes``) or a passphrase (``str``, derived once per open). A new
+                store opened with a key is created encrypted. A missing key, a wrong key and a
+                key for a plain store each raise their own `IMError`.
             index_policy: how the indexer batches its work (`IndexPolicy`; None: the measured
                 defaults).
         """
@@ -164,19 +199,53 @@ class MessageStore:
             raise invalid("path", "a directory path or ':memory:'", path)
         if limits is not None:
             _check_limits(limits)
-        db, directory = _connect(os.fspath(path))
         if index_policy is not None and not isinstance(index_policy, IndexPolicy):
             raise invalid("index_policy", "an IndexPolicy or None", index_policy)
+        db, directory = _connect(os.fspath(path), key)
         return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search),
                    index_policy=index_policy)
 
     @staticmethod
-    def stored_owner(path: str | os.PathLike[str]) -> str | None:
+    def stored_owner(path: str | os.PathLike[str], *,
+                     key: bytes | str | None = None) -> str | None:
         """The owner of the store in directory ``path``, or None when there is no store there.
-        Reads without creating or changing anything."""
+        Reads without creating or changing anything; an encrypted store needs its ``key``."""
         if not isinstance(path, str | os.PathLike):
             raise invalid("path", "a directory path", path)
-        return read_owner(os.fspath(path))
+        return read_owner(os.fspath(path), key)
+
+    @staticmethod
+    def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+        """Raise `IMError(DATABASE_ERROR)` saying why the store in directory ``path`` cannot be
+        written now: a file of it is not writable, or another process keeps its write lock for
+        more than ``timeout`` seconds (`open` itself waits 30). Creates and changes nothing; a
+        directory without a store passes."""
+        if not isinstance(path, str | os.PathLike):
+            raise invalid("path", "a directory path", path)
+        directory = os.fspath(path)
+        db = os.path.join(directory, DATABASE_FILE)
+        for p in (directory, db, os.path.join(directory, "search")):
+            if os.path.exists(p) and not os.access(p, os.W_OK):
+                raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot write {p} "
+                              "(a store needs write access, even to be read)")
+        if not os.path.isfile(db) or database_state(db) == "encrypted":
+            return  # probing an encrypted database's lock needs its key: open waits for it
+        con = sqlite3.connect(db, timeout=timeout, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            why = str(exc)
+            if "locked" in why or "busy" in why:
+                raise IMError(ErrorCode.DATABASE_ERROR,
+                              f"the store {directory} is locked by another process (an import?); "
+                              "try again when it is done") from exc
+            if "readonly" in why:
+                raise IMError(ErrorCode.DATABASE_ERROR,
+                              f"permission denied: cannot write {db} (read-only)") from exc
+            raise IMError(ErrorCode.DATABASE_ERROR, f"{db}: {exc}") from exc
+        finally:
+            con.close()
 
     def close(self) -> None:
         """Stop the indexer thread after its current batch and close the database (index work
@@ -270,7 +339,10 @@ class MessageStore:
         return self._writes.update(msg)
 
     def set_status(self, msg_id: str, status: MessageStatus) -> None:
-        """Change a message's send status."""
+        """Move a message's send status (found by its id or its local id) along the lifecycle's
+        table (`lifecycle.SEND_TRANSITIONS`): e.g. FAIL to INPROGRESS for a resend. An illegal
+        move (SUCCESS to CREATE, ...) raises `IMError(INVALID_PARAM)` and changes nothing; an
+        unknown id changes nothing."""
         self._writes.set_status(check_id(msg_id, "msg_id"), check_status(status))
 
     # ------------------------------------------------------------------------------- deleting
@@ -454,24 +526,26 @@ class MessageStore:
     # ---------------------------------------------------------------------- client support
 
     def mark_sent(self, local_id: str, server_id: str, server_time: int
-                  ) -> tuple[Message, list[int]]:
+                  ) -> tuple[Message, list[ReceiptKind]]:
         """A send succeeded: the message takes the server's id and time (its local id still finds
-        it), and receipts that arrived early are applied. Returns the message and the kinds of
-        receipt applied (`RECEIPT_DELIVERED`, `RECEIPT_READ`)."""
+        it) and status SUCCESS, and receipts that arrived early are applied. Returns the message
+        and the kinds of receipt applied (`ReceiptKind`, equal to `RECEIPT_DELIVERED`,
+        `RECEIPT_READ`)."""
         check_id(local_id, "local_id")
         check_id(server_id, "server_id")
-        check_time(server_time, "server_time", lo=0, hi=2**53)
+        check_stamp(server_time, "server_time")
         kinds = self._receipts.mark_sent(local_id, server_id, server_time)
         msg = self._reads.get(server_id)
         assert msg is not None
         return msg, kinds
 
-    def apply_receipts(self, kind: int, msg_ids: Sequence[str]) -> list[str]:
-        """Set ``is_delivered`` (kind 1) or ``is_read_acked`` (kind 2) on sent messages; returns
-        the ids that changed. Receipts for messages not stored yet are kept until they are."""
-        if kind not in (RECEIPT_DELIVERED, RECEIPT_READ) or isinstance(kind, bool):
-            raise invalid("kind", "RECEIPT_DELIVERED or RECEIPT_READ", kind)
-        return self._receipts.apply(kind, _id_list(msg_ids, "msg_ids"))
+    def apply_receipts(self, kind: ReceiptKind | int, msg_ids: Sequence[str]) -> list[str]:
+        """Set ``is_delivered`` (`ReceiptKind.DELIVERED`, 1) or ``is_read_acked`` (and
+        ``is_delivered``: `ReceiptKind.READ`, 2) on sent messages; returns the ids that changed.
+        Receipts for messages not stored yet are kept until they are."""
+        if type(kind) not in (int, ReceiptKind) or kind not in tuple(ReceiptKind):
+            raise invalid("kind", "a ReceiptKind (DELIVERED or READ)", kind)
+        return self._receipts.apply(ReceiptKind(kind), _id_list(msg_ids, "msg_ids"))
 
     def mark_conversation_read_acked(self, conv_id: str, up_to: int | None = None) -> list[str]:
         """The peer read a conversation: its sent messages with a time up to ``up_to`` (all when
@@ -492,6 +566,11 @@ class MessageStore:
             check_time(a.timestamp, "acks[].timestamp")
         return self._receipts.add_group_acks(items)
 
+    def group_read_acks(self, msg_id: str) -> list[GroupReadAck]:
+        """The group read receipts kept for a message (by its server id; also ones that came
+        before it did), oldest first."""
+        return self._receipts.group_acks(check_id(msg_id, "msg_id"))
+
     def prune_pending_receipts(self, older_than_ms: int) -> int:
         """Forget receipts that have waited more than ``older_than_ms`` for a message that never
         came; returns how many were forgotten."""
@@ -504,7 +583,7 @@ class MessageStore:
         it leaves the search index. Returns the messages recalled now (unknown or already
         recalled ids are skipped)."""
         ids = _id_list(msg_ids, "msg_ids")
-        check_time(recalled_at, "recalled_at", lo=0, hi=2**53)
+        check_stamp(recalled_at, "recalled_at")
         return self._writes.apply_recall(ids, recalled_at)
 
     def apply_edit(self, msg_id: str, body: Body, edited_at: int) -> Message | None:
@@ -512,7 +591,7 @@ class MessageStore:
         ``body`` and ``edited_at`` (an older edit, or an edit of a recalled message, changes
         nothing). Returns the stored message, or None when there is none with that id."""
         check_id(msg_id, "msg_id")
-        check_time(edited_at, "edited_at", lo=0, hi=2**53)
+        check_stamp(edited_at, "edited_at")
         return self._writes.apply_edit(msg_id, body, edited_at)
 
     # ---------------------------------------------------------------------------- search
@@ -595,9 +674,7 @@ class MessageStore:
         (nothing is lost; the work stays queued)."""
         if progress is not None and not callable(progress):
             raise invalid("progress", "a callable or None", progress)
-        if timeout is not None and (isinstance(timeout, bool) or
-                                    not isinstance(timeout, int | float) or timeout < 0):
-            raise invalid("timeout", "a number of seconds >= 0 or None", timeout)
+        _check_timeout(timeout)
         if not self._indexer.enabled:
             return 0
         pending = self._indexer.pending()
@@ -630,12 +707,14 @@ class MessageStore:
 
     # ---------------------------------------------------------------------------- verify
 
-    def verify(self) -> VerifyReport:
+    def verify(self, *, timeout: float | None = None) -> VerifyReport:
         """Recount derived state (unread counters, last messages, group ack counts, attachment
         rows, the search index, tombstones of stored messages), repair any drift, and report
         what was repaired; report too the stored messages that cannot be decoded and the
-        receipts still waiting for a message."""
-        report = self._verifier.verify()
+        receipts still waiting for a message. ``timeout`` (seconds) bounds the wait for the
+        search index to catch up (a full disk stops it): then IMError(DATABASE_ERROR) says so."""
+        _check_timeout(timeout)
+        report = self._verifier.verify(timeout)
         report.pending_receipts = self._receipts.pending_count()
         with self.connection.tx():
             report.repaired["tombstones_of_stored_messages"] = self._tombstones.verify()
@@ -649,6 +728,12 @@ class MessageStore:
 def _optional(value: Any, field: str, check: Callable[[Any, str], Any]) -> None:
     if value is not None:
         check(value, field)
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is not None and (isinstance(timeout, bool) or
+                                not isinstance(timeout, int | float) or not timeout >= 0):
+        raise invalid("timeout", "a number of seconds >= 0 or None", timeout)
 
 
 def _check_range(start_time: Any, end_time: Any) -> None:
@@ -684,7 +769,7 @@ def _message_list(messages: Any) -> list[Message]:
 def _check_limits(limits: Any) -> None:
     if not isinstance(limits, Limits):
         raise invalid("limits", "a Limits or None", limits)
-    for name in ("max_payload_bytes", "max_file_bytes"):
+    for name in ("max_payload_bytes", "max_file_bytes", "max_thumbnail_bytes"):
         value = getattr(limits, name)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**53:
             raise invalid(f"limits.{name}", "a positive int", value)
@@ -697,7 +782,8 @@ def _encode_conversation_ext(ext: Any) -> bytes:
 
 
 def open_store(path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
-               search: bool = True, index_policy: IndexPolicy | None = None) -> MessageStore:
+               search: bool = True, key: bytes | str | None = None,
+               index_policy: IndexPolicy | None = None) -> MessageStore:
     """Same as `MessageStore.open`."""
-    return MessageStore.open(path, user_id=user_id, limits=limits, search=search,
+    return MessageStore.open(path, user_id=user_id, limits=limits, search=search, key=key,
                              index_policy=index_policy)

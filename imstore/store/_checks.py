@@ -15,17 +15,20 @@ from typing import Any
 from ..codec import check_id, check_text, invalid
 from ..codec import check_time as codec_check_time
 from ..errors import ErrorCode, IMError
+from ..lifecycle import INT64_MAX, INT64_MIN
 from ..message import ChatType, Direction, MessageStatus, MessageType
 
 __all__ = ["as_types", "check_chat_type", "check_direction", "check_id", "check_ids",
-           "check_limit", "check_status", "check_text", "check_time", "invalid"]
+           "check_limit", "check_stamp", "check_status", "check_text", "check_time", "invalid"]
 
-_INT64 = (-(2**63), 2**63 - 1)
-
-
-def check_time(value: Any, field: str, *, lo: int = _INT64[0], hi: int = _INT64[1]) -> int:
+def check_time(value: Any, field: str, *, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int:
     """A time filter in ms: any int SQLite can hold, unless narrowed."""
     return codec_check_time(value, field, lo=lo, hi=hi)
+
+
+def check_stamp(value: Any, field: str) -> int:
+    """A time a message or a receipt carries: 0..`lifecycle.MAX_TIME`."""
+    return codec_check_time(value, field)
 
 
 def check_ids(values: Any, field: str) -> list[str]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..lifecycle import INT64_MAX, INT64_MIN
 from ..message import Direction, Message
 from ._connection import Connection
 from ._reads import Reads
@@ -40,7 +41,7 @@ TABLES = (
     "CREATE INDEX IF NOT EXISTS stretch_conv ON stretch (conv_id)",
 )
 
-_LO, _HI = -(2**63), 2**63 - 1
+_LO, _HI = INT64_MIN, INT64_MAX
 
 
 @dataclass(frozen=True, slots=True)

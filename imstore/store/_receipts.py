@@ -3,8 +3,11 @@ receipts from peers, group read receipts, and receipts that arrive before their 
 
 Rules kept here:
 - only sent messages take receipts; a receipt for a message not stored yet waits in
-  ``pending_receipt`` and is applied when the message takes the server's id (`mark_sent`);
-- a read receipt implies delivery;
+  ``pending_receipt`` (a group read receipt in ``group_ack``, which keeps every reader) and is
+  applied when the message takes the server's id (`mark_sent`); receipts that wait longer than
+  they may for a message that never comes are pruned (`prune_pending`);
+- a read receipt implies delivery (`lifecycle.ReceiptKind`); the send status moves along the
+  lifecycle's table (`mark_sent` is its ACCEPT event);
 - every call is one write transaction.
 """
 
@@ -14,7 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ErrorCode, IMError
-from ..message import MessageStatus, now_ms
+from ..lifecycle import ReceiptKind, SendEvent, next_status, now_ms
+from ..message import GroupReadAck, MessageStatus
 from ._connection import Connection
 from ._conversations import ConversationTable
 from ._indexer import SearchWriter
@@ -23,9 +27,9 @@ from ._writes import Writes
 
 __all__ = ["RECEIPT_DELIVERED", "RECEIPT_READ", "Receipts"]
 
-RECEIPT_DELIVERED = 1
-RECEIPT_READ = 2
-_COLUMN = {RECEIPT_DELIVERED: "is_delivered", RECEIPT_READ: "is_read_acked"}
+RECEIPT_DELIVERED = ReceiptKind.DELIVERED  # the names store users knew before `ReceiptKind`
+RECEIPT_READ = ReceiptKind.READ
+_COLUMN = {ReceiptKind.DELIVERED: "is_delivered", ReceiptKind.READ: "is_read_acked"}
 
 
 class Receipts:
@@ -51,26 +55,28 @@ class Receipts:
         self._conn.run("UPDATE message SET is_delivered = max(is_delivered, ?), is_read_acked = "
                        "max(is_read_acked, ?) WHERE id = ?", (twin[3], twin[4], rowid))
 
-    def mark_sent(self, local_id: str, server_id: str, server_time: int) -> list[int]:
+    def mark_sent(self, local_id: str, server_id: str, server_time: int) -> list[ReceiptKind]:
         """A send succeeded: the message takes the server's id and time (its local id still finds
         it) and receipts that arrived early are applied; returns their kinds. If the server's
         copy came in first (e.g. with history) the two become one message; a server id used by a
         message of another conversation is refused with MESSAGE_INVALID and nothing changes."""
         run = self._conn.run
         with self._conn.tx():
-            row = self._writes.find_row(local_id, "id, conv_id, msg_id")
+            row = self._writes.find_row(local_id, "id, conv_id, msg_id, status")
             if row is None:
                 raise IMError(ErrorCode.MESSAGE_INVALID, f"no stored message has id {local_id!r}")
-            rowid, conv_id, current = row
+            rowid, conv_id, current, status = row
+            status = next_status(MessageStatus(status), SendEvent.ACCEPT)
             self._merge_twin(rowid, conv_id, current, server_id)
             run("UPDATE message SET msg_id = ?, local_id = CASE WHEN msg_id != ? THEN msg_id "
                 "ELSE local_id END, server_time = ?, sort_time = ?, status = ? WHERE id = ?",
-                (server_id, server_id, server_time, server_time, int(MessageStatus.SUCCESS),
-                 rowid))
-            kinds = sorted(k for (k,) in run("SELECT kind FROM pending_receipt WHERE msg_id = ?",
-                                             (server_id,)).fetchall())
+                (server_id, server_id, server_time, server_time, int(status), rowid))
+            kinds = sorted(ReceiptKind(k) for (k,) in run(
+                "SELECT kind FROM pending_receipt WHERE msg_id = ?", (server_id,)).fetchall()
+                if k in _COLUMN)
             for kind in kinds:
-                run(f"UPDATE message SET {_COLUMN[kind]} = 1 WHERE id = ?", (rowid,))
+                cols = ", ".join(f"{_COLUMN[k]} = 1" for k in kind.implied)
+                run(f"UPDATE message SET {cols} WHERE id = ?", (rowid,))
             run("DELETE FROM pending_receipt WHERE msg_id = ?", (server_id,))
             run("UPDATE message SET group_ack_count = (SELECT count(*) FROM group_ack "
                 "WHERE group_ack.msg_id = ?) WHERE id = ?", (server_id, rowid))
@@ -78,19 +84,20 @@ class Receipts:
             self._indexer.enqueue([rowid])
         return kinds
 
-    def apply(self, kind: int, msg_ids: Sequence[str]) -> list[str]:
-        """Set a receipt on sent messages; returns the ids that changed."""
+    def apply(self, kind: ReceiptKind, msg_ids: Sequence[str]) -> list[str]:
+        """Set a receipt (and what it implies) on sent messages; returns the ids that changed."""
         col = _COLUMN[kind]
+        cols = ", ".join(f"{_COLUMN[k]} = 1" for k in kind.implied)
         changed = []
         with self._conn.tx():
             for msg_id in dict.fromkeys(msg_ids):
                 row = self._writes.find_row(msg_id, f"id, {col}")
                 if row is None:
                     self._conn.run("INSERT OR IGNORE INTO pending_receipt (msg_id, kind, "
-                                   "received_at) VALUES (?, ?, ?)", (msg_id, kind, now_ms()))
+                                   "received_at) VALUES (?, ?, ?)",
+                                   (msg_id, int(kind), now_ms()))
                 elif not row[1]:
-                    extra = ", is_delivered = 1" if kind == RECEIPT_READ else ""
-                    self._conn.run(f"UPDATE message SET {col} = 1{extra} WHERE id = ?", (row[0],))
+                    self._conn.run(f"UPDATE message SET {cols} WHERE id = ?", (row[0],))
                     changed.append(msg_id)
         return changed
 
@@ -125,11 +132,26 @@ class Receipts:
                 out[msg_id] = row[0] if row else -1
         return {k: v for k, v in out.items() if v >= 0}
 
+    def group_acks(self, msg_id: str) -> list[GroupReadAck]:
+        """The group read receipts kept for a message (by its server id), oldest first."""
+        rows = self._conn.run("SELECT g.reader, g.ack_time, m.conv_id FROM group_ack g LEFT JOIN "
+                              "message m ON m.msg_id = g.msg_id WHERE g.msg_id = ? "
+                              "ORDER BY g.ack_time, g.reader", (msg_id,)).fetchall()
+        return [GroupReadAck(msg_id, conv or "", reader, at) for reader, at, conv in rows]
+
     def prune_pending(self, older_than_ms: int) -> int:
         """Forget receipts that have waited more than ``older_than_ms`` for their message (or
-        whose arrival time is unknown); returns how many."""
-        return self._conn.execute("DELETE FROM pending_receipt WHERE received_at IS NULL OR "
-                                  "received_at <= ?", (now_ms() - older_than_ms,))
+        whose arrival time is unknown), group read receipts of messages not stored included;
+        returns how many."""
+        cutoff = now_ms() - older_than_ms
+        with self._conn.tx():
+            n = self._conn.run("DELETE FROM pending_receipt WHERE received_at IS NULL OR "
+                               "received_at <= ?", (cutoff,)).rowcount
+            n += self._conn.run("DELETE FROM group_ack WHERE msg_id IN (SELECT g.msg_id FROM "
+                                "group_ack g LEFT JOIN message m ON m.msg_id = g.msg_id WHERE "
+                                "m.id IS NULL GROUP BY g.msg_id HAVING max(g.ack_time) <= ?)",
+                                (cutoff,)).rowcount
+        return int(n)
 
     def pending_count(self) -> int:
         return int(self._conn.one("SELECT count(*) FROM pending_receipt")[0])

@@ -21,12 +21,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..lifecycle import INT64_MAX, INT64_MIN
 from ._connection import Connection, chunks, marks
 from ._rows import MessageRow
 
 __all__ = ["TABLES", "Tombstones"]
-
-MIN_TIME = -(2**63)
 
 TABLES = (
     "CREATE TABLE IF NOT EXISTS tombstone (msg_id TEXT PRIMARY KEY, conv_id TEXT NOT NULL) "
@@ -65,8 +64,8 @@ class Tombstones:
         # merge with the ranges it overlaps or touches, so a conversation keeps few of them
         rows = run("SELECT id, start_time, end_time FROM tombstone_range WHERE conv_id = ? AND "
                    "start_time <= ? AND end_time >= ?",
-                   (conv_id, end + 1 if end < 2**63 - 1 else end,
-                    start_time - 1 if start_time > MIN_TIME else start_time)).fetchall()
+                   (conv_id, end + 1 if end < INT64_MAX else end,
+                    start_time - 1 if start_time > INT64_MIN else start_time)).fetchall()
         lo = min([start_time, *(r[1] for r in rows)])
         hi = max([end, *(r[2] for r in rows)])
         for part in chunks([r[0] for r in rows]):

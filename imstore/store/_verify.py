@@ -4,15 +4,20 @@ Rules kept here:
 - SQLite's message rows are the truth; unread counters, last messages (and their copies), group
   ack counts, attachment rows and the search index are derived from them and rebuilt when they
   disagree;
-- a stored row that cannot be decoded is reported, never repaired by guessing.
+- a stored row that cannot be decoded is reported, never repaired by guessing;
+- the index is never emptied of a history SQLite cannot see: an index with documents over a
+  database without messages (the database was replaced or lost) is reported, not "repaired";
+- verify never blocks for ever: with a ``timeout`` it gives up waiting for the indexer (a full
+  disk stops it) with an `IMError` saying what was and was not checked.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
-from ..errors import IMError
+from ..errors import ErrorCode, IMError
 from ..kinds import ATTACHMENT_TYPES
 from ..message import UndecodableBody
 from ._connection import Connection, marks
@@ -58,13 +63,14 @@ class Verifier:
         self._convs = conversations
         self._indexer = indexer
 
-    def verify(self) -> VerifyReport:
+    def verify(self, timeout: float | None = None) -> VerifyReport:
+        deadline = None if timeout is None else time.monotonic() + timeout
         rep: dict[str, int] = {}
         with self._conn.tx():
             self._counters(rep)
             self._attachments(rep)
         undecodable = self._undecodable()
-        rep["search_index"] = self._search_index(len(undecodable))
+        rep["search_index"] = self._search_index(len(undecodable), deadline)
         return VerifyReport(rep, undecodable=undecodable)
 
     def _undecodable(self) -> list[str]:
@@ -112,17 +118,32 @@ class Verifier:
                 log.warning("message row %s has a corrupt payload", r[0])
         rep["attachment_rows"] = len(missing)
 
-    def _search_index(self, undecodable: int) -> int:
+    def _search_index(self, undecodable: int, deadline: float | None) -> int:
         """Rebuild the index when it does not hold one document per searchable message (neither
         recalled nor undecodable); returns by how many documents it was off."""
         if not self._indexer.enabled or not self._indexer.owns():
             return 0  # another process indexes this store; it is checked there
         for _ in range(5):  # another process may write meanwhile: compare with nothing pending
-            self._indexer.wait()
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not self._indexer.wait(None, left):
+                raise IMError(ErrorCode.DATABASE_ERROR,
+                              f"verify: the search index is still {self._indexer.pending()} "
+                              "changes behind when the time ran out (is the disk full?); the "
+                              "database's counters and attachments were checked and repaired, "
+                              "the search index was not: call verify again once it catches up")
             if not self._indexer.has_pending():
                 break
         drift = self._indexer.drift(undecodable)  # row ids compared, not only counted
         if not drift:
             return 0
+        stored = int(self._conn.one(
+            "SELECT count(*) FROM message WHERE recalled_at IS NULL")[0]) - undecodable
+        indexed = self._indexer.doc_count()
+        if stored <= 0 < indexed:
+            raise IMError(ErrorCode.DATABASE_ERROR,
+                          f"verify: the search index holds {indexed} messages but the database "
+                          "holds none: the database was replaced or lost, and the index is "
+                          "left as it is. Restore the database from a backup, or call "
+                          "rebuild_search_index() to make the index match the empty database")
         self._indexer.rebuild()
         return drift

@@ -20,6 +20,7 @@ from typing import Any
 from ..codec import Limits, validate_message
 from ..errors import ErrorCode, IMError
 from ..kinds import ATTACHMENT_TYPES, KINDS, blank_body
+from ..lifecycle import INT64_MAX, INT64_MIN, is_mine, send_move, settled_status
 from ..message import (
     Body,
     ChatType,
@@ -29,6 +30,7 @@ from ..message import (
     ImportResult,
     Message,
     MessageStatus,
+    MessageType,
     VideoBody,
     conversation_id,
 )
@@ -46,7 +48,7 @@ from ._rows import (
     message_row,
     row_to_message,
 )
-from ._tombstones import MIN_TIME, Tombstones
+from ._tombstones import Tombstones
 
 __all__ = ["Mode", "Screen", "Writes"]
 
@@ -79,6 +81,14 @@ def upsert_attachment(conn: Connection, rowid: int, msg: Message) -> None:
     conn.run(_ATTACH_UPSERT, attachment_row(rowid, msg))
 
 
+def _skip_reason(msg: Message, exc: IMError) -> str:
+    """Why an import leaves a message out: its kind is never stored, or what was wrong with it."""
+    mtype = getattr(msg, "type", None)
+    if type(mtype) is MessageType and not KINDS[mtype].stored:
+        return f"{mtype.name} messages are never stored"
+    return f"{exc.code.name}: {exc.description}"
+
+
 class Writes:
     def __init__(self, conn: Connection, owner: str, limits: Limits,
                  conversations: ConversationTable, indexer: SearchWriter,
@@ -96,7 +106,7 @@ class Writes:
         """Settle what depends on the owner (``msg`` is valid): sender, direction, conversation,
         read flag and status. These are the only fields of the caller's message the store sets."""
         imported = mode in (Mode.IMPORT, Mode.HISTORY)
-        if msg.sender is None or msg.sender == self._owner:
+        if is_mine(msg.sender, self._owner):
             msg.sender = self._owner
             msg.direction = Direction.SEND
             msg.is_read = True
@@ -104,8 +114,7 @@ class Writes:
             msg.direction = Direction.RECEIVE
             msg.is_read = imported if msg.is_read is None else bool(msg.is_read)
         msg.conv_id = conversation_id(msg.chat_type, msg.to, msg.sender, self._owner)
-        if msg.status == MessageStatus.CREATE or (imported and msg.status == MessageStatus.INPROGRESS):
-            msg.status = MessageStatus.SUCCESS
+        msg.status = settled_status(msg.status, imported=imported)
 
     def prepare(self, msg: Message, *, mode: Mode | None = None) -> MessageRow:
         """Validate, settle and encode a message, once: its row, without a row id yet."""
@@ -198,9 +207,7 @@ class Writes:
             try:
                 row = self.prepare(msg, mode=mode)
             except IMError as exc:
-                not_stored = exc.description == _NOT_STORED
-                result.skip("CMD messages are never stored" if not_stored
-                            else f"{exc.code.name}: {exc.description}")
+                result.skip(_skip_reason(msg, exc))
                 continue
             if row.msg_id in ids:
                 result.duplicates += 1
@@ -245,13 +252,15 @@ class Writes:
         body, ext = validate_message(msg, self._limits)
         with self._conn.tx():
             old = self.find_row(msg.msg_id, "id, conv_id, type, direction, is_read, sender, "
-                                            "chat_type, sort_time")
+                                            "chat_type, sort_time, status")
             if old is None:
                 raise IMError(ErrorCode.MESSAGE_INVALID,
                               f"no stored message has id {msg.msg_id!r}; insert it first")
-            rowid, conv_id, mtype, direction, was_read, sender, chat_type, old_sort = old
+            rowid, conv_id, mtype, direction, was_read, sender, chat_type, old_sort, status = old
             if int(msg.type) != mtype:
                 raise IMError(ErrorCode.INVALID_PARAM, "the type of a stored message cannot change")
+            if msg.status != status:
+                send_move(MessageStatus(status), msg.status)  # refuses an illegal move
             msg.conv_id, msg.direction, msg.sender = conv_id, Direction(direction), sender
             msg.chat_type = ChatType(chat_type)
             msg.is_read = True if direction == Direction.SEND else bool(msg.is_read)
@@ -324,8 +333,16 @@ class Writes:
                                  (msg_id,)).fetchone()
         return row
 
-    def set_status(self, msg_id: str, status: MessageStatus) -> None:
-        self._conn.execute("UPDATE message SET status = ? WHERE msg_id = ?", (int(status), msg_id))
+    def set_status(self, msg_id: str, status: MessageStatus) -> bool:
+        """Move a message's send status along the lifecycle's table (an illegal move raises
+        INVALID_PARAM and changes nothing); False when no message has that id."""
+        with self._conn.tx():
+            row = self.find_row(msg_id, "id, status")
+            if row is None:
+                return False
+            send_move(MessageStatus(row[1]), status)
+            self._conn.run("UPDATE message SET status = ? WHERE id = ?", (int(status), row[0]))
+        return True
 
     # ------------------------------------------------------------------------------- deleting
 
@@ -377,7 +394,7 @@ class Writes:
         with self._conn.tx():
             if delete_messages:
                 # the range covers what the server stamped; unsent copies leave their ids too
-                self._tombstones.bury_range(conv_id, MIN_TIME, 2**63 - 1)
+                self._tombstones.bury_range(conv_id, INT64_MIN, INT64_MAX)
                 self._tombstones.bury_where("conv_id = ? AND (server_time IS NULL OR local_id "
                                             "IS NOT NULL)", (conv_id,))
                 self.delete_where("conv_id = ?", (conv_id,), [])

@@ -11,10 +11,11 @@ from __future__ import annotations
 import secrets
 
 from ._adapter import MatrixAdapter
-from ._api import MatrixError
-from ._mapping import escape_localpart, unescape_localpart
+from ._api import Bounds, MatrixError
+from ._mapping import BadEvent, escape_localpart, unescape_localpart
 
-__all__ = ["MatrixAdapter", "MatrixError", "demo_users", "escape_localpart", "unescape_localpart"]
+__all__ = ["BadEvent", "Bounds", "MatrixAdapter", "MatrixError", "demo_users", "escape_localpart",
+           "unescape_localpart"]
 
 
 async def demo_users(homeserver_url: str, *, shared_secret: str | None = None,

@@ -1,23 +1,33 @@
 """Pure mapping between imstore values and Matrix events: ids, conversations, message contents.
 
-No I/O here. Rules kept:
+No I/O here. This module is the ONE place a Matrix event becomes a `Message` (one function per
+event kind: `event_to_message` for timeline messages, `edit_to_message` for ``m.replace`` edits,
+`cmd_to_message` for imstore's to-device commands). Rules kept:
 - an imstore user id on the adapter's own server is the Matrix localpart, escaped reversibly when it
   is not a valid localpart; a user of another server is the full ``@user:server`` id;
 - every imstore field Matrix has no key for travels under the namespaced content key ``io.imstore``
   (``ext``, the sender's local id, ``need_group_ack``, a location's building name, a body's unknown
   ``extra`` fields), so a message survives the round trip; other clients see a plain ``body`` text;
-- an event this module cannot map is skipped (returns None), never half-mapped.
+- an event this module cannot map is skipped (returns None), never half-mapped; an event that
+  claims to be one it maps but carries fields of the wrong type raises `BadEventError` (the
+  sync loop keeps it as a `BadEvent` and goes on with the rest of its batch);
+- the server is not trusted: numbers are read only when they are JSON integers within range,
+  strings only when they are strings; a recall notice takes the blank body `kinds` gives.
 """
 
 from __future__ import annotations
 
+import mimetypes
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ...kinds import blank_body
+from ...lifecycle import MAX_TIME, is_mine
 from ...message import (
     Body,
     ChatType,
+    CmdBody,
     CustomBody,
     Direction,
     DownloadStatus,
@@ -137,10 +147,47 @@ def room_info(room_id: str, state: dict[str, Any] | None, me: str, server_name: 
 # ------------------------------------------------------------------------------------- contents
 
 
-def _info_size(body: FileBody) -> dict[str, Any]:
+class BadEventError(ValueError):
+    """An event that claims a kind this module maps but cannot be mapped."""
+
+
+@dataclass(frozen=True, slots=True)
+class BadEvent:
+    """An event the adapter could not use, kept with its raw ``source`` and the reason (nio's
+    ``BadEvent``): reported, never silently dropped, and never a reason to drop its batch."""
+
+    source: Any
+    reason: str
+    room_id: str | None = None
+    where: str = field(default="timeline")
+
+
+def as_int(value: Any, default: int = 0) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and -MAX_TIME <= value <= MAX_TIME:
+        return value
+    return default
+
+
+def _size(value: Any) -> int | None:
+    got = as_int(value, -1)
+    return got if got >= 0 else None
+
+
+def as_str(value: Any, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+def as_obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _info(body: FileBody) -> dict[str, Any]:
     info: dict[str, Any] = {}
     if body.size:
         info["size"] = body.size
+    mimetype = mimetypes.guess_type(body.display_name or "")[0]
+    if mimetype:
+        info["mimetype"] = mimetype
     return info
 
 
@@ -154,7 +201,7 @@ def body_content(mtype: MessageType, body: Body) -> dict[str, Any]:
         content["body"] = body.display_name or "file"
         content["filename"] = body.display_name or "file"
         content["url"] = body.remote_url.split("#", 1)[0]
-        info = _info_size(body)
+        info = _info(body)
         if isinstance(body, ImageBody | VideoBody):
             if body.width is not None:
                 info["w"] = body.width
@@ -211,13 +258,12 @@ def edit_content(original_event_id: str, mtype: MessageType, body: Body) -> dict
 def _geo(uri: str) -> tuple[float, float]:
     try:
         lat, lon = uri.removeprefix("geo:").split(";", 1)[0].split(",")[:2]
-        return float(lat), float(lon)
+        got = float(lat), float(lon)
     except ValueError:
         return 0.0, 0.0
-
-
-def _obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+    if not (-90.0 <= got[0] <= 90.0 and -180.0 <= got[1] <= 180.0):
+        return 0.0, 0.0  # NaN and the impossible fail here too
+    return got
 
 
 def body_from_content(content: dict[str, Any]) -> tuple[MessageType, Body] | None:
@@ -228,69 +274,47 @@ def body_from_content(content: dict[str, Any]) -> tuple[MessageType, Body] | Non
         if isinstance(content.get("body"), str):  # an unknown msgtype: keep its text
             return MessageType.TEXT, TextBody(content["body"])
         return None
-    ns = _obj(content.get(NS))
-    extra = _obj(ns.get("extra"))
-    text = str(content.get("body") or "")
-    info = _obj(content.get("info"))
+    ns = as_obj(content.get(NS))
+    extra = dict(as_obj(ns.get("extra")))
+    text = as_str(content.get("body"))
+    info = as_obj(content.get("info"))
     body: Body
     if mtype == MessageType.TEXT:
-        body = TextBody(text, extra=dict(extra))
+        body = TextBody(text, extra=extra)
     elif mtype == MessageType.LOCATION:
-        lat, lon = _geo(str(content.get("geo_uri", "")))
-        body = LocationBody(lat, lon, str(ns.get("address", text)), str(ns.get("building_name", "")),
-                            extra=dict(extra))
+        lat, lon = _geo(as_str(content.get("geo_uri")))
+        body = LocationBody(lat, lon, as_str(ns.get("address"), text),
+                            as_str(ns.get("building_name")), extra=extra)
     elif mtype == MessageType.CUSTOM:
-        params = _obj(ns.get("params"))
-        body = CustomBody(str(ns.get("event", text)), {str(k): str(v) for k, v in params.items()},
-                          extra=dict(extra))
+        params = as_obj(ns.get("params"))
+        body = CustomBody(as_str(ns.get("event"), text),
+                          {str(k): str(v) for k, v in params.items()}, extra=extra)
     else:
-        url = str(content.get("url", ""))
+        url = as_str(content.get("url"))
         common: dict[str, Any] = {
-            "display_name": str(content.get("filename") or text or "file"),
-            "remote_url": url, "secret": str(ns.get("secret", "")),
-            "size": int(info.get("size") or 0), "download_status": DownloadStatus.PENDING,
-            "extra": dict(extra)}
+            "display_name": as_str(content.get("filename")) or text or "file",
+            "remote_url": url, "secret": as_str(ns.get("secret")),
+            "size": _size(info.get("size")) or 0, "download_status": DownloadStatus.PENDING,
+            "extra": extra}
         if mtype == MessageType.IMAGE:
-            body = ImageBody(**common, width=info.get("w"), height=info.get("h"),
-                             thumbnail_url=str(info.get("thumbnail_url") or (
-                                 url + THUMB_MARK if url else "")))
+            body = ImageBody(**common, width=_size(info.get("w")), height=_size(info.get("h")),
+                             thumbnail_url=as_str(info.get("thumbnail_url")) or (
+                                 url + THUMB_MARK if url else ""))
         elif mtype == MessageType.VOICE:
-            body = VoiceBody(**common, duration_ms=int(info.get("duration") or 0))
+            body = VoiceBody(**common, duration_ms=_size(info.get("duration")) or 0)
         elif mtype == MessageType.VIDEO:
-            body = VideoBody(**common, duration_ms=int(info.get("duration") or 0),
-                             width=info.get("w"), height=info.get("h"),
-                             thumbnail_url=str(info.get("thumbnail_url") or ""))
+            body = VideoBody(**common, duration_ms=_size(info.get("duration")) or 0,
+                             width=_size(info.get("w")), height=_size(info.get("h")),
+                             thumbnail_url=as_str(info.get("thumbnail_url")))
         else:
             body = FileBody(**common)
     return mtype, body
 
 
-def blank_body(mtype: MessageType) -> Body:
-    """The body of a recall notice (the contract's blank body of each type)."""
-    if mtype == MessageType.TEXT:
-        return TextBody("")
-    if mtype == MessageType.LOCATION:
-        return LocationBody(0.0, 0.0)
-    if mtype == MessageType.CUSTOM:
-        return CustomBody("")
-    cls: type[FileBody] = {MessageType.IMAGE: ImageBody, MessageType.VOICE: VoiceBody,
-                           MessageType.VIDEO: VideoBody}.get(mtype, FileBody)
-    return cls()
-
-
-_OPTIONAL = frozenset(Message.__dataclass_fields__)
-
-
-def set_optional(msg: Message, name: str, value: Any) -> None:
-    """Set a Message field that newer imstore versions have (local_id, edited_at, recalled_at)."""
-    if name in _OPTIONAL:
-        setattr(msg, name, value)
-
-
 def replacement(event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """``(original event id, new content)`` when ``event`` is an ``m.replace`` edit."""
-    content = event.get("content") or {}
-    rel = content.get("m.relates_to") if isinstance(content, dict) else None
+    content = as_obj(event.get("content"))
+    rel = content.get("m.relates_to")
     if isinstance(rel, dict) and rel.get("rel_type") == "m.replace":
         new = content.get("m.new_content")
         if isinstance(new, dict) and isinstance(rel.get("event_id"), str):
@@ -302,8 +326,28 @@ def redacted_id(event: dict[str, Any]) -> str | None:
     """The event an ``m.room.redaction`` removes (room v11 keeps it in the content)."""
     if event.get("type") != "m.room.redaction":
         return None
-    rid = event.get("redacts") or (event.get("content") or {}).get("redacts")
+    rid = event.get("redacts") or as_obj(event.get("content")).get("redacts")
     return rid if isinstance(rid, str) else None
+
+
+def _envelope(event: dict[str, Any]) -> tuple[str, str, int]:
+    """(event id, sender, server time) of a timeline event, checked."""
+    eid, sender = event.get("event_id"), event.get("sender")
+    if not isinstance(eid, str) or not eid:
+        raise BadEventError("the event has no event_id string")
+    if not isinstance(sender, str) or not sender.startswith("@"):
+        raise BadEventError(f"the event {eid[:80]} has no sender user id")
+    ts = as_int(event.get("origin_server_ts"), -1)
+    if ts < 0:
+        raise BadEventError(f"the event {eid[:80]} has no origin_server_ts integer")
+    return eid, sender, ts
+
+
+def _recipient(room: RoomInfo, mine: bool, me: str, server_name: str) -> str:
+    """``to`` of a message in ``room``: the peer's own id for a received one-to-one message."""
+    if room.chat_type == ChatType.CHAT and not mine:
+        return from_mxid(me, server_name)
+    return room.conv_id
 
 
 def event_to_message(event: dict[str, Any], room: RoomInfo, me: str, server_name: str, *,
@@ -311,53 +355,104 @@ def event_to_message(event: dict[str, Any], room: RoomInfo, me: str, server_name
     """The imstore message of a timeline event as ``me`` sees it; None for anything else
     (state, edits, redactions, reactions). Applies a bundled edit and marks a redacted event as a
     recall notice. A received ``history`` message is read when it is at or before
-    ``read_up_to`` (the user's read position); a live one leaves ``is_read`` unsaid."""
+    ``read_up_to`` (the user's read position); a live one leaves ``is_read`` unsaid.
+    Raises `BadEventError` for an ``m.room.message`` it cannot trust."""
     if event.get("type") != "m.room.message" or replacement(event) is not None:
         return None
-    content = event.get("content") or {}
-    unsigned = event.get("unsigned") or {}
-    sender_mxid = str(event.get("sender", ""))
-    ts = int(event.get("origin_server_ts") or 0)
-    ns = _obj(content.get(NS))
+    eid, sender_mxid, ts = _envelope(event)
+    raw = event.get("content")
+    if raw is not None and not isinstance(raw, dict):
+        raise BadEventError(f"the content of {eid[:80]} is not an object")
+    content = as_obj(raw)
+    unsigned = as_obj(event.get("unsigned"))
+    ns = as_obj(content.get(NS))
     recalled = unsigned.get("redacted_because")
+    mapped: tuple[MessageType, Body] | None
     if recalled is not None or not content:
         # a redacted event keeps no content: the redaction names the type it had
-        why = recalled.get("content") if isinstance(recalled, dict) else None
-        prior = why.get(f"{NS}.type") if isinstance(why, dict) else None
+        prior = as_obj(as_obj(recalled).get("content")).get(f"{NS}.type")
         mtype = (MessageType[prior] if isinstance(prior, str) and prior in MessageType.__members__
-                 else MessageType.TEXT)
-        mapped: tuple[MessageType, Body] | None = (mtype, blank_body(mtype))
+                 and prior != "CMD" else MessageType.TEXT)
+        mapped = (mtype, blank_body(mtype))
     else:
         mapped = body_from_content(content)
     if mapped is None:
         return None
     mtype, body = mapped
     edited_at = None
-    edit = ((unsigned.get("m.relations") or {}).get("m.replace")
-            if recalled is None else None)
-    if isinstance(edit, dict):
-        new = (edit.get("content") or {}).get("m.new_content")
-        if isinstance(new, dict):
-            got = body_from_content(new)
-            if got is not None and got[0] == mtype:
-                body = got[1]
-                edited_at = int(edit.get("origin_server_ts") or ts)
-    sender = from_mxid(sender_mxid, server_name)
-    mine = sender_mxid == me
-    to = (from_mxid(me, server_name) if room.chat_type == ChatType.CHAT and not mine
-          else room.conv_id)
-    msg = Message(
-        msg_id=str(event.get("event_id")), conv_id=room.conv_id, chat_type=room.chat_type,
-        type=mtype, sender=sender, to=to, body=body,
-        direction=Direction.SEND if mine else Direction.RECEIVE,
+    edit = as_obj(as_obj(unsigned.get("m.relations")).get("m.replace")) if recalled is None else {}
+    new = as_obj(edit.get("content")).get("m.new_content")
+    if isinstance(new, dict):
+        got = body_from_content(new)
+        if got is not None and got[0] == mtype:
+            body = got[1]
+            edited_at = as_int(edit.get("origin_server_ts"), ts)
+    mine = is_mine(sender_mxid, me)
+    local_id = ns.get("local_id")
+    ext = ns.get("ext")
+    return Message(
+        msg_id=eid, conv_id=room.conv_id, chat_type=room.chat_type, type=mtype,
+        sender=from_mxid(sender_mxid, server_name), to=_recipient(room, mine, me, server_name),
+        body=body, direction=Direction.SEND if mine else Direction.RECEIVE,
         status=MessageStatus.SUCCESS, local_time=ts, server_time=ts,
         is_read=(read_up_to is not None and ts <= read_up_to) if history and not mine else None,
-        need_group_ack=bool(ns.get("need_group_ack")) and room.chat_type == ChatType.GROUP_CHAT,
-        ext=dict(ns["ext"]) if isinstance(ns.get("ext"), dict) else {})
-    if mine and isinstance(ns.get("local_id"), str):
-        set_optional(msg, "local_id", ns["local_id"])
-    if edited_at is not None:
-        set_optional(msg, "edited_at", edited_at)
-    if recalled is not None:
-        set_optional(msg, "recalled_at", int((recalled or {}).get("origin_server_ts") or ts))
-    return msg
+        need_group_ack=ns.get("need_group_ack") is True and room.chat_type == ChatType.GROUP_CHAT,
+        ext=dict(ext) if isinstance(ext, dict) else {},
+        local_id=local_id if mine and isinstance(local_id, str) else None,
+        edited_at=edited_at,
+        recalled_at=as_int(as_obj(recalled).get("origin_server_ts"), ts) if recalled is not None
+        else None)
+
+
+def edit_to_message(event: dict[str, Any], room: RoomInfo, me: str, server_name: str,
+                    original: tuple[str, int] | None) -> Message | None:
+    """The edited message an ``m.replace`` event announces (its server ``msg_id``, new body and
+    ``edited_at``), as ``me`` sees it; ``original`` is the (sender, server time) of the edited
+    event when known. None when ``event`` is no edit or carries no message content."""
+    rep = replacement(event)
+    if rep is None:
+        return None
+    _, editor, ts = _envelope(event)
+    got = body_from_content(rep[1])
+    if got is None:
+        return None
+    mtype, body = got
+    sender = original[0] if original else editor
+    mine = is_mine(sender, me)
+    return Message(
+        msg_id=rep[0], conv_id=room.conv_id, chat_type=room.chat_type, type=mtype,
+        sender=from_mxid(sender, server_name), to=_recipient(room, mine, me, server_name),
+        body=body, direction=Direction.SEND if mine else Direction.RECEIVE,
+        status=MessageStatus.SUCCESS, local_time=original[1] if original else ts,
+        server_time=original[1] if original else None, edited_at=ts)
+
+
+def cmd_content(msg: Message, ts: int) -> dict[str, Any]:
+    """The to-device content that carries a CMD message."""
+    assert isinstance(msg.body, CmdBody)
+    return {"action": msg.body.action, "params": msg.body.params, "local_id": msg.msg_id,
+            "chat_type": ChatType(msg.chat_type).name, "to": msg.to, "ext": msg.ext, "ts": ts}
+
+
+def cmd_to_message(event: dict[str, Any], me: str, server_name: str, now: int) -> Message:
+    """The CMD message a to-device ``io.imstore.cmd`` event carries (received by ``me``).
+    Raises `BadEventError` when it cannot be one."""
+    content, sender = event.get("content"), event.get("sender")
+    if not isinstance(content, dict) or not isinstance(sender, str) or not sender.startswith("@"):
+        raise BadEventError("a command without an object content or a sender user id")
+    name = content.get("chat_type", "CHAT")
+    if not isinstance(name, str) or name not in ChatType.__members__:
+        raise BadEventError(f"a command for an unknown chat type {str(name)[:40]!r}")
+    chat_type = ChatType[name]
+    peer = from_mxid(sender, server_name)
+    conv = peer if chat_type == ChatType.CHAT else as_str(content.get("to"))
+    if not conv:
+        raise BadEventError("a group command names no group")
+    ts = as_int(content.get("ts")) or now
+    params, ext = as_obj(content.get("params")), as_obj(content.get("ext"))
+    return Message(
+        msg_id=as_str(content.get("local_id")) or f"cmd-{ts}", conv_id=conv, chat_type=chat_type,
+        type=MessageType.CMD, sender=peer,
+        to=from_mxid(me, server_name) if chat_type == ChatType.CHAT else conv,
+        body=CmdBody(as_str(content.get("action")), dict(params)), direction=Direction.RECEIVE,
+        status=MessageStatus.SUCCESS, local_time=ts, server_time=ts, ext=dict(ext))

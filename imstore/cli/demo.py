@@ -13,9 +13,10 @@ import tempfile
 import zlib
 from collections.abc import Callable
 
-from .client import ChatClient, MessageListener
-from .errors import ErrorCode, IMError
-from .message import (
+from ..adapters.memory import MemoryServer
+from ..client import ChatClient, MessageListener
+from ..errors import ErrorCode, IMError
+from ..message import (
     ChatType,
     CmdBody,
     Direction,
@@ -27,9 +28,8 @@ from .message import (
     SearchScope,
     TextBody,
 )
-from .server import MemoryServer
-from .store import MessageStore
-from .text import content_text
+from ..store import MessageStore
+from ..text import content_text
 
 __all__ = ["run_demo"]
 
@@ -268,7 +268,7 @@ async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
 async def _matrix_demo(url: str, root: str, say: Callable[[str], None], check: _Check) -> None:
     """The walkthrough against a real Matrix homeserver: what a remote server lets a client show
     (the fault injections of sections 7 need the embedded server, so they are left out)."""
-    from .adapters.matrix import MatrixAdapter, demo_users
+    from ..adapters.matrix import MatrixAdapter, demo_users
 
     tag = secrets.token_hex(3)
     ma, mb = await demo_users(url, names=(f"alice-{tag}", f"bob-{tag}"))

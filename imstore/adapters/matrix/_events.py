@@ -1,0 +1,100 @@
+"""What the adapter knows of single events: room, sender and time by event id.
+
+Rules kept here:
+- every event the adapter sees (sync, history, back-fill, ``GET /event``) goes through `see`,
+  which records its room, sender and server time, wakes a send waiting for its echo, and notes
+  the newest message time per room and this user's own ``need_group_ack`` messages;
+- the cache is bounded (`MAX_EVENTS`, oldest forgotten first); an event not cached is asked of
+  the server, and an unknown one is `IMError(MESSAGE_INVALID)`;
+- an event without an event id string is not recorded (nothing to look it up by).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any
+
+from ...errors import ErrorCode, IMError
+from ...lifecycle import is_mine
+from . import _mapping as mp
+from . import _requests as rq
+from ._api import Api, MatrixError
+
+__all__ = ["MAX_EVENTS", "EventCache"]
+
+MAX_EVENTS = 20_000
+ECHO_WAIT = 0.25  # seconds a send waits for its own event to come back through the sync loop
+
+
+class EventCache:
+    """Events by id: ``(room, sender, server time)``."""
+
+    def __init__(self, api: Api, mxid: str) -> None:
+        self.api = api
+        self.mxid = mxid
+        self.events: OrderedDict[str, tuple[str, str, int]] = OrderedDict()
+        self.echo: dict[str, asyncio.Future[int]] = {}  # sent events awaiting their sync echo
+        self.latest: dict[str, int] = {}  # room: newest message time seen
+        self.group_acked: dict[str, dict[str, int]] = {}  # room: my need_group_ack event: ts
+
+    def get(self, event_id: str) -> tuple[str, str, int] | None:
+        return self.events.get(event_id)
+
+    def see(self, room_id: str, ev: dict[str, Any]) -> None:
+        eid = ev.get("event_id")
+        if not isinstance(eid, str):
+            return
+        ts = mp.as_int(ev.get("origin_server_ts"))
+        sender = ev.get("sender")
+        self.events[eid] = (room_id, sender if isinstance(sender, str) else "", ts)
+        self.events.move_to_end(eid)
+        waiting = self.echo.pop(eid, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(ts)
+        if ev.get("type") == "m.room.message" and ts > self.latest.get(room_id, 0):
+            self.latest[room_id] = ts
+        while len(self.events) > MAX_EVENTS:
+            self.events.popitem(last=False)
+        ns = mp.as_obj(mp.as_obj(ev.get("content")).get(mp.NS))
+        if (isinstance(sender, str) and is_mine(sender, self.mxid)
+                and ns.get("need_group_ack") is True and mp.replacement(ev) is None):
+            self.note_group_ack(room_id, eid, ts)
+
+    def note_group_ack(self, room_id: str, event_id: str, ts: int) -> None:
+        """This user sent ``event_id`` asking for group read receipts."""
+        self.group_acked.setdefault(room_id, {})[event_id] = ts
+
+    async def event(self, room_id: str | None, event_id: str) -> tuple[str, str, int]:
+        """(room, sender, ts) of an event, from the cache or the server."""
+        known = self.events.get(event_id)
+        if known is not None:
+            return known
+        if room_id is None:
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"no message {event_id!r} is known here")
+        try:
+            ev = await self.api.call(rq.event(room_id, event_id))
+        except MatrixError as exc:
+            raise IMError(ErrorCode.MESSAGE_INVALID,
+                          f"no message {event_id!r} on the server") from exc
+        if ev.get("event_id") != event_id:
+            raise IMError(ErrorCode.MESSAGE_INVALID,
+                          f"the homeserver answered another event for {event_id!r}")
+        self.see(room_id, ev)
+        return self.events[event_id]
+
+    async def event_time(self, room_id: str, event_id: str, *, syncing: bool) -> int:
+        """The server time of an event this device just sent: from the sync loop's echo when it
+        comes within moments (``syncing``: the long-poll answers as soon as the event is
+        stored), else from ``GET /event``."""
+        if event_id not in self.events and syncing:
+            fut = self.echo.get(event_id)
+            if fut is None:
+                fut = self.echo[event_id] = asyncio.get_running_loop().create_future()
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), ECHO_WAIT)
+            except TimeoutError:
+                pass
+            finally:
+                self.echo.pop(event_id, None)
+        return (await self.event(room_id, event_id))[2]

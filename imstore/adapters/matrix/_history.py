@@ -1,0 +1,234 @@
+"""History as this user sees it: pages of a room, the conversation list, one-way deletes.
+
+Rules kept here:
+- history cursors are Matrix pagination tokens wrapped in the shared cursor format; they stay
+  valid while the room grows; pages are filtered by the shared `FetchOptions` filter (the sender
+  also server-side, through the ``/messages`` filter) and start at the time bound of the
+  direction they page in (``/timestamp_to_event``);
+- one-way deletes live in this user's room account data (``io.imstore.hidden``: ids, ``before``,
+  ``deleted_at``) and are applied here, to pages and to the conversation list;
+- a conversation this user left or that was deleted reads as empty (one-to-one) or
+  CONVERSATION_NOT_EXIST (groups), after one fresh look-up of its room;
+- the conversation list is the joined rooms with their newest visible message, newest first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ...errors import ErrorCode, IMError
+from ...message import ChatType, Conversation, CursorResult, FetchOptions, Message
+from .. import check_page_size, check_remove_args
+from .._cursor import decode_cursor, encode_cursor
+from .._filter import goes_up, keeps, past_window
+from . import _mapping as mp
+from . import _requests as rq
+from ._api import Api, MatrixError, need
+from ._events import EventCache
+from ._link import log
+from ._reads import ReadPositions
+from ._rooms import Rooms
+
+__all__ = ["History"]
+
+MAX_PAGES = 20  # /messages calls for one history page (filtered-out events make pages short)
+
+
+class History:
+    """The `SyncAdapter` calls, for one user."""
+
+    def __init__(self, api: Api, rooms: Rooms, events: EventCache, reads: ReadPositions,
+                 now: Callable[[], int]) -> None:
+        self.api = api
+        self.rooms = rooms
+        self.events = events
+        self.reads = reads
+        self.now = now
+        self.mxid = rooms.mxid
+
+    async def hidden(self, room_id: str) -> dict[str, Any]:
+        try:
+            return await self.api.call(rq.room_account_data(self.mxid, room_id, mp.HIDDEN))
+        except MatrixError as exc:
+            if exc.status == 404:
+                return {}
+            raise
+
+    async def _put_hidden(self, room_id: str, data: dict[str, Any]) -> None:
+        await self.api.call(rq.room_account_data(self.mxid, room_id, mp.HIDDEN, data))
+
+    @staticmethod
+    def is_hidden(msg: Message, hidden: dict[str, Any]) -> bool:
+        ids = hidden.get("ids")
+        ids = ids if isinstance(ids, list) else ()
+        return (msg.msg_id in ids or (msg.local_id is not None and msg.local_id in ids)
+                or (msg.server_time or 0) < mp.as_int(hidden.get("before")))
+
+    async def at_time(self, room_id: str, ts: int, direction: str) -> str | None:
+        """The event nearest ``ts`` in ``direction`` (``b`` or ``f``); None when there is none."""
+        try:
+            found = await self.api.call(rq.timestamp_to_event(room_id, ts, direction))
+        except MatrixError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return need(found, "event_id", str, "GET /timestamp_to_event")
+
+    async def _start_token(self, room: str, options: FetchOptions) -> tuple[bool, str | None]:
+        """(whether anything lies in the window, the token to start paging from)."""
+        up = goes_up(options)
+        edge = options.end_time if up else options.start_time
+        if edge is None:
+            return True, None
+        event_id = await self.at_time(room, edge, "b" if up else "f")
+        if event_id is None:
+            return False, None
+        ctx = await self.api.call(rq.context(room, event_id))
+        token = ctx.get("end") if up else ctx.get("start")
+        return True, token if isinstance(token, str) else None
+
+    async def page(self, conv_id: str, chat_type: ChatType, cursor: str | None, limit: int,
+                   options: FetchOptions, *, retried: bool = False) -> CursorResult[Message]:
+        check_page_size(limit)
+        room = await self.rooms.room_for(conv_id, chat_type, create=False)
+        if room is None:
+            return self._none(conv_id, chat_type)
+        info = await self.rooms.info(room)
+        up = goes_up(options)
+        token: str | None = decode_cursor(cursor, "h", str)[0] if cursor else None
+        if token is None:
+            anything, token = await self._start_token(room, options)
+            if not anything:
+                return CursorResult([], None)
+        hidden = await self.hidden(room)
+        read_ts = await self.reads.position(room)
+        filt: dict[str, Any] = {"types": ["m.room.message"], "lazy_load_members": True}
+        if options.sender:
+            filt["senders"] = [self.rooms.mx(options.sender)]
+        items: list[Message] = []
+        done = False
+        for _ in range(MAX_PAGES):
+            try:
+                page = await self.api.call(rq.messages(room, "b" if up else "f", limit - len(items),
+                                                       from_=token, filter_=json.dumps(filt)))
+            except MatrixError as exc:
+                if exc.status != 403 or cursor is not None or items or retried:
+                    raise
+                self.rooms.forget(room)  # this user left, or the room was deleted
+                if await self.rooms.room_for(conv_id, chat_type, create=False) is None:
+                    return self._none(conv_id, chat_type, exc)
+                return await self.page(conv_id, chat_type, cursor, limit, options, retried=True)
+            chunk = page.get("chunk")
+            chunk = chunk if isinstance(chunk, list) else []
+            for ev in chunk:
+                msg = self._message(room, info, ev, read_ts)
+                if msg is None or self.is_hidden(msg, hidden):
+                    continue
+                if past_window(msg, options):
+                    done = True
+                    break
+                if keeps(msg, options):
+                    items.append(msg)
+            end = page.get("end")
+            token = end if isinstance(end, str) and end else None
+            if done or token is None or not chunk:
+                done = True
+                break
+            if len(items) >= limit:
+                break
+        if up:
+            items.reverse()
+        return CursorResult(items, None if done or token is None else encode_cursor("h", token))
+
+    def _message(self, room: str, info: mp.RoomInfo, ev: Any,
+                 read_ts: int | None) -> Message | None:
+        """A history event as a message; None (and logged) when it is bad."""
+        if not isinstance(ev, dict):
+            return None
+        self.events.see(room, ev)
+        try:
+            return mp.event_to_message(ev, info, self.mxid, self.rooms.server_name, history=True,
+                                       read_up_to=read_ts)
+        except (mp.BadEventError, ValueError, TypeError) as exc:
+            log.warning("ignored a bad history event in %s: %s", room, exc)
+            return None
+
+    @staticmethod
+    def _none(conv_id: str, chat_type: ChatType,
+              cause: Exception | None = None) -> CursorResult[Message]:
+        if chat_type == ChatType.CHAT:
+            return CursorResult([], None)
+        raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
+                      f"there is no {chat_type.name} {conv_id!r} on the server") from cause
+
+    async def conversations(self, cursor: str | None, limit: int) -> CursorResult[Conversation]:
+        """Joined rooms with their newest visible message, newest first."""
+        check_page_size(limit)
+        bound = decode_cursor(cursor, "c", int, str) if cursor else None
+        joined = (await self.api.call(rq.joined_rooms())).get("joined_rooms")
+        rows: list[tuple[int, str, Conversation]] = []
+        for room in joined if isinstance(joined, list) else ():
+            if not isinstance(room, str):
+                continue
+            info = await self.rooms.info(room)
+            hidden = await self.hidden(room)
+            page = await self.api.call(rq.messages(room, "b", 20, filter_=rq.MESSAGES_FILTER))
+            read_ts = await self.reads.position(room)
+            last = None
+            chunk = page.get("chunk")
+            for ev in chunk if isinstance(chunk, list) else ():
+                msg = self._message(room, info, ev, read_ts)
+                if msg is not None and not self.is_hidden(msg, hidden):
+                    last = msg
+                    break
+            if last is None or (last.server_time or 0) <= mp.as_int(hidden.get("deleted_at")):
+                continue
+            rows.append((last.server_time or 0, room, Conversation(
+                info.conv_id, info.chat_type, self.rooms.unread.get(room, 0), last,
+                last.timestamp)))
+        rows.sort(key=lambda r: (-r[0], r[1]))
+        if bound is not None:
+            rows = [r for r in rows if (-r[0], r[1]) > (-bound[0], bound[1])]
+        page_rows = rows[:limit]
+        more = len(rows) > limit
+        return CursorResult([c for _, _, c in page_rows],
+                            encode_cursor("c", page_rows[-1][0], page_rows[-1][1]) if more
+                            else None)
+
+    async def remove(self, conv_id: str, chat_type: ChatType, msg_ids: Sequence[str] | None,
+                     before: int | None) -> None:
+        """One-way delete: kept in this user's room account data and applied here."""
+        check_remove_args(msg_ids, before)
+        room = await self.rooms.existing(conv_id, chat_type)
+        hidden = await self.hidden(room)
+        if msg_ids is not None:
+            old = hidden.get("ids")
+            hidden["ids"] = sorted(set(old if isinstance(old, list) else ()) | set(msg_ids))
+        else:
+            hidden["before"] = max(mp.as_int(hidden.get("before")), int(before or 0))
+        await self._put_hidden(room, hidden)
+
+    async def delete(self, conv_id: str, chat_type: ChatType, delete_messages: bool) -> None:
+        """With ``delete_messages``: Synapse's admin room delete (purge), for everyone. Without:
+        the conversation leaves this user's list and its history stays."""
+        room = await self.rooms.existing(conv_id, chat_type)
+        if not delete_messages:
+            hidden = await self.hidden(room)
+            hidden["deleted_at"] = self.now()
+            await self._put_hidden(room, hidden)
+            return
+        try:
+            await self.api.call(rq.admin_delete_room(room))
+        except MatrixError as exc:
+            if exc.status in (403, 404) and exc.errcode in ("M_FORBIDDEN", "M_UNRECOGNIZED"):
+                raise IMError(ErrorCode.SERVICE_NOT_ENABLED,
+                              "deleting a conversation for everyone needs a Synapse server "
+                              "admin account") from exc
+            raise
+        self.rooms.forget(room)
+        try:  # a new conversation with the same id gets a new room
+            await self.api.call(rq.delete_alias(self.rooms.alias(conv_id, chat_type)))
+        except MatrixError:
+            pass  # the room delete took it already

@@ -1,0 +1,301 @@
+"""The ``/sync`` loop: the adapter's live connection, and the one place a sync answer becomes
+state and handler calls.
+
+Rules kept here:
+- the connection state is the loop's: a failed, timed-out or malformed sync is RECONNECTING until
+  a sync succeeds again (the loop never dies while the state says CONNECTED); a revoked token is
+  DISCONNECTED and ends the loop; `stop` (the adapter's close) ends it too;
+- the server is not trusted: an answer without a ``next_batch`` string is refused whole (an
+  `IMError`, logged, retried); inside an answer every room and every event is taken on its own —
+  one that cannot be used becomes a `BadEvent` (kept in `bad_events`, logged, offered to a
+  handler that has ``on_bad_events``) and the rest of the batch goes in;
+- a ``limited`` timeline is back-filled with ``/messages`` down to the previous sync position,
+  so nothing sent while this device was away is missed; the first sync of a session delivers
+  only what this user has not read (the events after its own read receipt);
+- the handler hears messages before edits, recalls and receipts of the same batch; a big batch
+  is handled and handed over in slices of `Bounds.sync_slice` events with a yield to the event
+  loop between them, so nothing else starves while it goes in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...errors import ErrorCode, IMError
+from ...lifecycle import is_mine
+from ...message import Message
+from .. import ConnectionState
+from . import _mapping as mp
+from . import _requests as rq
+from ._api import Api, need
+from ._events import EventCache
+from ._link import Link, log
+from ._reads import ReadPositions
+from ._rooms import Rooms
+
+__all__ = ["BAD_EVENTS_KEPT", "SyncLoop"]
+
+BAD_EVENTS_KEPT = 200
+BACKFILL_PAGES = 40  # pages of 100: past that the history API fills the gap
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one sync answer hands the handler, in this order."""
+
+    messages: list[Message] = field(default_factory=list)
+    edits: list[Message] = field(default_factory=list)
+    recalls: list[str] = field(default_factory=list)
+    receipts: list[tuple[str, Any]] = field(default_factory=list)
+    bad: list[mp.BadEvent] = field(default_factory=list)
+
+
+class SyncLoop:
+    """The long-poll loop of one adapter."""
+
+    def __init__(self, api: Api, rooms: Rooms, events: EventCache, reads: ReadPositions,
+                 link: Link, *, poll_timeout: float, timeline_limit: int,
+                 now: Callable[[], int]) -> None:
+        self.api = api
+        self.rooms = rooms
+        self.events = events
+        self.reads = reads
+        self.link = link
+        self.mxid = rooms.mxid
+        self.poll_timeout = poll_timeout
+        self.timeline_limit = timeline_limit
+        self.now = now
+        self.since: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.closed = False
+        self.paused = False
+        self.synced = asyncio.Event()
+        self.bad_events: deque[mp.BadEvent] = deque(maxlen=BAD_EVENTS_KEPT)
+        self._handled = 0  # events handled since the last yield
+
+    # ---------------------------------------------------------------------------- control
+
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def ensure(self) -> None:
+        """Start the loop unless it runs, is paused or closed (or no event loop runs yet)."""
+        if self.closed or self.paused or self.running():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # started by the next async call
+        self.task = loop.create_task(self._loop(), name=f"matrix-sync-{self.mxid}")
+
+    async def wait_synced(self, timeout: float) -> None:
+        self.ensure()
+        await asyncio.wait_for(self.synced.wait(), timeout)
+
+    def pause(self) -> None:
+        self.paused = True
+        task, self.task = self.task, None
+        if task is not None:
+            task.cancel()
+        self.link.set_state(ConnectionState.RECONNECTING)
+
+    def resume(self) -> None:
+        self.paused = False
+        self.synced = asyncio.Event()
+        self.ensure()
+
+    async def stop(self) -> None:
+        self.closed = True
+        task, self.task = self.task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def accept_pending_invites(self) -> None:
+        """Join the rooms this user was invited to since the loop's last answer, so a
+        conversation a peer opened a moment ago is listed now rather than after the loop's next
+        turn (a one-shot ``/sync`` that returns invites and nothing else; the loop's position is
+        not moved, and joining twice is harmless)."""
+        answer = await self.api.call(rq.sync(rq.INVITES_FILTER, self.since, 0))
+        await self.rooms.join_invites(mp.as_obj(answer.get("rooms")).get("invite"))
+
+    # ------------------------------------------------------------------------------ the loop
+
+    async def _loop(self) -> None:
+        delay = 0.1
+        filt = rq.sync_filter(self.timeline_limit)
+        while not self.closed:
+            timeout_ms = int(self.poll_timeout * 1000) if self.since else 0
+            try:
+                answer = await self.api.call(
+                    rq.sync(filt, self.since, timeout_ms),
+                    timeout=self.poll_timeout + self.api.bounds.answer_timeout)
+                next_batch = need(answer, "next_batch", str, "GET /sync")
+                await self.process(answer, initial=self.since is None)
+            except asyncio.CancelledError:
+                raise
+            except IMError as exc:
+                if exc.code == ErrorCode.USER_NOT_LOGIN:
+                    log.error("the homeserver refused the access token: %s", exc)
+                    self.link.set_state(ConnectionState.DISCONNECTED)
+                    return
+                log.warning("sync failed (%s); retrying in %.1f s", exc, delay)
+            except Exception:  # a bug here must not leave a dead loop behind a CONNECTED state
+                log.exception("a sync answer could not be processed; retrying in %.1f s", delay)
+            else:
+                self.since = next_batch
+                delay = 0.1
+                self.link.set_state(ConnectionState.CONNECTED)
+                self.synced.set()
+                continue
+            self.link.set_state(ConnectionState.RECONNECTING)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _tick(self, count: int = 1) -> None:
+        """Count handled events; yield to the event loop after every slice of them."""
+        self._handled += count
+        if self._handled >= self.api.bounds.sync_slice:
+            self._handled = 0
+            await asyncio.sleep(0)
+
+    def _bad(self, batch: _Batch, source: Any, reason: str, room_id: str | None = None,
+             where: str = "timeline") -> None:
+        bad = mp.BadEvent(source, reason, room_id, where)
+        batch.bad.append(bad)
+        self.bad_events.append(bad)
+        log.warning("ignored a bad %s event%s: %s", where, f" in {room_id}" if room_id else "",
+                    reason)
+
+    async def process(self, answer: dict[str, Any], *, initial: bool) -> None:
+        """Take one sync answer: rooms, events, receipts, to-device; then tell the handler."""
+        batch = _Batch()
+        for ev in _events_of(answer.get("account_data")):
+            if isinstance(ev, dict) and ev.get("type") == "m.direct":
+                self.rooms.set_direct(ev.get("content"))
+        rooms = mp.as_obj(answer.get("rooms"))
+        await self.rooms.join_invites(rooms.get("invite"))
+        for room_id in mp.as_obj(rooms.get("leave")):
+            self.rooms.forget(room_id)
+        for room_id, room in mp.as_obj(rooms.get("join")).items():
+            if not isinstance(room, dict):
+                self._bad(batch, room, "a joined room entry that is not an object", room_id,
+                          "room")
+                continue
+            await self._room(batch, room_id, room, initial)
+        for ev in _events_of(answer.get("to_device")):
+            self._to_device(batch, ev)
+            await self._tick()
+        await self._hand_over(batch)
+
+    async def _room(self, batch: _Batch, room_id: str, room: dict[str, Any],
+                    initial: bool) -> None:
+        timeline = mp.as_obj(room.get("timeline"))
+        events = _events_of(timeline)
+        state = _events_of(room.get("state")) + events
+        info = await self.rooms.info(room_id, state)
+        counts = mp.as_obj(room.get("unread_notifications"))
+        self.rooms.unread[room_id] = max(0, mp.as_int(counts.get("notification_count")))
+        eph = [e for e in _events_of(room.get("ephemeral"))
+               if isinstance(e, dict) and e.get("type") == "m.receipt"]
+        prev = timeline.get("prev_batch")
+        if initial:
+            for ev in events:  # place the events the receipts name without asking the server
+                if isinstance(ev, dict):
+                    self.events.see(room_id, ev)
+            for e in eph:  # learn the read positions first: they decide what is unread
+                await self.reads.note(room_id, e.get("content"))
+        elif timeline.get("limited") is True and isinstance(prev, str) and self.since:
+            events = await self._backfill(room_id, prev, self.since) + events
+        my_read = self.reads.read_ts(room_id)
+        for ev in events:
+            try:
+                self._event(batch, info, ev, initial, my_read)
+            except (mp.BadEventError, ValueError, TypeError, KeyError, OverflowError) as exc:
+                self._bad(batch, ev, str(exc) or type(exc).__name__, room_id)
+            await self._tick()
+        if not initial:
+            batch.receipts += [(room_id, e.get("content")) for e in eph]
+
+    def _event(self, batch: _Batch, info: mp.RoomInfo, ev: Any, initial: bool,
+               my_read: int | None) -> None:
+        if not isinstance(ev, dict):
+            raise mp.BadEventError(f"a timeline entry that is a {type(ev).__name__}")
+        self.events.see(info.room_id, ev)
+        rid = mp.redacted_id(ev)
+        if rid is not None:
+            if not initial:
+                batch.recalls.append(rid)
+            return
+        rep = mp.replacement(ev)
+        if rep is not None:
+            if not initial and not is_mine(ev.get("sender"), self.mxid):
+                known = self.events.get(rep[0])
+                edited = mp.edit_to_message(ev, info, self.mxid, self.rooms.server_name,
+                                            (known[1], known[2]) if known else None)
+                if edited is not None:
+                    batch.edits.append(edited)
+            return
+        if is_mine(ev.get("sender"), self.mxid):
+            return
+        msg = mp.event_to_message(ev, info, self.mxid, self.rooms.server_name)
+        if msg is None:
+            return
+        if initial and my_read is not None and (msg.server_time or 0) <= my_read:
+            return
+        batch.messages.append(msg)
+
+    async def _backfill(self, room_id: str, token: str, until: str) -> list[Any]:
+        """The events between the previous sync position and a limited timeline, oldest first."""
+        got: list[Any] = []
+        for _ in range(BACKFILL_PAGES):
+            page = await self.api.call(rq.messages(room_id, "b", 100, from_=token, to=until))
+            chunk = _events_of(page, "chunk")
+            got.extend(chunk)
+            end = page.get("end")
+            if not isinstance(end, str) or not end or not chunk:
+                break
+            token = end
+        got.reverse()
+        return got
+
+    def _to_device(self, batch: _Batch, ev: Any) -> None:
+        kind = ev.get("type") if isinstance(ev, dict) else None
+        if kind == mp.RECEIPT_EVENT:
+            content = mp.as_obj(ev.get("content"))
+            ids = content.get("event_ids")
+            if content.get("kind") == "delivered" and isinstance(ids, list):
+                found = [i for i in ids if isinstance(i, str)]
+                if found:
+                    self.link.emit("on_delivery_acks", found)
+        elif kind == mp.CMD_EVENT:
+            try:
+                batch.messages.append(mp.cmd_to_message(ev, self.mxid, self.rooms.server_name,
+                                                        self.now()))
+            except mp.BadEventError as exc:
+                self._bad(batch, ev, str(exc), where="to_device")
+
+    async def _hand_over(self, batch: _Batch) -> None:
+        step = self.api.bounds.sync_slice
+        for start in range(0, len(batch.messages), step):
+            if start:
+                await asyncio.sleep(0)
+            self.link.emit("on_messages", batch.messages[start:start + step])
+        if batch.edits:
+            self.link.emit("on_messages_edited", batch.edits)
+        if batch.recalls:
+            self.link.emit("on_messages_recalled", batch.recalls)
+        for room_id, content in batch.receipts:
+            await self.reads.note(room_id, content, announce=True)
+        if batch.bad:
+            self.link.offer("on_bad_events", batch.bad)
+
+
+def _events_of(section: Any, key: str = "events") -> list[Any]:
+    """``section[key]`` when it is a list (an answer's event list), else nothing."""
+    got = mp.as_obj(section).get(key)
+    return got if isinstance(got, list) else []

@@ -1,0 +1,271 @@
+"""MemoryServer: the reference IM server's facade over its parts.
+
+Rules kept here (each part keeps its own: `_state` the directory, `_history` what each user sees,
+`_receipts` receipts, `_delivery` the per-user queues):
+- every message gets a server id, a strictly increasing server time from the injectable clock,
+  and a sequence number;
+- a retried send (same sender, same client ``msg_id``) is answered with the first result and is
+  delivered once; the client's id is kept and shown to the sender as ``local_id`` in history;
+- a recall (within ``recall_window_ms`` of the send) blanks the message for everyone and an edit
+  (the types `kinds` marks editable) replaces its body; both reach every other member, offline
+  ones on reconnection, and history shows the message as it is now;
+- faults are injected on purpose for tests: latency, lost answers, disconnects with and without
+  reconnection, failed uploads, an unreachable server.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Sequence
+
+from ...errors import ErrorCode, IMError
+from ...kinds import blank_body, kind_of
+from ...lifecycle import check_edit, check_recall, is_mine, now_ms
+from ...message import (
+    Body,
+    ChatType,
+    Conversation,
+    CursorResult,
+    DownloadStatus,
+    FetchOptions,
+    FileBody,
+    GroupReadAck,
+    ImageBody,
+    Message,
+    MessageStatus,
+    VideoBody,
+)
+from .. import RECALL_WINDOW_MS, ConnectionState, SendResult
+from ._connection import MemoryConnection
+from ._delivery import Delivery
+from ._history import History
+from ._receipts import Receipts
+from ._state import Conv, Directory, Faults, RetentionPlan, Stored
+
+__all__ = ["MemoryServer"]
+
+
+class MemoryServer:
+    """The reference server. ``clock`` returns milliseconds (default: the wall clock);
+    ``recall_window_ms`` is how long after sending a message its sender may recall it."""
+
+    def __init__(self, plan: RetentionPlan = RetentionPlan.FREE, retention_days: int | None = None,
+                 clock: Callable[[], int] | None = None,
+                 recall_window_ms: int = RECALL_WINDOW_MS) -> None:
+        self.plan = plan
+        self.recall_window_ms = recall_window_ms
+        self.clock = clock or now_ms
+        self.faults = Faults()
+        self.directory = Directory()
+        self.delivery = Delivery()
+        self._history = History(self.directory, lambda: self.clock(),
+                                retention_days if retention_days is not None else plan.value)
+        self.receipts = Receipts(self.directory, self._history, self.delivery,
+                                 lambda: self.clock())
+        self._seq = itertools.count(1)
+        self._last_time = 0
+        self._sent: dict[tuple[str, str], SendResult] = {}
+        self._files: dict[str, bytes] = {}
+
+    @property
+    def retention_days(self) -> int:
+        return self._history.retention_days
+
+    @retention_days.setter
+    def retention_days(self, days: int) -> None:
+        self._history.retention_days = days
+
+    # ------------------------------------------------------------------------------ set-up
+
+    def connect(self, user_id: str) -> MemoryConnection:
+        """The user's connection: a `SyncAdapter` and a `Transport` in one object."""
+        conn = self.delivery.connections.get(user_id)
+        if conn is None:
+            conn = self.delivery.connections[user_id] = MemoryConnection(self, user_id)
+        return conn
+
+    def create_group(self, group_id: str, members: Sequence[str]) -> None:
+        self.directory.create(group_id, ChatType.GROUP_CHAT, members)
+
+    def create_chat_room(self, room_id: str, members: Sequence[str]) -> None:
+        self.directory.create(room_id, ChatType.CHAT_ROOM, members)
+
+    def join(self, gid: str, user_id: str) -> None:
+        """Make ``user_id`` a full member of a group or room: it receives what is sent from now
+        on, lists the conversation, sees all of its history (within retention), takes part in
+        group read receipts and one-way deletes."""
+        self.directory.join(gid, user_id)
+
+    # ------------------------------------------------------------------------ fault control
+
+    def disconnect(self, user_id: str, *, reconnect: bool = True) -> None:
+        """Drop a user's connection: RECONNECTING (it can come back) or DISCONNECTED."""
+        self.connect(user_id)._set_state(
+            ConnectionState.RECONNECTING if reconnect else ConnectionState.DISCONNECTED)
+
+    def restore(self, user_id: str) -> None:
+        """End a disconnect: the user's connection is CONNECTED again."""
+        self.connect(user_id)._set_state(ConnectionState.CONNECTED)
+
+    def set_latency(self, seconds: float) -> None:
+        """Delay every answer by ``seconds``."""
+        self.faults.latency = seconds
+
+    def lose_answers(self, count: int = 1) -> None:
+        """The next ``count`` sends reach the server but their answers never come back."""
+        self.faults.lost_answers = count
+
+    def fail_uploads(self, count: int = 1) -> None:
+        """The next ``count`` uploads fail with FILE_UPLOAD_FAILED."""
+        self.faults.failed_uploads = count
+
+    def set_reachable(self, reachable: bool) -> None:
+        """Whether reconnecting can succeed."""
+        self.faults.unreachable = not reachable
+
+    # ----------------------------------------------------------------------------- messages
+
+    def _stamp(self) -> int:
+        self._last_time = max(self.clock(), self._last_time + 1)
+        return self._last_time
+
+    def post(self, message: Message, *, deliver: bool = True) -> Message:
+        """Put a message on the server as its sender would send it (tests and tools); returns the
+        stamped copy. ``message.sender`` must be set. ``deliver=False`` only adds it to history
+        (as if it had been delivered long ago)."""
+        if not message.sender:
+            raise IMError(ErrorCode.INVALID_PARAM, "post() needs a message with a sender")
+        return self.accept(message.sender, message, deliver=deliver)[1]
+
+    def accept(self, sender: str, message: Message, *,
+               deliver: bool = True) -> tuple[SendResult, Message]:
+        """Take ``sender``'s message: stamp, store and deliver it once, whatever the retries."""
+        key = (sender, message.msg_id)
+        if key in self._sent:
+            res = self._sent[key]
+            return res, self.directory.stored(res.msg_id)[1].msg
+        members = self.directory.members(sender, message.to, message.chat_type)
+        m = copy.deepcopy(message)
+        seq = next(self._seq)
+        m.sender = sender
+        m.local_id = message.msg_id
+        m.msg_id = f"S{seq:012d}"
+        # Strictly increasing stamps: no two messages share a server time, so every client
+        # orders history exactly as the server does, whatever order it fetched it in.
+        m.server_time = self._stamp()
+        m.status = MessageStatus.SUCCESS
+        m.is_read = None
+        m.is_delivered = m.is_read_acked = False
+        m.group_ack_count = 0
+        if isinstance(m.body, FileBody):  # the sender's local paths mean nothing to others
+            m.body.local_path = ""
+            m.body.download_status = DownloadStatus.PENDING
+            if isinstance(m.body, ImageBody | VideoBody):
+                m.body.thumbnail_path = ""
+                m.body.thumbnail_status = DownloadStatus.PENDING
+        ckey = self.directory.conv_key(sender, message.to, message.chat_type)
+        conv = self.directory.convs.get(ckey)
+        if conv is None:
+            conv = self.directory.convs[ckey] = Conv(ckey, message.chat_type, members)
+        stored = Stored(seq, m)
+        if kind_of(m.type).stored:
+            conv.messages.append(stored)
+        self.directory.by_server_id[m.msg_id] = (conv, stored)
+        res = SendResult(m.msg_id, m.server_time)
+        self._sent[key] = res
+        for member in members - {sender} if deliver else ():
+            self.delivery.emit(member, "on_messages", [self.view(m, member)])
+        return res, m
+
+    def view(self, msg: Message, user: str, *, history: bool = False) -> Message:
+        """A message as ``user`` sees it (see `History.view`)."""
+        return self._history.view(msg, user, history=history)
+
+    def _own(self, user: str, msg_id: str) -> tuple[Conv, Message]:
+        """``user``'s stored message ``msg_id``, which the lifecycle lets it change."""
+        found = self.directory.by_server_id.get(msg_id)
+        if found is None or not kind_of(found[1].msg.type).stored:
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"no message {msg_id!r} on the server")
+        conv, stored = found
+        if not is_mine(stored.msg.sender, user):
+            raise IMError(ErrorCode.INVALID_PARAM, f"{user!r} can only change its own messages")
+        check_recall(self.view(stored.msg, user))
+        return conv, stored.msg
+
+    def recall(self, user: str, msg_id: str) -> int:
+        """``user`` recalls its message ``msg_id`` within the recall window: it becomes a recall
+        notice (blank body) for everyone, who hear it now or on reconnection. Returns the time
+        of the recall (the first one's, when recalled again)."""
+        conv, m = self._own(user, msg_id)
+        if m.recalled_at is not None:
+            return m.recalled_at
+        if self.clock() - (m.server_time or 0) > self.recall_window_ms:
+            raise IMError(ErrorCode.MESSAGE_EXPIRED,
+                          f"messages can be recalled within {self.recall_window_ms // 1000} s "
+                          "of sending only")
+        m.body = blank_body(m.type)
+        m.recalled_at = self._stamp()
+        for member in conv.members - {user}:
+            self.delivery.emit(member, "on_messages_recalled", [msg_id])
+        return m.recalled_at
+
+    def edit(self, user: str, msg_id: str, body: Body) -> int:
+        """``user`` replaces the body of its TEXT or CUSTOM message ``msg_id``: everyone sees the
+        new body and ``edited_at`` (now or on reconnection). Returns ``edited_at``."""
+        conv, m = self._own(user, msg_id)
+        check_edit(self.view(m, user), body)
+        m.body = copy.deepcopy(body)
+        m.edited_at = self._stamp()
+        for member in conv.members - {user}:
+            self.delivery.emit(member, "on_messages_edited", [self.view(m, member)])
+        return m.edited_at
+
+    # ------------------------------------------------------------------ history and receipts
+
+    def history(self, user: str, conv_id: str, chat_type: ChatType, cursor: str | None,
+                limit: int, options: FetchOptions) -> CursorResult[Message]:
+        """A page of ``user``'s view of a conversation (see `History.page`)."""
+        return self._history.page(user, conv_id, chat_type, cursor, limit, options)
+
+    def conversations(self, user: str, cursor: str | None, limit: int
+                      ) -> CursorResult[Conversation]:
+        return self._history.conversations(user, cursor, limit)
+
+    def remove(self, user: str, conv_id: str, chat_type: ChatType,
+               msg_ids: Sequence[str] | None, before: int | None) -> None:
+        self._history.remove(user, conv_id, chat_type, msg_ids, before)
+
+    def delete(self, user: str, conv_id: str, chat_type: ChatType, delete_messages: bool) -> None:
+        self._history.delete(user, conv_id, chat_type, delete_messages)
+
+    def delivery_ack(self, user: str, msg_id: str) -> None:
+        """``user`` got the one-to-one message ``msg_id``: its sender hears it (now or later)."""
+        self.receipts.delivery_ack(user, msg_id)
+
+    def read_ack(self, user: str, msg_id: str) -> None:
+        """``user`` read the one-to-one message ``msg_id``: its read position moves there and
+        the sender hears it (now or later)."""
+        self.receipts.read_ack(user, msg_id)
+
+    def conversation_ack(self, user: str, conv_id: str, chat_type: ChatType,
+                         up_to: int | None) -> None:
+        """``user`` read a conversation up to server time ``up_to`` (None: everything it has now):
+        the read position moves; in a one-to-one chat the peer hears it, with the position."""
+        self.receipts.conversation_ack(user, conv_id, chat_type, up_to)
+
+    def group_ack(self, user: str, msg_id: str) -> GroupReadAck:
+        return self.receipts.group_ack(user, msg_id)
+
+    def group_acks(self, msg_id: str, cursor: str | None, limit: int) -> CursorResult[GroupReadAck]:
+        return self.receipts.readers(msg_id, cursor, limit)
+
+    # -------------------------------------------------------------------------------- files
+
+    def put_file(self, name: str, data: bytes) -> str:
+        url = f"memory://files/{len(self._files) + 1}/{name}"
+        self._files[url] = data
+        return url
+
+    def get_file(self, url: str) -> bytes | None:
+        return self._files.get(url)

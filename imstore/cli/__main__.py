@@ -1,0 +1,7 @@
+"""``python -m imstore.cli``: the same as the ``imstore`` command."""
+
+import sys
+
+from ._parser import main
+
+sys.exit(main())

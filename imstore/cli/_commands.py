@@ -1,0 +1,150 @@
+"""The commands that read and check a store: conversations, messages, search, stats, export,
+reindex, verify, and the demo.
+
+Rules kept here: each command opens the store through `_preflight`, prints through `_output`
+(text for people, ``--json`` for scripts) and returns the exit status; failures are IMErrors
+that `main` prints as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import ErrorCode, IMError
+from ..message import Direction, MessageType, SearchScope
+from ._output import (
+    emit,
+    output_file,
+    print_json,
+    print_messages,
+    summary,
+    time_arg,
+    title_of,
+    titles,
+    when,
+)
+from ._preflight import require_store
+from ._progress import Progress
+
+__all__ = ["cmd_conversations", "cmd_demo", "cmd_export", "cmd_messages", "cmd_reindex",
+           "cmd_search", "cmd_stats", "cmd_verify"]
+
+
+def cmd_conversations(args: argparse.Namespace) -> int:
+    with require_store(args) as store:
+        convs = store.conversations()
+        counts = {c.conv_id: store.message_count(c.conv_id) for c in convs}
+    data = [{"conv_id": c.conv_id, "title": title_of(c), "chat_type": c.chat_type.name,
+             "unread": c.unread_count, "messages": counts[c.conv_id],
+             "last_activity": c.last_activity,
+             "last_message": summary(c.last_message) if c.last_message else None}
+            for c in convs]
+    lines = [f"{c.conv_id}  {title_of(c) or '-'}  {c.chat_type.name}  {counts[c.conv_id]} "
+             f"messages, {c.unread_count} unread  {when(c.last_activity, args)}  "
+             f"{summary(c.last_message) if c.last_message else ''}"[:200]
+             for c in convs] or ["(no conversations)"]
+    emit(args, data, lines)
+    return 0
+
+
+def cmd_messages(args: argparse.Namespace) -> int:
+    with require_store(args) as store:
+        conv = store.conversation(args.conv)
+        if conv is None:
+            raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
+                          f"there is no conversation {args.conv!r}; `imstore conversations` "
+                          "lists them")
+        if args.before and args.after:
+            raise IMError(ErrorCode.INVALID_PARAM, "use --before or --after, not both")
+        anchor = args.before or args.after
+        msgs = store.messages(args.conv, start_msg_id=anchor, limit=args.limit,
+                              direction=Direction.DOWN if args.after else Direction.UP)
+    if not args.json:
+        t = title_of(conv)
+        print(f"{conv.conv_id}" + (f" ({t})" if t else "") + f", {conv.chat_type.name}")
+    print_messages(args, msgs, {conv.conv_id: title_of(conv)}, conv_column=False)
+    if not args.json and len(msgs) == args.limit:
+        nxt = f"--after {msgs[-1].msg_id}" if args.after else f"--before {msgs[0].msg_id}"
+        print(f"(more: {nxt})")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    types = [MessageType[t.upper()] for t in args.type] if args.type else None
+    start = time_arg(args.since, "--since", args)
+    end = time_arg(args.until, "--until", args, end_of_day=True)
+    with require_store(args) as store:
+        msgs = store.search_messages(args.keyword, conv_id=args.conv, sender=args.sender,
+                                     types=types, start_time=start, end_time=end,
+                                     scope=SearchScope[args.scope.upper()], limit=args.limit,
+                                     start_msg_id=args.before)
+        names = titles(store, [m.conv_id for m in msgs])
+    print_messages(args, msgs, names, conv_column=True)
+    if not args.json and len(msgs) == args.limit:
+        print(f"(more: --before {msgs[0].msg_id})")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with require_store(args) as store:
+        stats: dict[str, Any] = {"owner": store.user_id, **store.stats()}
+    emit(args, stats, [f"{k:<16} {v:,}" if isinstance(v, int) else f"{k:<16} {v}"
+                        for k, v in stats.items()])
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..importers.jsonl import write_jsonl
+
+    n = 0
+    with require_store(args) as store:
+        if args.conv and store.conversation(args.conv) is None:
+            raise IMError(ErrorCode.CONVERSATION_NOT_EXIST, f"there is no conversation {args.conv!r}")
+        convs = [args.conv] if args.conv else [c.conv_id for c in store.conversations()]
+        with output_file(args.output) as out:
+            bar = Progress("exporting", sum(store.message_count(c) for c in convs))
+            try:
+                for conv in convs:
+                    page = store.messages(conv, limit=400, direction=Direction.DOWN)
+                    while page:
+                        n += write_jsonl(page, out)
+                        bar(n)
+                        page = store.messages(conv, start_msg_id=page[-1].msg_id, limit=400,
+                                              direction=Direction.DOWN)
+            finally:
+                bar.close()
+    if args.output and args.output != "-":
+        if args.json:
+            print_json({"exported": n, "file": args.output})
+        else:
+            print(f"{n} messages written to {args.output}")
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    with require_store(args) as store:
+        bar = Progress("indexing", store.stats()["messages"])
+        try:
+            n = store.rebuild_search_index(progress=bar)
+        finally:
+            bar.close()
+    emit(args, {"indexed": n}, [f"{n} messages indexed"])
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with require_store(args) as store:
+        report = store.verify()
+    lines = [f"{k:<24} {v}" for k, v in report.repaired.items()]
+    lines.append("all consistent" if report.ok else f"repaired {report.total} item(s)")
+    emit(args, {"ok": report.ok, "repaired": report.repaired}, lines)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(verbose=not args.quiet, as_json=args.json, matrix_url=args.matrix)
+
+
