@@ -142,3 +142,29 @@ def test_counts_in_a_store_in_memory_and_with_types(tmp_path: Path):
         hits = st.search_counts("plum", types=[MessageType.TEXT])
         assert sum(h.count for h in hits) == len(truth)
         assert st.search_counts("plum", types=[MessageType.IMAGE]) == []
+
+
+def test_pending_rows_are_found_through_their_kept_text_and_it_leaves_with_them(tmp_path: Path):
+    with imstore.open(tmp_path / "s", user_id="me") as st:
+        with st.pause_indexing():
+            st.import_messages([Message.text("p", f"Café {w} n{i}", sender="p", msg_id=f"m{i}",
+                                             timestamp=1000 + i)
+                                for i, w in enumerate(["臺灣", "apple", "pear", "apple"])])
+            edited = st.get_message("m1")
+            assert edited is not None
+            edited.body.text = "banana now"
+            st.update_message(edited)  # its kept text is replaced
+            st.apply_recall(["m3"], recalled_at=5000)  # no longer searchable
+            st.delete_message("m2")
+            kept = st.connection.query("SELECT count(*) FROM search_text")[0][0]
+            assert kept >= 2  # the rows' folded texts, beside their outbox entries
+            assert [m.msg_id for m in st.search_messages("cafe")] == ["m0"]  # m1 was edited
+            assert [m.msg_id for m in st.search_messages("台湾")] == ["m0"]
+            assert [m.msg_id for m in st.search_messages("banana")] == ["m1"]
+            assert st.search_messages("apple") == [] and st.search_messages("pear") == []
+            assert st.search_counts("n1") == []  # edited away
+            assert {h.conv_id: h.count for h in st.search_counts("cafe")} == {"p": 1}
+        st.flush_index()
+        assert st.connection.query("SELECT count(*) FROM search_text")[0][0] == 0
+        assert [m.msg_id for m in st.search_messages("cafe")] == ["m0"]
+        assert st.verify().ok

@@ -13,6 +13,12 @@ Rules kept here:
   ADDs (`high`): a row another process inserted lies above this process's mark too, and may be
   indexed already; entries an earlier process may have applied before it crashed are replayed
   as INDEX (`replay_until`);
+- each pending row's folded text (what scopes CONTENT and EXT see, through `text.fold`) is kept
+  beside its entry in table ``search_text``, written in the same transaction: a search scans
+  that narrow table for the rows the index does not hold yet instead of decoding their payloads
+  (exactness is still judged by `text.matches` on the stored message); the text leaves with the
+  row's last entry. Rows pending without a text (written before this table existed, or deletes)
+  are scanned from their payloads as before;
 - writes queue work when this process indexes, or, with search off here, when the store has an
   index on disk that another process (or a later open) keeps; a store never indexed queues
   nothing and gets its index built whole on the first open with search.
@@ -28,7 +34,7 @@ from typing import Any
 from ..codec import decode_body, decode_ext
 from ..errors import IMError
 from ..message import MessageType
-from ..text import content_text, ext_text, verbatim_searchable
+from ..text import content_text, ext_text, fold, verbatim_searchable
 from ._format import Doc
 
 __all__ = ["OP_ADD", "OP_DELETE", "OP_INDEX", "OP_VERBATIM", "Outbox"]
@@ -38,6 +44,24 @@ log = logging.getLogger("imstore.store")
 OP_INDEX, OP_DELETE, OP_ADD = 1, 2, 3
 OP_MASK = 7
 OP_VERBATIM = 8
+
+
+TEXT_TABLE = ("CREATE TABLE IF NOT EXISTS search_text (id INTEGER PRIMARY KEY, content TEXT NOT "
+              "NULL, ext TEXT NOT NULL)")
+
+
+def folded_texts(mtype: int, body: bytes, ext: bytes | None) -> tuple[str, str]:
+    """What scopes CONTENT and EXT see of a stored row, folded ("" when it cannot be read)."""
+    try:
+        t = MessageType(mtype)
+        content = fold(content_text(t, decode_body(t, body)))
+    except (IMError, ValueError):
+        content = ""
+    try:
+        extt = fold(ext_text(decode_ext(ext))) if ext else ""
+    except (IMError, ValueError):
+        extt = ""
+    return content, extt
 
 
 def _verbatim_row(mtype: int, body: bytes) -> bool:
@@ -57,6 +81,7 @@ class Outbox:
         self._conn = conn
         self._index_dir = index_dir
         self.indexing = indexing  # this process keeps an index (search on)
+        conn.execute(TEXT_TABLE)
         self.high = self.max_rowid()  # row ids above this were never handed to the index
         self.replay_until = 0  # entries up to this id may be applied already: replace them
 
@@ -73,6 +98,24 @@ class Outbox:
                             [(r, op | OP_VERBATIM if a else op)
                              for r, a in zip(rowids, flags, strict=True)])
         self.high = max(self.high, max(rowids))
+        self._keep_texts(rowids)
+
+    def _keep_texts(self, rowids: Sequence[int]) -> None:
+        """The folded texts of these rows, beside their entries (read back in the caller's
+        transaction: the row as stored is what a search judges)."""
+        lo, hi = min(rowids), max(rowids)
+        if hi - lo + 1 == len(rowids) == len(set(rowids)):  # new rows: one range
+            rows = self._conn.run("SELECT id, type, body, ext FROM message WHERE id BETWEEN ? "
+                                  "AND ? AND recalled_at IS NULL", (lo, hi)).fetchall()
+        else:
+            rows = []
+            for i in range(0, len(rowids), 500):
+                part = list(rowids[i:i + 500])
+                rows += self._conn.run(
+                    f"SELECT id, type, body, ext FROM message WHERE id IN "
+                    f"({','.join('?' * len(part))}) AND recalled_at IS NULL", part).fetchall()
+        self._conn.run_many("INSERT OR REPLACE INTO search_text (id, content, ext) VALUES "
+                            "(?, ?, ?)", [(rid, *folded_texts(t, b, e)) for rid, t, b, e in rows])
 
     def enqueue_deletes(self, where: str, params: Sequence[Any]) -> None:
         """Remove the documents of the message rows matching ``where`` (before they go)."""
@@ -89,14 +132,18 @@ class Outbox:
         """Queue every message as an ADD (a rebuild, inside the caller's transaction), flagged
         as writes flag them; returns how many."""
         db.execute_sql("DELETE FROM search_outbox")
+        db.execute_sql("DELETE FROM search_text")
         self.replay_until = 0
-        rows = db.execute_sql("SELECT id, type, body FROM message ORDER BY id")
+        rows = db.execute_sql("SELECT id, type, body, ext, recalled_at FROM message ORDER BY id")
         done = 0
         while part := rows.fetchmany(5000):
             db.cursor().executemany(
                 "INSERT INTO search_outbox (rowid, op) VALUES (?, ?)",
                 [(rid, OP_ADD | OP_VERBATIM if _verbatim_row(t, b) else OP_ADD)
-                 for rid, t, b in part])
+                 for rid, t, b, _e, _r in part])
+            db.cursor().executemany(
+                "INSERT INTO search_text (id, content, ext) VALUES (?, ?, ?)",
+                [(rid, *folded_texts(t, b, e)) for rid, t, b, e, r in part if r is None])
             done += len(part)
         return done
 
@@ -151,10 +198,15 @@ class Outbox:
             ops[rid] = op
         return (rows[-1][0] if rows else 0), len(rows), ops
 
-    def remove_through(self, last: int) -> None:
-        """The entries up to ``last`` are in the index: they leave the outbox."""
+    def remove_through(self, last: int, rowids: Sequence[int]) -> None:
+        """The entries up to ``last`` (of rows ``rowids``) are in the index: they leave the
+        outbox, and so do the texts of rows with no entry left."""
         with self._conn.tx():
             self._conn.run("DELETE FROM search_outbox WHERE id <= ?", (last,))
+            for i in range(0, len(rowids), 500):
+                part = list(rowids[i:i + 500])
+                self._conn.run(f"DELETE FROM search_text WHERE id IN ({','.join('?' * len(part))})"
+                               " AND id NOT IN (SELECT rowid FROM search_outbox)", part)
 
     def docs(self, last: int, ops: dict[int, int]) -> list[Doc]:
         """The documents of the batch ending at entry ``last``: its rows that are neither

@@ -179,7 +179,7 @@ class Worker:
             new = [d for d in docs if ops[d.rowid] == OP_ADD]
             upserts = [d for d in docs if ops[d.rowid] == OP_INDEX]
             self.writer.apply(upserts, deletes, new=new, merge=merge)
-            self._outbox.remove_through(last)
+            self._outbox.remove_through(last, list(ops))
         done, spent = self.rate
         if done > 200_000:  # keep the speed recent
             done, spent = done // 2, spent / 2

@@ -48,6 +48,8 @@ SCOPE_FIELDS = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
 SCOPE_COLUMNS = {SearchScope.CONTENT: ("body",), SearchScope.EXT: ("ext",),
             SearchScope.ALL: ("body", "ext")}
 _SORT = MESSAGE_COLUMNS.index("sort_time")
+_TEXT_COLUMNS = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
+                 SearchScope.ALL: ("content", "ext")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,8 +303,10 @@ class Searcher:
                 general.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
                 params += [needle.encode("utf-8")] * len(cols)
         if pending_only:
-            # Rows flagged verbatim in the outbox hold every plain ASCII word they match as it
-            # is, up to ASCII case (`text.ascii_verbatim`): SQLite checks that, without Python.
+            # Rows whose folded text is kept beside their entry are scanned there (`_kept`);
+            # here only the others. Rows flagged verbatim hold every plain ASCII word they match
+            # as it is, up to ASCII case (`text.ascii_verbatim`): SQLite checks that.
+            where.append("id NOT IN (SELECT id FROM search_text)")
             if q.scope == SearchScope.CONTENT and all(ascii_word(w) for w in q.words):
                 verbatim = " AND ".join(["instr(lower(body), ?) > 0"] * len(q.words))
                 params += list(q.words)
@@ -327,7 +331,30 @@ class Searcher:
                     if len(hits) == q.limit:
                         break
             found, _ = self._verified(hits, q)
+        if pending_only:
+            found += self._kept(q)
         return found
+
+    def _kept(self, q: Query) -> list[tuple[tuple[int, int], Message]]:
+        """Matches among the pending rows whose folded text is kept (`Outbox`): each word must
+        stand in that text (SQL ``instr``, no payload decoded), then `text.matches` judges the
+        stored message, a window at a time until ``limit`` are found."""
+        cols = _TEXT_COLUMNS[q.scope]
+        cond = " AND ".join("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")"
+                            for _ in q.words)
+        where, params = q.row_filters(people_and_types=True)
+        order = "DESC" if q.newest_first else "ASC"
+        ids = [r[0] for r in self._conn.query(
+            f"SELECT id FROM message WHERE id IN (SELECT id FROM search_text WHERE {cond}) AND "
+            f"{' AND '.join(where)} ORDER BY sort_time {order}, id {order}",
+            (*[w for w in q.words for _ in cols], *params))]
+        hits: list[tuple[tuple[int, int], Message]] = []
+        window = q.limit * 2 + 10
+        for i in range(0, len(ids), window):
+            hits += self._verified(ids[i:i + window], q)[0]
+            if len(hits) >= q.limit:
+                break
+        return hits
 
     def _scan(self, q: Query, limit: int, skip: int) -> tuple[list[int], bool]:
         """Candidates for words the index cannot hold (emoji, symbols): rows whose stored
