@@ -20,7 +20,7 @@ from whoosh.codec.whoosh3 import W3LeafMatcher
 
 from ..text import TOKEN_RE
 
-__all__ = ["column", "doc_set", "part_df", "word_query"]
+__all__ = ["column", "doc_set", "estimate", "filtered", "part_df", "word_query"]
 
 
 def column(reader: Any, fieldname: str) -> array[int]:
@@ -104,4 +104,37 @@ def _prefix_docs(reader: Any, fieldname: str, prefix: str) -> set[int]:
             m._read_ids()
             out.update(m._ids)
             m._next_block()
+    return out
+
+
+def estimate(reader: Any, alts: list[wq.Query]) -> int:
+    """About how many documents of a segment match one of ``alts``: a term's document
+    frequency, a phrase's rarest pair; a prefix counts as every document (its terms are many)."""
+    total = 0
+    for q in alts:
+        if isinstance(q, wq.Term):
+            total += reader.doc_frequency(q.fieldname, q.text)
+        elif isinstance(q, wq.Phrase):
+            total += min(reader.doc_frequency(q.fieldname, w) for w in q.words)
+        else:
+            total += reader.doc_count_all()
+    return total
+
+
+def filtered(searcher: Any, alts: list[wq.Query], docs: set[int]) -> set[int]:
+    """The documents of ``docs`` that match one of ``alts``, found by skipping each matcher to
+    them in order (for a part far more common than ``docs``)."""
+    out: set[int] = set()
+    ordered = sorted(docs)
+    for q in alts:
+        m = q.matcher(searcher)
+        for d in ordered:
+            if not m.is_active():
+                break
+            if m.id() < d:
+                m.skip_to(d)
+                if not m.is_active():
+                    break
+            if m.id() == d:
+                out.add(d)
     return out

@@ -44,7 +44,7 @@ from ..text import TOKEN_RE
 from ._format import Doc, ImCodec, key_of, schema, write_segment
 from ._helper import INDEXNAME as _INDEXNAME
 from ._helper import Helper
-from ._hits import column, doc_set, part_df, word_query
+from ._hits import column, doc_set, estimate, filtered, part_df, word_query
 from ._merge import MERGE_FACTOR, merge_tiered, no_merge
 
 __all__ = ["SearchIndex", "SearchIndexError"]
@@ -606,20 +606,27 @@ class SearchIndex:
     def _collect(self, per_word: list[list[wq.Query]], start: int | None,
                  end: int | None) -> list[tuple[int, int]]:
         """(sort time, row id) of every live document matching, for each word, one of its
-        queries, in the time range. Per segment, each word's documents are a set: a prefix
-        (a lone CJK character, the start of a word) is the union of its terms' posting lists
-        read directly, never whoosh's union matcher; the sets are intersected rarest first."""
+        queries, in the time range. Per segment, the words are taken rarest first (by document
+        frequency; a prefix counts as common): the first one's documents are a set (a prefix's
+        read straight from its terms' posting lists, never whoosh's union matcher); a later
+        one is intersected as a set too, unless it is far more common than what is left (the
+        conversation's term, say): then its matcher only skips to those documents."""
         lo = -(1 << 63) if start is None else start
         hi = (1 << 63) - 1 if end is None else end
         out: list[tuple[int, int]] = []
         for sub, _ in self._searcher.leaf_searchers():
             reader = sub.reader()
             found: set[int] | None = None
-            for alts in sorted(per_word, key=lambda a: isinstance(a[0], wq.Prefix)):
-                docs = set()
-                for q in alts:
-                    docs |= doc_set(sub, reader, q)
-                found = docs if found is None else found & docs
+            ranked = sorted((estimate(reader, alts), i) for i, alts in enumerate(per_word))
+            for cost, i in ranked:
+                alts = per_word[i]
+                if found is not None and cost > 8 * len(found):
+                    found = filtered(sub, alts, found)
+                else:
+                    docs: set[int] = set()
+                    for q in alts:
+                        docs |= doc_set(sub, reader, q)
+                    found = docs if found is None else found & docs
                 if not found:
                     break
             if not found:
