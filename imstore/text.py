@@ -61,15 +61,27 @@ _NFKD_TARGETS = frozenset(
     "雨靑非面革韋韭音頁項風飛食首香馬骨高髟鬥鬯鬲鬼魚鳥鹵鹿麥麻黃黍黑黹黽鼎鼓鼠鼻齊齒"
     "龍龜龟龠"
 )
-_FOLD_TARGETS = _NFKD_TARGETS | frozenset(SIMPLIFIED)
+_FOLD_TARGETS = frozenset(_TO_SIMPLIFIED.get(c, c) for c in _NFKD_TARGETS) | frozenset(SIMPLIFIED)
 _NEEDLE = re.compile(f"[{_CJK}{SYMBOLS}]")
 
 
-def _fold_char(ch: str) -> str:
+def _fold_once(ch: str) -> str:
     if _CJK_CHAR.match(ch):
         return _TO_SIMPLIFIED.get(ch, ch)
     decomposed = unicodedata.normalize("NFKD", ch)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def _fold_char(ch: str) -> str:
+    """One character folded until folding changes nothing more (a Kangxi radical becomes a
+    traditional character, then a simplified one): `fold` is idempotent, so folded text can be
+    kept and folded again (the index does) with the same result."""
+    out = _fold_once(ch)
+    while True:
+        again = "".join(_fold_once(c) for c in out)
+        if again == out:
+            return out
+        out = again
 
 
 class _FoldTable(dict[int, "str | int"]):

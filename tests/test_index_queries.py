@@ -168,3 +168,19 @@ def test_pending_rows_are_found_through_their_kept_text_and_it_leaves_with_them(
         assert st.connection.query("SELECT count(*) FROM search_text")[0][0] == 0
         assert [m.msg_id for m in st.search_messages("cafe")] == ["m0"]
         assert st.verify().ok
+
+
+def test_rows_queued_without_a_kept_text_get_one_at_open(tmp_path: Path):
+    path = tmp_path / "s"
+    app = imstore.open(path, user_id="me")  # the indexer, held back
+    try:
+        with app.pause_indexing():
+            app.insert_message(Message.text("p", "Gruß aus 臺灣", sender="p", msg_id="old"))
+            app.connection.execute("DELETE FROM search_text")  # as an older imstore queued it
+            with imstore.open(path, user_id="me") as other:  # its open keeps the text
+                assert other.connection.query("SELECT count(*) FROM search_text")[0][0] == 1
+                assert [m.msg_id for m in other.search_messages("gruss 台湾")] == ["old"]
+        app.flush_index()
+        assert [m.msg_id for m in app.search_messages("gruss")] == ["old"]
+    finally:
+        app.close()

@@ -1082,6 +1082,12 @@ def test_traditional_and_simplified_find_each_other(tmp_path: Path, stored: str,
             assert [m.msg_id for m in st.search_messages(keyword)] == ["m"]
 
 
+def test_fold_is_idempotent_for_every_character():
+    bad = [hex(i) for i in range(0x110000)
+           if not 0xD800 <= i < 0xE000 and fold(fold(chr(i))) != fold(chr(i))]
+    assert bad == []
+
+
 def test_the_fold_table_is_opencc_s_and_idempotent():
     from imstore._hanzi import SIMPLIFIED, TRADITIONAL
 

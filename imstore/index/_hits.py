@@ -109,13 +109,22 @@ def _prefix_docs(reader: Any, fieldname: str, prefix: str) -> set[int]:
 
 def estimate(reader: Any, alts: list[wq.Query]) -> int:
     """About how many documents of a segment match one of ``alts``: a term's document
-    frequency, a phrase's rarest pair; a prefix counts as every document (its terms are many)."""
+    frequency, a phrase's rarest pair, a prefix's terms' (summed over its first 40 terms; one
+    with more counts as every document)."""
     total = 0
     for q in alts:
         if isinstance(q, wq.Term):
             total += reader.doc_frequency(q.fieldname, q.text)
         elif isinstance(q, wq.Phrase):
             total += min(reader.doc_frequency(q.fieldname, w) for w in q.words)
+        elif isinstance(q, wq.Prefix):
+            found = 0
+            for i, term in enumerate(reader.expand_prefix(q.fieldname, q.text)):
+                if i >= 40:
+                    found = reader.doc_count_all()
+                    break
+                found += reader.doc_frequency(q.fieldname, term)
+            total += found
         else:
             total += reader.doc_count_all()
     return total

@@ -25,7 +25,7 @@ from ..message import Message
 from ..text import indexable, keyword_words, matches, needles
 from ._connection import Connection, chunks, marks
 from ._indexer import SearchWriter
-from ._query import SCOPE_COLUMNS, SCOPE_FIELDS, Query, raw_texts
+from ._query import SCOPE_COLUMNS, SCOPE_FIELDS, TEXT_COLUMNS, Query, raw_texts
 from ._rows import SELECT_COLUMNS, row_to_message
 
 __all__ = ["MAX_KEYWORDS", "ConversationHits", "Counter", "keyword_groups"]
@@ -88,7 +88,7 @@ class Counter:
         index = self._indexer.reader
         if index is None or not index.available or not all(indexable(w) for w in q.words):
             return self._scanned(q)
-        pending = self._scanned(q, pending_only=True) if self._indexer.has_pending() else set()
+        pending = self._pending(q) if self._indexer.has_pending() else set()
         try:
             with self._conn.guard():
                 hits = index.hits(q.words, SCOPE_FIELDS[q.scope], conv_id=q.conv_id,
@@ -97,7 +97,17 @@ class Counter:
             return self._scanned(q)  # a damaged index: the search that meets it reports it
         return pending | set(hits)
 
-    def _scanned(self, q: Query, *, pending_only: bool = False) -> set[tuple[int, int]]:
+    def _pending(self, q: Query) -> set[tuple[int, int]]:
+        """Rows not in the index yet whose kept folded text holds every word."""
+        cols = TEXT_COLUMNS[q.scope]
+        cond = " AND ".join("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")"
+                            for _ in q.words)
+        where, params = q.row_filters(people_and_types=True)
+        return set(self._conn.query(
+            f"SELECT sort_time, id FROM message WHERE id IN (SELECT id FROM search_text WHERE "
+            f"{cond}) AND {' AND '.join(where)}", (*[w for w in q.words for _ in cols], *params)))
+
+    def _scanned(self, q: Query) -> set[tuple[int, int]]:
         """Rows that may match, read from SQLite: those holding each word's `text.needles`
         (symbols: their bytes) in their payloads, every row when a word has none."""
         where, params = q.row_filters(people_and_types=True)
@@ -106,8 +116,6 @@ class Counter:
             for needle in (needles(w) if indexable(w) else [w]):
                 where.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
                 params += [needle.encode("utf-8")] * len(cols)
-        if pending_only:
-            where.append("id IN (SELECT rowid FROM search_outbox)")
         return set(self._conn.query(f"SELECT sort_time, id FROM message WHERE "
                                     f"{' AND '.join(where)}", params))
 

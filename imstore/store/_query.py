@@ -2,7 +2,8 @@
 
 Rules kept here:
 - a search never waits for the indexer: rows whose index work is still pending (in the outbox,
-  for this process's indexer thread or another process's) are scanned in SQLite and added, so
+  for this process's indexer thread or another process's) are scanned in SQLite (their kept
+  folded text, table ``search_text``) and added, so
   results are exact and read-your-writes in every process (a store in memory, which has no
   thread, applies the outbox first); then it asks the index for
   candidates in time order and keeps only those whose stored text really contains every word
@@ -24,11 +25,10 @@ from typing import Any
 
 import msgpack
 
-from ..index import OP_VERBATIM, SearchIndexError
+from ..index import SearchIndexError
 from ..kinds import searchable_text
 from ..message import Message, MessageType, SearchScope
 from ..text import (
-    ascii_word,
     content_text,
     ext_text,
     indexable,
@@ -39,7 +39,7 @@ from ._connection import Connection, chunks, marks
 from ._indexer import SearchWriter
 from ._rows import MESSAGE_COLUMNS, SELECT_COLUMNS, row_to_message
 
-__all__ = ["SCOPE_COLUMNS", "SCOPE_FIELDS", "Query", "Searcher", "raw_texts"]
+__all__ = ["SCOPE_COLUMNS", "SCOPE_FIELDS", "TEXT_COLUMNS", "Query", "Searcher", "raw_texts"]
 
 _MTYPE = {int(t): t for t in MessageType}
 _DENSE_ROWS = 4000  # a search reads rows in time order when it expects hits within this many
@@ -48,7 +48,7 @@ SCOPE_FIELDS = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
 SCOPE_COLUMNS = {SearchScope.CONTENT: ("body",), SearchScope.EXT: ("ext",),
             SearchScope.ALL: ("body", "ext")}
 _SORT = MESSAGE_COLUMNS.index("sort_time")
-_TEXT_COLUMNS = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
+TEXT_COLUMNS = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
                  SearchScope.ALL: ("content", "ext")}
 
 
@@ -193,8 +193,7 @@ class Searcher:
                 return self._read_all(q)
             # Rows not indexed yet are scanned first, then the index is read: a row that
             # leaves the outbox in between was committed to the index before, so it is found.
-            pending = self._read_hits(q, pending_only=True) if self._indexer.has_pending() \
-                else []
+            pending = self._kept(q) if self._indexer.has_pending() else []
             scan = not all(indexable(w) for w in q.words)  # emoji, symbols: not in the index
             # Rows are read in time order only for one common word: words common alone may seldom
             # meet (an English and a Chinese one), and the index's hits, collected once, are
@@ -291,34 +290,14 @@ class Searcher:
         `text.needles`, when it has some), judged by `text.matches` on their payloads."""
         return [m for _, m in sorted(self._read_hits(q), key=lambda h: h[0])]
 
-    def _read_hits(self, q: Query, *, pending_only: bool = False
-                   ) -> list[tuple[tuple[int, int], Message]]:
-        """`_read_all`'s matches with their (sort_time, id) keys. ``pending_only``: only the
-        rows whose index work is still in the outbox (not in the index yet)."""
+    def _read_hits(self, q: Query) -> list[tuple[tuple[int, int], Message]]:
+        """`_read_all`'s matches with their (sort_time, id) keys."""
         where, params = q.row_filters()
         cols = SCOPE_COLUMNS[q.scope]
-        general: list[str] = []
         for w in q.words:
             for needle in needles(w):
-                general.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
+                where.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
                 params += [needle.encode("utf-8")] * len(cols)
-        if pending_only:
-            # Rows whose folded text is kept beside their entry are scanned there (`_kept`);
-            # here only the others. Rows flagged verbatim hold every plain ASCII word they match
-            # as it is, up to ASCII case (`text.ascii_verbatim`): SQLite checks that.
-            where.append("id NOT IN (SELECT id FROM search_text)")
-            if q.scope == SearchScope.CONTENT and all(ascii_word(w) for w in q.words):
-                verbatim = " AND ".join(["instr(lower(body), ?) > 0"] * len(q.words))
-                params += list(q.words)
-                where.append(
-                    f"(id IN (SELECT rowid FROM search_outbox WHERE op < {OP_VERBATIM})"
-                    f"{''.join(' AND ' + g for g in general)} OR "
-                    f"id IN (SELECT rowid FROM search_outbox WHERE op >= {OP_VERBATIM}) "
-                    f"AND {verbatim})")
-            else:
-                where += ["id IN (SELECT rowid FROM search_outbox)", *general]
-        elif general:
-            where += general
         q.add_people_and_types(where, params)
         order = "DESC" if q.newest_first else "ASC"
         hits: list[int] = []
@@ -331,15 +310,13 @@ class Searcher:
                     if len(hits) == q.limit:
                         break
             found, _ = self._verified(hits, q)
-        if pending_only:
-            found += self._kept(q)
         return found
 
     def _kept(self, q: Query) -> list[tuple[tuple[int, int], Message]]:
-        """Matches among the pending rows whose folded text is kept (`Outbox`): each word must
-        stand in that text (SQL ``instr``, no payload decoded), then `text.matches` judges the
-        stored message, a window at a time until ``limit`` are found."""
-        cols = _TEXT_COLUMNS[q.scope]
+        """Matches among the rows not in the index yet: every searchable pending row keeps its
+        folded text (`Outbox`), where each word must stand (SQL ``instr``, no payload decoded);
+        then `text.matches` judges the stored message, a window at a time until ``limit``."""
+        cols = TEXT_COLUMNS[q.scope]
         cond = " AND ".join("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")"
                             for _ in q.words)
         where, params = q.row_filters(people_and_types=True)
