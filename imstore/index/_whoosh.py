@@ -609,8 +609,9 @@ class SearchIndex:
         queries, in the time range. Per segment, the words are taken rarest first (by document
         frequency; a prefix counts as common): the first one's documents are a set (a prefix's
         read straight from its terms' posting lists, never whoosh's union matcher); a later
-        one is intersected as a set too, unless it is far more common than what is left (the
-        conversation's term, say): then its matcher only skips to those documents."""
+        one is intersected as a set too, unless it is a term or phrase far more common than
+        what is left (the conversation's term, say): then its matcher only skips to those
+        documents (never a prefix's: whoosh walks its union of terms in Python)."""
         lo = -(1 << 63) if start is None else start
         hi = (1 << 63) - 1 if end is None else end
         out: list[tuple[int, int]] = []
@@ -620,8 +621,9 @@ class SearchIndex:
             ranked = sorted((estimate(reader, alts), i) for i, alts in enumerate(per_word))
             for cost, i in ranked:
                 alts = per_word[i]
-                if found is not None and cost > 8 * len(found):
-                    found = filtered(sub, alts, found)
+                if found is not None and cost > 8 * len(found) and \
+                        not any(isinstance(q, wq.Prefix) for q in alts):
+                    found = filtered(sub, alts, found)  # a prefix's matcher is a slow union
                 else:
                     docs: set[int] = set()
                     for q in alts:
