@@ -4,7 +4,10 @@ Rules kept here:
 - this is the one place that checks sizes: the payload limit (msgpack-encoded body plus ``ext``)
   and the attachment file limit;
 - an encoded body starts with a version byte; fields this version does not know are kept in the
-  body's ``extra`` and written back unchanged;
+  body's ``extra`` and written back unchanged; fields added later (`_OMIT_WHEN_EMPTY`) are left
+  out while empty, so a body that does not use them encodes as it did before they existed;
+- ``local_ext`` (this device's data on a message) has its own limit and is never part of the
+  payload;
 - a blob that cannot be decoded is an `IMError(MESSAGE_INVALID)`, never a crash.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -24,11 +27,13 @@ from .lifecycle import INT64_MIN, MAX_TIME
 from .message import (
     Body,
     ChatType,
+    Direction,
     DownloadStatus,
     FileBody,
     Message,
     MessageStatus,
     MessageType,
+    TextBody,
     ThumbnailedBody,
     UndecodableBody,
 )
@@ -43,14 +48,20 @@ __all__ = [
     "body_from_dict",
     "body_to_dict",
     "check_body_fields",
+    "check_direction",
+    "check_enum",
     "check_ext",
     "check_id",
+    "check_ids",
+    "check_path",
     "check_text",
     "check_time",
+    "check_types",
     "decode_body",
     "decode_ext",
     "encode_body",
     "encode_ext",
+    "encode_local_ext",
     "invalid",
     "validate_message",
 ]
@@ -77,18 +88,35 @@ class Limits:
         max_payload_bytes: msgpack-encoded body plus ``ext``.
         max_file_bytes: an attachment's file.
         max_thumbnail_bytes: the thumbnail an image or a video is sent with.
+        max_local_ext_bytes: a message's msgpack-encoded ``local_ext`` (kept on this device,
+            never sent).
     """
 
     max_payload_bytes: int = 3 * 1024
     max_file_bytes: int = 10 * 1024 * 1024
     max_thumbnail_bytes: int = 1024 * 1024
+    max_local_ext_bytes: int = 64 * 1024
+
+
+# Body fields added after the first format: written only when not empty (old readers never see
+# them; old payloads decode with their defaults).
+_OMIT_WHEN_EMPTY = frozenset({"formatted", "caption"})
 
 
 def body_to_dict(body: Body) -> dict[str, Any]:
-    """The body as plain msgpack-able data, unknown fields included."""
+    """The body as plain msgpack-able data, unknown fields included. An `UndecodableBody` has
+    no such form: `IMError(MESSAGE_INVALID)` (its ``raw`` bytes are what there is)."""
+    names = _FIELDS.get(type(body))
+    if names is None:
+        raise IMError(ErrorCode.MESSAGE_INVALID,
+                      f"a {type(body).__name__} has no plain form"
+                      + ("; its stored bytes are in .raw" if isinstance(body, UndecodableBody)
+                         else ""))
     out: dict[str, Any] = dict(body.extra)
-    for name, is_status in _FIELDS[type(body)]:
+    for name, is_status in names:
         value = getattr(body, name)
+        if name in _OMIT_WHEN_EMPTY and not value:
+            continue
         out[name] = int(value) if is_status else value
     return out
 
@@ -144,6 +172,20 @@ def encode_ext(ext: dict[str, Any]) -> bytes:
     return _pack(ext) if ext else b""
 
 
+def encode_local_ext(value: Any, limits: Limits) -> bytes | None:
+    """A message's ``local_ext`` checked and encoded (None when empty); MESSAGE_SIZE_LIMIT past
+    `Limits.max_local_ext_bytes`."""
+    if not value and type(value) is dict:
+        return None
+    check_ext(value, "local_ext")
+    blob = _pack(value)
+    if len(blob) > limits.max_local_ext_bytes:
+        raise IMError(ErrorCode.MESSAGE_SIZE_LIMIT,
+                      f"local_ext is {len(blob)} bytes; its limit is {limits.max_local_ext_bytes} "
+                      "bytes (msgpack-encoded); keep larger data in a file of your own")
+    return blob
+
+
 def _unpack(blob: bytes | memoryview, what: str) -> Any:
     try:
         return msgpack.unpackb(blob, raw=False, strict_map_key=False)
@@ -155,6 +197,10 @@ def _unpack(blob: bytes | memoryview, what: str) -> Any:
 
 def decode_body(mtype: MessageType, blob: bytes) -> Body:
     """Decode a stored body. Raises `IMError(MESSAGE_INVALID)` on a corrupt blob."""
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise IMError(ErrorCode.MESSAGE_INVALID,
+                      f"the stored body is a {_SQL_TYPES.get(type(blob), type(blob).__name__)} "
+                      "value, not a BLOB; delete the message or restore the database from a backup")
     if not blob:
         raise IMError(ErrorCode.MESSAGE_INVALID, "the stored body is empty; delete the message")
     data = _unpack(memoryview(blob)[1:], "body")
@@ -167,12 +213,19 @@ def decode_body(mtype: MessageType, blob: bytes) -> Body:
                       f"the stored body does not fit a {mtype.name} message ({exc})") from exc
 
 
-def decode_ext(blob: bytes | None) -> dict[str, Any]:
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+
+
+def decode_ext(blob: bytes | None, what: str = "ext") -> dict[str, Any]:
     if not blob:
         return {}
-    data = _unpack(blob, "ext")
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise IMError(ErrorCode.MESSAGE_INVALID,
+                      f"the stored {what} is a {_SQL_TYPES.get(type(blob), type(blob).__name__)} "
+                      "value, not a BLOB")
+    data = _unpack(blob, what)
     if not isinstance(data, dict):
-        raise IMError(ErrorCode.MESSAGE_INVALID, "the stored ext is not a map; delete the message")
+        raise IMError(ErrorCode.MESSAGE_INVALID, f"the stored {what} is not a map")
     return data
 
 
@@ -212,6 +265,47 @@ def check_id(value: Any, field: str) -> str:
     if type(value) is not str or not 0 < len(value) <= MAX_ID_CHARS or not _encodable(value):
         raise invalid(field, f"a non-empty str of at most {MAX_ID_CHARS} characters", value)
     return value
+
+
+def check_ids(values: Any, field: str) -> list[str]:
+    """A list (or other iterable, not a str nor a mapping) of ids."""
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+        raise invalid(field, "a list of ids", values)
+    return [check_id(v, f"{field}[{i}]") for i, v in enumerate(values)]
+
+
+def check_direction(direction: Any, field: str = "direction") -> Direction:
+    """A reading direction: `Direction.UP` or `Direction.DOWN`."""
+    if isinstance(direction, bool) or direction not in (Direction.UP, Direction.DOWN):
+        raise invalid(field, "Direction.UP or Direction.DOWN", direction)
+    return Direction(direction)
+
+
+def check_types(types: Any, field: str = "types") -> list[int] | None:
+    """A filter of message types (a `MessageType` or an iterable of them) as sorted ints;
+    None stays None (no filter)."""
+    if types is None:
+        return None
+    if isinstance(types, int):
+        seq: list[Any] = [types]
+    elif isinstance(types, str | bytes) or not isinstance(types, Iterable):
+        raise invalid(field, "a MessageType or a list of them", types)
+    else:
+        seq = list(types)
+    return sorted({int(check_enum(MessageType, t, field)) for t in seq})
+
+
+def check_path(path: Any, what: str, field: str = "path") -> str:
+    """A file-system path as a str the file system and SQLite take: a str or os.PathLike,
+    non-empty, without NUL, of valid Unicode (no lone surrogate)."""
+    if not isinstance(path, str | os.PathLike):
+        raise invalid(field, what, path)
+    p = os.fspath(path)
+    if not isinstance(p, str) or not p or "\x00" in p:
+        raise invalid(field, what + " (a non-empty str without NUL)", path)
+    if not _encodable(p):  # a lone surrogate (SQLite takes UTF-8 paths)
+        raise invalid(field, what + " of valid Unicode", path)
+    return p
 
 
 def check_time(value: Any, field: str, *, lo: int = 0, hi: int = MAX_TIME) -> int:
@@ -388,14 +482,17 @@ def _check_thumbnail(path: str, limits: Limits, need_file: bool) -> None:
                       f"{limits.max_thumbnail_bytes} bytes (Limits.max_thumbnail_bytes)")
 
 
-_ENUM_VALUES: dict[type, frozenset[Any]] = {e: frozenset(e) for e in (MessageType, ChatType,
-                                                                        MessageStatus)}
+_ENUM_VALUES: dict[type, frozenset[Any]] = {}
 
 
-def _check_enum(enum: type[Any], value: Any, field: str) -> Any:
+def check_enum(enum: type[Any], value: Any, field: str) -> Any:
+    """A member of ``enum`` (an int enum): the member, or its int value (not a bool)."""
     if type(value) is enum:
         return value
-    if isinstance(value, bool) or not isinstance(value, int) or value not in _ENUM_VALUES[enum]:
+    values = _ENUM_VALUES.get(enum)
+    if values is None:
+        values = _ENUM_VALUES[enum] = frozenset(m.value for m in enum)
+    if isinstance(value, bool) or not isinstance(value, int) or value not in values:
         raise invalid(field, f"a {enum.__name__}", value)
     return enum(value)
 
@@ -405,11 +502,11 @@ def _check_fields(msg: Message) -> MessageType:
     the fast path of the check it falls back to, which raises naming the field."""
     mtype = msg.type
     if type(mtype) is not MessageType:
-        mtype = _check_enum(MessageType, mtype, "type")
+        mtype = check_enum(MessageType, mtype, "type")
     if type(msg.chat_type) is not ChatType:
-        _check_enum(ChatType, msg.chat_type, "chat_type")
+        check_enum(ChatType, msg.chat_type, "chat_type")
     if type(msg.status) is not MessageStatus:
-        _check_enum(MessageStatus, msg.status, "status")
+        check_enum(MessageStatus, msg.status, "status")
     msg_id, to, sender = msg.msg_id, msg.to, msg.sender
     if not (type(msg_id) is type(to) is str and 0 < len(msg_id) <= MAX_ID_CHARS
             and 0 < len(to) <= MAX_ID_CHARS and msg_id.isascii() and to.isascii()):
@@ -422,6 +519,10 @@ def _check_fields(msg: Message) -> MessageType:
         check_id(sender, "sender")
     if msg.local_id is not None:
         check_id(msg.local_id, "local_id")
+    if msg.reply_to is not None:
+        check_id(msg.reply_to, "reply_to")
+    if msg.thread_id is not None:
+        check_id(msg.thread_id, "thread_id")
     local_time, server_time = msg.local_time, msg.server_time
     if not (type(local_time) is int and 0 <= local_time <= MAX_TIME):
         check_time(local_time, "local_time")
@@ -448,6 +549,11 @@ def _check_fields(msg: Message) -> MessageType:
     return mtype
 
 
+def _str_header(n: int) -> int:
+    """The bytes msgpack puts before a str of ``n`` bytes."""
+    return 1 if n < 32 else 2 if n < 256 else 3 if n < 65536 else 5
+
+
 def validate_message(msg: Message, limits: Limits, *, need_file: bool = False) -> tuple[bytes, bytes]:
     """Check a message against the type rules and the limits; return (encoded body, encoded ext).
 
@@ -472,9 +578,19 @@ def validate_message(msg: Message, limits: Limits, *, need_file: bool = False) -
             _check_thumbnail(msg.body.thumbnail_path, limits, need_file)
     body = encode_body(msg.body)
     ext = encode_ext(msg.ext)
+    if msg.local_ext or type(msg.local_ext) is not dict:
+        encode_local_ext(msg.local_ext, limits)
     size = len(body) - 1 + len(ext)
     if size > limits.max_payload_bytes:
+        room = ""
+        if isinstance(msg.body, TextBody):  # what the framing leaves for the text itself
+            n = len(msg.body.text.encode("utf-8"))
+            framing = size - n - _str_header(n)
+            fit = limits.max_payload_bytes - framing
+            fit -= _str_header(max(fit - 3, 0))
+            room = f"; with this ext, the text may have up to {max(fit, 0)} bytes of UTF-8"
         raise IMError(ErrorCode.MESSAGE_SIZE_LIMIT,
                       f"the message payload is {size} bytes; the limit is "
-                      f"{limits.max_payload_bytes} bytes (body plus ext, msgpack-encoded)")
+                      f"{limits.max_payload_bytes} bytes (body plus ext, msgpack-encoded: field "
+                      f"names and framing count too){room}")
     return body, ext

@@ -88,13 +88,14 @@ class Kind:
 KINDS: dict[MessageType, Kind] = {
     MessageType.TEXT: Kind(TextBody, ("text",), editable=True, blank=lambda: TextBody(""),
                            content=_needs_text),
-    MessageType.IMAGE: Kind(ImageBody, ("display_name",), attachment=True, thumbnail=True,
-                            auto_download=AutoDownload.THUMBNAIL, blank=ImageBody),
-    MessageType.VOICE: Kind(VoiceBody, ("display_name",), attachment=True,
+    MessageType.IMAGE: Kind(ImageBody, ("display_name", "caption"), attachment=True,
+                            thumbnail=True, auto_download=AutoDownload.THUMBNAIL, blank=ImageBody),
+    MessageType.VOICE: Kind(VoiceBody, ("display_name", "caption"), attachment=True,
                             auto_download=AutoDownload.FILE, blank=VoiceBody),
-    MessageType.VIDEO: Kind(VideoBody, ("display_name",), attachment=True, thumbnail=True,
-                            auto_download=AutoDownload.THUMBNAIL, blank=VideoBody),
-    MessageType.FILE: Kind(FileBody, ("display_name",), attachment=True, blank=FileBody),
+    MessageType.VIDEO: Kind(VideoBody, ("display_name", "caption"), attachment=True,
+                            thumbnail=True, auto_download=AutoDownload.THUMBNAIL, blank=VideoBody),
+    MessageType.FILE: Kind(FileBody, ("display_name", "caption"), attachment=True,
+                           blank=FileBody),
     MessageType.LOCATION: Kind(LocationBody, ("address", "building_name"),
                                blank=lambda: LocationBody(0.0, 0.0), content=_on_earth),
     MessageType.CMD: Kind(CmdBody, (), stored=False, blank=lambda: CmdBody(""),
@@ -135,8 +136,10 @@ def searchable_text(mtype: MessageType, fields: dict[str, Any] | Any) -> str:
     if kind is None:
         return ""
     if isinstance(fields, dict):
-        return "\n".join(str(fields.get(k, "")) for k in kind.searchable)
-    if not isinstance(fields, kind.body):
+        values = [fields.get(k, "") for k in kind.searchable]
+    elif isinstance(fields, kind.body):
+        values = [getattr(fields, k) for k in kind.searchable]
+    else:
         return ""
-    return "\n".join(str(getattr(fields, k)) for k in kind.searchable)
+    return "\n".join(str(v) for v in values if v != "")  # fields added later are often empty
 

@@ -19,14 +19,16 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any, Generic, TypeVar
 
 __all__ = [
+    "REACTION_SENDERS",
     "Body",
     "ChatType",
     "CmdBody",
     "Conversation",
+    "ConversationMark",
     "CursorResult",
     "CustomBody",
     "Direction",
@@ -40,8 +42,10 @@ __all__ = [
     "Message",
     "MessageStatus",
     "MessageType",
+    "Reaction",
     "SearchScope",
     "TextBody",
+    "ThreadSummary",
     "ThumbnailedBody",
     "UndecodableBody",
     "VideoBody",
@@ -101,6 +105,13 @@ class SearchScope(IntEnum):
     ALL = 3
 
 
+class ConversationMark(StrEnum):
+    """The marks imstore itself gives meaning to. A conversation's ``marks`` is a set of str:
+    these, plus any custom mark an app chooses (a non-empty str)."""
+
+    UNREAD = "unread"  # a badge with no unread message; reading the conversation clears it
+
+
 _counter = itertools.count()
 
 
@@ -122,14 +133,19 @@ def new_msg_id() -> str:
 
 @dataclass(slots=True)
 class TextBody:
+    """Plain text (what search sees) and, when the sender formatted it, its HTML form (Matrix's
+    ``org.matrix.custom.html``) in ``formatted``."""
+
     text: str
+    formatted: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class FileBody:
     """An attachment. ``local_path`` is where the file is (sender) or will be (receiver) on this
-    device; ``remote_url`` where the server keeps it once uploaded."""
+    device; ``remote_url`` where the server keeps it once uploaded; ``caption`` the text sent
+    with it (searched like the file name)."""
 
     local_path: str = ""
     display_name: str = ""
@@ -137,6 +153,7 @@ class FileBody:
     secret: str = ""
     size: int = 0
     download_status: DownloadStatus = DownloadStatus.PENDING
+    caption: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -228,6 +245,11 @@ class Message:
     ``local_id`` is the id the sender's device gave the message before the server renamed it;
     ``edited_at`` and ``recalled_at`` are the server times (ms) of the last edit and of the
     recall (a recalled message keeps its ids and times; its body is its type's blank body).
+
+    ``reply_to`` is the id of the message this one quotes (same conversation); ``thread_id`` the
+    id of its thread's root: a thread reply is outside the conversation's main timeline (see
+    `MessageStore.thread_messages`). ``local_ext`` is app data kept on this device only: never
+    sent, not part of the payload limit, with a limit of its own (`Limits.max_local_ext_bytes`).
     """
 
     msg_id: str
@@ -250,6 +272,9 @@ class Message:
     local_id: str | None = None
     edited_at: int | None = None
     recalled_at: int | None = None
+    reply_to: str | None = None
+    thread_id: str | None = None
+    local_ext: dict[str, Any] = field(default_factory=dict)
 
     @property
     def timestamp(self) -> int:
@@ -282,10 +307,32 @@ class Message:
         local_id: str | None = None,
         edited_at: int | None = None,
         recalled_at: int | None = None,
+        reply_to: str | None = None,
+        thread_id: str | None = None,
+        local_ext: dict[str, Any] | None = None,
     ) -> Message:
         """A message of type ``mtype`` with a body already made (importers, adapters); the
-        keyword arguments are those of every factory."""
-        chat_type = ChatType(chat_type)
+        keyword arguments are those of every factory. Raises `IMError(INVALID_PARAM)` naming the
+        argument that has the wrong type (the store checks values and sizes when it stores)."""
+        mtype = _enum(MessageType, mtype, "mtype")
+        chat_type = _enum(ChatType, chat_type, "chat_type")
+        _want(isinstance(to, str) and bool(to), "to", "a non-empty id (str)", to)
+        for name, value in (("sender", sender), ("msg_id", msg_id), ("local_id", local_id)):
+            _want(value is None or (isinstance(value, str) and bool(value)), name,
+                  "a non-empty id (str) or None", value)
+        _want(ext is None or isinstance(ext, dict), "ext", "a dict or None", ext)
+        _want(is_read is None or isinstance(is_read, bool), "is_read", "True, False or None",
+              is_read)
+        _want(isinstance(need_group_ack, bool), "need_group_ack", "True or False", need_group_ack)
+        for name, when in (("edited_at", edited_at), ("recalled_at", recalled_at)):
+            _want(when is None or _is_int(when), name, "an int of ms or None", when)
+        for name, ref in (("reply_to", reply_to), ("thread_id", thread_id)):
+            _want(ref is None or (isinstance(ref, str) and bool(ref)), name,
+                  "a message id (str) or None", ref)
+        _want(local_ext is None or isinstance(local_ext, dict), "local_ext", "a dict or None",
+              local_ext)
+        if timestamp is not None:
+            _check_timestamp(timestamp)
         received = sender is not None
         return cls(
             msg_id=msg_id or new_msg_id(),
@@ -305,68 +352,160 @@ class Message:
             local_id=local_id,
             edited_at=edited_at,
             recalled_at=recalled_at,
+            reply_to=reply_to,
+            thread_id=thread_id,
+            local_ext=dict(local_ext) if local_ext else {},
         )
 
     @classmethod
-    def text(cls, to: str, text: str, **kw: Any) -> Message:
-        """A text message (emoji are text)."""
-        return cls.of(MessageType.TEXT, to, TextBody(text), **kw)
+    def text(cls, to: str, text: str, *, formatted: str = "", **kw: Any) -> Message:
+        """A text message (emoji are text); ``formatted`` is its HTML form, if any."""
+        _want(isinstance(text, str), "text", "a str", text)
+        _want(isinstance(formatted, str), "formatted", "a str", formatted)
+        return cls.of(MessageType.TEXT, to, TextBody(text, formatted), **kw)
 
     @classmethod
     def image(cls, to: str, path: str | os.PathLike[str], *, width: int | None = None,
               height: int | None = None, thumbnail: str | os.PathLike[str] | None = None,
-              display_name: str | None = None, **kw: Any) -> Message:
+              display_name: str | None = None, caption: str = "", **kw: Any) -> Message:
         """An image from a local file; the client uploads it before sending."""
-        p = os.fspath(path)
-        body = ImageBody(local_path=p, display_name=display_name or os.path.basename(p),
-                         width=width, height=height,
-                         thumbnail_path=os.fspath(thumbnail) if thumbnail else "")
+        p = _path(path, "path")
+        body = ImageBody(local_path=p, display_name=_name(display_name, p),
+                         width=_size(width, "width"), height=_size(height, "height"),
+                         caption=_caption(caption),
+                         thumbnail_path=_path(thumbnail, "thumbnail") if thumbnail else "")
         return cls.of(MessageType.IMAGE, to, body, **kw)
 
     @classmethod
     def voice(cls, to: str, path: str | os.PathLike[str], duration_ms: int, *,
-              display_name: str | None = None, **kw: Any) -> Message:
+              display_name: str | None = None, caption: str = "", **kw: Any) -> Message:
         """A voice message from a local audio file."""
-        p = os.fspath(path)
-        body = VoiceBody(local_path=p, display_name=display_name or os.path.basename(p),
-                         duration_ms=int(duration_ms))
+        p = _path(path, "path")
+        body = VoiceBody(local_path=p, display_name=_name(display_name, p),
+                         duration_ms=_duration(duration_ms), caption=_caption(caption))
         return cls.of(MessageType.VOICE, to, body, **kw)
 
     @classmethod
     def video(cls, to: str, path: str | os.PathLike[str], duration_ms: int, *,
               thumbnail: str | os.PathLike[str] | None = None, width: int | None = None,
-              height: int | None = None, display_name: str | None = None, **kw: Any) -> Message:
+              height: int | None = None, display_name: str | None = None, caption: str = "",
+              **kw: Any) -> Message:
         """A video from a local file, with an optional local thumbnail image."""
-        p = os.fspath(path)
-        body = VideoBody(local_path=p, display_name=display_name or os.path.basename(p),
-                         duration_ms=int(duration_ms), width=width, height=height,
-                         thumbnail_path=os.fspath(thumbnail) if thumbnail else "")
+        p = _path(path, "path")
+        body = VideoBody(local_path=p, display_name=_name(display_name, p),
+                         duration_ms=_duration(duration_ms), width=_size(width, "width"),
+                         height=_size(height, "height"), caption=_caption(caption),
+                         thumbnail_path=_path(thumbnail, "thumbnail") if thumbnail else "")
         return cls.of(MessageType.VIDEO, to, body, **kw)
 
     @classmethod
     def file(cls, to: str, path: str | os.PathLike[str], *, display_name: str | None = None,
-             **kw: Any) -> Message:
+             caption: str = "", **kw: Any) -> Message:
         """Any file."""
-        p = os.fspath(path)
-        body = FileBody(local_path=p, display_name=display_name or os.path.basename(p))
+        p = _path(path, "path")
+        body = FileBody(local_path=p, display_name=_name(display_name, p),
+                        caption=_caption(caption))
         return cls.of(MessageType.FILE, to, body, **kw)
 
     @classmethod
     def location(cls, to: str, latitude: float, longitude: float, *, address: str = "",
                  building_name: str = "", **kw: Any) -> Message:
         """A location (coordinates from a map service)."""
-        body = LocationBody(float(latitude), float(longitude), address, building_name)
+        _want(isinstance(address, str), "address", "a str", address)
+        _want(isinstance(building_name, str), "building_name", "a str", building_name)
+        body = LocationBody(_degrees(latitude, "latitude", 90),
+                            _degrees(longitude, "longitude", 180), address, building_name)
         return cls.of(MessageType.LOCATION, to, body, **kw)
 
     @classmethod
     def cmd(cls, to: str, action: str, params: dict[str, Any] | None = None, **kw: Any) -> Message:
         """A command to the peer: sent, never shown, never stored."""
+        _want(isinstance(action, str), "action", "a str", action)
+        _want(params is None or isinstance(params, dict), "params", "a dict or None", params)
         return cls.of(MessageType.CMD, to, CmdBody(action, dict(params or {})), **kw)
 
     @classmethod
     def custom(cls, to: str, event: str, params: dict[str, str] | None = None, **kw: Any) -> Message:
         """An app-defined message (red packets, templates, ...)."""
+        _want(isinstance(event, str), "event", "a str", event)
+        _want(params is None or isinstance(params, dict), "params", "a dict[str, str] or None",
+              params)
         return cls.of(MessageType.CUSTOM, to, CustomBody(event, dict(params or {})), **kw)
+
+
+# -- what the factories accept: each raises IMError(INVALID_PARAM) naming the argument ------------
+
+# A factory's ``timestamp`` is in ms. A value that reads as a date in 1970-2000 in ms but as one
+# after 2000 in seconds is a time in seconds by mistake: refused, with the fix in the message.
+# (Small values -- test clocks, explicit orderings -- stay accepted.)
+SECONDS_BY_MISTAKE = (946_684_800, 978_307_200_000)  # 2000-01-01 in s .. 2001-01-01 in ms
+
+
+def _want(ok: bool, field: str, what: str, value: Any) -> None:
+    if not ok:
+        from .codec import invalid  # only on failure: codec imports this module
+
+        raise invalid(field, what, value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _enum(enum: type[Any], value: Any, field: str) -> Any:
+    if type(value) is enum:
+        return value
+    _want(_is_int(value) and value in enum._value2member_map_, field, f"a {enum.__name__}",
+          value)
+    return enum(value)
+
+
+def _check_timestamp(value: Any) -> None:
+    _want(_is_int(value) and value >= 0, "timestamp", "an int of milliseconds since the epoch",
+          value)
+    lo, hi = SECONDS_BY_MISTAKE
+    if lo <= value < hi:
+        from .errors import ErrorCode, IMError
+
+        raise IMError(ErrorCode.INVALID_PARAM,
+                      f"timestamp {value} is a date before 2001 in milliseconds; it looks like "
+                      f"seconds since the epoch: pass {value * 1000}")
+
+
+def _path(value: Any, field: str) -> str:
+    _want(isinstance(value, str | os.PathLike), field, "a file path (str or os.PathLike)", value)
+    p = os.fspath(value)
+    _want(isinstance(p, str) and bool(p), field, "a non-empty file path (str)", value)
+    return str(p)
+
+
+def _name(display_name: Any, path: str) -> str:
+    _want(display_name is None or isinstance(display_name, str), "display_name", "a str or None",
+          display_name)
+    return display_name or os.path.basename(path)
+
+
+def _caption(value: Any) -> str:
+    _want(isinstance(value, str), "caption", "a str", value)
+    return str(value)
+
+
+def _size(value: Any, field: str) -> int | None:
+    _want(value is None or (_is_int(value) and value >= 0), field,
+          "a non-negative int of pixels or None", value)
+    return value  # type: ignore[no-any-return]
+
+
+def _duration(value: Any) -> int:
+    ok = (_is_int(value) or isinstance(value, float)) and 0 <= value < 2**53
+    _want(ok, "duration_ms", "a non-negative number of milliseconds", value)
+    return int(value)
+
+
+def _degrees(value: Any, field: str, bound: int) -> float:
+    ok = (_is_int(value) or isinstance(value, float)) and -bound <= value <= bound
+    _want(ok, field, f"a number of degrees from -{bound} to {bound}", value)
+    return float(value)
 
 
 _MESSAGE_FIELDS = tuple(Message.__dataclass_fields__)
@@ -376,33 +515,52 @@ _MESSAGE_FIELDS = tuple(Message.__dataclass_fields__)
 
 
 class Conversation:
-    """A conversation with its unread count and last message.
+    """A conversation with its unread count, last message and state.
 
+    ``title`` is its name (None: none given); ``pinned_at`` the time (ms) it was pinned (None:
+    not pinned; pinned conversations list first, newest pin first); ``marks`` a set of str
+    (`ConversationMark.UNREAD` and app-defined marks); ``draft`` the text being written (this
+    device only); ``ext`` app-defined attributes. ``error`` says why a stored conversation could
+    not be read in full (its type or ext are corrupt; what could be read is there), else None.
     ``last_message`` of conversations listed by the store is decoded on first access, so a list
     of thousands costs only what is looked at.
     """
 
-    __slots__ = ("_decode", "_last", "_last_row", "chat_type", "conv_id", "ext", "last_activity",
-                 "unread_count")
+    __slots__ = ("_decode", "_last", "_last_row", "chat_type", "conv_id", "draft", "error", "ext",
+                 "last_activity", "marks", "pinned_at", "title", "unread_count")
 
     def __init__(self, conv_id: str, chat_type: ChatType, unread_count: int = 0,
                  last_message: Message | None = None, last_activity: int = 0,
-                 ext: dict[str, Any] | None = None) -> None:
+                 ext: dict[str, Any] | None = None, *, title: str | None = None,
+                 pinned_at: int | None = None, marks: frozenset[str] = frozenset(),
+                 draft: str | None = None, error: str | None = None) -> None:
         self.conv_id = conv_id
         self.chat_type = chat_type
         self.unread_count = unread_count
         self.last_activity = last_activity
         self.ext = ext if ext is not None else {}
+        self.title = title
+        self.pinned_at = pinned_at
+        self.marks = frozenset(marks)
+        self.draft = draft
+        self.error = error
         self._last = last_message
         self._last_row: Any = None
         self._decode: Callable[[Any], Message] | None = None
 
     @classmethod
     def lazy(cls, conv_id: str, chat_type: ChatType, unread_count: int, last_activity: int,
-             ext: dict[str, Any], row: Any, decode: Callable[[Any], Message]) -> Conversation:
-        """A conversation whose last message is decoded from ``row`` when first read."""
-        conv = cls(conv_id, chat_type, unread_count, None, last_activity, ext)
-        conv._last_row, conv._decode = row, decode
+             ext: dict[str, Any], row: Any, decode: Callable[[Any], Message],
+             title: str | None = None, pinned_at: int | None = None,
+             marks: frozenset[str] = frozenset(), draft: str | None = None,
+             error: str | None = None) -> Conversation:
+        """A conversation whose last message is decoded from ``row`` when first read (the
+        store's list: its values are already checked, so they are set as they are)."""
+        conv = cls.__new__(cls)
+        conv.conv_id, conv.chat_type, conv.unread_count = conv_id, chat_type, unread_count
+        conv.last_activity, conv.ext, conv.title = last_activity, ext, title
+        conv.pinned_at, conv.marks, conv.draft, conv.error = pinned_at, marks, draft, error
+        conv._last, conv._last_row, conv._decode = None, row, decode
         return conv
 
     @property
@@ -415,20 +573,53 @@ class Conversation:
     def last_message(self, value: Message | None) -> None:
         self._last, self._last_row = value, None
 
+    @property
+    def pinned(self) -> bool:
+        return self.pinned_at is not None
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.conv_id, self.chat_type, self.unread_count, self.last_message,
+                self.last_activity, self.ext, self.title, self.pinned_at, self.marks, self.draft,
+                self.error)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Conversation):
             return NotImplemented
-        return (self.conv_id, self.chat_type, self.unread_count, self.last_message,
-                self.last_activity, self.ext) == (other.conv_id, other.chat_type,
-                                                  other.unread_count, other.last_message,
-                                                  other.last_activity, other.ext)
+        return self._key() == other._key()
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
+        state = "".join(f", {n}={getattr(self, n)!r}"
+                        for n in ("title", "pinned_at", "draft", "error") if getattr(self, n))
+        marks = f", marks={set(self.marks)!r}" if self.marks else ""
         return (f"Conversation(conv_id={self.conv_id!r}, chat_type={self.chat_type!r}, "
                 f"unread_count={self.unread_count!r}, last_message={self.last_message!r}, "
-                f"last_activity={self.last_activity!r}, ext={self.ext!r})")
+                f"last_activity={self.last_activity!r}, ext={self.ext!r}{state}{marks})")
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """The reactions with one key (an emoji, or any short text) on one message: how many people
+    reacted, the first of them (oldest first, at most `REACTION_SENDERS`), and whether the
+    store's user is one of them. Reactions are not messages: never unread, never in a page."""
+
+    key: str
+    count: int
+    senders: tuple[str, ...]
+    mine: bool
+
+
+REACTION_SENDERS = 20  # senders listed per `Reaction` (count has them all)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    """A thread of a conversation: its root's id, how many replies it has, and the newest one."""
+
+    root: str
+    reply_count: int
+    last_reply: Message | None
 
 
 @dataclass(slots=True)

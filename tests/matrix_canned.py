@@ -11,6 +11,7 @@ Every request is kept in ``hs.requests``.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import re
 from collections.abc import Callable
@@ -31,9 +32,11 @@ GROUP = "!g:hs.test"
 Answer = Any
 
 
-def as_response(answer: Answer, request: httpx.Request) -> httpx.Response:
+async def as_response(answer: Answer, request: httpx.Request) -> httpx.Response:
     if callable(answer):
         answer = answer(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
     if isinstance(answer, httpx.Response):
         return answer
     if isinstance(answer, int):
@@ -76,7 +79,7 @@ class Homeserver:
         for method, pattern, answers in self.routes:
             if method == request.method and pattern.search(path):
                 answer = answers.pop(0) if len(answers) > 1 else answers[0]
-                return as_response(answer, request)
+                return await as_response(answer, request)
         return httpx.Response(404, json={"errcode": "M_NOT_FOUND", "error": f"no route {path}"})
 
     @staticmethod
@@ -95,7 +98,7 @@ class Homeserver:
         while not self.syncs:
             self._more.clear()
             await self._more.wait()
-        return as_response(self.syncs.pop(0), request)
+        return await as_response(self.syncs.pop(0), request)
 
     def calls(self, method: str, pattern: str) -> list[httpx.Request]:
         rx = re.compile(pattern)

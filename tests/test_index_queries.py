@@ -25,7 +25,7 @@ def _corpus(seed: int, n: int) -> list[Message]:
     out = []
     for i in range(n):
         text = " ".join(rnd.choice(_WORDS) for _ in range(rnd.randint(1, 4)))
-        out.append(Message.text(f"c{rnd.randrange(7)}", f"{text} n{i}", sender=f"p{i % 3}",
+        out.append(Message.text("me", f"{text} n{i}", sender=f"c{rnd.randrange(7)}",
                                 msg_id=f"m{i}", timestamp=1000 + rnd.randrange(5000)))
     return out
 
@@ -74,8 +74,8 @@ def test_counts_per_conversation_equal_a_full_scan(corpus, keyword: list[str], m
 
 def test_counts_follow_the_sender_filter_and_stop_at_max_hits(corpus):
     st, msgs = corpus
-    truth = _truth(msgs, ["apple"], sender="p1")
-    hits = st.search_counts("apple", sender="p1")
+    truth = _truth(msgs, ["apple"], sender="c1")
+    hits = st.search_counts("apple", sender="c1")
     assert sum(h.count for h in hits) == len(truth) > 0
     capped = st.search_counts("apple", max_hits=10)
     assert sum(h.count for h in capped) == 10 and all(h.capped for h in capped)
@@ -184,3 +184,10 @@ def test_rows_queued_without_a_kept_text_get_one_at_open(tmp_path: Path):
         assert [m.msg_id for m in app.search_messages("gruss")] == ["old"]
     finally:
         app.close()
+
+
+def test_a_search_of_an_empty_index_finds_nothing_and_reports_no_damage(caplog):
+    with imstore.open(":memory:", user_id="me") as st:
+        for kw in ("的", "apple", "apple 的", "🎂"):
+            assert st.search_messages(kw) == [] and st.search_counts(kw) == []
+    assert "damaged" not in caplog.text

@@ -120,7 +120,8 @@ def test_transport_failures_are_imerrors(exc: Exception, code: ErrorCode):
     run(main())
 
 
-@pytest.mark.parametrize("answer", [b"[1, 2]", b"not json", b"\"str\"", b"{" * 100_000])
+@pytest.mark.parametrize("answer", [b"[1, 2]", b"not json", b"\"str\"", b"{" * 100_000,
+                                    b'{"a": NaN}', b'{"a": -Infinity}'])
 def test_answers_that_are_not_json_objects_are_refused(answer: bytes):
     async def main() -> None:
         api, http = _api(lambda r: httpx.Response(200, content=answer))

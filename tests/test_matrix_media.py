@@ -8,8 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imstore import ErrorCode, IMError
+from imstore import ErrorCode, IMError, MessageType
 from imstore.adapters.matrix import Bounds
+from imstore.adapters.matrix import _mapping as mp
+from imstore.message import FileBody, ImageBody, VideoBody, VoiceBody
 
 from .matrix_canned import Homeserver, adapter, run
 
@@ -113,3 +115,24 @@ def test_a_download_that_breaks_off_leaves_nothing(tmp_path: Path):
         assert list(tmp_path.iterdir()) == []
         await a.close()
     run(main())
+
+
+@pytest.mark.parametrize("mtype, body, mimetype", [
+    (MessageType.IMAGE, ImageBody(remote_url="mxc://hs.test/i", display_name="p.png"), "image/png"),
+    (MessageType.VOICE, VoiceBody(remote_url="mxc://hs.test/v", display_name="v.ogg"), "audio/ogg"),
+    (MessageType.VIDEO, VideoBody(remote_url="mxc://hs.test/m", display_name="m.mp4",
+                                  thumbnail_url="mxc://hs.test/t", thumbnail_path="/x/t.png"),
+     "video/mp4"),
+    (MessageType.FILE, FileBody(remote_url="mxc://hs.test/f", display_name="r.pdf"),
+     "application/pdf")])
+def test_outgoing_media_carry_their_mimetype(mtype: MessageType, body: FileBody, mimetype: str):
+    info = mp.body_content(mtype, body)["info"]
+    assert info["mimetype"] == mimetype
+    if mtype == MessageType.VIDEO:
+        assert info["thumbnail_info"] == {"mimetype": "image/png"}
+
+
+def test_a_file_of_no_known_type_says_none():
+    info = mp.body_content(MessageType.FILE, FileBody(remote_url="mxc://hs.test/f",
+                                                      display_name="blob"))["info"]
+    assert "mimetype" not in info

@@ -73,9 +73,11 @@ def who(msg: Message) -> str:
 
 
 def title_of(conv: Conversation | None) -> str:
-    if conv is None or not isinstance(conv.ext, dict):
+    if conv is None:
         return ""
-    return str(conv.ext.get("title") or "")
+    if conv.title:  # schema 3; a store made before keeps it in ext until migrated
+        return conv.title
+    return str(conv.ext.get("title") or "") if isinstance(conv.ext, dict) else ""
 
 
 def titles(store: MessageStore, conv_ids: Sequence[str]) -> dict[str, str]:

@@ -53,6 +53,14 @@ class MessageListener:
     def on_messages_edited(self, messages: list[Message]) -> None:
         """Messages were edited: each has its new body and ``edited_at``."""
 
+    def on_conversations_changed(self, conv_ids: list[str]) -> None:
+        """Conversations changed in the store (unread count, last message, activity, title,
+        pin, marks, draft, ext; created or deleted): once per write, after it committed, in
+        the thread that wrote, whoever wrote (this client, the app, an import)."""
+
+    def on_total_unread_changed(self, total: int) -> None:
+        """`MessageStore.total_unread_count` changed; ``total`` is the new count."""
+
 
 class Listeners:
     """The listeners of one client."""

@@ -46,6 +46,8 @@ OP_MASK = 7
 OP_VERBATIM = 8
 
 
+# a row's payload as bytes, whatever type a damaged row's column holds (it then fails to decode)
+_PAYLOAD = "id, type, CAST(body AS BLOB), CAST(ext AS BLOB)"
 TEXT_TABLE = ("CREATE TABLE IF NOT EXISTS search_text (id INTEGER PRIMARY KEY, content TEXT NOT "
               "NULL, ext TEXT NOT NULL)")
 
@@ -113,14 +115,15 @@ class Outbox:
         transaction: the row as stored is what a search judges)."""
         lo, hi = min(rowids), max(rowids)
         if hi - lo + 1 == len(rowids) == len(set(rowids)):  # new rows: one range
-            rows = self._conn.run("SELECT id, type, body, ext FROM message WHERE id BETWEEN ? "
-                                  "AND ? AND recalled_at IS NULL", (lo, hi)).fetchall()
+            rows = self._conn.run(
+                f"SELECT {_PAYLOAD} FROM message WHERE id BETWEEN ? AND ? AND recalled_at IS "
+                "NULL", (lo, hi)).fetchall()
         else:
             rows = []
             for i in range(0, len(rowids), 500):
                 part = list(rowids[i:i + 500])
                 rows += self._conn.run(
-                    f"SELECT id, type, body, ext FROM message WHERE id IN "
+                    f"SELECT {_PAYLOAD} FROM message WHERE id IN "
                     f"({','.join('?' * len(part))}) AND recalled_at IS NULL", part).fetchall()
         kept = _text_rows(rows)
         self._conn.run_many("INSERT OR REPLACE INTO search_text (id, content, ext) VALUES "
@@ -147,7 +150,8 @@ class Outbox:
         db.execute_sql("DELETE FROM search_outbox")
         db.execute_sql("DELETE FROM search_text")
         self.replay_until = 0
-        rows = db.execute_sql("SELECT id, type, body, ext, recalled_at FROM message ORDER BY id")
+        rows = db.execute_sql("SELECT id, type, CAST(body AS BLOB), CAST(ext AS BLOB), "
+                              "recalled_at FROM message ORDER BY id")
         done = 0
         while part := rows.fetchmany(5000):
             db.cursor().executemany("INSERT INTO search_outbox (rowid, op) VALUES (?, ?)",
@@ -234,9 +238,9 @@ class Outbox:
             if ops.get(rid, OP_DELETE) != OP_DELETE:
                 docs.append(Doc(rid, sort, conv, sender, mtype, content, extt))
         for rid, sort, conv, sender, mtype, body, ext in self._conn.query(
-                "SELECT id, sort_time, conv_id, sender, type, body, ext FROM message WHERE id IN "
-                f"({batch}) AND recalled_at IS NULL AND id NOT IN (SELECT id FROM search_text)",
-                (last,)):
+                "SELECT id, sort_time, conv_id, sender, type, CAST(body AS BLOB), CAST(ext AS "
+                f"BLOB) FROM message WHERE id IN ({batch}) AND recalled_at IS NULL AND id NOT IN "
+                "(SELECT id FROM search_text)", (last,)):
             if ops.get(rid, OP_DELETE) == OP_DELETE:
                 continue
             texts = folded_texts(mtype, body, ext)

@@ -617,6 +617,8 @@ class SearchIndex:
         out: list[tuple[int, int]] = []
         for sub, _ in self._searcher.leaf_searchers():
             reader = sub.reader()
+            if not reader.doc_count_all():
+                continue  # an empty index's reader holds no terms
             found: set[int] | None = None
             ranked = sorted((estimate(reader, alts), i) for i, alts in enumerate(per_word))
             for cost, i in ranked:

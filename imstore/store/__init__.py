@@ -14,7 +14,10 @@ parts. Each part owns one rule and receives what it uses; none calls back into t
 - `_tombstones.Tombstones`: what was deleted here stays deleted when the server sends it again;
 - `_gaps.Stretches`: the stretches of each conversation known to be contiguous with the server,
   and the gaps between them;
-- `_merge.Merger`: merging history and live messages (once, unread once, tombstones, stretches).
+- `_merge.Merger`: merging history and live messages (once, unread once, tombstones, stretches);
+- `_threads.Threads`, `_reactions.Reactions`, `_pins.Pins`: thread replies and summaries,
+  reactions and their counts, pinned messages;
+- `_changes.ChangeFeed`: after each commit, which conversations changed and the total unread.
 
 Rules kept here: every public method checks its arguments (`_checks`) before any part reads or
 writes; no network I/O (the store does not know servers exist). See docs/architecture.md.
@@ -24,13 +27,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import peewee as pw
 
-from ..codec import Limits, encode_ext
+from ..codec import Limits, encode_ext, encode_local_ext
 from ..errors import ErrorCode, IMError
 from ..index import LOCK_FILE
 from ..lifecycle import ReceiptKind, SendEvent, status_after
@@ -38,14 +41,19 @@ from ..message import (
     Body,
     ChatType,
     Conversation,
+    ConversationMark,
     Direction,
     GroupReadAck,
     ImportResult,
     Message,
     MessageStatus,
     MessageType,
+    Reaction,
     SearchScope,
+    ThreadSummary,
+    now_ms,
 )
+from ._changes import ChangeFeed, Changes
 from ._checks import (
     as_types,
     check_chat_type,
@@ -53,11 +61,13 @@ from ._checks import (
     check_id,
     check_ids,
     check_limit,
+    check_path,
     check_stamp,
     check_status,
     check_text,
     check_time,
     invalid,
+    stranger_chat,
 )
 from ._cipher import (
     change_key,
@@ -73,19 +83,22 @@ from ._counts import ConversationHits, Counter, keyword_groups
 from ._gaps import Gap, Span, Stretches, TimelinePage
 from ._indexer import IndexPolicy, IndexStatus, SearchWriter
 from ._merge import Merger, MergeResult
+from ._pins import Pins
 from ._query import Query, Searcher
+from ._reactions import Reactions
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
-from ._rows import CONVERSATION_LIST_SQL
+from ._rows import CONVERSATION_LIST_SQL, MARK_SEPARATOR
 from ._schema import DATABASE_FILE, build_models, migrate, settle_limits
+from ._threads import Threads
 from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
 from ._writes import Writes
 
-__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "ConversationHits", "Gap",
-           "IndexPolicy",
-           "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport",
-           "change_key", "encrypt_store", "is_encrypted", "open_store"]
+__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Changes",
+           "ConversationHits", "Gap",
+           "IndexPolicy", "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage",
+           "VerifyReport", "change_key", "encrypt_store", "is_encrypted", "open_store"]
 
 
 def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
@@ -170,7 +183,12 @@ class MessageStore:
         self._receipts = Receipts(conn, self._convs, self._indexer, self._writes)
         self._searcher = Searcher(conn, self._indexer)
         self._counter = Counter(conn, self._indexer)
-        self._verifier = Verifier(conn, self._convs, self._indexer)
+        self._threads = Threads(conn, self._reads)
+        self._reactions = Reactions(conn, user_id)
+        self._pins = Pins(conn)
+        self._verifier = Verifier(conn, self._convs, self._indexer, self._threads,
+                                  self._reactions)
+        self._changes = ChangeFeed(conn, self._reads.total_unread_count)
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -195,13 +213,19 @@ class MessageStore:
                 defaults).
         """
         check_id(user_id, "user_id")
-        if not isinstance(path, str | os.PathLike):
-            raise invalid("path", "a directory path or ':memory:'", path)
+        path = check_path(path, "a directory path or ':memory:'")
         if limits is not None:
             _check_limits(limits)
         if index_policy is not None and not isinstance(index_policy, IndexPolicy):
             raise invalid("index_policy", "an IndexPolicy or None", index_policy)
-        db, directory = _connect(os.fspath(path), key)
+        if path != ":memory:":
+            owner = read_owner(path, key)
+            if owner is not None and owner != user_id:
+                raise IMError(ErrorCode.DATABASE_ERROR,
+                              f"the store in {path!r} belongs to {owner!r}, not {user_id!r}: open "
+                              f"it with user_id={owner!r}, or give {user_id!r} a directory of "
+                              "their own")
+        db, directory = _connect(path, key)
         return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search),
                    index_policy=index_policy)
 
@@ -210,9 +234,7 @@ class MessageStore:
                      key: bytes | str | None = None) -> str | None:
         """The owner of the store in directory ``path``, or None when there is no store there.
         Reads without creating or changing anything; an encrypted store needs its ``key``."""
-        if not isinstance(path, str | os.PathLike):
-            raise invalid("path", "a directory path", path)
-        return read_owner(os.fspath(path), key)
+        return read_owner(check_path(path, "a directory path"), key)
 
     @staticmethod
     def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
@@ -220,9 +242,7 @@ class MessageStore:
         written now: a file of it is not writable, or another process keeps its write lock for
         more than ``timeout`` seconds (`open` itself waits 30). Creates and changes nothing; a
         directory without a store passes."""
-        if not isinstance(path, str | os.PathLike):
-            raise invalid("path", "a directory path", path)
-        directory = os.fspath(path)
+        directory = check_path(path, "a directory path")
         db = os.path.join(directory, DATABASE_FILE)
         for p in (directory, db, os.path.join(directory, "search")):
             if os.path.exists(p) and not os.access(p, os.W_OK):
@@ -276,6 +296,9 @@ class MessageStore:
         conversation id is taken by another chat type, and the codec's errors for bad payloads.
         Returns the stored message.
         """
+        err = stranger_chat(msg, self.user_id)
+        if err is not None:
+            raise err
         return self._writes.insert(msg)
 
     def import_messages(self, messages: Iterable[Message], *, batch_size: int = 1000,
@@ -294,7 +317,20 @@ class MessageStore:
             raise invalid("progress", "a callable or None", progress)
         if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
             raise invalid("messages", "an iterable of Message", messages)
-        return self._writes.import_all(messages, batch_size, progress)
+        strangers = ImportResult()
+        result = self._writes.import_all(self._ours(messages, strangers), batch_size, progress)
+        for reason, n in strangers.reasons.items():
+            result.skipped += n
+            result.reasons[reason] = result.reasons.get(reason, 0) + n
+        return result
+
+    def _ours(self, messages: Iterable[Message], strangers: ImportResult) -> Iterator[Message]:
+        """``messages`` without one-to-one messages between two other people (counted)."""
+        for m in messages:
+            if stranger_chat(m, self.user_id) is None:
+                yield m
+            else:
+                strangers.skip("a one-to-one message between two other people")
 
     def save_history(self, messages: Sequence[Message], *,
                      span: Span | None = None) -> list[Message]:
@@ -391,20 +427,37 @@ class MessageStore:
         return self._reads.total_unread_count()
 
     def mark_message_read(self, msg_id: str) -> bool:
-        """Mark one received message read. Returns True when it was unread."""
-        return self._writes.mark_message_read(check_id(msg_id, "msg_id"))
+        """Mark one received message read (its conversation loses `ConversationMark.UNREAD`).
+        Returns True when it was unread."""
+        check_id(msg_id, "msg_id")
+        with self.connection.tx():
+            changed = self._writes.mark_message_read(msg_id)
+            self._convs.clear_unread_mark([self._writes.find_row(msg_id, "conv_id")[0]])
+        return changed
 
     def mark_conversation_read(self, conv_id: str, *, up_to_msg_id: str | None = None) -> int:
-        """Mark a conversation's messages read (all, or up to and including ``up_to_msg_id``);
-        returns how many were unread. Raises `IMError(CONVERSATION_NOT_EXIST)` for an unknown
-        conversation, INVALID_PARAM when ``up_to_msg_id`` is not one of its messages."""
+        """Mark a conversation's messages read (all, or up to and including ``up_to_msg_id``),
+        thread replies included, and clear its `ConversationMark.UNREAD`; returns how many were
+        unread (0 for an unknown conversation, as for an empty one). Raises INVALID_PARAM when
+        ``up_to_msg_id`` is not one of its messages."""
         check_id(conv_id, "conv_id")
         _optional(up_to_msg_id, "up_to_msg_id", check_id)
-        return self._writes.mark_conversation_read(conv_id, up_to_msg_id)
+        if up_to_msg_id is not None:
+            self._in_conversation(conv_id, up_to_msg_id, "up_to_msg_id")
+        elif not self._convs.exists(conv_id):
+            return 0
+        with self.connection.tx():
+            n = self._writes.mark_conversation_read(conv_id, up_to_msg_id)
+            self._convs.clear_unread_mark([conv_id])
+        return n
 
     def mark_all_conversations_read(self) -> int:
-        """Mark every message read; returns how many were unread."""
-        return self._writes.mark_all_read()
+        """Mark every message read and clear every `ConversationMark.UNREAD`; returns how many
+        messages were unread."""
+        with self.connection.tx():
+            n = self._writes.mark_all_read()
+            self._convs.clear_unread_mark(None)
+        return n
 
     # ------------------------------------------------------------------------------- reading
 
@@ -423,7 +476,7 @@ class MessageStore:
         check_limit(limit)
         direction = check_direction(direction)
         if start_msg_id is not None:
-            check_id(start_msg_id, "start_msg_id")
+            self._in_conversation(conv_id, start_msg_id)
         return self._reads.page(conv_id, start_msg_id, limit, direction)
 
     def timeline(self, conv_id: str, *, start_msg_id: str | None = None, limit: int = 20,
@@ -435,7 +488,8 @@ class MessageStore:
         check_id(conv_id, "conv_id")
         check_limit(limit)
         direction = check_direction(direction)
-        _optional(start_msg_id, "start_msg_id", check_id)
+        if start_msg_id is not None:
+            self._in_conversation(conv_id, start_msg_id)
         return self._stretches.timeline(conv_id, start_msg_id, limit, direction)
 
     def gaps(self, conv_id: str) -> list[Gap]:
@@ -473,31 +527,50 @@ class MessageStore:
         tlist = as_types(types) or []
         if not tlist:
             raise IMError(ErrorCode.INVALID_PARAM, "give at least one message type")
+        if conv_id is not None and start_msg_id is not None:
+            self._in_conversation(conv_id, start_msg_id)
         return self._reads.by_type(conv_id, tlist, start_msg_id=start_msg_id,
                                    timestamp=timestamp, limit=limit, sender=sender,
                                    direction=direction)
 
     def messages_between(self, conv_id: str, start_time: int, end_time: int, *,
-                         limit: int = 20) -> list[Message]:
+                         limit: int = 20, start_msg_id: str | None = None) -> list[Message]:
         """The first ``limit`` messages of a conversation with a time in [start_time, end_time]
-        (ms, inclusive), oldest first."""
+        (ms, inclusive), oldest first; with ``start_msg_id`` (the last message of the previous
+        page) the next ``limit`` after it, paging on (sort time, row id) as `messages` does."""
         check_id(conv_id, "conv_id")
         check_limit(limit)
         _check_range(start_time, end_time)
-        return self._reads.between(conv_id, start_time, end_time, limit)
+        after = None if start_msg_id is None else self._in_conversation(conv_id, start_msg_id)
+        return self._reads.between(conv_id, start_time, end_time, limit, after)
+
+    def _in_conversation(self, conv_id: str, msg_id: str,
+                         field: str = "start_msg_id") -> tuple[int, int]:
+        """The page key of ``msg_id``, which must be a stored message of ``conv_id``."""
+        check_id(msg_id, field)
+        row = self._reads.find_row(msg_id, "sort_time, id, conv_id")
+        if row is None or row[2] != conv_id:
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          f"{field} {msg_id!r} is not a stored message of conversation "
+                          f"{conv_id!r}; page from one of its messages")
+        return int(row[0]), int(row[1])
 
     # ------------------------------------------------------------------------- conversations
 
     def conversations(self, *, chat_type: ChatType | None = None,
+                      marks: str | Iterable[str] | None = None,
                       limit: int | None = None) -> list[Conversation]:
-        """Local conversations with their unread counts and last messages, newest activity first
-        (all of them, or the first ``limit``)."""
+        """Local conversations with their unread counts, last messages and state: pinned ones
+        first (newest pin first), then by newest activity (all of them, or the first
+        ``limit``). ``marks`` (a mark or several) keeps the conversations that have every one
+        of them."""
         if chat_type is not None:
             chat_type = check_chat_type(chat_type)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or not 1 <= limit <= 2**62):
             raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT, "limit must be a positive integer")
-        return self._reads.conversations(chat_type, limit)
+        wanted = () if marks is None else _check_marks(marks, "marks")
+        return self._reads.conversations(chat_type, limit, wanted)
 
     def conversation(self, conv_id: str) -> Conversation | None:
         """One conversation, or None."""
@@ -522,6 +595,180 @@ class MessageStore:
         _encode_conversation_ext(ext)
         with self.connection.tx():
             self._convs.set_ext(conv_id, ext)
+
+    def pin_conversation(self, conv_id: str, pinned: bool = True, *,
+                         timestamp: int | None = None) -> bool:
+        """Pin a conversation (it lists first, newest pin first) or unpin it, on this device
+        only (`ChatClient.pin_conversation` tells the server too). ``timestamp`` (ms) is when it
+        was pinned (default now; a pin synced from another device passes its time). Returns
+        whether anything changed; CONVERSATION_NOT_EXIST for an unknown conversation."""
+        check_id(conv_id, "conv_id")
+        if not isinstance(pinned, bool):
+            raise invalid("pinned", "True or False", pinned)
+        _optional(timestamp, "timestamp", _check_ms)
+        at = (now_ms() if timestamp is None else timestamp) if pinned else None
+        with self.connection.tx():
+            return self._convs.pin(conv_id, at, keep=timestamp is None)
+
+    def set_conversation_marks(self, conv_id: str, *, add: str | Iterable[str] = (),
+                               remove: str | Iterable[str] = ()) -> frozenset[str]:
+        """Add and remove marks of a conversation (`ConversationMark.UNREAD`, or any str of
+        the app's: at most 64 characters, no control characters); returns its marks after.
+        A conversation has at most 32 marks. CONVERSATION_NOT_EXIST for an unknown one."""
+        check_id(conv_id, "conv_id")
+        plus, minus = _check_marks(add, "add"), _check_marks(remove, "remove")
+        with self.connection.tx():
+            after = self._convs.set_marks(conv_id, plus, minus)
+            if len(after) > _MAX_MARKS:
+                raise IMError(ErrorCode.INVALID_PARAM,
+                              f"a conversation has at most {_MAX_MARKS} marks; remove some first")
+        return after
+
+    def mark_conversation_unread(self, conv_id: str) -> bool:
+        """Show a conversation as unread without an unread message (it gets
+        `ConversationMark.UNREAD`; its ``unread_count`` and `total_unread_count`, which count
+        messages, do not change). Reading the conversation clears the mark. Returns whether
+        the mark was new."""
+        check_id(conv_id, "conv_id")
+        with self.connection.tx():
+            had = ConversationMark.UNREAD in self._convs.marks(conv_id)
+            self._convs.set_marks(conv_id, (ConversationMark.UNREAD.value,), ())
+        return not had
+
+    def set_draft(self, conv_id: str, text: str | None) -> bool:
+        """Keep the text being written in a conversation (None or "": no draft); this device
+        only. Returns whether it changed; CONVERSATION_NOT_EXIST for an unknown one."""
+        check_id(conv_id, "conv_id")
+        _check_short_text(text, "text", _MAX_DRAFT)
+        with self.connection.tx():
+            return self._convs.set_draft(conv_id, text or None)
+
+    def set_conversation_title(self, conv_id: str, title: str | None) -> bool:
+        """Name a conversation (None or "": no title). Returns whether it changed;
+        CONVERSATION_NOT_EXIST for an unknown one."""
+        check_id(conv_id, "conv_id")
+        _check_short_text(title, "title", _MAX_TITLE)
+        with self.connection.tx():
+            return self._convs.set_title(conv_id, title or None)
+
+    # --------------------------------------------------------------------- rich messages
+
+    def thread_messages(self, root_msg_id: str, *, start_msg_id: str | None = None,
+                        limit: int = 20, direction: Direction = Direction.UP) -> list[Message]:
+        """A page of a thread's replies (messages whose ``thread_id`` is ``root_msg_id``),
+        oldest first, paged as `messages` pages. Thread replies are not in `messages`."""
+        check_id(root_msg_id, "root_msg_id")
+        check_limit(limit)
+        direction = check_direction(direction)
+        _optional(start_msg_id, "start_msg_id", check_id)
+        return self._threads.page(root_msg_id, start_msg_id, limit, direction)
+
+    def threads(self, conv_id: str, *, limit: int = 20) -> list[ThreadSummary]:
+        """A conversation's threads, the one with the newest reply first: each root's id, its
+        reply count and newest reply."""
+        check_id(conv_id, "conv_id")
+        check_limit(limit)
+        return self._threads.of_conversation(conv_id, limit)
+
+    def reactions(self, msg_id: str) -> list[Reaction]:
+        """A message's reactions, one `Reaction` per key, the oldest key first ([] when it has
+        none or is not stored)."""
+        return self._reactions.of(check_id(msg_id, "msg_id"))
+
+    def apply_reaction(self, msg_id: str, key: str, sender: str | None = None, *,
+                       reaction_id: str | None = None,
+                       timestamp: int | None = None) -> list[Reaction] | None:
+        """Record that ``sender`` (None: the store's user) reacted with ``key`` to a stored
+        message; ``reaction_id`` is the server's id of the reaction, kept so that a removal
+        naming only it finds it. Returns the message's reactions after, or None when nothing
+        changed (already there, or the message is not stored here)."""
+        check_id(msg_id, "msg_id")
+        check_id(key, "key")
+        who = self.user_id if sender is None else check_id(sender, "sender")
+        _optional(reaction_id, "reaction_id", check_id)
+        _optional(timestamp, "timestamp", _check_ms)
+        with self.connection.tx():
+            return self._reactions.add(msg_id, key, who, reaction_id,
+                                       now_ms() if timestamp is None else timestamp)
+
+    def apply_reaction_removal(self, msg_id: str, key: str,
+                               sender: str | None = None) -> list[Reaction] | None:
+        """Remove ``sender``'s (None: the store's user) reaction ``key`` from a message; returns
+        the message's reactions after, or None when there was no such reaction."""
+        check_id(msg_id, "msg_id")
+        check_id(key, "key")
+        who = self.user_id if sender is None else check_id(sender, "sender")
+        with self.connection.tx():
+            return self._reactions.remove(msg_id, key, who)
+
+    def apply_reaction_removal_by_id(self, reaction_id: str
+                                     ) -> tuple[str, list[Reaction]] | None:
+        """Remove the reaction the server knows as ``reaction_id``; returns (its message's id,
+        the message's reactions after), or None when no stored reaction has that id."""
+        check_id(reaction_id, "reaction_id")
+        with self.connection.tx():
+            return self._reactions.remove_by_id(reaction_id)
+
+    def reaction_id(self, msg_id: str, key: str, sender: str | None = None) -> str | None:
+        """The server's id of ``sender``'s (None: the store's user) reaction ``key`` to a
+        message (None when it is not there or its id is not known)."""
+        check_id(msg_id, "msg_id")
+        check_id(key, "key")
+        who = self.user_id if sender is None else check_id(sender, "sender")
+        return self._reactions.reaction_id(msg_id, key, who)
+
+    def pinned_messages(self, conv_id: str) -> list[Message]:
+        """The messages pinned in a conversation, the newest pin first."""
+        return self._pins.of(check_id(conv_id, "conv_id"))
+
+    def apply_message_pin(self, msg_id: str, *, pinned: bool = True, pinned_by: str | None = None,
+                          timestamp: int | None = None) -> bool:
+        """Pin (or unpin) a stored message in its conversation, as the server (or this user)
+        said; ``timestamp`` (ms, default now) orders the pins. Returns whether anything
+        changed (False as well for a message not stored here)."""
+        check_id(msg_id, "msg_id")
+        if not isinstance(pinned, bool):
+            raise invalid("pinned", "True or False", pinned)
+        _optional(pinned_by, "pinned_by", check_id)
+        _optional(timestamp, "timestamp", _check_ms)
+        with self.connection.tx():
+            return self._pins.apply(msg_id, pinned, pinned_by,
+                                    now_ms() if timestamp is None else timestamp) is not None
+
+    def set_local_ext(self, msg_id: str, data: dict[str, Any] | None) -> Message:
+        """Replace a message's ``local_ext``: app data kept on this device only (never sent,
+        outside the payload limit; its own limit is `Limits.max_local_ext_bytes`, else
+        MESSAGE_SIZE_LIMIT). None or {} clears it. Returns the stored message;
+        MESSAGE_INVALID when no message has ``msg_id``."""
+        check_id(msg_id, "msg_id")
+        if data is not None and not isinstance(data, dict):
+            raise invalid("data", "a dict or None", data)
+        blob = encode_local_ext(data or {}, self.limits)
+        with self.connection.tx():
+            row = self._writes.find_row(msg_id, "id")
+            if row is None:
+                raise IMError(ErrorCode.MESSAGE_INVALID,
+                              f"no stored message has id {msg_id!r}; insert it first")
+            self.connection.run("UPDATE message SET local_ext = ? WHERE id = ?", (blob, row[0]))
+        msg = self._reads.get(msg_id)
+        assert msg is not None
+        return msg
+
+    # --------------------------------------------------------------------- change listeners
+
+    def add_change_listener(self, listener: Callable[[Changes], None]) -> None:
+        """Call ``listener(changes)`` after each write transaction that changed conversations
+        commits: `Changes.conversations` (the ids whose unread count, last message, activity,
+        title, pin, marks, draft or ext changed, or that were created or deleted) and
+        `Changes.total_unread` (the new `total_unread_count`, None when it did not change). It
+        runs in the writing thread, after the commit; what it raises is logged, not raised."""
+        if not callable(listener):
+            raise invalid("listener", "a callable", listener)
+        self._changes.subscribe(listener)
+
+    def remove_change_listener(self, listener: Callable[[Changes], None]) -> None:
+        """Stop calling ``listener`` (nothing happens when it was not added)."""
+        self._changes.unsubscribe(listener)
 
     # ---------------------------------------------------------------------- client support
 
@@ -619,11 +866,15 @@ class MessageStore:
         """
         check_limit(limit)
         direction = check_direction(direction)
+        _optional(conv_id, "conv_id", check_id)
         _optional(start_msg_id, "start_msg_id", check_id)
+        groups = keyword_groups(keyword, match)  # checked before the anchor is looked up
         queries = self._search_queries(
-            keyword, match, conv_id=conv_id, sender=sender, types=types, start_time=start_time,
+            groups, conv_id=conv_id, sender=sender, types=types, start_time=start_time,
             end_time=end_time, scope=scope, limit=limit, newest_first=direction == Direction.UP,
-            anchor=None if start_msg_id is None else self._reads.anchor(start_msg_id))
+            anchor=None if start_msg_id is None else (
+                self._reads.anchor(start_msg_id) if conv_id is None
+                else self._in_conversation(conv_id, start_msg_id)))
         return self._searcher.search_any(queries)
 
     def search_counts(self, keyword: str | Sequence[str], *, match: str = "all",
@@ -640,15 +891,15 @@ class MessageStore:
                 not 1 <= max_hits <= 1_000_000:
             raise invalid("max_hits", "an integer from 1 to 1,000,000", max_hits)
         queries = self._search_queries(
-            keyword, match, conv_id=None, sender=sender, types=types, start_time=start_time,
-            end_time=end_time, scope=scope, limit=1, newest_first=True, anchor=None)
+            keyword_groups(keyword, match), conv_id=None, sender=sender, types=types,
+            start_time=start_time, end_time=end_time, scope=scope, limit=1, newest_first=True,
+            anchor=None)
         return self._counter.counts(queries, max_hits)
 
-    def _search_queries(self, keyword: Any, match: Any, *, conv_id: Any, sender: Any,
+    def _search_queries(self, groups: list[list[str]], *, conv_id: Any, sender: Any,
                         types: Any, start_time: Any, end_time: Any, scope: Any, limit: int,
                         newest_first: bool, anchor: tuple[int, int] | None) -> list[Query]:
         """The checked `Query` of each keyword group of a search (one unless ``match="any"``)."""
-        groups = keyword_groups(keyword, match)
         _optional(conv_id, "conv_id", check_id)
         _optional(start_time, "start_time", check_time)
         _optional(end_time, "end_time", check_time)
@@ -725,6 +976,38 @@ class MessageStore:
         return self._reads.stats()
 
 
+_MAX_MARKS = 32
+_MAX_MARK_CHARS = 64
+_MAX_TITLE = 1024
+_MAX_DRAFT = 64 * 1024
+
+
+def _check_ms(value: Any, field: str) -> int:
+    return check_time(value, field, lo=0, hi=2**53)
+
+
+def _check_short_text(value: Any, field: str, most: int) -> None:
+    """None, or a str of valid Unicode of at most ``most`` characters."""
+    if value is not None:
+        check_text(value, field)
+        if len(value) > most:
+            raise invalid(field, f"at most {most} characters", value)
+
+
+def _check_marks(value: Any, field: str) -> tuple[str, ...]:
+    """One mark or several: non-empty str of at most 64 characters, no control characters."""
+    items = [value] if isinstance(value, str) else value
+    if isinstance(items, bytes) or not isinstance(items, Iterable):
+        raise invalid(field, "a mark (str) or a list of marks", value)
+    out = []
+    for mark in items:
+        if not isinstance(mark, str) or not 0 < len(mark) <= _MAX_MARK_CHARS \
+                or not mark.isprintable() or MARK_SEPARATOR in mark:
+            raise invalid(field, f"marks of 1 to {_MAX_MARK_CHARS} printable characters", mark)
+        out.append(str(check_text(mark, field)))
+    return tuple(out)
+
+
 def _optional(value: Any, field: str, check: Callable[[Any, str], Any]) -> None:
     if value is not None:
         check(value, field)
@@ -769,7 +1052,8 @@ def _message_list(messages: Any) -> list[Message]:
 def _check_limits(limits: Any) -> None:
     if not isinstance(limits, Limits):
         raise invalid("limits", "a Limits or None", limits)
-    for name in ("max_payload_bytes", "max_file_bytes", "max_thumbnail_bytes"):
+    for name in ("max_payload_bytes", "max_file_bytes", "max_thumbnail_bytes",
+                 "max_local_ext_bytes"):
         value = getattr(limits, name)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**53:
             raise invalid(f"limits.{name}", "a positive int", value)

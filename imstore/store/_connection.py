@@ -178,6 +178,9 @@ class Connection:
         self.lock = threading.RLock()
         self._gate = _Gate()
         self.closed = False
+        # told of each outermost write transaction: begin(), then committed() (after the lock
+        # is released) or rolled_back() (see _changes.ChangeFeed)
+        self.watchers: list[Any] = []
         self._quiesced = False  # this process is forking, and the store is still
         self._forked: str | None = None  # why this store refuses calls in a forked child
         _LIVE.add(self)
@@ -208,8 +211,28 @@ class Connection:
     @contextmanager
     def tx(self) -> Iterator[pw.SqliteDatabase]:
         """One write transaction, with the writer lock held (nested calls join the outer one)."""
-        with self.lock, self.guard(), self.db.atomic():
-            yield self.db
+        watchers = self.watchers
+        if not watchers:
+            with self.lock, self.guard(), self.db.atomic():
+                yield self.db
+            return
+        with self.lock, self.guard():
+            outer = not self.db.in_transaction()
+            if not outer:
+                with self.db.atomic():
+                    yield self.db
+                return
+            for w in watchers:
+                w.begin()
+            try:
+                with self.db.atomic():
+                    yield self.db
+            except BaseException:
+                for w in watchers:
+                    w.rolled_back()
+                raise
+        for w in watchers:
+            w.committed()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read statement."""

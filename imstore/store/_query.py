@@ -270,7 +270,8 @@ class Searcher:
             if scanned >= _DENSE_ROWS * 3 // 2:
                 return None
             cond = where + ([f"(sort_time, id) {cmp} (?, ?)"] if after else [])
-            rows = self._conn.query(f"SELECT id, sort_time, type, body, ext FROM message "
+            rows = self._conn.query("SELECT id, sort_time, type, CAST(body AS BLOB), "
+                                    "CAST(ext AS BLOB) FROM message "
                                     f"{'WHERE ' + ' AND '.join(cond) if cond else ''} "
                                     f"ORDER BY sort_time {order}, id {order} LIMIT 500",
                                     (*params, *(after or ())))
@@ -303,7 +304,8 @@ class Searcher:
         hits: list[int] = []
         with self._conn.guard():
             for rid, mtype, body, ext in self._conn.run(
-                    f"SELECT id, type, body, ext FROM message WHERE {' AND '.join(where)} "
+                    "SELECT id, type, CAST(body AS BLOB), CAST(ext AS BLOB) FROM message "
+                    f"WHERE {' AND '.join(where)} "
                     f"ORDER BY sort_time {order}, id {order}", params):
                 if any(matches(q.words, t) for t in raw_texts(mtype, body, ext, q.scope)):
                     hits.append(rid)

@@ -3,6 +3,10 @@
 Rules kept here:
 - every paged read anchors on a message and pages on (sort time, row id) with keyset conditions,
   never OFFSET; pages come back oldest first;
+- a conversation's pages, type and time filters read its main timeline (`MAIN`): thread replies
+  are read by their root (`_threads`); lookups by id and search see every message;
+- the conversation list is pinned conversations first (newest pin first), then by activity, in
+  the order of an index; a marks filter keeps the conversations that have every mark given;
 - hot reads (pages, unread counts, the conversation list) run SQL strings built once, at import;
 - reads take no writer lock on disk (WAL readers run beside the writer).
 """
@@ -12,21 +16,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..codec import decode_ext
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, Conversation, Direction, Message
 from ._connection import Connection, marks
 from ._rows import (
     CONVERSATION_LIST_SQL,
+    MAIN,
+    MARK_SEPARATOR,
     NOT_ROOMS,
     PAGE_SQL,
     SELECT_COLUMNS,
     row_to_message,
+    to_conversation,
 )
 
 __all__ = ["Reads"]
 
-_CTYPE = {int(t): t for t in ChatType}
 _FIND = f"SELECT {SELECT_COLUMNS} FROM message WHERE msg_id = ?"
 _FIND_LOCAL = f"SELECT {SELECT_COLUMNS} FROM message WHERE local_id = ?"
 _UNREAD = "SELECT unread_count FROM conversation WHERE conv_id = ?"
@@ -34,12 +39,7 @@ _TOTAL_UNREAD = f"SELECT total(unread_count) FROM conversation WHERE unread_coun
 _ONE_CONVERSATION = CONVERSATION_LIST_SQL.format(where="WHERE conv_id = ?")
 _ALL_CONVERSATIONS = CONVERSATION_LIST_SQL.format(where="")
 _CONVERSATIONS_OF_TYPE = CONVERSATION_LIST_SQL.format(where="WHERE chat_type = ?")
-
-
-def to_conversation(r: Sequence[Any]) -> Conversation:
-    """A conversation-list row as a `Conversation` whose last message decodes when first read."""
-    return Conversation.lazy(r[0], _CTYPE[r[1]], r[2], r[3], decode_ext(r[4]) if r[4] else {},
-                             r[5:] if r[5] is not None else None, row_to_message)
+_HAS_MARK = "instr(marks, ?) > 0"
 
 
 class Reads:
@@ -78,12 +78,13 @@ class Reads:
         return [row_to_message(r) for r in rows]
 
     def count(self, conv_id: str) -> int:
+        """Every stored message of the conversation, thread replies included."""
         return int(self._conn.one("SELECT count(*) FROM message WHERE conv_id = ?", (conv_id,))[0])
 
     def by_type(self, conv_id: str | None, types: list[int], *, start_msg_id: str | None,
                 timestamp: int | None, limit: int, sender: str | None,
                 direction: Direction) -> list[Message]:
-        where = [f"type IN ({marks(len(types))})"]
+        where = [f"type IN ({marks(len(types))})", MAIN]
         params: list[Any] = list(types)
         for cond, value in (("conv_id = ?", conv_id), ("sender = ?", sender)):
             if value is not None:
@@ -103,15 +104,28 @@ class Reads:
             rows.reverse()
         return [row_to_message(r) for r in rows]
 
-    def between(self, conv_id: str, start_time: int, end_time: int, limit: int) -> list[Message]:
+    def between(self, conv_id: str, start_time: int, end_time: int, limit: int,
+                after: tuple[int, int] | None = None) -> list[Message]:
+        """The first ``limit`` messages in the time range, after the (sort_time, row id) key
+        ``after`` when given."""
+        keyset = "" if after is None else " AND (sort_time, id) > (?, ?)"
         rows = self._conn.query(f"SELECT {SELECT_COLUMNS} FROM message WHERE conv_id = ? AND "
-                                "sort_time BETWEEN ? AND ? ORDER BY sort_time, id LIMIT ?",
-                                (conv_id, start_time, end_time, limit))
+                                f"{MAIN} AND sort_time BETWEEN ? AND ?{keyset} ORDER BY "
+                                "sort_time, id LIMIT ?",
+                                (conv_id, start_time, end_time, *(after or ()), limit))
         return [row_to_message(r) for r in rows]
 
-    def conversations(self, chat_type: ChatType | None, limit: int | None) -> list[Conversation]:
-        params: tuple[int, ...] = ()
-        if chat_type is None:
+    def conversations(self, chat_type: ChatType | None, limit: int | None,
+                      with_marks: Sequence[str] = ()) -> list[Conversation]:
+        params: tuple[Any, ...] = ()
+        if with_marks:
+            where = ["marks IS NOT NULL", *(_HAS_MARK for _ in with_marks)]
+            params = tuple(f"{MARK_SEPARATOR}{m}{MARK_SEPARATOR}" for m in with_marks)
+            if chat_type is not None:
+                where.append("chat_type = ?")
+                params += (int(chat_type),)
+            sql = CONVERSATION_LIST_SQL.format(where="WHERE " + " AND ".join(where))
+        elif chat_type is None:
             sql = _ALL_CONVERSATIONS
         else:
             sql, params = _CONVERSATIONS_OF_TYPE, (int(chat_type),)

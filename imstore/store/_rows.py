@@ -7,19 +7,26 @@ Rules kept here:
   column is one line here (plus a nullable default for stores made before it);
 - enum values appear in SQL by name (`UNREAD`, `SENT`, ...), built from the enums;
 - rows become `Message` values in `row_to_message` and nowhere else; `message_row` is the way
-  back. Hot reads keep their SQL as strings built once, at import.
+  back. Hot reads keep their SQL as strings built once, at import;
+- a row that cannot be read (a corrupt payload, a column of the wrong SQL type, an unknown type
+  number) still becomes a value that says so, never an exception: a page or a list is never
+  lost to one bad row (conversations too: `to_conversation`);
+- the main timeline is the messages outside threads (`MAIN`): pages and a conversation's last
+  message read only it; thread replies are read by their root (`_threads`).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
-from ..codec import decode_body, decode_ext
+from ..codec import Limits, decode_body, decode_ext, encode_local_ext
 from ..errors import ErrorCode, IMError
 from ..message import (
     Body,
     ChatType,
+    Conversation,
     Direction,
     Message,
     MessageStatus,
@@ -32,6 +39,9 @@ __all__ = [
     "INSERT_SQL",
     "IN_PROGRESS",
     "LAST_COPY",
+    "LIST_ORDER",
+    "MAIN",
+    "MARK_SEPARATOR",
     "MESSAGE_COLUMNS",
     "NOT_ROOMS",
     "PAGE_SQL",
@@ -43,6 +53,8 @@ __all__ = [
     "MessageRow",
     "message_row",
     "row_to_message",
+    "select_columns",
+    "to_conversation",
 ]
 
 
@@ -73,16 +85,36 @@ class MessageRow(NamedTuple):
     ext: bytes | None
     edited_at: int | None
     recalled_at: int | None
+    reply_to: str | None
+    thread_id: str | None
+    local_ext: bytes | None
 
 
 MESSAGE_COLUMNS: tuple[str, ...] = MessageRow._fields
-SELECT_COLUMNS = ", ".join(MESSAGE_COLUMNS)
+# Payload columns are read as BLOBs whatever a damaged row holds: a TEXT value that is not UTF-8
+# would otherwise fail the driver's fetch of a whole page (a BLOB is read as it is).
+_BLOBS = frozenset({"body", "ext", "local_ext"})
+
+
+def select_columns(prefix: str = "", columns: tuple[str, ...] = MESSAGE_COLUMNS,
+                   names: dict[str, str] | None = None) -> str:
+    """The SELECT list of a message row (``prefix`` a table alias with its dot; ``names`` maps
+    a column to the one that holds it, as the conversation's copy does)."""
+    out = []
+    for c in columns:
+        col = prefix + (names or {}).get(c, c)
+        out.append(f"CAST({col} AS BLOB)" if c in _BLOBS else col)
+    return ", ".join(out)
+
+
+SELECT_COLUMNS = select_columns()
 # A new row's id is SQLite's to give: INSERT_SQL takes a row without it (``row[1:]``).
 INSERT_SQL = (f"INSERT INTO message ({', '.join(MESSAGE_COLUMNS[1:])}) "
               f"VALUES ({','.join('?' * (len(MESSAGE_COLUMNS) - 1))})")
-# What a stored message may change: never its row, ids, conversation, type or who sent it.
+# What a stored message may change: never its row, ids, conversation, type, who sent it, what it
+# replies to or its thread (thread counts follow inserts and deletes only).
 _FIXED = frozenset({"id", "msg_id", "local_id", "conv_id", "chat_type", "type", "sender",
-                    "recipient", "direction"})
+                    "recipient", "direction", "reply_to", "thread_id"})
 UPDATABLE = tuple(c for c in MESSAGE_COLUMNS if c not in _FIXED)
 UPDATE_SQL = f"UPDATE message SET {', '.join(c + ' = ?' for c in UPDATABLE)} WHERE id = ?"
 
@@ -92,31 +124,50 @@ SENT = f"direction = {int(Direction.SEND)}"
 IN_PROGRESS = f"status = {int(MessageStatus.INPROGRESS)}"
 SUCCEEDED = f"status = {int(MessageStatus.SUCCESS)}"
 NOT_ROOMS = f"chat_type != {int(ChatType.CHAT_ROOM)}"
+MAIN = "thread_id IS NULL"  # the main timeline: not a thread reply
 
 # The conversation row keeps a copy of its last message: message column -> conversation column.
 _SHARED = {"id": "last_rowid", "conv_id": "conv_id", "chat_type": "chat_type",
            "sort_time": "last_sort"}
 LAST_COPY: dict[str, str] = {c: f"lm_{c}" for c in MESSAGE_COLUMNS if c not in _SHARED}
 
-# Keyset reads on (conv_id, sort_time, id): newest first going UP, oldest first going DOWN.
-PAGE_SQL: dict[tuple[Direction, bool], str] = {
-    (Direction.UP, False): f"SELECT {SELECT_COLUMNS} FROM message WHERE conv_id = ? "
-                           "ORDER BY sort_time DESC, id DESC LIMIT ?",
-    (Direction.UP, True): f"SELECT {SELECT_COLUMNS} FROM message WHERE conv_id = ? "
-                          "AND (sort_time, id) < (?, ?) ORDER BY sort_time DESC, id DESC LIMIT ?",
-    (Direction.DOWN, False): f"SELECT {SELECT_COLUMNS} FROM message WHERE conv_id = ? "
-                             "ORDER BY sort_time ASC, id ASC LIMIT ?",
-    (Direction.DOWN, True): f"SELECT {SELECT_COLUMNS} FROM message WHERE conv_id = ? "
-                            "AND (sort_time, id) > (?, ?) ORDER BY sort_time ASC, id ASC LIMIT ?",
-}
 
-# The conversation list: five conversation columns, then its last message as a `MessageRow`
-# (read from the conversation's copy). ``{where}`` is empty or one WHERE clause.
+
+def keyset_pages(key: str) -> dict[tuple[Direction, bool], str]:
+    """Keyset reads on (``key``, sort_time, id): newest first going UP, oldest first going DOWN;
+    the anchored forms take (sort_time, id) after ``key``'s value."""
+    base = f"SELECT {SELECT_COLUMNS} FROM message WHERE {key} = ? "
+    return {
+        (Direction.UP, False): base + "ORDER BY sort_time DESC, id DESC LIMIT ?",
+        (Direction.UP, True): base + "AND (sort_time, id) < (?, ?) "
+                                     "ORDER BY sort_time DESC, id DESC LIMIT ?",
+        (Direction.DOWN, False): base + "ORDER BY sort_time ASC, id ASC LIMIT ?",
+        (Direction.DOWN, True): base + "AND (sort_time, id) > (?, ?) "
+                                       "ORDER BY sort_time ASC, id ASC LIMIT ?",
+    }
+
+
+# A conversation's main timeline (thread replies are read by their root).
+PAGE_SQL = keyset_pages(f"{MAIN} AND conv_id")
+
+# Marks are kept as one TEXT column: each mark between separators ("\x1fa\x1fb\x1f"), sorted, so
+# a filter is ``instr(marks, sep || mark || sep)``; NULL when there is none.
+MARK_SEPARATOR = "\x1f"
+
+# The conversation list: pinned first (newest pin first), then by activity. The ORDER BY is the
+# expression index ``conversation_list`` (and ``conversation_marked`` for mark filters), so the
+# first page reads as many rows as it returns.
+LIST_ORDER = "ifnull(pinned_at, 0) DESC, last_activity DESC, conv_id"
+_STATE = ("conv_id", "chat_type", "unread_count", "last_activity", "ext", "title", "pinned_at",
+          "marks", "draft")
+# The list's rows: the conversation columns of `_STATE`, then its last message as a
+# `MessageRow` (read from the conversation's copy). ``{where}`` is empty or one WHERE clause.
 CONVERSATION_LIST_SQL = (
-    "SELECT conv_id, chat_type, unread_count, last_activity, ext, "
-    + ", ".join(_SHARED.get(c) or LAST_COPY[c] for c in MESSAGE_COLUMNS)
-    + " FROM conversation {where} ORDER BY last_activity DESC, conv_id"
+    "SELECT " + ", ".join("CAST(ext AS BLOB)" if c == "ext" else c for c in _STATE) + ", "
+    + select_columns(names={c: _SHARED.get(c) or LAST_COPY[c] for c in MESSAGE_COLUMNS})
+    + " FROM conversation {where} ORDER BY " + LIST_ORDER
 )
+_N_STATE = len(_STATE)
 
 _MTYPE = {int(t): t for t in MessageType}
 _CTYPE = {int(t): t for t in ChatType}
@@ -129,20 +180,35 @@ _STATUS = {int(s): s for s in MessageStatus}
 _DECODED = ("msg_id", "conv_id", "chat_type", "type", "sender", "recipient", "direction",
             "status", "local_time", "server_time", "is_read", "is_delivered", "is_read_acked",
             "need_group_ack", "group_ack_count", "body", "ext", "local_id", "edited_at",
-            "recalled_at")
+            "recalled_at", "reply_to", "thread_id", "local_ext")
 _pick = itemgetter(*(MESSAGE_COLUMNS.index(c) for c in _DECODED))
+
+
+def raw_bytes(value: Any) -> bytes:
+    """A stored value as the bytes it holds: a BLOB as is, TEXT as UTF-8, a number as its
+    decimal digits, NULL as nothing."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return b"" if value is None else str(value).encode()
+
+
+def _int(value: Any) -> int | None:
+    return value if type(value) is int else None
 
 
 def row_to_message(row: Any) -> Message:
     """A message row (a `MessageRow`, or a driver tuple in its column order) as a `Message`.
 
-    A row whose payload cannot be decoded still becomes a message (so that a page is never lost
-    to one bad row): its body is an `UndecodableBody` with the raw bytes and the reason, its ext
-    is empty, and an unknown type number reads as TEXT (the stored number is kept in the body's
-    ``extra["type"]``)."""
+    A row that cannot be read in full still becomes a message (so that a page is never lost to
+    one bad row): its body is an `UndecodableBody` with the raw bytes and the reason, its ext and
+    local_ext are empty, and an unknown type number reads as TEXT (the stored number is kept in
+    the body's ``extra["type"]``). The reason covers a corrupt payload and a body stored as TEXT
+    or INTEGER instead of a BLOB (read as the bytes it holds, see `select_columns`)."""
     (msg_id, conv_id, chat_type, type_no, sender, recipient, direction, status, local_time,
      server_time, is_read, is_delivered, is_read_acked, need_group_ack, group_ack_count, raw,
-     raw_ext, local_id, edited_at, recalled_at) = _pick(row)
+     raw_ext, local_id, edited_at, recalled_at, reply_to, thread_id, raw_local) = _pick(row)
     mtype = _MTYPE.get(type_no)
     body: Body
     try:
@@ -150,18 +216,72 @@ def row_to_message(row: Any) -> Message:
             raise IMError(ErrorCode.MESSAGE_INVALID, f"unknown message type number {type_no!r}")
         body = decode_body(mtype, raw)
         ext = decode_ext(raw_ext) if raw_ext else {}
+        local_ext = decode_ext(raw_local, "local_ext") if raw_local else {}
     except IMError as exc:
-        body, ext = UndecodableBody(bytes(raw or b""), exc.description, {"type": type_no}), {}
+        body = UndecodableBody(raw_bytes(raw), exc.description, {"type": type_no})
+        ext, local_ext = {}, {}
+    # positional, in `Message`'s field order (a hot path: keyword parsing costs more)
     return Message(
-        msg_id=msg_id, conv_id=conv_id, chat_type=_CTYPE.get(chat_type, ChatType.CHAT),
-        type=mtype or MessageType.TEXT, sender=sender, to=recipient,
-        direction=_DIR.get(direction, Direction.RECEIVE),
-        status=_STATUS.get(status, MessageStatus.FAIL), local_time=local_time,
-        server_time=server_time, is_read=bool(is_read), is_delivered=bool(is_delivered),
-        is_read_acked=bool(is_read_acked), need_group_ack=bool(need_group_ack),
-        group_ack_count=group_ack_count, body=body, ext=ext, local_id=local_id,
-        edited_at=edited_at, recalled_at=recalled_at,
-    )
+        msg_id, conv_id, _CTYPE.get(chat_type, ChatType.CHAT), mtype or MessageType.TEXT, sender,
+        recipient, body, _DIR.get(direction, Direction.RECEIVE),
+        _STATUS.get(status, MessageStatus.FAIL), local_time, server_time, bool(is_read),
+        bool(is_delivered), bool(is_read_acked), bool(need_group_ack), group_ack_count, ext,
+        local_id, edited_at, recalled_at, reply_to, thread_id, local_ext)
+
+
+_MESSAGE_ORDER = ("msg_id", "conv_id", "chat_type", "type", "sender", "to", "body", "direction",
+                  "status", "local_time", "server_time", "is_read", "is_delivered",
+                  "is_read_acked", "need_group_ack", "group_ack_count", "ext", "local_id",
+                  "edited_at", "recalled_at", "reply_to", "thread_id", "local_ext")
+if tuple(Message.__dataclass_fields__) != _MESSAGE_ORDER:
+    raise RuntimeError("row_to_message builds Message positionally: update it for the fields "
+                       f"{tuple(Message.__dataclass_fields__)}")
+
+
+_NO_MARKS: frozenset[str] = frozenset()
+
+
+@lru_cache(maxsize=1024)  # a store has few distinct sets of marks
+def _split_marks(text: str) -> frozenset[str]:
+    return frozenset(m for m in text.split(MARK_SEPARATOR) if m)
+
+
+def _marks(text: Any) -> frozenset[str]:
+    if not text or type(text) is not str:
+        return _NO_MARKS
+    return _split_marks(text)
+
+
+def to_conversation(r: Any) -> Conversation:
+    """A conversation-list row as a `Conversation` whose last message decodes when first read.
+
+    A row that cannot be read in full (an unknown chat type number, an ext that is not a msgpack
+    map, a column of the wrong SQL type) still becomes a conversation: what could be read, with
+    ``error`` saying what could not (an unknown type reads as CHAT)."""
+    conv_id, chat_type, unread, activity, raw_ext, title, pinned_at, marks, draft = r[:_N_STATE]
+    last = r[_N_STATE:]
+    ctype = _CTYPE.get(chat_type)
+    if ctype is not None and not raw_ext and type(unread) is int:
+        # the usual row: nothing to decode
+        return Conversation.lazy(conv_id, ctype, unread, activity, {},
+                                 last if last[0] is not None else None, row_to_message, title,
+                                 pinned_at, _marks(marks) if marks else _NO_MARKS, draft)
+    errors = []
+    if ctype is None:
+        errors.append(f"unknown chat type number {chat_type!r}")
+    ext: dict[str, Any] = {}
+    if raw_ext:
+        try:
+            ext = decode_ext(raw_ext)
+        except IMError as exc:
+            errors.append(exc.description)
+    if type(unread) is not int or type(activity) is not int:
+        errors.append("unread_count or last_activity is not an integer")
+    return Conversation.lazy(
+        conv_id if type(conv_id) is str else str(conv_id), ctype or ChatType.CHAT,
+        _int(unread) or 0, _int(activity) or 0, ext, last if last[0] is not None else None,
+        row_to_message, title if type(title) is str else None, _int(pinned_at), _marks(marks),
+        draft if type(draft) is str else None, "; ".join(errors) or None)
 
 
 # How each column of a settled message's row is read from the message ``m``, its encoded
@@ -177,8 +297,13 @@ _FROM_MESSAGE: dict[str, str] = {
     "is_delivered": "1 if m.is_delivered else 0", "is_read_acked": "1 if m.is_read_acked else 0",
     "need_group_ack": "1 if m.need_group_ack else 0", "group_ack_count": "int(m.group_ack_count)",
     "body": "body", "ext": "ext or None", "edited_at": "m.edited_at",
-    "recalled_at": "m.recalled_at",
+    "recalled_at": "m.recalled_at", "reply_to": "m.reply_to", "thread_id": "m.thread_id",
+    # checked by `codec.validate_message` (own limit); encoded here, where rows are made
+    "local_ext": "_local(m.local_ext, _LIMITS) if m.local_ext else None",
 }
+
+
+_NO_LIMIT = Limits(max_local_ext_bytes=2**62)  # the limit was checked where the message entered
 
 
 class _RowBuilder(Protocol):
@@ -193,7 +318,8 @@ def _compile_message_row() -> _RowBuilder:
     values = ", ".join(_FROM_MESSAGE[c] for c in MESSAGE_COLUMNS)
     source = (f"def message_row(m, body, ext, rowid=None):\n"
               f"    return _new(_Row, ({values},))\n")
-    namespace: dict[str, Any] = {"_new": tuple.__new__, "_Row": MessageRow, "int": int}
+    namespace: dict[str, Any] = {"_new": tuple.__new__, "_Row": MessageRow, "int": int,
+                                 "_local": encode_local_ext, "_LIMITS": _NO_LIMIT}
     exec(compile(source, f"<message_row from {__name__}.MessageRow>", "exec"), namespace)
     built: _RowBuilder = namespace["message_row"]
     built.__doc__ = "The row of a settled message whose body and ext are already encoded."

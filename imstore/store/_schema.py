@@ -10,7 +10,14 @@ Rules kept here:
   same transaction as the message change and checked by verify;
 - the schema version lives in ``meta``; a database from a newer imstore is refused, not guessed
   at. Version 2 added ``edited_at`` and ``recalled_at`` (and the copy of ``local_id``), and the
-  time a pending receipt arrived;
+  time a pending receipt arrived. Version 3 added rich messages and conversation state: the
+  message's ``reply_to``, ``thread_id`` and ``local_ext``; the conversation's ``title``,
+  ``pinned_at``, ``marks`` and ``draft`` (a title an importer kept in ``ext["title"]`` moves to
+  ``title``); the tables ``reaction``, ``reaction_count``, ``thread`` and ``pinned_message``;
+- ``thread`` (reply count and newest reply per root) is derived state kept by triggers on the
+  message table, so every insert and delete path keeps it; ``reaction_count`` is kept by
+  `_reactions`; both are checked by verify. Reactions and pins belong to a message row and go
+  with it (``ON DELETE CASCADE``);
 - the store's `Limits` live in ``meta`` too: a store keeps the limits it was opened with.
 """
 
@@ -24,21 +31,31 @@ from typing import Any
 
 import peewee as pw
 
-from ..codec import Limits
+from ..codec import Limits, decode_ext, encode_ext
 from ..errors import ErrorCode, IMError
 from ._gaps import TABLES as _STRETCH_TABLES
-from ._rows import IN_PROGRESS, LAST_COPY, MESSAGE_COLUMNS, NOT_ROOMS, UNREAD, MessageRow
+from ._rows import (
+    IN_PROGRESS,
+    LAST_COPY,
+    LIST_ORDER,
+    MESSAGE_COLUMNS,
+    NOT_ROOMS,
+    UNREAD,
+    MessageRow,
+)
 from ._tombstones import TABLES as _TOMBSTONE_TABLES
 
 __all__ = ["DATABASE_FILE", "SCHEMA_VERSION", "build_models", "migrate", "read_meta", "read_owner",
            "settle_limits"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DATABASE_FILE = "imstore.db"  # in the store's directory
 
 # Indexes peewee cannot express (partial, or ordered for keyset paging), created after the tables.
 _EXTRA_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS message_conv_sort ON message (conv_id, sort_time, id)",
+    # keyset pages; thread_id last so that a page of the main timeline skips thread replies in
+    # the index, without reading their rows
+    "CREATE INDEX IF NOT EXISTS message_conv_sort ON message (conv_id, sort_time, id, thread_id)",
     "CREATE INDEX IF NOT EXISTS message_conv_type_sort ON message (conv_id, type, sort_time, id)",
     "CREATE INDEX IF NOT EXISTS message_type_sort ON message (type, sort_time, id)",
     "CREATE INDEX IF NOT EXISTS message_sort ON message (sort_time, id)",
@@ -48,8 +65,25 @@ _EXTRA_INDEXES = (
     "CREATE INDEX IF NOT EXISTS conversation_activity ON conversation (last_activity)",
     "CREATE INDEX IF NOT EXISTS conversation_unread ON conversation (unread_count) "
     f"WHERE unread_count > 0 AND {NOT_ROOMS}",
+    # the conversation list's order (pins first), and the same for the conversations with marks
+    f"CREATE INDEX IF NOT EXISTS conversation_list ON conversation ({LIST_ORDER})",
+    f"CREATE INDEX IF NOT EXISTS conversation_marked ON conversation ({LIST_ORDER}) "
+    "WHERE marks IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS message_thread ON message (thread_id, sort_time, id) "
+    "WHERE thread_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS thread_conv ON thread (conv_id, last_sort, last_rowid)",
+    "CREATE INDEX IF NOT EXISTS reaction_order ON reaction (message_id, key, created_at, sender)",
+    "CREATE INDEX IF NOT EXISTS reaction_server_id ON reaction (reaction_id) "
+    "WHERE reaction_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS pinned_message_conv ON pinned_message (conv_id, pinned_at)",
 )
 
+_NEWER = "(NEW.sort_time, NEW.id) > (last_sort, last_rowid)"
+# Recompute a thread's newest reply (``root`` is the thread's id, ``when`` which rows need it).
+_THREAD_LAST = """UPDATE thread SET (last_rowid, last_sort) =
+            (SELECT id, sort_time FROM message WHERE thread_id = {root}
+             ORDER BY sort_time DESC, id DESC LIMIT 1)
+          WHERE root = {root} AND {when};"""
 _LM_SRC = ", ".join(LAST_COPY)
 _LM_DST = ", ".join(LAST_COPY.values())
 # The conversation's copy of its last message follows the message row: when last_rowid moves,
@@ -70,6 +104,29 @@ _TRIGGERS = {
         BEGIN
           UPDATE conversation SET ({_LM_DST}) = ({", ".join("NEW." + c for c in LAST_COPY)})
           WHERE conv_id = NEW.conv_id;
+        END""",
+    # A thread's reply count and newest reply follow its replies (a root need not be stored).
+    "thread_reply_added": f"""
+        AFTER INSERT ON message FOR EACH ROW WHEN NEW.thread_id IS NOT NULL
+        BEGIN
+          INSERT INTO thread (root, conv_id, reply_count, last_rowid, last_sort)
+            VALUES (NEW.thread_id, NEW.conv_id, 1, NEW.id, NEW.sort_time)
+          ON CONFLICT (root) DO UPDATE SET reply_count = reply_count + 1,
+            last_rowid = CASE WHEN {_NEWER} THEN NEW.id ELSE last_rowid END,
+            last_sort = CASE WHEN {_NEWER} THEN NEW.sort_time ELSE last_sort END;
+        END""",
+    "thread_reply_removed": f"""
+        AFTER DELETE ON message FOR EACH ROW WHEN OLD.thread_id IS NOT NULL
+        BEGIN
+          UPDATE thread SET reply_count = reply_count - 1 WHERE root = OLD.thread_id;
+          DELETE FROM thread WHERE root = OLD.thread_id AND reply_count <= 0;
+          {_THREAD_LAST.format(when="last_rowid = OLD.id", root="OLD.thread_id")}
+        END""",
+    "thread_reply_moved": f"""
+        AFTER UPDATE OF sort_time ON message FOR EACH ROW
+        WHEN NEW.thread_id IS NOT NULL AND NEW.sort_time IS NOT OLD.sort_time
+        BEGIN
+          {_THREAD_LAST.format(when="1", root="NEW.thread_id")}
         END""",
 }
 
@@ -114,6 +171,10 @@ def _conversation_fields() -> dict[str, Any]:
         "last_sort": pw.IntegerField(default=0),
         "last_activity": pw.IntegerField(default=0),
         "ext": pw.BlobField(null=True),
+        "title": pw.TextField(null=True),
+        "pinned_at": pw.IntegerField(null=True),  # ms; NULL: not pinned
+        "marks": pw.TextField(null=True),  # see _rows.MARK_SEPARATOR; NULL: no mark
+        "draft": pw.TextField(null=True),
         **_copy_fields(),
     }
 
@@ -168,10 +229,53 @@ def build_models(db: pw.Database) -> SimpleNamespace:
         rowid = pw.IntegerField()
         op = pw.IntegerField()
 
-    models = [Meta, conversation, message_model, Attachment, GroupAck, PendingReceipt, SearchOutbox]
+    class Reaction(Base):
+        """One sender's reaction with one key on one message; ``reaction_id`` is the server's id
+        of the reaction (to remove it by that id)."""
+
+        message = pw.ForeignKeyField(message_model, on_delete="CASCADE")
+        key = pw.TextField()
+        sender = pw.TextField()
+        reaction_id = pw.TextField(null=True)
+        created_at = pw.IntegerField()
+
+        class Meta:
+            primary_key = pw.CompositeKey("message", "key", "sender")
+
+    class ReactionCount(Base):
+        """Per message and key: how many senders reacted (derived from ``reaction``)."""
+
+        message = pw.ForeignKeyField(message_model, on_delete="CASCADE")
+        key = pw.TextField()
+        count = pw.IntegerField()
+        first_at = pw.IntegerField()  # orders a message's keys: the oldest first
+
+        class Meta:
+            primary_key = pw.CompositeKey("message", "key")
+
+    class Thread(Base):
+        """Per thread root id: its conversation, reply count and newest reply (derived from the
+        message rows by triggers)."""
+
+        root = pw.TextField(primary_key=True)
+        conv_id = pw.TextField()
+        reply_count = pw.IntegerField()
+        last_rowid = pw.IntegerField(null=True)
+        last_sort = pw.IntegerField(null=True)
+
+    class PinnedMessage(Base):
+        message = pw.ForeignKeyField(message_model, primary_key=True, on_delete="CASCADE")
+        conv_id = pw.TextField()
+        pinned_at = pw.IntegerField()
+        pinned_by = pw.TextField(null=True)
+
+    models = [Meta, conversation, message_model, Attachment, GroupAck, PendingReceipt, SearchOutbox,
+              Reaction, ReactionCount, Thread, PinnedMessage]
     return SimpleNamespace(Meta=Meta, Conversation=conversation, Message=message_model,
                            Attachment=Attachment, GroupAck=GroupAck,
-                           PendingReceipt=PendingReceipt, SearchOutbox=SearchOutbox, all=models)
+                           PendingReceipt=PendingReceipt, SearchOutbox=SearchOutbox,
+                           Reaction=Reaction, ReactionCount=ReactionCount, Thread=Thread,
+                           PinnedMessage=PinnedMessage, all=models)
 
 
 def _add_missing_columns(db: pw.Database, models: SimpleNamespace) -> bool:
@@ -217,14 +321,37 @@ def migrate(db: pw.Database, models: SimpleNamespace, user_id: str) -> None:
             db.execute_sql(f"CREATE TRIGGER IF NOT EXISTS {name} {body}")
         if added:  # the trigger copies the new columns of each last message
             db.execute_sql("UPDATE conversation SET last_rowid = last_rowid")
+        if 0 < version < 3:  # the page index gained thread_id
+            db.execute_sql("DROP INDEX IF EXISTS message_conv_sort")
         for sql in (*_EXTRA_INDEXES, *_TOMBSTONE_TABLES, *_STRETCH_TABLES):
             db.execute_sql(sql)
+        if 0 < version < 3:
+            _titles_out_of_ext(db)
         db.execute_sql("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                        (str(SCHEMA_VERSION),))
         db.execute_sql("INSERT OR IGNORE INTO meta (key, value) VALUES ('user_id', ?)", (user_id,))
 
 
-_LIMIT_KEYS = ("max_payload_bytes", "max_file_bytes")
+def _titles_out_of_ext(db: pw.Database) -> None:
+    """Version 3: a title an importer kept in a conversation's ``ext["title"]`` becomes its
+    ``title`` (and leaves ext). An ext that does not decode is left as it is (verify reports
+    it)."""
+    rows = db.execute_sql("SELECT conv_id, ext FROM conversation WHERE ext IS NOT NULL "
+                          "AND title IS NULL").fetchall()
+    for conv_id, blob in rows:
+        try:
+            ext = decode_ext(blob)
+        except IMError:
+            continue
+        title = ext.get("title")
+        if not isinstance(title, str) or not title:
+            continue
+        del ext["title"]
+        db.execute_sql("UPDATE conversation SET title = ?, ext = ? WHERE conv_id = ?",
+                       (title, encode_ext(ext) or None, conv_id))
+
+
+_LIMIT_KEYS = ("max_payload_bytes", "max_file_bytes", "max_local_ext_bytes")
 
 
 def settle_limits(db: pw.Database, limits: Limits | None) -> Limits:

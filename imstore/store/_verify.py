@@ -2,9 +2,11 @@
 
 Rules kept here:
 - SQLite's message rows are the truth; unread counters, last messages (and their copies), group
-  ack counts, attachment rows and the search index are derived from them and rebuilt when they
-  disagree;
-- a stored row that cannot be decoded is reported, never repaired by guessing;
+  ack counts, attachment rows, thread summaries (`_threads`), reaction counts (`_reactions`) and
+  the search index are derived from them and rebuilt when they disagree;
+- a stored row that cannot be decoded is reported, never repaired by guessing; what is certain
+  is repaired: a body stored as TEXT whose bytes decode is stored back as a BLOB, and a
+  conversation with an unknown chat type takes the type its messages have;
 - the index is never emptied of a history SQLite cannot see: an index with documents over a
   database without messages (the database was replaced or lost) is reported, not "repaired";
 - verify never blocks for ever: with a ``timeout`` it gives up waiting for the indexer (a full
@@ -17,13 +19,23 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from ..codec import decode_body
 from ..errors import ErrorCode, IMError
 from ..kinds import ATTACHMENT_TYPES
-from ..message import UndecodableBody
+from ..message import ChatType, MessageType, UndecodableBody
 from ._connection import Connection, marks
 from ._conversations import ConversationTable
 from ._indexer import SearchWriter
-from ._rows import SELECT_COLUMNS, UNREAD, row_to_message
+from ._reactions import Reactions
+from ._rows import (
+    CONVERSATION_LIST_SQL,
+    MAIN,
+    SELECT_COLUMNS,
+    UNREAD,
+    row_to_message,
+    to_conversation,
+)
+from ._threads import Threads
 from ._writes import upsert_attachment
 
 __all__ = ["Verifier", "VerifyReport"]
@@ -32,8 +44,10 @@ log = logging.getLogger("imstore.store")
 
 _ATTACH_INTS = tuple(sorted(int(t) for t in ATTACHMENT_TYPES))
 _TRUE_UNREAD = f"(SELECT count(*) FROM message m WHERE m.conv_id = conversation.conv_id AND {UNREAD})"
-_TRUE_LAST = ("(SELECT id FROM message m WHERE m.conv_id = conversation.conv_id "
+_TRUE_LAST = (f"(SELECT id FROM message m WHERE m.conv_id = conversation.conv_id AND {MAIN} "
               "ORDER BY sort_time DESC, id DESC LIMIT 1)")
+_CHAT_TYPES = tuple(int(t) for t in ChatType)
+_MTYPE = {int(t): t for t in MessageType}
 _TRUE_ACKS = "(SELECT count(*) FROM group_ack g WHERE g.msg_id = message.msg_id)"
 
 
@@ -45,11 +59,14 @@ class VerifyReport:
     repaired: dict[str, int] = field(default_factory=dict)
     undecodable: list[str] = field(default_factory=list)  # ids of messages that cannot be decoded
     pending_receipts: int = 0  # receipts waiting for a message not stored (yet)
+    # ids of conversations whose stored row cannot be read in full (`Conversation.error`)
+    unreadable_conversations: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Nothing was repaired and every stored message decodes."""
-        return not any(self.repaired.values()) and not self.undecodable
+        """Nothing was repaired and every stored message and conversation reads."""
+        return (not any(self.repaired.values()) and not self.undecodable
+                and not self.unreadable_conversations)
 
     @property
     def total(self) -> int:
@@ -58,20 +75,62 @@ class VerifyReport:
 
 class Verifier:
     def __init__(self, conn: Connection, conversations: ConversationTable,
-                 indexer: SearchWriter) -> None:
+                 indexer: SearchWriter, threads: Threads, reactions: Reactions) -> None:
         self._conn = conn
         self._convs = conversations
         self._indexer = indexer
+        self._threads = threads
+        self._reactions = reactions
 
     def verify(self, timeout: float | None = None) -> VerifyReport:
         deadline = None if timeout is None else time.monotonic() + timeout
         rep: dict[str, int] = {}
         with self._conn.tx():
+            rep["text_bodies"] = self._text_bodies()
+            rep["conversation_types"] = self._conversation_types()
             self._counters(rep)
             self._attachments(rep)
+            rep["thread_summaries"] = self._threads.verify()
+            rep["reaction_counts"] = self._reactions.verify()
         undecodable = self._undecodable()
         rep["search_index"] = self._search_index(len(undecodable), deadline)
-        return VerifyReport(rep, undecodable=undecodable)
+        return VerifyReport(rep, undecodable=undecodable,
+                            unreadable_conversations=self._unreadable_conversations())
+
+    def _text_bodies(self) -> int:
+        """Bodies stored as TEXT whose bytes decode as a body of their type go back to BLOB
+        (the form every reader expects); returns how many."""
+        fixed = 0
+        for rowid, mtype, blob in self._conn.run(
+                "SELECT id, type, CAST(body AS BLOB) FROM message "
+                "WHERE typeof(body) = 'text'").fetchall():
+            try:
+                decode_body(_MTYPE[mtype], blob)
+            except (IMError, KeyError):
+                continue
+            self._conn.run("UPDATE message SET body = ? WHERE id = ?", (blob, rowid))
+            fixed += 1
+        return fixed
+
+    def _conversation_types(self) -> int:
+        """A conversation whose chat type is unknown takes the one type its messages have (none,
+        or several: left as it is and reported); returns how many were repaired."""
+        fixed = 0
+        for (conv_id,) in self._conn.run(
+                "SELECT conv_id FROM conversation WHERE chat_type NOT IN "
+                f"({marks(len(_CHAT_TYPES))})", _CHAT_TYPES).fetchall():
+            found = self._conn.run("SELECT DISTINCT chat_type FROM message WHERE conv_id = ? "
+                                   "LIMIT 2", (conv_id,)).fetchall()
+            if len(found) == 1 and found[0][0] in _CHAT_TYPES:
+                self._conn.run("UPDATE conversation SET chat_type = ? WHERE conv_id = ?",
+                               (found[0][0], conv_id))
+                fixed += 1
+        return fixed
+
+    def _unreadable_conversations(self) -> list[str]:
+        return [c.conv_id for c in map(to_conversation, self._conn.query(
+            CONVERSATION_LIST_SQL.format(where="")))
+            if c.error is not None]
 
     def _undecodable(self) -> list[str]:
         """Ids of stored messages whose payload does not decode (read in pages of 1000 rows)."""

@@ -141,15 +141,17 @@ class Writes:
         first = (conn.run("SELECT max(id) FROM message").fetchone()[0] or 0) + 1
         conn.run_many(INSERT_SQL, [r[1:] for r in rows])  # ids first, first + 1, ... in order
         self._tombstones.lift_ids(r.msg_id for r in rows)
-        convs: dict[str, list[Any]] = {}  # conv_id -> [chat_type, unread, best_sort, best_rowid]
+        # conv_id -> [chat_type, unread, best_sort, best_rowid]; the best of the main timeline
+        # (a thread reply is never a conversation's last message)
+        convs: dict[str, list[Any]] = {}
         attach = []
         for rowid, row, msg in zip(range(first, first + len(rows)), rows, msgs, strict=True):
             c = convs.get(row.conv_id)
             if c is None:
-                c = convs[row.conv_id] = [row.chat_type, 0, row.sort_time, rowid]
+                c = convs[row.conv_id] = [row.chat_type, 0, None, None]
             if row.direction == Direction.RECEIVE and not row.is_read:
                 c[1] += 1
-            if (row.sort_time, rowid) > (c[2], c[3]):
+            if row.thread_id is None and (c[3] is None or (row.sort_time, rowid) > (c[2], c[3])):
                 c[2], c[3] = row.sort_time, rowid
             if row.type in _ATTACH_INTS:
                 attach.append(attachment_row(rowid, msg))

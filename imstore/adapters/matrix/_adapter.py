@@ -346,17 +346,8 @@ class MatrixAdapter:
         room = await self.rooms.room_for(conv_id, ChatType(chat_type), create=False)
         if room is None:
             return
-        if up_to is None:
-            page = await self._net(self.api.call(
-                rq.messages(room, "b", 1, filter_=rq.MESSAGES_FILTER)))
-            chunk = page.get("chunk")
-            newest = chunk[0] if isinstance(chunk, list) and chunk else None
-            if not isinstance(newest, dict) or not isinstance(newest.get("event_id"), str):
-                return
-            self.events.see(room, newest)
-            event_id: str | None = newest["event_id"]
-        else:
-            event_id = await self.history.at_time(room, up_to, "b")
+        event_id = await self._net(self.events.newest(room) if up_to is None
+                                   else self.events.at_time(room, up_to, "b"))
         if event_id is not None:
             await self._net(self.reads.mark_read(room, event_id))
 
@@ -374,15 +365,11 @@ class MatrixAdapter:
         """The members whose read receipt is at or after the message (emulated: Matrix keeps
         one "read up to here" position per member), in the order they read."""
         check_page_size(limit)
-        known = self.events.get(msg_id)
-        if known is None:  # not seen in this session: look for it in the joined rooms
+        joined: Any = []
+        if self.events.get(msg_id) is None:  # not seen in this session: look in the rooms
             joined = (await self.api.call(rq.joined_rooms())).get("joined_rooms")
-            for room in joined if isinstance(joined, list) else ():
-                try:
-                    known = await self.events.event(str(room), msg_id)
-                    break
-                except IMError:
-                    continue
+        known = await self.events.find(msg_id, [r for r in joined if isinstance(r, str)]
+                                       if isinstance(joined, list) else [])
         if known is None:
             raise IMError(ErrorCode.MESSAGE_INVALID, f"no message {msg_id!r} on the server")
         room, sender, ts = known

@@ -79,6 +79,10 @@ def _code_for(status: int, errcode: str) -> ErrorCode:
     return ErrorCode.INVALID_PARAM
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _name(req: Request) -> str:
     return f"{req.method} {req.path.split('?')[0]}"
 
@@ -178,7 +182,7 @@ class Api:
         if not raw:
             return {}
         try:
-            answer = json.loads(raw)
+            answer = json.loads(raw, parse_constant=_no_constant)
         except (ValueError, RecursionError) as exc:
             raise malformed(_name(req), "not JSON") from exc
         if not isinstance(answer, dict):

@@ -19,7 +19,7 @@ from ...errors import ErrorCode, IMError
 from ...lifecycle import is_mine
 from . import _mapping as mp
 from . import _requests as rq
-from ._api import Api, MatrixError
+from ._api import Api, MatrixError, need
 
 __all__ = ["MAX_EVENTS", "EventCache"]
 
@@ -82,6 +82,36 @@ class EventCache:
                           f"the homeserver answered another event for {event_id!r}")
         self.see(room_id, ev)
         return self.events[event_id]
+
+    async def at_time(self, room_id: str, ts: int, direction: str) -> str | None:
+        """The event nearest ``ts`` in ``direction`` (``b`` or ``f``); None when there is none."""
+        try:
+            found = await self.api.call(rq.timestamp_to_event(room_id, ts, direction))
+        except MatrixError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return need(found, "event_id", str, "GET /timestamp_to_event")
+
+    async def newest(self, room_id: str) -> str | None:
+        """The id of the newest message of a room (seen on the way); None when it has none."""
+        page = await self.api.call(rq.messages(room_id, "b", 1, filter_=rq.MESSAGES_FILTER))
+        chunk = page.get("chunk")
+        newest = chunk[0] if isinstance(chunk, list) and chunk else None
+        if not isinstance(newest, dict) or not isinstance(newest.get("event_id"), str):
+            return None
+        self.see(room_id, newest)
+        return str(newest["event_id"])
+
+    async def find(self, event_id: str, rooms: list[str]) -> tuple[str, str, int] | None:
+        """(room, sender, ts) of an event, from the cache or looked for in ``rooms``."""
+        known = self.events.get(event_id)
+        for room in rooms if known is None else ():
+            try:
+                return await self.event(room, event_id)
+            except IMError:
+                continue
+        return known
 
     async def event_time(self, room_id: str, event_id: str, *, syncing: bool) -> int:
         """The server time of an event this device just sent: from the sync loop's echo when it

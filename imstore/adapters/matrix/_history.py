@@ -25,7 +25,7 @@ from .._cursor import decode_cursor, encode_cursor
 from .._filter import goes_up, keeps, past_window
 from . import _mapping as mp
 from . import _requests as rq
-from ._api import Api, MatrixError, need
+from ._api import Api, MatrixError
 from ._events import EventCache
 from ._link import log
 from ._reads import ReadPositions
@@ -66,23 +66,13 @@ class History:
         return (msg.msg_id in ids or (msg.local_id is not None and msg.local_id in ids)
                 or (msg.server_time or 0) < mp.as_int(hidden.get("before")))
 
-    async def at_time(self, room_id: str, ts: int, direction: str) -> str | None:
-        """The event nearest ``ts`` in ``direction`` (``b`` or ``f``); None when there is none."""
-        try:
-            found = await self.api.call(rq.timestamp_to_event(room_id, ts, direction))
-        except MatrixError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return need(found, "event_id", str, "GET /timestamp_to_event")
-
     async def _start_token(self, room: str, options: FetchOptions) -> tuple[bool, str | None]:
         """(whether anything lies in the window, the token to start paging from)."""
         up = goes_up(options)
         edge = options.end_time if up else options.start_time
         if edge is None:
             return True, None
-        event_id = await self.at_time(room, edge, "b" if up else "f")
+        event_id = await self.events.at_time(room, edge, "b" if up else "f")
         if event_id is None:
             return False, None
         ctx = await self.api.call(rq.context(room, event_id))

@@ -132,13 +132,16 @@ def room_info(room_id: str, state: dict[str, Any] | None, me: str, server_name: 
               direct_peer: str | None = None) -> RoomInfo:
     """Map a room to a conversation from its imstore state (or, for rooms other clients made,
     from ``m.direct``; anything else is a group keyed by the room id)."""
-    if state and state.get("chat_type") in ChatType.__members__:
-        chat_type = ChatType[state["chat_type"]]
+    name = state.get("chat_type") if state else None
+    if state and isinstance(name, str) and name in ChatType.__members__:
+        chat_type = ChatType[name]
         if chat_type == ChatType.CHAT:
-            others = [m for m in state.get("members", []) if m != me]
+            members = state.get("members")
+            others = [m for m in (members if isinstance(members, list) else ())
+                      if isinstance(m, str) and m.startswith("@") and m != me]
             peer = others[0] if others else me
             return RoomInfo(room_id, from_mxid(peer, server_name), chat_type)
-        return RoomInfo(room_id, str(state.get("id") or room_id), chat_type)
+        return RoomInfo(room_id, as_str(state.get("id")) or room_id, chat_type)
     if direct_peer:
         return RoomInfo(room_id, from_mxid(direct_peer, server_name), ChatType.CHAT)
     return RoomInfo(room_id, room_id, ChatType.GROUP_CHAT)
@@ -212,6 +215,9 @@ def body_content(mtype: MessageType, body: Body) -> dict[str, Any]:
         if isinstance(body, VideoBody) and body.thumbnail_url and not body.thumbnail_url.endswith(
                 THUMB_MARK):
             info["thumbnail_url"] = body.thumbnail_url
+            thumb_type = mimetypes.guess_type(body.thumbnail_path or "")[0]
+            if thumb_type:
+                info["thumbnail_info"] = {"mimetype": thumb_type}
         if body.secret:
             ns["secret"] = body.secret
         content["info"] = info

@@ -42,24 +42,25 @@ class Receipts:
         self.clock = clock
         self.group_acks: dict[str, dict[str, int]] = {}  # msg id -> reader -> time
 
-    def _received(self, user: str, msg_id: str, what: str) -> tuple[Conv, Message]:
+    def _received(self, user: str, msg_id: str, what: str,
+                  sends: Callable[[Message], bool]) -> tuple[Conv, Message]:
         """The one-to-one message ``msg_id`` that ``user`` received, for a receipt the
-        lifecycle lets it send."""
+        lifecycle's ``sends`` rule lets it send."""
         conv, stored = self.directory.stored(msg_id)
         m = stored.msg
-        seen = self.history.view(m, user)
-        check_read_ack(seen)
-        if user not in conv.members or not sends_read_ack(seen) or not sends_delivery_ack(seen):
+        if user not in conv.members or not sends(self.history.view(m, user)):
             raise IMError(ErrorCode.INVALID_PARAM,
-                          f"{user!r} did not receive {msg_id!r}: only its receiver sends {what}")
+                          f"{what} are for one-to-one messages, from their receiver: {user!r} "
+                          f"did not receive the one-to-one message {msg_id!r}")
         return conv, m
 
     def delivery_ack(self, user: str, msg_id: str) -> None:
-        _, m = self._received(user, msg_id, "delivery receipts")
+        _, m = self._received(user, msg_id, "delivery receipts", sends_delivery_ack)
         self.delivery.emit(m.sender, "on_delivery_acks", [msg_id])
 
     def read_ack(self, user: str, msg_id: str) -> None:
-        conv, m = self._received(user, msg_id, "read receipts")
+        check_read_ack(self.directory.stored(msg_id)[1].msg)
+        conv, m = self._received(user, msg_id, "read receipts", sends_read_ack)
         self.history.move_read_position(user, conv.key, m.server_time or 0)
         self.delivery.emit(m.sender, "on_read_acks", [msg_id])
 
