@@ -191,3 +191,20 @@ def test_a_search_of_an_empty_index_finds_nothing_and_reports_no_damage(caplog):
         for kw in ("的", "apple", "apple 的", "🎂"):
             assert st.search_messages(kw) == [] and st.search_counts(kw) == []
     assert "damaged" not in caplog.text
+
+
+@pytest.mark.parametrize("bad", [{"batch": 0}, {"live_batch": -1}, {"bulk_apply": 1.5},
+                                 {"yield_until": True}, {"poll": 0}, {"coalesce": "0"},
+                                 {"poll": 3600}, {"coalesce": -1}])
+def test_a_bad_index_policy_is_refused(bad: dict[str, Any]):
+    with pytest.raises(IMError) as err:
+        imstore.IndexPolicy(**bad)
+    assert err.value.code == ErrorCode.INVALID_PARAM
+
+
+def test_a_valid_index_policy_is_accepted(tmp_path: Path):
+    policy = imstore.IndexPolicy(batch=10, live_batch=5, poll=0.05, coalesce=0)
+    with imstore.open(tmp_path / "s", user_id="me", index_policy=policy) as st:
+        st.import_messages(_corpus(9, 40))
+        st.flush_index(timeout=60)
+        assert st.index_status().pending == 0 and st.verify().ok

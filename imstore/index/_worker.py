@@ -58,6 +58,19 @@ class IndexPolicy:
     coalesce: float = 0.05
     yield_until: int = 100_000
 
+    def __post_init__(self) -> None:
+        for name in ("batch", "live_batch", "bulk_apply", "yield_until"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise IMError(ErrorCode.INVALID_PARAM,
+                              f"IndexPolicy.{name} must be a whole number >= 1, not {value!r}")
+        for name, least in (("poll", 0.01), ("coalesce", 0.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not least <= value <= 60:
+                raise IMError(ErrorCode.INVALID_PARAM, f"IndexPolicy.{name} must be {least} to "
+                              f"60 seconds, not {value!r}")
+
 
 @dataclass(slots=True)
 class Command:
