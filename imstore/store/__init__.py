@@ -83,6 +83,7 @@ from ._counts import ConversationHits, Counter, keyword_groups
 from ._gaps import Gap, Span, Stretches, TimelinePage
 from ._indexer import IndexPolicy, IndexStatus, SearchWriter
 from ._merge import Merger, MergeResult
+from ._names import Names
 from ._pins import Pins
 from ._query import Query, Searcher
 from ._reactions import Reactions
@@ -183,6 +184,7 @@ class MessageStore:
         self._receipts = Receipts(conn, self._convs, self._indexer, self._writes)
         self._searcher = Searcher(conn, self._indexer)
         self._counter = Counter(conn, self._indexer)
+        self._names = Names(conn)
         self._threads = Threads(conn, self._reads)
         self._reactions = Reactions(conn, user_id)
         self._pins = Pins(conn)
@@ -895,6 +897,17 @@ class MessageStore:
             start_time=start_time, end_time=end_time, scope=scope, limit=1, newest_first=True,
             anchor=None)
         return self._counter.counts(queries, max_hits)
+
+    def search_conversations(self, text: str, *, limit: int = 20) -> list[Conversation]:
+        """Conversations whose title or id matches ``text``, newest first: as keyword search
+        matches words (folded, traditional and simplified alike), and by pinyin, full or
+        initials ("beijing", "bj" find 北京). Works with search=False too (no index needed)."""
+        if not isinstance(text, str) or not text.strip():
+            raise IMError(ErrorCode.INVALID_PARAM, "the search text is empty; type some text")
+        check_text(text, "text")
+        check_limit(limit)
+        found = [self._reads.conversation(c) for c in self._names.search(text, limit)]
+        return [c for c in found if c is not None]
 
     def _search_queries(self, groups: list[list[str]], *, conv_id: Any, sender: Any,
                         types: Any, start_time: Any, end_time: Any, scope: Any, limit: int,
