@@ -1,18 +1,22 @@
-"""Reading the index: literal words as whoosh queries, document-frequency estimates, and
-whole columns of a segment.
+"""Reading the index: literal words as whoosh queries, document-frequency estimates, whole
+columns of a segment, and the collection of a search's hits.
 
 Rules kept here:
 - a keyword is never parsed as whoosh syntax: each word's `text.TOKEN_RE` parts become terms
   (a CJK pair, a symbol), prefixes (a Latin word's start, a lone CJK character) and phrases
   (CJK runs as overlapping pairs); they only propose candidates, `text.matches` judges;
 - estimates over-count, never under-count: a word's share of documents is the sum of its
-  prefix terms' document frequencies (capped), the rarest pair of a CJK run.
+  prefix terms' document frequencies (capped), the rarest pair of a CJK run; an AND's share is
+  the product of its words' shares;
+- hits are collected once per search (`collect`), per segment as sets of document numbers,
+  rarest word first; a prefix's documents are read straight from its posting lists.
 """
 
 from __future__ import annotations
 
 import sys
 from array import array
+from collections.abc import Sequence
 from typing import Any
 
 from whoosh import query as wq
@@ -20,7 +24,8 @@ from whoosh.codec.whoosh3 import W3LeafMatcher
 
 from ..text import TOKEN_RE
 
-__all__ = ["column", "doc_set", "estimate", "filtered", "part_df", "word_query"]
+__all__ = ["collect", "column", "doc_set", "estimate", "filtered", "part_df", "share",
+           "word_query"]
 
 
 def column(reader: Any, fieldname: str) -> array[int]:
@@ -146,4 +151,66 @@ def filtered(searcher: Any, alts: list[wq.Query], docs: set[int]) -> set[int]:
                     break
             if m.id() == d:
                 out.add(d)
+    return out
+
+
+def collect(searcher: Any, per_word: list[list[wq.Query]], start: int | None, end: int | None,
+        column_of: Any) -> list[tuple[int, int]]:
+    """(sort time, row id) of every live document matching, for each word, one of its
+    queries, in the time range. Per segment, the words are taken rarest first (by document
+    frequency; a prefix counts as common): the first one's documents are a set (a prefix's
+    read straight from its terms' posting lists, never whoosh's union matcher); a later
+    one is intersected as a set too, unless it is a term or phrase far more common than
+    what is left (the conversation's term, say): then its matcher only skips to those
+    documents (never a prefix's: whoosh walks its union of terms in Python)."""
+    lo = -(1 << 63) if start is None else start
+    hi = (1 << 63) - 1 if end is None else end
+    out: list[tuple[int, int]] = []
+    for sub, _ in searcher.leaf_searchers():
+        reader = sub.reader()
+        if not reader.doc_count_all():
+            continue  # an empty index's reader holds no terms
+        found: set[int] | None = None
+        ranked = sorted((estimate(reader, alts), i) for i, alts in enumerate(per_word))
+        for cost, i in ranked:
+            alts = per_word[i]
+            if found is not None and cost > 8 * len(found) and \
+                    not any(isinstance(q, wq.Prefix) for q in alts):
+                found = filtered(sub, alts, found)  # a prefix's matcher is a slow union
+            else:
+                docs: set[int] = set()
+                for q in alts:
+                    docs |= doc_set(sub, reader, q)
+                found = docs if found is None else found & docs
+            if not found:
+                break
+        if not found:
+            continue
+        sorts = column_of(reader, "sort")
+        rowids = column_of(reader, "rowid")
+        deleted = reader.is_deleted if reader.has_deletions() else None
+        for d in found:
+            if deleted is not None and deleted(d):
+                continue
+            t = sorts[d]
+            if lo <= t <= hi:
+                out.append((t, rowids[d]))
+    return out
+
+
+def share(searcher: Any, words: Sequence[str], fields: Sequence[str]) -> float:
+    """The share of documents that may match every word: the product of the words' shares,
+    each from document frequencies (an overestimate; prefixes counted over 40 terms)."""
+    reader = searcher.reader()
+    n = max(searcher.doc_count(), 1)
+    out = 1.0
+    for w in words:
+        best = 0
+        for f in fields:
+            word_df = n
+            for m in TOKEN_RE.finditer(w):
+                word_df = min(word_df, part_df(reader, f, m.group(1) or m.group(2)
+                                                or m.group(3), bool(m.group(1)), n))
+            best = max(best, word_df)
+        out *= min(best, n) / n
     return out

@@ -40,11 +40,10 @@ from whoosh.index import TOC, FileIndex
 from whoosh.writing import SegmentWriter
 
 from ..errors import ErrorCode, IMError
-from ..text import TOKEN_RE
 from ._format import Doc, ImCodec, key_of, schema, write_segment
 from ._helper import INDEXNAME as _INDEXNAME
 from ._helper import Helper
-from ._hits import column, doc_set, estimate, filtered, part_df, word_query
+from ._hits import collect, column, share, word_query
 from ._merge import MERGE_FACTOR, merge_tiered, no_merge
 
 __all__ = ["SearchIndex", "SearchIndexError"]
@@ -165,6 +164,26 @@ class _Writer(SegmentWriter):  # type: ignore[misc]
         final.extend(self._ready)
         self._commit_toc(final)
         self._finish()
+
+
+def _drop_unreferenced(ix: Any, storage: Any, segments: Sequence[Any]) -> None:
+    """After a failed commit: remove the files of the segments it wrote that no TOC names
+    (a full disk must not fill up with the leftovers of each retry)."""
+    try:
+        live = {seg.segment_id() for seg in ix._segments()}
+        names = list(storage.list())
+    except Exception:
+        return  # the next successful commit cleans them (whoosh removes unnamed files)
+    for seg in segments:
+        prefix = seg.segment_id()
+        if prefix in live:
+            continue
+        for name in names:
+            if name.startswith(prefix + ".") or name.startswith(prefix + "_"):
+                try:
+                    storage.delete_file(name)
+                except Exception:
+                    pass
 
 
 def _abandon(writer: Any) -> None:
@@ -390,32 +409,13 @@ class SearchIndex:
             writer.commit(mergetype=self._merge_policy if merge else no_merge)
         except BaseException as exc:
             _abandon(writer)
-            self._drop_unreferenced([*writer._ready, writer.newsegment])
+            _drop_unreferenced(self._ix, self._storage, [*writer._ready, writer.newsegment])
             if isinstance(exc, Exception):
                 raise _error("written", exc) from exc
             raise
         self.skipped += len(skipped)
         self._refresh()
         return skipped
-
-    def _drop_unreferenced(self, segments: Sequence[Any]) -> None:
-        """After a failed commit: remove the files of the segments it wrote that no TOC names
-        (a full disk must not fill up with the leftovers of each retry)."""
-        try:
-            live = {seg.segment_id() for seg in self._ix._segments()}
-            names = list(self._storage.list())
-        except Exception:
-            return  # the next successful commit cleans them (whoosh removes unnamed files)
-        for seg in segments:
-            prefix = seg.segment_id()
-            if prefix in live:
-                continue
-            for name in names:
-                if name.startswith(prefix + ".") or name.startswith(prefix + "_"):
-                    try:
-                        self._storage.delete_file(name)
-                    except Exception:
-                        pass
 
     @staticmethod
     def _merge_policy(writer: Any, segments: list[Any]) -> list[Any]:
@@ -513,7 +513,7 @@ class SearchIndex:
             writer.commit(mergetype=self._merge_policy)
         except BaseException as exc:
             _abandon(writer)
-            self._drop_unreferenced([writer.newsegment])
+            _drop_unreferenced(self._ix, self._storage, [writer.newsegment])
             if isinstance(exc, Exception):
                 raise _error("merged", exc) from exc
             raise
@@ -557,24 +557,11 @@ class SearchIndex:
 
     def is_common(self, words: Sequence[str], fields: Sequence[str], limit: int,
                   rows: int) -> bool:
-        """Whether ``limit`` hits are expected within ``rows`` messages read in time order:
-        the share of documents that may match is estimated as the product of the words'
-        shares (each from document frequencies, an overestimate)."""
+        """Whether ``limit`` hits are expected within ``rows`` messages read in time order
+        (`_hits.share`: the product of the words' shares of documents)."""
         try:
             self._fresh()
-            reader = self._searcher.reader()
-            n = max(self._searcher.doc_count(), 1)
-            share = 1.0
-            for w in words:
-                best = 0
-                for f in fields:
-                    word_df = n
-                    for m in TOKEN_RE.finditer(w):
-                        word_df = min(word_df, part_df(reader, f, m.group(1) or m.group(2)
-                                                        or m.group(3), bool(m.group(1)), n))
-                    best = max(best, word_df)
-                share *= min(best, n) / n
-            return share * rows >= limit
+            return share(self._searcher, words, fields) * rows >= limit
         except Exception as exc:
             raise _error("read", exc) from exc
 
@@ -597,52 +584,8 @@ class SearchIndex:
             per_word.append([wq.Term("conv", conv_id)])
         try:
             self._fresh()
-            hits = self._collect(per_word, start_time, end_time)
+            hits = collect(self._searcher, per_word, start_time, end_time, self._column_of)
         except Exception as exc:
             raise _error("searched", exc) from exc
         hits.sort()
         return hits
-
-    def _collect(self, per_word: list[list[wq.Query]], start: int | None,
-                 end: int | None) -> list[tuple[int, int]]:
-        """(sort time, row id) of every live document matching, for each word, one of its
-        queries, in the time range. Per segment, the words are taken rarest first (by document
-        frequency; a prefix counts as common): the first one's documents are a set (a prefix's
-        read straight from its terms' posting lists, never whoosh's union matcher); a later
-        one is intersected as a set too, unless it is a term or phrase far more common than
-        what is left (the conversation's term, say): then its matcher only skips to those
-        documents (never a prefix's: whoosh walks its union of terms in Python)."""
-        lo = -(1 << 63) if start is None else start
-        hi = (1 << 63) - 1 if end is None else end
-        out: list[tuple[int, int]] = []
-        for sub, _ in self._searcher.leaf_searchers():
-            reader = sub.reader()
-            if not reader.doc_count_all():
-                continue  # an empty index's reader holds no terms
-            found: set[int] | None = None
-            ranked = sorted((estimate(reader, alts), i) for i, alts in enumerate(per_word))
-            for cost, i in ranked:
-                alts = per_word[i]
-                if found is not None and cost > 8 * len(found) and \
-                        not any(isinstance(q, wq.Prefix) for q in alts):
-                    found = filtered(sub, alts, found)  # a prefix's matcher is a slow union
-                else:
-                    docs: set[int] = set()
-                    for q in alts:
-                        docs |= doc_set(sub, reader, q)
-                    found = docs if found is None else found & docs
-                if not found:
-                    break
-            if not found:
-                continue
-            sorts = self._column_of(reader, "sort")
-            rowids = self._column_of(reader, "rowid")
-            deleted = reader.is_deleted if reader.has_deletions() else None
-            for d in found:
-                if deleted is not None and deleted(d):
-                    continue
-                t = sorts[d]
-                if lo <= t <= hi:
-                    out.append((t, rowids[d]))
-        return out
-
