@@ -280,10 +280,14 @@ def test_missing_or_corrupt_index_is_rebuilt_on_open(tmp_path: Path):
 def _lose_documents(st: MessageStore, rowids: range) -> int:
     """Remove documents from a store's index behind its back (as a damaged index would lose
     them); returns how many documents the index holds then."""
+    from imstore._crypto import index_key
     from imstore.index import SearchIndex
+    from imstore.index._sealed import Sealing
 
     assert st.directory is not None
-    ix = SearchIndex(os.path.join(st.directory, "search"), workers=1)
+    key = st.connection.store_key  # an encrypted store's index is sealed under its index key
+    ix = SearchIndex(os.path.join(st.directory, "search"), workers=1,
+                     sealing=None if key is None else Sealing(index_key(key)))
     try:
         ix.apply([], list(rowids))
         return ix.doc_count()

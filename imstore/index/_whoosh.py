@@ -16,7 +16,10 @@ Rules kept here:
   (whoosh's intersection collects every id of both sides into sets);
 - writes build whole segments directly (`_format.write_segment`), half of them in the helper
   process (`_helper`) when a batch is large and there is a second core; segments are merged by
-  size tiers (`_merge.merge_tiered`): a search visits every segment, so they stay few.
+  size tiers (`_merge.merge_tiered`): a search visits every segment, so they stay few;
+- the index of an encrypted store is sealed (``sealing``, `_sealed`): every file it writes, the
+  helper's too, is encrypted; its FORMAT says so, so that an index of the other kind is rebuilt,
+  and a file that does not decrypt is damage like any other.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from ._helper import INDEXNAME as _INDEXNAME
 from ._helper import Helper
 from ._hits import collect, column, share, word_query
 from ._merge import MERGE_FACTOR, merge_tiered, no_merge
+from ._sealed import Sealing
 
 __all__ = ["SearchIndex", "SearchIndexError"]
 
@@ -56,6 +60,7 @@ _PARALLEL_DOCS = 4_000  # a batch this large is split with the helper process
 # What the documents of an index hold (tokens, fields); another value means: rebuild it.
 _FORMAT = ("imstore index 3: key term, rowid and sort columns, symbol terms, traditional "
            "folded to simplified\n")
+_SEALED = "sealed: every file AES-256-GCM under the store's index key\n"
 _FORMAT_FILE = "FORMAT"
 
 
@@ -227,12 +232,15 @@ class SearchIndex:
     """A whoosh index of message documents, in a directory or in memory (``directory=None``).
 
     ``workers``: processes that write segments (1: this one only; default: 2 when the machine
-    has a second core and the index is on disk).
+    has a second core and the index is on disk). ``sealing``: the key (and cache) of an
+    encrypted store's index: every file on disk is sealed.
     """
 
     def __init__(self, directory: str | None, *, workers: int | None = None,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, sealing: Sealing | None = None) -> None:
         self.directory = directory
+        self._sealing = sealing if directory is not None else None
+        self._format = _FORMAT if self._sealing is None else _FORMAT + _SEALED
         self.rebuilt = False
         # ``readonly``: another process indexes this directory; this object only reads it and
         # never creates, resets or writes it. ``available`` is False when there was nothing
@@ -255,10 +263,16 @@ class SearchIndex:
             self._ix = self._create()
             self.rebuilt = True
         else:
-            self._storage = _DiskStorage(directory)
+            self._storage = self._disk_storage()
             self._ix = self._open_dir()
         self._generation = self._ix.latest_generation()
         self._searcher = self._ix.searcher()
+
+    def _disk_storage(self) -> Any:
+        assert self.directory is not None
+        if self._sealing is not None:
+            return self._sealing.storage(self.directory)
+        return _DiskStorage(self.directory)
 
     def _create(self, generation: int = 0) -> Any:
         # A reset index goes on from a higher generation than the one it replaces: a reader
@@ -266,14 +280,14 @@ class SearchIndex:
         TOC(self._schema, [], generation).write(self._storage, _INDEXNAME)
         if self.directory is not None:
             with open(os.path.join(self.directory, _FORMAT_FILE), "w", encoding="ascii") as f:
-                f.write(_FORMAT)
+                f.write(self._format)
         return _Index(self._storage, self._schema, _INDEXNAME)
 
     def _format_ok(self) -> bool:
         assert self.directory is not None
         try:
             with open(os.path.join(self.directory, _FORMAT_FILE), encoding="ascii") as f:
-                return f.read() == _FORMAT
+                return f.read() == self._format
         except (OSError, ValueError):
             return False
 
@@ -347,7 +361,7 @@ class SearchIndex:
             self._storage = _MemoryStorage()
         else:
             _fresh_dir(self.directory)
-            self._storage = _DiskStorage(self.directory)
+            self._storage = self._disk_storage()
         self._ix = self._create(generation)
         self._generation = self._ix.latest_generation()
         self._searcher = self._ix.searcher()
@@ -453,7 +467,8 @@ class SearchIndex:
         sent = False
         if helper is not None:
             try:
-                helper.send(self.directory, theirs)
+                helper.send(self.directory, theirs,
+                            None if self._sealing is None else self._sealing.key)
                 sent = True
             except Exception as exc:
                 log.info("segment helper unavailable (%r); writing here", exc)

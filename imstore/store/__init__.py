@@ -26,13 +26,13 @@ writes; no network I/O (the store does not know servers exist). See docs/archite
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import peewee as pw
 
+from .._crypto import check_key
 from ..codec import Limits, encode_ext, encode_local_ext
 from ..errors import ErrorCode, IMError
 from ..index import LOCK_FILE
@@ -48,7 +48,9 @@ from ..message import (
     Message,
     MessageStatus,
     MessageType,
+    PinRecord,
     Reaction,
+    ReactionRecord,
     SearchScope,
     ThreadSummary,
     now_ms,
@@ -71,11 +73,12 @@ from ._checks import (
 )
 from ._cipher import (
     change_key,
-    database_state,
     encrypt_store,
     is_encrypted,
     open_database,
+    probe_write_lock,
     read_owner,
+    settle_key,
 )
 from ._connection import Connection, connect
 from ._conversations import ConversationTable
@@ -108,6 +111,8 @@ def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
             raise IMError(ErrorCode.INVALID_PARAM, "a store in memory is written nowhere: "
                           "key= is for a store on disk; open ':memory:' without it")
         return connect(":memory:"), None
+    if key is not None:
+        check_key(key)  # a key that is no key creates nothing
     directory = os.path.abspath(path)
     try:
         os.makedirs(directory, exist_ok=True)
@@ -221,6 +226,7 @@ class MessageStore:
         if index_policy is not None and not isinstance(index_policy, IndexPolicy):
             raise invalid("index_policy", "an IndexPolicy or None", index_policy)
         if path != ":memory:":
+            key = settle_key(path, key)  # a passphrase derived once for this whole open
             owner = read_owner(path, key)
             if owner is not None and owner != user_id:
                 raise IMError(ErrorCode.DATABASE_ERROR,
@@ -239,35 +245,21 @@ class MessageStore:
         return read_owner(check_path(path, "a directory path"), key)
 
     @staticmethod
-    def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+    def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0,
+                       key: bytes | str | None = None) -> None:
         """Raise `IMError(DATABASE_ERROR)` saying why the store in directory ``path`` cannot be
         written now: a file of it is not writable, or another process keeps its write lock for
-        more than ``timeout`` seconds (`open` itself waits 30). Creates and changes nothing; a
-        directory without a store passes."""
+        more than ``timeout`` seconds (`open` itself waits 30). An encrypted store's lock is
+        probed with its ``key`` (without one, `open` says the key is missing). Creates and
+        changes nothing; a directory without a store passes."""
         directory = check_path(path, "a directory path")
         db = os.path.join(directory, DATABASE_FILE)
         for p in (directory, db, os.path.join(directory, "search")):
             if os.path.exists(p) and not os.access(p, os.W_OK):
                 raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot write {p} "
                               "(a store needs write access, even to be read)")
-        if not os.path.isfile(db) or database_state(db) == "encrypted":
-            return  # probing an encrypted database's lock needs its key: open waits for it
-        con = sqlite3.connect(db, timeout=timeout, isolation_level=None)
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            con.execute("ROLLBACK")
-        except sqlite3.OperationalError as exc:
-            why = str(exc)
-            if "locked" in why or "busy" in why:
-                raise IMError(ErrorCode.DATABASE_ERROR,
-                              f"the store {directory} is locked by another process (an import?); "
-                              "try again when it is done") from exc
-            if "readonly" in why:
-                raise IMError(ErrorCode.DATABASE_ERROR,
-                              f"permission denied: cannot write {db} (read-only)") from exc
-            raise IMError(ErrorCode.DATABASE_ERROR, f"{db}: {exc}") from exc
-        finally:
-            con.close()
+        if os.path.isfile(db):
+            probe_write_lock(db, key, timeout)
 
     def close(self) -> None:
         """Stop the indexer thread after its current batch and close the database (index work
@@ -711,6 +703,13 @@ class MessageStore:
         with self.connection.tx():
             return self._reactions.remove_by_id(reaction_id)
 
+    def reaction_records(self, msg_ids: Sequence[str]) -> list[ReactionRecord]:
+        """Every sender's reaction to the stored messages among ``msg_ids``, as kept: key,
+        sender, the server's id of the reaction and its time; each message's oldest first.
+        What `reactions` summarises (it lists 20 senders a key), in full -- for exports and
+        tools. Ids of messages not stored here are left out."""
+        return self._reactions.records(_id_list(msg_ids, "msg_ids"))
+
     def reaction_id(self, msg_id: str, key: str, sender: str | None = None) -> str | None:
         """The server's id of ``sender``'s (None: the store's user) reaction ``key`` to a
         message (None when it is not there or its id is not known)."""
@@ -722,6 +721,11 @@ class MessageStore:
     def pinned_messages(self, conv_id: str) -> list[Message]:
         """The messages pinned in a conversation, the newest pin first."""
         return self._pins.of(check_id(conv_id, "conv_id"))
+
+    def pin_records(self, conv_id: str) -> list[PinRecord]:
+        """The pins of a conversation as kept: each pinned message's id, when it was pinned and
+        by whom; the newest pin first (the order of `pinned_messages`)."""
+        return self._pins.records(check_id(conv_id, "conv_id"))
 
     def apply_message_pin(self, msg_id: str, *, pinned: bool = True, pinned_by: str | None = None,
                           timestamp: int | None = None) -> bool:
@@ -976,7 +980,10 @@ class MessageStore:
         rows, the search index, tombstones of stored messages), repair any drift, and report
         what was repaired; report too the stored messages that cannot be decoded and the
         receipts still waiting for a message. ``timeout`` (seconds) bounds the wait for the
-        search index to catch up (a full disk stops it): then IMError(DATABASE_ERROR) says so."""
+        search index to catch up (a full disk stops it); without one, verify waits while the
+        index moves and gives up once it has not for 60 s (a backlog being indexed is waited
+        for, a full disk is not). Giving up is IMError(DATABASE_ERROR), after the database's
+        own counters were checked and repaired."""
         _check_timeout(timeout)
         report = self._verifier.verify(timeout)
         report.pending_receipts = self._receipts.pending_count()
