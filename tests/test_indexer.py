@@ -73,7 +73,7 @@ _CRASH_IN_A_DAMAGE_REBUILD = textwrap.dedent("""
         raise SearchIndexError("a damaged segment", damaged=True)
     def crash(self, db):
         os._exit(0)  # the process dies (power cut, kill -9) while queueing the rebuild
-    SearchIndex.candidates = SearchIndex.is_common = damaged
+    SearchIndex.hits = SearchIndex.is_common = damaged
     Outbox.enqueue_everything = crash
     assert len(st.search_messages("apple", limit=400)) == 200  # read from the rows
     time.sleep(30)
