@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -471,43 +470,56 @@ def test_a_closed_pipe_is_one_line_not_a_traceback(tmp_path: Path):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "broken pipe" in err
 
 
+_HOLD_AT_FIRST_BATCH = """
+import sys
+from imstore.cli import _progress
+plain = _progress.Progress.__call__
+def held(self, done):
+    plain(self, done)
+    if self.label.startswith("importing") and not getattr(held, "once", False):
+        held.once = True
+        sys.stdin.buffer.read()  # the test sends Ctrl-C, then closes stdin
+_progress.Progress.__call__ = held
+sys.argv = ["imstore", *sys.argv[1:]]
+import _imstore_cli
+sys.exit(_imstore_cli.main())
+"""
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_an_import_cleanly(tmp_path: Path):
+    # The import holds after its first batch (it printed its first progress line) until the test
+    # has sent Ctrl-C and closed stdin: the signal is pending before the import can go on, so it
+    # never finishes first, whatever the machine's load.
     chat = tmp_path / "WhatsApp Chat with Dana.txt"
     chat.write_text("".join(
         f"{1 + d:02}/0{1 + m}/2021, {h:02}:{mi:02} - {'Ann' if mi % 3 else 'Dana'}: m {m} {d} {h} {mi}\n"
         for m in range(3) for d in range(28) for h in range(24) for mi in range(0, 60, 2)),
         encoding="utf-8")
+    driver = tmp_path / "hold.py"
+    driver.write_text(_HOLD_AT_FIRST_BATCH, encoding="utf-8")
     store = str(tmp_path / "s")
-    proc = subprocess.Popen([sys.executable, "-m", "imstore.cli", "import", str(chat), "--store",
-                             store, "--me", "Ann", "--tz", "UTC"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**_env(), "IMSTORE_PROGRESS_EVERY": "0"})
+    proc = subprocess.Popen([sys.executable, str(driver), "import", str(chat), "--store", store,
+                             "--me", "Ann", "--tz", "UTC"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**_env(), "IMSTORE_PROGRESS_EVERY": "0"})
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     lines: list[str] = []
-    progressed = threading.Event()
-
-    def read_err() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            lines.append(raw.decode())
-            if "importing" in raw.decode():
-                progressed.set()
-
-    reader = threading.Thread(target=read_err, daemon=True)
-    reader.start()
     try:
-        assert progressed.wait(timeout=120), "the import never reported progress"
+        for raw in proc.stderr:  # ends early only if the import died before its first batch
+            lines.append(raw.decode())
+            if lines[-1].startswith("importing"):
+                break
+        assert lines and lines[-1].startswith("importing"), "".join(lines)
         proc.send_signal(signal.SIGINT)
-        assert proc.stdout is not None
-        out = proc.stdout.read()  # the reader thread alone reads stderr
-        proc.wait(timeout=120)
+        out, rest = proc.communicate(b"", timeout=300)  # closes stdin: the import goes on
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        reader.join(timeout=60)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+    lines.append(rest.decode())
     err = "".join(lines)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
