@@ -171,6 +171,37 @@ def test_search_shows_the_conversation_and_pages(person, capsys):
     assert code == 0 and out.strip() == "(no messages)"
 
 
+def test_search_any_of_several_keywords_and_counts_per_conversation(person, capsys):
+    store = str(person["store"])
+    run(["import", str(person["tg"]), "--store", store], capsys)
+    run(["import", str(person["wa"]), "--store", store, "--me", "Ann", "--tz", "UTC"], capsys)
+    code, out, _ = run(["search", "hi", "hey", "--store", store, "--json"], capsys)
+    assert code == 0 and ndjson(out) == []  # both keywords: no message has both
+    code, out, _ = run(["search", "hi", "hey", "--any", "--store", store, "--json"], capsys)
+    assert sorted(m["body"]["text"] for m in ndjson(out)) == [
+        "hey Ann", "hey Dana\nhow are you", "hi Ann", "hi Bob"]
+    code, out, _ = run(["search", "hey dana", "hi", "--any", "--store", store, "--json"], capsys)
+    assert sorted(m["body"]["text"] for m in ndjson(out)) == [
+        "hey Dana\nhow are you", "hi Ann", "hi Bob"]  # a quoted keyword's words all match
+    code, out, _ = run(["search", "hi", "hey", "--any", "--counts", "--store", store, "--json"],
+                       capsys)
+    counts = ndjson(out)
+    assert [(c["conv_id"], c["title"], c["count"], c["capped"]) for c in counts] == [
+        ("tg:222", "Bob Smith", 2, False), ("wa:Dana", "Dana", 2, False)]  # newest first
+    assert [c["newest"]["body"]["text"] for c in counts] == ["hi Bob", "hey Dana\nhow are you"]
+    code, out, _ = run(["search", "hi", "hey", "--any", "--counts", "--store", store, "--utc"],
+                       capsys)
+    assert out.splitlines() == [
+        "tg:222 (Bob Smith)  2 hits, newest 2021-03-01 10:01 UTC  Ann Lee (me): [reply] hi Bob "
+        "[edited]",
+        "wa:Dana (Dana)  2 hits, newest 2021-03-01 09:02 UTC  Ann (me): hey Dana how are you"]
+    code, out, _ = run(["search", "hey", "--counts", "--conv", "wa:Dana", "--store", store,
+                        "--json"], capsys)
+    assert [(c["conv_id"], c["count"]) for c in ndjson(out)] == [("wa:Dana", 2)]
+    code, out, _ = run(["search", "nothing", "--counts", "--store", store], capsys)
+    assert code == 0 and out.strip() == "(no messages)"
+
+
 @pytest.mark.parametrize("until, hits", [("2021-03-01", 2), ("2021-02-28", 0),
                                          ("2021-03-01T10:00:30", 1), ("1614592800000", 1)])
 def test_until_a_date_includes_that_day(person, capsys, until: str, hits: int):
@@ -302,6 +333,8 @@ ERRORS = [
     (["search", "hi", "--until", "2021-13-01", "--store", "{store}"], "--until"),
     (["search", "hi", "--limit", "0", "--store", "{store}"], "QUERY_PARAM_REACHES_LIMIT"),
     (["search", "hi", "--before", "no-such-id", "--store", "{store}"], "no-such-id"),
+    (["search", "a", "b", "c", "d", "e", "f", "--store", "{store}"], "1 to 5 keywords"),
+    (["search", "hi", "--counts", "--before", "x", "--store", "{store}"], "leave out --before"),
     (["messages", "nope", "--store", "{store}"], "no conversation 'nope'"),
     (["messages", "tg:222", "--before", "nope", "--store", "{store}"], "nope"),
     (["import", "{tmp}/missing.json", "--store", "{store}"], "missing.json"),
