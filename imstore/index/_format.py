@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import logging
 import struct
+import zlib
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
+from operator import sub
 from pickle import dumps
 from typing import Any
 
@@ -31,6 +35,7 @@ from whoosh import columns
 from whoosh.analysis import Token, Tokenizer
 from whoosh.codec.whoosh3 import (
     STORED_COLUMN,
+    WHOOSH3_HEADER_MAGIC,
     W3Codec,
     W3FieldWriter,
     W3PerDocReader,
@@ -167,6 +172,36 @@ class _PostingsWriter(W3PostingsWriter):  # type: ignore[misc]
                     self._maxlength = hi
             i = j
 
+    def _write_block(self, last: bool = False) -> None:
+        """whoosh3's `_write_block`, the same bytes, with the per-posting work at C speed (the
+        deltas of the ids, the weights' summary)."""
+        if not self._blockcount:
+            self._postfile.write(WHOOSH3_HEADER_MAGIC)
+        self._terminfo.add_block(self)
+        ids = self._ids
+        weights = self._weights
+        n = len(ids)
+        if weights.count(1.0) == n:
+            mini_weights: Any = None
+        elif weights.count(weights[0]) == n:
+            mini_weights = weights[0]
+        else:
+            mini_weights = tuple(weights)
+        databytes = dumps((tuple(map(sub, ids, chain((0,), ids))), mini_weights,
+                           self._mini_values()), 2)
+        comp = self._compression
+        if comp:
+            databytes = zlib.compress(databytes, comp)
+        infobytes = dumps((n, ids[-1], self._maxweight, comp, length_to_byte(self._minlength),
+                           length_to_byte(self._maxlength)), 2)
+        blocklength = len(infobytes) + len(databytes)
+        postfile = self._postfile
+        postfile.write_int(-blocklength if last else blocklength)
+        postfile.write(infobytes)
+        postfile.write(databytes)
+        self._blockcount += 1
+        self._new_block()
+
     def finish_postings(self) -> Any:
         terminfo = self._terminfo
         if not self.written() and len(self) < self._inlinelimit:
@@ -234,7 +269,7 @@ class _TextPostings:
     __slots__ = ("lengths", "terms", "total")
 
     def __init__(self, doccount: int) -> None:
-        self.terms: dict[str, list[tuple[int, Any]]] = {}
+        self.terms: defaultdict[str, list[tuple[int, Any]]] = defaultdict(list)
         self.lengths = bytearray(doccount)  # length bytes, as whoosh stores them
         self.total = 0
 
@@ -246,14 +281,9 @@ class _TextPostings:
         if not n:
             return
         inverted = self.terms
-        get = inverted.get
         if len(set(found)) == n:  # every term once: the common case
             for p, t in enumerate(found):
-                entry = get(t)
-                if entry is None:
-                    inverted[t] = [(docnum, p)]
-                else:
-                    entry.append((docnum, p))
+                inverted[t].append((docnum, p))
         else:
             local: dict[str, list[int]] = {}
             for p, t in enumerate(found):
@@ -263,12 +293,7 @@ class _TextPostings:
                 else:
                     pl.append(p)
             for t, pl in local.items():
-                entry = get(t)
-                item = (docnum, pl if len(pl) > 1 else pl[0])
-                if entry is None:
-                    inverted[t] = [item]
-                else:
-                    entry.append(item)
+                inverted[t].append((docnum, pl if len(pl) > 1 else pl[0]))
         self.lengths[docnum] = length_to_byte(n)
         self.total += n
 
@@ -397,11 +422,15 @@ def _write_text_field(fw: Any, fieldname: str, fieldobj: Any, tp: _TextPostings)
                 else:
                     yield term, [d], [float(len(x))], [enc(x)], [quant[lengths[d]]]
                 continue
-            ids = [p[0] for p in postings]
-            xs = [p[1] for p in postings]
-            yield (term, ids, [1.0 if type(x) is int else float(len(x)) for x in xs],
-                   [one[x] if type(x) is int else enc(x) for x in xs],
-                   [quant[lengths[d]] for d in ids])
+            ids, xs = map(list, zip(*postings, strict=True))
+            ls = list(map(quant.__getitem__, map(lengths.__getitem__, ids)))
+            try:  # each term once in each document: the common case, all at C speed
+                values = list(map(one.__getitem__, xs))
+            except TypeError:  # a list of positions is no key
+                yield (term, ids, [1.0 if type(x) is int else float(len(x)) for x in xs],
+                       [one[x] if type(x) is int else enc(x) for x in xs], ls)
+                continue
+            yield term, ids, [1.0] * len(ids), values, ls
 
     write_field(fw, fieldname, fieldobj, lists())
 
