@@ -445,31 +445,69 @@ def write_field(fw: Any, fieldname: str, fieldobj: Any,
                  lists: Iterable[tuple[str, list[int], list[float], list[bytes] | None,
                                        list[int] | None]]) -> None:
     """Write one field's posting lists, in term order. A short list goes straight into its
-    term info (what `_PostingsWriter.finish_postings` would write, without its per-term
-    machinery); a longer one through whoosh's field and postings writers."""
+    term info (the bytes `W3TermInfo.to_bytes` makes of an inlined list), and the term
+    dictionary takes those in bulk (`_add_terms`); a longer list goes through whoosh's field and
+    postings writers."""
     fw.start_field(fieldname, fieldobj)
     pw = fw._postwriter
-    add = fw._tindex.add
+    tindex = fw._tindex
     prefix = pack_ushort(fw._fieldid)
     inline = pw._inlinelimit
+    pack = _TERMINFO.pack
+    l2b = length_to_byte
+    pending: list[tuple[bytes, bytes]] = []
     for term, ids, weights, values, lengths in lists:
         btext = term.encode("utf-8")
         n = len(ids)
         if n < inline:
-            minlength = None
-            maxlength = 0
+            minlength = maxlength = 0
             if lengths is not None:
-                minlength = min(lengths) or None
+                minlength = min(lengths)
                 maxlength = max(lengths)
-            ti = W3TermInfo(sum(weights), n, minlength, maxlength, max(weights), ids[0], ids[-1])
-            ti._inlined = (tuple(ids), tuple(weights),
-                           tuple(values) if values is not None else (b"",) * n)
-            add(prefix + btext, ti.to_bytes())
+            info = pack(True, sum(weights), n, l2b(minlength) if minlength else 0,
+                        l2b(maxlength), max(weights), ids[0], ids[-1])
+            pending.append((prefix + btext, info + dumps(
+                (tuple(ids), tuple(weights), tuple(values) if values is not None else (b"",) * n),
+                2)))
         else:
+            if pending:
+                _add_terms(tindex, pending)
+                pending = []
             fw.start_term(btext)
             pw.add_many(ids, weights, values, lengths)
             fw.finish_term()
+    if pending:
+        _add_terms(tindex, pending)
     fw.finish_field()
+
+
+_TERMINFO = W3TermInfo._struct  # flags, weight, doc freq, min/max length byte, max weight, ids
+_ENTRY = struct.Struct("!ii")  # an entry of whoosh's hash file: key and value lengths
+
+
+def _add_terms(tindex: Any, items: list[tuple[bytes, bytes]]) -> None:
+    """What `OrderedHashWriter.add` does for each (key, value) of ``items`` (in key order),
+    with one write to the file: the entries' positions are counted, not asked of the file."""
+    dbfile = tindex.dbfile
+    pos = dbfile.tell()
+    last = tindex.lastkey
+    hashfn = tindex.hashfn
+    buckets = tindex.buckets
+    index = tindex.index
+    pack = _ENTRY.pack
+    chunks = []
+    for key, value in items:
+        if key <= last:
+            raise ValueError(f"keys must increase: {last!r}..{key!r}")
+        last = key
+        index.append(pos)
+        h = hashfn(key)
+        buckets[h & 255].append((h, pos))
+        entry = pack(len(key), len(value)) + key + value
+        chunks.append(entry)
+        pos += len(entry)
+    dbfile.write(b"".join(chunks))
+    tindex.lastkey = last
 
 
 def write_fixed_column(f: Any, column: Any, values: list[int]) -> None:
