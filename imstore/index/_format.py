@@ -266,10 +266,11 @@ class _TextPostings:
     for a term that stands once in the document, a list otherwise); plus each document's
     length byte and the field's total length."""
 
-    __slots__ = ("lengths", "terms", "total")
+    __slots__ = ("lengths", "repeated", "terms", "total")
 
     def __init__(self, doccount: int) -> None:
         self.terms: defaultdict[str, list[tuple[int, Any]]] = defaultdict(list)
+        self.repeated: set[str] = set()  # terms standing more than once in some document
         self.lengths = bytearray(doccount)  # length bytes, as whoosh stores them
         self.total = 0
 
@@ -293,7 +294,11 @@ class _TextPostings:
                 else:
                     pl.append(p)
             for t, pl in local.items():
-                inverted[t].append((docnum, pl if len(pl) > 1 else pl[0]))
+                if len(pl) > 1:
+                    inverted[t].append((docnum, pl))
+                    self.repeated.add(t)
+                else:
+                    inverted[t].append((docnum, pl[0]))
         self.lengths[docnum] = length_to_byte(n)
         self.total += n
 
@@ -411,6 +416,7 @@ def _write_text_field(fw: Any, fieldname: str, fieldobj: Any, tp: _TextPostings)
     quant = [byte_to_length(b) for b in range(256)]
     one = _ONE
     enc = _encode_positions
+    repeated = tp.repeated
 
     def lists() -> Iterator[tuple[str, list[int], list[float], list[bytes], list[int]]]:
         for term in sorted(tp.terms):
@@ -424,13 +430,11 @@ def _write_text_field(fw: Any, fieldname: str, fieldobj: Any, tp: _TextPostings)
                 continue
             ids, xs = map(list, zip(*postings, strict=True))
             ls = list(map(quant.__getitem__, map(lengths.__getitem__, ids)))
-            try:  # each term once in each document: the common case, all at C speed
-                values = list(map(one.__getitem__, xs))
-            except TypeError:  # a list of positions is no key
+            if term in repeated:
                 yield (term, ids, [1.0 if type(x) is int else float(len(x)) for x in xs],
                        [one[x] if type(x) is int else enc(x) for x in xs], ls)
-                continue
-            yield term, ids, [1.0] * len(ids), values, ls
+            else:  # once in each document: the common case, all at C speed
+                yield term, ids, [1.0] * len(ids), list(map(one.__getitem__, xs)), ls
 
     write_field(fw, fieldname, fieldobj, lists())
 
