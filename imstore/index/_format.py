@@ -8,6 +8,9 @@ Rules kept here:
   (`_merge.merge_segments`) with writing the live documents at once;
 - `write_segment` inverts documents in Python dicts and hands sorted postings to whoosh's own
   field/postings writer and column writers, bypassing ``add_document`` and its ``PostingPool``;
+  where whoosh works posting by posting in Python we write the same bytes in bulk: a block of
+  postings (`_PostingsWriter._write_block`), a short list's inlined term info and the term
+  dictionary's entries (`write_field`, `_add_terms`);
   it writes straight into the storage, never into a temporary storage, so several writers (the
   parent and its helper process, `_helper`) can build segments in one directory at once;
 - a document is keyed by its message row id, held in the ``rowid`` column; the ``key`` term
@@ -23,7 +26,6 @@ from __future__ import annotations
 import logging
 import struct
 import zlib
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -269,7 +271,7 @@ class _TextPostings:
     __slots__ = ("lengths", "repeated", "terms", "total")
 
     def __init__(self, doccount: int) -> None:
-        self.terms: defaultdict[str, list[tuple[int, Any]]] = defaultdict(list)
+        self.terms: dict[str, list[tuple[int, Any]]] = {}
         self.repeated: set[str] = set()  # terms standing more than once in some document
         self.lengths = bytearray(doccount)  # length bytes, as whoosh stores them
         self.total = 0
@@ -282,9 +284,14 @@ class _TextPostings:
         if not n:
             return
         inverted = self.terms
+        get = inverted.get
         if len(set(found)) == n:  # every term once: the common case
             for p, t in enumerate(found):
-                inverted[t].append((docnum, p))
+                entry = get(t)
+                if entry is None:
+                    inverted[t] = [(docnum, p)]
+                else:
+                    entry.append((docnum, p))
         else:
             local: dict[str, list[int]] = {}
             for p, t in enumerate(found):
@@ -294,11 +301,14 @@ class _TextPostings:
                 else:
                     pl.append(p)
             for t, pl in local.items():
+                item = (docnum, pl if len(pl) > 1 else pl[0])
                 if len(pl) > 1:
-                    inverted[t].append((docnum, pl))
                     self.repeated.add(t)
+                entry = get(t)
+                if entry is None:
+                    inverted[t] = [item]
                 else:
-                    inverted[t].append((docnum, pl[0]))
+                    entry.append(item)
         self.lengths[docnum] = length_to_byte(n)
         self.total += n
 
@@ -428,12 +438,13 @@ def _write_text_field(fw: Any, fieldname: str, fieldobj: Any, tp: _TextPostings)
                 else:
                     yield term, [d], [float(len(x))], [enc(x)], [quant[lengths[d]]]
                 continue
-            ids, xs = map(list, zip(*postings, strict=True))
-            ls = list(map(quant.__getitem__, map(lengths.__getitem__, ids)))
+            ids = [p[0] for p in postings]
+            xs = [p[1] for p in postings]
+            ls = [quant[lengths[d]] for d in ids]
             if term in repeated:
                 yield (term, ids, [1.0 if type(x) is int else float(len(x)) for x in xs],
                        [one[x] if type(x) is int else enc(x) for x in xs], ls)
-            else:  # once in each document: the common case, all at C speed
+            else:  # once in each document: the common case, no test per posting
                 yield term, ids, [1.0] * len(ids), list(map(one.__getitem__, xs)), ls
 
     write_field(fw, fieldname, fieldobj, lists())
