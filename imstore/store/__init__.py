@@ -1,6 +1,7 @@
 """MessageStore: every local operation on conversations and messages, as a facade over composed
 parts. Each part owns one rule and receives what it uses; none calls back into the facade:
 
+- `_open`: the directory, the owner, the database file, migration, the pre-flights;
 - `_connection.Connection`: the SQLite connection, the writer lock, transactions, driver errors;
 - `_rows`: the message row (its columns written once), the SQL derived from it, row <-> Message;
 - `_schema`: the tables built from the row, and migrations;
@@ -32,11 +33,9 @@ from typing import Any
 
 import peewee as pw
 
-from .._crypto import check_key
 from ..codec import Limits, encode_ext, encode_local_ext
 from ..errors import ErrorCode, IMError
-from ..index import LOCK_FILE
-from ..lifecycle import ReceiptKind, SendEvent, status_after
+from ..lifecycle import ReceiptKind
 from ..message import (
     Body,
     ChatType,
@@ -71,27 +70,19 @@ from ._checks import (
     invalid,
     stranger_chat,
 )
-from ._cipher import (
-    change_key,
-    encrypt_store,
-    is_encrypted,
-    open_database,
-    probe_write_lock,
-    read_owner,
-    settle_key,
-)
-from ._connection import Connection, connect
+from ._cipher import change_key, encrypt_store, is_encrypted
+from ._connection import Connection
 from ._conversations import ConversationTable
 from ._gaps import Gap, Span, Stretches, TimelinePage
 from ._indexer import IndexPolicy, IndexStatus, SearchWriter
 from ._merge import Merger, MergeResult
+from ._open import check_options, check_writable, connect_store, prepare, stored_owner
 from ._pins import Pins
 from ._query import Query, Searcher
 from ._reactions import Reactions
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
 from ._rows import CONVERSATION_LIST_SQL, MARK_SEPARATOR
-from ._schema import DATABASE_FILE, build_models, migrate, settle_limits
 from ._threads import Threads
 from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
@@ -100,45 +91,6 @@ from ._writes import Writes
 __all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Changes", "Gap",
            "IndexPolicy", "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage",
            "VerifyReport", "change_key", "encrypt_store", "is_encrypted", "open_store"]
-
-
-def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
-    if path == ":memory:":
-        if key is not None:
-            raise IMError(ErrorCode.INVALID_PARAM, "a store in memory is written nowhere: "
-                          "key= is for a store on disk; open ':memory:' without it")
-        return connect(":memory:"), None
-    if key is not None:
-        check_key(key)  # a key that is no key creates nothing
-    directory = os.path.abspath(path)
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as exc:
-        raise IMError(ErrorCode.DATABASE_ERROR,
-                      f"cannot create the store directory {directory!r}: {exc}") from exc
-    _refuse_lost_database(directory)
-    return open_database(os.path.join(directory, DATABASE_FILE), key), directory
-
-
-def _refuse_lost_database(directory: str) -> None:
-    """A store whose database is gone (deleted, or truncated to 0 bytes) while the rest of it
-    remains is not re-created empty: that would hide the loss (and verify would then empty the
-    index of a history it cannot see)."""
-    db = os.path.join(directory, DATABASE_FILE)
-    try:
-        if os.path.getsize(db) > 0:
-            return
-        state = "is empty (0 bytes)"
-    except OSError:
-        state = "is missing"
-    remains = [name for name in (f"{DATABASE_FILE}-wal", LOCK_FILE, "search")
-               if os.path.lexists(os.path.join(directory, name))]
-    if remains:
-        raise IMError(ErrorCode.DATABASE_ERROR,
-                      f"the database {db!r} {state} but the rest of a store remains "
-                      f"({', '.join(remains)}): the message history is not there. Restore "
-                      f"{DATABASE_FILE} from a backup, or delete the folder to start an empty "
-                      "store")
 
 
 class MessageStore:
@@ -160,20 +112,7 @@ class MessageStore:
         self.user_id = user_id
         self.directory = directory
         self.connection = conn = Connection(db, shared=directory is None)
-        self.models = build_models(db)
-        try:
-            with conn.guard():
-                migrate(db, self.models, user_id)
-                self.limits = settle_limits(db, limits)
-        except ValueError as exc:
-            db.close()
-            raise IMError(ErrorCode.DATABASE_ERROR, str(exc)) from exc
-        except IMError:
-            db.close()
-            raise
-        # A crash mid-send leaves INPROGRESS rows: they did not go out (the INTERRUPT move).
-        for was, now in status_after(SendEvent.INTERRUPT).items():
-            conn.execute("UPDATE message SET status = ? WHERE status = ?", (int(now), int(was)))
+        self.models, self.limits = prepare(conn, db, user_id, limits)
         self._indexer = SearchWriter.open(conn, directory, search=search, policy=index_policy)
         self._convs = ConversationTable(conn)
         self._tombstones = Tombstones(conn)
@@ -216,19 +155,8 @@ class MessageStore:
         """
         check_id(user_id, "user_id")
         path = check_path(path, "a directory path or ':memory:'")
-        if limits is not None:
-            _check_limits(limits)
-        if index_policy is not None and not isinstance(index_policy, IndexPolicy):
-            raise invalid("index_policy", "an IndexPolicy or None", index_policy)
-        if path != ":memory:":
-            key = settle_key(path, key)  # a passphrase derived once for this whole open
-            owner = read_owner(path, key)
-            if owner is not None and owner != user_id:
-                raise IMError(ErrorCode.DATABASE_ERROR,
-                              f"the store in {path!r} belongs to {owner!r}, not {user_id!r}: open "
-                              f"it with user_id={owner!r}, or give {user_id!r} a directory of "
-                              "their own")
-        db, directory = _connect(path, key)
+        check_options(limits, index_policy)
+        db, directory = connect_store(path, user_id, key)
         return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search),
                    index_policy=index_policy)
 
@@ -237,7 +165,7 @@ class MessageStore:
                      key: bytes | str | None = None) -> str | None:
         """The owner of the store in directory ``path``, or None when there is no store there.
         Reads without creating or changing anything; an encrypted store needs its ``key``."""
-        return read_owner(check_path(path, "a directory path"), key)
+        return stored_owner(path, key)
 
     @staticmethod
     def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0,
@@ -247,14 +175,7 @@ class MessageStore:
         more than ``timeout`` seconds (`open` itself waits 30). An encrypted store's lock is
         probed with its ``key`` (without one, `open` says the key is missing). Creates and
         changes nothing; a directory without a store passes."""
-        directory = check_path(path, "a directory path")
-        db = os.path.join(directory, DATABASE_FILE)
-        for p in (directory, db, os.path.join(directory, "search")):
-            if os.path.exists(p) and not os.access(p, os.W_OK):
-                raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot write {p} "
-                              "(a store needs write access, even to be read)")
-        if os.path.isfile(db):
-            probe_write_lock(db, key, timeout)
+        check_writable(path, timeout, key)
 
     def close(self) -> None:
         """Stop the indexer thread after its current batch and close the database (index work
@@ -1021,16 +942,6 @@ def _message_list(messages: Any) -> list[Message]:
     if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
         raise invalid("messages", "a list of Message", messages)
     return list(messages)
-
-
-def _check_limits(limits: Any) -> None:
-    if not isinstance(limits, Limits):
-        raise invalid("limits", "a Limits or None", limits)
-    for name in ("max_payload_bytes", "max_file_bytes", "max_thumbnail_bytes",
-                 "max_local_ext_bytes"):
-        value = getattr(limits, name)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**53:
-            raise invalid(f"limits.{name}", "a positive int", value)
 
 
 def _encode_conversation_ext(ext: Any) -> bytes:
