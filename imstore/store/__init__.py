@@ -33,7 +33,7 @@ from typing import Any
 
 import peewee as pw
 
-from ..codec import Limits, encode_ext, encode_local_ext
+from ..codec import Limits, encode_local_ext
 from ..errors import ErrorCode, IMError
 from ..lifecycle import ReceiptKind
 from ..message import (
@@ -56,18 +56,33 @@ from ..message import (
 )
 from ._changes import ChangeFeed, Changes
 from ._checks import (
+    MAX_DRAFT,
+    MAX_MARKS,
+    MAX_TITLE,
     as_types,
     check_chat_type,
     check_direction,
+    check_flag,
     check_id,
     check_ids,
     check_limit,
+    check_marks,
+    check_ms,
+    check_page,
     check_path,
+    check_range,
+    check_reaction,
+    check_short_text,
+    check_span,
     check_stamp,
     check_status,
     check_text,
     check_time,
+    check_timeout,
+    conversation_ext,
     invalid,
+    message_list,
+    optional,
     stranger_chat,
 )
 from ._cipher import change_key, encrypt_store, is_encrypted
@@ -82,7 +97,7 @@ from ._query import Query, Searcher
 from ._reactions import Reactions
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
-from ._rows import CONVERSATION_LIST_SQL, MARK_SEPARATOR
+from ._rows import CONVERSATION_LIST_SQL
 from ._threads import Threads
 from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
@@ -259,8 +274,8 @@ class MessageStore:
         device (tombstones) stay out and are listed in ``suppressed``. ``span``, when given, is
         what the page proves about the conversation's contiguity with the server (see `gaps`).
         """
-        msgs = _message_list(messages)
-        spans = [] if span is None else [_check_span(span)]
+        msgs = message_list(messages)
+        spans = [] if span is None else [check_span(span)]
         return self._merger.merge(msgs, live=False, spans=spans)
 
     def save_received(self, messages: Sequence[Message]) -> list[Message]:
@@ -274,7 +289,7 @@ class MessageStore:
         are left as they are (a server saying ``is_read=True`` makes an unread one read); ones
         deleted on this device stay out (``suppressed``). Each conversation becomes contiguous
         with the server from the oldest server-stamped message received up to the live edge."""
-        return self._merger.merge(_message_list(messages), live=True)
+        return self._merger.merge(message_list(messages), live=True)
     def update_message(self, msg: Message) -> Message:
         """Write back a changed message (body, ext, status, flags, server time).
 
@@ -303,13 +318,13 @@ class MessageStore:
         Returns how many were deleted. It leaves a tombstone over that range (cut at the
         newest message stored), so history merges bring back nothing from it."""
         check_id(conv_id, "conv_id")
-        _check_range(start_time, end_time)
+        check_range(start_time, end_time)
         return self._writes.delete_range(conv_id, start_time, end_time)
 
     def delete_message_ids(self, msg_ids: Sequence[str]) -> int:
         """Delete several messages by id in one transaction, leaving tombstones. Returns how many
         were deleted."""
-        return self._writes.delete_ids(_id_list(msg_ids, "msg_ids"))
+        return self._writes.delete_ids(check_ids(msg_ids, "msg_ids"))
 
     def delete_conversation(self, conv_id: str, *, delete_messages: bool = True) -> bool:
         """Remove a conversation from the list, with its messages unless ``delete_messages`` is
@@ -351,9 +366,9 @@ class MessageStore:
         unread (0 for an unknown conversation, as for an empty one). Raises INVALID_PARAM when
         ``up_to_msg_id`` is not one of its messages."""
         check_id(conv_id, "conv_id")
-        _optional(up_to_msg_id, "up_to_msg_id", check_id)
+        optional(up_to_msg_id, "up_to_msg_id", check_id)
         if up_to_msg_id is not None:
-            self._in_conversation(conv_id, up_to_msg_id, "up_to_msg_id")
+            self._reads.anchor_in(conv_id, up_to_msg_id, "up_to_msg_id")
         elif not self._convs.exists(conv_id):
             return 0
         with self.connection.tx():
@@ -382,11 +397,8 @@ class MessageStore:
         UP reads towards older messages: without ``start_msg_id`` the newest ``limit``, with it the
         ``limit`` just before it (exclusive). DOWN reads towards newer ones the same way.
         """
-        check_id(conv_id, "conv_id")
-        check_limit(limit)
-        direction = check_direction(direction)
-        if start_msg_id is not None:
-            self._in_conversation(conv_id, start_msg_id)
+        direction = check_page(conv_id, limit, direction)
+        self._reads.anchor_in(conv_id, start_msg_id)
         return self._reads.page(conv_id, start_msg_id, limit, direction)
 
     def timeline(self, conv_id: str, *, start_msg_id: str | None = None, limit: int = 20,
@@ -395,11 +407,8 @@ class MessageStore:
         (see `gaps`), with that gap. ``gap`` is None when the page is exactly what the whole
         conversation would give. `ChatClient.load_messages` fills the gap from the server and
         reads again."""
-        check_id(conv_id, "conv_id")
-        check_limit(limit)
-        direction = check_direction(direction)
-        if start_msg_id is not None:
-            self._in_conversation(conv_id, start_msg_id)
+        direction = check_page(conv_id, limit, direction)
+        self._reads.anchor_in(conv_id, start_msg_id)
         return self._stretches.timeline(conv_id, start_msg_id, limit, direction)
 
     def gaps(self, conv_id: str) -> list[Gap]:
@@ -428,17 +437,17 @@ class MessageStore:
         oldest first. ``start_msg_id`` anchors the page on a message (exclusive) and pages on
         (sort time, row id) as `messages` does, so messages that share a timestamp are never
         lost; ``timestamp`` is a filter: only messages before it (UP) or after it (DOWN)."""
-        _optional(conv_id, "conv_id", check_id)
-        _optional(start_msg_id, "start_msg_id", check_id)
-        _optional(sender, "sender", check_id)
-        _optional(timestamp, "timestamp", check_time)
+        optional(conv_id, "conv_id", check_id)
+        optional(start_msg_id, "start_msg_id", check_id)
+        optional(sender, "sender", check_id)
+        optional(timestamp, "timestamp", check_time)
         check_limit(limit)
         direction = check_direction(direction)
         tlist = as_types(types) or []
         if not tlist:
             raise IMError(ErrorCode.INVALID_PARAM, "give at least one message type")
-        if conv_id is not None and start_msg_id is not None:
-            self._in_conversation(conv_id, start_msg_id)
+        if conv_id is not None:
+            self._reads.anchor_in(conv_id, start_msg_id)
         return self._reads.by_type(conv_id, tlist, start_msg_id=start_msg_id,
                                    timestamp=timestamp, limit=limit, sender=sender,
                                    direction=direction)
@@ -450,20 +459,9 @@ class MessageStore:
         page) the next ``limit`` after it, paging on (sort time, row id) as `messages` does."""
         check_id(conv_id, "conv_id")
         check_limit(limit)
-        _check_range(start_time, end_time)
-        after = None if start_msg_id is None else self._in_conversation(conv_id, start_msg_id)
+        check_range(start_time, end_time)
+        after = self._reads.anchor_in(conv_id, start_msg_id)
         return self._reads.between(conv_id, start_time, end_time, limit, after)
-
-    def _in_conversation(self, conv_id: str, msg_id: str,
-                         field: str = "start_msg_id") -> tuple[int, int]:
-        """The page key of ``msg_id``, which must be a stored message of ``conv_id``."""
-        check_id(msg_id, field)
-        row = self._reads.find_row(msg_id, "sort_time, id, conv_id")
-        if row is None or row[2] != conv_id:
-            raise IMError(ErrorCode.INVALID_PARAM,
-                          f"{field} {msg_id!r} is not a stored message of conversation "
-                          f"{conv_id!r}; page from one of its messages")
-        return int(row[0]), int(row[1])
 
     # ------------------------------------------------------------------------- conversations
 
@@ -479,7 +477,7 @@ class MessageStore:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or not 1 <= limit <= 2**62):
             raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT, "limit must be a positive integer")
-        wanted = () if marks is None else _check_marks(marks, "marks")
+        wanted = () if marks is None else check_marks(marks, "marks")
         return self._reads.conversations(chat_type, limit, wanted)
 
     def conversation(self, conv_id: str) -> Conversation | None:
@@ -492,7 +490,7 @@ class MessageStore:
         check_id(conv_id, "conv_id")
         chat_type = check_chat_type(chat_type)
         check_time(last_activity, "last_activity")
-        blob = None if ext is None else _encode_conversation_ext(ext)
+        blob = None if ext is None else conversation_ext(ext)
         with self.connection.tx():
             self._convs.save(conv_id, chat_type, last_activity, blob)
         conv = self.conversation(conv_id)
@@ -502,7 +500,7 @@ class MessageStore:
     def set_conversation_ext(self, conv_id: str, ext: dict[str, Any]) -> None:
         """Replace a conversation's app-defined attributes (drafts, pins, ...)."""
         check_id(conv_id, "conv_id")
-        _encode_conversation_ext(ext)
+        conversation_ext(ext)
         with self.connection.tx():
             self._convs.set_ext(conv_id, ext)
 
@@ -513,9 +511,8 @@ class MessageStore:
         was pinned (default now; a pin synced from another device passes its time). Returns
         whether anything changed; CONVERSATION_NOT_EXIST for an unknown conversation."""
         check_id(conv_id, "conv_id")
-        if not isinstance(pinned, bool):
-            raise invalid("pinned", "True or False", pinned)
-        _optional(timestamp, "timestamp", _check_ms)
+        check_flag(pinned, "pinned")
+        optional(timestamp, "timestamp", check_ms)
         at = (now_ms() if timestamp is None else timestamp) if pinned else None
         with self.connection.tx():
             return self._convs.pin(conv_id, at, keep=timestamp is None)
@@ -526,12 +523,12 @@ class MessageStore:
         the app's: at most 64 characters, no control characters); returns its marks after.
         A conversation has at most 32 marks. CONVERSATION_NOT_EXIST for an unknown one."""
         check_id(conv_id, "conv_id")
-        plus, minus = _check_marks(add, "add"), _check_marks(remove, "remove")
+        plus, minus = check_marks(add, "add"), check_marks(remove, "remove")
         with self.connection.tx():
             after = self._convs.set_marks(conv_id, plus, minus)
-            if len(after) > _MAX_MARKS:
+            if len(after) > MAX_MARKS:
                 raise IMError(ErrorCode.INVALID_PARAM,
-                              f"a conversation has at most {_MAX_MARKS} marks; remove some first")
+                              f"a conversation has at most {MAX_MARKS} marks; remove some first")
         return after
 
     def mark_conversation_unread(self, conv_id: str) -> bool:
@@ -549,7 +546,7 @@ class MessageStore:
         """Keep the text being written in a conversation (None or "": no draft); this device
         only. Returns whether it changed; CONVERSATION_NOT_EXIST for an unknown one."""
         check_id(conv_id, "conv_id")
-        _check_short_text(text, "text", _MAX_DRAFT)
+        check_short_text(text, "text", MAX_DRAFT)
         with self.connection.tx():
             return self._convs.set_draft(conv_id, text or None)
 
@@ -557,7 +554,7 @@ class MessageStore:
         """Name a conversation (None or "": no title). Returns whether it changed;
         CONVERSATION_NOT_EXIST for an unknown one."""
         check_id(conv_id, "conv_id")
-        _check_short_text(title, "title", _MAX_TITLE)
+        check_short_text(title, "title", MAX_TITLE)
         with self.connection.tx():
             return self._convs.set_title(conv_id, title or None)
 
@@ -567,10 +564,8 @@ class MessageStore:
                         limit: int = 20, direction: Direction = Direction.UP) -> list[Message]:
         """A page of a thread's replies (messages whose ``thread_id`` is ``root_msg_id``),
         oldest first, paged as `messages` pages. Thread replies are not in `messages`."""
-        check_id(root_msg_id, "root_msg_id")
-        check_limit(limit)
-        direction = check_direction(direction)
-        _optional(start_msg_id, "start_msg_id", check_id)
+        direction = check_page(root_msg_id, limit, direction, "root_msg_id")
+        optional(start_msg_id, "start_msg_id", check_id)
         return self._threads.page(root_msg_id, start_msg_id, limit, direction)
 
     def threads(self, conv_id: str, *, limit: int = 20) -> list[ThreadSummary]:
@@ -592,11 +587,9 @@ class MessageStore:
         message; ``reaction_id`` is the server's id of the reaction, kept so that a removal
         naming only it finds it. Returns the message's reactions after, or None when nothing
         changed (already there, or the message is not stored here)."""
-        check_id(msg_id, "msg_id")
-        check_id(key, "key")
-        who = self.user_id if sender is None else check_id(sender, "sender")
-        _optional(reaction_id, "reaction_id", check_id)
-        _optional(timestamp, "timestamp", _check_ms)
+        who = check_reaction(msg_id, key, sender, self.user_id)
+        optional(reaction_id, "reaction_id", check_id)
+        optional(timestamp, "timestamp", check_ms)
         with self.connection.tx():
             return self._reactions.add(msg_id, key, who, reaction_id,
                                        now_ms() if timestamp is None else timestamp)
@@ -605,9 +598,7 @@ class MessageStore:
                                sender: str | None = None) -> list[Reaction] | None:
         """Remove ``sender``'s (None: the store's user) reaction ``key`` from a message; returns
         the message's reactions after, or None when there was no such reaction."""
-        check_id(msg_id, "msg_id")
-        check_id(key, "key")
-        who = self.user_id if sender is None else check_id(sender, "sender")
+        who = check_reaction(msg_id, key, sender, self.user_id)
         with self.connection.tx():
             return self._reactions.remove(msg_id, key, who)
 
@@ -624,15 +615,13 @@ class MessageStore:
         sender, the server's id of the reaction and its time; each message's oldest first.
         What `reactions` summarises (it lists 20 senders a key), in full -- for exports and
         tools. Ids of messages not stored here are left out."""
-        return self._reactions.records(_id_list(msg_ids, "msg_ids"))
+        return self._reactions.records(check_ids(msg_ids, "msg_ids"))
 
     def reaction_id(self, msg_id: str, key: str, sender: str | None = None) -> str | None:
         """The server's id of ``sender``'s (None: the store's user) reaction ``key`` to a
         message (None when it is not there or its id is not known)."""
-        check_id(msg_id, "msg_id")
-        check_id(key, "key")
-        who = self.user_id if sender is None else check_id(sender, "sender")
-        return self._reactions.reaction_id(msg_id, key, who)
+        return self._reactions.reaction_id(msg_id, key,
+                                           check_reaction(msg_id, key, sender, self.user_id))
 
     def pinned_messages(self, conv_id: str) -> list[Message]:
         """The messages pinned in a conversation, the newest pin first."""
@@ -649,10 +638,9 @@ class MessageStore:
         said; ``timestamp`` (ms, default now) orders the pins. Returns whether anything
         changed (False as well for a message not stored here)."""
         check_id(msg_id, "msg_id")
-        if not isinstance(pinned, bool):
-            raise invalid("pinned", "True or False", pinned)
-        _optional(pinned_by, "pinned_by", check_id)
-        _optional(timestamp, "timestamp", _check_ms)
+        check_flag(pinned, "pinned")
+        optional(pinned_by, "pinned_by", check_id)
+        optional(timestamp, "timestamp", check_ms)
         with self.connection.tx():
             return self._pins.apply(msg_id, pinned, pinned_by,
                                     now_ms() if timestamp is None else timestamp) is not None
@@ -714,13 +702,13 @@ class MessageStore:
         Receipts for messages not stored yet are kept until they are."""
         if type(kind) not in (int, ReceiptKind) or kind not in tuple(ReceiptKind):
             raise invalid("kind", "a ReceiptKind (DELIVERED or READ)", kind)
-        return self._receipts.apply(ReceiptKind(kind), _id_list(msg_ids, "msg_ids"))
+        return self._receipts.apply(ReceiptKind(kind), check_ids(msg_ids, "msg_ids"))
 
     def mark_conversation_read_acked(self, conv_id: str, up_to: int | None = None) -> list[str]:
         """The peer read a conversation: its sent messages with a time up to ``up_to`` (all when
         None) are read-acked. Returns their ids."""
         check_id(conv_id, "conv_id")
-        _optional(up_to, "up_to", check_time)
+        optional(up_to, "up_to", check_time)
         return self._receipts.conversation_read(conv_id, up_to)
 
     def add_group_acks(self, acks: Sequence[Any]) -> dict[str, int]:
@@ -751,7 +739,7 @@ class MessageStore:
         type, sender, times and read state, with its type's blank body and ``recalled_at`` set;
         it leaves the search index. Returns the messages recalled now (unknown or already
         recalled ids are skipped)."""
-        ids = _id_list(msg_ids, "msg_ids")
+        ids = check_ids(msg_ids, "msg_ids")
         check_stamp(recalled_at, "recalled_at")
         return self._writes.apply_recall(ids, recalled_at)
 
@@ -785,10 +773,10 @@ class MessageStore:
         """
         if not isinstance(keyword, str) or not keyword.strip():
             raise IMError(ErrorCode.INVALID_PARAM, "the search keyword is empty; type some text")
-        _optional(conv_id, "conv_id", check_id)
-        _optional(start_time, "start_time", check_time)
-        _optional(end_time, "end_time", check_time)
-        _optional(start_msg_id, "start_msg_id", check_id)
+        optional(conv_id, "conv_id", check_id)
+        optional(start_time, "start_time", check_time)
+        optional(end_time, "end_time", check_time)
+        optional(start_msg_id, "start_msg_id", check_id)
         check_limit(limit)
         direction = check_direction(direction)
         if isinstance(scope, bool) or scope not in tuple(SearchScope):
@@ -805,7 +793,7 @@ class MessageStore:
             newest_first=direction == Direction.UP, limit=limit,
             anchor=None if start_msg_id is None else (
                 self._reads.anchor(start_msg_id) if conv_id is None
-                else self._in_conversation(conv_id, start_msg_id))))
+                else self._reads.anchor_in(conv_id, start_msg_id))))
 
     def flush_index(self, *, progress: Callable[[IndexStatus], None] | None = None,
                     timeout: float | None = None) -> int:
@@ -817,7 +805,7 @@ class MessageStore:
         (nothing is lost; the work stays queued)."""
         if progress is not None and not callable(progress):
             raise invalid("progress", "a callable or None", progress)
-        _check_timeout(timeout)
+        check_timeout(timeout)
         if not self._indexer.enabled:
             return 0
         pending = self._indexer.pending()
@@ -859,7 +847,7 @@ class MessageStore:
         index moves and gives up once it has not for 60 s (a backlog being indexed is waited
         for, a full disk is not). Giving up is IMError(DATABASE_ERROR), after the database's
         own counters were checked and repaired."""
-        _check_timeout(timeout)
+        check_timeout(timeout)
         report = self._verifier.verify(timeout)
         report.pending_receipts = self._receipts.pending_count()
         with self.connection.tx():
@@ -869,85 +857,6 @@ class MessageStore:
     def stats(self) -> dict[str, int]:
         """Counts for tools: conversations, messages, unread, attachments, pending index work."""
         return self._reads.stats()
-
-
-_MAX_MARKS = 32
-_MAX_MARK_CHARS = 64
-_MAX_TITLE = 1024
-_MAX_DRAFT = 64 * 1024
-
-
-def _check_ms(value: Any, field: str) -> int:
-    return check_time(value, field, lo=0, hi=2**53)
-
-
-def _check_short_text(value: Any, field: str, most: int) -> None:
-    """None, or a str of valid Unicode of at most ``most`` characters."""
-    if value is not None:
-        check_text(value, field)
-        if len(value) > most:
-            raise invalid(field, f"at most {most} characters", value)
-
-
-def _check_marks(value: Any, field: str) -> tuple[str, ...]:
-    """One mark or several: non-empty str of at most 64 characters, no control characters."""
-    items = [value] if isinstance(value, str) else value
-    if isinstance(items, bytes) or not isinstance(items, Iterable):
-        raise invalid(field, "a mark (str) or a list of marks", value)
-    out = []
-    for mark in items:
-        if not isinstance(mark, str) or not 0 < len(mark) <= _MAX_MARK_CHARS \
-                or not mark.isprintable() or MARK_SEPARATOR in mark:
-            raise invalid(field, f"marks of 1 to {_MAX_MARK_CHARS} printable characters", mark)
-        out.append(str(check_text(mark, field)))
-    return tuple(out)
-
-
-def _optional(value: Any, field: str, check: Callable[[Any, str], Any]) -> None:
-    if value is not None:
-        check(value, field)
-
-
-def _check_timeout(timeout: Any) -> None:
-    if timeout is not None and (isinstance(timeout, bool) or
-                                not isinstance(timeout, int | float) or not timeout >= 0):
-        raise invalid("timeout", "a number of seconds >= 0 or None", timeout)
-
-
-def _check_range(start_time: Any, end_time: Any) -> None:
-    check_time(start_time, "start_time")
-    check_time(end_time, "end_time")
-    if start_time > end_time:
-        raise IMError(ErrorCode.INVALID_PARAM, "start_time is after end_time")
-
-
-def _check_span(span: Any) -> Span:
-    if not isinstance(span, Span):
-        raise invalid("span", "a Span or None", span)
-    check_id(span.conv_id, "span.conv_id")
-    _optional(span.start, "span.start", check_time)
-    _optional(span.end, "span.end", check_time)
-    for name in ("older_cursor", "newer_cursor"):
-        value = getattr(span, name)
-        if value is not None:
-            check_text(value, f"span.{name}")
-    return span
-
-
-def _id_list(values: Any, field: str) -> list[str]:
-    return check_ids(values, field)
-
-
-def _message_list(messages: Any) -> list[Message]:
-    if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
-        raise invalid("messages", "a list of Message", messages)
-    return list(messages)
-
-
-def _encode_conversation_ext(ext: Any) -> bytes:
-    if not isinstance(ext, dict):
-        raise invalid("ext", "a dict", ext)
-    return encode_ext(ext)
 
 
 def open_store(path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,
