@@ -27,20 +27,19 @@ writes; no network I/O (the store does not know servers exist). See docs/archite
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import peewee as pw
 
-from ..codec import Limits, encode_local_ext
+from ..codec import Limits
 from ..errors import ErrorCode, IMError
 from ..lifecycle import ReceiptKind
 from ..message import (
     Body,
     ChatType,
     Conversation,
-    ConversationMark,
     Direction,
     GroupReadAck,
     ImportResult,
@@ -57,14 +56,16 @@ from ..message import (
 from ._changes import ChangeFeed, Changes
 from ._checks import (
     MAX_DRAFT,
-    MAX_MARKS,
     MAX_TITLE,
     as_types,
+    check_callable,
     check_chat_type,
     check_direction,
     check_flag,
+    check_group_acks,
     check_id,
     check_ids,
+    check_import,
     check_limit,
     check_marks,
     check_ms,
@@ -72,6 +73,7 @@ from ._checks import (
     check_path,
     check_range,
     check_reaction,
+    check_receipt_kind,
     check_short_text,
     check_span,
     check_stamp,
@@ -83,7 +85,6 @@ from ._checks import (
     invalid,
     message_list,
     optional,
-    stranger_chat,
 )
 from ._cipher import change_key, encrypt_store, is_encrypted
 from ._connection import Connection
@@ -221,9 +222,6 @@ class MessageStore:
         conversation id is taken by another chat type, and the codec's errors for bad payloads.
         Returns the stored message.
         """
-        err = stranger_chat(msg, self.user_id)
-        if err is not None:
-            raise err
         return self._writes.insert(msg)
 
     def import_messages(self, messages: Iterable[Message], *, batch_size: int = 1000,
@@ -236,26 +234,8 @@ class MessageStore:
         count as unread only when they say ``is_read=False``. ``progress`` is called after each
         batch with the number of messages read so far.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise invalid("batch_size", "a positive int", batch_size)
-        if progress is not None and not callable(progress):
-            raise invalid("progress", "a callable or None", progress)
-        if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
-            raise invalid("messages", "an iterable of Message", messages)
-        strangers = ImportResult()
-        result = self._writes.import_all(self._ours(messages, strangers), batch_size, progress)
-        for reason, n in strangers.reasons.items():
-            result.skipped += n
-            result.reasons[reason] = result.reasons.get(reason, 0) + n
-        return result
-
-    def _ours(self, messages: Iterable[Message], strangers: ImportResult) -> Iterator[Message]:
-        """``messages`` without one-to-one messages between two other people (counted)."""
-        for m in messages:
-            if stranger_chat(m, self.user_id) is None:
-                yield m
-            else:
-                strangers.skip("a one-to-one message between two other people")
+        check_import(messages, batch_size, progress)
+        return self._writes.import_all(messages, batch_size, progress)
 
     def save_history(self, messages: Sequence[Message], *,
                      span: Span | None = None) -> list[Message]:
@@ -290,6 +270,7 @@ class MessageStore:
         deleted on this device stay out (``suppressed``). Each conversation becomes contiguous
         with the server from the oldest server-stamped message received up to the live edge."""
         return self._merger.merge(message_list(messages), live=True)
+
     def update_message(self, msg: Message) -> Message:
         """Write back a changed message (body, ext, status, flags, server time).
 
@@ -354,11 +335,7 @@ class MessageStore:
     def mark_message_read(self, msg_id: str) -> bool:
         """Mark one received message read (its conversation loses `ConversationMark.UNREAD`).
         Returns True when it was unread."""
-        check_id(msg_id, "msg_id")
-        with self.connection.tx():
-            changed = self._writes.mark_message_read(msg_id)
-            self._convs.clear_unread_mark([self._writes.find_row(msg_id, "conv_id")[0]])
-        return changed
+        return self._writes.mark_message_read(check_id(msg_id, "msg_id"))
 
     def mark_conversation_read(self, conv_id: str, *, up_to_msg_id: str | None = None) -> int:
         """Mark a conversation's messages read (all, or up to and including ``up_to_msg_id``),
@@ -366,23 +343,13 @@ class MessageStore:
         unread (0 for an unknown conversation, as for an empty one). Raises INVALID_PARAM when
         ``up_to_msg_id`` is not one of its messages."""
         check_id(conv_id, "conv_id")
-        optional(up_to_msg_id, "up_to_msg_id", check_id)
-        if up_to_msg_id is not None:
-            self._reads.anchor_in(conv_id, up_to_msg_id, "up_to_msg_id")
-        elif not self._convs.exists(conv_id):
-            return 0
-        with self.connection.tx():
-            n = self._writes.mark_conversation_read(conv_id, up_to_msg_id)
-            self._convs.clear_unread_mark([conv_id])
-        return n
+        self._reads.anchor_in(conv_id, up_to_msg_id, "up_to_msg_id")
+        return self._writes.mark_conversation_read(conv_id, up_to_msg_id)
 
     def mark_all_conversations_read(self) -> int:
         """Mark every message read and clear every `ConversationMark.UNREAD`; returns how many
         messages were unread."""
-        with self.connection.tx():
-            n = self._writes.mark_all_read()
-            self._convs.clear_unread_mark(None)
-        return n
+        return self._writes.mark_all_read()
 
     # ------------------------------------------------------------------------------- reading
 
@@ -525,11 +492,7 @@ class MessageStore:
         check_id(conv_id, "conv_id")
         plus, minus = check_marks(add, "add"), check_marks(remove, "remove")
         with self.connection.tx():
-            after = self._convs.set_marks(conv_id, plus, minus)
-            if len(after) > MAX_MARKS:
-                raise IMError(ErrorCode.INVALID_PARAM,
-                              f"a conversation has at most {MAX_MARKS} marks; remove some first")
-        return after
+            return self._convs.set_marks(conv_id, plus, minus)
 
     def mark_conversation_unread(self, conv_id: str) -> bool:
         """Show a conversation as unread without an unread message (it gets
@@ -538,9 +501,7 @@ class MessageStore:
         the mark was new."""
         check_id(conv_id, "conv_id")
         with self.connection.tx():
-            had = ConversationMark.UNREAD in self._convs.marks(conv_id)
-            self._convs.set_marks(conv_id, (ConversationMark.UNREAD.value,), ())
-        return not had
+            return self._convs.mark_unread(conv_id)
 
     def set_draft(self, conv_id: str, text: str | None) -> bool:
         """Keep the text being written in a conversation (None or "": no draft); this device
@@ -653,16 +614,7 @@ class MessageStore:
         check_id(msg_id, "msg_id")
         if data is not None and not isinstance(data, dict):
             raise invalid("data", "a dict or None", data)
-        blob = encode_local_ext(data or {}, self.limits)
-        with self.connection.tx():
-            row = self._writes.find_row(msg_id, "id")
-            if row is None:
-                raise IMError(ErrorCode.MESSAGE_INVALID,
-                              f"no stored message has id {msg_id!r}; insert it first")
-            self.connection.run("UPDATE message SET local_ext = ? WHERE id = ?", (blob, row[0]))
-        msg = self._reads.get(msg_id)
-        assert msg is not None
-        return msg
+        return self._writes.set_local_ext(msg_id, data or {})
 
     # --------------------------------------------------------------------- change listeners
 
@@ -672,9 +624,7 @@ class MessageStore:
         title, pin, marks, draft or ext changed, or that were created or deleted) and
         `Changes.total_unread` (the new `total_unread_count`, None when it did not change). It
         runs in the writing thread, after the commit; what it raises is logged, not raised."""
-        if not callable(listener):
-            raise invalid("listener", "a callable", listener)
-        self._changes.subscribe(listener)
+        self._changes.subscribe(check_callable(listener, "listener"))
 
     def remove_change_listener(self, listener: Callable[[Changes], None]) -> None:
         """Stop calling ``listener`` (nothing happens when it was not added)."""
@@ -700,9 +650,7 @@ class MessageStore:
         """Set ``is_delivered`` (`ReceiptKind.DELIVERED`, 1) or ``is_read_acked`` (and
         ``is_delivered``: `ReceiptKind.READ`, 2) on sent messages; returns the ids that changed.
         Receipts for messages not stored yet are kept until they are."""
-        if type(kind) not in (int, ReceiptKind) or kind not in tuple(ReceiptKind):
-            raise invalid("kind", "a ReceiptKind (DELIVERED or READ)", kind)
-        return self._receipts.apply(ReceiptKind(kind), check_ids(msg_ids, "msg_ids"))
+        return self._receipts.apply(check_receipt_kind(kind), check_ids(msg_ids, "msg_ids"))
 
     def mark_conversation_read_acked(self, conv_id: str, up_to: int | None = None) -> list[str]:
         """The peer read a conversation: its sent messages with a time up to ``up_to`` (all when
@@ -714,14 +662,7 @@ class MessageStore:
     def add_group_acks(self, acks: Sequence[Any]) -> dict[str, int]:
         """Record group read receipts (`GroupReadAck`); returns msg_id -> distinct readers, for
         the stored messages whose count changed."""
-        items = list(acks) if isinstance(acks, Iterable) and not isinstance(acks, str) else None
-        if items is None or not all(isinstance(a, GroupReadAck) for a in items):
-            raise invalid("acks", "a list of GroupReadAck", acks)
-        for a in items:
-            check_id(a.msg_id, "acks[].msg_id")
-            check_id(a.reader, "acks[].reader")
-            check_time(a.timestamp, "acks[].timestamp")
-        return self._receipts.add_group_acks(items)
+        return self._receipts.add_group_acks(check_group_acks(acks))
 
     def group_read_acks(self, msg_id: str) -> list[GroupReadAck]:
         """The group read receipts kept for a message (by its server id; also ones that came
@@ -803,8 +744,7 @@ class MessageStore:
         is pending. ``progress`` hears an `IndexStatus` about five times a second;
         ``timeout`` (seconds) bounds the wait: then IMError(DATABASE_ERROR) says what is left
         (nothing is lost; the work stays queued)."""
-        if progress is not None and not callable(progress):
-            raise invalid("progress", "a callable or None", progress)
+        optional(progress, "progress", check_callable)
         check_timeout(timeout)
         if not self._indexer.enabled:
             return 0
@@ -832,8 +772,7 @@ class MessageStore:
         """Rebuild the keyword index from the database; returns how many messages it indexed.
         ``progress`` is called with the number indexed so far. Crash-safe: an interrupted rebuild
         finishes when the store is next opened."""
-        if progress is not None and not callable(progress):
-            raise invalid("progress", "a callable or None", progress)
+        optional(progress, "progress", check_callable)
         return self._indexer.rebuild(progress)
 
     # ---------------------------------------------------------------------------- verify

@@ -7,7 +7,7 @@ Rules kept here:
   (`codec.check_id`, `check_ids`, `check_text`, `check_enum`, `check_direction`, `check_types`,
   `check_path`, shared with the client's checks); a time filter is any int SQLite can hold;
 - a one-to-one message belongs in the store of one of its two people (`stranger_chat`);
-- a conversation's marks are 1-64 printable characters, at most `MAX_MARKS` of them; a title at
+- a conversation's marks are 1-64 printable characters, at most 32 of them (`ConversationTable`); a title at
   most `MAX_TITLE` characters, a draft `MAX_DRAFT`;
 - an argument that repeats across methods (a page, a reaction, a time range, a flag) is checked
   by one function here, whichever method takes it.
@@ -31,19 +31,45 @@ from ..codec import (
 )
 from ..codec import check_time as codec_check_time
 from ..errors import ErrorCode, IMError
-from ..lifecycle import INT64_MAX, INT64_MIN
-from ..message import ChatType, Direction, Message, MessageStatus
+from ..lifecycle import INT64_MAX, INT64_MIN, ReceiptKind
+from ..message import ChatType, Direction, GroupReadAck, Message, MessageStatus
 from ._gaps import Span
 from ._rows import MARK_SEPARATOR
 
-__all__ = ["MAX_DRAFT", "MAX_MARKS", "MAX_TITLE", "as_types", "check_chat_type",
-           "check_direction", "check_flag", "check_id", "check_ids", "check_limit", "check_marks",
-           "check_ms", "check_page", "check_path", "check_range", "check_reaction",
-           "check_short_text", "check_span", "check_stamp", "check_status", "check_text",
-           "check_time", "check_timeout", "conversation_ext", "invalid", "message_list",
-           "optional", "stranger_chat"]
+__all__ = [
+    "MAX_DRAFT",
+    "MAX_TITLE",
+    "as_types",
+    "check_callable",
+    "check_chat_type",
+    "check_direction",
+    "check_flag",
+    "check_group_acks",
+    "check_id",
+    "check_ids",
+    "check_import",
+    "check_limit",
+    "check_marks",
+    "check_ms",
+    "check_page",
+    "check_path",
+    "check_range",
+    "check_reaction",
+    "check_receipt_kind",
+    "check_short_text",
+    "check_span",
+    "check_stamp",
+    "check_status",
+    "check_text",
+    "check_time",
+    "check_timeout",
+    "conversation_ext",
+    "invalid",
+    "message_list",
+    "optional",
+    "stranger_chat",
+]
 
-MAX_MARKS = 32
 _MAX_MARK_CHARS = 64
 MAX_TITLE = 1024
 MAX_DRAFT = 64 * 1024
@@ -182,3 +208,36 @@ def check_flag(value: Any, field: str) -> bool:
     if not isinstance(value, bool):
         raise invalid(field, "True or False", value)
     return value
+
+
+def check_callable(value: Any, field: str) -> Any:
+    if not callable(value):
+        raise invalid(field, "a callable or None", value)
+    return value
+
+
+def check_import(messages: Any, batch_size: Any, progress: Any) -> None:
+    """The arguments of a bulk import: an iterable (not a str), a positive batch size, a
+    progress callable or None."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise invalid("batch_size", "a positive int", batch_size)
+    optional(progress, "progress", check_callable)
+    if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
+        raise invalid("messages", "an iterable of Message", messages)
+
+
+def check_receipt_kind(kind: Any) -> ReceiptKind:
+    if type(kind) not in (int, ReceiptKind) or kind not in tuple(ReceiptKind):
+        raise invalid("kind", "a ReceiptKind (DELIVERED or READ)", kind)
+    return ReceiptKind(kind)
+
+
+def check_group_acks(acks: Any) -> list[GroupReadAck]:
+    items = list(acks) if isinstance(acks, Iterable) and not isinstance(acks, str) else None
+    if items is None or not all(isinstance(a, GroupReadAck) for a in items):
+        raise invalid("acks", "a list of GroupReadAck", acks)
+    for a in items:
+        check_id(a.msg_id, "acks[].msg_id")
+        check_id(a.reader, "acks[].reader")
+        check_time(a.timestamp, "acks[].timestamp")
+    return items
