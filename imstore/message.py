@@ -233,8 +233,11 @@ def conversation_id(chat_type: ChatType, to: str, sender: str | None,
                     owner: str | None = None) -> str:
     """The conversation a message belongs to: for CHAT the peer (the sender of a received
     message, ``to`` of a sent one), for groups and rooms ``to``. ``sender`` None or equal to
-    ``owner`` means the message was sent by the owner."""
-    received = sender is not None and sender != owner
+    ``owner`` means the message was sent by the owner (`lifecycle.is_mine`, imported on call:
+    `lifecycle` reads this module's enums)."""
+    from .lifecycle import is_mine
+
+    received = not is_mine(sender, owner)
     return sender if (received and chat_type == ChatType.CHAT and sender) else to
 
 
@@ -499,7 +502,9 @@ def _size(value: Any, field: str) -> int | None:
 
 
 def _duration(value: Any) -> int:
-    ok = (_is_int(value) or isinstance(value, float)) and 0 <= value < 2**53
+    from .lifecycle import MAX_TIME  # imported on call: `lifecycle` reads this module's enums
+
+    ok = (_is_int(value) or isinstance(value, float)) and 0 <= value < MAX_TIME
     _want(ok, "duration_ms", "a non-negative number of milliseconds", value)
     return int(value)
 

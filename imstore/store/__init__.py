@@ -68,7 +68,6 @@ from ._checks import (
     check_import,
     check_limit,
     check_marks,
-    check_ms,
     check_page,
     check_path,
     check_range,
@@ -479,7 +478,7 @@ class MessageStore:
         whether anything changed; CONVERSATION_NOT_EXIST for an unknown conversation."""
         check_id(conv_id, "conv_id")
         check_flag(pinned, "pinned")
-        optional(timestamp, "timestamp", check_ms)
+        optional(timestamp, "timestamp", check_stamp)
         at = (now_ms() if timestamp is None else timestamp) if pinned else None
         with self.connection.tx():
             return self._convs.pin(conv_id, at, keep=timestamp is None)
@@ -550,7 +549,7 @@ class MessageStore:
         changed (already there, or the message is not stored here)."""
         who = check_reaction(msg_id, key, sender, self.user_id)
         optional(reaction_id, "reaction_id", check_id)
-        optional(timestamp, "timestamp", check_ms)
+        optional(timestamp, "timestamp", check_stamp)
         with self.connection.tx():
             return self._reactions.add(msg_id, key, who, reaction_id,
                                        now_ms() if timestamp is None else timestamp)
@@ -601,7 +600,7 @@ class MessageStore:
         check_id(msg_id, "msg_id")
         check_flag(pinned, "pinned")
         optional(pinned_by, "pinned_by", check_id)
-        optional(timestamp, "timestamp", check_ms)
+        optional(timestamp, "timestamp", check_stamp)
         with self.connection.tx():
             return self._pins.apply(msg_id, pinned, pinned_by,
                                     now_ms() if timestamp is None else timestamp) is not None

@@ -31,7 +31,7 @@ from ..codec import (
 )
 from ..codec import check_time as codec_check_time
 from ..errors import ErrorCode, IMError
-from ..lifecycle import INT64_MAX, INT64_MIN, ReceiptKind
+from ..lifecycle import INT64_MAX, INT64_MIN, ReceiptKind, is_mine
 from ..message import ChatType, Direction, GroupReadAck, Message, MessageStatus
 from ._gaps import Span
 from ._rows import MARK_SEPARATOR
@@ -50,7 +50,6 @@ __all__ = [
     "check_import",
     "check_limit",
     "check_marks",
-    "check_ms",
     "check_page",
     "check_path",
     "check_range",
@@ -112,15 +111,11 @@ def stranger_chat(msg: Any, owner: str) -> IMError | None:
     if not isinstance(msg, Message) or msg.chat_type != ChatType.CHAT:
         return None
     sender, to = msg.sender, msg.to
-    if sender is None or sender == owner or to in (owner, sender):
+    if is_mine(sender, owner) or to in (owner, sender):
         return None
     return IMError(ErrorCode.INVALID_PARAM,
                    f"a one-to-one message from {sender!r} to {to!r} does not belong in the store "
                    f"of {owner!r}: one of the two must be its owner")
-
-
-def check_ms(value: Any, field: str) -> int:
-    return check_time(value, field, lo=0, hi=2**53)
 
 
 def check_short_text(value: Any, field: str, most: int) -> None:

@@ -23,7 +23,7 @@ from .._crypto import check_key
 from ..codec import Limits, invalid
 from ..errors import ErrorCode, IMError
 from ..index import LOCK_FILE
-from ..lifecycle import SendEvent, status_after
+from ..lifecycle import MAX_TIME, SendEvent, status_after
 from ._checks import check_path
 from ._cipher import open_database, probe_write_lock, read_owner, settle_key
 from ._connection import Connection, connect
@@ -49,7 +49,7 @@ def check_limits(limits: Any) -> None:
     for name in ("max_payload_bytes", "max_file_bytes", "max_thumbnail_bytes",
                  "max_local_ext_bytes"):
         value = getattr(limits, name)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**53:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < MAX_TIME:
             raise invalid(f"limits.{name}", "a positive int", value)
 
 
