@@ -1,9 +1,10 @@
-"""Values of the domain: enums, message bodies, `Message`, `Conversation` and paging results.
+"""Values of the domain: enums, `Message` and its factories, `Conversation`, reactions, pins,
+threads and paging results.
 
 Rules kept here:
 - no I/O and no storage: these are plain values that the store, the client and adapters pass around;
-- every body keeps the fields it does not know in ``extra``, so a payload written by a newer
-  version survives a decode/encode round trip;
+- the bodies (and their `DownloadStatus`) are `bodies`' values, re-exported here: ``from
+  imstore.message import TextBody`` keeps working;
 - ``Message.conv_id`` follows the specification (`conversation_id`, the one place that says it):
   the peer for CHAT, ``to`` for groups and rooms. Factories do not know the store's owner, so a
   message whose ``sender`` is given is first taken as received; the store settles ``direction``
@@ -21,6 +22,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, Generic, TypeVar
+
+from .bodies import (
+    Body,
+    CmdBody,
+    CustomBody,
+    DownloadStatus,
+    FileBody,
+    ImageBody,
+    LocationBody,
+    TextBody,
+    ThumbnailedBody,
+    UndecodableBody,
+    VideoBody,
+    VoiceBody,
+)
 
 __all__ = [
     "REACTION_SENDERS",
@@ -94,13 +110,6 @@ class MessageStatus(IntEnum):
     FAIL = 4
 
 
-class DownloadStatus(IntEnum):
-    PENDING = 1
-    DOWNLOADING = 2
-    SUCCEEDED = 3
-    FAILED = 4
-
-
 class SearchScope(IntEnum):
     CONTENT = 1
     EXT = 2
@@ -128,102 +137,6 @@ def now_ms() -> int:
 def new_msg_id() -> str:
     """A local message id: unique on this device, ordered by creation time."""
     return f"L{time.time_ns():x}{os.getpid() & 0xFFFF:04x}{next(_counter) & 0xFFFFFF:06x}"
-
-
-# ---------------------------------------------------------------------------------------- bodies
-
-
-@dataclass(slots=True)
-class TextBody:
-    """Plain text (what search sees) and, when the sender formatted it, its HTML form (Matrix's
-    ``org.matrix.custom.html``) in ``formatted``."""
-
-    text: str
-    formatted: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class FileBody:
-    """An attachment. ``local_path`` is where the file is (sender) or will be (receiver) on this
-    device; ``remote_url`` where the server keeps it once uploaded; ``caption`` the text sent
-    with it (searched like the file name)."""
-
-    local_path: str = ""
-    display_name: str = ""
-    remote_url: str = ""
-    secret: str = ""
-    size: int = 0
-    download_status: DownloadStatus = DownloadStatus.PENDING
-    caption: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class ThumbnailedBody(FileBody):
-    """The one group of thumbnail fields, shared by the bodies that have a thumbnail (images,
-    videos; `kinds.Kind.thumbnail` says which): where the thumbnail is on this device, where the
-    server keeps it, and how its download went. Keyword-only, after each body's own fields."""
-
-    thumbnail_path: str = field(default="", kw_only=True)
-    thumbnail_url: str = field(default="", kw_only=True)
-    thumbnail_status: DownloadStatus = field(default=DownloadStatus.PENDING, kw_only=True)
-
-
-@dataclass(slots=True)
-class ImageBody(ThumbnailedBody):
-    width: int | None = None
-    height: int | None = None
-
-
-@dataclass(slots=True)
-class VoiceBody(FileBody):
-    duration_ms: int = 0
-
-
-@dataclass(slots=True)
-class VideoBody(ThumbnailedBody):
-    duration_ms: int = 0
-    width: int | None = None
-    height: int | None = None
-
-
-@dataclass(slots=True)
-class LocationBody:
-    latitude: float
-    longitude: float
-    address: str = ""
-    building_name: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class CmdBody:
-    action: str
-    params: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class CustomBody:
-    event: str
-    params: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class UndecodableBody:
-    """The body of a stored message that could not be decoded (a corrupt or foreign payload):
-    the raw bytes as stored and why decoding failed. Reads return such messages instead of
-    failing; `MessageStore.verify` reports them. Never written back."""
-
-    raw: bytes
-    error: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-Body = (TextBody | FileBody | ThumbnailedBody | ImageBody | VoiceBody | VideoBody | LocationBody
-        | CmdBody | CustomBody | UndecodableBody)
 
 
 # --------------------------------------------------------------------------------------- message
