@@ -67,6 +67,7 @@ from ._checks import (
     check_ids,
     check_import,
     check_limit,
+    check_list_limit,
     check_marks,
     check_page,
     check_path,
@@ -80,6 +81,7 @@ from ._checks import (
     check_text,
     check_time,
     check_timeout,
+    check_type_page,
     conversation_ext,
     invalid,
     message_list,
@@ -403,15 +405,8 @@ class MessageStore:
         oldest first. ``start_msg_id`` anchors the page on a message (exclusive) and pages on
         (sort time, row id) as `messages` does, so messages that share a timestamp are never
         lost; ``timestamp`` is a filter: only messages before it (UP) or after it (DOWN)."""
-        optional(conv_id, "conv_id", check_id)
-        optional(start_msg_id, "start_msg_id", check_id)
-        optional(sender, "sender", check_id)
-        optional(timestamp, "timestamp", check_time)
-        check_limit(limit)
-        direction = check_direction(direction)
-        tlist = as_types(types) or []
-        if not tlist:
-            raise IMError(ErrorCode.INVALID_PARAM, "give at least one message type")
+        tlist, direction = check_type_page(conv_id, types, start_msg_id, timestamp, limit,
+                                           sender, direction)
         if conv_id is not None:
             self._reads.anchor_in(conv_id, start_msg_id)
         return self._reads.by_type(conv_id, tlist, start_msg_id=start_msg_id,
@@ -438,11 +433,8 @@ class MessageStore:
         first (newest pin first), then by newest activity (all of them, or the first
         ``limit``). ``marks`` (a mark or several) keeps the conversations that have every one
         of them."""
-        if chat_type is not None:
-            chat_type = check_chat_type(chat_type)
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                                  or not 1 <= limit <= 2**62):
-            raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT, "limit must be a positive integer")
+        chat_type = None if chat_type is None else check_chat_type(chat_type)
+        optional(limit, "limit", check_list_limit)
         wanted = () if marks is None else check_marks(marks, "marks")
         return self._reads.conversations(chat_type, limit, wanted)
 

@@ -49,6 +49,7 @@ __all__ = [
     "check_ids",
     "check_import",
     "check_limit",
+    "check_list_limit",
     "check_marks",
     "check_page",
     "check_path",
@@ -62,6 +63,7 @@ __all__ = [
     "check_text",
     "check_time",
     "check_timeout",
+    "check_type_page",
     "conversation_ext",
     "invalid",
     "message_list",
@@ -236,3 +238,26 @@ def check_group_acks(acks: Any) -> list[GroupReadAck]:
         check_id(a.reader, "acks[].reader")
         check_time(a.timestamp, "acks[].timestamp")
     return items
+
+
+def check_list_limit(limit: Any, field: str = "limit") -> int:
+    """The limit of a list that is not paged (the conversation list): any positive int."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= INT64_MAX:
+        raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT, "limit must be a positive integer")
+    return limit
+
+
+def check_type_page(conv_id: Any, types: Any, start_msg_id: Any, timestamp: Any, limit: Any,
+                    sender: Any, direction: Any) -> tuple[list[int], Direction]:
+    """The arguments of `MessageStore.messages_by_type`: returns the types (at least one) and
+    the direction."""
+    optional(conv_id, "conv_id", check_id)
+    optional(start_msg_id, "start_msg_id", check_id)
+    optional(sender, "sender", check_id)
+    optional(timestamp, "timestamp", check_time)
+    check_limit(limit)
+    direction = check_direction(direction)
+    tlist = as_types(types) or []
+    if not tlist:
+        raise IMError(ErrorCode.INVALID_PARAM, "give at least one message type")
+    return tlist, direction
