@@ -37,6 +37,7 @@ from .bodies import (
     VideoBody,
     VoiceBody,
 )
+from .errors import ErrorCode, IMError, invalid
 
 __all__ = [
     "REACTION_SENDERS",
@@ -361,8 +362,6 @@ SECONDS_BY_MISTAKE = (946_684_800, 978_307_200_000)  # 2000-01-01 in s .. 2001-0
 
 def _want(ok: bool, field: str, what: str, value: Any) -> None:
     if not ok:
-        from .codec import invalid  # only on failure: codec imports this module
-
         raise invalid(field, what, value)
 
 
@@ -383,8 +382,6 @@ def _check_timestamp(value: Any) -> None:
           value)
     lo, hi = SECONDS_BY_MISTAKE
     if lo <= value < hi:
-        from .errors import ErrorCode, IMError
-
         raise IMError(ErrorCode.INVALID_PARAM,
                       f"timestamp {value} is a date before 2001 in milliseconds; it looks like "
                       f"seconds since the epoch: pass {value * 1000}")
