@@ -1,27 +1,10 @@
 """MessageStore: every local operation on conversations and messages, as a facade over composed
-parts. Each part owns one rule and receives what it uses; none calls back into the facade:
-
-- `_open`: the directory, the owner, the database file, migration, the pre-flights;
-- `_connection.Connection`: the SQLite connection, the writer lock, transactions, driver errors;
-- `_rows`: the message row (its columns written once), the SQL derived from it, row <-> Message;
-- `_schema`: the tables built from the row, and migrations;
-- `_conversations.ConversationTable`: unread counters and last messages;
-- `_writes.Writes`: insert, import, received/history batches, update, delete, read state;
-- `_reads.Reads`: pages, filters, the conversation list, unread counts;
-- `_receipts.Receipts`: the server's id for a sent message, receipts from peers;
-- `imstore.index.Indexer` (as `_indexer.SearchWriter`): the search outbox and its indexer;
-- `_query.Searcher`: keyword search;
-- `_verify.Verifier`: verify/repair;
-- `_tombstones.Tombstones`: what was deleted here stays deleted when the server sends it again;
-- `_gaps.Stretches`: the stretches of each conversation known to be contiguous with the server,
-  and the gaps between them;
-- `_merge.Merger`: merging history and live messages (once, unread once, tombstones, stretches);
-- `_threads.Threads`, `_reactions.Reactions`, `_pins.Pins`: thread replies and summaries,
-  reactions and their counts, pinned messages;
-- `_changes.ChangeFeed`: after each commit, which conversations changed and the total unread.
+parts. Each part owns one rule and receives what it uses; none calls back into the facade. The
+parts, what each owns and how they are wired: docs/architecture.md, "The store's parts".
 
 Rules kept here: every public method checks its arguments (`_checks`) before any part reads or
-writes; no network I/O (the store does not know servers exist). See docs/architecture.md.
+writes, then calls one part; nothing else lives here (opening is `_open`'s); no network I/O (the
+store does not know servers exist).
 """
 
 from __future__ import annotations
@@ -145,7 +128,7 @@ class MessageStore:
         self._reactions = Reactions(conn, user_id)
         self._pins = Pins(conn)
         self._verifier = Verifier(conn, self._convs, self._indexer, self._threads,
-                                  self._reactions)
+                                  self._reactions, self._tombstones, self._receipts)
         self._changes = ChangeFeed(conn, self._reads.total_unread_count)
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -778,11 +761,7 @@ class MessageStore:
         for, a full disk is not). Giving up is IMError(DATABASE_ERROR), after the database's
         own counters were checked and repaired."""
         check_timeout(timeout)
-        report = self._verifier.verify(timeout)
-        report.pending_receipts = self._receipts.pending_count()
-        with self.connection.tx():
-            report.repaired["tombstones_of_stored_messages"] = self._tombstones.verify()
-        return report
+        return self._verifier.verify(timeout)
 
     def stats(self) -> dict[str, int]:
         """Counts for tools: conversations, messages, unread, attachments, pending index work."""
