@@ -129,10 +129,8 @@ _counter = itertools.count()
 
 def now_ms() -> int:
     """Milliseconds since the epoch: the clock of `lifecycle` (which owns it), kept importable
-    here. Imported on call: `lifecycle` reads this module's enums."""
-    from .lifecycle import now_ms as clock
-
-    return clock()
+    here."""
+    return _lifecycle.now_ms()
 
 
 def new_msg_id() -> str:
@@ -147,11 +145,8 @@ def conversation_id(chat_type: ChatType, to: str, sender: str | None,
                     owner: str | None = None) -> str:
     """The conversation a message belongs to: for CHAT the peer (the sender of a received
     message, ``to`` of a sent one), for groups and rooms ``to``. ``sender`` None or equal to
-    ``owner`` means the message was sent by the owner (`lifecycle.is_mine`, imported on call:
-    `lifecycle` reads this module's enums)."""
-    from .lifecycle import is_mine
-
-    received = not is_mine(sender, owner)
+    ``owner`` means the message was sent by the owner (`lifecycle.is_mine`)."""
+    received = not _lifecycle.is_mine(sender, owner)
     return sender if (received and chat_type == ChatType.CHAT and sender) else to
 
 
@@ -412,9 +407,7 @@ def _size(value: Any, field: str) -> int | None:
 
 
 def _duration(value: Any) -> int:
-    from .lifecycle import MAX_TIME  # imported on call: `lifecycle` reads this module's enums
-
-    ok = (_is_int(value) or isinstance(value, float)) and 0 <= value < MAX_TIME
+    ok = (_is_int(value) or isinstance(value, float)) and 0 <= value < _lifecycle.MAX_TIME
     _want(ok, "duration_ms", "a non-negative number of milliseconds", value)
     return int(value)
 
@@ -604,3 +597,9 @@ class ImportResult:
     def skip(self, reason: str) -> None:
         self.skipped += 1
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+
+# The factories read the clock, the time bound and "is it mine" from `lifecycle`, which owns them.
+# Its tables are keyed by this module's enums, so it is imported last, once they exist (whichever
+# of the two is imported first, each finds the other's names when a factory runs).
+from . import lifecycle as _lifecycle  # noqa: E402
