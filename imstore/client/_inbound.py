@@ -11,7 +11,8 @@ Rules kept here:
   group) until their message is there, and prunes them at each reconnection when it never came;
 - one-to-one receipts apply to one-to-one messages (`takes_receipt`); a group receipt from the
   owner is never counted (`counts_group_ack`);
-- a recall or an edit without the server's time takes the time it arrived.
+- a recall or an edit without the server's time takes the time it arrived; an edit is applied
+  only when it comes from the stored message's sender (a forged one changes nothing).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..lifecycle import (
     PENDING_RECEIPT_TTL_MS,
     ReceiptKind,
     counts_group_ack,
+    is_mine,
     now_ms,
     sends_delivery_ack,
     takes_receipt,
@@ -108,9 +110,17 @@ class Inbound:
 
     def edited(self, messages: list[Message]) -> None:
         changed = [m for m in (self._store.apply_edit(e.msg_id, e.body, e.edited_at or now_ms())
-                               for e in messages) if m is not None]
+                               for e in messages if self._from_sender(e)) if m is not None]
         if changed:
             self._listeners.emit("on_messages_edited", changed)
+
+    def _from_sender(self, edit: Message) -> bool:
+        here = self._store.get_message(edit.msg_id)
+        if here is None or edit.sender is None:
+            return True  # nothing to compare (a transport that does not say who edited)
+        owner = self._store.user_id
+        return here.sender == edit.sender or (is_mine(here.sender, owner)
+                                              and is_mine(edit.sender, owner))
 
     def connection_changed(self, state: ConnectionState) -> None:
         self._gate.changed()

@@ -4,14 +4,16 @@ Rules kept here:
 - everything for a user — messages, receipts of every kind, recalls, edits — is one handler call
   (``handler.<name>(*args)``) made at once while the user's connection is CONNECTED with a
   handler attached, else kept and made on reconnection, in the order it happened;
-- on reconnection runs of the same call with one list argument are merged into one call.
+- on reconnection runs of the same call with one list argument are merged into one call;
+- the connection that caused an event (``skip``) does not hear it back; a handler that lacks an
+  optional method (`OPTIONAL_HANDLER_METHODS`) is not told those events.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .. import ConnectionState, TransportHandler
+from .. import OPTIONAL_HANDLER_METHODS, ConnectionState, TransportHandler
 
 if TYPE_CHECKING:
     from ._connection import MemoryConnection
@@ -27,15 +29,19 @@ class Delivery:
         # per user: handler method names and arguments not delivered yet, oldest first
         self.offline: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
 
-    def emit(self, user: str | None, name: str, *args: Any) -> None:
-        """Call ``handler.<name>(*args)`` for ``user`` now when CONNECTED, else on reconnection."""
+    def emit(self, user: str | None, name: str, *args: Any,
+             skip: MemoryConnection | None = None) -> None:
+        """Call ``handler.<name>(*args)`` for ``user`` now when CONNECTED, else on reconnection;
+        not on the connection ``skip`` (the one that caused it)."""
         if not user:
             return
         conn = self.connections.get(user)
+        if conn is not None and conn is skip:
+            return
         if conn is None or conn.state != ConnectionState.CONNECTED or conn.handler is None:
             self.offline.setdefault(user, []).append((name, args))
             return
-        getattr(conn.handler, name)(*args)
+        _call(conn.handler, name, args)
 
     def flush(self, user: str, handler: TransportHandler) -> None:
         """Hand a user the events kept while it was away, in order (runs of one kind batched)."""
@@ -50,5 +56,11 @@ class Delivery:
                     i += 1
                     batch += pending[i][1][0]
                 args = (batch,)
-            getattr(handler, name)(*args)
+            _call(handler, name, args)
             i += 1
+
+
+def _call(handler: TransportHandler, name: str, args: tuple[Any, ...]) -> None:
+    if name in OPTIONAL_HANDLER_METHODS and getattr(handler, name, None) is None:
+        return  # a handler written before the method was added
+    getattr(handler, name)(*args)

@@ -9,6 +9,8 @@ Rules kept here (each part keeps its own: `_state` the directory, `_history` wha
 - a recall (within ``recall_window_ms`` of the send) blanks the message for everyone and an edit
   (the types `kinds` marks editable) replaces its body; both reach every other member, offline
   ones on reconnection, and history shows the message as it is now;
+- reactions, message pins and each user's conversation pins and marks are `_rich`'s; history
+  pages and the conversation list carry them;
 - faults are injected on purpose for tests: latency, lost answers, disconnects with and without
   reconnection, failed uploads, an unreachable server.
 """
@@ -41,6 +43,7 @@ from ._connection import MemoryConnection
 from ._delivery import Delivery
 from ._history import History
 from ._receipts import Receipts
+from ._rich import Rich, resolve_relations
 from ._state import Conv, Directory, Faults, RetentionPlan, Stored
 
 __all__ = ["MemoryServer"]
@@ -65,6 +68,7 @@ class MemoryServer:
                                  lambda: self.clock())
         self._seq = itertools.count(1)
         self._last_time = 0
+        self.rich = Rich(self.directory, self._history, self.delivery, self._stamp)
         self._sent: dict[tuple[str, str], SendResult] = {}
         self._files: dict[str, bytes] = {}
 
@@ -151,6 +155,7 @@ class MemoryServer:
         m.sender = sender
         m.local_id = message.msg_id
         m.msg_id = f"S{seq:012d}"
+        resolve_relations(m, sender, self._sent)
         # Strictly increasing stamps: no two messages share a server time, so every client
         # orders history exactly as the server does, whatever order it fetched it in.
         m.server_time = self._stamp()
@@ -226,11 +231,12 @@ class MemoryServer:
     def history(self, user: str, conv_id: str, chat_type: ChatType, cursor: str | None,
                 limit: int, options: FetchOptions) -> CursorResult[Message]:
         """A page of ``user``'s view of a conversation (see `History.page`)."""
-        return self._history.page(user, conv_id, chat_type, cursor, limit, options)
+        return self.rich.page(user, conv_id, chat_type,
+                              self._history.page(user, conv_id, chat_type, cursor, limit, options))
 
     def conversations(self, user: str, cursor: str | None, limit: int
                       ) -> CursorResult[Conversation]:
-        return self._history.conversations(user, cursor, limit)
+        return self.rich.conversations(user, self._history.conversations(user, cursor, limit))
 
     def remove(self, user: str, conv_id: str, chat_type: ChatType,
                msg_ids: Sequence[str] | None, before: int | None) -> None:
@@ -238,6 +244,8 @@ class MemoryServer:
 
     def delete(self, user: str, conv_id: str, chat_type: ChatType, delete_messages: bool) -> None:
         self._history.delete(user, conv_id, chat_type, delete_messages)
+        if delete_messages:
+            self.rich.forget(self.directory.conv_key(user, conv_id, chat_type))
 
     def delivery_ack(self, user: str, msg_id: str) -> None:
         """``user`` got the one-to-one message ``msg_id``: its sender hears it (now or later)."""
@@ -253,6 +261,7 @@ class MemoryServer:
         """``user`` read a conversation up to server time ``up_to`` (None: everything it has now):
         the read position moves; in a one-to-one chat the peer hears it, with the position."""
         self.receipts.conversation_ack(user, conv_id, chat_type, up_to)
+        self.rich.read(user, conv_id, chat_type)
 
     def group_ack(self, user: str, msg_id: str) -> GroupReadAck:
         return self.receipts.group_ack(user, msg_id)

@@ -1,0 +1,208 @@
+"""Rich messages through the server: reactions, message pins, and the user's conversation pins
+and marks, both ways (what this user does, and what the transport says others did).
+
+Rules kept here:
+- what this user does goes to the server first and is stored as the server answered it (its
+  reaction id, its times); nothing is stored when the server refuses, and a transport without the
+  method raises `IMError(SERVICE_NOT_ENABLED)` naming it;
+- a reaction or a pin names a message the server has (sent or received, with the server's id);
+  a reaction of this user the server never numbered was never sent: taking it back is local;
+- what the transport says is applied as said, attributed to its sender; a removal is applied
+  only to the sender's own reaction (a reaction id that is someone else's changes nothing);
+  reactions and pins of messages not stored here are not kept;
+- listeners hear `on_reactions_changed(msg_id, reactions)` once per message whose reactions
+  changed and `on_pinned_messages_changed(conv_id, messages)` once per conversation whose pins
+  changed, after the store has the change; the conversation's own changes (pin, marks) reach
+  them through the store's change feed (`on_conversations_changed`);
+- a conversation's state from the server is its whole state (pin and marks): applied in one go,
+  the newest of a batch only; the conversation list adds the pins and marks it carries, never
+  takes any away (a server that does not carry them says nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from ..adapters import ConversationState, PinEvent, ReactionEvent
+from ..codec import check_id
+from ..errors import ErrorCode, IMError
+from ..message import Conversation, CursorResult, Message, MessageStatus, Reaction
+from ..store import MessageStore
+from ._gate import ConnectionGate
+from ._listeners import Listeners
+from ._settings import Settings
+
+__all__ = ["Rich"]
+
+
+def _marks(value: str | Iterable[str], field: str) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if isinstance(items, bytes) or not isinstance(items, Iterable):
+        raise IMError(ErrorCode.INVALID_PARAM, f"{field} must be a mark (str) or a list of marks")
+    return list(items)
+
+
+class Rich:
+    """Reactions, pins and conversation state of one client."""
+
+    def __init__(self, store: MessageStore, gate: ConnectionGate, listeners: Listeners,
+                 settings: Settings) -> None:
+        self._store = store
+        self._gate = gate
+        self._listeners = listeners
+        self._settings = settings
+
+    async def _request(self, name: str, *args: object) -> object:
+        method = self._gate.method(name)
+        return await self._gate.request(lambda: method(*args), self._settings.send_timeout)
+
+    def _on_server(self, msg_id: str) -> Message:
+        """The stored message ``msg_id``, which the server must have."""
+        msg = self._store.get_message(check_id(msg_id, "msg_id"))
+        if msg is None:
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"no stored message has id {msg_id!r}")
+        if msg.status != MessageStatus.SUCCESS or msg.server_time is None:
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          f"the message {msg_id!r} is not on the server yet; send it first")
+        return msg
+
+    def _conversation(self, conv_id: str) -> Conversation:
+        conv = self._store.conversation(check_id(conv_id, "conv_id"))
+        if conv is None:
+            raise IMError(ErrorCode.CONVERSATION_NOT_EXIST, f"there is no conversation {conv_id!r}")
+        return conv
+
+    # ---------------------------------------------------------------- what this user does
+
+    async def add_reaction(self, msg_id: str, key: str) -> list[Reaction]:
+        msg = self._on_server(msg_id)
+        check_id(key, "key")
+        reaction_id = await self._request("send_reaction", msg, key)
+        after = self._store.apply_reaction(msg.msg_id, key, reaction_id=str(reaction_id))
+        return self._reactions_changed(msg.msg_id, after)
+
+    async def remove_reaction(self, msg_id: str, key: str) -> list[Reaction]:
+        msg = self._on_server(msg_id)
+        check_id(key, "key")
+        reaction_id = self._store.reaction_id(msg.msg_id, key)
+        if reaction_id is not None:
+            await self._request("remove_reaction", msg, reaction_id)
+        after = self._store.apply_reaction_removal(msg.msg_id, key)
+        return self._reactions_changed(msg.msg_id, after)
+
+    def _reactions_changed(self, msg_id: str, after: list[Reaction] | None) -> list[Reaction]:
+        if after is None:
+            return self._store.reactions(msg_id)
+        self._listeners.emit("on_reactions_changed", msg_id, after)
+        return after
+
+    async def pin_message(self, msg_id: str, pinned: bool) -> bool:
+        msg = self._on_server(msg_id)
+        if not isinstance(pinned, bool):
+            raise IMError(ErrorCode.INVALID_PARAM, f"pinned must be True or False, not {pinned!r}")
+        at = await self._request("pin_message", msg, pinned)
+        changed = self._store.apply_message_pin(msg.msg_id, pinned=pinned,
+                                                pinned_by=self._store.user_id,
+                                                timestamp=at if isinstance(at, int) else None)
+        if changed:
+            self._pins_changed({msg.conv_id})
+        return changed
+
+    async def pin_conversation(self, conv_id: str, pinned: bool) -> bool:
+        conv = self._conversation(conv_id)
+        if not isinstance(pinned, bool):
+            raise IMError(ErrorCode.INVALID_PARAM, f"pinned must be True or False, not {pinned!r}")
+        at = await self._request("pin_conversation", conv.conv_id, conv.chat_type, pinned)
+        return self._store.pin_conversation(conv.conv_id, pinned,
+                                            timestamp=at if pinned and isinstance(at, int) else None)
+
+    async def set_marks(self, conv_id: str, add: str | Iterable[str],
+                        remove: str | Iterable[str]) -> frozenset[str]:
+        conv = self._conversation(conv_id)
+        plus, minus = _marks(add, "add"), _marks(remove, "remove")
+        after = await self._request("set_conversation_marks", conv.conv_id, conv.chat_type,
+                                    plus, minus)
+        return self._apply_marks(conv, frozenset(after) if isinstance(after, Iterable)
+                                 else (conv.marks | set(plus)) - set(minus))
+
+    def _apply_marks(self, conv: Conversation, marks: frozenset[str]) -> frozenset[str]:
+        return self._store.set_conversation_marks(conv.conv_id, add=sorted(marks - conv.marks),
+                                                  remove=sorted(conv.marks - marks))
+
+    # ------------------------------------------------------------- what the server says
+
+    def reactions(self, events: Sequence[ReactionEvent]) -> None:
+        changed: dict[str, list[Reaction]] = {}
+        for e in events:
+            if not e.removed:
+                after = self._store.apply_reaction(e.msg_id, e.key, e.sender,
+                                                   reaction_id=e.reaction_id,
+                                                   timestamp=e.time or None)
+                msg_id = e.msg_id
+            elif e.msg_id and e.key and e.sender:
+                if self._store.reaction_id(e.msg_id, e.key, e.sender) not in (None, e.reaction_id):
+                    continue  # the id is another reaction's: not the sender's to take back
+                after = self._store.apply_reaction_removal(e.msg_id, e.key, e.sender)
+                msg_id = e.msg_id
+            else:
+                removed = self._store.apply_reaction_removal_by_id(e.reaction_id)
+                msg_id, after = removed if removed is not None else ("", None)
+            if after is not None:
+                changed[self._store_id(msg_id)] = after
+        for msg_id, after in changed.items():
+            self._listeners.emit("on_reactions_changed", msg_id, after)
+
+    def _store_id(self, msg_id: str) -> str:
+        msg = self._store.get_message(msg_id)
+        return msg.msg_id if msg is not None else msg_id
+
+    def pins(self, events: Sequence[PinEvent]) -> None:
+        convs: set[str] = set()
+        for e in events:
+            msg = self._store.get_message(e.msg_id)
+            if msg is not None and self._store.apply_message_pin(
+                    msg.msg_id, pinned=e.pinned, pinned_by=e.by or None,
+                    timestamp=e.time or None):
+                convs.add(msg.conv_id)
+        self._pins_changed(convs)
+
+    def _pins_changed(self, convs: Iterable[str]) -> None:
+        for conv_id in sorted(convs):
+            self._listeners.emit("on_pinned_messages_changed", conv_id,
+                                 self._store.pinned_messages(conv_id))
+
+    def conversation_states(self, states: Sequence[ConversationState]) -> None:
+        newest = {s.conv_id: s for s in states}
+        for s in newest.values():
+            conv = self._store.conversation(s.conv_id)
+            if conv is None:
+                conv = self._store.save_conversation(s.conv_id, s.chat_type)
+            if s.pinned_at is not None:
+                self._store.pin_conversation(s.conv_id, True, timestamp=s.pinned_at)
+            else:
+                self._store.pin_conversation(s.conv_id, False)
+            self._apply_marks(conv, frozenset(s.marks))
+
+    # ------------------------------------------------------------- what history carries
+
+    def history_page(self, page: CursorResult[Message], conv_id: str) -> None:
+        """Apply what a saved history page carries beside its messages (`HistoryPage`)."""
+        self.reactions(getattr(page, "reactions", None) or [])
+        pins: list[PinEvent] | None = getattr(page, "pins", None)
+        if pins is None:
+            return
+        said = {self._store_id(p.msg_id) for p in pins}
+        gone = [PinEvent(m.msg_id, False, "") for m in self._store.pinned_messages(conv_id)
+                if m.msg_id not in said]
+        self.pins([*pins, *gone])
+
+    def listed(self, conv: Conversation) -> None:
+        """A conversation of the server's list: add the pin and marks it carries."""
+        here = self._store.conversation(conv.conv_id)
+        if here is None:
+            return
+        if conv.pinned_at is not None and here.pinned_at is None:
+            self._store.pin_conversation(conv.conv_id, True, timestamp=conv.pinned_at)
+        if conv.marks - here.marks:
+            self._store.set_conversation_marks(conv.conv_id, add=sorted(conv.marks - here.marks))
+
