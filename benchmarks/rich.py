@@ -2,7 +2,9 @@
 
 Rich messages and conversation state, measured (reported, never asserted):
 
-- a page of 20 of a conversation, and the conversation list's first 50 and first 20 (all, one
+- the import of the messages (one run), a page of 20 of a
+  conversation (with relations: a fifth of the messages quote another, 30% are thread replies,
+  unless ``--no-threads``), and the conversation list's first 50 and first 20 (all, one
   chat type), on two stores: ``--messages`` messages in ``--conversations`` conversations
   (pages, reactions, threads) and ``--messages`` conversations of one message each (the list);
 - with this version's features, the same list with 20 pinned conversations and 2,000 marked
@@ -19,6 +21,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +46,8 @@ def messages(n: int, convs: int, threads: bool) -> Any:
         if threads and i % 10 >= 7:  # 30% are thread replies, 3 to each tenth message
             root = i - i % 10
             conv, extra["thread_id"] = f"g{root % convs}", f"m{root}"
+        elif threads and i % 5 == 1 and i > convs:  # and a fifth quote an earlier message
+            extra["reply_to"] = f"m{i - convs}"
         yield Message.text(conv, f"message {i} about lunch", chat_type=ChatType.GROUP_CHAT,
                            sender=f"u{i % 50}", msg_id=f"m{i}", timestamp=START + i * 1000,
                            **extra)
@@ -64,8 +69,10 @@ def main() -> None:
           f"{args.messages:,} messages", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         with imstore.open(f"{tmp}/a", user_id="me") as s:
+            t = time.perf_counter()
             s.import_messages(messages(args.messages, args.conversations,
                                        rich and not args.no_threads))
+            report("import_messages, until it returns", (time.perf_counter() - t) * 1000)
             s.flush_index()
             big = f"g{args.conversations // 2}"
             report(f"page of 20 ({args.conversations:,} conversations)",

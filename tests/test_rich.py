@@ -506,6 +506,15 @@ def test_listeners_hear_writes_of_every_thread_on_disk(disk_store: MessageStore)
     assert [c.conversations for c in heard] == [frozenset({"bob"}), frozenset({"carol"})]
 
 
+def test_listeners_hear_an_encrypted_store(tmp_path: Path):
+    pytest.importorskip("sqlcipher3", reason="encryption needs imstore[crypto]")
+    with imstore.open(tmp_path / "s", user_id="alice", key=bytes(range(32))) as s:
+        heard = listen(s)
+        s.insert_message(recv("secret"))
+        s.pin_conversation("bob")
+    assert heard == [Changes(frozenset({"bob"}), 1), Changes(frozenset({"bob"}), None)]
+
+
 # ------------------------------------------------------------------------------------ verify
 
 

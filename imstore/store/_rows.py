@@ -17,6 +17,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
@@ -240,10 +241,15 @@ if tuple(Message.__dataclass_fields__) != _MESSAGE_ORDER:
 _NO_MARKS: frozenset[str] = frozenset()
 
 
+@lru_cache(maxsize=1024)  # a store has few distinct sets of marks
+def _split_marks(text: str) -> frozenset[str]:
+    return frozenset(m for m in text.split(MARK_SEPARATOR) if m)
+
+
 def _marks(text: Any) -> frozenset[str]:
     if not text or type(text) is not str:
         return _NO_MARKS
-    return frozenset(m for m in text.split(MARK_SEPARATOR) if m)
+    return _split_marks(text)
 
 
 def to_conversation(r: Any) -> Conversation:
@@ -255,11 +261,11 @@ def to_conversation(r: Any) -> Conversation:
     conv_id, chat_type, unread, activity, raw_ext, title, pinned_at, marks, draft = r[:_N_STATE]
     last = r[_N_STATE:]
     ctype = _CTYPE.get(chat_type)
-    if ctype is not None and not raw_ext and not marks and type(unread) is int:
+    if ctype is not None and not raw_ext and type(unread) is int:
         # the usual row: nothing to decode
         return Conversation.lazy(conv_id, ctype, unread, activity, {},
                                  last if last[0] is not None else None, row_to_message, title,
-                                 pinned_at, _NO_MARKS, draft)
+                                 pinned_at, _marks(marks) if marks else _NO_MARKS, draft)
     errors = []
     if ctype is None:
         errors.append(f"unknown chat type number {chat_type!r}")

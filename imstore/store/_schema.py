@@ -53,7 +53,9 @@ DATABASE_FILE = "imstore.db"  # in the store's directory
 
 # Indexes peewee cannot express (partial, or ordered for keyset paging), created after the tables.
 _EXTRA_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS message_conv_sort ON message (conv_id, sort_time, id)",
+    # keyset pages; thread_id last so that a page of the main timeline skips thread replies in
+    # the index, without reading their rows
+    "CREATE INDEX IF NOT EXISTS message_conv_sort ON message (conv_id, sort_time, id, thread_id)",
     "CREATE INDEX IF NOT EXISTS message_conv_type_sort ON message (conv_id, type, sort_time, id)",
     "CREATE INDEX IF NOT EXISTS message_type_sort ON message (type, sort_time, id)",
     "CREATE INDEX IF NOT EXISTS message_sort ON message (sort_time, id)",
@@ -319,6 +321,8 @@ def migrate(db: pw.Database, models: SimpleNamespace, user_id: str) -> None:
             db.execute_sql(f"CREATE TRIGGER IF NOT EXISTS {name} {body}")
         if added:  # the trigger copies the new columns of each last message
             db.execute_sql("UPDATE conversation SET last_rowid = last_rowid")
+        if 0 < version < 3:  # the page index gained thread_id
+            db.execute_sql("DROP INDEX IF EXISTS message_conv_sort")
         for sql in (*_EXTRA_INDEXES, *_TOMBSTONE_TABLES, *_STRETCH_TABLES):
             db.execute_sql(sql)
         if 0 < version < 3:
