@@ -547,3 +547,18 @@ def test_a_history_page_carries_reactions_and_pins(pair: Pair):
         assert isinstance(p, PinEvent)
 
     run(main())
+
+
+def test_what_the_store_refuses_is_skipped_and_the_rest_applies(pair: Pair, caplog):
+    async def main() -> None:
+        msg = await hello(pair)
+        pair.cb.on_reactions([ReactionEvent(msg.msg_id, "", "carol", "R1"),
+                              ReactionEvent(msg.msg_id, "👍", "carol", "R2")])
+        pair.cb.on_conversation_states([ConversationState("alice", ChatType.CHAT, None,
+                                                          frozenset({"bad\n"})),
+                                        ConversationState("dave", ChatType.CHAT, 3)])
+        assert counts(pair.b, msg.msg_id) == [("👍", 1, False)]
+        assert not pair.b.conversation("alice").marks and pair.b.conversation("dave").pinned
+        assert sum("ignored a" in r.message for r in caplog.records) == 2
+
+    run(main())

@@ -9,7 +9,8 @@ Rules kept here:
   a reaction of this user the server never numbered was never sent: taking it back is local;
 - what the transport says is applied as said, attributed to its sender; a removal is applied
   only to the sender's own reaction (a reaction id that is someone else's changes nothing);
-  reactions and pins of messages not stored here are not kept;
+  reactions and pins of messages not stored here are not kept; what the store refuses is
+  logged and skipped, never raised into the transport;
 - listeners hear `on_reactions_changed(msg_id, reactions)` once per message whose reactions
   changed and `on_pinned_messages_changed(conv_id, messages)` once per conversation whose pins
   changed, after the store has the change; the conversation's own changes (pin, marks) reach
@@ -21,7 +22,9 @@ Rules kept here:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
 
 from ..adapters import ConversationState, PinEvent, ReactionEvent
 from ..codec import check_id
@@ -33,6 +36,8 @@ from ._listeners import Listeners
 from ._settings import Settings
 
 __all__ = ["Rich"]
+
+log = logging.getLogger("imstore.client")
 
 
 def _marks(value: str | Iterable[str], field: str) -> list[str]:
@@ -122,35 +127,39 @@ class Rich:
         plus, minus = _marks(add, "add"), _marks(remove, "remove")
         after = await self._request("set_conversation_marks", conv.conv_id, conv.chat_type,
                                     plus, minus)
-        return self._apply_marks(conv, frozenset(after) if isinstance(after, Iterable)
+        return self._apply_marks(conv.conv_id, frozenset(after) if isinstance(after, Iterable)
                                  else (conv.marks | set(plus)) - set(minus))
 
-    def _apply_marks(self, conv: Conversation, marks: frozenset[str]) -> frozenset[str]:
-        return self._store.set_conversation_marks(conv.conv_id, add=sorted(marks - conv.marks),
-                                                  remove=sorted(conv.marks - marks))
+    def _apply_marks(self, conv_id: str, marks: frozenset[str]) -> frozenset[str]:
+        """Make the conversation's marks ``marks`` (read now: the answer may come after other
+        changes)."""
+        here = self._conversation(conv_id).marks
+        return self._store.set_conversation_marks(conv_id, add=sorted(marks - here),
+                                                  remove=sorted(here - marks))
 
     # ------------------------------------------------------------- what the server says
 
     def reactions(self, events: Sequence[ReactionEvent]) -> None:
         changed: dict[str, list[Reaction]] = {}
         for e in events:
-            if not e.removed:
-                after = self._store.apply_reaction(e.msg_id, e.key, e.sender,
-                                                   reaction_id=e.reaction_id,
-                                                   timestamp=e.time or None)
-                msg_id = e.msg_id
-            elif e.msg_id and e.key and e.sender:
-                if self._store.reaction_id(e.msg_id, e.key, e.sender) not in (None, e.reaction_id):
-                    continue  # the id is another reaction's: not the sender's to take back
-                after = self._store.apply_reaction_removal(e.msg_id, e.key, e.sender)
-                msg_id = e.msg_id
-            else:
-                removed = self._store.apply_reaction_removal_by_id(e.reaction_id)
-                msg_id, after = removed if removed is not None else ("", None)
-            if after is not None:
-                changed[self._store_id(msg_id)] = after
+            with _skipped("reaction", e):
+                msg_id, after = self._apply_reaction(e)
+                if after is not None:
+                    changed[self._store_id(msg_id)] = after
         for msg_id, after in changed.items():
             self._listeners.emit("on_reactions_changed", msg_id, after)
+
+    def _apply_reaction(self, e: ReactionEvent) -> tuple[str, list[Reaction] | None]:
+        if not e.removed:
+            return e.msg_id, self._store.apply_reaction(e.msg_id, e.key, e.sender,
+                                                        reaction_id=e.reaction_id,
+                                                        timestamp=e.time or None)
+        if e.msg_id and e.key and e.sender:
+            if self._store.reaction_id(e.msg_id, e.key, e.sender) not in (None, e.reaction_id):
+                return e.msg_id, None  # the id is another reaction's: not the sender's to take back
+            return e.msg_id, self._store.apply_reaction_removal(e.msg_id, e.key, e.sender)
+        removed = self._store.apply_reaction_removal_by_id(e.reaction_id)
+        return removed if removed is not None else ("", None)
 
     def _store_id(self, msg_id: str) -> str:
         msg = self._store.get_message(msg_id)
@@ -159,11 +168,12 @@ class Rich:
     def pins(self, events: Sequence[PinEvent]) -> None:
         convs: set[str] = set()
         for e in events:
-            msg = self._store.get_message(e.msg_id)
-            if msg is not None and self._store.apply_message_pin(
-                    msg.msg_id, pinned=e.pinned, pinned_by=e.by or None,
-                    timestamp=e.time or None):
-                convs.add(msg.conv_id)
+            with _skipped("pin", e):
+                msg = self._store.get_message(e.msg_id)
+                if msg is not None and self._store.apply_message_pin(
+                        msg.msg_id, pinned=e.pinned, pinned_by=e.by or None,
+                        timestamp=e.time or None):
+                    convs.add(msg.conv_id)
         self._pins_changed(convs)
 
     def _pins_changed(self, convs: Iterable[str]) -> None:
@@ -174,14 +184,14 @@ class Rich:
     def conversation_states(self, states: Sequence[ConversationState]) -> None:
         newest = {s.conv_id: s for s in states}
         for s in newest.values():
-            conv = self._store.conversation(s.conv_id)
-            if conv is None:
-                conv = self._store.save_conversation(s.conv_id, s.chat_type)
-            if s.pinned_at is not None:
-                self._store.pin_conversation(s.conv_id, True, timestamp=s.pinned_at)
-            else:
-                self._store.pin_conversation(s.conv_id, False)
-            self._apply_marks(conv, frozenset(s.marks))
+            with _skipped("conversation state", s):
+                if self._store.conversation(s.conv_id) is None:
+                    self._store.save_conversation(s.conv_id, s.chat_type)
+                if s.pinned_at is not None:
+                    self._store.pin_conversation(s.conv_id, True, timestamp=s.pinned_at)
+                else:
+                    self._store.pin_conversation(s.conv_id, False)
+                self._apply_marks(s.conv_id, frozenset(s.marks))
 
     # ------------------------------------------------------------- what history carries
 
@@ -201,8 +211,20 @@ class Rich:
         here = self._store.conversation(conv.conv_id)
         if here is None:
             return
-        if conv.pinned_at is not None and here.pinned_at is None:
-            self._store.pin_conversation(conv.conv_id, True, timestamp=conv.pinned_at)
-        if conv.marks - here.marks:
-            self._store.set_conversation_marks(conv.conv_id, add=sorted(conv.marks - here.marks))
+        with _skipped("conversation state", conv.conv_id):
+            if conv.pinned_at is not None and here.pinned_at is None:
+                self._store.pin_conversation(conv.conv_id, True, timestamp=conv.pinned_at)
+            if conv.marks - here.marks:
+                self._store.set_conversation_marks(conv.conv_id,
+                                                   add=sorted(conv.marks - here.marks))
+
+
+@contextlib.contextmanager
+def _skipped(what: str, item: object) -> Iterator[None]:
+    """What the server said that the store refuses is logged and left out, never raised into
+    the transport (the rest of the batch still applies)."""
+    try:
+        yield
+    except IMError as exc:
+        log.warning("ignored a %s the server sent (%r): %s", what, item, exc)
 
