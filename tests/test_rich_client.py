@@ -562,3 +562,18 @@ def test_what_the_store_refuses_is_skipped_and_the_rest_applies(pair: Pair, capl
         assert sum("ignored a" in r.message for r in caplog.records) == 2
 
     run(main())
+
+
+def test_this_users_conversation_changes_are_heard_once_each(pair: Pair):
+    heard = listen(pair.ca)
+
+    async def main() -> None:
+        await hello(pair)
+        heard.events.clear()
+        await pair.ca.pin_conversation("bob")
+        await pair.ca.pin_conversation("bob")  # already pinned: nothing to hear
+        await pair.ca.set_conversation_marks("bob", add="work")
+        await pair.ca.mark_conversation_unread("bob")
+        assert heard.events == [("conversations", ("bob",))] * 3
+
+    run(main())
