@@ -98,7 +98,7 @@ def test_a_reaction_reaches_the_peer_once_and_goes_away(backend: Harness):
 def test_a_pinned_message_is_pinned_for_every_member(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob, carol = await b.users("alice", "bob", "carol")
-        team = await b.create_group(alice, "team", [bob, carol])
+        team = await b.create_group(alice, "pins-" + alice.id, [bob, carol])
         group = dict(chat_type=ChatType.GROUP_CHAT)
         msg = await said(b, alice, carol, Message.text(team, "the plan", **group))
         await b.until(lambda: bob.store.get_message(msg.msg_id) is not None, "bob's copy")
