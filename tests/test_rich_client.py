@@ -577,3 +577,32 @@ def test_this_users_conversation_changes_are_heard_once_each(pair: Pair):
         assert heard.events == [("conversations", ("bob",))] * 3
 
     run(main())
+
+
+def test_a_read_of_one_message_clears_the_unread_mark_on_the_server(pair: Pair):
+    async def main() -> None:
+        msg = await hello(pair)
+        await pair.cb.mark_conversation_unread("alice")
+        await pair.cb.ack_message_read(msg.msg_id)
+        assert not pair.b.conversation("alice").marks
+        [listed] = (await pair.server.connect("bob").fetch_conversations(None, 20)).items
+        assert not listed.marks
+
+    run(main())
+
+
+def test_the_list_does_not_bring_back_a_mark_read_away_here(tmp_path: Path, clock: Clock):
+    server = MemoryServer(clock=clock)
+
+    async def main() -> None:
+        store = imstore.open(":memory:", user_id="bob")
+        bob = ChatClient(store, server.connect("bob"), require_read_ack=False,
+                         download_dir=str(tmp_path))
+        server.post(Message.text("bob", "hi", sender="alice"))
+        await bob.mark_conversation_unread("alice")
+        await bob.ack_conversation_read("alice")  # no receipt: the server keeps its mark
+        await bob.fetch_conversations_from_server()
+        assert not store.conversation("alice").marks
+        store.close()
+
+    run(main())

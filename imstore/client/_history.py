@@ -71,6 +71,7 @@ class History:
         page = await call(self._adapter.fetch_conversations(cursor, limit))
         out = []
         for c in page.items:
+            new_here = self._store.conversation(c.conv_id) is None
             last = c.last_message
             if last is not None:
                 t = last.server_time
@@ -81,7 +82,8 @@ class History:
                     continue
             saved = self._store.save_conversation(c.conv_id, c.chat_type,
                                                   last_activity=c.last_activity)
-            self._rich.listed(c)
+            if new_here:
+                self._rich.listed(c)
             out.append(self._store.conversation(c.conv_id) or saved)
         return CursorResult(out, page.cursor)
 

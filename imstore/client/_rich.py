@@ -16,8 +16,10 @@ Rules kept here:
   changed, after the store has the change; the conversation's own changes (pin, marks) reach
   them through the store's change feed (`on_conversations_changed`);
 - a conversation's state from the server is its whole state (pin and marks): applied in one go,
-  the newest of a batch only; the conversation list adds the pins and marks it carries, never
-  takes any away (a server that does not carry them says nothing).
+  the newest of a batch only; the conversation list gives the pin and marks of a conversation
+  new on this device (later changes come as states; a mark read away here, e.g. UNREAD without
+  a receipt, is not brought back), and never takes any away (a server that does not carry them
+  says nothing).
 """
 
 from __future__ import annotations
@@ -207,7 +209,8 @@ class Rich:
         self.pins([*pins, *gone])
 
     def listed(self, conv: Conversation) -> None:
-        """A conversation of the server's list: add the pin and marks it carries."""
+        """A conversation of the server's list, new on this device: add the pin and marks it
+        carries."""
         here = self._store.conversation(conv.conv_id)
         if here is None:
             return

@@ -12,7 +12,7 @@ Rules kept here:
   page carries its messages' reactions and its conversation's pins, so a new device sees them;
 - a conversation's pin and marks belong to one user: they reach that user's other devices as the
   conversation's whole `ConversationState`, and the conversation list carries them; reading the
-  conversation (a conversation receipt) clears `ConversationMark.UNREAD`;
+  conversation (any read receipt of the user's in it) clears `ConversationMark.UNREAD`;
 - a conversation deleted for everyone takes its pins and every user's state of it along;
 - a reply or thread reply that names a message by its sender's local id names it by the server's
   id once the server has it.
@@ -190,7 +190,13 @@ class Rich:
     def read(self, user: str, conv_id: str, chat_type: ChatType,
              by: MemoryConnection | None = None) -> None:
         """``user`` read the conversation: its UNREAD mark goes."""
-        key = self.directory.conv_key(user, conv_id, chat_type)
+        self._read(user, self.directory.conv_key(user, conv_id, chat_type), by)
+
+    def read_message(self, user: str, msg_id: str, by: MemoryConnection | None = None) -> None:
+        """``user`` read a message: the UNREAD mark of its conversation goes."""
+        self._read(user, self.directory.stored(msg_id)[0].key, by)
+
+    def _read(self, user: str, key: str, by: MemoryConnection | None) -> None:
         state = self._states.get((user, key))
         if state is not None and ConversationMark.UNREAD in state.marks:
             marks = state.marks - {ConversationMark.UNREAD.value}

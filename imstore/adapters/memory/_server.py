@@ -255,6 +255,7 @@ class MemoryServer:
         """``user`` read the one-to-one message ``msg_id``: its read position moves there and
         the sender hears it (now or later)."""
         self.receipts.read_ack(user, msg_id)
+        self.rich.read_message(user, msg_id)
 
     def conversation_ack(self, user: str, conv_id: str, chat_type: ChatType,
                          up_to: int | None) -> None:
@@ -264,7 +265,9 @@ class MemoryServer:
         self.rich.read(user, conv_id, chat_type)
 
     def group_ack(self, user: str, msg_id: str) -> GroupReadAck:
-        return self.receipts.group_ack(user, msg_id)
+        ack = self.receipts.group_ack(user, msg_id)
+        self.rich.read_message(user, msg_id)
+        return ack
 
     def group_acks(self, msg_id: str, cursor: str | None, limit: int) -> CursorResult[GroupReadAck]:
         return self.receipts.readers(msg_id, cursor, limit)
