@@ -32,6 +32,7 @@ from .message import (
     Message,
     MessageStatus,
     MessageType,
+    TextBody,
     ThumbnailedBody,
     UndecodableBody,
 )
@@ -498,6 +499,11 @@ def _check_fields(msg: Message) -> MessageType:
     return mtype
 
 
+def _str_header(n: int) -> int:
+    """The bytes msgpack puts before a str of ``n`` bytes."""
+    return 1 if n < 32 else 2 if n < 256 else 3 if n < 65536 else 5
+
+
 def validate_message(msg: Message, limits: Limits, *, need_file: bool = False) -> tuple[bytes, bytes]:
     """Check a message against the type rules and the limits; return (encoded body, encoded ext).
 
@@ -526,7 +532,15 @@ def validate_message(msg: Message, limits: Limits, *, need_file: bool = False) -
         encode_local_ext(msg.local_ext, limits)
     size = len(body) - 1 + len(ext)
     if size > limits.max_payload_bytes:
+        room = ""
+        if isinstance(msg.body, TextBody):  # what the framing leaves for the text itself
+            n = len(msg.body.text.encode("utf-8"))
+            framing = size - n - _str_header(n)
+            fit = limits.max_payload_bytes - framing
+            fit -= _str_header(max(fit - 3, 0))
+            room = f"; with this ext, the text may have up to {max(fit, 0)} bytes of UTF-8"
         raise IMError(ErrorCode.MESSAGE_SIZE_LIMIT,
                       f"the message payload is {size} bytes; the limit is "
-                      f"{limits.max_payload_bytes} bytes (body plus ext, msgpack-encoded)")
+                      f"{limits.max_payload_bytes} bytes (body plus ext, msgpack-encoded: field "
+                      f"names and framing count too){room}")
     return body, ext

@@ -312,8 +312,27 @@ class Message:
         local_ext: dict[str, Any] | None = None,
     ) -> Message:
         """A message of type ``mtype`` with a body already made (importers, adapters); the
-        keyword arguments are those of every factory."""
-        chat_type = ChatType(chat_type)
+        keyword arguments are those of every factory. Raises `IMError(INVALID_PARAM)` naming the
+        argument that has the wrong type (the store checks values and sizes when it stores)."""
+        mtype = _enum(MessageType, mtype, "mtype")
+        chat_type = _enum(ChatType, chat_type, "chat_type")
+        _want(isinstance(to, str) and bool(to), "to", "a non-empty id (str)", to)
+        for name, value in (("sender", sender), ("msg_id", msg_id), ("local_id", local_id)):
+            _want(value is None or (isinstance(value, str) and bool(value)), name,
+                  "a non-empty id (str) or None", value)
+        _want(ext is None or isinstance(ext, dict), "ext", "a dict or None", ext)
+        _want(is_read is None or isinstance(is_read, bool), "is_read", "True, False or None",
+              is_read)
+        _want(isinstance(need_group_ack, bool), "need_group_ack", "True or False", need_group_ack)
+        for name, when in (("edited_at", edited_at), ("recalled_at", recalled_at)):
+            _want(when is None or _is_int(when), name, "an int of ms or None", when)
+        for name, ref in (("reply_to", reply_to), ("thread_id", thread_id)):
+            _want(ref is None or (isinstance(ref, str) and bool(ref)), name,
+                  "a message id (str) or None", ref)
+        _want(local_ext is None or isinstance(local_ext, dict), "local_ext", "a dict or None",
+              local_ext)
+        if timestamp is not None:
+            _check_timestamp(timestamp)
         received = sender is not None
         return cls(
             msg_id=msg_id or new_msg_id(),
@@ -341,6 +360,8 @@ class Message:
     @classmethod
     def text(cls, to: str, text: str, *, formatted: str = "", **kw: Any) -> Message:
         """A text message (emoji are text); ``formatted`` is its HTML form, if any."""
+        _want(isinstance(text, str), "text", "a str", text)
+        _want(isinstance(formatted, str), "formatted", "a str", formatted)
         return cls.of(MessageType.TEXT, to, TextBody(text, formatted), **kw)
 
     @classmethod
@@ -348,19 +369,20 @@ class Message:
               height: int | None = None, thumbnail: str | os.PathLike[str] | None = None,
               display_name: str | None = None, caption: str = "", **kw: Any) -> Message:
         """An image from a local file; the client uploads it before sending."""
-        p = os.fspath(path)
-        body = ImageBody(local_path=p, display_name=display_name or os.path.basename(p),
-                         width=width, height=height, caption=caption,
-                         thumbnail_path=os.fspath(thumbnail) if thumbnail else "")
+        p = _path(path, "path")
+        body = ImageBody(local_path=p, display_name=_name(display_name, p),
+                         width=_size(width, "width"), height=_size(height, "height"),
+                         caption=_caption(caption),
+                         thumbnail_path=_path(thumbnail, "thumbnail") if thumbnail else "")
         return cls.of(MessageType.IMAGE, to, body, **kw)
 
     @classmethod
     def voice(cls, to: str, path: str | os.PathLike[str], duration_ms: int, *,
               display_name: str | None = None, caption: str = "", **kw: Any) -> Message:
         """A voice message from a local audio file."""
-        p = os.fspath(path)
-        body = VoiceBody(local_path=p, display_name=display_name or os.path.basename(p),
-                         duration_ms=int(duration_ms), caption=caption)
+        p = _path(path, "path")
+        body = VoiceBody(local_path=p, display_name=_name(display_name, p),
+                         duration_ms=_duration(duration_ms), caption=_caption(caption))
         return cls.of(MessageType.VOICE, to, body, **kw)
 
     @classmethod
@@ -369,37 +391,121 @@ class Message:
               height: int | None = None, display_name: str | None = None, caption: str = "",
               **kw: Any) -> Message:
         """A video from a local file, with an optional local thumbnail image."""
-        p = os.fspath(path)
-        body = VideoBody(local_path=p, display_name=display_name or os.path.basename(p),
-                         duration_ms=int(duration_ms), width=width, height=height, caption=caption,
-                         thumbnail_path=os.fspath(thumbnail) if thumbnail else "")
+        p = _path(path, "path")
+        body = VideoBody(local_path=p, display_name=_name(display_name, p),
+                         duration_ms=_duration(duration_ms), width=_size(width, "width"),
+                         height=_size(height, "height"), caption=_caption(caption),
+                         thumbnail_path=_path(thumbnail, "thumbnail") if thumbnail else "")
         return cls.of(MessageType.VIDEO, to, body, **kw)
 
     @classmethod
     def file(cls, to: str, path: str | os.PathLike[str], *, display_name: str | None = None,
              caption: str = "", **kw: Any) -> Message:
         """Any file."""
-        p = os.fspath(path)
-        body = FileBody(local_path=p, display_name=display_name or os.path.basename(p),
-                        caption=caption)
+        p = _path(path, "path")
+        body = FileBody(local_path=p, display_name=_name(display_name, p),
+                        caption=_caption(caption))
         return cls.of(MessageType.FILE, to, body, **kw)
 
     @classmethod
     def location(cls, to: str, latitude: float, longitude: float, *, address: str = "",
                  building_name: str = "", **kw: Any) -> Message:
         """A location (coordinates from a map service)."""
-        body = LocationBody(float(latitude), float(longitude), address, building_name)
+        _want(isinstance(address, str), "address", "a str", address)
+        _want(isinstance(building_name, str), "building_name", "a str", building_name)
+        body = LocationBody(_degrees(latitude, "latitude", 90),
+                            _degrees(longitude, "longitude", 180), address, building_name)
         return cls.of(MessageType.LOCATION, to, body, **kw)
 
     @classmethod
     def cmd(cls, to: str, action: str, params: dict[str, Any] | None = None, **kw: Any) -> Message:
         """A command to the peer: sent, never shown, never stored."""
+        _want(isinstance(action, str), "action", "a str", action)
+        _want(params is None or isinstance(params, dict), "params", "a dict or None", params)
         return cls.of(MessageType.CMD, to, CmdBody(action, dict(params or {})), **kw)
 
     @classmethod
     def custom(cls, to: str, event: str, params: dict[str, str] | None = None, **kw: Any) -> Message:
         """An app-defined message (red packets, templates, ...)."""
+        _want(isinstance(event, str), "event", "a str", event)
+        _want(params is None or isinstance(params, dict), "params", "a dict[str, str] or None",
+              params)
         return cls.of(MessageType.CUSTOM, to, CustomBody(event, dict(params or {})), **kw)
+
+
+# -- what the factories accept: each raises IMError(INVALID_PARAM) naming the argument ------------
+
+# A factory's ``timestamp`` is in ms. A value that reads as a date in 1970-2000 in ms but as one
+# after 2000 in seconds is a time in seconds by mistake: refused, with the fix in the message.
+# (Small values -- test clocks, explicit orderings -- stay accepted.)
+SECONDS_BY_MISTAKE = (946_684_800, 978_307_200_000)  # 2000-01-01 in s .. 2001-01-01 in ms
+
+
+def _want(ok: bool, field: str, what: str, value: Any) -> None:
+    if not ok:
+        from .codec import invalid  # only on failure: codec imports this module
+
+        raise invalid(field, what, value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _enum(enum: type[Any], value: Any, field: str) -> Any:
+    if type(value) is enum:
+        return value
+    _want(_is_int(value) and value in enum._value2member_map_, field, f"a {enum.__name__}",
+          value)
+    return enum(value)
+
+
+def _check_timestamp(value: Any) -> None:
+    _want(_is_int(value) and value >= 0, "timestamp", "an int of milliseconds since the epoch",
+          value)
+    lo, hi = SECONDS_BY_MISTAKE
+    if lo <= value < hi:
+        from .errors import ErrorCode, IMError
+
+        raise IMError(ErrorCode.INVALID_PARAM,
+                      f"timestamp {value} is a date before 2001 in milliseconds; it looks like "
+                      f"seconds since the epoch: pass {value * 1000}")
+
+
+def _path(value: Any, field: str) -> str:
+    _want(isinstance(value, str | os.PathLike), field, "a file path (str or os.PathLike)", value)
+    p = os.fspath(value)
+    _want(isinstance(p, str) and bool(p), field, "a non-empty file path (str)", value)
+    return str(p)
+
+
+def _name(display_name: Any, path: str) -> str:
+    _want(display_name is None or isinstance(display_name, str), "display_name", "a str or None",
+          display_name)
+    return display_name or os.path.basename(path)
+
+
+def _caption(value: Any) -> str:
+    _want(isinstance(value, str), "caption", "a str", value)
+    return str(value)
+
+
+def _size(value: Any, field: str) -> int | None:
+    _want(value is None or (_is_int(value) and value >= 0), field,
+          "a non-negative int of pixels or None", value)
+    return value  # type: ignore[no-any-return]
+
+
+def _duration(value: Any) -> int:
+    ok = (_is_int(value) or isinstance(value, float)) and 0 <= value < 2**53
+    _want(ok, "duration_ms", "a non-negative number of milliseconds", value)
+    return int(value)
+
+
+def _degrees(value: Any, field: str, bound: int) -> float:
+    ok = (_is_int(value) or isinstance(value, float)) and -bound <= value <= bound
+    _want(ok, field, f"a number of degrees from -{bound} to {bound}", value)
+    return float(value)
 
 
 _MESSAGE_FIELDS = tuple(Message.__dataclass_fields__)

@@ -18,11 +18,12 @@ from imstore.importers import (
     ImportOptions,
     conversations,
     detect_format,
+    find_exports,
     import_file,
     read_file,
     scan,
 )
-from imstore.importers.jsonl import to_dict, write_jsonl
+from imstore.importers.jsonl import dumps, to_dict, write_jsonl
 from imstore.importers.whatsapp import chat_name
 
 # ------------------------------------------------------------------------- exports written here
@@ -199,7 +200,7 @@ def test_account_export_maps_me_replies_edits_calls_pins_and_dice(tmp_path: Path
         assert [m.direction for m in group] == [Direction.SEND, Direction.RECEIVE, Direction.SEND]
         assert group[1].sender == "tg:444" and group[1].ext["sender_name"] == "Carl"
         assert store.get_message(group[2].ext["pinned"]).body.text == "who comes Sunday?"
-        assert store.conversation("tg:222").ext["title"] == "Bob Smith"
+        assert store.conversation("tg:222").title == "Bob Smith"
 
 
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le"])
@@ -230,11 +231,45 @@ def test_telegram_media_types(data_dir: Path, store):
     assert types[MessageType.IMAGE] and types[MessageType.VIDEO] and types[MessageType.VOICE]
     photo = next(m for m in saved if m.type == MessageType.IMAGE)
     assert photo.body.width == 904 and photo.body.remote_url.startswith("telegram-export:photos/")
-    assert photo.ext["caption"].startswith("I'm a photo")
-    assert any(m.type == MessageType.CUSTOM and m.body.event == "telegram.sticker" for m in saved)
-    assert all(m.direction == Direction.SEND for m in saved)
+    assert photo.body.caption.startswith("I'm a photo") and "caption" not in photo.ext
+    assert store.search_messages("photo message sent straight") == [photo]  # default scope
+    sticker = next(m for m in saved if "sticker" in m.ext)
+    assert sticker.type == MessageType.IMAGE and sticker.body.display_name == "\U0001f92d"
+    # Saved Messages: mine, except what I forwarded there from others (and posts of a channel)
+    forwarded = {m.msg_id for m in saved if m.ext.get("forwarded_from") not in (None, "Ben")}
+    assert forwarded and {m.msg_id for m in saved if m.direction == Direction.SEND} == {
+        m.msg_id for m in saved if m.msg_id not in forwarded and m.ext.get("sender_name") == "Ben"}
     reply = next(m for m in saved if m.ext.get("tg_id") == 7)
-    assert store.get_message(reply.ext["reply_to"]).body.event == "telegram.poll"
+    assert store.get_message(reply.ext["reply_to"]).ext["poll"]["question"] == "quiz poll"
+
+
+def test_telegram_polls_and_stickers_are_found_in_the_default_scope(data_dir: Path, store):
+    import_file(store, str(data_dir / "exports" / "telegram" / "innerdvations_saved.json"))
+    for words in ("quiz poll", "option 3", "Poll question", "\U0001f92d"):
+        assert store.search_messages(words), words
+    poll = store.search_messages("quiz poll")[0]
+    assert poll.body.text == "quiz poll\n- option 1\n- option 2\n- option 3"
+    assert poll.ext["poll"]["total_voters"] == 1
+
+
+def test_telegram_attachment_paths_stay_inside_the_export(tmp_path: Path, store):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "photos").mkdir()
+    (tmp_path / "export" / "photos" / "ok.jpg").write_bytes(b"\xff\xd8\xff")
+    (tmp_path / "secret.jpg").write_bytes(b"secret")
+    (tmp_path / "export" / "photos" / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    msgs = [{"id": i, "type": "message", "date_unixtime": str(1_600_000_000 + i), "from": "Bob",
+             "from_id": "user2", "text": "", "photo": photo}
+            for i, photo in enumerate(["photos/ok.jpg", "/etc/passwd", "../secret.jpg",
+                                       "photos/link.jpg"])]
+    path = tmp_path / "export" / "result.json"
+    path.write_text(json.dumps({"name": "Bob", "type": "personal_chat", "id": 2,
+                                "messages": msgs}), encoding="utf-8")
+    import_file(store, str(path), options=ImportOptions(me=("Ann",)))
+    got = {m.ext["tg_id"]: m.body for m in store.messages("tg:2")}
+    assert got[0].local_path == str(tmp_path / "export" / "photos" / "ok.jpg")
+    for i in (1, 2, 3):  # kept as files the export names, never read from outside it
+        assert got[i].local_path == "" and got[i].remote_url.startswith("telegram-export:")
 
 
 def test_telegram_entity_arrays_read_as_text(data_dir: Path, store):
@@ -259,7 +294,7 @@ def test_telegram_unexpected_keys_are_kept_or_skipped_with_reasons(data_dir: Pat
 def test_telegram_owner_and_directions(data_dir: Path):
     with imstore.open(":memory:", user_id="Ben") as store:
         import_file(store, str(data_dir / "exports" / "telegram" / "innerdvations_bot.json"))
-        msgs = store.messages("tg:9999999999")
+        msgs = store.messages("tg:8888888888")
         assert {m.direction for m in msgs} == {Direction.SEND, Direction.RECEIVE}
 
 
@@ -269,6 +304,46 @@ def test_telegram_me_by_name_in_a_group(data_dir: Path):
         import_file(store, str(path), options=ImportOptions(me=("Ben",)))
         assert {m.direction for m in store.messages("tg:group:9999999999")} == {Direction.SEND}
     assert scan(str(path), ImportOptions(me=("Ben",))).owner == "tg:9999999999"
+
+
+def test_telegram_me_by_name_in_an_export_without_from_id(data_dir: Path):
+    path = str(data_dir / "exports" / "telegram" / "chatminer_batch_export.json")
+    info = scan(path, ImportOptions(me=("author 1",)))
+    assert info.owner == "tg:Author 1" and not any("wrote nothing" in n for n in info.notes)
+    with imstore.open(":memory:", user_id=info.owner) as store:
+        import_file(store, path, options=ImportOptions(me=("author 1",)))
+        msgs = store.messages("tg:group:Chatname")
+        assert [(m.direction, m.ext["sender_name"]) for m in msgs] == [
+            (Direction.SEND, "Author 1"), (Direction.RECEIVE, "Author 2")]
+    assert any("wrote nothing" in n for n in scan(path, ImportOptions(me=("Nobody",))).notes)
+
+
+def test_telegram_bot_chat_is_with_the_bot_not_with_me(data_dir: Path):
+    # The export gives the bot chat the owner's own id; the bot is the one named like the chat.
+    path = str(data_dir / "exports" / "telegram" / "innerdvations_bot.json")
+    info = scan(path, ImportOptions(tz="UTC"))
+    assert conversations(path, info) == {"tg:8888888888": (ChatType.CHAT, "Bot User")}
+    with imstore.open(":memory:", user_id="tg:9999999999") as store:
+        import_file(store, path, options=ImportOptions(tz="UTC"))
+        msgs = store.messages("tg:8888888888")
+        assert [(m.direction, m.ext["sender_name"]) for m in msgs] == [
+            (Direction.RECEIVE, "Bot User"), (Direction.SEND, "Real User")]
+        assert store.conversation("tg:9999999999") is None
+
+
+def test_telegram_saved_messages_keep_who_wrote_a_forward(data_dir: Path):
+    path = str(data_dir / "exports" / "telegram" / "innerdvations_saved.json")
+    info = scan(path, ImportOptions(tz="UTC"))
+    assert info.owner == "tg:9999999999"  # the Saved Messages chat is its owner's
+    with imstore.open(":memory:", user_id=info.owner) as store:
+        import_file(store, path, options=ImportOptions(tz="UTC"))
+        saved = {m.ext["tg_id"]: m for m in store.messages("tg:saved:9999999999", limit=400)}
+    assert saved[183290].direction == Direction.SEND  # typed straight into Saved Messages
+    assert saved[210087].direction == Direction.SEND  # my own message, forwarded there
+    other = saved[176390]
+    assert (other.direction, other.sender, other.ext["forwarded_from"],
+            other.ext["sender_name"]) == (Direction.RECEIVE, "tg:Other Person", "Other Person",
+                                          "Other Person")
 
 
 # ------------------------------------------------------------------------------------ WhatsApp
@@ -327,7 +402,7 @@ def test_a_re_export_adds_only_what_is_new(tmp_path: Path):
         res = import_file(store, str(again), options=ImportOptions(me=("Ann",), tz="UTC"))
         assert (res.imported, res.duplicates) == (2, 7)
         conv = store.conversation("wa:Dana")
-        assert conv.chat_type == ChatType.CHAT and conv.ext["title"] == "Dana"
+        assert conv.chat_type == ChatType.CHAT and conv.title == "Dana"
         msgs = store.messages("wa:Dana", limit=50)
         assert [m.body.text for m in msgs if m.type == MessageType.TEXT].count("ok") == 2
         assert {m.direction for m in msgs if m.ext.get("sender_name") == "Ann"} == {Direction.SEND}
@@ -386,7 +461,7 @@ def test_two_chat_txt_exports_stay_two_conversations(tmp_path: Path):
         for chat in ("Dana", "Family"):
             import_file(store, str(tmp_path / f"WhatsApp Chat - {chat}" / "_chat.txt"),
                         options=ImportOptions(tz="UTC"))
-        assert {c.conv_id: c.ext["title"] for c in store.conversations()} == {
+        assert {c.conv_id: c.title for c in store.conversations()} == {
             "wa:Dana": "Dana", "wa:Family": "Family"}
 
 
@@ -445,7 +520,7 @@ def test_whatsapp_media_location_and_one_to_one(tmp_path: Path):
     assert all(m.chat_type == ChatType.CHAT for m in msgs)
     img = msgs[1]
     assert img.sender is None and img.body.local_path.endswith("IMG-20210101-WA0001.jpg")
-    assert img.ext["caption"] == "look at this"
+    assert img.body.caption == "look at this"
     assert (msgs[2].body.latitude, msgs[2].body.longitude) == (48.8584, 2.2945)
     assert msgs[3].local_time == 1613207280000  # 13 Feb 2021: day-first, 12-hour clock
     with imstore.open(":memory:", user_id="Me") as store:
@@ -461,10 +536,10 @@ def test_slack_export(data_dir: Path, store):
     res = import_file(store, str(path))
     assert res.imported > 100
     assert import_file(store, str(path)).imported == 0
-    convs = {c.conv_id: c.ext["title"] for c in store.conversations()}
+    convs = {c.conv_id: c.title for c in store.conversations()}
     assert convs == {"slack:enrique": "#enrique", "slack:traveling-sailor": "#traveling-sailor"}
     files = store.messages_by_type(None, MessageType.FILE, limit=50)
-    assert files and files[0].body.display_name.endswith(".js") and files[0].ext.get("caption")
+    assert files and files[0].body.display_name.endswith(".js") and files[0].body.caption
     joins = [m for m in store.messages("slack:enrique", limit=400, direction=Direction.DOWN)
              if m.type == MessageType.CUSTOM]
     assert joins and joins[0].body.event == "slack.channel_join"
@@ -493,10 +568,11 @@ def test_slack_files_bots_comments_threads_and_dms(tmp_path: Path):
         assert bot.ext["raw"]["attachments"] == [{"color": "good"}] and bot.ext["sender_name"] == "ci"
         a, b = general[3], general[4]
         assert (a.type, b.type) == (MessageType.IMAGE, MessageType.FILE)
-        assert b.ext["part_of"] == a.msg_id and a.ext["caption"] == "two files"
+        assert b.ext["part_of"] == a.msg_id and a.body.caption == "two files"
+        assert store.search_messages("two files") == [a]  # a caption, in the default scope
         assert general[5].sender == "slack:U2" and general[5].body.text == "nice"
         dm = store.conversation("slack:U2")
-        assert dm.chat_type == ChatType.CHAT and dm.ext["title"] == "Bob Smith"
+        assert dm.chat_type == ChatType.CHAT and dm.title == "Bob Smith"
         assert [m.direction for m in store.messages("slack:U2")] == [Direction.RECEIVE,
                                                                      Direction.SEND]
 
@@ -641,3 +717,299 @@ def test_telegram_dates_without_unixtime_are_read_in_the_zone(data_dir: Path):
         [9 * 3600_000] * 2
     assert any("2 message(s) have only a local date: read in UTC" in n
                for n in scan(path, ImportOptions(tz="UTC")).notes)
+
+
+# ------------------------------------------------- hostile exports: the library raises only IMError
+
+HOSTILE_VALUES: list[Any] = [None, True, -1, 2**70, 1.5, float("nan"), "", "x" * 5000, "\ud800",
+                             [], [1, None], {}, {"a": {"b": None}}, "../../etc/passwd"]
+
+
+def _telegram_variants() -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    chat = ACCOUNT["chats"]["list"][0]
+    keys = sorted({k for m in chat["messages"] for k in m} | {"photo", "file", "media_type",
+                  "location_information", "poll", "thumbnail", "width", "duration_seconds",
+                  "sticker_emoji", "contact_information", "forwarded_from"})
+    for key in keys:
+        for i, value in enumerate(HOSTILE_VALUES):
+            doc = json.loads(json.dumps(ACCOUNT))
+            msg = doc["chats"]["list"][0]["messages"][i % 5]
+            msg[key] = value if not (isinstance(value, float) and value != value) else "nan"
+            if key in ("width", "duration_seconds"):
+                msg["photo" if key == "width" else "file"] = "photos/a.jpg"
+                msg["media_type"] = "voice_message" if key == "duration_seconds" else None
+            out.append((f"telegram {key}={value!r:.20}", doc))
+    for key in ("name", "type", "id", "messages", "personal_information", "chats"):
+        for value in HOSTILE_VALUES[:12]:
+            doc = json.loads(json.dumps(ACCOUNT))
+            target = doc if key in ("personal_information", "chats") else doc["chats"]["list"][0]
+            target[key] = value if not (isinstance(value, float) and value != value) else "nan"
+            out.append((f"telegram chat {key}={value!r:.20}", doc))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "doc"), _telegram_variants(), ids=lambda v: str(v)[:40])
+def test_a_hostile_telegram_export_raises_only_imerror(tmp_path: Path, name: str, doc: Any):
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with imstore.open(":memory:", user_id="tg:111") as store:
+        if name.startswith("telegram chat"):
+            try:
+                import_file(store, str(path))
+            except IMError:
+                pass
+        else:  # one bad field of one message: that message at most is skipped, with its reason
+            try:
+                res = import_file(store, str(path))
+            except IMError as exc:  # the JSON parser's own limit (ints past 64 bits): the file
+                assert "integer overflow" in exc.description, exc
+            else:
+                assert res.imported >= 7 and res.imported + res.skipped >= 8, res
+        assert store.verify().ok
+
+
+def _slack_variants(tmp_path: Path) -> list[tuple[str, Path]]:
+    out = []
+    base = write_slack(tmp_path / "base.zip")
+    with zipfile.ZipFile(base) as z:
+        members = {n: json.loads(z.read(n)) for n in z.namelist()}
+    keys = sorted({k for m in members["general/2021-03-01.json"] for k in m})
+    for n, (key, value) in enumerate((k, v) for k in keys for v in HOSTILE_VALUES):
+        data = json.loads(json.dumps(members))
+        data["general/2021-03-01.json"][n % 5][key] = value if value == value else "nan"
+        path = tmp_path / f"v{n}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            for name, content in data.items():
+                z.writestr(name, json.dumps(content))
+        out.append((f"slack {key}={value!r:.20}", path))
+    for n, listing in enumerate(["users.json", "channels.json", "dms.json"]):
+        for m, value in enumerate(HOSTILE_VALUES[:12]):
+            data = json.loads(json.dumps(members))
+            data[listing] = value if value == value else "nan"
+            path = tmp_path / f"l{n}_{m}.zip"
+            with zipfile.ZipFile(path, "w") as z:
+                for name, content in data.items():
+                    z.writestr(name, json.dumps(content))
+            out.append((f"slack {listing}={value!r:.20}", path))
+    return out
+
+
+@pytest.mark.slow
+def test_hostile_slack_exports_raise_only_imerror(tmp_path: Path):
+    escaped = []
+    for name, path in _slack_variants(tmp_path):
+        with imstore.open(":memory:", user_id="slack:U1") as store:
+            try:
+                import_file(store, str(path))
+            except IMError:
+                pass
+            except Exception as exc:
+                escaped.append(f"{name}: {type(exc).__name__}: {exc}")
+    assert not escaped, "\n".join(escaped)
+
+
+@pytest.mark.parametrize("text", [
+    "01/03/2021, 09:01 - Dana: <attached: ../../etc/passwd>\n13/03/2021, 09:02 - Ann: x\n",
+    "99/99/2021, 99:99 - Dana: hi\n",
+    "01/03/2021, 09:01 - : \n",
+    "01/03/2021, 09:01 - Dana: location: https://maps.google.com/?q=999,999\n"
+    "13/03/2021, 09:02 - Ann: x\n",
+    "\x00\x00\x00\x00",
+    "01/03/2021, 09:01 - Dana: " + "x" * 100_000 + "\n13/03/2021, 09:02 - Ann: x\n",
+])
+def test_a_hostile_whatsapp_export_raises_only_imerror(tmp_path: Path, text: str):
+    path = write_whatsapp(tmp_path, text=text)
+    with imstore.open(":memory:", user_id="wa:Ann") as store:
+        try:
+            import_file(store, str(path), options=ImportOptions(me=("Ann",), tz="UTC"))
+        except IMError:
+            pass
+
+
+def _jsonl_variants() -> list[tuple[str, str]]:
+    good = to_dict(Message.text("bob", "hi", timestamp=1_600_000_000_000, msg_id="m1"))
+    out = [("not json", "{nope\n"), ("a list", "[1, 2]\n"), ("a record", '{"record": 5}\n'),
+           ("store", '{"record": "store", "owner": 5}\n'),
+           ("conversation", '{"record": "conversation", "conv_id": "c", "chat_type": "X"}\n'),
+           ("conversation ext", '{"record": "conversation", "conv_id": "c", "chat_type": "CHAT",'
+                                ' "ext": 5, "last_activity": -1}\n'),
+           ("conversation marks", '{"record": "conversation", "conv_id": "c", "chat_type": "CHAT",'
+                                  ' "marks": 5, "title": 7, "draft": [], "pinned_at": "x"}\n'),
+           ("reactions", '{"record": "reactions", "msg_id": "m", "reactions": {"k": 5}}\n'),
+           ("reactions of nothing", '{"record": "reactions", "msg_id": "nope", '
+                                    '"reactions": {"k": ["bob"]}}\n'),
+           ("pins", '{"record": "pins", "conv_id": "c", "msg_ids": [null]}\n'),
+           ("pins of nothing", '{"record": "pins", "conv_id": "c", "msg_ids": ["nope"]}\n')]
+    for key in good:
+        for value in HOSTILE_VALUES:
+            d = dict(good)
+            d[key] = value if value == value else "nan"
+            out.append((f"jsonl {key}={value!r:.20}", json.dumps(d) + "\n"))
+    return out
+
+
+def test_hostile_imstore_exports_raise_only_imerror(tmp_path: Path):
+    escaped = []
+    for n, (name, text) in enumerate(_jsonl_variants()):
+        path = tmp_path / f"{n}.jsonl"
+        path.write_text('{"record": "store", "owner": "alice", "version": 1}\n' + text,
+                        encoding="utf-8")
+        with imstore.open(":memory:", user_id="alice") as store:
+            try:
+                import_file(store, str(path), fmt="jsonl")
+            except IMError:
+                pass
+            except Exception as exc:
+                escaped.append(f"{name}: {type(exc).__name__}: {exc}")
+    assert not escaped, "\n".join(escaped)
+
+
+def test_valid_exports_of_every_format_are_imported(tmp_path: Path):
+    """The pair of the hostile-export tests: the same builders, unharmed, import whole."""
+    (tmp_path / "tg").mkdir()
+    with imstore.open(":memory:", user_id="tg:111") as store:
+        assert import_file(store, str(write_account(tmp_path / "tg"))).imported == 8
+        assert import_file(store, str(write_slack(tmp_path / "s.zip")),
+                           options=ImportOptions(me=("ann",))).imported == 8
+        assert import_file(store, str(write_whatsapp(tmp_path)),
+                           options=ImportOptions(me=("Ann",), tz="UTC")).imported == 7
+        good = tmp_path / "x.jsonl"
+        good.write_text(_jsonl_variants()[0][1].replace("{nope", dumps(Message.text(
+            "bob", "hi", timestamp=1_600_000_000_000, msg_id="m1"))), encoding="utf-8")
+        assert import_file(store, str(good)).imported == 1
+
+
+# ---------------------------------------------------------------- archives: bounded memory
+
+def _bomb(path: Path, name: str, size: int, *, extra: dict[str, bytes] | None = None) -> Path:
+    """A zip whose member ``name`` inflates to ``size`` bytes of one repeated byte (written in
+    chunks: the test itself stays small)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for other, data in (extra or {}).items():
+            z.writestr(other, data)
+        with z.open(name, "w", force_zip64=True) as f:
+            chunk = b"a" * (1 << 20)
+            for _ in range(size >> 20):
+                f.write(chunk)
+    return path
+
+
+def test_a_whatsapp_zip_bomb_is_refused_before_it_is_inflated(tmp_path: Path):
+    import resource
+
+    header = b"01/03/2021, 09:01 - Dana: "
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z, \
+            z.open("_chat.txt", "w", force_zip64=True) as f:
+        f.write(header)
+        for _ in range(300):  # 300 MB of one line, deflated to about 300 KB
+            f.write(b"a" * (1 << 20))
+    assert path.stat().st_size < 2 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with imstore.open(":memory:", user_id="wa:Ann") as store, pytest.raises(IMError) as err:
+        import_file(store, str(path), fmt="whatsapp", options=ImportOptions(me=("Ann",)))
+    assert err.value.code == ErrorCode.FILE_INVALID and "times its packed size" in str(err.value)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 100, grown_mb
+
+
+def test_a_long_line_within_the_ratio_is_refused_at_the_line_limit(tmp_path: Path):
+    text = "01/03/2021, 09:01 - Dana: " + "".join(f"{i:08x}" for i in range((2 << 20) // 8))
+    path = write_whatsapp(tmp_path, text=text + "\n")
+    with imstore.open(":memory:", user_id="wa:Ann") as store, pytest.raises(IMError) as err:
+        import_file(store, str(path), options=ImportOptions(me=("Ann",), tz="UTC"))
+    assert "longer than 1,048,576 characters" in str(err.value)
+
+
+def test_a_slack_day_file_bomb_is_refused(tmp_path: Path):
+    base = write_slack(tmp_path / "base.zip")
+    with zipfile.ZipFile(base) as z:
+        keep = {n: z.read(n) for n in z.namelist() if not n.startswith("general/")}
+    path = _bomb(tmp_path / "bomb.zip", "general/2021-03-01.json", 300 << 20, extra=keep)
+    with imstore.open(":memory:", user_id="slack:U1") as store, pytest.raises(IMError) as err:
+        import_file(store, str(path))
+    assert err.value.code == ErrorCode.FILE_INVALID and "general/2021-03-01.json" in str(err.value)
+
+
+def test_archives_of_real_size_and_ratio_import(tmp_path: Path):
+    """The pair of the bomb tests: a chat of many ordinary lines, zipped, imports whole."""
+    lines = "".join(f"01/03/2021, 09:{i % 60:02} - {'Ann' if i % 2 else 'Dana'}: message {i} "
+                    f"about {i * 7919 % 10007}\n" for i in range(20_000))
+    path = tmp_path / "WhatsApp Chat - Dana.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("_chat.txt", lines)
+    with imstore.open(":memory:", user_id="wa:Ann") as store:
+        res = import_file(store, str(path), options=ImportOptions(me=("Ann",), tz="UTC"))
+    assert res.imported == 20_000
+
+
+def test_a_whatsapp_ios_edit_keeps_no_stray_left_to_right_mark(tmp_path: Path):
+    text = ("[01/03/2021, 09:01:00] Dana: hi\n"
+            "[01/03/2021, 09:02:00] Ann: fine \u200e<This message was edited>\n")
+    path = write_whatsapp(tmp_path, text=text)
+    msgs = list(read_file(str(path), me=("Ann",), tz="UTC"))
+    assert msgs[1].body.text == "fine" and msgs[1].ext["edited"] is True
+
+
+def test_a_slack_group_dm_is_titled_by_its_people(tmp_path: Path):
+    path = write_slack(tmp_path / "s.zip")
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("mpims.json", json.dumps([{"id": "G9", "name": "mpdm-ann--bob--carl-1",
+                                              "is_mpim": True, "members": ["U1", "U2", "U3"]}]))
+        z.writestr("mpdm-ann--bob--carl-1/2021-03-01.json",
+                   json.dumps([{"type": "message", "user": "U2", "text": "all three",
+                                "ts": "1614600020.000100"}]))
+    info = scan(str(path), ImportOptions(me=("ann",)))
+    assert conversations(str(path), info)["slack:mpdm-ann--bob--carl-1"] == (
+        ChatType.GROUP_CHAT, "Bob Smith, Carl")
+
+
+def _wa(tmp_path: Path) -> str:
+    return str(write_whatsapp(tmp_path))
+
+
+@pytest.mark.parametrize(("call", "field"), [
+    (lambda s, p: scan(None), "path"),
+    (lambda s, p: scan("x\x00"), "path"),
+    (lambda s, p: scan(p, fmt="zzz"), "fmt"),
+    (lambda s, p: scan(p, ImportOptions(tz=5)), "options.tz"),
+    (lambda s, p: scan(p, ImportOptions(encoding=5)), "options.encoding"),
+    (lambda s, p: scan(p, ImportOptions(me=[5])), "options.me"),
+    (lambda s, p: scan(p, "Ann"), "options"),
+    (lambda s, p: import_file(None, p), "store"),
+    (lambda s, p: import_file(s, 5), "path"),
+    (lambda s, p: import_file(s, p, progress=5), "progress"),
+    (lambda s, p: import_file(s, p, batch_size=0), "batch_size"),
+    (lambda s, p: read_file(b"/tmp"), "path"),
+    (lambda s, p: find_exports(None), "folder"),
+    (lambda s, p: detect_format(3), "path"),
+])
+def test_a_bad_argument_to_the_importers_is_an_imerror_naming_it(tmp_path: Path, call, field):
+    path = _wa(tmp_path)
+    with imstore.open(":memory:", user_id="wa:Ann") as store, pytest.raises(IMError) as err:
+        call(store, path)
+    assert err.value.code == ErrorCode.INVALID_PARAM and field in err.value.description
+
+
+def test_the_importers_take_a_single_name_and_a_path_like(tmp_path: Path):
+    """The pair: valid arguments of every kind are taken."""
+    with imstore.open(":memory:", user_id="wa:Ann") as store:
+        res = import_file(store, Path(_wa(tmp_path)), options=ImportOptions(me="Ann", tz="UTC"))
+    assert res.imported == 7
+
+
+def test_whatsapp_attachment_paths_stay_inside_the_export(tmp_path: Path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "secret.jpg").write_bytes(b"secret")
+    (tmp_path / "export" / "ok.jpg").write_bytes(b"\xff\xd8\xff")
+    (tmp_path / "export" / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    path = write_whatsapp(tmp_path / "export", text=(
+        "01/03/2021, 09:01 - Dana: <attached: link.jpg>\n"
+        "01/03/2021, 09:02 - Dana: <attached: ../secret.jpg>\n"
+        "01/03/2021, 09:03 - Dana: <attached: ok.jpg>\n13/03/2021, 09:04 - Ann: x\n"))
+    msgs = list(read_file(str(path), me=("Ann",), tz="UTC"))
+    assert msgs[0].body.local_path == "" and msgs[0].body.remote_url == "whatsapp-export:link.jpg"
+    assert msgs[1].type == MessageType.TEXT  # a name with a folder in it is no attachment
+    assert msgs[2].body.local_path == str((tmp_path / "export" / "ok.jpg").resolve())

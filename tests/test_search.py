@@ -772,7 +772,7 @@ def progress(seen):
             f.write("started")
 
 st = imstore.open(path, user_id="alice")
-st.import_messages((Message.text("bob", f"imp{k}x shared words", sender=f"p{k % 7}",
+st.import_messages((Message.text("alice", f"imp{k}x shared words", sender=f"p{k % 7}",
                                  msg_id=f"imp{k}", timestamp=10_000 + 2 * k)
                     for k in range(n)), batch_size=1000, progress=progress)
 st.close()

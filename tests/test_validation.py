@@ -4,6 +4,7 @@ types or out-of-range values, raises `IMError` and nothing else, and writes noth
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -211,3 +212,226 @@ def test_import_skips_a_bad_message_with_its_reason_and_imports_the_rest(store: 
 def test_group_acks_of_the_wrong_type_are_refused(store: MessageStore):
     with pytest.raises(IMError):
         store.add_group_acks([GroupReadAck("m", "g", "bob", "not a time")])  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ factories (Message.text, ...)
+
+# factory -> its arguments with a valid value each (positional first; ``None`` path: a real file);
+# carol writes to the store's owner, alice
+FACTORY_ARGS: dict[str, dict[str, Any]] = {
+    "text": {"to": "alice", "text": "hi"},
+    "image": {"to": "alice", "path": None, "width": 4, "height": 3, "thumbnail": None,
+              "display_name": "a.png"},
+    "voice": {"to": "alice", "path": None, "duration_ms": 1500, "display_name": "v.ogg"},
+    "video": {"to": "alice", "path": None, "duration_ms": 1500, "thumbnail": None, "width": 4,
+              "height": 3, "display_name": "v.mp4"},
+    "file": {"to": "alice", "path": None, "display_name": "f.bin"},
+    "location": {"to": "alice", "latitude": 39.9, "longitude": 116.4, "address": "a",
+                 "building_name": "b"},
+    "cmd": {"to": "alice", "action": "typing", "params": {"a": 1}},
+    "custom": {"to": "alice", "event": "gift", "params": {"a": "1"}},
+}
+FACTORY_POSITIONAL = {"text": 2, "image": 2, "voice": 3, "video": 3, "file": 2, "location": 3,
+                      "cmd": 2, "custom": 2}
+COMMON_ARGS: dict[str, Any] = {
+    "chat_type": imstore.ChatType.CHAT, "ext": {"k": "v"}, "sender": "carol", "msg_id": "m9",
+    "timestamp": 1_600_000_000_000, "is_read": False, "need_group_ack": False,
+    "local_id": "L1", "edited_at": None, "recalled_at": None,
+}
+FACTORY_PAIRS = [(f, p) for f, ps in FACTORY_ARGS.items() for p in [*ps, *COMMON_ARGS]]
+
+
+@pytest.fixture(scope="module")
+def attachment(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("factory") / "file.bin"
+    path.write_bytes(b"data")
+    return str(path)
+
+
+def _make(factory: str, attachment: str, param: str | None = None, value: Any = None) -> Message:
+    args = {**FACTORY_ARGS[factory], **COMMON_ARGS}
+    for name in ("path", "thumbnail"):
+        if name in args:
+            args[name] = attachment
+    if param is not None:
+        args[param] = value
+    names = list(args)
+    npos = FACTORY_POSITIONAL[factory]
+    fn: Callable[..., Message] = getattr(Message, factory)
+    return fn(*[args[n] for n in names[:npos]], **{n: args[n] for n in names[npos:]})
+
+
+@pytest.mark.parametrize("factory", FACTORY_ARGS)
+def test_a_factory_given_valid_arguments_makes_a_message_the_store_takes(
+        store: MessageStore, attachment: str, factory: str) -> None:
+    m = _make(factory, attachment)
+    assert m.sender == "carol" and m.msg_id == "m9" and m.timestamp == 1_600_000_000_000
+    if factory == "cmd":  # commands are sent, never stored
+        return
+    store.insert_message(m)
+    assert store.get_message("m9") == m
+
+
+@pytest.mark.parametrize(("factory", "param"), FACTORY_PAIRS)
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=HOSTILE)
+def test_a_hostile_factory_argument_raises_only_imerror_naming_it(
+        attachment: str, factory: str, param: str, value: Any) -> None:
+    try:
+        _make(factory, attachment, param, value)
+    except IMError as exc:
+        assert exc.code == ErrorCode.INVALID_PARAM
+        assert param in exc.description or (param == "mtype"), exc.description
+
+
+@pytest.mark.parametrize(("make", "field"), [
+    (lambda: Message.text("g", "x", chat_type="group"), "chat_type"),
+    (lambda: Message.image("bob", None), "path"),
+    (lambda: Message.voice("bob", "/tmp/v.ogg", "3s"), "duration_ms"),
+    (lambda: Message.location("bob", "north", 0), "latitude"),
+    (lambda: Message.text("bob", "x", timestamp=1_615_000_000), "timestamp"),
+    (lambda: Message.text("bob", "x", ext=["a"]), "ext"),
+    (lambda: Message.file("bob", "/tmp/f", display_name=3), "display_name"),
+])
+def test_the_issue_s_factory_calls_raise_imerror_naming_the_field(
+        make: Callable[[], Message], field: str) -> None:
+    with pytest.raises(IMError) as err:
+        make()
+    assert err.value.code == ErrorCode.INVALID_PARAM and field in err.value.description
+
+
+def test_a_timestamp_in_seconds_is_refused_with_the_fix_and_small_test_clocks_are_not() -> None:
+    with pytest.raises(IMError) as err:
+        Message.text("bob", "x", timestamp=1_615_000_000)
+    assert "1615000000000" in err.value.description and "seconds" in err.value.description
+    assert Message.text("bob", "x", timestamp=5).timestamp == 5
+    assert Message.text("bob", "x", timestamp=978_307_200_000).timestamp == 978_307_200_000
+
+
+@pytest.mark.parametrize("path", ["a\x00b", "/tmp/x\ud800", "/tmp/x\udc80", "", b"bytes", 5])
+def test_open_with_a_path_the_file_system_cannot_take_raises_imerror(path: Any) -> None:
+    for call in (lambda: imstore.open(path, user_id="a"),
+                 lambda: MessageStore.stored_owner(path),
+                 lambda: MessageStore.check_writable(path)):
+        with pytest.raises(IMError) as err:
+            call()
+        assert err.value.code == ErrorCode.INVALID_PARAM and "path" in err.value.description
+
+
+def test_open_with_a_non_ascii_path_works(tmp_path: Any) -> None:
+    """The pair: any path of valid Unicode is a store."""
+    path = os.path.join(str(tmp_path), "store-日本 ü")
+    with imstore.open(path, user_id="a") as s:
+        s.insert_message(Message.text("bob", "hi"))
+    assert MessageStore.stored_owner(path) == "a"
+
+
+# ------------------------------------------- one answer for an unknown conversation (docs/api.md)
+
+UNKNOWN_CONVERSATION: list[tuple[str, Callable[[MessageStore], Any], Any]] = [
+    ("conversation", lambda s: s.conversation("ghost"), None),
+    ("messages", lambda s: s.messages("ghost"), []),
+    ("timeline", lambda s: s.timeline("ghost").messages, []),
+    ("messages_by_type", lambda s: s.messages_by_type("ghost", MessageType.TEXT), []),
+    ("messages_between", lambda s: s.messages_between("ghost", 0, 10**13), []),
+    ("message_count", lambda s: s.message_count("ghost"), 0),
+    ("unread_count", lambda s: s.unread_count("ghost"), 0),
+    ("search_messages", lambda s: s.search_messages("hello", conv_id="ghost"), []),
+    ("stretches", lambda s: s.stretches("ghost"), []),
+    ("mark_conversation_read", lambda s: s.mark_conversation_read("ghost"), 0),
+    ("delete_conversation", lambda s: s.delete_conversation("ghost"), False),
+    ("delete_messages", lambda s: s.delete_messages("ghost", start_time=0, end_time=10), 0),
+]
+
+
+@pytest.mark.parametrize(("name", "call", "empty"), UNKNOWN_CONVERSATION,
+                         ids=[n for n, _c, _e in UNKNOWN_CONVERSATION])
+def test_an_unknown_conversation_reads_as_an_empty_one(store: MessageStore, name: str,
+                                                       call: Callable[[MessageStore], Any],
+                                                       empty: Any) -> None:
+    store.insert_message(Message.text("alice", "hello", sender="bob"))
+    assert call(store) == empty
+    assert store.conversation("ghost") is None  # asking created nothing
+
+
+def test_the_documented_table_lists_every_unknown_conversation_answer() -> None:
+    from .conftest import REPO
+
+    text = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    table = text[text.index("### An unknown conversation"):]
+    for name, _call, _empty in UNKNOWN_CONVERSATION:
+        assert f"`{name}" in table, name
+    assert "`set_conversation_ext" in table
+
+
+def test_setting_attributes_of_an_unknown_conversation_is_conversation_not_exist(
+        store: MessageStore) -> None:
+    with pytest.raises(IMError) as err:
+        store.set_conversation_ext("ghost", {"draft": "x"})
+    assert err.value.code == ErrorCode.CONVERSATION_NOT_EXIST
+
+
+@pytest.mark.parametrize("call", [
+    lambda s, a: s.messages("bob", start_msg_id=a),
+    lambda s, a: s.timeline("bob", start_msg_id=a),
+    lambda s, a: s.messages_by_type("bob", MessageType.TEXT, start_msg_id=a),
+    lambda s, a: s.messages_between("bob", 0, 10**13, start_msg_id=a),
+    lambda s, a: s.search_messages("hello", conv_id="bob", start_msg_id=a),
+    lambda s, a: s.mark_conversation_read("bob", up_to_msg_id=a),
+])
+def test_an_anchor_that_is_not_a_message_of_the_conversation_is_invalid_param(
+        store: MessageStore, call: Callable[[MessageStore, str], Any]) -> None:
+    store.insert_message(Message.text("alice", "hello bob", sender="bob", msg_id="b1"))
+    store.insert_message(Message.text("alice", "hello carol", sender="carol", msg_id="c1"))
+    for anchor in ("c1", "nowhere"):  # another conversation's message, or none at all
+        with pytest.raises(IMError) as err:
+            call(store, anchor)
+        assert err.value.code == ErrorCode.INVALID_PARAM and anchor in err.value.description
+    call(store, "b1")  # the pair: its own message anchors
+
+
+def test_messages_between_pages(store: MessageStore) -> None:
+    store.import_messages([Message.text("alice", f"m{i}", sender="bob", msg_id=f"m{i}",
+                                        timestamp=1_000 + i // 3) for i in range(10)])
+    seen: list[str] = []
+    anchor = None
+    while True:
+        page = store.messages_between("bob", 1_000, 1_002, limit=2, start_msg_id=anchor)
+        if not page:
+            break
+        seen += [m.msg_id for m in page]
+        anchor = page[-1].msg_id
+    assert seen == [f"m{i}" for i in range(9)]  # times 1000..1002, none twice
+
+
+def test_a_one_to_one_message_between_two_other_people_is_refused(store: MessageStore) -> None:
+    with pytest.raises(IMError) as err:
+        store.insert_message(Message.text("carol", "psst", sender="bob"))
+    assert err.value.code == ErrorCode.INVALID_PARAM and "'alice'" in err.value.description
+    res = store.import_messages([Message.text("carol", "psst", sender="bob"),
+                                 Message.text("alice", "to me", sender="bob"),
+                                 Message.text("bob", "as an export writes it", sender="bob"),
+                                 Message.text("carol", "mine")])
+    assert (res.imported, res.skipped) == (3, 1)
+    assert res.reasons == {"a one-to-one message between two other people": 1}
+    assert store.message_count("bob") == 2 and store.message_count("carol") == 1
+
+
+def test_opening_another_user_s_store_says_whose_it_is(tmp_path: Any) -> None:
+    imstore.open(tmp_path / "s", user_id="alice").close()
+    with pytest.raises(IMError) as err:
+        imstore.open(tmp_path / "s", user_id="bob")
+    assert "belongs to 'alice', not 'bob'" in err.value.description
+    assert "user_id='alice'" in err.value.description
+
+
+@pytest.mark.parametrize("ext", [{}, {"k": "v"}, {"k": "v" * 2900}])
+def test_the_size_error_says_how_much_text_fits_and_that_is_exact(store: MessageStore,
+                                                                 ext: dict[str, str]) -> None:
+    with pytest.raises(IMError) as err:
+        store.insert_message(Message.text("alice", "x" * 4000, sender="bob", ext=ext))
+    assert err.value.code == ErrorCode.MESSAGE_SIZE_LIMIT and "3072" in err.value.description
+    fits = int(err.value.description.split("up to ")[1].split()[0])
+    store.insert_message(Message.text("alice", "x" * fits, sender="bob", ext=ext))
+    with pytest.raises(IMError):
+        store.insert_message(Message.text("alice", "x" * (fits + 1), sender="bob", ext=ext))

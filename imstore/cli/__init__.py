@@ -21,7 +21,7 @@ Rules kept here:
 
 from __future__ import annotations
 
-from ._parser import build_parser, main
+from ._parser import build_parser, command, main
 from ._progress import Progress
 
-__all__ = ["Progress", "build_parser", "main"]
+__all__ = ["Progress", "build_parser", "command", "main"]

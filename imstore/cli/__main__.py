@@ -2,6 +2,6 @@
 
 import sys
 
-from ._parser import main
+from ._parser import command
 
-sys.exit(main())
+sys.exit(command())

@@ -9,6 +9,7 @@ that `main` prints as one line.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from ..errors import ErrorCode, IMError
@@ -95,9 +96,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..importers.jsonl import write_jsonl
+    from ..importers.jsonl import export_store
 
-    n = 0
+    _outside_the_store(args.output, args.store)
     with require_store(args) as store:
         if args.conv and store.conversation(args.conv) is None:
             raise IMError(ErrorCode.CONVERSATION_NOT_EXIST, f"there is no conversation {args.conv!r}")
@@ -105,13 +106,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         with output_file(args.output) as out:
             bar = Progress("exporting", sum(store.message_count(c) for c in convs))
             try:
-                for conv in convs:
-                    page = store.messages(conv, limit=400, direction=Direction.DOWN)
-                    while page:
-                        n += write_jsonl(page, out)
-                        bar(n)
-                        page = store.messages(conv, start_msg_id=page[-1].msg_id, limit=400,
-                                              direction=Direction.DOWN)
+                n = export_store(store, out, convs, progress=bar)
             finally:
                 bar.close()
     if args.output and args.output != "-":
@@ -120,6 +115,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             print(f"{n} messages written to {args.output}")
     return 0
+
+
+def _outside_the_store(output: str | None, store: str) -> None:
+    """An export written into the store's folder could replace its database: refused."""
+    if not output or output == "-":
+        return
+    target, folder = os.path.realpath(output), os.path.realpath(store)
+    if os.path.commonpath([target, folder]) == folder:
+        raise IMError(ErrorCode.INVALID_PARAM,
+                      f"--output {output} is inside the store {store}; write the export "
+                      "somewhere else")
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 Rules kept here:
 - every failure is one line on stderr and exit status 2 (usage errors included), never a
-  traceback; Ctrl-C is exit 130;
+  traceback; Ctrl-C is exit 130 at any moment: while the command runs (`main`), while the process
+  exits (`command`), and while Python loads imstore (the console script's ``_imstore_cli``);
 - the global options (``--store``, ``--json``, ``--utc``) go before or after the subcommand
   (after wins).
 """
@@ -12,8 +13,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import NoReturn
 
 from .. import __version__
@@ -32,7 +35,7 @@ from ._commands import (
 from ._importing import cmd_import, one_line
 from ._preflight import DEFAULT_STORE
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "command", "main"]
 
 _STREAMS = ("messages", "search", "export")
 
@@ -157,6 +160,33 @@ def _fail(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 fine, 2 an error, 130 interrupted)."""
     try:
+        return _run(argv)
+    except KeyboardInterrupt:  # at any moment, a handler's own output included
+        print("imstore: interrupted", file=sys.stderr)
+        return 130
+
+
+def command() -> int:
+    """`main` as the whole life of a process (the console script, ``python -m imstore.cli``):
+    Ctrl-C is a KeyboardInterrupt while the command runs, and ends the process at once, quietly,
+    while it exits (threads, exit hooks)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return main()
+    finally:
+        signal.signal(signal.SIGINT, _interrupted)
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    sys.stderr.write("imstore: interrupted\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
@@ -165,9 +195,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IMError as exc:
         print(f"imstore: error {one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("imstore: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         # The reader went away (`| head`): stop writing, and keep Python's exit flush quiet.
         with contextlib.suppress(OSError, ValueError):

@@ -17,7 +17,7 @@ import os
 
 from ..codec import Limits
 from ..errors import ErrorCode, IMError
-from ..store import MessageStore
+from ..store import IndexPolicy, MessageStore
 
 __all__ = ["DEFAULT_STORE", "open_store", "require_store", "stored_owner"]
 
@@ -34,13 +34,14 @@ def stored_owner(path: str) -> str | None:
     return MessageStore.stored_owner(path)
 
 
-def open_store(path: str, owner: str, limits: Limits | None = None) -> MessageStore:
+def open_store(path: str, owner: str, limits: Limits | None = None, *,
+               index_policy: IndexPolicy | None = None) -> MessageStore:
     """The store in ``path`` (created for ``owner`` when there is none), once it can be written."""
     MessageStore.check_writable(path, timeout=float(os.environ.get("IMSTORE_LOCK_TIMEOUT", "5")))
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.exists(path) and os.path.isdir(parent) and not os.access(parent, os.W_OK):
         raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot create {path}")
-    return MessageStore.open(path, user_id=owner, limits=limits)
+    return MessageStore.open(path, user_id=owner, limits=limits, index_policy=index_policy)
 
 
 def require_store(args: argparse.Namespace) -> MessageStore:

@@ -47,32 +47,50 @@ def _png(width: int, height: int) -> bytes:
 
 
 class _Printer(MessageListener):
+    """What a user's app would show, counted: messages by sender and type, commands, receipts;
+    `flush` prints one line of it (before the next check)."""
+
     def __init__(self, name: str, say: Callable[[str], None]) -> None:
         self.name, self.say = name, say
         self.cmds: list[Message] = []
+        self.got: dict[str, list[str]] = {}
+        self.heard: dict[str, int] = {}
 
     def on_messages_received(self, messages: list[Message]) -> None:
         for m in messages:
-            self.say(f"    {self.name} <- {m.sender}: [{m.type.name}] {_short(m)}")
+            self.got.setdefault(str(m.sender), []).append(m.type.name)
 
     def on_cmd_messages_received(self, messages: list[Message]) -> None:
         self.cmds += messages
         for m in messages:
             assert isinstance(m.body, CmdBody)
-            self.say(f"    {self.name} <- command {m.body.action!r} (not stored)")
+            self._count(f"command {m.body.action!r} (not stored)")
+
+    def _count(self, what: str, n: int = 1) -> None:
+        self.heard[what] = self.heard.get(what, 0) + n
 
     def on_messages_delivered(self, messages: list[Message]) -> None:
-        self.say(f"    {self.name}: delivered receipt for {len(messages)} message(s)")
+        self._count("delivery receipts", len(messages))
 
     def on_messages_read(self, messages: list[Message]) -> None:
-        self.say(f"    {self.name}: read receipt for {len(messages)} message(s)")
+        self._count("read receipts", len(messages))
 
     def on_conversation_read(self, conv_id: str, reader: str) -> None:
-        self.say(f"    {self.name}: {reader} read the whole conversation")
+        self._count(f"{reader} read the conversation")
 
     def on_group_message_read(self, acks: list[GroupReadAck]) -> None:
         for a in acks:
-            self.say(f"    {self.name}: {a.reader} read group message {a.msg_id}")
+            self._count(f"group receipt from {a.reader}")
+
+    def flush(self) -> str:
+        """What was heard since the last flush, as one phrase ("" for nothing)."""
+        parts = [f"{len(types)} message(s) from {sender} "
+                 f"({', '.join(dict.fromkeys(types))})" for sender, types in self.got.items()]
+        parts += [f"{n} {what}" if what.endswith("receipts") else what
+                  for what, n in self.heard.items()]
+        self.got.clear()
+        self.heard.clear()
+        return f"{self.name} <- " + "; ".join(parts) if parts else ""
 
 
 def _file_maker(folder: str) -> Callable[[str, bytes], str]:
@@ -96,8 +114,12 @@ def _short(m: Message) -> str:
 class _Check:
     def __init__(self, say: Callable[[str], None]) -> None:
         self.say, self.failed = say, 0
+        self.printers: list[_Printer] = []
 
     def __call__(self, ok: bool, what: str) -> None:
+        heard = [h for h in (p.flush() for p in self.printers) if h]
+        if heard:
+            self.say("    " + " | ".join(heard))
         self.say(f"  {'ok ' if ok else 'FAIL'} {what}")
         self.failed += not ok
 
@@ -113,6 +135,7 @@ async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
     pa, pb = _Printer("alice", say), _Printer("bob", say)
     ca.add_listener(pa)
     cb.add_listener(pb)
+    check.printers += [pa, pb]
 
     async def settle() -> None:
         for _ in range(3):
@@ -121,7 +144,7 @@ async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
 
     make = _file_maker(os.path.join(root, "outbox"))
 
-    say("\n1. alice sends bob one message of every type")
+    say("1. alice sends bob one message of every type")
     sent = [
         await ca.send_message(Message.text("bob", "Hi Bob! Are we still meeting tomorrow? 🙂",
                                                ext={"topic": "weekly sync"})),
@@ -147,8 +170,7 @@ async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
     with open(got.body.local_path, "rb") as f:  # type: ignore[union-attr]
         check(f.read() == b"%PDF-1.4 agenda", "bob downloaded the PDF on request, intact")
 
-    say("\n2. unread counts and receipts")
-    say(f"    bob: unread from alice = {bob.unread_count('alice')}, total = {bob.total_unread_count()}")
+    say("2. unread counts and receipts")
     check(bob.unread_count("alice") == 7, "bob has 7 unread messages from alice")
     check(alice.get_message(sent[0].msg_id).is_delivered,  # type: ignore[union-attr]
           "alice sees the delivery receipt")
@@ -169,7 +191,7 @@ async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
           and {a.reader for a in acks.items} == {"bob", "carol"},
           "group read receipts: 2 distinct readers")
 
-    say("\n3. history from the server, paged, merged into a fresh store")
+    say("3. history from the server, paged, merged into a fresh store")
     for i in range(45):
         who = "alice" if i % 2 else "bob"
         server.post(Message.text("bob" if who == "alice" else "alice", f"old message {i}",
@@ -177,7 +199,6 @@ async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
     fresh = MessageStore.open(os.path.join(root, "bob-new-phone"), user_id="bob")
     cf = ChatClient(fresh, server.connect("bob"))
     convs = await cf.fetch_conversations_from_server()
-    say(f"    server conversations: {[c.conv_id for c in convs.items]}")
     pages, cursor = 0, None
     while True:
         page = await cf.fetch_history_messages("alice", ChatType.CHAT, cursor=cursor, limit=20)
@@ -186,37 +207,38 @@ async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
         if cursor is None:
             break
     total_hist, unread = fresh.message_count("alice"), fresh.unread_count("alice")
-    say(f"    fetched {pages} pages, {total_hist} messages, {unread} unread on the server; "
-        "fetched again: nothing added")
+    say(f"    server conversations: {[c.conv_id for c in convs.items]}; fetched {pages} pages, "
+        f"{total_hist} messages, {unread} unread; fetched again: nothing added")
     await cf.fetch_history_messages("alice", ChatType.CHAT, limit=50)
     await cf.wait_idle()  # the delivery receipts of what came in unread
     check(fresh.message_count("alice") == total_hist == 52
           and fresh.unread_count("alice") == unread,
           "history merged without duplicates, unread counted once as the server says")
 
-    say("\n4. local paging, type and time filters")
+    say("4. local paging, type and time filters")
     newest = fresh.messages("alice", limit=5)
     older = fresh.messages("alice", start_msg_id=newest[0].msg_id, limit=5)
-    say(f"    newest 5: {[_short(m)[:18] for m in newest]}")
-    say(f"    5 before: {[_short(m)[:18] for m in older]}")
+    say(f"    newest 5: {_short(newest[0])!r} .. {_short(newest[-1])!r}; the 5 before: "
+        f"{_short(older[0])!r} .. {_short(older[-1])!r}")
     check(older[-1].timestamp <= newest[0].timestamp, "pages follow each other in time")
     media = bob.messages_by_type("alice", [MessageType.IMAGE, MessageType.VIDEO])
     check([m.type for m in media] == [MessageType.IMAGE, MessageType.VIDEO], "type filter")
     t0, t1 = sent[2].timestamp, sent[4].timestamp
     check(len(bob.messages_between("alice", t0, t1)) == 3, "time range filter (inclusive)")
 
-    say("\n5. keyword search, English and Chinese")
+    say("5. keyword search, English and Chinese")
     bob.insert_message(Message.text("bob", "我们明天在北京见面，好吗？", sender="alice"))
-    for kw in ("meet", "北京", "天安门", "agenda", "sync"):
-        hits = bob.search_messages(kw, scope=SearchScope.ALL)
-        say(f"    {kw!r}: {[_short(m)[:30] for m in hits]}")
+    for kw, scope in (("meet", SearchScope.CONTENT), ("北京", SearchScope.CONTENT),
+                      ("agenda", SearchScope.CONTENT), ("sync", SearchScope.EXT)):
+        hits = bob.search_messages(kw, scope=scope)
+        say(f"    search {kw!r} in {scope.name}: {[_short(m)[:30] for m in hits]}")
     check(len(bob.search_messages("meet")) == 1, "'meet' finds 'meeting'")
     check(len(bob.search_messages("北京")) == 2, "'北京' finds the text and the location")
     check(len(bob.search_messages("weekly sync", scope=SearchScope.EXT)) == 1
           and not bob.search_messages("weekly sync"), "scope EXT searches ext values only")
     check(len(bob.search_messages("red_packet")) == 1, "custom messages are found by event")
 
-    say("\n6. deletes: one-way (only alice's view) and two-way (the conversation, for everyone)")
+    say("6. deletes: one-way (only alice's view) and two-way (the conversation, for everyone)")
     victim = sent[0].msg_id
     await ca.remove_messages_from_server("bob", ChatType.CHAT, msg_ids=[victim])
     mine = await ca.fetch_history_messages("bob", ChatType.CHAT, limit=50)
@@ -231,7 +253,7 @@ async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
     check(after.items == [] and alice.conversation("bob") is None,
           "two-way delete: nobody can fetch the conversation")
 
-    say("\n7. failures: a lost answer (300), a dropped connection (510), a reconnection")
+    say("7. failures: a lost answer (300), a dropped connection (510), a reconnection")
     server.faults.lost_answers = 2
     try:
         await ca.send_message(Message.text("bob", "this answer gets lost"))
@@ -255,12 +277,10 @@ async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
     resent = await pending
     check(resent.status == MessageStatus.SUCCESS, "a send waited through a reconnection, then went out")
 
-    say("\n8. consistency")
+    say("8. consistency")
     for name, s in stores.items():
         report = s.verify()
         check(report.ok, f"{name}: verify() found nothing to repair")
-    say(f"    alice: {alice.stats()}")
-    say(f"    bob:   {bob.stats()}")
     for s in [*stores.values(), fresh]:
         s.close()
 
@@ -279,6 +299,7 @@ async def _matrix_demo(url: str, root: str, say: Callable[[str], None], check: _
     pa, pb = _Printer(a_id, say), _Printer(b_id, say)
     ca.add_listener(pa)
     cb.add_listener(pb)
+    check.printers += [pa, pb]
     make = _file_maker(os.path.join(root, "outbox"))
 
     async def until(cond: Callable[[], bool], what: str) -> bool:
@@ -310,14 +331,14 @@ async def _matrix_demo(url: str, root: str, say: Callable[[str], None], check: _
         with open(got.body.local_path, "rb") as f:  # type: ignore[union-attr]
             check(f.read() == b"%PDF-1.4 agenda", "the PDF came back intact from the media repository")
 
-        say("\n2. unread counts and receipts")
+        say("2. unread counts and receipts")
         check(bob.unread_count(a_id) == len(sent), f"{b_id} has {len(sent)} unread messages")
         await cb.ack_conversation_read(a_id)
         check(bob.unread_count(a_id) == 0, "bob read the conversation: unread is 0")
         check(await until(lambda: all(m.is_read_acked for m in alice.messages(b_id)),
                           "the read receipt"), "alice sees every message read (m.read)")
 
-        say("\n3. history on a new device, paged")
+        say("3. history on a new device, paged")
         phone = await MatrixAdapter.login(url, f"bob-{tag}", f"imstore-demo-bob-{tag}")
         fresh = MessageStore.open(os.path.join(root, "bob-new-phone"), user_id=b_id)
         try:
@@ -334,7 +355,7 @@ async def _matrix_demo(url: str, root: str, say: Callable[[str], None], check: _
             fresh.close()
             await phone.close()
 
-        say("\n4. search, recall and edit")
+        say("4. search, recall and edit")
         check(len(bob.search_messages("meet")) == 1 and len(bob.search_messages("北京")) == 1,
               "keyword search in English and Chinese")
         edited = await ca.edit_message(sent[0].msg_id, TextBody("Hi Bob! Lunch tomorrow?"))
@@ -345,7 +366,7 @@ async def _matrix_demo(url: str, root: str, say: Callable[[str], None], check: _
         check(await until(lambda: (bob.get_message(sent[5].msg_id) or sent[5]).recalled_at
                           is not None, "the recall"), "a recall (redaction) reached bob")
 
-        say("\n5. deletes: one-way")
+        say("5. deletes: one-way")
         await ca.remove_messages_from_server(b_id, ChatType.CHAT, msg_ids=[sent[4].msg_id])
         check(alice.get_message(sent[4].msg_id) is None and bob.get_message(sent[4].msg_id)
               is not None, "removed for alice only")
@@ -387,7 +408,7 @@ def run_demo(verbose: bool = True, as_json: bool = False, matrix_url: str | None
         print(json.dumps({"passed": passed, "failed": check.failed, "checks": checks},
                          ensure_ascii=False, indent=1))
     else:
-        print(f"\ndemo: {passed} checks passed, {check.failed} failed")
+        print(f"demo: {passed} checks passed, {check.failed} failed")
     return 1 if check.failed else 0
 
 

@@ -12,8 +12,11 @@ Rules kept here:
   importing the same export (or a later export of the same chat) again adds only what is new;
 - nothing is dropped silently: what has no imstore field is kept in ``ext``; what cannot be
   imported at all is counted with its reason (`ImportResult.reasons`);
-- conversation titles go to the conversation's ``ext["title"]``, sender display names to the
-  message's ``ext["sender_name"]``.
+- conversation titles go to the conversation's ``title``, sender display names to the
+  message's ``ext["sender_name"]``;
+- the library API (`scan`, `read`, `import_file`) raises only `IMError`: a malformed export is
+  INVALID_PARAM naming the file, an unreadable one FILE_INVALID; one malformed entry is skipped
+  with its reason.
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ from typing import Any
 
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, ImportResult, Message
-from ._common import ExportInfo, ImportOptions, Skipped, decode_lines, detect_encoding
+from ._archive import MAX_TEXT_BYTES, open_member
+from ._common import (
+    MALFORMED,
+    ExportInfo,
+    ImportOptions,
+    Skipped,
+    decode_lines,
+    detect_encoding,
+)
 
 __all__ = ["FORMATS", "ExportInfo", "ImportOptions", "conversations", "detect_format",
            "find_exports", "import_file", "read", "read_file", "scan"]
@@ -47,6 +58,7 @@ def detect_format(path: str) -> str:
     from .slack import is_slack_dir
     from .whatsapp import HEADER, chat_member
 
+    path = _path_arg(path)
     if not os.path.exists(path):
         raise IMError(ErrorCode.FILE_NOT_FOUND, f"{path}: no such file or folder")
     if os.path.isdir(path):
@@ -65,7 +77,7 @@ def detect_format(path: str) -> str:
                     return "slack"
                 member = chat_member(z)
                 if member is not None:
-                    with z.open(member) as raw:
+                    with open_member(z, member, path, MAX_TEXT_BYTES) as raw:
                         first = next(iter(decode_lines(raw, path, None)), "")
                     if HEADER.match(first.lstrip("\ufeff")):
                         return "whatsapp"
@@ -76,11 +88,13 @@ def detect_format(path: str) -> str:
     text = head.decode(enc, errors="ignore").lstrip("\ufeff \t\r\n")
     if text.startswith("{"):
         first = text.split("\n", 1)[0]
+        from .jsonl import is_record
+
         try:
             obj = json.loads(first)
         except ValueError:
             return "telegram"
-        return "jsonl" if isinstance(obj, dict) and "msg_id" in obj else "telegram"
+        return "jsonl" if is_record(obj) else "telegram"
     first_line = text.split("\n", 1)[0].rstrip("\r")
     if HEADER.match(first_line):
         return "whatsapp"
@@ -92,6 +106,7 @@ def find_exports(folder: str) -> tuple[list[str], list[str]]:
     WhatsApp's unzipped ``_chat.txt`` -- counts as one), and the files that are none."""
     from .slack import is_slack_dir
 
+    folder = _path_arg(folder, "folder")
     found: list[str] = []
     others: list[str] = []
     for root, dirs, files in os.walk(folder):
@@ -113,7 +128,11 @@ def find_exports(folder: str) -> tuple[list[str], list[str]]:
 
 def scan(path: str, options: ImportOptions | None = None, fmt: str = "auto") -> ExportInfo:
     """Check an export whole and learn what importing it needs. Raises `IMError`."""
-    opts = options or ImportOptions()
+    path = _path_arg(path)
+    opts = _options_arg(options)
+    if not isinstance(fmt, str) or fmt not in ("auto", *FORMATS):
+        raise IMError(ErrorCode.INVALID_PARAM,
+                      f"fmt must be 'auto' or one of {', '.join(FORMATS)}, not {fmt!r}")
     if not os.path.exists(path):
         raise IMError(ErrorCode.FILE_NOT_FOUND, f"{path}: no such file or folder")
     fmt = detect_format(path) if fmt == "auto" else fmt
@@ -133,36 +152,73 @@ def scan(path: str, options: ImportOptions | None = None, fmt: str = "auto") -> 
             from .slack import scan_slack
             return scan_slack(path, opts)
         if fmt == "jsonl":
-            info = ExportInfo("jsonl")
-            for _ in _read_jsonl(path, opts):
+            info = ExportInfo("jsonl", state={"convs": {}})
+            for _ in _read_jsonl(path, opts, info):
                 info.total += 1
+            info.state["counted"] = True
             return info
     except IsADirectoryError as exc:
         raise IMError(ErrorCode.INVALID_PARAM, f"{path}: a folder, not a {fmt} export") from exc
+    except (OSError, *_MALFORMED) as exc:
+        raise _unreadable(path, fmt, exc) from exc
     raise IMError(ErrorCode.INVALID_PARAM, f"unknown format {fmt!r}; use one of {FORMATS}")
 
 
-def _read_jsonl(path: str, opts: ImportOptions) -> Iterator[Message]:
+_MALFORMED = tuple(e for e in MALFORMED if e is not IMError)
+
+
+def _unreadable(path: str, fmt: str, exc: BaseException) -> IMError:
+    """What a reader met that it did not foresee, as the one error the library raises."""
+    if isinstance(exc, OSError):
+        return IMError(ErrorCode.FILE_INVALID, f"{path}: cannot read the export "
+                                               f"({exc.strerror or exc})")
+    return IMError(ErrorCode.INVALID_PARAM, f"{path}: not a valid {fmt} export (a part of it has "
+                                            f"the wrong type or value: {type(exc).__name__})")
+
+
+def _guarded(path: str, fmt: str, messages: Iterator[Message]) -> Iterator[Message]:
+    try:
+        yield from messages
+    except IMError:
+        raise
+    except (OSError, *_MALFORMED) as exc:
+        raise _unreadable(path, fmt, exc) from exc
+
+
+def _read_jsonl(path: str, opts: ImportOptions, info: ExportInfo) -> Iterator[Message]:
+    """The messages of an imstore export; its store and conversation records go to ``info``
+    (the owner, and each conversation's fields for `finish`)."""
     from .jsonl import read_lines
 
+    def record(kind: str, fields: dict[str, Any]) -> None:
+        if kind == "store":
+            info.owner = fields["owner"]
+        elif kind == "conversation":
+            info.state.setdefault("convs", {})[fields["conv_id"]] = fields
+        elif "counted" not in info.state:  # reactions and pins: kept once, on the first pass
+            info.state.setdefault("relations", []).append((kind, fields))
+
     with open(path, "rb") as raw:
-        yield from read_lines(decode_lines(raw, path, opts.encoding), path)
+        yield from read_lines(decode_lines(raw, path, opts.encoding), path, record)
 
 
 def read(path: str, options: ImportOptions, info: ExportInfo,
          skipped: Skipped | None = None) -> Iterator[Message]:
     """The messages of an export that `scan` checked, streamed."""
     note = skipped or (lambda reason: None)
+    messages: Iterator[Message]
     if info.format == "telegram":
         from .telegram import read_telegram
-        return read_telegram(path, options, info, note)
-    if info.format == "whatsapp":
+        messages = read_telegram(path, options, info, note)
+    elif info.format == "whatsapp":
         from .whatsapp import read_whatsapp
-        return read_whatsapp(path, options, info, note)
-    if info.format == "slack":
+        messages = read_whatsapp(path, options, info, note)
+    elif info.format == "slack":
         from .slack import read_slack
-        return read_slack(path, options, info, note)
-    return _read_jsonl(path, options)
+        messages = read_slack(path, options, info, note)
+    else:
+        messages = _read_jsonl(path, options, info)
+    return _guarded(path, info.format, messages)
 
 
 def conversations(path: str, info: ExportInfo) -> dict[str, tuple[ChatType, str]]:
@@ -174,6 +230,9 @@ def conversations(path: str, info: ExportInfo) -> dict[str, tuple[ChatType, str]
         return {info.state["conv"]: (info.state["ctype"], info.state["title"])}
     if info.format == "slack":
         return dict(info.state["convs"])
+    if info.format == "jsonl":
+        return {c: (f["chat_type"], str(f.get("title") or (f.get("ext") or {}).get("title") or ""))
+                for c, f in info.state.get("convs", {}).items()}
     return {}
 
 
@@ -187,16 +246,20 @@ def read_file(path: str, *, owner: str = "", fmt: str = "auto", me: tuple[str, .
 
 
 def save_titles(store: Any, path: str, info: ExportInfo) -> None:
-    """Give the export's conversations that are in the store their titles (ext["title"]),
-    keeping whatever else their ext holds."""
+    """Give the export's conversations that are in the store their titles; an imstore export's
+    conversations get back every field it kept."""
+    if info.format == "jsonl":
+        from .jsonl import restore_conversation, restore_relations
+
+        for fields in info.state.get("convs", {}).values():
+            restore_conversation(store, fields)
+        for kind, fields in info.state.get("relations", ()):
+            restore_relations(store, kind, fields)
+        return
     for conv_id, (_ctype, title) in conversations(path, info).items():
         conv = store.conversation(conv_id)
-        if conv is None or not title:
-            continue
-        ext = dict(conv.ext or {})
-        if ext.get("title") != title:
-            ext["title"] = title
-            store.set_conversation_ext(conv_id, ext)
+        if conv is not None and title and conv.title != title:
+            store.set_conversation_title(conv_id, title)
 
 
 def import_file(store: Any, path: str, *, fmt: str = "auto", options: ImportOptions | None = None,
@@ -208,10 +271,20 @@ def import_file(store: Any, path: str, *, fmt: str = "auto", options: ImportOpti
     ``options.owner`` is set to the store's owner. ``stop()`` is asked before each message: when
     it says True the import ends after the messages read so far (whole batches are kept).
     """
-    opts = options or ImportOptions()
+    from ..store import MessageStore
+
+    if not isinstance(store, MessageStore):
+        raise IMError(ErrorCode.INVALID_PARAM, f"store must be a MessageStore, not {store!r:.60}")
+    path = _path_arg(path)
+    opts = _options_arg(options)
     opts.owner = store.user_id
     if info is None:
         info = scan(path, opts, fmt)
+    elif not isinstance(info, ExportInfo):
+        raise IMError(ErrorCode.INVALID_PARAM, "info must be what scan() returned, or None")
+    for name, fn in (("progress", progress), ("stop", stop)):
+        if fn is not None and not callable(fn):
+            raise IMError(ErrorCode.INVALID_PARAM, f"{name} must be a callable or None")
     reasons: dict[str, int] = {}
 
     def skipped(reason: str) -> None:
@@ -229,6 +302,39 @@ def import_file(store: Any, path: str, *, fmt: str = "auto", options: ImportOpti
         result.skipped += n
         result.reasons[reason] = result.reasons.get(reason, 0) + n
     return result
+
+
+def _path_arg(path: Any, name: str = "path") -> str:
+    """A path argument as a str, or the IMError naming it."""
+    if isinstance(path, str | os.PathLike):
+        p = os.fspath(path)
+        if isinstance(p, str) and p and "\x00" not in p:
+            return p
+    raise IMError(ErrorCode.INVALID_PARAM,
+                  f"{name} must be a file or folder path (str or os.PathLike), not {path!r:.60}")
+
+
+def _options_arg(options: Any) -> ImportOptions:
+    """The options of an import, checked field by field (a str for ``me`` is one name)."""
+    if options is None:
+        return ImportOptions()
+    if not isinstance(options, ImportOptions):
+        raise IMError(ErrorCode.INVALID_PARAM,
+                      f"options must be an ImportOptions or None, not {options!r:.60}")
+    if isinstance(options.me, str):
+        options.me = (options.me,)
+    wants = {"tz": "a zone name (str) or None", "date_order": "'dmy', 'mdy' or 'ymd', or None",
+             "encoding": "an encoding name (str) or None", "owner": "a user id (str)"}
+    for name, what in wants.items():
+        value = getattr(options, name)
+        if not (isinstance(value, str) or (value is None and name != "owner")):
+            raise IMError(ErrorCode.INVALID_PARAM, f"options.{name} must be {what}, not "
+                                                   f"{value!r:.60}")
+    if not isinstance(options.me, tuple | list) or not all(isinstance(m, str) for m in options.me):
+        raise IMError(ErrorCode.INVALID_PARAM,
+                      f"options.me must be a list of names (str), not {options.me!r:.60}")
+    options.me = tuple(options.me)
+    return options
 
 
 def _until(messages: Iterator[Message], stop: Callable[[], bool]) -> Iterator[Message]:

@@ -7,7 +7,9 @@ Rules kept here:
   the file and the line, never a replacement character and never a `UnicodeDecodeError`;
 - who "me" is in an export is decided by `Identity` alone: a sender is the store's owner when
   their id or their name (as the export writes it) is one of the names the import was given;
-- a deleted message is a recall notice, not text (`deleted_message`); an edit keeps its time.
+- a deleted message is a recall notice, not text (`deleted_message`); an edit keeps its time;
+- a file an export names is read only from inside the export's folder (`inside`);
+- one malformed entry is skipped with its reason, never the whole import (`one_entry`).
 """
 
 from __future__ import annotations
@@ -36,10 +38,25 @@ from ..message import (
     VideoBody,
     VoiceBody,
 )
+from ._archive import MAX_LINE_CHARS
 
-__all__ = ["ExportInfo", "Identity", "ImportOptions", "attachment_message", "custom",
-           "decode_lines", "deleted_message", "detect_encoding", "mark_edited", "stable_id",
-           "str_params", "zone_of"]
+__all__ = [
+    "MALFORMED",
+    "ExportInfo",
+    "Identity",
+    "ImportOptions",
+    "attachment_message",
+    "custom",
+    "decode_lines",
+    "deleted_message",
+    "detect_encoding",
+    "inside",
+    "mark_edited",
+    "one_entry",
+    "stable_id",
+    "str_params",
+    "zone_of",
+]
 
 Skipped = Callable[[str], None]
 
@@ -143,11 +160,15 @@ def attachment_message(to: str, mtype: MessageType, *, path: str | None, origin:
                        height: int | None = None, duration_ms: int = 0,
                        thumbnail: str | None = None, **kw: Any) -> Message:
     """An attachment message for a file that may or may not be beside the export: a present file
-    is referenced by its local path, a missing one by ``origin`` (where the export said it was)."""
+    is referenced by its local path, a missing one by ``origin`` (where the export said it was).
+    The text sent with it (``ext["caption"]`` as the readers collect it) becomes the body's
+    ``caption``, which search finds in the default scope."""
     local = path if path and os.path.isfile(path) else ""
+    ext = dict(kw.pop("ext", None) or {})
     common: dict[str, Any] = dict(local_path=local, display_name=display_name,
                                   remote_url="" if local else origin,
-                                  size=os.path.getsize(local) if local else int(size or 0))
+                                  size=os.path.getsize(local) if local else int(size or 0),
+                                  caption=str(ext.pop("caption", "") or ""))
     body: FileBody
     if mtype == MessageType.IMAGE:
         body = ImageBody(width=_int(width), height=_int(height), **common)
@@ -159,7 +180,36 @@ def attachment_message(to: str, mtype: MessageType, *, path: str | None, origin:
         body = VoiceBody(duration_ms=duration_ms, **common)
     else:
         body = FileBody(**common)
-    return Message.of(mtype, to, body, **kw)
+    return Message.of(mtype, to, body, ext=ext, **kw)
+
+
+def inside(base: str, rel: str) -> str:
+    """``rel`` (a path an export names) under the export's folder ``base``; "" when it points
+    outside it (an absolute path, ``..``, a link out): such a file is never read."""
+    root = os.path.realpath(base)
+    path = os.path.realpath(os.path.join(root, rel))
+    return path if os.path.commonpath([root, path]) == root and path != root else ""
+
+
+# What converting one malformed entry of an export can raise: the entry is skipped with its
+# reason, the rest goes on (`one_entry`).
+MALFORMED = (IMError, TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError)
+
+
+def one_entry(fmt: str, skipped: Skipped, convert: Callable[[], Iterable[Message]]
+              ) -> list[Message]:
+    """The messages of one export entry, or none (with the reason counted) when the entry is
+    malformed in a way the reader did not foresee -- a field of the wrong type, a value out of
+    range: one bad entry never fails the import."""
+    try:
+        return list(convert())
+    except MALFORMED as exc:
+        if isinstance(exc, IMError):  # "latitude must be ..., not 999.0": the reason, not the value
+            why = str(exc.description).split(", not ")[0]
+        else:
+            why = f"a field of the wrong type or value ({type(exc).__name__})"
+        skipped(f"{fmt}: {why}")
+        return []
 
 
 def _int(value: Any) -> int | None:
@@ -239,7 +289,7 @@ def encoding_error(name: str, line: int, exc: UnicodeDecodeError | None, encodin
 
 def decode_lines(raw: IO[bytes], name: str, encoding: str | None) -> Iterator[str]:
     """The lines of a binary stream as text (newlines kept), decoded strictly; a byte that does not
-    decode is an `IMError` naming ``name`` and the line."""
+    decode, or a line past `MAX_LINE_CHARS`, is an `IMError` naming ``name`` and the line."""
     head = raw.read(4)
     enc = encoding or detect_encoding(head)
     try:
@@ -250,8 +300,12 @@ def decode_lines(raw: IO[bytes], name: str, encoding: str | None) -> Iterator[st
     stream = io.TextIOWrapper(buffered, encoding=enc, errors="strict", newline="")
     lineno = 0
     try:
-        for line in stream:
+        while line := stream.readline(MAX_LINE_CHARS + 1):
             lineno += 1
+            if len(line) > MAX_LINE_CHARS:
+                raise IMError(ErrorCode.FILE_INVALID,
+                              f"{name}, line {lineno}: longer than {MAX_LINE_CHARS:,} characters; "
+                              "not a chat export")
             yield line
     except UnicodeDecodeError as exc:
         raise encoding_error(name, lineno + 1, exc, enc) from exc

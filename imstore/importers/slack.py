@@ -12,7 +12,7 @@ Rules kept here:
 Mapping (export field -> imstore):
 
 - ``channels.json`` / ``groups.json`` / ``mpims.json`` channel -> GROUP_CHAT ``slack:<name>``,
-  ``ext["title"]`` ``#name``
+  ``ext["title"]`` ``#name`` (a group DM of ``mpims.json``: its other members' names)
 - ``dms.json`` DM -> CHAT ``slack:<other member's id>``, titled with their name
 - ``users.json`` names -> ``ext["sender_name"]``, mentions ``<@U..>`` read as ``@name``
 - ``ts`` -> time (ms); ``msg_id`` ``slack:<channel id>:<ts>``
@@ -22,7 +22,7 @@ Mapping (export field -> imstore):
 - ``attachments[]`` (``pretext``, ``title``, ``text``, ``fields``, else ``fallback``) -> lines of
   the TEXT body; their other fields in ``ext["raw"]``
 - ``files[]`` / ``file`` -> one IMAGE/VIDEO/VOICE/FILE message per file (the first keeps the
-  message's id, the rest ``<id>:<file id>`` with ``ext["part_of"]``); the text in ``ext["caption"]``
+  message's id, the rest ``<id>:<file id>`` with ``ext["part_of"]``); the text in the first one's ``caption``
 - ``edited.ts`` -> edit time (``edited_at``, ``ext["edited"]``)
 - ``thread_ts`` (a reply) -> ``ext["reply_to"]``: the thread parent's ``msg_id``
 - ``file_comment`` -> TEXT from the commenter, ``ext["file"]``
@@ -37,10 +37,12 @@ import os
 import re
 import zipfile
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, Message
+from ._archive import MAX_JSON_BYTES, folder_json_size, open_member
 from ._common import (
     ExportInfo,
     Identity,
@@ -50,6 +52,7 @@ from ._common import (
     custom,
     kind_of,
     mark_edited,
+    one_entry,
 )
 
 __all__ = ["is_slack_dir", "read_slack", "scan_slack"]
@@ -97,10 +100,12 @@ class _Members:
             self.zip.close()
 
     def load(self, name: str) -> Any:
+        """One JSON file of the export, parsed (at most `MAX_JSON_BYTES`)."""
         try:
             if self.zip is not None:
-                with self.zip.open(name) as f:
+                with open_member(self.zip, name, self.path, MAX_JSON_BYTES) as f:
                     return json.load(f)
+            folder_json_size(self.path, name)
             with open(os.path.join(self.path, name), "rb") as f:
                 return json.load(f)
         except json.JSONDecodeError as exc:
@@ -182,6 +187,10 @@ def _conv(folder: str, ctype: ChatType, chan_id: str, ch: dict[str, Any], me_id:
         members = [m for m in ch.get("members", []) if m != me_id]
         other = members[0] if len(members) == 1 else chan_id
         return f"slack:{other}", names.get(other, other)
+    if ch.get("is_mpim") or folder.startswith("mpdm-"):  # a group DM: titled by its people
+        others = [names.get(str(m), str(m)) for m in ch.get("members", []) if m != me_id]
+        if others:
+            return f"slack:{folder}", ", ".join(others)
     return f"slack:{folder}", f"#{folder}"
 
 
@@ -212,7 +221,8 @@ def read_slack(path: str, opts: ImportOptions, info: ExportInfo,
             conv, _title = _conv(folder, ctype, chan_id, ch, me_id, names)
             for day in days:
                 for e in mem.load(day):
-                    yield from _convert(e, conv, ctype, chan_id, ident, names, text_of, skipped)
+                    yield from one_entry("slack", skipped, partial(
+                        _convert, e, conv, ctype, chan_id, ident, names, text_of, skipped))
     finally:
         mem.close()
 

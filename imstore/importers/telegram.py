@@ -7,13 +7,16 @@ Rules kept here:
   count, wherever those keys stand (exports with sorted keys put ``messages`` first), and checks
   the JSON; the second pass builds one message object at a time;
 - "me" is ``personal_information.user_id`` when the export has it, else ``--me`` (a name or an
-  id as the export writes it); in a personal chat whoever is not the peer is me;
+  id as the export writes it; by name in exports without ``from_id``), else the Saved Messages
+  chat's id (`_who_is_me`); in a personal or bot chat whoever is not the peer is me, and the
+  peer is the chat's id unless that id is mine (`_Chat.peer`); in Saved Messages a message
+  forwarded from someone else is theirs (``ext["forwarded_from"]`` kept);
 - every field of an entry maps to the message or is kept raw in ``ext["raw"]``.
 
 Mapping (export field -> imstore):
 
-- chat ``id``, ``type`` -> conversation ``tg:<id>`` (personal, bot, saved: CHAT with the peer;
-  ``tg:saved:<id>`` for saved messages), ``tg:group:<id>`` / ``tg:channel:<id>`` (GROUP_CHAT)
+- chat ``id``, ``type`` -> conversation ``tg:<peer>`` (personal, bot: CHAT with the peer;
+  ``tg:saved:<id>`` GROUP_CHAT for saved messages), ``tg:group:<id>`` / ``tg:channel:<id>`` (GROUP_CHAT)
 - chat ``name`` -> conversation ``ext["title"]``
 - ``personal_information.user_id`` -> "me"; a new store's owner ``tg:<user_id>``
 - ``id`` -> ``msg_id`` = hash of chat id and message id; ``ext["tg_id"]``
@@ -21,8 +24,8 @@ Mapping (export field -> imstore):
 - ``edited_unixtime`` / ``edited`` -> edit time (``edited_at``, ``ext["edited"]``)
 - ``from``, ``actor`` -> ``ext["sender_name"]``
 - ``from_id``, ``actor_id`` -> sender ``tg:<number>`` (``user`` prefix dropped), or the owner
-- ``text`` / ``text_entities`` -> TEXT body (entity parts joined); a caption (``ext["caption"]``) on
-  media
+- ``text`` / ``text_entities`` -> TEXT body (entity parts joined); on media the body's
+  ``caption`` (``ext["caption"]`` on a location or contact)
 - ``reply_to_message_id`` (+ ``reply_to_peer_id``) -> ``ext["reply_to"]``: the stored ``msg_id`` of
   the target
 - ``forwarded_from``, ``saved_from``, ``via_bot``, ``author`` -> ``ext`` under the same names
@@ -30,9 +33,10 @@ Mapping (export field -> imstore):
 - ``file`` + ``media_type`` voice_message / audio_file -> VOICE (``duration_seconds``)
 - ``file`` + video_file / animation / video_message -> VIDEO (``thumbnail``)
 - other ``file`` (``mime_type``) -> FILE
-- ``media_type`` sticker (``sticker_emoji``) -> CUSTOM ``telegram.sticker``
+- ``media_type`` sticker (``sticker_emoji``) -> IMAGE named by its emoji, ``ext["sticker"]``
 - ``location_information``, ``place_name``, ``address`` -> LOCATION
-- ``poll``, ``contact_information``, ``dice``, games, invoices, anything else without text -> CUSTOM
+- ``poll`` -> TEXT (the question, one answer a line: searchable), the poll in ``ext["poll"]``
+- ``contact_information``, ``dice``, games, invoices, anything else without text -> CUSTOM
   ``telegram.<kind>`` with the fields as params
 - service ``action`` (``phone_call`` with ``duration_seconds``/``discard_reason``, ``pin_message``
   with ``message_id``, ``create_group``...) -> CUSTOM ``telegram.<action>`` with every field; a
@@ -44,8 +48,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import IO, Any
 
 import ijson  # type: ignore[import-untyped]
@@ -61,7 +66,9 @@ from ._common import (
     custom,
     detect_encoding,
     encoding_error,
+    inside,
     mark_edited,
+    one_entry,
     stable_id,
     zone_of,
 )
@@ -69,7 +76,7 @@ from ._common import (
 __all__ = ["read_telegram", "scan_telegram"]
 
 _CHAT_TYPES = {"personal_chat": ChatType.CHAT, "bot_chat": ChatType.CHAT,
-               "saved_messages": ChatType.CHAT}
+               "saved_messages": ChatType.GROUP_CHAT}
 # Where chats stand: a one-chat export is the root object; an account export has two lists.
 _CHAT_PREFIX = {"": "", "chats.list.item": "chats", "left_chats.list.item": "left_chats"}
 _ITEM_PREFIX = {f"{p}.messages.item" if p else "messages.item": c for p, c in _CHAT_PREFIX.items()}
@@ -81,16 +88,39 @@ _SCALARS = frozenset(("string", "number", "boolean", "null"))
 _BUF = 1 << 16
 
 
+_MAX_SENDERS = 64  # per chat, what the first pass remembers of who wrote in it
+
+
 @dataclass
 class _Chat:
     name: str | None = None
     type: str | None = None
     id: Any = None
     count: int = 0
+    senders: dict[str, str] = field(default_factory=dict)  # from_id -> name (the first few)
+    names: set[str] = field(default_factory=set)  # sender names without a from_id
 
     @property
     def key(self) -> str:
         return str(self.id if self.id is not None else self.name if self.name is not None else "")
+
+    def saw(self, name: Any, from_id: Any) -> None:
+        """A message of this chat was written by ``name`` / ``from_id`` (either may be None)."""
+        if from_id is not None:
+            if len(self.senders) < _MAX_SENDERS:
+                self.senders.setdefault(str(from_id), str(name) if name is not None else "")
+        elif name is not None and len(self.names) < _MAX_SENDERS:
+            self.names.add(str(name))
+
+    def peer(self, me: set[str]) -> str | None:
+        """The other person of a personal or bot chat: the chat's id -- unless that is the
+        owner's own id (bot chats), then the sender whose name is the chat's, or who is not me."""
+        own = str(self.id) if self.id is not None else None
+        named = [_uid(i) for i, n in self.senders.items() if n == self.name and _uid(i) not in me]
+        if own is not None and own not in me and (not named or own in named):
+            return own
+        others = named or [_uid(i) for i in self.senders if _uid(i) not in me and _uid(i) != own]
+        return others[0] if others else own
 
 
 class _Reader:
@@ -142,16 +172,15 @@ def _events(path: str, opts: ImportOptions) -> Iterator[tuple[str, str, Any]]:
 
 
 def scan_telegram(path: str, opts: ImportOptions) -> ExportInfo:
-    """The first pass: check the whole file, read every chat's header and who "me" is."""
+    """The first pass: check the whole file, read every chat's header, who wrote in it and who
+    "me" is."""
     chats: dict[str, list[_Chat]] = {"": [], "chats": [], "left_chats": []}
     personal: dict[str, Any] = {}
-    me_ids: dict[str, str] = {}  # --me names -> the from_id they write
     builder: Any = None
-    me = set(opts.me)
-    last_from = None
     root_seen = False
     lists = 0
     exact = 0  # messages with date_unixtime
+    sender: list[Any] = [None, None]  # the current message's from, from_id
     zone_note = zone_of(opts.tz)[1]
     for prefix, event, value in _events(path, opts):
         if builder is not None:
@@ -168,9 +197,13 @@ def scan_telegram(path: str, opts: ImportOptions) -> ExportInfo:
                 chats[_CHAT_PREFIX[prefix]].append(_Chat())
             elif prefix in _ITEM_PREFIX:
                 _current(chats, _ITEM_PREFIX[prefix]).count += 1
+                sender = [None, None]
             elif prefix == "personal_information":
                 builder = ijson.ObjectBuilder()
                 builder.event(event, value)
+            continue
+        if event == "end_map" and prefix in _ITEM_PREFIX:
+            _current(chats, _ITEM_PREFIX[prefix]).saw(*sender)
             continue
         if event == "start_array":
             if prefix in _LIST_PREFIX:
@@ -185,11 +218,10 @@ def scan_telegram(path: str, opts: ImportOptions) -> ExportInfo:
                 exact += 1
             elif head is not None:
                 setattr(_current(chats, head[0]), head[1], value)
-            elif me and prefix.endswith(".from") and prefix[:-5] in _ITEM_PREFIX:
-                last_from = value
-            elif me and prefix.endswith(".from_id") and prefix[:-8] in _ITEM_PREFIX:
-                if last_from in me:
-                    me_ids.setdefault(str(last_from), _uid(value))
+            elif prefix.endswith(".from") and prefix[:-5] in _ITEM_PREFIX:
+                sender[0] = value
+            elif prefix.endswith(".from_id") and prefix[:-8] in _ITEM_PREFIX:
+                sender[1] = value
             elif prefix in _ITEM_PREFIX:
                 _current(chats, _ITEM_PREFIX[prefix]).count += 1
     if not root_seen or not lists:
@@ -200,24 +232,48 @@ def scan_telegram(path: str, opts: ImportOptions) -> ExportInfo:
     if exact < info.total:
         info.notes.append(f"{info.total - exact} message(s) have only a local date: read in "
                           f"{zone_note}")
+    _who_is_me(info, personal, opts)
+    return info
+
+
+def _who_is_me(info: ExportInfo, personal: dict[str, Any], opts: ImportOptions) -> None:
+    """Decide who "me" is (the ids in ``state["me"]``, the new store's owner): the account's
+    ``personal_information``; else the senders ``--me`` names (by id, or by name in exports
+    without ``from_id``); else the Saved Messages chat, whose id is its owner's."""
+    chats = [c for cs in info.state["chats"].values() for c in cs]
+    ident = opts.identity()
     uid = personal.get("user_id")
+    me: set[str] = set()
     if uid is not None:
-        info.owner = f"tg:{_uid(uid)}"
+        me.add(_uid(uid))
         name = " ".join(str(personal.get(k) or "") for k in ("first_name", "last_name")).strip()
-        info.owner_name = name or None
-        info.state["me"] = {_uid(uid)}
+        info.owner, info.owner_name = f"tg:{_uid(uid)}", name or None
         info.notes.append(f"me in this export: {name or uid} (personal_information)")
-    elif me_ids:
-        first = next(iter(me_ids.values()))
-        info.owner = f"tg:{first}"
-        info.owner_name = next(iter(me_ids))
-        info.state["me"] = set(me_ids.values())
-    else:
-        info.state["me"] = set()
-        if opts.me:
+    elif opts.me:
+        ids = {i: n for c in chats for i, n in c.senders.items()
+               if ident.is_me(n, i, f"tg:{_uid(i)}")}
+        names = sorted({n for c in chats for n in c.names if ident.is_me(n)})
+        me.update(_uid(i) for i in ids)
+        if ids:
+            first = next(iter(ids))
+            info.owner, info.owner_name = f"tg:{_uid(first)}", ids[first]
+        elif names:
+            info.owner, info.owner_name = f"tg:{names[0]}", names[0]
+        if ids or names:
+            info.notes.append(f"me in this export: {info.owner_name} (--me)")
+        else:
             info.notes.append(f"--me {', '.join(map(repr, opts.me))} wrote nothing in this "
                               "export")
-    return info
+    saved = [c for c in chats if c.type == "saved_messages" and c.id is not None]
+    if info.owner is None and saved:
+        own = str(saved[0].id)
+        me.add(own)
+        info.owner, info.owner_name = f"tg:{own}", saved[0].senders.get(own)
+        info.notes.append(f"me in this export: {info.owner_name or own} (the Saved Messages "
+                          "chat is its owner's)")
+    me.update(str(c.id) for c in saved)
+    info.state["me"] = me
+    info.state["me_names"] = {n for c in chats for i, n in c.senders.items() if _uid(i) in me and n}
 
 
 def _current(chats: dict[str, list[_Chat]], container: str) -> _Chat:
@@ -232,13 +288,15 @@ def _uid(value: Any) -> str:
     return s[4:] if s.startswith("user") and s[4:].lstrip("-").isdigit() else s
 
 
-def _conv(chat: _Chat, fallback: str) -> tuple[str, ChatType, str]:
+def _conv(chat: _Chat, fallback: str, me: set[str]) -> tuple[str, ChatType, str]:
     """(conversation id, chat type, title) of a chat."""
     kind = str(chat.type or "")
     key = chat.key or fallback
     ctype = _CHAT_TYPES.get(kind, ChatType.GROUP_CHAT)
-    if kind == "saved_messages":
+    if kind == "saved_messages":  # several authors: me, and those I forwarded from
         return f"tg:saved:{key}", ctype, chat.name or "Saved Messages"
+    if ctype == ChatType.CHAT:
+        key = chat.peer(me) or key
     # Telegram numbers users, groups and channels separately: keep the spaces apart.
     space = "" if ctype == ChatType.CHAT else "channel:" if "channel" in kind else "group:"
     return f"tg:{space}{key}", ctype, chat.name or key
@@ -248,7 +306,7 @@ def conversations(info: ExportInfo, path: str) -> dict[str, tuple[ChatType, str]
     out = {}
     for cs in info.state["chats"].values():
         for chat in cs:
-            conv, ctype, title = _conv(chat, os.path.basename(path))
+            conv, ctype, title = _conv(chat, os.path.basename(path), info.state["me"])
             out[conv] = (ctype, title)
     return out
 
@@ -258,7 +316,7 @@ def read_telegram(path: str, opts: ImportOptions, info: ExportInfo,
     """The second pass: messages, one object at a time, built by ijson's C backend -- one read of
     the file per list of chats the export has (a chat export has one, an account export two)."""
     chats: dict[str, list[_Chat]] = info.state["chats"]
-    ident = opts.identity(*info.state["me"])
+    ident = opts.identity(*info.state["me"], *info.state["me_names"])
     base = os.path.dirname(os.path.abspath(path))
     zone = zone_of(opts.tz)[0]
     for prefix, container in _ITEM_PREFIX.items():
@@ -267,15 +325,14 @@ def read_telegram(path: str, opts: ImportOptions, info: ExportInfo,
             continue
         items = _items(path, opts, prefix)
         for chat in todo:
-            where = _conv(chat, os.path.basename(path))
+            where = _conv(chat, os.path.basename(path), info.state["me"])
             for n in range(1, chat.count + 1):
                 m = next(items)
                 if not isinstance(m, dict):
                     skipped("telegram: an entry of the messages list is not an object")
                     continue
-                msg = _convert(m, n, chat, where, ident, base, path, skipped, zone)
-                if msg is not None:
-                    yield msg
+                yield from one_entry("telegram", skipped, partial(
+                    _converted, m, n, chat, where, ident, base, path, skipped, zone))
         items.close()
 
 
@@ -340,6 +397,11 @@ _MEDIA = {"voice_message": MessageType.VOICE, "audio_file": MessageType.VOICE,
           "video_message": MessageType.VIDEO, None: MessageType.FILE}
 
 
+def _converted(*args: Any) -> list[Message]:
+    msg = _convert(*args)
+    return [] if msg is None else [msg]
+
+
 def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], ident: Identity,
              base: str, path: str, skipped: Skipped, zone: Any) -> Message | None:
     if not isinstance(m, dict):
@@ -358,21 +420,25 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
     name = m.get("from") if m.get("from") is not None else m.get("actor")
     raw_from = m.get("from_id", m.get("actor_id"))
     sender_key = _uid(raw_from) if raw_from is not None else None
-    saved = chat.type == "saved_messages"
     if ctype == ChatType.CHAT:
-        peer = str(chat.id) if chat.id is not None else None
-        if saved:
-            mine = True
-        elif sender_key is not None and peer is not None:
+        peer = conv[3:]  # "tg:<peer>"
+        if sender_key is not None:
             mine = sender_key != peer or ident.is_me(sender_key, raw_from)
         else:
-            mine = ident.is_me(sender_key, raw_from, name)
+            mine = ident.is_me(name)
         sender = None if mine else conv
-        to = conv
     else:
-        mine = ident.is_me(sender_key, raw_from, name, f"tg:{sender_key}")
+        forwarded = m.get("forwarded_from")
+        saved = chat.type == "saved_messages"
+        if saved and forwarded is not None and not ident.is_me(forwarded):
+            # Forwarded into Saved Messages: the author is who wrote it first.
+            mine, sender_key, name = False, str(forwarded), str(forwarded)
+        elif saved and sender_key is None and name is None:
+            mine = True  # a note without an author: its owner's
+        else:
+            mine = ident.is_me(sender_key, raw_from, name, f"tg:{sender_key}")
         sender = None if mine else f"tg:{sender_key if sender_key is not None else name}"
-        to = conv
+    to = conv
     msg_key = m.get("id", f"n{n}")
     kw: dict[str, Any] = dict(chat_type=ctype, sender=sender, timestamp=ts,
                               msg_id=stable_id("tg", chat_key, msg_key))
@@ -407,7 +473,7 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
     media = m.get("media_type")
 
     def origin(rel: str) -> tuple[str, str]:
-        return os.path.join(base, rel), f"telegram-export:{rel}"
+        return inside(base, rel), f"telegram-export:{rel}"
 
     if text and (media or "photo" in m or "file" in m or "poll" in m
                  or "location_information" in m or "contact_information" in m):
@@ -418,10 +484,14 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
         msg = attachment_message(to, MessageType.IMAGE, path=p, origin=o,
                                  display_name=os.path.basename(str(m["photo"])),
                                  width=m.get("width"), height=m.get("height"), ext=ext, **kw)
-    elif media == "sticker":
-        msg = custom(to, "telegram.sticker", {"emoji": m.get("sticker_emoji", ""),
-                                              "file": m.get("file", ""),
-                                              "thumbnail": m.get("thumbnail")}, ext=ext, **kw)
+    elif media == "sticker":  # an image named by its emoji, which search finds
+        rel = str(m.get("file", ""))
+        p, o = origin(rel)
+        ext["sticker"] = {k: m[k] for k in ("sticker_emoji", "thumbnail") if m.get(k)}
+        msg = attachment_message(to, MessageType.IMAGE, path=p, origin=o,
+                                 display_name=str(m.get("sticker_emoji") or "")
+                                 or os.path.basename(rel) or "sticker",
+                                 width=m.get("width"), height=m.get("height"), ext=ext, **kw)
     elif "file" in m or media:
         rel = str(m.get("file", ""))
         p, o = origin(rel)
@@ -433,7 +503,7 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
                                                 "duration_seconds": m.get("duration_seconds")},
                          ext=ext, **kw)
         else:
-            thumb = os.path.join(base, str(m["thumbnail"])) if m.get("thumbnail") else None
+            thumb = inside(base, str(m["thumbnail"])) if m.get("thumbnail") else None
             if m.get("mime_type"):
                 ext["mime_type"] = m["mime_type"]
             if mtype == MessageType.FILE and dur:
@@ -450,9 +520,13 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
             lat = lon = 0.0
         msg = Message.location(to, lat, lon, address=str(m.get("address") or ""),
                                building_name=str(m.get("place_name") or ""), ext=ext, **kw)
+    elif isinstance(m.get("poll"), dict) and _poll_text(m["poll"]):
+        # The question and the answers are what search should find: the message's text; the
+        # poll itself (votes, closed) in ext["poll"].
+        ext["poll"] = m["poll"]
+        msg = Message.text(to, _poll_text(m["poll"]), ext=ext, **kw)
     elif isinstance(m.get("poll"), dict):
-        poll = m["poll"]
-        msg = custom(to, "telegram.poll", poll, ext=ext, **kw)
+        msg = custom(to, "telegram.poll", m["poll"], ext=ext, **kw)
     elif isinstance(m.get("contact_information"), dict):
         msg = custom(to, "telegram.contact", m["contact_information"], ext=ext, **kw)
     elif text:
@@ -466,6 +540,15 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
         skipped("telegram: empty message")
         return None
     return _edited(msg, m, zone)
+
+
+def _poll_text(poll: dict[str, Any]) -> str:
+    """A poll as text: its question, then one answer a line."""
+    answers = poll.get("answers")
+    lines = [str(poll.get("question") or "")]
+    if isinstance(answers, list):
+        lines += [f"- {a['text']}" for a in answers if isinstance(a, dict) and a.get("text")]
+    return "\n".join(lines).strip()
 
 
 def _edited(msg: Message, m: dict[str, Any], zone: Any) -> Message:

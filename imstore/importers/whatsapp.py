@@ -25,7 +25,7 @@ Mapping (export field -> imstore):
   ``ext["deleted"]``)
 - "<Media omitted>", "image omitted" ... -> CUSTOM ``whatsapp.media`` (``kind``, ``text``)
 - "IMG-1.jpg (file attached)", "<attached: 1.jpg>" -> IMAGE/VIDEO/VOICE/FILE; the file beside the
-  export or in the zip; following text in ``ext["caption"]``
+  export or in the zip; following text in the body's ``caption``
 - "location: https://maps...?q=LAT,LON" -> LOCATION (the line as address)
 - lines without a sender (group events, encryption notice) -> CUSTOM ``whatsapp.system``
 """
@@ -42,6 +42,7 @@ from typing import IO, Any
 
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, Message
+from ._archive import MAX_LINE_CHARS, MAX_TEXT_BYTES, open_member
 from ._common import (
     ExportInfo,
     ImportOptions,
@@ -50,6 +51,7 @@ from ._common import (
     custom,
     decode_lines,
     deleted_message,
+    inside,
     kind_of,
     mark_edited,
     stable_id,
@@ -155,7 +157,8 @@ class _Source:
     def lines(self, encoding: str | None) -> Iterator[Iterator[str]]:
         raw: IO[bytes]
         if self.zip_member is not None:
-            with zipfile.ZipFile(self.path) as z, z.open(self.zip_member) as raw:
+            with zipfile.ZipFile(self.path) as z, \
+                    open_member(z, self.zip_member, self.path, MAX_TEXT_BYTES) as raw:
                 yield decode_lines(raw, self.label, encoding)
         else:
             with open(self.text_path, "rb") as raw:
@@ -166,7 +169,7 @@ class _Source:
         if self.zip_member is not None:
             return None, f"whatsapp-export:{name}", self.sizes.get(name, 0)
         assert self.media_dir is not None
-        return os.path.join(self.media_dir, name), f"whatsapp-export:{name}", 0
+        return inside(self.media_dir, name) or None, f"whatsapp-export:{name}", 0
 
 
 def _split_date(date: str) -> list[int]:
@@ -187,6 +190,10 @@ def _entries(src: _Source, encoding: str | None) -> Iterator[tuple[int, Any, str
                     yield current
                 current = (lineno, m, m.group("rest"))
             elif current is not None:
+                if len(current[2]) + len(line) > MAX_LINE_CHARS:  # a message, not a book
+                    raise IMError(ErrorCode.FILE_INVALID,
+                                  f"{src.label}, line {lineno}: a message longer than "
+                                  f"{MAX_LINE_CHARS:,} characters; not a chat export")
                 current = (current[0], current[1], current[2] + "\n" + line)
             elif line.strip():
                 raise IMError(ErrorCode.INVALID_PARAM,
@@ -389,7 +396,8 @@ def read_whatsapp(path: str, opts: ImportOptions, info: ExportInfo,
         edited = False
         em = _EDITED.search(body)
         if em:
-            body, edited = body[:em.start()].rstrip(), True
+            # iOS puts a left-to-right mark before the marker: it goes with it
+            body, edited = body[:em.start()].rstrip().rstrip(_LRM).rstrip(), True
             text = body
         if not body:
             skipped("whatsapp: empty message")

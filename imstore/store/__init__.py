@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -61,11 +61,13 @@ from ._checks import (
     check_id,
     check_ids,
     check_limit,
+    check_path,
     check_stamp,
     check_status,
     check_text,
     check_time,
     invalid,
+    stranger_chat,
 )
 from ._cipher import (
     change_key,
@@ -93,8 +95,8 @@ from ._verify import Verifier, VerifyReport
 from ._writes import Writes
 
 __all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Changes", "Gap",
-           "IndexPolicy", "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage", "VerifyReport",
-           "change_key", "encrypt_store", "is_encrypted", "open_store"]
+           "IndexPolicy", "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage",
+           "VerifyReport", "change_key", "encrypt_store", "is_encrypted", "open_store"]
 
 
 def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
@@ -208,13 +210,19 @@ class MessageStore:
                 defaults).
         """
         check_id(user_id, "user_id")
-        if not isinstance(path, str | os.PathLike):
-            raise invalid("path", "a directory path or ':memory:'", path)
+        path = check_path(path, "a directory path or ':memory:'")
         if limits is not None:
             _check_limits(limits)
         if index_policy is not None and not isinstance(index_policy, IndexPolicy):
             raise invalid("index_policy", "an IndexPolicy or None", index_policy)
-        db, directory = _connect(os.fspath(path), key)
+        if path != ":memory:":
+            owner = read_owner(path, key)
+            if owner is not None and owner != user_id:
+                raise IMError(ErrorCode.DATABASE_ERROR,
+                              f"the store in {path!r} belongs to {owner!r}, not {user_id!r}: open "
+                              f"it with user_id={owner!r}, or give {user_id!r} a directory of "
+                              "their own")
+        db, directory = _connect(path, key)
         return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search),
                    index_policy=index_policy)
 
@@ -223,9 +231,7 @@ class MessageStore:
                      key: bytes | str | None = None) -> str | None:
         """The owner of the store in directory ``path``, or None when there is no store there.
         Reads without creating or changing anything; an encrypted store needs its ``key``."""
-        if not isinstance(path, str | os.PathLike):
-            raise invalid("path", "a directory path", path)
-        return read_owner(os.fspath(path), key)
+        return read_owner(check_path(path, "a directory path"), key)
 
     @staticmethod
     def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
@@ -233,9 +239,7 @@ class MessageStore:
         written now: a file of it is not writable, or another process keeps its write lock for
         more than ``timeout`` seconds (`open` itself waits 30). Creates and changes nothing; a
         directory without a store passes."""
-        if not isinstance(path, str | os.PathLike):
-            raise invalid("path", "a directory path", path)
-        directory = os.fspath(path)
+        directory = check_path(path, "a directory path")
         db = os.path.join(directory, DATABASE_FILE)
         for p in (directory, db, os.path.join(directory, "search")):
             if os.path.exists(p) and not os.access(p, os.W_OK):
@@ -289,6 +293,9 @@ class MessageStore:
         conversation id is taken by another chat type, and the codec's errors for bad payloads.
         Returns the stored message.
         """
+        err = stranger_chat(msg, self.user_id)
+        if err is not None:
+            raise err
         return self._writes.insert(msg)
 
     def import_messages(self, messages: Iterable[Message], *, batch_size: int = 1000,
@@ -307,7 +314,20 @@ class MessageStore:
             raise invalid("progress", "a callable or None", progress)
         if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
             raise invalid("messages", "an iterable of Message", messages)
-        return self._writes.import_all(messages, batch_size, progress)
+        strangers = ImportResult()
+        result = self._writes.import_all(self._ours(messages, strangers), batch_size, progress)
+        for reason, n in strangers.reasons.items():
+            result.skipped += n
+            result.reasons[reason] = result.reasons.get(reason, 0) + n
+        return result
+
+    def _ours(self, messages: Iterable[Message], strangers: ImportResult) -> Iterator[Message]:
+        """``messages`` without one-to-one messages between two other people (counted)."""
+        for m in messages:
+            if stranger_chat(m, self.user_id) is None:
+                yield m
+            else:
+                strangers.skip("a one-to-one message between two other people")
 
     def save_history(self, messages: Sequence[Message], *,
                      span: Span | None = None) -> list[Message]:
@@ -415,10 +435,14 @@ class MessageStore:
     def mark_conversation_read(self, conv_id: str, *, up_to_msg_id: str | None = None) -> int:
         """Mark a conversation's messages read (all, or up to and including ``up_to_msg_id``),
         thread replies included, and clear its `ConversationMark.UNREAD`; returns how many were
-        unread. Raises `IMError(CONVERSATION_NOT_EXIST)` for an unknown conversation,
-        INVALID_PARAM when ``up_to_msg_id`` is not one of its messages."""
+        unread (0 for an unknown conversation, as for an empty one). Raises INVALID_PARAM when
+        ``up_to_msg_id`` is not one of its messages."""
         check_id(conv_id, "conv_id")
         _optional(up_to_msg_id, "up_to_msg_id", check_id)
+        if up_to_msg_id is not None:
+            self._in_conversation(conv_id, up_to_msg_id, "up_to_msg_id")
+        elif not self._convs.exists(conv_id):
+            return 0
         with self.connection.tx():
             n = self._writes.mark_conversation_read(conv_id, up_to_msg_id)
             self._convs.clear_unread_mark([conv_id])
@@ -449,7 +473,7 @@ class MessageStore:
         check_limit(limit)
         direction = check_direction(direction)
         if start_msg_id is not None:
-            check_id(start_msg_id, "start_msg_id")
+            self._in_conversation(conv_id, start_msg_id)
         return self._reads.page(conv_id, start_msg_id, limit, direction)
 
     def timeline(self, conv_id: str, *, start_msg_id: str | None = None, limit: int = 20,
@@ -461,7 +485,8 @@ class MessageStore:
         check_id(conv_id, "conv_id")
         check_limit(limit)
         direction = check_direction(direction)
-        _optional(start_msg_id, "start_msg_id", check_id)
+        if start_msg_id is not None:
+            self._in_conversation(conv_id, start_msg_id)
         return self._stretches.timeline(conv_id, start_msg_id, limit, direction)
 
     def gaps(self, conv_id: str) -> list[Gap]:
@@ -499,18 +524,33 @@ class MessageStore:
         tlist = as_types(types) or []
         if not tlist:
             raise IMError(ErrorCode.INVALID_PARAM, "give at least one message type")
+        if conv_id is not None and start_msg_id is not None:
+            self._in_conversation(conv_id, start_msg_id)
         return self._reads.by_type(conv_id, tlist, start_msg_id=start_msg_id,
                                    timestamp=timestamp, limit=limit, sender=sender,
                                    direction=direction)
 
     def messages_between(self, conv_id: str, start_time: int, end_time: int, *,
-                         limit: int = 20) -> list[Message]:
+                         limit: int = 20, start_msg_id: str | None = None) -> list[Message]:
         """The first ``limit`` messages of a conversation with a time in [start_time, end_time]
-        (ms, inclusive), oldest first."""
+        (ms, inclusive), oldest first; with ``start_msg_id`` (the last message of the previous
+        page) the next ``limit`` after it, paging on (sort time, row id) as `messages` does."""
         check_id(conv_id, "conv_id")
         check_limit(limit)
         _check_range(start_time, end_time)
-        return self._reads.between(conv_id, start_time, end_time, limit)
+        after = None if start_msg_id is None else self._in_conversation(conv_id, start_msg_id)
+        return self._reads.between(conv_id, start_time, end_time, limit, after)
+
+    def _in_conversation(self, conv_id: str, msg_id: str,
+                         field: str = "start_msg_id") -> tuple[int, int]:
+        """The page key of ``msg_id``, which must be a stored message of ``conv_id``."""
+        check_id(msg_id, field)
+        row = self._reads.find_row(msg_id, "sort_time, id, conv_id")
+        if row is None or row[2] != conv_id:
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          f"{field} {msg_id!r} is not a stored message of conversation "
+                          f"{conv_id!r}; page from one of its messages")
+        return int(row[0]), int(row[1])
 
     # ------------------------------------------------------------------------- conversations
 
@@ -838,7 +878,9 @@ class MessageStore:
             conv_id=conv_id, senders=senders,
             types=as_types(types), start_time=start_time, end_time=end_time,
             newest_first=direction == Direction.UP, limit=limit,
-            anchor=None if start_msg_id is None else self._reads.anchor(start_msg_id)))
+            anchor=None if start_msg_id is None else (
+                self._reads.anchor(start_msg_id) if conv_id is None
+                else self._in_conversation(conv_id, start_msg_id))))
 
     def flush_index(self, *, progress: Callable[[IndexStatus], None] | None = None,
                     timeout: float | None = None) -> int:

@@ -4,11 +4,13 @@ Rules kept here:
 - a bad argument is an `IMError` naming the argument: INVALID_PARAM for a wrong type or value,
   QUERY_PARAM_REACHES_LIMIT for a page size out of range; never a driver or Python error later;
 - ids and texts follow the codec's rules (`codec.check_id`, `codec.check_text`); a time filter
-  is any int SQLite can hold.
+  is any int SQLite can hold;
+- a one-to-one message belongs in the store of one of its two people (`stranger_chat`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,10 +18,11 @@ from ..codec import check_id, check_text, invalid
 from ..codec import check_time as codec_check_time
 from ..errors import ErrorCode, IMError
 from ..lifecycle import INT64_MAX, INT64_MIN
-from ..message import ChatType, Direction, MessageStatus, MessageType
+from ..message import ChatType, Direction, Message, MessageStatus, MessageType
 
 __all__ = ["as_types", "check_chat_type", "check_direction", "check_id", "check_ids",
-           "check_limit", "check_stamp", "check_status", "check_text", "check_time", "invalid"]
+           "check_limit", "check_path", "check_stamp", "check_status", "check_text", "check_time",
+           "invalid", "stranger_chat"]
 
 def check_time(value: Any, field: str, *, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int:
     """A time filter in ms: any int SQLite can hold, unless narrowed."""
@@ -81,3 +84,32 @@ def as_types(types: Any) -> list[int] | None:
     else:
         seq = list(types)
     return sorted({int(_enum(MessageType, t, "types")) for t in seq})
+
+
+def stranger_chat(msg: Any, owner: str) -> IMError | None:
+    """The error for a one-to-one message between two other people (bob -> carol in alice's
+    store), else None. A received one is addressed to the owner, or -- as chat exports write
+    it -- to the conversation, which is its sender."""
+    if not isinstance(msg, Message) or msg.chat_type != ChatType.CHAT:
+        return None
+    sender, to = msg.sender, msg.to
+    if sender is None or sender == owner or to in (owner, sender):
+        return None
+    return IMError(ErrorCode.INVALID_PARAM,
+                   f"a one-to-one message from {sender!r} to {to!r} does not belong in the store "
+                   f"of {owner!r}: one of the two must be its owner")
+
+
+def check_path(path: Any, what: str) -> str:
+    """A store's directory as a str the file system and SQLite take (no NUL, no lone
+    surrogate)."""
+    if not isinstance(path, str | os.PathLike):
+        raise invalid("path", what, path)
+    p = os.fspath(path)
+    if not isinstance(p, str) or not p or "\x00" in p:
+        raise invalid("path", what + " (a non-empty str without NUL)", path)
+    try:
+        p.encode("utf-8")
+    except UnicodeError as exc:  # a lone surrogate (SQLite takes UTF-8 paths)
+        raise invalid("path", what + " of valid Unicode", path) from exc
+    return p

@@ -104,11 +104,15 @@ class Reads:
             rows.reverse()
         return [row_to_message(r) for r in rows]
 
-    def between(self, conv_id: str, start_time: int, end_time: int, limit: int) -> list[Message]:
+    def between(self, conv_id: str, start_time: int, end_time: int, limit: int,
+                after: tuple[int, int] | None = None) -> list[Message]:
+        """The first ``limit`` messages in the time range, after the (sort_time, row id) key
+        ``after`` when given."""
+        keyset = "" if after is None else " AND (sort_time, id) > (?, ?)"
         rows = self._conn.query(f"SELECT {SELECT_COLUMNS} FROM message WHERE conv_id = ? AND "
-                                f"{MAIN} AND sort_time BETWEEN ? AND ? ORDER BY sort_time, id "
-                                "LIMIT ?",
-                                (conv_id, start_time, end_time, limit))
+                                f"{MAIN} AND sort_time BETWEEN ? AND ?{keyset} ORDER BY "
+                                "sort_time, id LIMIT ?",
+                                (conv_id, start_time, end_time, *(after or ()), limit))
         return [row_to_message(r) for r in rows]
 
     def conversations(self, chat_type: ChatType | None, limit: int | None,

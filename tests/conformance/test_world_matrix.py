@@ -262,7 +262,6 @@ def test_a_room_made_by_another_client_is_usable_right_after_a_restart(world: Ha
 # ------------------------------------------------------------------------- 9. smaller ones
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: outgoing media lack info.mimetype")
 def test_media_carry_their_mimetype(world: Harness, tmp_path: Path):
     pic, doc = tmp_path / "pic.png", tmp_path / "doc.pdf"
     pic.write_bytes(png_bytes())
