@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -27,6 +27,7 @@ from .lifecycle import INT64_MIN, MAX_TIME
 from .message import (
     Body,
     ChatType,
+    Direction,
     DownloadStatus,
     FileBody,
     Message,
@@ -47,10 +48,15 @@ __all__ = [
     "body_from_dict",
     "body_to_dict",
     "check_body_fields",
+    "check_direction",
+    "check_enum",
     "check_ext",
     "check_id",
+    "check_ids",
+    "check_path",
     "check_text",
     "check_time",
+    "check_types",
     "decode_body",
     "decode_ext",
     "encode_body",
@@ -261,6 +267,47 @@ def check_id(value: Any, field: str) -> str:
     return value
 
 
+def check_ids(values: Any, field: str) -> list[str]:
+    """A list (or other iterable, not a str nor a mapping) of ids."""
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+        raise invalid(field, "a list of ids", values)
+    return [check_id(v, f"{field}[{i}]") for i, v in enumerate(values)]
+
+
+def check_direction(direction: Any, field: str = "direction") -> Direction:
+    """A reading direction: `Direction.UP` or `Direction.DOWN`."""
+    if isinstance(direction, bool) or direction not in (Direction.UP, Direction.DOWN):
+        raise invalid(field, "Direction.UP or Direction.DOWN", direction)
+    return Direction(direction)
+
+
+def check_types(types: Any, field: str = "types") -> list[int] | None:
+    """A filter of message types (a `MessageType` or an iterable of them) as sorted ints;
+    None stays None (no filter)."""
+    if types is None:
+        return None
+    if isinstance(types, int):
+        seq: list[Any] = [types]
+    elif isinstance(types, str | bytes) or not isinstance(types, Iterable):
+        raise invalid(field, "a MessageType or a list of them", types)
+    else:
+        seq = list(types)
+    return sorted({int(check_enum(MessageType, t, field)) for t in seq})
+
+
+def check_path(path: Any, what: str, field: str = "path") -> str:
+    """A file-system path as a str the file system and SQLite take: a str or os.PathLike,
+    non-empty, without NUL, of valid Unicode (no lone surrogate)."""
+    if not isinstance(path, str | os.PathLike):
+        raise invalid(field, what, path)
+    p = os.fspath(path)
+    if not isinstance(p, str) or not p or "\x00" in p:
+        raise invalid(field, what + " (a non-empty str without NUL)", path)
+    if not _encodable(p):  # a lone surrogate (SQLite takes UTF-8 paths)
+        raise invalid(field, what + " of valid Unicode", path)
+    return p
+
+
 def check_time(value: Any, field: str, *, lo: int = 0, hi: int = MAX_TIME) -> int:
     """A time in ms: an int (not a bool) within ``lo..hi``."""
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -435,14 +482,17 @@ def _check_thumbnail(path: str, limits: Limits, need_file: bool) -> None:
                       f"{limits.max_thumbnail_bytes} bytes (Limits.max_thumbnail_bytes)")
 
 
-_ENUM_VALUES: dict[type, frozenset[Any]] = {e: frozenset(e) for e in (MessageType, ChatType,
-                                                                        MessageStatus)}
+_ENUM_VALUES: dict[type, frozenset[Any]] = {}
 
 
-def _check_enum(enum: type[Any], value: Any, field: str) -> Any:
+def check_enum(enum: type[Any], value: Any, field: str) -> Any:
+    """A member of ``enum`` (an int enum): the member, or its int value (not a bool)."""
     if type(value) is enum:
         return value
-    if isinstance(value, bool) or not isinstance(value, int) or value not in _ENUM_VALUES[enum]:
+    values = _ENUM_VALUES.get(enum)
+    if values is None:
+        values = _ENUM_VALUES[enum] = frozenset(m.value for m in enum)
+    if isinstance(value, bool) or not isinstance(value, int) or value not in values:
         raise invalid(field, f"a {enum.__name__}", value)
     return enum(value)
 
@@ -452,11 +502,11 @@ def _check_fields(msg: Message) -> MessageType:
     the fast path of the check it falls back to, which raises naming the field."""
     mtype = msg.type
     if type(mtype) is not MessageType:
-        mtype = _check_enum(MessageType, mtype, "type")
+        mtype = check_enum(MessageType, mtype, "type")
     if type(msg.chat_type) is not ChatType:
-        _check_enum(ChatType, msg.chat_type, "chat_type")
+        check_enum(ChatType, msg.chat_type, "chat_type")
     if type(msg.status) is not MessageStatus:
-        _check_enum(MessageStatus, msg.status, "status")
+        check_enum(MessageStatus, msg.status, "status")
     msg_id, to, sender = msg.msg_id, msg.to, msg.sender
     if not (type(msg_id) is type(to) is str and 0 < len(msg_id) <= MAX_ID_CHARS
             and 0 < len(to) <= MAX_ID_CHARS and msg_id.isascii() and to.isascii()):

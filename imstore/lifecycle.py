@@ -23,11 +23,12 @@ Rules kept here:
   my messages that are CREATE or FAIL may be resent (`check_recall`, `check_edit`,
   `check_resend`);
 - one-to-one receipts are for one-to-one messages: delivery receipts go out for received ones,
-  read receipts per message go out for received ones (`sends_delivery_ack`,
-  `check_read_ack`, `sends_read_ack`), and receipts that come in are applied to one-to-one
-  messages (or kept for messages not stored yet) (`takes_receipt`); group read receipts are for
-  group messages sent with ``need_group_ack``, never sent by their sender and never counted from
-  the owner (`check_group_read_ack`, `counts_group_ack`);
+  read receipts per message go out for received ones and are refused for one's own
+  (`sends_delivery_ack`, `check_read_ack`, `check_read_ack_here`, `sends_read_ack`), and
+  receipts that come in are applied to one-to-one messages (or kept for messages not stored
+  yet) (`takes_receipt`); group read receipts are for group messages sent with
+  ``need_group_ack``, never sent by their sender and never counted from the owner
+  (`check_group_read_ack`, `counts_group_ack`);
 - times are milliseconds since the epoch (`now_ms`); a time a message carries (local, server,
   recall, edit, receipt) is an int in ``0..MAX_TIME`` (2^53: exact in a double, so every client
   reads it); a time filter or ordering key is any int64 (``INT64_MIN..INT64_MAX``), what SQLite
@@ -61,6 +62,7 @@ __all__ = [
     "check_edit",
     "check_group_read_ack",
     "check_read_ack",
+    "check_read_ack_here",
     "check_recall",
     "check_resend",
     "counts_group_ack",
@@ -272,6 +274,16 @@ def check_read_ack(msg: Message) -> None:
         raise IMError(ErrorCode.INVALID_PARAM,
                       "read receipts per message are for one-to-one chats; use "
                       "ack_group_message_read or store.mark_message_read for groups")
+
+
+def check_read_ack_here(msg: Message) -> None:
+    """What `check_read_ack` asks of a message in the owner's store, and: one received, not
+    one's own (its sender has read it: there is nothing to acknowledge)."""
+    check_read_ack(msg)
+    if _sent_by_me(msg):
+        raise IMError(ErrorCode.INVALID_PARAM,
+                      f"{msg.msg_id!r} is your own message: read receipts are for messages you "
+                      "received (the peer's receipt for it comes in on_messages_read)")
 
 
 def sends_read_ack(msg: Message) -> bool:

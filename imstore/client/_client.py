@@ -25,6 +25,7 @@ from ..adapters import (
     ReactionEvent,
     SyncAdapter,
     Transport,
+    check_remove_args,
     is_transport,
 )
 from ..errors import ErrorCode, IMError
@@ -44,6 +45,25 @@ from ..message import (
 )
 from ..store import Changes, MessageStore
 from ._attachments import TARGETS, Attachments
+from ._checks import (
+    check_acks,
+    check_adapter,
+    check_bool,
+    check_callback,
+    check_chat_type,
+    check_cursor,
+    check_download_dir,
+    check_id,
+    check_ids,
+    check_listener,
+    check_messages,
+    check_optional_id,
+    check_options,
+    check_outgoing,
+    check_state,
+    check_store,
+    check_time,
+)
 from ._gate import ConnectionGate
 from ._history import History, MessagePage
 from ._inbound import Inbound
@@ -74,7 +94,7 @@ class _Setting(Generic[T]):
         return self if obj is None else getattr(obj._settings, self.name)
 
     def __set__(self, obj: ChatClient, value: T) -> None:
-        setattr(obj._settings, self.name, value)
+        setattr(obj._settings, self.name, Settings.check(self.name, value))
 
 
 class ChatClient:
@@ -113,8 +133,12 @@ class ChatClient:
                  reconnect_wait: float | None = None, transfer_timeout: float = 300.0,
                  require_delivery_ack: bool = True, require_read_ack: bool = True,
                  auto_download: bool = True, download_dir: str | None = None) -> None:
+        check_store(store)
+        check_adapter(adapter)
+        download_dir = check_download_dir(download_dir)
         self._settings = Settings(
-            send_timeout, 3 * send_timeout if reconnect_wait is None else reconnect_wait,
+            send_timeout,
+            Settings.default_wait(send_timeout) if reconnect_wait is None else reconnect_wait,
             transfer_timeout, require_delivery_ack, require_read_ack, auto_download)
         self.store = store
         self.adapter = adapter
@@ -160,10 +184,10 @@ class ChatClient:
     # ---------------------------------------------------------------------------- listeners
 
     def add_listener(self, listener: MessageListener) -> None:
-        self._listeners.add(listener)
+        self._listeners.add(check_listener(listener))
 
     def remove_listener(self, listener: MessageListener) -> None:
-        self._listeners.remove(listener)
+        self._listeners.remove(check_listener(listener))
 
     async def wait_idle(self) -> None:
         """Wait until the client is idle: every send under way, receipt going out and automatic
@@ -188,11 +212,15 @@ class ChatClient:
         500 when the server's id for it is already another conversation's. On failure the stored
         message is FAIL; `resend_message` tries again.
         """
+        check_outgoing(msg, self.store.user_id)
+        check_callback(progress)
         return await self._sender.send(msg, progress)
 
     async def resend_message(self, msg_id: str, *, progress: ProgressFn | None = None) -> Message:
         """Send again a message that failed (it keeps its local id, so a server that did get it
         the first time answers with the first result and delivers it once)."""
+        check_id(msg_id, "msg_id")
+        check_callback(progress)
         return await self._sender.resend(msg_id, progress)
 
     async def recall_message(self, msg_id: str) -> Message:
@@ -204,6 +232,7 @@ class ChatClient:
         message that is not yours or not sent, SERVICE_NOT_ENABLED when the transport has no
         ``recall_message``.
         """
+        check_id(msg_id, "msg_id")
         return await self._sender.recall(msg_id)
 
     async def edit_message(self, msg_id: str, body: Body) -> Message:
@@ -214,33 +243,38 @@ class ChatClient:
         codes for a body that breaks the limits, SERVICE_NOT_ENABLED when the transport has no
         ``edit_message``.
         """
+        check_id(msg_id, "msg_id")
         return await self._sender.edit(msg_id, body)
 
     # ------------------------------------------------------------------ transport handler
 
     def on_messages(self, messages: list[Message]) -> None:
-        self._inbound.messages(messages)
+        self._inbound.messages(check_messages(messages))
 
     def on_delivery_acks(self, msg_ids: list[str]) -> None:
-        self._inbound.receipts(ReceiptKind.DELIVERED, msg_ids)
+        self._inbound.receipts(ReceiptKind.DELIVERED, check_ids(msg_ids, "msg_ids"))
 
     def on_read_acks(self, msg_ids: list[str]) -> None:
-        self._inbound.receipts(ReceiptKind.READ, msg_ids)
+        self._inbound.receipts(ReceiptKind.READ, check_ids(msg_ids, "msg_ids"))
 
     def on_conversation_read(self, conv_id: str, reader: str, up_to: int | None = None) -> None:
+        check_id(conv_id, "conv_id")
+        check_id(reader, "reader")
+        if up_to is not None:
+            check_time(up_to, "up_to")
         self._inbound.conversation_read(conv_id, reader, up_to)
 
     def on_group_read_acks(self, acks: list[GroupReadAck]) -> None:
-        self._inbound.group_read_acks(acks)
+        self._inbound.group_read_acks(check_acks(acks))
 
     def on_messages_recalled(self, msg_ids: list[str]) -> None:
-        self._inbound.recalled(msg_ids)
+        self._inbound.recalled(check_ids(msg_ids, "msg_ids"))
 
     def on_messages_edited(self, messages: list[Message]) -> None:
-        self._inbound.edited(messages)
+        self._inbound.edited(check_messages(messages))
 
     def on_connection_state_changed(self, state: ConnectionState) -> None:
-        self._inbound.connection_changed(state)
+        self._inbound.connection_changed(check_state(state))
 
     def on_reactions(self, events: list[ReactionEvent]) -> None:
         self._rich.reactions(events)
@@ -296,6 +330,7 @@ class ChatClient:
     async def ack_message_read(self, msg_id: str) -> None:
         """Mark a received one-to-one message read here and tell its sender (when read receipts
         are on). Group messages take `ack_group_message_read` (INVALID_PARAM here)."""
+        check_id(msg_id, "msg_id")
         await self._receipts.message_read(msg_id)
 
     async def ack_conversation_read(self, conv_id: str, *,
@@ -303,16 +338,21 @@ class ChatClient:
         """Mark a conversation read here, all of it or (``up_to_msg_id``) up to and including
         that message (Tencent's clean-up-to), and tell the server and the peer up to which
         message: the user's read position on the server moves there (never backwards)."""
+        check_id(conv_id, "conv_id")
+        check_optional_id(up_to_msg_id, "up_to_msg_id")
         await self._receipts.conversation_read(conv_id, up_to_msg_id)
 
     async def ack_group_message_read(self, msg_id: str) -> None:
         """Read receipt for a group message someone else sent with ``need_group_ack``; it is
         marked read here either way, and the receipt goes out when ``require_read_ack``."""
+        check_id(msg_id, "msg_id")
         await self._receipts.group_message_read(msg_id)
 
     async def fetch_group_read_acks(self, msg_id: str, *, cursor: str | None = None,
                                     limit: int = 20) -> CursorResult[GroupReadAck]:
         """A page of a group message's readers; the stored ``group_ack_count`` follows them."""
+        check_id(msg_id, "msg_id")
+        check_cursor(cursor)
         return await self._receipts.fetch_group_read_acks(msg_id, cursor, limit)
 
     # -------------------------------------------------------------------------- attachments
@@ -321,11 +361,14 @@ class ChatClient:
                                   progress: ProgressFn | None = None) -> Message:
         """Download a message's file (image, voice, video, file); returns the updated message
         with ``body.local_path`` and ``body.download_status``."""
+        check_id(msg_id, "msg_id")
+        check_callback(progress)
         return await self._attachments.download(msg_id, TARGETS[AutoDownload.FILE], progress)
 
     async def download_thumbnail(self, msg_id: str) -> Message:
         """Download the thumbnail of an image or video message; returns the updated message
         with ``body.thumbnail_path`` and ``body.thumbnail_status``."""
+        check_id(msg_id, "msg_id")
         return await self._attachments.download(msg_id, TARGETS[AutoDownload.THUMBNAIL])
 
     # ------------------------------------------------------------------------------ history
@@ -336,6 +379,7 @@ class ChatClient:
         messages, unread when the server says the user has not read them, and announced like
         any message first seen); returns the local view of them. A conversation cleared on this
         device whose last message is one it deleted is not listed again."""
+        check_cursor(cursor)
         return await self._history.conversations(cursor, limit)
 
     async def fetch_history_messages(self, conv_id: str, chat_type: ChatType, *,
@@ -348,6 +392,10 @@ class ChatClient:
         here unread when the server says the user has not read it (then announced, once),
         nothing deleted here brought back; an unfiltered page also records the stretch it
         proves contiguous with the server (`MessageStore.gaps`)."""
+        check_id(conv_id, "conv_id")
+        check_chat_type(chat_type)
+        check_cursor(cursor)
+        check_options(options)
         return await self._history.fetch(conv_id, chat_type, cursor, limit, options)
 
     async def load_messages(self, conv_id: str, chat_type: ChatType, *,
@@ -360,6 +408,7 @@ class ChatClient:
         Returns a `MessagePage` (a list of messages, oldest first). When the server cannot be
         reached it holds what is local (`MessageStore.messages`) and its ``complete`` is False.
         """
+        check_chat_type(chat_type)
         return await self._history.load(conv_id, chat_type, start_msg_id, limit, direction)
 
     async def remove_messages_from_server(self, conv_id: str, chat_type: ChatType, *,
@@ -368,10 +417,20 @@ class ChatClient:
         """Delete messages from this user's server history (other members keep them) and from
         the store: by ids, or every message older than ``before`` (ms). Returns how many were
         removed locally."""
+        check_id(conv_id, "conv_id")
+        check_chat_type(chat_type)
+        if msg_ids is not None:
+            msg_ids = check_ids(msg_ids, "msg_ids")
+        if before is not None:
+            check_time(before, "before")
+        check_remove_args(msg_ids, before)
         return await self._history.remove(conv_id, chat_type, msg_ids, before)
 
     async def delete_conversation_from_server(self, conv_id: str, chat_type: ChatType, *,
                                               delete_messages: bool = True) -> None:
         """Delete a conversation on the server (with its history unless ``delete_messages`` is
         False) and locally."""
+        check_id(conv_id, "conv_id")
+        check_chat_type(chat_type)
+        check_bool(delete_messages, "delete_messages")
         await self._history.delete_conversation(conv_id, chat_type, delete_messages)

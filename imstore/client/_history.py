@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
-from ..adapters import SyncAdapter, check_page_size
+from ..adapters import SyncAdapter, check_page_size, transport_method
 from ..errors import ErrorCode, IMError
 from ..lifecycle import INT64_MIN, awaits_send, is_mine
 from ..message import (
@@ -66,9 +67,13 @@ class History:
         self._rich = rich
         self._live = live  # a transport delivers live: a page may reach the live edge
 
+    def _api(self, name: str) -> Any:
+        """The adapter's method ``name``; SERVICE_NOT_ENABLED when it has none."""
+        return transport_method(self._adapter, name)
+
     async def conversations(self, cursor: str | None, limit: int) -> CursorResult[Conversation]:
         check_page_size(limit)
-        page = await call(self._adapter.fetch_conversations(cursor, limit))
+        page = await call(self._api("fetch_conversations")(cursor, limit))
         out = []
         for c in page.items:
             new_here = self._store.conversation(c.conv_id) is None
@@ -91,8 +96,8 @@ class History:
                     options: FetchOptions | None) -> CursorResult[Message]:
         check_page_size(limit)
         options = options or FetchOptions()
-        page = await call(self._adapter.fetch_history(conv_id, ChatType(chat_type), cursor,
-                                                      limit, options))
+        page: CursorResult[Message] = await call(self._api("fetch_history")(
+            conv_id, ChatType(chat_type), cursor, limit, options))
         if not options.save:
             return page
         span = None
@@ -182,15 +187,13 @@ class History:
 
     async def remove(self, conv_id: str, chat_type: ChatType, msg_ids: Sequence[str] | None,
                      before: int | None) -> int:
-        if (msg_ids is None) == (before is None):
-            raise IMError(ErrorCode.INVALID_PARAM, "give either msg_ids or before")
         server_ids = None
         if msg_ids is not None:  # local ids become the server's ids of what was sent
             server_ids = list(dict.fromkeys(
                 (m.msg_id if (m := self._store.get_message(i)) is not None else i)
                 for i in msg_ids))
-        await call(self._adapter.remove_messages(conv_id, ChatType(chat_type), server_ids,
-                                                 before))
+        await call(self._api("remove_messages")(conv_id, ChatType(chat_type), server_ids,
+                                                before))
         if msg_ids is not None:
             return self._store.delete_message_ids(list(msg_ids))
         assert before is not None
@@ -198,6 +201,6 @@ class History:
 
     async def delete_conversation(self, conv_id: str, chat_type: ChatType,
                                   delete_messages: bool) -> None:
-        await call(self._adapter.delete_conversation(conv_id, ChatType(chat_type),
-                                                     delete_messages))
+        await call(self._api("delete_conversation")(conv_id, ChatType(chat_type),
+                                                    delete_messages))
         self._store.delete_conversation(conv_id, delete_messages=delete_messages)

@@ -4,7 +4,7 @@ Rules kept here:
 - a receipt marks the message (or conversation) read here first, then goes out when
   ``require_read_ack`` is on, through the connection gate like a send, answered within
   ``send_timeout``;
-- who may send which receipt is the lifecycle's (`check_read_ack`, `sends_read_ack`,
+- who may send which receipt is the lifecycle's (`check_read_ack_here`, `sends_read_ack`,
   `check_group_read_ack`);
 - a conversation's read position on the server is the newest message here that the server
   stamped (never a local FAIL), and it never moves backwards (the server's rule).
@@ -18,7 +18,12 @@ from typing import Any
 
 from ..adapters import check_page_size
 from ..errors import ErrorCode, IMError
-from ..lifecycle import check_group_read_ack, check_read_ack, counts_group_ack, sends_read_ack
+from ..lifecycle import (
+    check_group_read_ack,
+    check_read_ack_here,
+    counts_group_ack,
+    sends_read_ack,
+)
 from ..message import CursorResult, GroupReadAck, Message
 from ..store import MessageStore
 from ._gate import ConnectionGate, call
@@ -56,7 +61,7 @@ class OutgoingReceipts:
 
     async def message_read(self, msg_id: str) -> None:
         msg = self.stored(msg_id)
-        check_read_ack(msg)
+        check_read_ack_here(msg)
         self._store.mark_message_read(msg.msg_id)
         if self._settings.require_read_ack and sends_read_ack(msg):
             await self._send("send_read_ack", msg)
