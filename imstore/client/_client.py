@@ -53,6 +53,7 @@ from ._checks import (
     check_chat_type,
     check_cursor,
     check_download_dir,
+    check_events,
     check_id,
     check_ids,
     check_listener,
@@ -277,13 +278,13 @@ class ChatClient:
         self._inbound.connection_changed(check_state(state))
 
     def on_reactions(self, events: list[ReactionEvent]) -> None:
-        self._rich.reactions(events)
+        self._rich.reactions(check_events(events, ReactionEvent))
 
     def on_message_pins(self, events: list[PinEvent]) -> None:
-        self._rich.pins(events)
+        self._rich.pins(check_events(events, PinEvent))
 
     def on_conversation_states(self, states: list[ConversationState]) -> None:
-        self._rich.conversation_states(states)
+        self._rich.conversation_states(check_events(states, ConversationState, "states"))
 
     def prune_pending_receipts(self, older_than_ms: int = PENDING_RECEIPT_TTL_MS) -> None:
         """Forget receipts (group ones included) kept for messages that never arrived, once
@@ -297,32 +298,40 @@ class ChatClient:
         every member; returns the message's reactions after (`MessageStore.reactions`).
         Listeners hear `on_reactions_changed` when they changed. SERVICE_NOT_ENABLED when the
         transport has no ``send_reaction``."""
+        check_id(msg_id, "msg_id")
+        check_id(key, "key")
         return await self._rich.add_reaction(msg_id, key)
 
     async def remove_reaction(self, msg_id: str, key: str) -> list[Reaction]:
         """Take back your reaction ``key`` to a message, for every member; returns the
         message's reactions after (unchanged when you had none with that key)."""
+        check_id(msg_id, "msg_id")
+        check_id(key, "key")
         return await self._rich.remove_reaction(msg_id, key)
 
     async def pin_message(self, msg_id: str, pinned: bool = True) -> bool:
         """Pin (or unpin) a message the server has in its conversation, for every member
         (`MessageStore.pinned_messages`); returns whether that changed anything here."""
-        return await self._rich.pin_message(msg_id, pinned)
+        check_id(msg_id, "msg_id")
+        return await self._rich.pin_message(msg_id, check_bool(pinned, "pinned"))
 
     async def pin_conversation(self, conv_id: str, pinned: bool = True) -> bool:
         """Pin (or unpin) a conversation on all your devices (`MessageStore.pin_conversation`
         is the local-only form); returns whether that changed anything here."""
-        return await self._rich.pin_conversation(conv_id, pinned)
+        check_id(conv_id, "conv_id")
+        return await self._rich.pin_conversation(conv_id, check_bool(pinned, "pinned"))
 
     async def set_conversation_marks(self, conv_id: str, *, add: str | Sequence[str] = (),
                                      remove: str | Sequence[str] = ()) -> frozenset[str]:
         """Add and remove marks of a conversation on all your devices (the server keeps them);
         returns its marks after. `MessageStore.set_conversation_marks` is the local-only form."""
+        check_id(conv_id, "conv_id")
         return await self._rich.set_marks(conv_id, add, remove)
 
     async def mark_conversation_unread(self, conv_id: str) -> frozenset[str]:
         """Add `ConversationMark.UNREAD` on all your devices (a badge with no unread message;
         reading the conversation clears it); returns the conversation's marks after."""
+        check_id(conv_id, "conv_id")
         return await self._rich.set_marks(conv_id, ConversationMark.UNREAD.value, ())
 
     # ----------------------------------------------------------------------------- receipts

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 
 from ..adapters import ConversationState, PinEvent, ReactionEvent
-from ..codec import check_id
+from ..codec import check_id, check_marks
 from ..errors import ErrorCode, IMError
 from ..message import Conversation, CursorResult, Message, MessageStatus, Reaction
 from ..store import MessageStore
@@ -40,13 +40,6 @@ from ._settings import Settings
 __all__ = ["Rich"]
 
 log = logging.getLogger("imstore.client")
-
-
-def _marks(value: str | Iterable[str], field: str) -> list[str]:
-    items = [value] if isinstance(value, str) else value
-    if isinstance(items, bytes) or not isinstance(items, Iterable):
-        raise IMError(ErrorCode.INVALID_PARAM, f"{field} must be a mark (str) or a list of marks")
-    return list(items)
 
 
 class Rich:
@@ -105,8 +98,6 @@ class Rich:
 
     async def pin_message(self, msg_id: str, pinned: bool) -> bool:
         msg = self._on_server(msg_id)
-        if not isinstance(pinned, bool):
-            raise IMError(ErrorCode.INVALID_PARAM, f"pinned must be True or False, not {pinned!r}")
         at = await self._request("pin_message", msg, pinned)
         changed = self._store.apply_message_pin(msg.msg_id, pinned=pinned,
                                                 pinned_by=self._store.user_id,
@@ -117,8 +108,6 @@ class Rich:
 
     async def pin_conversation(self, conv_id: str, pinned: bool) -> bool:
         conv = self._conversation(conv_id)
-        if not isinstance(pinned, bool):
-            raise IMError(ErrorCode.INVALID_PARAM, f"pinned must be True or False, not {pinned!r}")
         at = await self._request("pin_conversation", conv.conv_id, conv.chat_type, pinned)
         return self._store.pin_conversation(conv.conv_id, pinned,
                                             timestamp=at if pinned and isinstance(at, int) else None)
@@ -126,7 +115,7 @@ class Rich:
     async def set_marks(self, conv_id: str, add: str | Iterable[str],
                         remove: str | Iterable[str]) -> frozenset[str]:
         conv = self._conversation(conv_id)
-        plus, minus = _marks(add, "add"), _marks(remove, "remove")
+        plus, minus = list(check_marks(add, "add")), list(check_marks(remove, "remove"))
         after = await self._request("set_conversation_marks", conv.conv_id, conv.chat_type,
                                     plus, minus)
         return self._apply_marks(conv.conv_id, frozenset(after) if isinstance(after, Iterable)
