@@ -33,7 +33,7 @@ from typing import Any
 import peewee as pw
 
 from .._crypto import check_key
-from ..codec import Limits, encode_ext, encode_local_ext
+from ..codec import Limits, check_marks, encode_ext, encode_local_ext
 from ..errors import ErrorCode, IMError
 from ..index import LOCK_FILE
 from ..lifecycle import ReceiptKind, SendEvent, status_after
@@ -91,7 +91,7 @@ from ._query import Query, Searcher
 from ._reactions import Reactions
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
-from ._rows import CONVERSATION_LIST_SQL, MARK_SEPARATOR
+from ._rows import CONVERSATION_LIST_SQL
 from ._schema import DATABASE_FILE, build_models, migrate, settle_limits
 from ._threads import Threads
 from ._tombstones import Tombstones
@@ -560,7 +560,7 @@ class MessageStore:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or not 1 <= limit <= 2**62):
             raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT, "limit must be a positive integer")
-        wanted = () if marks is None else _check_marks(marks, "marks")
+        wanted = () if marks is None else check_marks(marks, "marks")
         return self._reads.conversations(chat_type, limit, wanted)
 
     def conversation(self, conv_id: str) -> Conversation | None:
@@ -607,7 +607,7 @@ class MessageStore:
         the app's: at most 64 characters, no control characters); returns its marks after.
         A conversation has at most 32 marks. CONVERSATION_NOT_EXIST for an unknown one."""
         check_id(conv_id, "conv_id")
-        plus, minus = _check_marks(add, "add"), _check_marks(remove, "remove")
+        plus, minus = check_marks(add, "add"), check_marks(remove, "remove")
         with self.connection.tx():
             after = self._convs.set_marks(conv_id, plus, minus)
             if len(after) > _MAX_MARKS:
@@ -968,7 +968,6 @@ class MessageStore:
 
 
 _MAX_MARKS = 32
-_MAX_MARK_CHARS = 64
 _MAX_TITLE = 1024
 _MAX_DRAFT = 64 * 1024
 
@@ -983,20 +982,6 @@ def _check_short_text(value: Any, field: str, most: int) -> None:
         check_text(value, field)
         if len(value) > most:
             raise invalid(field, f"at most {most} characters", value)
-
-
-def _check_marks(value: Any, field: str) -> tuple[str, ...]:
-    """One mark or several: non-empty str of at most 64 characters, no control characters."""
-    items = [value] if isinstance(value, str) else value
-    if isinstance(items, bytes) or not isinstance(items, Iterable):
-        raise invalid(field, "a mark (str) or a list of marks", value)
-    out = []
-    for mark in items:
-        if not isinstance(mark, str) or not 0 < len(mark) <= _MAX_MARK_CHARS \
-                or not mark.isprintable() or MARK_SEPARATOR in mark:
-            raise invalid(field, f"marks of 1 to {_MAX_MARK_CHARS} printable characters", mark)
-        out.append(str(check_text(mark, field)))
-    return tuple(out)
 
 
 def _optional(value: Any, field: str, check: Callable[[Any, str], Any]) -> None:
