@@ -117,7 +117,8 @@ class Homeserver:
 def is_list_sync(request: httpx.Request) -> bool:
     """Whether a ``/sync`` is the conversation list's (its timeline holds messages only)."""
     filt = parse_qs(urlsplit(str(request.url)).query).get("filter", ["{}"])[0]
-    return '"types": ["m.room.message"]' in filt
+    timeline = json.loads(filt).get("room", {}).get("timeline", {})
+    return "m.room.message" in timeline.get("types", ())
 
 
 def login_answer(user: str = ME) -> dict[str, Any]:

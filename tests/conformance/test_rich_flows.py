@@ -2,9 +2,9 @@
 reactions and message pins seen by every member, offline ones when they come back; a user's
 conversation pin and marks kept by the server; a forged reaction removal refused.
 
-Only the `SyncAdapter`/`Transport` contract and `ChatClient` are used. The Matrix adapter does
-not map these yet (helper mx19's next step): its parameter is ``xfail(strict=True)``, so the
-mapping turns it red until its marker goes.
+Only the `SyncAdapter`/`Transport` contract and `ChatClient` are used; on Synapse they run over
+the Matrix mapping (``m.relates_to``, ``m.reaction``, ``m.room.pinned_events``, ``m.tag``,
+``m.marked_unread``: docs/adapters.md, "Rich messages").
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ from .conftest import Backend, Harness, Peer, png_bytes
 pytestmark = pytest.mark.slow
 
 
-def matrix_lacks() -> list[Any]:
-    return ["memory", pytest.param("synapse", marks=pytest.mark.xfail(
-        strict=True, reason="issue 20: Matrix mapping not yet"))]
+def both() -> list[Any]:
+    return ["memory", "synapse"]
 
 
 class Reactions(MessageListener):
@@ -51,7 +50,7 @@ async def said(b: Backend, sender: Peer, receiver: Peer, msg: Message) -> Messag
     return got
 
 
-@pytest.mark.parametrize("backend", matrix_lacks(), indirect=True)
+@pytest.mark.parametrize("backend", both(), indirect=True)
 def test_replies_threads_formatting_and_captions_reach_the_peer(backend: Harness, tmp_path: Path):
     pic = tmp_path / "pic.png"
     pic.write_bytes(png_bytes())
@@ -73,7 +72,7 @@ def test_replies_threads_formatting_and_captions_reach_the_peer(backend: Harness
     backend.run(main)
 
 
-@pytest.mark.parametrize("backend", matrix_lacks(), indirect=True)
+@pytest.mark.parametrize("backend", both(), indirect=True)
 def test_a_reaction_reaches_the_peer_once_and_goes_away(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
@@ -94,7 +93,7 @@ def test_a_reaction_reaches_the_peer_once_and_goes_away(backend: Harness):
     backend.run(main)
 
 
-@pytest.mark.parametrize("backend", matrix_lacks(), indirect=True)
+@pytest.mark.parametrize("backend", both(), indirect=True)
 def test_a_pinned_message_is_pinned_for_every_member(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob, carol = await b.users("alice", "bob", "carol")
@@ -114,7 +113,7 @@ def test_a_pinned_message_is_pinned_for_every_member(backend: Harness):
     backend.run(main)
 
 
-@pytest.mark.parametrize("backend", matrix_lacks(), indirect=True)
+@pytest.mark.parametrize("backend", both(), indirect=True)
 def test_an_offline_member_gets_reactions_and_pins_when_back(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
@@ -130,7 +129,7 @@ def test_an_offline_member_gets_reactions_and_pins_when_back(backend: Harness):
     backend.run(main)
 
 
-@pytest.mark.parametrize("backend", matrix_lacks(), indirect=True)
+@pytest.mark.parametrize("backend", both(), indirect=True)
 def test_a_conversation_pin_and_marks_are_the_users_own(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
@@ -154,7 +153,7 @@ def test_a_conversation_pin_and_marks_are_the_users_own(backend: Harness):
     backend.run(main)
 
 
-@pytest.mark.parametrize("backend", matrix_lacks(), indirect=True)
+@pytest.mark.parametrize("backend", both(), indirect=True)
 def test_a_reaction_cannot_be_taken_back_by_someone_else(backend: Harness):
     async def main(b: Backend) -> None:
         alice, bob = await b.users("alice", "bob")
