@@ -17,8 +17,9 @@ event kind: `event_to_message` for timeline messages, `edit_to_message` for ``m.
   ``format: org.matrix.custom.html``; a caption is the ``body`` of a file event whose
   ``filename`` differs (MSC2530); ``reply_to`` is ``m.in_reply_to`` and ``thread_id`` an
   ``m.thread`` relation (its ``m.in_reply_to`` fallback is no reply); an ``m.sticker`` is an
-  image; a non-state event of a type imstore does not know is kept as a CUSTOM message naming
-  its type, with its content (never dropped).
+  image; a non-state event of a type imstore does not know (not ``m.room.*`` but
+  ``m.room.encrypted``) is kept as a CUSTOM message naming its type, with its content (never
+  dropped).
 """
 
 from __future__ import annotations
@@ -418,8 +419,9 @@ def event_to_message(event: dict[str, Any], room: RoomInfo, me: str, server_name
     kind = event.get("type")
     if not isinstance(kind, str) or replacement(event) is not None or "state_key" in event:
         return None
-    if kind != "m.room.message" and (kind in NOT_MESSAGES or kind.startswith(NS)):
-        return None
+    if kind != "m.room.message" and (kind in NOT_MESSAGES or kind.startswith(NS) or (
+            kind.startswith("m.room.") and kind != "m.room.encrypted")):
+        return None  # changes of other events, and room state (even without its state_key)
     eid, sender_mxid, ts = _envelope(event)
     raw = event.get("content")
     if raw is not None and not isinstance(raw, dict):
