@@ -182,5 +182,14 @@ class Recorder:
         return [args[0] for args in self.got("on_connection_state_changed")]
 
 
+async def started(hs: Homeserver, *answers: Answer, **kw: Any) -> tuple[MatrixAdapter, Recorder]:
+    """An adapter attached to a `Recorder`, its sync loop answered by ``answers``."""
+    a = await adapter(hs, **kw)
+    rec = Recorder()
+    hs.sync(*answers)
+    a.attach(rec)
+    return a, rec
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)

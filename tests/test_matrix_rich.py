@@ -22,7 +22,6 @@ from .matrix_canned import (
     GROUP,
     ME,
     Homeserver,
-    Recorder,
     adapter,
     dm_rooms,
     group_room,
@@ -30,6 +29,7 @@ from .matrix_canned import (
     joined,
     msg_event,
     run,
+    started,
 )
 
 DM_INFO = mp.RoomInfo(DM, "bob", ChatType.CHAT)
@@ -164,12 +164,6 @@ def test_the_pure_parts_refuse_what_is_not_theirs():
 # --------------------------------------------------------------------------------- the sync
 
 
-async def _started(hs: Homeserver, *answers: object):
-    a = await adapter(hs)
-    rec = Recorder()
-    hs.sync(*answers)
-    a.attach(rec)
-    return a, rec
 
 
 def test_reactions_are_told_with_their_sender_and_own_id_and_taken_back_by_it_only():
@@ -177,7 +171,7 @@ def test_reactions_are_told_with_their_sender_and_own_id_and_taken_back_by_it_on
         hs = Homeserver()
         dm_rooms(hs)
         hs.on("GET", r"/event/", lambda request: 404)
-        a, rec = await _started(
+        a, rec = await started(
             hs, joined(DM, msg_event("$m", "vote", sender=ME, ts=5)),
             joined(DM, reaction("$r1", "$m", "👍"), reaction("$r2", "$m", "🎉", sender=ME),
                    reaction("$mine", "$m", "👀", sender=ME, transaction_id="t")),
@@ -202,7 +196,7 @@ def test_a_forged_edit_changes_nothing():
         forged = {"type": "m.room.message", "event_id": "$e", "sender": BOB,
                   "origin_server_ts": 8,
                   "content": mp.edit_content("$m", MessageType.TEXT, TextBody("bob says"))}
-        a, rec = await _started(hs, joined(DM, msg_event("$m", "mine", sender=ME, ts=5)),
+        a, rec = await started(hs, joined(DM, msg_event("$m", "mine", sender=ME, ts=5)),
                                 joined(DM, forged))
         await hs.asked_sync(3)
         assert not rec.got("on_messages_edited")
@@ -218,7 +212,7 @@ def test_pins_are_told_as_the_pinned_events_state_changes():
         def pins(eid: str, ids: list, sender: str = BOB) -> dict:
             return {**event({"pinned": ids}, rc.PINNED, eid, sender), "state_key": ""}
 
-        a, rec = await _started(
+        a, rec = await started(
             hs, joined(GROUP, state={"events": [pins("$p0", ["$a"])]}),
             joined(GROUP, pins("$p1", ["$a", "$b"]), pins("$p2", ["$b"], sender=CAROL)))
         await hs.asked_sync(3)
@@ -238,7 +232,7 @@ def test_this_users_tags_and_unread_flag_are_told_as_whole_states():
         unread = {"type": "m.marked_unread", "content": {"unread": True}}
         hs.on("GET", r"/account_data/m\.marked_unread$", {"unread": False})
         hs.on("GET", r"/account_data/com\.famedly\.marked_unread$", 404)
-        a, rec = await _started(hs, joined(DM, account_data={"events": [tags]}),
+        a, rec = await started(hs, joined(DM, account_data={"events": [tags]}),
                                 joined(DM, account_data={"events": [unread]}),
                                 joined(DM, account_data={"events": [unread]}))  # no change
         await hs.asked_sync(4)

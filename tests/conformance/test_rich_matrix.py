@@ -46,6 +46,16 @@ async def upload(peer: Any, name: str) -> str:
     return str(answer.content_uri)
 
 
+async def said_hi(b: Any, w: Any) -> tuple[Any, Any, str, str]:
+    """alice on imstore, bob on nio; bob opens a DM (both may redact there) and says hi."""
+    (alice,) = await b.users("alice")
+    bob = await w.user("bob")
+    room = await bob.create_dm(alice.transport.mxid)
+    hi = await bob.text(room, "hi")
+    await b.until(lambda: alice.store.get_message(hi) is not None, "bob's hi")
+    return alice, bob, room, hi
+
+
 def test_what_another_client_sends_arrives_as_what_it_is(world: Harness):
     async def main(b: Any, w: Any) -> None:
         (alice,) = await b.users("alice")
@@ -85,11 +95,7 @@ def test_what_another_client_sends_arrives_as_what_it_is(world: Harness):
 
 def test_what_imstore_sends_is_what_another_client_reads(world: Harness, tmp_path: Path):
     async def main(b: Any, w: Any) -> None:
-        (alice,) = await b.users("alice")
-        bob = await w.user("bob")
-        room = await bob.create_dm(alice.transport.mxid)
-        hi = await bob.text(room, "hi")
-        await b.until(lambda: alice.store.get_message(hi) is not None, "bob's hi")
+        alice, bob, room, hi = await said_hi(b, w)
         peer = localpart(bob.mxid)
         pic = tmp_path / "pic.png"
         pic.write_bytes(png_bytes())
@@ -118,11 +124,7 @@ def test_what_imstore_sends_is_what_another_client_reads(world: Harness, tmp_pat
 
 def test_reactions_of_another_client_and_a_forged_removal(world: Harness):
     async def main(b: Any, w: Any) -> None:
-        (alice,) = await b.users("alice")
-        bob = await w.user("bob")
-        room = await bob.create_dm(alice.transport.mxid)  # bob's DM: both may redact
-        hi = await bob.text(room, "hi")
-        await b.until(lambda: alice.store.get_message(hi) is not None, "bob's hi")
+        alice, bob, room, hi = await said_hi(b, w)
         theirs = await send(bob, room, "m.reaction", {"m.relates_to": {
             "rel_type": "m.annotation", "event_id": hi, "key": "🎉"}})
         await b.until(lambda: [(r.key, r.senders) for r in alice.store.reactions(hi)]
@@ -142,11 +144,7 @@ def test_reactions_of_another_client_and_a_forged_removal(world: Harness):
 
 def test_pins_of_another_client_and_this_users_tags_on_another_device(world: Harness):
     async def main(b: Any, w: Any) -> None:
-        (alice,) = await b.users("alice")
-        bob = await w.user("bob")
-        room = await bob.create_dm(alice.transport.mxid)
-        hi = await bob.text(room, "hi")
-        await b.until(lambda: alice.store.get_message(hi) is not None, "bob's hi")
+        alice, bob, room, hi = await said_hi(b, w)
         pin = await bob.client.room_put_state(room, "m.room.pinned_events", {"pinned": [hi]})
         assert isinstance(pin, nio.RoomPutStateResponse), pin
         await b.until(lambda: [m.msg_id for m in alice.store.pinned_messages(
