@@ -406,3 +406,44 @@ def test_the_conversation_list_carries_pin_marks_and_title():
             "team", "lunch plans", 3, {"work", ConversationMark.UNREAD})
         await a.close()
     run(main())
+
+
+def test_the_echo_of_this_users_own_change_is_not_told_and_a_failed_one_is_undone():
+    async def main() -> None:
+        hs = Homeserver()
+        hs.on("GET", r"/tags$", {"tags": {}})
+        hs.on("GET", r"/account_data/", {"unread": False})
+        hs.on("PUT", r"/tags/m\.favourite$", {})
+        hs.on("PUT", r"/tags/u\.", 500)
+        hs.on("PUT", r"/account_data/m\.marked_unread$", 500)
+        a = await _paused(hs)
+        at = await a.pin_conversation("bob", ChatType.CHAT, True)
+        echo = [{"type": "m.tag", "content": {"tags": {"m.favourite": {rc.PINNED_AT: at}}}}]
+        assert a.rich.take_account_data(DM, echo) is False  # the echo is no news
+        for mark in ("work", ConversationMark.UNREAD):
+            with pytest.raises(IMError):
+                await a.set_conversation_marks("bob", ChatType.CHAT, [mark], [])
+        assert (a.rich.tags[DM], a.rich.unread[DM]) == ({"m.favourite": {rc.PINNED_AT: at}},
+                                                        False)
+        await a.close()
+    run(main())
+
+
+def test_a_late_echo_of_an_older_own_change_does_not_undo_a_newer_one():
+    async def main() -> None:
+        hs = Homeserver()
+        hs.on("GET", r"/tags$", {"tags": {}})
+        hs.on("GET", r"/account_data/", {"unread": False})
+        hs.on("PUT", r"/tags/", {})
+        a = await _paused(hs)
+        at = await a.pin_conversation("bob", ChatType.CHAT, True)
+        assert await a.set_conversation_marks("bob", ChatType.CHAT, ["work"], []) == {"work"}
+        fav = {"m.favourite": {rc.PINNED_AT: at}}
+        late = [{"type": "m.tag", "content": {"tags": fav}}]
+        assert a.rich.take_account_data(DM, late) is False
+        assert a.rich.tags[DM] == {**fav, "u.work": {}}
+        other = [{"type": "m.tag", "content": {"tags": {"u.home": {}}}}]  # another device
+        assert a.rich.take_account_data(DM, other) is True
+        assert a.rich.tags[DM] == {"u.home": {}} and a.rich.pending[(DM, "m.tag")] == []
+        await a.close()
+    run(main())

@@ -16,6 +16,9 @@ Rules kept here:
   content), its marks ``u.<mark>`` tags, and `ConversationMark.UNREAD` is ``m.marked_unread``
   (the unstable ``com.famedly.marked_unread`` is read too); a change of either is told as the
   conversation's whole `ConversationState`; a read receipt of this user clears ``UNREAD``;
+- this user's own changes are in the cache before their request, and the sync's echoes of them
+  (which may come after a newer change) are expected: not told back and not written over the
+  newer cache; a failed request puts the cache back;
 - drafts and local data are not sent: Matrix has no place for them here.
 """
 
@@ -102,6 +105,8 @@ class RichRooms:
         self.pins: dict[str, list[str]] = {}  # room: the pinned events last seen
         self.tags: dict[str, dict[str, Any]] = {}  # room: this user's tags last seen
         self.unread: dict[str, bool] = {}  # room: this user's m.marked_unread last seen
+        # (room, type): what this device wrote and the sync has not echoed yet, oldest first
+        self.pending: dict[tuple[str, str], list[Any]] = {}
 
     def _user(self, mxid: str) -> str:
         return mp.from_mxid(mxid, self.rooms.server_name)
@@ -225,13 +230,25 @@ class RichRooms:
             kind, content = mp.as_obj(ev).get("type"), mp.as_obj(mp.as_obj(ev).get("content"))
             if kind == "m.tag":
                 tags = mp.as_obj(content.get("tags"))
-                changed |= self.tags.get(room) != tags
-                self.tags[room] = tags
+                if not self._echo(room, "m.tag", tags):
+                    changed |= self.tags.get(room) != tags
+                    self.tags[room] = tags
             elif kind in _UNREAD_TYPES:
                 flag = _unread_flag(content)
-                changed |= self.unread.get(room) != flag
-                self.unread[room] = flag
+                if not self._echo(room, MARKED_UNREAD, flag):
+                    changed |= self.unread.get(room) != flag
+                    self.unread[room] = flag
         return changed
+
+    def _echo(self, room: str, kind: str, value: Any) -> bool:
+        """Whether ``value`` is the echo of this device's own write (the cache is newer, or the
+        same): that write and the older ones are done. Anything else is another device's."""
+        pending = self.pending.get((room, kind), [])
+        if value in pending:
+            del pending[:pending.index(value) + 1]
+            return True
+        pending.clear()
+        return False
 
     async def _load(self, room: str) -> tuple[dict[str, Any], bool]:
         """This user's tags and ``m.marked_unread`` of a room (asked once when not seen yet)."""
@@ -264,45 +281,56 @@ class RichRooms:
 
     async def pin_conversation(self, room: str, pinned: bool) -> int | None:
         tags, _ = await self._load(room)
-        if pinned:
-            at, _ = conversation_state(tags, False)
-            if at is not None:
-                return at
+        at, _ = conversation_state(tags, False)
+        if pinned and at is None:
             at = self.now()
-            await self.api.call(rq.tag(self.mxid, room, FAVOURITE, {PINNED_AT: at}))
-            self.tags[room] = {**tags, FAVOURITE: {PINNED_AT: at}}
-            return at
-        if FAVOURITE in tags:
-            await self.api.call(rq.tag(self.mxid, room, FAVOURITE, None))
-            self.tags[room] = {t: c for t, c in tags.items() if t != FAVOURITE}
-        return None
+            await self._put_tag(room, FAVOURITE, {PINNED_AT: at})
+        elif not pinned and FAVOURITE in tags:
+            await self._put_tag(room, FAVOURITE, None)
+        return at if pinned else None
 
     async def set_marks(self, room: str, add: Sequence[str], remove: Sequence[str]
                         ) -> frozenset[str]:
-        tags, unread = await self._load(room)
-        tags = dict(tags)
-        for mark in remove:
+        await self._load(room)
+        for mark, on in [(m, False) for m in remove] + [(m, True) for m in add]:
             if mark == ConversationMark.UNREAD:
-                if unread:
-                    await self._put_unread(room, False)
-                    unread = False
-            elif MARK_TAG + mark in tags:
-                await self.api.call(rq.tag(self.mxid, room, MARK_TAG + mark, None))
-                del tags[MARK_TAG + mark]
-        for mark in add:
-            if mark == ConversationMark.UNREAD:
-                if not unread:
-                    await self._put_unread(room, True)
-                    unread = True
-            elif MARK_TAG + mark not in tags:
-                await self.api.call(rq.tag(self.mxid, room, MARK_TAG + mark, {}))
-                tags[MARK_TAG + mark] = {}
-        self.tags[room] = tags
-        return conversation_state(tags, unread)[1]
+                if self.unread[room] != on:
+                    await self._put_unread(room, on)
+            elif (MARK_TAG + mark in self.tags[room]) != on:
+                await self._put_tag(room, MARK_TAG + mark, {} if on else None)
+        return conversation_state(self.tags[room], self.unread[room])[1]
+
+    async def _put_tag(self, room: str, name: str, content: dict[str, Any] | None) -> None:
+        """Set (None: delete) one of this user's tags of a room. The cache says so before the
+        request: the sync's echo of the change is then no change, not told back as if another
+        device made it."""
+        before = self.tags.get(room, {})
+        after = {t: c for t, c in before.items() if t != name}
+        if content is not None:
+            after[name] = content
+        self.tags[room] = after
+        await self._write(room, "m.tag", after, before, rq.tag(self.mxid, room, name, content))
 
     async def _put_unread(self, room: str, flag: bool) -> None:
-        await self.api.call(rq.room_account_data(self.mxid, room, MARKED_UNREAD, {"unread": flag}))
+        """Set this user's ``m.marked_unread`` of a room (the cache first, as for tags)."""
+        before = self.unread.get(room, False)
         self.unread[room] = flag
+        await self._write(room, MARKED_UNREAD, flag, before, rq.room_account_data(
+            self.mxid, room, MARKED_UNREAD, {"unread": flag}))
+
+    async def _write(self, room: str, kind: str, after: Any, before: Any,
+                     request: rq.Request) -> None:
+        """Send one of this user's account data writes whose result the cache holds already;
+        its echo is expected (`_echo`); a failure puts the cache back."""
+        pending = self.pending.setdefault((room, kind), [])
+        pending.append(after)
+        try:
+            await self.api.call(request)
+        except BaseException:
+            if after in pending:
+                pending.remove(after)
+            (self.tags if kind == "m.tag" else self.unread)[room] = before
+            raise
 
     async def read(self, room: str) -> None:
         """This user read the room: its ``UNREAD`` mark goes. A failure is logged, never the
