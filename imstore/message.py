@@ -42,7 +42,9 @@ __all__ = [
     "Message",
     "MessageStatus",
     "MessageType",
+    "PinRecord",
     "Reaction",
+    "ReactionRecord",
     "SearchScope",
     "TextBody",
     "ThreadSummary",
@@ -611,6 +613,28 @@ class Reaction:
 
 
 REACTION_SENDERS = 20  # senders listed per `Reaction` (count has them all)
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionRecord:
+    """One sender's reaction as the store keeps it (what an export needs to put it back): the
+    message, the key, who, the server's id of the reaction (None when unknown) and when (ms)."""
+
+    msg_id: str
+    key: str
+    sender: str
+    reaction_id: str | None
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class PinRecord:
+    """One pinned message as the store keeps it: the message, when it was pinned (ms) and by
+    whom (None when the pin did not say)."""
+
+    msg_id: str
+    pinned_at: int
+    pinned_by: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@ as a real process only where a signal or a closed pipe is the point."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -537,6 +538,7 @@ def _rich_store(path: Path) -> None:
         img = Message.image("alice", "/nowhere/a.png", sender="bob", timestamp=t + 12, width=4,
                             height=3)
         img.body.local_path, img.body.remote_url = "", "https://example.org/a.png"
+        img.body.caption = "the view from here"
         s.import_messages([
             Message.text("alice", "from bob", sender="bob", timestamp=t + 10, is_read=False),
             Message.text("alice", "read one", sender="bob", timestamp=t + 11, is_read=True),
@@ -553,11 +555,17 @@ def _rich_store(path: Path) -> None:
                          thread_id="E1", formatted="<b>a reply</b> in a thread"),
         ])
         s.set_local_ext("T1", {"seen_on": "laptop"})
-        s.apply_reaction("E1", "👍", "bob")
-        s.apply_reaction("E1", "👍")
-        s.apply_reaction("E1", "🎉", "carol")
-        s.apply_message_pin("E1", timestamp=t + 60)
+        s.apply_reaction("E1", "👍", "bob", reaction_id="$r1", timestamp=t + 70)
+        s.apply_reaction("E1", "👍", timestamp=t + 72)
+        s.apply_reaction("E1", "🎉", "carol", timestamp=t + 71)
+        for i in range(25):  # more senders than `reactions` lists
+            s.apply_reaction("G1", "+1", f"u{i:02}", reaction_id=f"$g{i}", timestamp=t + 80 + i)
+        s.apply_reaction("T1", "👀", "carol", timestamp=t + 90)  # on a thread reply
+        s.apply_message_pin("E1", timestamp=t + 60, pinned_by="carol")
         s.apply_message_pin("G1", timestamp=t + 61)
+        s.insert_message(Message.text("team", "a reply to a root not stored here", sender="bob",
+                                      msg_id="T2", chat_type=ChatType.GROUP_CHAT,
+                                      timestamp=t + 18, thread_id="GONE"))
         s.add_group_acks([GroupReadAck("G1", "team", "bob", t + 20)])
         s.apply_recall(["R1"], t + 30)
         s.apply_edit("E1", TextBody("edited text"), t + 31)
@@ -580,11 +588,16 @@ def _everything(path: Path) -> tuple[list, list]:
 
     with imstore.open(path, user_id=imstore.MessageStore.stored_owner(path) or "?") as s:
         convs = sorted(s.conversations(), key=lambda c: c.conv_id)
-        msgs = [{**to_dict(m), "reactions": s.reactions(m.msg_id)}
+        msgs = [{**to_dict(m), "reactions": s.reactions(m.msg_id),
+                 "reaction_records": s.reaction_records([m.msg_id])}
                 for c in convs for m in s.messages(c.conv_id, limit=400)]
-        msgs += [{"pins": [m.msg_id for m in s.pinned_messages(c.conv_id)]} for c in convs]
-        msgs += [to_dict(m) for c in convs for root in s.threads(c.conv_id, limit=400)
+        msgs += [{"pins": [m.msg_id for m in s.pinned_messages(c.conv_id)],
+                  "pin_records": s.pin_records(c.conv_id)} for c in convs]
+        msgs += [{**to_dict(m), "reaction_records": s.reaction_records([m.msg_id])}
+                 for c in convs for root in s.threads(c.conv_id, limit=400)
                  for m in s.thread_messages(root.root, limit=400)]
+        msgs += [{"threads": [(t.root, t.reply_count, t.last_reply and t.last_reply.msg_id)
+                              for t in s.threads(c.conv_id)]} for c in convs]
         return ([(conversation_record(c), c.unread_count) for c in convs], msgs)
 
 
@@ -596,22 +609,112 @@ def test_export_then_import_reproduces_the_store_field_by_field(tmp_path: Path, 
     code, text, err = run(["import", str(out), "--store", str(copy), "--json"], capsys)
     assert code == 0, err
     result = json.loads(text)[str(out)]
-    assert (result["imported"], result["skipped"]) == (9, 0), result
+    assert (result["imported"], result["skipped"]) == (10, 0), result
     assert imstore.MessageStore.stored_owner(copy) == "alice"  # the owner came with the export
     (convs_a, msgs_a), (convs_b, msgs_b) = _everything(src), _everything(copy)
-    assert len(msgs_a) == 9 + 3 and len(convs_a) == 3
+    assert len(msgs_a) == 8 + 3 + 2 + 3 and len(convs_a) == 3
     for a, b in zip(msgs_a, msgs_b, strict=True):
         for field in a:
-            assert a[field] == b[field], (a["msg_id"], field)
+            assert a[field] == b[field], (a.get("msg_id"), field)
     assert convs_a == convs_b
     by_id = {m["msg_id"]: m for m in msgs_b if "msg_id" in m}
     assert {r.key: r.count for r in by_id["E1"]["reactions"]} == {"👍": 2, "🎉": 1}
-    assert {"pins": ["G1", "E1"]} in msgs_b
+    t = 1_600_000_000_000
+    assert [(r.key, r.sender, r.reaction_id, r.timestamp) for r in by_id["E1"]["reaction_records"]
+            ] == [("👍", "bob", "$r1", t + 70), ("🎉", "carol", None, t + 71),
+                  ("👍", "alice", None, t + 72)]
+    assert len(by_id["G1"]["reaction_records"]) == 25 and by_id["G1"]["reactions"][0].count == 25
+    assert [r.key for r in by_id["T1"]["reaction_records"]] == ["👀"]
+    pins = next(m for m in msgs_b if m.get("pins"))
+    assert pins["pins"] == ["G1", "E1"]
+    assert [(p.msg_id, p.pinned_at, p.pinned_by) for p in pins["pin_records"]] == [
+        ("G1", t + 61, None), ("E1", t + 60, "carol")]
+    assert ("GONE", 1, "T2") in next(m for m in msgs_b if m.get("threads") and
+                                     len(m["threads"]) == 2)["threads"]
+    img = next(m for m in msgs_b if m.get("type") == "IMAGE")
+    assert img["body"]["caption"] == "the view from here"
+    assert by_id["T1"]["body"]["formatted"] == "<b>a reply</b> in a thread"
+    assert by_id["T1"]["reply_to"] == "E1"
+    team = next(rec for rec, _unread in convs_b if rec["conv_id"] == "team")
+    assert team["title"] == "The team" and team["pinned_at"] == t + 50
+    assert team["marks"] == ["unread", "work"]
+    assert next(rec for rec, _u in convs_b if rec["conv_id"] == "bob")["draft"] == "see you"
     assert by_id["R1"]["recalled_at"] and by_id["E1"]["edited_at"]
     assert by_id["E1"]["body"]["text"] == "edited text"
     assert by_id["S1"]["local_id"] and by_id["S1"]["is_read_acked"]
     assert by_id["G1"]["group_ack_count"] == 1
     assert by_id["T1"]["thread_id"] == "E1" and by_id["T1"]["local_ext"] == {"seen_on": "laptop"}
+
+
+def test_export_skips_and_counts_an_undecodable_message_and_verify_lists_it(tmp_path: Path,
+                                                                            capsys):
+    store, out = tmp_path / "s", tmp_path / "out.jsonl"
+    with imstore.open(store, user_id="alice") as s:
+        s.import_messages([Message.text("alice", f"m{i}", sender="bob", msg_id=f"m{i}",
+                                        timestamp=1_600_000_000_000 + i) for i in range(3)]
+                          + [Message.text("alice", "hi", sender="carol", msg_id="c1",
+                                          timestamp=1_600_000_000_100)])
+    db = sqlite3.connect(store / "imstore.db")
+    db.execute("UPDATE message SET body = X'01C1C1' WHERE msg_id = 'm1'")
+    db.execute("UPDATE conversation SET ext = X'C1FF' WHERE conv_id = 'carol'")
+    db.commit()
+    db.close()
+    code, text, err = run(["export", "--store", str(store), "-o", str(out)], capsys)
+    assert code == 0, err
+    assert "3 messages written" in text and "left out 1 message(s)" in text
+    assert sorted(m["msg_id"] for m in exported_messages(out)) == ["c1", "m0", "m2"]
+    code, text, err = run(["export", "--store", str(store), "--json", "-o", str(out)], capsys)
+    assert json.loads(text)["undecodable"] == 1
+    code, text, _ = run(["verify", "--store", str(store)], capsys)
+    assert "undecodable messages" in text and "m1" in text
+    assert "unreadable conversations" in text and "carol" in text
+    code, text, _ = run(["verify", "--store", str(store), "--json"], capsys)
+    report = json.loads(text)
+    assert report["undecodable"] == ["m1"] and report["unreadable_conversations"] == ["carol"]
+
+
+def test_what_importers_mapped_survives_export_and_import(tmp_path: Path, capsys):
+    src, copy, out = tmp_path / "src", tmp_path / "copy", tmp_path / "all.jsonl"
+    (tmp_path / "tg").mkdir()
+    code, _, err = run(["import", str(write_account(tmp_path / "tg")),
+                        str(write_slack(tmp_path / "s.zip")), "--me", "ann", "--store", str(src)],
+                       capsys)
+    assert code == 0, err
+    run(["export", "--store", str(src), "-o", str(out)], capsys)
+    code, _, err = run(["import", str(out), "--store", str(copy)], capsys)
+    assert code == 0, err
+
+    def state(path: Path) -> tuple[list, list, list]:
+        with imstore.open(path, user_id="tg:111") as s:
+            convs = [c.conv_id for c in s.conversations()]
+            msgs = [m for c in convs for m in s.messages(c, limit=400)]
+            msgs += [m for c in convs for t in s.threads(c) for m in s.thread_messages(t.root)]
+            return (sorted((m.msg_id, m.reply_to, m.thread_id, m.body) for m in msgs),
+                    sorted(s.reaction_records([m.msg_id for m in msgs]),
+                           key=lambda r: (r.msg_id, r.timestamp, r.key, r.sender)),
+                    [s.pin_records(c) for c in convs])
+
+    before, after = state(src), state(copy)
+    assert before == after
+    assert len(before[1]) >= 8 and sum(map(len, before[2])) == 2  # a Telegram and a Slack pin
+    assert any(t for _id, _r, t, _b in before[0])  # the Slack thread reply
+
+
+def test_an_export_with_more_threads_than_a_page_asks_each_message(tmp_path: Path):
+    from imstore.importers.jsonl import export_store
+
+    with imstore.open(":memory:", user_id="alice") as s:
+        for i in range(3):
+            s.insert_message(Message.text("bob", f"root {i}", msg_id=f"r{i}", timestamp=10 + i))
+            s.insert_message(Message.text("bob", f"reply {i}", msg_id=f"t{i}", timestamp=20 + i,
+                                          thread_id=f"r{i}"))
+        # each page, then the replies of its roots: with a page of 2, the 3 threads are more
+        # than a page, and every message is asked for its replies
+        for page, want in ((2, ["r0", "r1", "t0", "t1", "r2", "t2"]),
+                           (400, ["r0", "r1", "r2", "t0", "t1", "t2"])):
+            out = io.StringIO()
+            assert export_store(s, out, ["bob"], page=page).written == 6
+            assert [d["msg_id"] for d in ndjson(out.getvalue()) if "record" not in d] == want
 
 
 def test_every_message_and_conversation_field_is_exported():

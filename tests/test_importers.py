@@ -57,10 +57,19 @@ ACCOUNT: dict[str, Any] = {
         {"name": "Hiking club", "type": "private_supergroup", "id": 333, "messages": [
             {"id": 10, "type": "message", "date": "2021-03-02T10:00:00",
              "date_unixtime": "1614679200", "from": "Ann Lee", "from_id": "user111",
-             "text": "who comes Sunday?", "text_entities": []},
+             "text": ["who comes ", {"type": "bold", "text": "Sunday"}, "?"],
+             "text_entities": [{"type": "plain", "text": "who comes "},
+                               {"type": "bold", "text": "Sunday"},
+                               {"type": "plain", "text": "?"}]},
             {"id": 11, "type": "message", "date": "2021-03-02T10:05:00",
              "date_unixtime": "1614679500", "from": "Carl", "from_id": "user444", "text": "me!",
-             "text_entities": []},
+             "reply_to_message_id": 10, "text_entities": [], "reactions": [
+                 {"type": "emoji", "count": 3, "emoji": "❤", "recent": [
+                     {"from": "Ann Lee", "from_id": "user111", "date": "2021-03-02T10:07:00",
+                      "date_unixtime": "1614679620"},
+                     {"from": "Bob Smith", "from_id": "user222", "date": "2021-03-02T10:06:30",
+                      "date_unixtime": "1614679590"}]},
+                 {"type": "custom_emoji", "count": 1, "document_id": "5368324170671202286"}]},
             {"id": 12, "type": "service", "date": "2021-03-02T10:06:00",
              "date_unixtime": "1614679560", "actor": "Ann Lee", "actor_id": "user111",
              "action": "pin_message", "message_id": 10, "text": "", "text_entities": []},
@@ -94,7 +103,12 @@ def write_whatsapp(folder: Path, name: str = "WhatsApp Chat with Dana.txt", text
     return path
 
 
-def write_slack(path: Path, *, extra_files: bool = True) -> Path:
+BROADCAST = {"type": "message", "subtype": "thread_broadcast", "user": "U3",
+             "text": "also in the channel", "ts": "1614600001.500100",
+             "thread_ts": "1614600000.000100"}
+
+
+def write_slack(path: Path, *, extra_files: bool = True, more: tuple[dict, ...] = ()) -> Path:
     users = [{"id": "U1", "name": "ann", "real_name": "Ann Lee"},
              {"id": "U2", "name": "bob", "real_name": "Bob Smith"},
              {"id": "U3", "name": "carl", "real_name": "Carl"}]
@@ -103,10 +117,12 @@ def write_slack(path: Path, *, extra_files: bool = True) -> Path:
         {"type": "message", "user": "U2", "text": "reply", "ts": "1614600001.000100",
          "thread_ts": "1614600000.000100", "edited": {"user": "U2", "ts": "1614600005.000000"}},
         {"type": "message", "subtype": "bot_message", "bot_id": "B1", "username": "ci",
-         "text": "", "ts": "1614600002.000100",
+         "text": "", "ts": "1614600002.000100", "pinned_to": ["C1"],
          "attachments": [{"pretext": "build 7", "title": "passed", "text": "all green",
                           "fields": [{"title": "branch", "value": "main"}], "color": "good"}]},
         {"type": "message", "user": "U3", "text": "two files", "ts": "1614600003.000100",
+         "reactions": [{"name": "+1", "users": ["U1", "U2"], "count": 3},
+                       {"name": "tada", "users": ["U3"], "count": 1}],
          "files": [{"id": "F1", "name": "a.png", "mimetype": "image/png", "size": 10,
                     "url_private": "https://files.slack.com/a.png?t=x"},
                    {"id": "F2", "name": "b.pdf", "mimetype": "application/pdf", "size": 20}]},
@@ -121,6 +137,7 @@ def write_slack(path: Path, *, extra_files: bool = True) -> Path:
         z.writestr("channels.json", json.dumps([{"id": "C1", "name": "general",
                                                   "members": ["U1", "U2", "U3"]}]))
         z.writestr("dms.json", json.dumps([{"id": "D1", "members": ["U1", "U2"]}]))
+        general = sorted([*general, *more], key=lambda e: e["ts"])
         z.writestr("general/2021-03-01.json", json.dumps(general if extra_files else general[:1]))
         z.writestr("D1/2021-03-01.json", json.dumps(dm))
     return path
@@ -187,19 +204,35 @@ def test_account_export_maps_me_replies_edits_calls_pins_and_dice(tmp_path: Path
         assert [m.direction for m in chat] == [Direction.RECEIVE, Direction.SEND, Direction.SEND,
                                                Direction.RECEIVE, Direction.RECEIVE]
         hi, reply, call, dice, last = chat
-        assert store.get_message(reply.ext["reply_to"]).msg_id == hi.msg_id
+        assert reply.reply_to == hi.msg_id and "reply_to" not in reply.ext
         assert reply.ext["edited"] and reply.ext["edited_at"] == 1614592920000
         assert call.body.event == "telegram.phone_call"
         assert (call.body.params["duration_seconds"], call.body.params["discard_reason"]) == \
             ("65", "hangup")
         assert dice.body.event == "telegram.dice" and json.loads(dice.body.params["dice"]) == \
             {"emoji": "🎲", "value": 4}
-        assert last.ext["raw"]["reactions"][0]["emoji"] == "👍"
+        # a reaction counted without its sender (exports before 2024): an anonymous one
+        assert store.reactions(last.msg_id) == [imstore.Reaction("👍", 1, ("tg:anonymous:1",),
+                                                                 False)]
+        assert "raw" not in last.ext
         assert hi.ext["sender_name"] == "Bob Smith" and hi.sender == "tg:222"
         group = store.messages("tg:group:333")
         assert [m.direction for m in group] == [Direction.SEND, Direction.RECEIVE, Direction.SEND]
         assert group[1].sender == "tg:444" and group[1].ext["sender_name"] == "Carl"
         assert store.get_message(group[2].ext["pinned"]).body.text == "who comes Sunday?"
+        assert [(p.msg_id, p.pinned_at, p.pinned_by) for p in store.pin_records("tg:group:333")
+                ] == [(group[0].msg_id, 1614679560000, "tg:111")]
+        assert group[0].body.formatted == "who comes <b>Sunday</b>?"
+        assert store.search_messages("Sunday") == [group[0]]  # the plain text is searched
+        assert group[1].reply_to == group[0].msg_id
+        # who reacted when, as the export says; the rest of the count anonymous, at the
+        # message's time
+        assert {(r.key, r.sender, r.timestamp) for r in store.reaction_records([group[1].msg_id])
+                } == {("❤", "tg:anonymous:1", 1614679500000), ("❤", "tg:222", 1614679590000),
+                      ("custom_emoji:5368324170671202286", "tg:anonymous:1", 1614679500000),
+                      ("❤", "tg:111", 1614679620000)}
+        heart = next(r for r in store.reactions(group[1].msg_id) if r.key == "❤")
+        assert heart == imstore.Reaction("❤", 3, ("tg:anonymous:1", "tg:222", "tg:111"), True)
         assert store.conversation("tg:222").title == "Bob Smith"
 
 
@@ -240,7 +273,28 @@ def test_telegram_media_types(data_dir: Path, store):
     assert forwarded and {m.msg_id for m in saved if m.direction == Direction.SEND} == {
         m.msg_id for m in saved if m.msg_id not in forwarded and m.ext.get("sender_name") == "Ben"}
     reply = next(m for m in saved if m.ext.get("tg_id") == 7)
-    assert store.get_message(reply.ext["reply_to"]).ext["poll"]["question"] == "quiz poll"
+    assert store.get_message(reply.reply_to).ext["poll"]["question"] == "quiz poll"
+
+
+def test_telegram_real_exports_map_replies_pins_and_formatting(data_dir: Path, store):
+    import_file(store, str(data_dir / "exports" / "telegram" / "innerdvations_private_channel.json"))
+    import_file(store, str(data_dir / "exports" / "telegram" / "innerdvations_saved.json"))
+    channel = store.messages("tg:channel:10036995664", limit=400)
+    by_tg = {m.ext["tg_id"]: m for m in channel}
+    assert by_tg[3].reply_to == by_tg[2].msg_id and by_tg[7].reply_to == by_tg[6].msg_id
+    # the service message "pinned message 3" pins it, by its actor, at the service's time
+    assert [(p.msg_id, p.pinned_at, p.pinned_by) for p in store.pin_records(
+        "tg:channel:10036995664")] == [(by_tg[3].msg_id, by_tg[4].timestamp, "tg:10036995664")]
+    assert [m.msg_id for m in store.pinned_messages("tg:channel:10036995664")] == [by_tg[3].msg_id]
+    saved = {m.ext.get("tg_id"): m for m in store.messages("tg:saved:9999999999", limit=400)}
+    styled = saved[319973].body
+    assert "<b>bold text</b>" in styled.formatted and "<i>italicized text</i>" in styled.formatted
+    assert "<br><br><u>underlined text</u><s>and strikethrough text</s>" in styled.formatted
+    assert styled.text.startswith("Just some text with formatting like bold text")
+    assert store.search_messages("italicized") == [saved[319973]]  # plain text, not the HTML
+    assert '<a href="http://mystery.knightlab.com/">' in saved[176169].body.formatted
+    assert saved[225569].body.formatted.count("<a href=") == 1  # a mention is plain text
+    assert saved[7].reply_to == saved[6].msg_id
 
 
 def test_telegram_polls_and_stickers_are_found_in_the_default_scope(data_dir: Path, store):
@@ -551,26 +605,44 @@ def test_slack_export(data_dir: Path, store):
     comment = next(m for m in texts if m.ext.get("file") == "10_cities.js")
     assert comment.sender == "slack:U0BMS113R" and comment.body.text.startswith("```")
     assert any(m.ext.get("edited") for m in texts)
-    assert any("reactions" in m.ext.get("raw", {}) for m in all_messages(store))
+    # the file comment is a reply to the message that shared the file
+    shared = store.get_message(comment.reply_to)
+    assert shared.type == MessageType.FILE and shared.body.display_name == "10_cities.js"
+    assert not any("reactions" in m.ext.get("raw", {}) for m in all_messages(store))
+    reacted = store.get_message("slack:C0JGLMMNX:1459154014.000018")
+    assert store.reactions(reacted.msg_id) == [imstore.Reaction(":botman:", 1,
+                                                                ("slack:U0BMYT2FL",), False)]
 
 
 def test_slack_files_bots_comments_threads_and_dms(tmp_path: Path):
-    path = write_slack(tmp_path / "workspace.zip")
+    path = write_slack(tmp_path / "workspace.zip", more=(BROADCAST,))
     with imstore.open(":memory:", user_id="ann-everywhere") as store:
         res = import_file(store, str(path), options=ImportOptions(me=("Ann Lee",)))
-        assert (res.imported, res.skipped) == (8, 0)
+        assert (res.imported, res.skipped) == (9, 0)
         general = store.messages("slack:general", limit=50)
         assert general[0].direction == Direction.SEND and general[0].body.text == "hello @bob"
-        reply = general[1]
-        assert reply.ext["reply_to"] == general[0].msg_id and reply.ext["edited_at"] == 1614600005000
+        # a thread reply is out of the main timeline, in its root's thread
+        (reply,) = store.thread_messages(general[0].msg_id)
+        assert reply.thread_id == general[0].msg_id and reply.ext["edited_at"] == 1614600005000
+        assert [(t.root, t.reply_count) for t in store.threads("slack:general")] == [
+            (general[0].msg_id, 1)]
+        assert general[1].body.text == "also in the channel"
+        assert general[1].reply_to == general[0].msg_id and general[1].thread_id is None
         bot = general[2]
         assert bot.body.text == "build 7\npassed\nall green\nbranch: main"
         assert bot.ext["raw"]["attachments"] == [{"color": "good"}] and bot.ext["sender_name"] == "ci"
+        assert [(p.msg_id, p.pinned_at) for p in store.pin_records("slack:general")] == [
+            (bot.msg_id, 1614600002000)]
         a, b = general[3], general[4]
         assert (a.type, b.type) == (MessageType.IMAGE, MessageType.FILE)
         assert b.ext["part_of"] == a.msg_id and a.body.caption == "two files"
         assert store.search_messages("two files") == [a]  # a caption, in the default scope
         assert general[5].sender == "slack:U2" and general[5].body.text == "nice"
+        assert general[5].reply_to == a.msg_id  # a file comment replies to the file's message
+        assert {(r.key, r.sender) for r in store.reaction_records([a.msg_id])} == {
+            (":+1:", "ann-everywhere"), (":+1:", "slack:U2"), (":+1:", "slack:anonymous:1"),
+            (":tada:", "slack:U3")}
+        assert "raw" not in a.ext
         dm = store.conversation("slack:U2")
         assert dm.chat_type == ChatType.CHAT and dm.title == "Bob Smith"
         assert [m.direction for m in store.messages("slack:U2")] == [Direction.RECEIVE,
@@ -654,6 +726,40 @@ def test_jsonl_round_trip_is_lossless(tmp_path: Path):
     assert dst.unread_count("bob") == src.unread_count("bob") == 1
     src.close()
     dst.close()
+
+
+def test_a_version_1_export_s_reactions_and_pins_come_back_in_their_order(tmp_path: Path):
+    lines = [{"record": "store", "owner": "alice", "version": 1},
+             {"record": "conversation", "conv_id": "bob", "chat_type": "CHAT"},
+             *[to_dict(Message.text("alice", t, sender="bob", msg_id=t, timestamp=1_600_000_000_000
+                                    + i)) for i, t in enumerate(("a", "b"))],
+             {"record": "reactions", "msg_id": "a", "reactions": {"👍": ["bob", "alice"],
+                                                                 "🎉": ["carol"]}},
+             {"record": "pins", "conv_id": "bob", "msg_ids": ["b", "a"]}]
+    path = tmp_path / "v1.jsonl"
+    path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines),
+                    encoding="utf-8")
+    with imstore.open(":memory:", user_id="alice") as store:
+        assert import_file(store, str(path)).imported == 2
+        assert [(r.key, r.senders) for r in store.reactions("a")] == [("👍", ("bob", "alice")),
+                                                                      ("🎉", ("carol",))]
+        assert [m.msg_id for m in store.pinned_messages("bob")] == ["b", "a"]
+
+
+def test_a_reaction_the_store_refuses_is_skipped_with_its_reason(tmp_path: Path):
+    doc = {"name": "Bob", "type": "personal_chat", "id": 222, "messages": [
+        {"id": 1, "type": "message", "date_unixtime": "1614592800", "from": "Bob",
+         "from_id": "user222", "text": "hi", "reactions": [
+             {"type": "emoji", "count": 1, "emoji": "x" * 300},
+             {"type": "emoji", "count": 1, "emoji": "👍"}]}]}
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with imstore.open(":memory:", user_id="tg:111") as store:
+        res = import_file(store, str(path))
+        assert (res.imported, res.skipped) == (1, 0)
+        assert [r.key for r in store.reactions(store.messages("tg:222")[0].msg_id)] == ["👍"]
+        assert list(res.reasons) == ["reactions: key must be a non-empty str of at most 256 "
+                                     "characters"], res.reasons
 
 
 @pytest.mark.parametrize("content, where", [

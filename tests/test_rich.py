@@ -281,6 +281,26 @@ def test_senders_are_listed_up_to_a_limit_and_counted_in_full(store: MessageStor
     assert r.count == 30 and r.senders == tuple(f"user{i:02}" for i in range(20))
 
 
+def test_reaction_records_list_every_sender_with_id_and_time(store: MessageStore):
+    from imstore import ReactionRecord
+
+    m = store.insert_message(recv("popular", ts=1))
+    n = store.insert_message(recv("quiet", ts=2))
+    for i in range(25):
+        store.apply_reaction(m.msg_id, "🎉", f"user{i:02}", reaction_id=f"$r{i}",
+                             timestamp=100 + i)
+    store.apply_reaction(n.msg_id, "👍", timestamp=50)
+    records = store.reaction_records([m.msg_id, "unknown", n.msg_id])
+    assert records[:2] == [ReactionRecord(m.msg_id, "🎉", "user00", "$r0", 100),
+                           ReactionRecord(m.msg_id, "🎉", "user01", "$r1", 101)]
+    assert len(records) == 26 and store.reactions(m.msg_id)[0].count == 25
+    assert records[-1] == ReactionRecord(n.msg_id, "👍", "alice", None, 50)
+    assert store.reaction_records([]) == []
+    with pytest.raises(IMError) as err:
+        store.reaction_records("not a list")
+    assert err.value.code == ErrorCode.INVALID_PARAM
+
+
 # ------------------------------------------------------------------------------ pinned messages
 
 
@@ -291,6 +311,8 @@ def test_pinned_messages_newest_pin_first(store: MessageStore):
     assert store.apply_message_pin(b.msg_id, timestamp=10)
     assert not store.apply_message_pin(b.msg_id, timestamp=30)  # already pinned
     assert texts(store.pinned_messages("bob")) == ["a", "b"]
+    assert [(p.msg_id, p.pinned_at, p.pinned_by) for p in store.pin_records("bob")] == [
+        (a.msg_id, 20, "bob"), (b.msg_id, 10, None)]
     assert store.apply_message_pin(a.msg_id, pinned=False)
     assert texts(store.pinned_messages("bob")) == ["b"]
     assert not store.apply_message_pin("unknown")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from ..errors import ErrorCode, IMError
@@ -106,14 +107,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         with output_file(args.output) as out:
             bar = Progress("exporting", sum(store.message_count(c) for c in convs))
             try:
-                n = export_store(store, out, convs, progress=bar)
+                res = export_store(store, out, convs, progress=bar)
             finally:
                 bar.close()
+    left_out = (f"; left out {res.undecodable} message(s) whose stored body cannot be decoded "
+                "(`imstore verify` counts them)") if res.undecodable else ""
     if args.output and args.output != "-":
         if args.json:
-            print_json({"exported": n, "file": args.output})
+            print_json({"exported": res.written, "undecodable": res.undecodable,
+                        "file": args.output})
         else:
-            print(f"{n} messages written to {args.output}")
+            print(f"{res.written} messages written to {args.output}{left_out}")
+    elif left_out:
+        print(f"imstore: {res.written} messages written{left_out}", file=sys.stderr)
     return 0
 
 
@@ -143,9 +149,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with require_store(args) as store:
         report = store.verify()
     lines = [f"{k:<24} {v}" for k, v in report.repaired.items()]
-    lines.append("all consistent" if report.ok else f"repaired {report.total} item(s)")
-    emit(args, {"ok": report.ok, "repaired": report.repaired}, lines)
+    for what, ids in (("undecodable messages", report.undecodable),
+                      ("unreadable conversations", report.unreadable_conversations)):
+        if ids:
+            lines.append(f"{what:<24} {len(ids)}: " + ", ".join(ids[:_SHOWN])
+                         + (f" (and {len(ids) - _SHOWN} more; --json lists all)"
+                            if len(ids) > _SHOWN else ""))
+    lines.append("all consistent" if report.ok else
+                 f"repaired {report.total} item(s)" if not (report.undecodable or
+                                                          report.unreadable_conversations)
+                 else f"repaired {report.total} item(s); what cannot be read is listed above "
+                      "(kept as it is, never guessed at)")
+    emit(args, {"ok": report.ok, "repaired": report.repaired,
+                "undecodable": report.undecodable,
+                "unreadable_conversations": report.unreadable_conversations,
+                "pending_receipts": report.pending_receipts}, lines)
     return 0
+
+
+_SHOWN = 10  # ids `verify` prints of each kind of unreadable row
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

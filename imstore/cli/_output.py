@@ -57,7 +57,8 @@ def summary(msg: Message) -> str:
     if ext.get("caption"):
         text += " -- " + str(ext["caption"]).replace("\n", " ")
     marks = "".join(f" [{m}]" for m, on in (("edited", ext.get("edited")),) if on)
-    reply = "[reply] " if ext.get("reply_to") else ""
+    reply = ("[thread] " if msg.thread_id else "") + (
+        "[reply] " if msg.reply_to or ext.get("reply_to") else "")
     return f"{reply}{label}{text}{marks}"
 
 

@@ -14,6 +14,9 @@ Rules kept here:
   imported at all is counted with its reason (`ImportResult.reasons`);
 - conversation titles go to the conversation's ``title``, sender display names to the
   message's ``ext["sender_name"]``;
+- replies, thread replies and formatted text are message fields; reactions and pins need their
+  message stored, so a reader queues them in ``info.state["relations"]`` (as
+  `jsonl.restore_relations` takes them) and `save_titles` applies them after the messages;
 - the library API (`scan`, `read`, `import_file`) raises only `IMError`: a malformed export is
   INVALID_PARAM naming the file, an unreadable one FILE_INVALID; one malformed entry is skipped
   with its reason.
@@ -245,21 +248,24 @@ def read_file(path: str, *, owner: str = "", fmt: str = "auto", me: tuple[str, .
     return read(path, opts, info, skipped)
 
 
-def save_titles(store: Any, path: str, info: ExportInfo) -> None:
-    """Give the export's conversations that are in the store their titles; an imstore export's
-    conversations get back every field it kept."""
-    if info.format == "jsonl":
-        from .jsonl import restore_conversation, restore_relations
+def save_titles(store: Any, path: str, info: ExportInfo, skipped: Skipped | None = None
+                ) -> None:
+    """Once the messages are in: give the export's conversations that are in the store their
+    titles (an imstore export's conversations get back every field it kept), and put back the
+    reactions and pins the readers collected in ``info.state["relations"]`` (those of messages
+    that are not stored change nothing; one the store refuses goes to ``skipped``)."""
+    from .jsonl import restore_conversation, restore_relations
 
+    if info.format == "jsonl":
         for fields in info.state.get("convs", {}).values():
             restore_conversation(store, fields)
-        for kind, fields in info.state.get("relations", ()):
-            restore_relations(store, kind, fields)
-        return
-    for conv_id, (_ctype, title) in conversations(path, info).items():
-        conv = store.conversation(conv_id)
-        if conv is not None and title and conv.title != title:
-            store.set_conversation_title(conv_id, title)
+    else:
+        for conv_id, (_ctype, title) in conversations(path, info).items():
+            conv = store.conversation(conv_id)
+            if conv is not None and title and conv.title != title:
+                store.set_conversation_title(conv_id, title)
+    for kind, fields in info.state.get("relations", ()):
+        restore_relations(store, kind, fields, skipped)
 
 
 def import_file(store: Any, path: str, *, fmt: str = "auto", options: ImportOptions | None = None,
@@ -297,9 +303,10 @@ def import_file(store: Any, path: str, *, fmt: str = "auto", options: ImportOpti
         result: ImportResult = store.import_messages(messages, batch_size=batch_size,
                                                      progress=progress)
     finally:
-        save_titles(store, path, info)
+        save_titles(store, path, info, skipped)
     for reason, n in reasons.items():
-        result.skipped += n
+        if not reason.startswith(("reactions:", "pins:")):  # not messages: reasons only
+            result.skipped += n
         result.reasons[reason] = result.reasons.get(reason, 0) + n
     return result
 

@@ -7,9 +7,12 @@ One JSON object a line, of these records:
   `Conversation` that is not derived from its messages (the unread count and last message are);
 - a message: every field of `Message` (a line without ``record``; exports of older versions
   are messages only, and still read); a thread's replies follow the page holding its root;
-- ``{"record": "reactions", "msg_id", "reactions": {key: [sender, ...]}}`` after a message that
-  has any, and ``{"record": "pins", "conv_id", "msg_ids"}`` (newest pin first) after a
-  conversation's messages: put back once the messages are in.
+- ``{"record": "reactions", "msg_id", "reactions": [{"key", "sender", "at", "id"}, ...]}`` after
+  a message that has any (every sender, oldest first, with the time and the server's id of each
+  reaction), and ``{"record": "pins", "conv_id", "pins": [{"msg_id", "at", "by"}, ...]}`` (newest
+  pin first) after a conversation's messages: put back once the messages are in. Version 1 wrote
+  ``{key: [sender, ...]}`` and ``msg_ids`` (order, no times); both still read.
+- a message whose stored body cannot be decoded is left out and counted (`ExportResult`).
 
 Rules kept here:
 - every field is written: the records are derived from the dataclass fields, and a field whose
@@ -27,18 +30,27 @@ import base64
 import dataclasses
 import json
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import IO, Any
 
 from ..codec import body_from_dict, body_to_dict
 from ..errors import ErrorCode, IMError
-from ..message import ChatType, Conversation, Direction, Message, MessageStatus, MessageType
+from ..message import (
+    ChatType,
+    Conversation,
+    Direction,
+    Message,
+    MessageStatus,
+    MessageType,
+    UndecodableBody,
+)
 
-__all__ = ["FORMAT_VERSION", "conversation_record", "dumps", "export_store", "from_dict",
-           "is_record", "loads", "read_jsonl", "read_lines", "restore_conversation",
+__all__ = ["FORMAT_VERSION", "ExportResult", "conversation_record", "dumps", "export_store",
+           "from_dict", "is_record", "loads", "read_jsonl", "read_lines", "restore_conversation",
            "restore_relations", "to_dict", "write_jsonl"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: reactions and pins with their times, ids and pinners
 ConversationRecord = dict[str, Any]
 
 
@@ -162,43 +174,76 @@ def restore_conversation(store: Any, fields: ConversationRecord) -> None:
 
 
 def _reactions_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    reactions = obj["reactions"]
-    if not isinstance(obj["msg_id"], str) or not isinstance(reactions, dict) or not all(
-            isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
-            for k, v in reactions.items()):
-        raise TypeError("reactions: {key: [sender, ...]} of a msg_id")
-    return {"msg_id": obj["msg_id"], "reactions": reactions}
+    """A ``reactions`` record: ``[{key, sender, at, id}, ...]``, or a format-1 export's
+    ``{key: [sender, ...]}`` (order only: times count up from `_ORDER_BASE`)."""
+    reactions, msg_id = obj["reactions"], obj["msg_id"]
+    if not isinstance(msg_id, str):
+        raise TypeError("reactions: of a msg_id")
+    if isinstance(reactions, dict):
+        if not all(isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+                   for k, v in reactions.items()):
+            raise TypeError("reactions: {key: [sender, ...]} of a msg_id")
+        rows = [(k, x, None, None) for k, v in reactions.items() for x in v]
+    elif isinstance(reactions, list) and all(isinstance(r, dict) for r in reactions):
+        rows = [(r["key"], r["sender"], r.get("id"), r.get("at")) for r in reactions]
+        if not all(isinstance(k, str) and isinstance(x, str) and (i is None or isinstance(i, str))
+                   and (t is None or isinstance(t, int)) for k, x, i, t in rows):
+            raise TypeError("reactions: [{key, sender, at, id}, ...]")
+    else:
+        raise TypeError("reactions: a list of {key, sender, at, id}")
+    return {"msg_id": msg_id, "reactions": rows}
 
 
 def _pins_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    ids = obj["msg_ids"]
-    if not isinstance(obj["conv_id"], str) or not isinstance(ids, list) or not all(
-            isinstance(x, str) for x in ids):
-        raise TypeError("pins: a list of msg_ids of a conv_id")
-    return {"conv_id": obj["conv_id"], "msg_ids": ids}
+    """A ``pins`` record: ``[{msg_id, at, by}, ...]``, or a format-1 export's ``msg_ids``
+    (newest first, order only)."""
+    if not isinstance(obj["conv_id"], str):
+        raise TypeError("pins: of a conv_id")
+    if "pins" in obj:
+        pins = obj["pins"]
+        if not isinstance(pins, list) or not all(isinstance(p, dict) for p in pins):
+            raise TypeError("pins: a list of {msg_id, at, by}")
+        rows = [(p["msg_id"], p.get("at"), p.get("by")) for p in pins]
+    else:
+        ids = obj["msg_ids"]
+        if not isinstance(ids, list):
+            raise TypeError("pins: a list of msg_ids of a conv_id")
+        rows = [(i, None, None) for i in ids]
+    if not all(isinstance(i, str) and (t is None or isinstance(t, int))
+               and (b is None or isinstance(b, str)) for i, t, b in rows):
+        raise TypeError("pins: {msg_id: str, at: ms, by: str}")
+    return {"conv_id": obj["conv_id"], "pins": rows}
 
 
 _RELATION_READERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "reactions": _reactions_fields, "pins": _pins_fields}
 
 
-def restore_relations(store: Any, kind: str, fields: dict[str, Any]) -> None:
-    """Put a ``reactions`` or ``pins`` record back (after the messages are imported)."""
-    if kind == "reactions":  # in their order: oldest key first, oldest sender first
-        n = 0
-        for key, senders in fields["reactions"].items():
-            for sender in senders:
-                n += 1
-                store.apply_reaction(fields["msg_id"], key, sender, timestamp=_ORDER_BASE + n)
+def restore_relations(store: Any, kind: str, fields: dict[str, Any],
+                      skipped: Callable[[str], None] | None = None) -> None:
+    """Put a ``reactions`` or ``pins`` record back (after the messages are imported), with the
+    times, ids and pinners it kept. One the store refuses (a key or time out of its limits) is
+    left out, its reason told to ``skipped`` (without one: raised)."""
+    def one(apply: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        try:
+            apply(*args, **kw)
+        except IMError as exc:
+            if skipped is None:
+                raise
+            skipped(f"{kind}: {str(exc.description).split(', not ')[0]}")
+
+    if kind == "reactions":  # in their order: oldest first
+        for n, (key, sender, rid, at) in enumerate(fields["reactions"], 1):
+            one(store.apply_reaction, fields["msg_id"], key, sender, reaction_id=rid,
+                timestamp=_ORDER_BASE + n if at is None else at)
         return
-    # pins: newest first; the export keeps their order, not their times
-    ids = fields["msg_ids"]
-    for i, msg_id in enumerate(reversed(ids)):
-        store.apply_message_pin(msg_id, timestamp=_ORDER_BASE + i)
+    for i, (msg_id, at, by) in enumerate(reversed(fields["pins"])):  # oldest pin first
+        one(store.apply_message_pin, msg_id, pinned_by=by,
+            timestamp=_ORDER_BASE + i if at is None else at)
 
 
-# Restored reactions and pins keep their order, not their times (the public API does not give
-# them): their times count up from here.
+# A format-1 export kept the order of reactions and pins, not their times: restored, their times
+# count up from here.
 _ORDER_BASE = 1
 
 
@@ -230,48 +275,79 @@ def _line(obj: dict[str, Any]) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
+@dataclass
+class ExportResult:
+    """What `export_store` wrote: messages, and the messages left out because their stored
+    body cannot be decoded (`UndecodableBody`: there is nothing to write that reads back)."""
+
+    written: int = 0
+    undecodable: int = 0
+
+
 def export_store(store: Any, out: IO[str], conv_ids: Iterable[str],
-                 progress: Callable[[int], None] | None = None, page: int = 400) -> int:
+                 progress: Callable[[int], None] | None = None, page: int = 400) -> ExportResult:
     """Write the store's header, then each conversation's record and messages (oldest first, in
-    pages); returns how many messages were written."""
+    pages; a thread's replies after the page holding its root, the replies of a root not stored
+    here after the conversation's messages), then its pins. Reactions are read per page."""
     out.write(_line({"record": "store", "owner": store.user_id, "version": FORMAT_VERSION}))
-    n = 0
+    result = ExportResult()
     for conv_id in conv_ids:
         conv = store.conversation(conv_id)
         if conv is None:
             continue
         out.write(_line(conversation_record(conv)))
+        roots = _thread_roots(store, conv_id, page)
         msgs = store.messages(conv_id, limit=page, direction=Direction.DOWN)
         while msgs:
+            _write_page(store, msgs, out, result)
             for m in msgs:
-                n += _write_message(store, m, out)
-                for reply in _thread(store, m.msg_id, page):  # outside the main timeline
-                    n += _write_message(store, reply, out)
+                if roots is None or m.msg_id in roots:
+                    _write_thread(store, m.msg_id, page, out, result)
+                    if roots is not None:
+                        roots.discard(m.msg_id)
             if progress is not None:
-                progress(n)
+                progress(result.written + result.undecodable)
             msgs = store.messages(conv_id, start_msg_id=msgs[-1].msg_id, limit=page,
                                   direction=Direction.DOWN)
-        pins = [m.msg_id for m in store.pinned_messages(conv_id)]
+        for root in sorted(roots or ()):  # threads whose root is not stored here
+            _write_thread(store, root, page, out, result)
+        pins = store.pin_records(conv_id)
         if pins:
-            out.write(_line({"record": "pins", "conv_id": conv_id, "msg_ids": pins}))
-    return n
+            out.write(_line({"record": "pins", "conv_id": conv_id, "pins": [
+                {"msg_id": p.msg_id, "at": p.pinned_at, "by": p.pinned_by} for p in pins]}))
+    return result
 
 
-def _write_message(store: Any, msg: Message, out: IO[str]) -> int:
-    """A message's line, then its reactions' record when it has any."""
-    out.write(dumps(msg) + "\n")
-    reactions = store.reactions(msg.msg_id)
-    if reactions:
-        out.write(_line({"record": "reactions", "msg_id": msg.msg_id,
-                         "reactions": {r.key: list(r.senders) for r in reactions}}))
-    return 1
+def _thread_roots(store: Any, conv_id: str, page: int) -> set[str] | None:
+    """The roots of a conversation's threads, or None when it has more than a page of them
+    (then every message is asked for its replies)."""
+    threads = store.threads(conv_id, limit=page)
+    return None if len(threads) >= page else {t.root for t in threads}
 
 
-def _thread(store: Any, root: str, page: int) -> Iterator[Message]:
+def _write_page(store: Any, msgs: list[Message], out: IO[str], result: ExportResult) -> None:
+    """Each message's line, followed by its reactions' record when it has any (one query for
+    the page's reactions)."""
+    reactions: dict[str, list[dict[str, Any]]] = {}
+    for r in store.reaction_records([m.msg_id for m in msgs]):
+        reactions.setdefault(r.msg_id, []).append(
+            {"key": r.key, "sender": r.sender, "at": r.timestamp, "id": r.reaction_id})
+    for m in msgs:
+        if isinstance(m.body, UndecodableBody):
+            result.undecodable += 1
+            continue
+        out.write(dumps(m) + "\n")
+        result.written += 1
+        if m.msg_id in reactions:
+            out.write(_line({"record": "reactions", "msg_id": m.msg_id,
+                             "reactions": reactions[m.msg_id]}))
+
+
+def _write_thread(store: Any, root: str, page: int, out: IO[str], result: ExportResult) -> None:
     """The replies of the thread rooted at ``root``, oldest first."""
     msgs = store.thread_messages(root, limit=page, direction=Direction.DOWN)
     while msgs:
-        yield from msgs
+        _write_page(store, msgs, out, result)
         msgs = store.thread_messages(root, start_msg_id=msgs[-1].msg_id, limit=page,
                                      direction=Direction.DOWN)
 

@@ -24,10 +24,20 @@ Mapping (export field -> imstore):
 - ``files[]`` / ``file`` -> one IMAGE/VIDEO/VOICE/FILE message per file (the first keeps the
   message's id, the rest ``<id>:<file id>`` with ``ext["part_of"]``); the text in the first one's ``caption``
 - ``edited.ts`` -> edit time (``edited_at``, ``ext["edited"]``)
-- ``thread_ts`` (a reply) -> ``ext["reply_to"]``: the thread parent's ``msg_id``
-- ``file_comment`` -> TEXT from the commenter, ``ext["file"]``
+- ``thread_ts`` other than ``ts`` (a thread reply) -> ``thread_id``: the root's ``msg_id`` (out of
+  the main timeline, in `MessageStore.thread_messages`); a reply also sent to the channel
+  (``thread_broadcast``, ``reply_broadcast``) stays in the timeline with ``reply_to`` the root
+- ``reactions`` (``[{name, users, count}]``) -> reactions, applied once the messages are stored:
+  key ``:name:``, each user a sender at the message's time (the export has no reaction times),
+  the rest of ``count`` anonymous senders ``slack:anonymous:<n>``
+- ``pinned_to`` naming the channel -> the message pinned there (at its own time: the export says
+  neither when nor by whom)
+- ``file_comment`` -> TEXT from the commenter, ``ext["file"]``, and a *reply*
+  (``reply_to``) to the message that shared the file in this channel: a comment is someone's
+  later message about the file, not the uploader's caption (the text shared with a file is
+  the caption)
 - ``channel_join``, ``bot_add``, other subtypes -> CUSTOM ``slack.<subtype>`` (``text``, ``user``)
-- any other field (``reactions``, ``pinned_to``, ``replies``...) -> ``ext["raw"]``
+- any other field (``replies``, ``reply_count``...) -> ``ext["raw"]``
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import os
 import re
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -65,6 +76,7 @@ _TEXT_SUBTYPES = {None, "bot_message", "me_message", "thread_broadcast", "reply_
                   "file_share"}
 _LISTINGS = (("channels.json", ChatType.GROUP_CHAT), ("groups.json", ChatType.GROUP_CHAT),
              ("mpims.json", ChatType.GROUP_CHAT), ("dms.json", ChatType.CHAT))
+_BROADCASTS = frozenset(("thread_broadcast", "reply_broadcast"))
 _USED = frozenset(("type", "subtype", "ts", "user", "text", "files", "file", "attachments",
                    "edited", "thread_ts", "bot_id", "username", "user_profile", "bot_profile",
                    "blocks", "comment", "parent_user_id"))
@@ -215,16 +227,61 @@ def read_slack(path: str, opts: ImportOptions, info: ExportInfo,
 
     for folder, _ct, chan_id, _ch, _days in st["chats"]:
         channels[chan_id] = folder
+    relations: list[tuple[str, dict[str, Any]]] = st.setdefault("relations", [])
     mem = _Members(path)
     try:
         for folder, ctype, chan_id, ch, days in st["chats"]:
             conv, _title = _conv(folder, ctype, chan_id, ch, me_id, names)
+            where = _Where(conv, ctype, chan_id, opts.owner, relations)
             for day in days:
                 for e in mem.load(day):
                     yield from one_entry("slack", skipped, partial(
-                        _convert, e, conv, ctype, chan_id, ident, names, text_of, skipped))
+                        _convert, e, where, ident, names, text_of, skipped))
     finally:
         mem.close()
+
+
+@dataclass
+class _Where:
+    """One channel being read: its conversation, and what its messages leave for after the
+    import (reactions and pins, in ``info.state["relations"]``; `save_titles` applies them)."""
+
+    conv: str
+    ctype: ChatType
+    chan_id: str
+    owner: str  # the store's owner: the sender of my reactions
+    relations: list[tuple[str, dict[str, Any]]]
+    file_messages: dict[str, str] = field(default_factory=dict)  # file id -> msg_id shared in it
+
+    def sender(self, uid: str, ident: Identity) -> str:
+        """The imstore id of a Slack user in this channel (the owner when it is me)."""
+        if ident.is_me(uid, f"slack:{uid}"):
+            return self.owner
+        return self.conv if self.ctype == ChatType.CHAT else f"slack:{uid}"
+
+
+def _relations(e: dict[str, Any], msg_id: str, ts: int, where: _Where, ident: Identity) -> bool:
+    """Queue a message's ``reactions`` (``[{name, users, count}]``: key ``:name:``, each user a
+    sender at the message's time -- the export has no reaction times --, the rest of ``count``
+    anonymous senders ``slack:anonymous:<n>``) and its pin (``pinned_to`` naming this channel);
+    False when ``reactions`` is not that shape (then it stays in ``ext["raw"]``)."""
+    if isinstance(e.get("pinned_to"), list) and where.chan_id in e["pinned_to"]:
+        where.relations.append(("pins", {"conv_id": where.conv, "pins": [(msg_id, ts, None)]}))
+    value = e.get("reactions")
+    if value is None:
+        return True
+    rows: list[tuple[str, str, None, int]] = []
+    for r in value if isinstance(value, list) else [None]:
+        users = r.get("users") if isinstance(r, dict) else None
+        if not (isinstance(r, dict) and isinstance(r.get("name"), str) and r["name"]
+                and isinstance(users, list)):
+            return False
+        rows += [(f":{r['name']}:", where.sender(str(u), ident), None, ts) for u in users]
+        rows += [(f":{r['name']}:", f"slack:anonymous:{i}", None, ts)
+                 for i in range(1, int(r.get("count") or 0) - len(users) + 1)]
+    if rows:
+        where.relations.append(("reactions", {"msg_id": msg_id, "reactions": rows}))
+    return True
 
 
 def _attachment_lines(atts: Any, text_of: Callable[[str], str]) -> tuple[list[str], list[Any]]:
@@ -247,9 +304,9 @@ def _attachment_lines(atts: Any, text_of: Callable[[str], str]) -> tuple[list[st
     return lines, rest
 
 
-def _convert(e: Any, conv: str, ctype: ChatType, chan_id: str, ident: Identity,
-             names: dict[str, str], text_of: Callable[[str], str],
-             skipped: Skipped) -> Iterator[Message]:
+def _convert(e: Any, where: _Where, ident: Identity, names: dict[str, str],
+             text_of: Callable[[str], str], skipped: Skipped) -> Iterator[Message]:
+    conv, ctype, chan_id = where.conv, where.ctype, where.chan_id
     if not isinstance(e, dict) or "ts" not in e:
         skipped("slack: entry without a timestamp")
         return
@@ -269,12 +326,17 @@ def _convert(e: Any, conv: str, ctype: ChatType, chan_id: str, ident: Identity,
     ext: dict[str, Any] = {"sender_name": str(e.get("username") or profile.get("real_name")
                                               or bot.get("name") or names.get(uid, uid))}
     main_id = f"slack:{chan_id}:{e['ts']}"
-    if e.get("thread_ts") and e.get("thread_ts") != e.get("ts"):
-        ext["reply_to"] = f"slack:{chan_id}:{e['thread_ts']}"
     kw: dict[str, Any] = dict(chat_type=ctype, sender=sender, timestamp=ts)
+    if e.get("thread_ts") and e.get("thread_ts") != e.get("ts"):
+        root = f"slack:{chan_id}:{e['thread_ts']}"
+        # a reply "also sent to the channel" stays in the timeline, quoting its root
+        kw["reply_to" if sub in _BROADCASTS else "thread_id"] = root
     text = text_of(str(e.get("text") or ""))
     lines, rest_atts = _attachment_lines(e.get("attachments"), text_of)
     raw = {k: v for k, v in e.items() if k not in _USED}
+    if _relations(e, main_id, ts, where, ident):
+        raw.pop("reactions", None)
+    raw.pop("pinned_to", None)
     if rest_atts:
         raw["attachments"] = rest_atts
     if raw:
@@ -298,6 +360,8 @@ def _convert(e: Any, conv: str, ctype: ChatType, chan_id: str, ident: Identity,
         ext["file"] = str(f.get("name") or f.get("title") or "")
         if f.get("id"):
             ext["file_id"] = f["id"]
+            if str(f["id"]) in where.file_messages and "thread_id" not in kw:
+                kw["reply_to"] = where.file_messages[str(f["id"])]
         body = text_of(str((comment or {}).get("comment") or "")) or text
         if not body:
             skipped("slack: empty file comment")
@@ -319,6 +383,8 @@ def _convert(e: Any, conv: str, ctype: ChatType, chan_id: str, ident: Identity,
                 fext["file_id"] = f["id"]
             url = str(f.get("url_private") or f.get("permalink") or f"slack-file:{f.get('id')}")
             msg_id = main_id if i == 0 else f"{main_id}:{f.get('id') or i}"
+            if f.get("id"):
+                where.file_messages.setdefault(str(f["id"]), msg_id)
             yield done(attachment_message(conv, kind_of(name, f.get("mimetype")), path=None,
                                           origin=url.split("?")[0], display_name=name,
                                           size=int(f.get("size") or 0), width=f.get("original_w"),

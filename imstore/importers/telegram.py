@@ -11,7 +11,9 @@ Rules kept here:
   chat's id (`_who_is_me`); in a personal or bot chat whoever is not the peer is me, and the
   peer is the chat's id unless that id is mine (`_Chat.peer`); in Saved Messages a message
   forwarded from someone else is theirs (``ext["forwarded_from"]`` kept);
-- every field of an entry maps to the message or is kept raw in ``ext["raw"]``.
+- every field of an entry maps to the message or is kept raw in ``ext["raw"]``;
+- reactions and pins cannot be written before their message: they go to
+  ``info.state["relations"]`` and `save_titles` applies them after the import.
 
 Mapping (export field -> imstore):
 
@@ -24,10 +26,17 @@ Mapping (export field -> imstore):
 - ``edited_unixtime`` / ``edited`` -> edit time (``edited_at``, ``ext["edited"]``)
 - ``from``, ``actor`` -> ``ext["sender_name"]``
 - ``from_id``, ``actor_id`` -> sender ``tg:<number>`` (``user`` prefix dropped), or the owner
-- ``text`` / ``text_entities`` -> TEXT body (entity parts joined); on media the body's
+- ``text`` / ``text_entities`` -> TEXT body (entity parts joined; search sees this plain text);
+  when a part is formatted (bold, italic, underline, strikethrough, code, pre, blockquote,
+  spoiler, link, text_link) the HTML form in ``TextBody.formatted``; on media the body's
   ``caption`` (``ext["caption"]`` on a location or contact)
-- ``reply_to_message_id`` (+ ``reply_to_peer_id``) -> ``ext["reply_to"]``: the stored ``msg_id`` of
-  the target
+- ``reply_to_message_id`` -> ``reply_to``: the stored ``msg_id`` of the target; with a
+  ``reply_to_peer_id`` of another chat (not a reply in this conversation) ``ext["reply_to"]``
+- ``reactions`` (``[{type, count, emoji | document_id, recent: [{from, from_id, date}]}]``) ->
+  reactions, applied once the messages are stored: key the emoji (``custom_emoji:<document_id>``,
+  else the type), each ``recent`` entry a sender at its date; the rest of ``count`` (all of it in
+  exports before 2024, which name nobody) anonymous senders ``tg:anonymous:<n>`` at the
+  message's time, so counts are right
 - ``forwarded_from``, ``saved_from``, ``via_bot``, ``author`` -> ``ext`` under the same names
 - ``photo``, ``width``, ``height`` -> IMAGE
 - ``file`` + ``media_type`` voice_message / audio_file -> VOICE (``duration_seconds``)
@@ -40,14 +49,16 @@ Mapping (export field -> imstore):
   ``telegram.<kind>`` with the fields as params
 - service ``action`` (``phone_call`` with ``duration_seconds``/``discard_reason``, ``pin_message``
   with ``message_id``, ``create_group``...) -> CUSTOM ``telegram.<action>`` with every field; a
-  pin's target in ``ext["pinned"]`` (stored ``msg_id``)
+  pin's target in ``ext["pinned"]`` (stored ``msg_id``), and the target pinned
+  (`MessageStore.apply_message_pin`) by the actor at the service message's time
 - any other field -> ``ext["raw"]``
 """
 
 from __future__ import annotations
 
+import html
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -319,6 +330,7 @@ def read_telegram(path: str, opts: ImportOptions, info: ExportInfo,
     ident = opts.identity(*info.state["me"], *info.state["me_names"])
     base = os.path.dirname(os.path.abspath(path))
     zone = zone_of(opts.tz)[0]
+    after = _After(info.state.setdefault("relations", []), opts.owner)
     for prefix, container in _ITEM_PREFIX.items():
         todo = [c for c in chats[container]]
         if not any(c.count for c in todo):
@@ -332,7 +344,7 @@ def read_telegram(path: str, opts: ImportOptions, info: ExportInfo,
                     skipped("telegram: an entry of the messages list is not an object")
                     continue
                 yield from one_entry("telegram", skipped, partial(
-                    _converted, m, n, chat, where, ident, base, path, skipped, zone))
+                    _converted, m, n, chat, where, ident, base, path, skipped, zone, after))
         items.close()
 
 
@@ -402,8 +414,90 @@ def _converted(*args: Any) -> list[Message]:
     return [] if msg is None else [msg]
 
 
+@dataclass
+class _After:
+    """Where a message's reactions and a service message's pin go, to be applied once the
+    messages are stored (``ExportInfo.state["relations"]``, as `jsonl.restore_relations` reads
+    them); ``owner`` is the store's owner, the sender of "my" reactions and pins."""
+
+    relations: list[tuple[str, dict[str, Any]]]
+    owner: str
+
+
+def _who(ident: Identity, conv: str, ctype: ChatType, name: Any, raw_from: Any,
+         owner: str) -> str:
+    """The imstore id of someone a message names (a reactor, a pinner): the owner when it is me
+    (in a personal chat: whoever is not the peer), else ``tg:<id>`` (``tg:<name>`` without one)."""
+    key = _uid(raw_from) if raw_from is not None else None
+    if ctype == ChatType.CHAT:
+        mine = key != conv[3:] if key is not None else ident.is_me(name)
+    else:
+        mine = ident.is_me(key, raw_from, name, f"tg:{key}")
+    return owner if mine else conv if ctype == ChatType.CHAT else f"tg:{key or name}"
+
+
+def _reactions(value: Any, ts: int, who: Callable[[Any, Any], str], zone: Any
+               ) -> list[tuple[str, str, None, int]] | None:
+    """The export's ``reactions`` (``[{type, count, emoji | document_id, recent: [{from,
+    from_id, date}]}]``) as (key, sender, None, time) rows; None when they are not that shape.
+    A reaction the export counts without naming who (``count`` past ``recent``, or no
+    ``recent`` at all, as exports before 2024 write it) gets an anonymous sender
+    ``tg:anonymous:<n>``, so that the count is right."""
+    if not isinstance(value, list):
+        return None
+    rows: list[tuple[str, str, None, int]] = []
+    for r in value:
+        if not isinstance(r, dict):
+            return None
+        key = (r.get("emoji") or (f"custom_emoji:{r['document_id']}" if r.get("document_id")
+                                  else None) or r.get("type"))
+        recent: list[Any] = r["recent"] if isinstance(r.get("recent"), list) else []
+        if not isinstance(key, str) or not key or not all(isinstance(x, dict) for x in recent):
+            return None
+        named = [(who(x.get("from"), x.get("from_id")), _time(x, "date_unixtime", "date", zone))
+                 for x in recent]
+        rows += [(key, sender, None, at if at is not None else ts) for sender, at in named]
+        rows += [(key, f"tg:anonymous:{i}", None, ts)
+                 for i in range(1, int(r.get("count") or 0) - len(named) + 1)]
+    return rows
+
+
+# Telegram's text parts -> HTML (Matrix's ``org.matrix.custom.html`` subset); parts of other
+# types (mention, hashtag, phone...) are plain text.
+_TAGS = {"bold": "b", "italic": "i", "underline": "u", "strikethrough": "s", "code": "code",
+         "pre": "pre", "blockquote": "blockquote", "spoiler": "span data-mx-spoiler"}
+
+
+def _formatted(parts: Any) -> str:
+    """A text's HTML form, from the export's parts (``text`` as a list, or ``text_entities``);
+    "" when nothing in it is formatted."""
+    if not isinstance(parts, list) or not any(
+            isinstance(p, dict) and (p.get("type") in _TAGS or p.get("type") in ("link",
+                                                                             "text_link"))
+            for p in parts):
+        return ""
+    out = []
+    for p in parts:
+        if isinstance(p, str):
+            out.append(html.escape(p, quote=False).replace("\n", "<br>"))
+            continue
+        kind = p.get("type")
+        text = html.escape(str(p.get("text", "")), quote=False)
+        if kind != "pre":  # a line break is <br> in HTML, except in preformatted text
+            text = text.replace("\n", "<br>")
+        if kind in _TAGS:
+            tag = _TAGS[kind]
+            out.append(f"<{tag}>{text}</{tag.split()[0]}>")
+        elif kind in ("link", "text_link"):
+            href = html.escape(str(p.get("href") or p.get("text", "")))
+            out.append(f'<a href="{href}">{text}</a>')
+        else:
+            out.append(text)
+    return "".join(out)
+
+
 def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], ident: Identity,
-             base: str, path: str, skipped: Skipped, zone: Any) -> Message | None:
+             base: str, path: str, skipped: Skipped, zone: Any, after: _After) -> Message | None:
     if not isinstance(m, dict):
         skipped("telegram: an entry of the messages list is not an object")
         return None
@@ -452,7 +546,14 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
             ext[key] = str(m[key])
     if m.get("reply_to_message_id") is not None:
         target_chat = _uid(m["reply_to_peer_id"]) if m.get("reply_to_peer_id") else chat_key
-        ext["reply_to"] = stable_id("tg", target_chat, m["reply_to_message_id"])
+        target = stable_id("tg", target_chat, m["reply_to_message_id"])
+        if target_chat == chat_key:
+            kw["reply_to"] = target
+        else:  # a reply to a message of another chat: not a reply here (same conversation)
+            ext["reply_to"] = target
+
+    def who(who_name: Any, who_from: Any) -> str:
+        return _who(ident, conv, ctype, who_name, who_from, after.owner)
     text = _text(m.get("text", ""))
     if (text is None or text == "") and m.get("text_entities"):
         text = _text(m.get("text_entities"))
@@ -465,9 +566,17 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
         params = {k: v for k, v in m.items() if k not in service_used and v not in (None, "")}
         if m.get("action") == "pin_message" and m.get("message_id") is not None:
             ext["pinned"] = stable_id("tg", chat_key, m["message_id"])
+            after.relations.append(("pins", {"conv_id": conv, "pins": [
+                (ext["pinned"], ts, who(name, raw_from))]}))
         return _edited(custom(to, f"telegram.{m.get('action', 'service')}", params, ext=ext,
                               **kw), m, zone)
     raw = {k: v for k, v in m.items() if k not in _USED}
+    reactions = _reactions(raw.get("reactions"), ts, who, zone)
+    if reactions is not None:
+        del raw["reactions"]
+        if reactions:
+            after.relations.append(("reactions", {"msg_id": kw["msg_id"],
+                                                  "reactions": reactions}))
     if raw:
         ext["raw"] = raw
     media = m.get("media_type")
@@ -530,7 +639,8 @@ def _convert(m: Any, n: int, chat: _Chat, where: tuple[str, ChatType, str], iden
     elif isinstance(m.get("contact_information"), dict):
         msg = custom(to, "telegram.contact", m["contact_information"], ext=ext, **kw)
     elif text:
-        msg = Message.text(to, text, ext=ext, **kw)
+        parts = m.get("text_entities") or m.get("text")
+        msg = Message.text(to, text, formatted=_formatted(parts), ext=ext, **kw)
     elif raw:
         # Something Telegram added that has no text (a dice, a game, an invoice...): kept whole.
         ext.pop("raw")

@@ -28,6 +28,9 @@ Mapping (export field -> imstore):
   export or in the zip; following text in the body's ``caption``
 - "location: https://maps...?q=LAT,LON" -> LOCATION (the line as address)
 - lines without a sender (group events, encryption notice) -> CUSTOM ``whatsapp.system``
+
+The text export writes no quoted replies, reactions or pins (a reply is its own text, without
+what it quotes; none of the shared real exports has more): ``reply_to`` stays None.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Every method that writes runs inside the caller's open write transaction.
 
 from __future__ import annotations
 
-from ..message import Message
+from ..message import Message, PinRecord
 from ._connection import Connection
 from ._rows import row_to_message, select_columns
 
@@ -20,6 +20,9 @@ __all__ = ["Pins"]
 _M_COLUMNS = select_columns("m.")
 _PINNED = (f"SELECT {_M_COLUMNS} FROM pinned_message p JOIN message m ON m.id = p.message_id "
            "WHERE p.conv_id = ? ORDER BY p.pinned_at DESC, p.message_id DESC")
+_RECORDS = ("SELECT m.msg_id, p.pinned_at, p.pinned_by FROM pinned_message p "
+            "JOIN message m ON m.id = p.message_id WHERE p.conv_id = ? "
+            "ORDER BY p.pinned_at DESC, p.message_id DESC")
 
 
 class Pins:
@@ -44,3 +47,8 @@ class Pins:
 
     def of(self, conv_id: str) -> list[Message]:
         return [row_to_message(r) for r in self._conn.query(_PINNED, (conv_id,))]
+
+    def records(self, conv_id: str) -> list[PinRecord]:
+        """The pins of a conversation as kept (time, by whom), the newest pin first."""
+        return [PinRecord(str(r[0]), int(r[1]), r[2])
+                for r in self._conn.query(_RECORDS, (conv_id,))]

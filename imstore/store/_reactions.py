@@ -16,11 +16,11 @@ Every method that writes runs inside the caller's open write transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..message import REACTION_SENDERS, Reaction
-from ._connection import Connection
+from ..message import REACTION_SENDERS, Reaction, ReactionRecord
+from ._connection import Connection, chunks, marks
 
 __all__ = ["Reactions"]
 
@@ -29,6 +29,10 @@ _COUNTS = ("SELECT key, count FROM reaction_count WHERE message_id = ? "
 _SENDERS = ("SELECT sender FROM reaction WHERE message_id = ? AND key = ? "
             "ORDER BY created_at, sender LIMIT ?")
 _Query = Callable[[str, tuple[Any, ...]], list[Any]]
+# every sender's reaction, for an export: oldest first, as they were applied
+_RECORDS = ("SELECT m.msg_id, r.key, r.sender, r.reaction_id, r.created_at FROM message m "
+            "JOIN reaction r ON r.message_id = m.id WHERE m.msg_id IN ({}) "
+            "ORDER BY r.message_id, r.created_at, r.key, r.sender")
 _MINE = "SELECT key FROM reaction WHERE message_id = ? AND sender = ?"
 _TRUE_COUNT = ("(SELECT count(*) FROM reaction r WHERE r.message_id = reaction_count.message_id "
                "AND r.key = reaction_count.key)")
@@ -128,6 +132,15 @@ class Reactions:
                                                                       REACTION_SENDERS))),
                          key in mine)
                 for key, count in counts]
+
+    def records(self, msg_ids: Sequence[str]) -> list[ReactionRecord]:
+        """Every sender's reaction to the stored messages among ``msg_ids``, each message's
+        oldest first (one query per `chunks` of ids)."""
+        out: list[ReactionRecord] = []
+        for part in chunks(msg_ids):
+            out += [ReactionRecord(r[0], r[1], r[2], r[3], int(r[4])) for r in
+                    self._conn.query(_RECORDS.format(marks(len(part))), tuple(part))]
+        return out
 
     def reaction_id(self, msg_id: str, key: str, sender: str) -> str | None:
         """The server's id of one sender's reaction (None: unknown or not there)."""
