@@ -606,3 +606,101 @@ def test_the_list_does_not_bring_back_a_mark_read_away_here(tmp_path: Path, cloc
         store.close()
 
     run(main())
+
+
+# ------------------------------------------------------------------ the user's other devices
+
+
+class Devices:
+    """alice on her desktop and her phone, bob on his one device, on one MemoryServer."""
+
+    def __init__(self, tmp: Path, clock: Clock) -> None:
+        self.server = MemoryServer(clock=clock)
+        self.stores = {n: imstore.open(":memory:", user_id=n.split("-")[0])
+                       for n in ("alice-desk", "alice-phone", "bob")}
+        self.clients = {n: ChatClient(s, self.server.connect(n.split("-")[0],
+                                                             "phone" if "phone" in n else None),
+                                      send_timeout=0.5, download_dir=str(tmp / n))
+                        for n, s in self.stores.items()}
+        self.desk, self.phone, self.bob = (self.clients[n] for n in self.stores)
+
+    async def settle(self) -> None:
+        for _ in range(3):
+            for c in self.clients.values():
+                await c.wait_idle()
+
+    def close(self) -> None:
+        for s in self.stores.values():
+            s.close()
+
+
+@pytest.fixture
+def devices(tmp_path: Path, clock: Clock) -> Any:
+    d = Devices(tmp_path, clock)
+    yield d
+    d.close()
+
+
+def test_what_one_device_does_reaches_the_users_others(devices: Devices):
+    d = devices
+    heard_desk, heard_phone = listen(d.desk), listen(d.phone)
+
+    async def main() -> None:
+        msg = await d.bob.send_message(Message.text("alice", "lunch?"))
+        await d.settle()
+        await d.desk.add_reaction(msg.msg_id, "👍")
+        await d.desk.pin_message(msg.msg_id)
+        await d.desk.pin_conversation("bob")
+        await d.desk.set_conversation_marks("bob", add="work")
+        await d.settle()
+        phone = d.phone.store
+        assert counts(phone, msg.msg_id) == [("👍", 1, True)]
+        assert counts(d.bob.store, msg.msg_id) == [("👍", 1, False)]
+        assert [m.msg_id for m in phone.pinned_messages("bob")] == [msg.msg_id]
+        conv = phone.conversation("bob")
+        assert conv.pinned and conv.marks == {"work"}
+        # each device hears each change once: the desk its own doing, the phone the server's word
+        assert heard_desk.of("reactions") == heard_phone.of("reactions") == [
+            (msg.msg_id, [("👍", 1)])]
+        assert heard_desk.of("pins") == heard_phone.of("pins") == [("bob", [msg.msg_id])]
+        await d.phone.remove_reaction(msg.msg_id, "👍")  # the phone knows the reaction's id
+        await d.settle()
+        assert d.desk.store.reactions(msg.msg_id) == d.bob.store.reactions(msg.msg_id) == []
+
+    run(main())
+
+
+def test_reading_on_one_device_clears_the_unread_mark_on_the_others(devices: Devices):
+    d = devices
+
+    async def main() -> None:
+        await d.bob.send_message(Message.text("alice", "lunch?"))
+        await d.settle()
+        await d.phone.mark_conversation_unread("bob")
+        await d.settle()
+        assert ConversationMark.UNREAD in d.desk.store.conversation("bob").marks
+        await d.desk.ack_conversation_read("bob")
+        await d.settle()
+        assert not d.phone.store.conversation("bob").marks
+        assert d.phone.store.unread_count("bob") == 0
+
+    run(main())
+
+
+def test_a_conversation_deleted_for_everyone_is_not_brought_back_by_a_kept_state(
+        devices: Devices):
+    d = devices
+
+    async def main() -> None:
+        await d.bob.send_message(Message.text("alice", "lunch?"))
+        await d.settle()
+        d.server.disconnect("alice")
+        d.server.rich.pin_conversation("alice", "bob", ChatType.CHAT, True)  # kept for both
+        await d.bob.delete_conversation_from_server("alice", ChatType.CHAT)
+        d.server.restore("alice")
+        await d.settle()
+        for device in (d.desk, d.phone):  # what was kept about it was taken back
+            assert not device.store.conversation("bob").pinned
+        assert (await d.server.connect("alice").fetch_conversations(None, 20)).items == []
+
+    run(main())

@@ -91,14 +91,13 @@ class History:
                 result = self.merge([last], span)
                 if result.suppressed and self._store.conversation(c.conv_id) is None:
                     continue
-            saved = self._store.save_conversation(c.conv_id, c.chat_type,
-                                                  last_activity=c.last_activity)
+            conv = self._store.save_conversation(c.conv_id, c.chat_type,
+                                                 last_activity=c.last_activity)
             if new_here:
                 self._rich.listed(c)
-            conv = self._store.conversation(c.conv_id) or saved
             if c.unread_count > conv.unread_count:
                 conv = await self._fetch_unread(conv, c.unread_count)
-            out.append(conv)
+            out.append(self._store.conversation(c.conv_id) or conv)
         return CursorResult(out, page.cursor)
 
     async def _fetch_unread(self, conv: Conversation, server_unread: int) -> Conversation:

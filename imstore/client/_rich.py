@@ -78,7 +78,9 @@ class Rich:
         msg = self._on_server(msg_id)
         check_id(key, "key")
         reaction_id = await self._request("send_reaction", msg, key)
-        after = self._store.apply_reaction(msg.msg_id, key, reaction_id=str(reaction_id))
+        after = self._store.apply_reaction(  # a transport that names no id: kept without one
+            msg.msg_id, key, reaction_id=reaction_id if isinstance(reaction_id, str) and reaction_id
+            else None)
         return self._reactions_changed(msg.msg_id, after)
 
     async def remove_reaction(self, msg_id: str, key: str) -> list[Reaction]:

@@ -13,7 +13,8 @@ Rules kept here:
 - a conversation's pin and marks belong to one user: they reach that user's other devices as the
   conversation's whole `ConversationState`, and the conversation list carries them; reading the
   conversation (any read receipt of the user's in it) clears `ConversationMark.UNREAD`;
-- a conversation deleted for everyone takes its pins and every user's state of it along;
+- a conversation deleted for everyone takes its pins and every user's state of it along, the
+  states still kept for devices away included;
 - a reply or thread reply that names a message by its sender's local id names it by the server's
   id once the server has it.
 """
@@ -228,5 +229,11 @@ class Rich:
         self._pins.pop(conv_key, None)
         for k in [k for k in self._states if k[1] == conv_key]:
             del self._states[k]
+
+        def about_it(user: str, item: object) -> bool:  # a state kept for a device away
+            return isinstance(item, ConversationState) and self.directory.conv_key(
+                user, item.conv_id, item.chat_type) == conv_key
+
+        self.delivery.purge(about_it, lambda user: None)
         for msg_id in [i for i in self._reactions if i not in self.directory.by_server_id]:
             del self._reactions[msg_id]

@@ -290,7 +290,7 @@ class MemoryServer:
                 return conv.key.partition(":")[2]
 
             self.delivery.purge(concerns, conversation)
-            self.rich.forget(self.directory.conv_key(user, conv_id, chat_type))
+            self.rich.forget(conv.key)
 
     def delivery_ack(self, user: str, msg_id: str) -> None:
         """``user`` got the one-to-one message ``msg_id``: its sender hears it (now or later)."""
@@ -300,7 +300,7 @@ class MemoryServer:
         """``user`` read the one-to-one message ``msg_id``: its read position moves there and
         the sender (and the user's other devices) hear it (now or later)."""
         self.receipts.read_ack(user, msg_id, by)
-        self.rich.read_message(user, msg_id)
+        self.rich.read_message(user, msg_id, by)
 
     def conversation_ack(self, user: str, conv_id: str, chat_type: ChatType,
                          up_to: int | None, by: MemoryConnection | None = None) -> None:
@@ -308,12 +308,12 @@ class MemoryServer:
         the read position moves; in a one-to-one chat the peer hears it, with the position, and
         the user's other devices hear it in every conversation."""
         self.receipts.conversation_ack(user, conv_id, chat_type, up_to, by)
-        self.rich.read(user, conv_id, chat_type)
+        self.rich.read(user, conv_id, chat_type, by)
 
     def group_ack(self, user: str, msg_id: str, by: MemoryConnection | None = None
                   ) -> GroupReadAck:
         ack = self.receipts.group_ack(user, msg_id, by)
-        self.rich.read_message(user, msg_id)
+        self.rich.read_message(user, msg_id, by)
         return ack
 
     def group_acks(self, msg_id: str, cursor: str | None, limit: int) -> CursorResult[GroupReadAck]:
