@@ -53,6 +53,7 @@ __all__ = [
     "check_ext",
     "check_id",
     "check_ids",
+    "check_marks",
     "check_path",
     "check_text",
     "check_time",
@@ -68,6 +69,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MAX_ID_CHARS = 256  # ids longer than this are refused
+MAX_MARK_CHARS = 64  # the longest conversation mark
 MAX_EXT_DEPTH = 32  # nesting of ext (and of body params) beyond this is refused
 UINT64_MAX = 2**64 - 1  # msgpack holds ints from INT64_MIN to this
 
@@ -257,6 +259,22 @@ def check_id(value: Any, field: str) -> str:
     if type(value) is not str or not 0 < len(value) <= MAX_ID_CHARS or not _encodable(value):
         raise invalid(field, f"a non-empty str of at most {MAX_ID_CHARS} characters", value)
     return value
+
+
+def check_marks(value: Any, field: str) -> tuple[str, ...]:
+    """One conversation mark or several (a str, or an iterable of str): each 1 to
+    `MAX_MARK_CHARS` printable characters of valid Unicode (no control characters: the store
+    keeps marks between U+001F separators)."""
+    items = [value] if isinstance(value, str) else value
+    if isinstance(items, bytes | Mapping) or not isinstance(items, Iterable):
+        raise invalid(field, "a mark (str) or a list of marks", value)
+    out = []
+    for mark in items:
+        if not isinstance(mark, str) or not 0 < len(mark) <= MAX_MARK_CHARS \
+                or not mark.isprintable():
+            raise invalid(field, f"marks of 1 to {MAX_MARK_CHARS} printable characters", mark)
+        out.append(check_text(mark, field))
+    return tuple(out)
 
 
 def check_ids(values: Any, field: str) -> list[str]:

@@ -24,6 +24,12 @@ Rules every adapter keeps:
   ``message.msg_id`` on the first try and on every retry; the server de-duplicates by (sender,
   that id), answers a retry with the first result, and carries the id back as ``local_id`` on the
   sender's own messages in history.
+- **Rich messages** (`_rich`): reactions, message pins and each user's conversation pins and
+  marks are optional transport methods like the others; what the server says about them arrives
+  through optional handler methods (`TransportHandler.on_reactions`, ``on_message_pins``,
+  ``on_conversation_states``: a transport calls them only on handlers that have them) and
+  beside a history page (`HistoryPage`). A change is attributed to the connection's user: a
+  server never takes one user's reaction, pin or mark as another's.
 """
 
 from __future__ import annotations
@@ -43,12 +49,18 @@ from ..message import (
     GroupReadAck,
     Message,
 )
+from ._rich import ConversationState, HistoryPage, PinEvent, ReactionEvent
 
 __all__ = [
     "MAX_PAGE",
     "MAX_REMOVE_IDS",
+    "OPTIONAL_HANDLER_METHODS",
     "RECALL_WINDOW_MS",
     "ConnectionState",
+    "ConversationState",
+    "HistoryPage",
+    "PinEvent",
+    "ReactionEvent",
     "RemoteFile",
     "SendResult",
     "SyncAdapter",
@@ -87,6 +99,10 @@ def check_page_size(limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT,
                       f"page size must be 1 to {MAX_PAGE}, not {limit!r}")
+
+
+OPTIONAL_HANDLER_METHODS = frozenset({"on_reactions", "on_message_pins", "on_conversation_states"})
+"""`TransportHandler` methods a handler may lack: a transport calls them only when it has them."""
 
 
 ProgressFn = Callable[[int, int], None]
@@ -186,6 +202,23 @@ class TransportHandler(Protocol):
         """The connection changed state; call it on every change."""
         ...
 
+    # Optional (`OPTIONAL_HANDLER_METHODS`): a handler written before rich messages lacks
+    # these; a transport calls them only when the handler has them.
+
+    def on_reactions(self, events: list[ReactionEvent]) -> None:
+        """Reactions were added or removed (by any member, this user's other devices included),
+        in the order they happened."""
+        ...
+
+    def on_message_pins(self, events: list[PinEvent]) -> None:
+        """Messages were pinned or unpinned in their conversations (by any member)."""
+        ...
+
+    def on_conversation_states(self, states: list[ConversationState]) -> None:
+        """This user's pin or marks of conversations changed on another of its devices: each is
+        the conversation's whole state now (the newest last)."""
+        ...
+
 
 @runtime_checkable
 class Transport(Protocol):
@@ -260,6 +293,36 @@ class Transport(Protocol):
     async def edit_message(self, message: Message, body: Body) -> int:
         """Replace the content of one of this user's sent TEXT or CUSTOM messages (by its server
         ``msg_id``) for every member; returns the server time of the edit (``edited_at``)."""
+        ...
+
+    async def send_reaction(self, message: Message, key: str) -> str:
+        """React with ``key`` to a message (by its server ``msg_id``) as this user; returns the
+        server's id of the reaction (the first one's when the user had reacted so already).
+        Every member hears `ReactionEvent` (this user's other devices too)."""
+        ...
+
+    async def remove_reaction(self, message: Message, reaction_id: str) -> None:
+        """Take back this user's reaction ``reaction_id`` to ``message``. Someone else's reaction
+        is `IMError(INVALID_PARAM)` and changes nothing; one already taken back is not an
+        error."""
+        ...
+
+    async def pin_message(self, message: Message, pinned: bool) -> int:
+        """Pin (or unpin) a message in its conversation for every member; returns the server
+        time of the change (of the first pin when it was pinned already)."""
+        ...
+
+    async def pin_conversation(self, conv_id: str, chat_type: ChatType, pinned: bool
+                               ) -> int | None:
+        """Pin (or unpin) a conversation for this user, on all its devices; returns when it is
+        pinned (ms; None: unpinned)."""
+        ...
+
+    async def set_conversation_marks(self, conv_id: str, chat_type: ChatType,
+                                     add: Sequence[str], remove: Sequence[str]
+                                     ) -> frozenset[str]:
+        """Add and remove marks of a conversation for this user, on all its devices; returns the
+        conversation's marks after."""
         ...
 
 

@@ -9,15 +9,17 @@ Rules kept here:
   `check_enum`, `check_direction`, `check_types`, `check_path`); which of one's messages may be
   sent the lifecycle's (`is_mine`); settings the client's `Settings`; the rest — callbacks,
   listeners, what the transport hands over — is kept here;
-- what the transport hands the client (messages, receipts, acks, states) is checked like what an
-  application passes: a transport's bug is refused whole, not half applied.
+- what the transport hands the client (messages, receipts, acks, states, reactions, pins) is
+  checked like what an application passes: a transport's bug is refused whole, not half
+  applied (a value of the right type that the store refuses, such as a reaction with an empty
+  key, is the client's `Rich` part's to skip).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from ..adapters import ConnectionState, SyncAdapter
 from ..codec import (
@@ -45,6 +47,7 @@ __all__ = [
     "check_cursor",
     "check_direction",
     "check_download_dir",
+    "check_events",
     "check_id",
     "check_ids",
     "check_listener",
@@ -56,6 +59,8 @@ __all__ = [
     "check_store",
     "check_time",
 ]
+
+T = TypeVar("T")
 
 # What an adapter must have: the methods of the `SyncAdapter` protocol.
 _ADAPTER_METHODS = ("fetch_conversations", "fetch_history", "remove_messages",
@@ -159,6 +164,12 @@ def check_messages(messages: Any, field: str = "messages") -> list[Message]:
 
 def check_acks(acks: Any) -> list[GroupReadAck]:
     return _items(acks, "acks", GroupReadAck, "GroupReadAck objects")
+
+
+def check_events(events: Any, cls: type[T], field: str = "events") -> list[T]:
+    """A list of the rich-message values a transport hands over (`ReactionEvent`, `PinEvent`,
+    `ConversationState`)."""
+    return _items(events, field, cls, f"{cls.__name__} objects")
 
 
 def check_state(state: Any) -> ConnectionState:

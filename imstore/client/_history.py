@@ -6,7 +6,8 @@ Rules kept here:
   a local CREATE or FAIL copy of a send that reached the server becomes the server's copy
   (the lifecycle's ACCEPT; a server id that is another message's keeps both apart); recalls and
   edits the stored copies missed are applied and announced; received messages new here and
-  unread are announced once (`Inbound.arrived`);
+  unread are announced once (`Inbound.arrived`); what a page carries beside its messages
+  (reactions, pins) and the pins and marks of the conversation list are `Rich`'s to apply;
 - which stretch of a conversation a page proves contiguous, and so where the gaps are, is the
   store's (`Span`, `MessageStore.timeline`); this part only fetches into the gaps it is shown,
   from the side the reading comes from. Without live delivery a page reaches only its newest
@@ -39,6 +40,7 @@ from ..store import Gap, MergeResult, MessageStore, Span
 from ._gate import call
 from ._inbound import Inbound
 from ._listeners import Listeners
+from ._rich import Rich
 
 __all__ = ["History", "MessagePage"]
 
@@ -63,11 +65,12 @@ class History:
     """History of one client."""
 
     def __init__(self, store: MessageStore, adapter: SyncAdapter, listeners: Listeners,
-                 inbound: Inbound, live: bool) -> None:
+                 inbound: Inbound, rich: Rich, live: bool) -> None:
         self._store = store
         self._adapter = adapter
         self._listeners = listeners
         self._inbound = inbound
+        self._rich = rich
         self._live = live  # a transport delivers live: a page may reach the live edge
 
     def _api(self, name: str) -> Any:
@@ -79,6 +82,7 @@ class History:
         page = await call(self._api("fetch_conversations")(cursor, limit))
         out = []
         for c in page.items:
+            new_here = self._store.conversation(c.conv_id) is None
             last = c.last_message
             if last is not None:
                 t = last.server_time
@@ -89,9 +93,11 @@ class History:
                     continue
             conv = self._store.save_conversation(c.conv_id, c.chat_type,
                                                  last_activity=c.last_activity)
+            if new_here:
+                self._rich.listed(c)
             if c.unread_count > conv.unread_count:
                 conv = await self._fetch_unread(conv, c.unread_count)
-            out.append(conv)
+            out.append(self._store.conversation(c.conv_id) or conv)
         return CursorResult(out, page.cursor)
 
     async def _fetch_unread(self, conv: Conversation, server_unread: int) -> Conversation:
@@ -124,6 +130,7 @@ class History:
                                 cursor=page.cursor, first=cursor is None,
                                 start_time=options.start_time, end_time=options.end_time)
         self.merge(page.items, span)
+        self._rich.history_page(page, conv_id)
         items = [self._store.get_message(m.msg_id) or m for m in page.items]
         return CursorResult(items, page.cursor)
 

@@ -23,6 +23,7 @@ from ..codec import (
     check_enum,
     check_id,
     check_ids,
+    check_marks,
     check_path,
     check_text,
     check_types,
@@ -34,7 +35,6 @@ from ..errors import ErrorCode, IMError
 from ..lifecycle import INT64_MAX, INT64_MIN, ReceiptKind, is_mine
 from ..message import ChatType, Direction, GroupReadAck, Message, MessageStatus
 from ._gaps import Span
-from ._rows import MARK_SEPARATOR
 
 __all__ = [
     "MAX_DRAFT",
@@ -71,7 +71,6 @@ __all__ = [
     "stranger_chat",
 ]
 
-_MAX_MARK_CHARS = 64
 MAX_TITLE = 1024
 MAX_DRAFT = 64 * 1024
 
@@ -126,20 +125,6 @@ def check_short_text(value: Any, field: str, most: int) -> None:
         check_text(value, field)
         if len(value) > most:
             raise invalid(field, f"at most {most} characters", value)
-
-
-def check_marks(value: Any, field: str) -> tuple[str, ...]:
-    """One mark or several: non-empty str of at most 64 characters, no control characters."""
-    items = [value] if isinstance(value, str) else value
-    if isinstance(items, bytes) or not isinstance(items, Iterable):
-        raise invalid(field, "a mark (str) or a list of marks", value)
-    out = []
-    for mark in items:
-        if not isinstance(mark, str) or not 0 < len(mark) <= _MAX_MARK_CHARS \
-                or not mark.isprintable() or MARK_SEPARATOR in mark:
-            raise invalid(field, f"marks of 1 to {_MAX_MARK_CHARS} printable characters", mark)
-        out.append(str(check_text(mark, field)))
-    return tuple(out)
 
 
 def optional(value: Any, field: str, check: Callable[[Any, str], Any]) -> None:

@@ -33,6 +33,12 @@ from ._link import log
 __all__ = ["Rooms"]
 
 
+POWER_EVENTS = {  # Synapse's defaults, and every member may pin messages
+    "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+    "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+    "m.room.server_acl": 100, "m.room.encryption": 100, "m.room.pinned_events": 0}
+
+
 class Rooms:
     """The rooms of one user and the conversations they are."""
 
@@ -130,6 +136,7 @@ class Rooms:
             ],
         }
         if chat_type != ChatType.CHAT:
+            body["power_level_content_override"] = {"events": POWER_EVENTS}
             body["name"] = key
             body["room_alias_name"] = self.alias(key, chat_type)[1:].rsplit(":", 1)[0]
         try:
