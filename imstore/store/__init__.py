@@ -496,6 +496,14 @@ class MessageStore:
         first (the complement of `gaps`)."""
         return self._stretches.spans(check_id(conv_id, "conv_id"))
 
+    def forget_live_edge(self, conv_id: str) -> None:
+        """Stop trusting that a conversation is contiguous up to the live edge: its stretch that
+        reaches it ends before the newest server time it holds, so `timeline` shows a gap above
+        (and that time's messages, which others may share, are fetched again). A client without
+        live delivery calls it before reading the newest page."""
+        with self.connection.tx():
+            self._stretches.forget_live_edge(check_id(conv_id, "conv_id"))
+
     def message_count(self, conv_id: str) -> int:
         """How many messages of a conversation are stored."""
         return self._reads.count(check_id(conv_id, "conv_id"))

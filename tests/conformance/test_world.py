@@ -341,8 +341,6 @@ class BridgedHistory:
         raise IMError(ErrorCode.SERVICE_NOT_ENABLED, "a bridge's history is read-only")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: messages sharing a timestamp lose a page of "
-                   "history (load_messages asks for what is strictly older)")
 def test_history_with_tied_timestamps_loses_nothing():
     import asyncio
 
