@@ -330,6 +330,30 @@ def test_upload_progress_is_reported(pair: Pair, tmp_path: Path):
     assert sent.body.remote_url and sent.status == MessageStatus.SUCCESS
 
 
+def test_a_recall_by_a_moderator_is_recorded_and_old_handlers_still_hear_recalls(pair: Pair):
+    from imstore.adapters import takes_recalled_by
+    from imstore.lifecycle import RECALLED_BY
+
+    class OldHandler:
+        def on_messages_recalled(self, msg_ids):
+            self.got = msg_ids
+
+    assert takes_recalled_by(pair.ca) and not takes_recalled_by(OldHandler())
+    assert not takes_recalled_by(object())
+
+    async def main():
+        m = await pair.cb.send_message(Message.text("alice", "spam"))
+        await pair.settle()
+        pair.ca.on_messages_recalled([m.msg_id], {m.msg_id: "mod"})
+        return pair.a.get_message(m.msg_id)
+
+    got = run(main())
+    assert got.recalled_at is not None and got.ext[RECALLED_BY] == "mod"
+    with pytest.raises(IMError) as err:
+        pair.ca.on_messages_recalled([got.msg_id], {got.msg_id: ""})
+    assert err.value.code == ErrorCode.INVALID_PARAM
+
+
 @pytest.mark.parametrize(("head", "suffix"), [
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d", ".png"), (b"\xff\xd8\xff\xe0" + bytes(8), ".jpg"),
     (b"GIF89a" + bytes(6), ".gif"), (b"GIF87a" + bytes(6), ".gif"),

@@ -548,6 +548,25 @@ def test_a_client_without_live_delivery_fetches_the_newest_page_again():
     run(main())
 
 
+def test_a_moderators_recall_learned_from_history_names_who_did():
+    from imstore.kinds import blank_body
+    from imstore.lifecycle import RECALLED_BY
+
+    server = TiedServer([0, 1])
+
+    async def main():
+        with imstore.open(":memory:", user_id="alice", search=False) as store:
+            client = ChatClient(store, server)
+            await client.fetch_history_messages("bob", ChatType.CHAT)
+            spam = server.history[0]
+            spam.body, spam.recalled_at, spam.ext = blank_body(spam.type), T0 + 5, {
+                RECALLED_BY: "mod"}
+            await client.fetch_history_messages("bob", ChatType.CHAT)
+            got = store.get_message(spam.msg_id)
+            assert got.recalled_at == T0 + 5 and got.ext == {RECALLED_BY: "mod"}
+    run(main())
+
+
 @settings(max_examples=40, deadline=None)
 @given(steps=st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=1, max_size=70),
        limit=st.integers(1, 25), direction=st.sampled_from([Direction.UP, Direction.DOWN]),

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..adapters import SyncAdapter, check_page_size, transport_method
 from ..errors import ErrorCode, IMError
-from ..lifecycle import INT64_MIN, awaits_send, is_mine
+from ..lifecycle import INT64_MIN, RECALLED_BY, awaits_send, is_mine
 from ..message import (
     ChatType,
     Conversation,
@@ -217,7 +217,9 @@ class History:
             if here is None:
                 continue
             if m.recalled_at is not None and here.recalled_at is None:
-                done = self._store.apply_recall([m.msg_id], m.recalled_at)
+                by = (m.ext or {}).get(RECALLED_BY)
+                done = self._store.apply_recall([m.msg_id], m.recalled_at, recalled_by=(
+                    {m.msg_id: by} if isinstance(by, str) and by else None))
                 if done:
                     self._listeners.emit("on_messages_recalled", done)
             elif m.recalled_at is None and (m.edited_at or 0) > (here.edited_at or 0):

@@ -26,14 +26,14 @@ writes; no network I/O (the store does not know servers exist). See docs/archite
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import peewee as pw
 
 from .._crypto import check_key
-from ..codec import Limits, encode_ext, encode_local_ext
+from ..codec import Limits, check_recalled_by, encode_ext, encode_local_ext
 from ..errors import ErrorCode, IMError
 from ..index import LOCK_FILE
 from ..lifecycle import ReceiptKind, SendEvent, status_after
@@ -850,14 +850,17 @@ class MessageStore:
         check_time(older_than_ms, "older_than_ms", lo=0)
         return self._receipts.prune_pending(older_than_ms)
 
-    def apply_recall(self, msg_ids: Sequence[str], recalled_at: int) -> list[Message]:
+    def apply_recall(self, msg_ids: Sequence[str], recalled_at: int, *,
+                     recalled_by: Mapping[str, str] | None = None) -> list[Message]:
         """The server recalled messages (by id): each becomes a recall notice, keeping its ids,
         type, sender, times and read state, with its type's blank body and ``recalled_at`` set;
-        it leaves the search index. Returns the messages recalled now (unknown or already
+        it leaves the search index. ``recalled_by`` maps the ids of messages recalled by someone
+        other than their sender (a moderator) to who did: their notices say so in ``ext``
+        (`lifecycle.RECALLED_BY`). Returns the messages recalled now (unknown or already
         recalled ids are skipped)."""
         ids = _id_list(msg_ids, "msg_ids")
         check_stamp(recalled_at, "recalled_at")
-        return self._writes.apply_recall(ids, recalled_at)
+        return self._writes.apply_recall(ids, recalled_at, check_recalled_by(recalled_by))
 
     def apply_edit(self, msg_id: str, body: Body, edited_at: int) -> Message | None:
         """The server replaced a TEXT or CUSTOM message's content: the stored message takes

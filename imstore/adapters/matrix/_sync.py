@@ -31,7 +31,7 @@ from typing import Any
 
 from ...errors import ErrorCode, IMError
 from ...message import Message
-from .. import ConnectionState
+from .. import ConnectionState, takes_recalled_by
 from . import _mapping as mp
 from . import _requests as rq
 from ._api import Api, need
@@ -54,6 +54,7 @@ class _Batch:
     messages: list[Message] = field(default_factory=list)
     edits: list[Message] = field(default_factory=list)
     recalls: list[str] = field(default_factory=list)
+    recalled_by: dict[str, str] = field(default_factory=dict)  # a moderator's recalls: who
     receipts: list[tuple[str, Any]] = field(default_factory=list)
     bad: list[mp.BadEvent] = field(default_factory=list)
     changes: list[tuple[mp.RoomInfo, dict[str, Any]]] = field(default_factory=list)  # to judge
@@ -296,9 +297,11 @@ class SyncLoop:
                                             (sender, ts))
                 if edited is not None:
                     batch.edits.append(edited)
-            elif mp.takes_change(actor, sender) or (
-                    isinstance(actor, str) and await self.rooms.may_redact(info.room_id, actor)):
+            elif mp.takes_change(actor, sender):
                 batch.recalls.append(rid)
+            elif isinstance(actor, str) and await self.rooms.may_redact(info.room_id, actor):
+                batch.recalls.append(rid)
+                batch.recalled_by[rid] = mp.from_mxid(actor, self.rooms.server_name)
             else:
                 log.warning("ignored a redaction of %s by %s, who neither sent it nor moderates "
                             "the room", target, actor)
@@ -342,7 +345,8 @@ class SyncLoop:
         if batch.edits:
             self.link.emit("on_messages_edited", batch.edits)
         if batch.recalls:
-            self.link.emit("on_messages_recalled", batch.recalls)
+            by = batch.recalled_by if takes_recalled_by(self.link.handler) else {}
+            self.link.emit("on_messages_recalled", batch.recalls, *([by] if by else []))
         for room_id, content in batch.receipts:
             if _FULLY_READ in content:
                 await self.reads.note_fully_read(room_id, content[_FULLY_READ])
