@@ -178,6 +178,21 @@ class Indexer:
         reader = self._reader
         return 0 if reader is None else reader.doc_count()
 
+    def drift(self, undecodable: int = 0) -> int:
+        """How far the index's documents are from the searchable rows (neither recalled nor
+        among the ``undecodable`` ones, which have none): row ids missing, extra or doubled.
+        Compares the row ids themselves, so a damaged row-id column shows. Call it with
+        nothing pending (`wait` first)."""
+        reader = self._reader
+        if reader is None:
+            return 0
+        ids = reader.row_ids()
+        held = set(ids)
+        stored = {r[0] for r in self._conn.query("SELECT id FROM message WHERE recalled_at IS "
+                                                 "NULL")}
+        missing = max(len(stored - held) - undecodable, 0)
+        return missing + len(held - stored) + len(ids) - len(held)
+
     @contextmanager
     def pause(self) -> Iterator[None]:
         """Hold back applying the outbox until the block ends (the current batch finishes

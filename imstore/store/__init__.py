@@ -83,9 +83,11 @@ from ._cipher import (
 )
 from ._connection import Connection, connect
 from ._conversations import ConversationTable
+from ._counts import ConversationHits, Counter, keyword_groups
 from ._gaps import Gap, Span, Stretches, TimelinePage
 from ._indexer import IndexPolicy, IndexStatus, SearchWriter
 from ._merge import Merger, MergeResult
+from ._names import Names
 from ._pins import Pins
 from ._query import Query, Searcher
 from ._reactions import Reactions
@@ -98,7 +100,8 @@ from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
 from ._writes import Writes
 
-__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Changes", "Gap",
+__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Changes",
+           "ConversationHits", "Gap",
            "IndexPolicy", "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage",
            "VerifyReport", "change_key", "encrypt_store", "is_encrypted", "open_store"]
 
@@ -186,6 +189,8 @@ class MessageStore:
                               user_id)
         self._receipts = Receipts(conn, self._convs, self._indexer, self._writes)
         self._searcher = Searcher(conn, self._indexer)
+        self._counter = Counter(conn, self._indexer)
+        self._names = Names(conn)
         self._threads = Threads(conn, self._reads)
         self._reactions = Reactions(conn, user_id)
         self._pins = Pins(conn)
@@ -872,7 +877,8 @@ class MessageStore:
 
     # ---------------------------------------------------------------------------- search
 
-    def search_messages(self, keyword: str, *, conv_id: str | None = None,
+    def search_messages(self, keyword: str | Sequence[str], *, match: str = "all",
+                        conv_id: str | None = None,
                         sender: str | Sequence[str] | None = None,
                         types: MessageType | Iterable[MessageType] | None = None,
                         start_time: int | None = None, end_time: int | None = None,
@@ -882,22 +888,66 @@ class MessageStore:
         """Messages containing ``keyword``, oldest first.
 
         The keyword is literal text (never query syntax); its white-space separated words must all
-        match, each at the start of a word or, for Chinese, Japanese and Korean, anywhere. UP
+        match, each at the start of a word or, for Chinese, Japanese and Korean, anywhere
+        (traditional and simplified characters find each other). A list of 1-5 keywords
+        wants every one (``match="all"``) or at least one (``match="any"``). UP
         returns the newest ``limit`` matches, DOWN the oldest; with ``start_msg_id`` the ``limit``
         matches just before (UP) or after (DOWN) that message, exclusive, paging on (sort time,
         row id) as `messages` does, so matches that share a timestamp are never lost.
         ``start_time`` and ``end_time`` (inclusive, ms) are filters. Raises `IMError`:
-        INVALID_PARAM for an empty keyword or an unknown ``start_msg_id``,
-        QUERY_PARAM_REACHES_LIMIT for a limit outside 1-400.
+        INVALID_PARAM for an empty keyword, more than 5 keywords, an unknown ``match`` or
+        ``start_msg_id``, QUERY_PARAM_REACHES_LIMIT for a limit outside 1-400.
         """
-        if not isinstance(keyword, str) or not keyword.strip():
-            raise IMError(ErrorCode.INVALID_PARAM, "the search keyword is empty; type some text")
+        check_limit(limit)
+        direction = check_direction(direction)
+        _optional(conv_id, "conv_id", check_id)
+        _optional(start_msg_id, "start_msg_id", check_id)
+        groups = keyword_groups(keyword, match)  # checked before the anchor is looked up
+        queries = self._search_queries(
+            groups, conv_id=conv_id, sender=sender, types=types, start_time=start_time,
+            end_time=end_time, scope=scope, limit=limit, newest_first=direction == Direction.UP,
+            anchor=None if start_msg_id is None else (
+                self._reads.anchor(start_msg_id) if conv_id is None
+                else self._in_conversation(conv_id, start_msg_id)))
+        return self._searcher.search_any(queries)
+
+    def search_counts(self, keyword: str | Sequence[str], *, match: str = "all",
+                      sender: str | Sequence[str] | None = None,
+                      types: MessageType | Iterable[MessageType] | None = None,
+                      start_time: int | None = None, end_time: int | None = None,
+                      scope: SearchScope = SearchScope.CONTENT,
+                      max_hits: int = 10_000) -> list[ConversationHits]:
+        """How many messages match, per conversation, newest conversation first: each a
+        `ConversationHits` (``count``, the ``newest`` match, ``capped``). The keyword(s) and
+        filters mean what they mean for `search_messages`. Counting stops after ``max_hits``
+        matches (1 to 1,000,000): the counts are then lower bounds, every entry ``capped``."""
+        if isinstance(max_hits, bool) or not isinstance(max_hits, int) or \
+                not 1 <= max_hits <= 1_000_000:
+            raise invalid("max_hits", "an integer from 1 to 1,000,000", max_hits)
+        queries = self._search_queries(
+            keyword_groups(keyword, match), conv_id=None, sender=sender, types=types,
+            start_time=start_time, end_time=end_time, scope=scope, limit=1, newest_first=True,
+            anchor=None)
+        return self._counter.counts(queries, max_hits)
+
+    def search_conversations(self, text: str, *, limit: int = 20) -> list[Conversation]:
+        """Conversations whose title or id matches ``text``, newest first: as keyword search
+        matches words (folded, traditional and simplified alike), and by pinyin, full or
+        initials ("beijing", "bj" find 北京). Works with search=False too (no index needed)."""
+        if not isinstance(text, str) or not text.strip():
+            raise IMError(ErrorCode.INVALID_PARAM, "the search text is empty; type some text")
+        check_text(text, "text")
+        check_limit(limit)
+        found = [self._reads.conversation(c) for c in self._names.search(text, limit)]
+        return [c for c in found if c is not None]
+
+    def _search_queries(self, groups: list[list[str]], *, conv_id: Any, sender: Any,
+                        types: Any, start_time: Any, end_time: Any, scope: Any, limit: int,
+                        newest_first: bool, anchor: tuple[int, int] | None) -> list[Query]:
+        """The checked `Query` of each keyword group of a search (one unless ``match="any"``)."""
         _optional(conv_id, "conv_id", check_id)
         _optional(start_time, "start_time", check_time)
         _optional(end_time, "end_time", check_time)
-        _optional(start_msg_id, "start_msg_id", check_id)
-        check_limit(limit)
-        direction = check_direction(direction)
         if isinstance(scope, bool) or scope not in tuple(SearchScope):
             raise invalid("scope", "a SearchScope", scope)
         senders = None if sender is None else (
@@ -905,14 +955,10 @@ class MessageStore:
         if not self._indexer.enabled:
             raise IMError(ErrorCode.SERVICE_NOT_ENABLED,
                           "this store was opened with search=False; open it with search=True")
-        return self._searcher.search(Query(
-            words=self._searcher.words(check_text(keyword, "keyword")), scope=SearchScope(scope),
-            conv_id=conv_id, senders=senders,
-            types=as_types(types), start_time=start_time, end_time=end_time,
-            newest_first=direction == Direction.UP, limit=limit,
-            anchor=None if start_msg_id is None else (
-                self._reads.anchor(start_msg_id) if conv_id is None
-                else self._in_conversation(conv_id, start_msg_id))))
+        return [Query(words=words, scope=SearchScope(scope), conv_id=conv_id, senders=senders,
+                      types=as_types(types), start_time=start_time, end_time=end_time,
+                      newest_first=newest_first, limit=limit, anchor=anchor)
+                for words in groups]
 
     def flush_index(self, *, progress: Callable[[IndexStatus], None] | None = None,
                     timeout: float | None = None) -> int:

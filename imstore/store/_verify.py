@@ -209,7 +209,7 @@ class Verifier:
         recalled nor undecodable); returns by how many documents it was off."""
         if not self._indexer.enabled or not self._indexer.owns():
             return 0  # another process indexes this store; it is checked there
-        for _ in range(5):  # another process may write meanwhile: count with nothing pending
+        for _ in range(5):  # another process may write meanwhile: compare with nothing pending
             if not self._caught_up(deadline):
                 why = ("when the time ran out" if deadline is not None else
                        f"and has not moved for {STALL_SECONDS:g} s")
@@ -218,14 +218,14 @@ class Verifier:
                               f"changes behind {why} (is the disk full?); the "
                               "database's counters and attachments were checked and repaired, "
                               "the search index was not: call verify again once it catches up")
-            stored = int(self._conn.one(
-                "SELECT count(*) FROM message WHERE recalled_at IS NULL")[0])
             if not self._indexer.has_pending():
                 break
-        stored -= undecodable
-        indexed = self._indexer.doc_count()
-        if indexed == stored:
+        drift = self._indexer.drift(undecodable)  # row ids compared, not only counted
+        if not drift:
             return 0
+        stored = int(self._conn.one(
+            "SELECT count(*) FROM message WHERE recalled_at IS NULL")[0]) - undecodable
+        indexed = self._indexer.doc_count()
         if stored <= 0 < indexed:
             raise IMError(ErrorCode.DATABASE_ERROR,
                           f"verify: the search index holds {indexed} messages but the database "
@@ -233,4 +233,4 @@ class Verifier:
                           "left as it is. Restore the database from a backup, or call "
                           "rebuild_search_index() to make the index match the empty database")
         self._indexer.rebuild()
-        return abs(indexed - stored)
+        return drift
