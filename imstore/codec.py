@@ -21,7 +21,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import ErrorCode, IMError
+from .errors import ErrorCode, IMError, invalid
 from .kinds import ATTACHMENT_TYPES, KINDS, check_content
 from .lifecycle import INT64_MIN, MAX_TIME
 from .message import (
@@ -234,14 +234,6 @@ def decode_ext(blob: bytes | None, what: str = "ext") -> dict[str, Any]:
 # Values are checked where they enter (h11's events): every field of a message, every argument of
 # the store's public methods. A bad value is an `IMError` naming the field, raised before anything
 # is encoded or written; nothing below raises anything else.
-
-
-def invalid(field: str, what: str, value: Any, code: ErrorCode = ErrorCode.INVALID_PARAM) -> IMError:
-    """An `IMError` saying that ``field`` must be ``what``."""
-    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return IMError(code, f"{field} must be {what}, not {shown}")
 
 
 def _encodable(text: str) -> bool:

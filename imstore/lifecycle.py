@@ -229,7 +229,7 @@ class ReceiptKind(IntEnum):
 # ------------------------------------------------------------------------------ who may what
 
 
-def is_mine(sender: str | None, owner: str) -> bool:
+def is_mine(sender: str | None, owner: str | None) -> bool:
     """Whether a message (or receipt) from ``sender`` is the owner's own: None is the owner."""
     return sender is None or sender == owner
 

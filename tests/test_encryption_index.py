@@ -90,9 +90,10 @@ def test_the_segment_helper_seals_what_it_writes(tmp_path: Path) -> None:
         for part in ("cmdline", "environ"):  # the key went over its stdin, nowhere else
             seen = Path(f"/proc/{ix._helper.proc.pid}/{part}").read_bytes()
             assert key not in seen and key.hex().encode() not in seen
-        assert ix.candidates(["helperword"], ["content"], conv_id=None, start_time=None,
-                             end_time=None, newest_first=True, limit=5)[0] == [9000, 8999,
-                                                                               8998, 8997, 8996]
+        hits = ix.hits(["helperword"], ["content"], conv_id=None, start_time=None,
+                       end_time=None)  # (sort time, row id), oldest first
+        assert [rowid for _, rowid in hits[-5:]] == [8996, 8997, 8998, 8999, 9000]
+        assert len(hits) == 9000
     finally:
         ix.close()
     assert _holding(tmp_path / "ix", b"helperword") == []

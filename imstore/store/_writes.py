@@ -1,4 +1,5 @@
-"""Writing messages: insert, import, received and history batches, update, delete, read state.
+"""Writing messages: insert, import, received and history batches, update, delete, read state,
+local ext.
 
 Rules kept here:
 - every call is one write transaction (`Connection.tx`): a call that fails leaves nothing written;
@@ -8,7 +9,9 @@ Rules kept here:
   read when imported); nothing else of the caller's message is changed;
 - each change keeps the conversation's unread counter and last message (`ConversationTable`) and
   enqueues its search work (`SearchWriter`) in the same transaction;
-- attachment rows mirror each attachment's download state.
+- attachment rows mirror each attachment's download state;
+- reading a conversation (or one of its messages) clears its `ConversationMark.UNREAD`;
+- a one-to-one message between two other people is refused (insert) or skipped (import).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-from ..codec import Limits, validate_message
+from ..codec import Limits, encode_local_ext, validate_message
 from ..errors import ErrorCode, IMError
 from ..kinds import ATTACHMENT_TYPES, KINDS, blank_body
 from ..lifecycle import (
@@ -42,6 +45,7 @@ from ..message import (
     conversation_id,
 )
 from ..text import verbatim_searchable
+from ._checks import stranger_chat
 from ._connection import Connection, chunks, marks
 from ._conversations import ConversationTable
 from ._indexer import SearchWriter
@@ -172,6 +176,9 @@ class Writes:
     # -------------------------------------------------------------------------------- writing
 
     def insert(self, msg: Message) -> Message:
+        err = stranger_chat(msg, self._owner)
+        if err is not None:
+            raise err
         with self._conn.tx():
             row = self.prepare(msg)
             if self._existing_ids([row.msg_id]):
@@ -191,6 +198,9 @@ class Writes:
         try:
             for msg in messages:
                 seen += 1
+                if stranger_chat(msg, self._owner) is not None:
+                    result.skip("a one-to-one message between two other people")
+                    continue
                 batch.append(msg)
                 if len(batch) >= batch_size:
                     self.write_batch(batch, result, mode=Mode.IMPORT)
@@ -427,14 +437,13 @@ class Writes:
             changed = self._conn.run(f"UPDATE message SET is_read = 1 WHERE id = ? AND {UNREAD}",
                                      (row[0],)).rowcount
             self._convs.add_unread(row[1], -changed)
+            self._convs.clear_unread_mark([row[1]])
             return bool(changed)
 
     def mark_conversation_read(self, conv_id: str, up_to_msg_id: str | None = None) -> int:
         with self._conn.tx():
             if not self._convs.exists(conv_id):
-                raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
-                              f"there is no conversation {conv_id!r}; list them with "
-                              "store.conversations()")
+                return 0  # as for an empty conversation
             if up_to_msg_id is None:
                 n = self._conn.run(f"UPDATE message SET is_read = 1 WHERE conv_id = ? AND "
                                    f"{UNREAD}", (conv_id,)).rowcount
@@ -447,10 +456,25 @@ class Writes:
                                    "AND (sort_time, id) <= (?, ?)",
                                    (conv_id, anchor[0], anchor[1])).rowcount
             self._convs.add_unread(conv_id, -n)
+            self._convs.clear_unread_mark([conv_id])
             return int(n)
 
     def mark_all_read(self) -> int:
         with self._conn.tx():
             n = self._conn.run(f"UPDATE message SET is_read = 1 WHERE {UNREAD}").rowcount
             self._conn.run("UPDATE conversation SET unread_count = 0 WHERE unread_count != 0")
+            self._convs.clear_unread_mark(None)
             return int(n)
+
+    def set_local_ext(self, msg_id: str, data: dict[str, Any]) -> Message:
+        """Replace a stored message's ``local_ext`` (its own limit, not the payload's)."""
+        blob = encode_local_ext(data, self._limits)
+        with self._conn.tx():
+            row = self.find_row(msg_id, "id")
+            if row is None:
+                raise IMError(ErrorCode.MESSAGE_INVALID,
+                              f"no stored message has id {msg_id!r}; insert it first")
+            self._conn.run("UPDATE message SET local_ext = ? WHERE id = ?", (blob, row[0]))
+        msg = self._stored(msg_id)
+        assert msg is not None
+        return msg
