@@ -55,6 +55,7 @@ __all__ = [
     "check_ids",
     "check_marks",
     "check_path",
+    "check_recalled_by",
     "check_text",
     "check_time",
     "check_types",
@@ -282,6 +283,15 @@ def check_ids(values: Any, field: str) -> list[str]:
     if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         raise invalid(field, "a list of ids", values)
     return [check_id(v, f"{field}[{i}]") for i, v in enumerate(values)]
+
+
+def check_recalled_by(value: Any, field: str = "recalled_by") -> dict[str, str] | None:
+    """Who recalled which messages: a mapping of message ids to user ids, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise invalid(field, "a mapping of message ids to user ids, or None", value)
+    return {check_id(k, f"{field} key"): check_id(v, f"{field}[{k!r}]") for k, v in value.items()}
 
 
 def check_direction(direction: Any, field: str = "direction") -> Direction:

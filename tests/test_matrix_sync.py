@@ -244,7 +244,7 @@ def test_edits_and_redactions_apply_only_from_the_sender_or_a_moderator():
         await hs.asked_sync(3)
         assert [(m.msg_id, m.body.text) for (ms,) in rec.got("on_messages_edited") for m in ms] \
             == [("$2", "fixed")]
-        assert rec.got("on_messages_recalled") == [(["$2", "$3"],)]
+        assert rec.got("on_messages_recalled") == [(["$2", "$3"], {"$2": "mod"})]
         await a.close()
     run(main())
 

@@ -540,6 +540,22 @@ def test_recall_blanks_the_body_and_keeps_the_ids(store: MessageStore):
     assert got.timestamp == 100
 
 
+def test_a_recall_by_a_moderator_names_who_did(store: MessageStore):
+    from imstore.lifecycle import RECALLED_BY
+
+    spam, own = store.insert_message(recv("spam")), store.insert_message(recv("mine"))
+    spam.ext = {"k": "v"}
+    store.update_message(spam)
+    done = store.apply_recall([spam.msg_id, own.msg_id], 500,
+                              recalled_by={spam.msg_id: "mod", "unknown": "mod"})
+    assert [m.ext for m in done] == [{"k": "v", RECALLED_BY: "mod"}, {}]
+    assert store.get_message(spam.msg_id).ext == {"k": "v", RECALLED_BY: "mod"}
+    for bad in ({spam.msg_id: 5}, ["mod"], {"": "mod"}):
+        with pytest.raises(IMError) as err:
+            store.apply_recall([own.msg_id], 600, recalled_by=bad)
+        assert err.value.code == ErrorCode.INVALID_PARAM
+
+
 @pytest.mark.parametrize("mtype", [t for t in MessageType if t != MessageType.CMD])
 def test_blank_bodies_are_valid_only_on_recall_notices(store: MessageStore, mtype: MessageType):
     notice = Message.of(mtype, "alice", blank_body(mtype), sender="bob", recalled_at=5)

@@ -34,7 +34,8 @@ Rules every adapter keeps:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol, runtime_checkable
@@ -69,6 +70,7 @@ __all__ = [
     "check_page_size",
     "check_remove_args",
     "is_transport",
+    "takes_recalled_by",
     "transport_method",
 ]
 
@@ -185,8 +187,13 @@ class TransportHandler(Protocol):
         SUCCESS sent message already sent). Transports that know no position may omit it."""
         ...
 
-    def on_messages_recalled(self, msg_ids: list[str]) -> None:
-        """These messages (server ids) were recalled by their sender: they become recall notices."""
+    def on_messages_recalled(self, msg_ids: list[str],
+                             recalled_by: Mapping[str, str] | None = None) -> None:
+        """These messages (server ids) were recalled: they become recall notices.
+        ``recalled_by`` maps those recalled by someone other than their sender (a moderator)
+        to who did. Handlers written before it take only ``msg_ids``: a transport passes
+        ``recalled_by`` only when it names someone and `takes_recalled_by` says the handler
+        takes it."""
         ...
 
     def on_messages_edited(self, messages: list[Message]) -> None:
@@ -324,6 +331,20 @@ class Transport(Protocol):
         """Add and remove marks of a conversation for this user, on all its devices; returns the
         conversation's marks after."""
         ...
+
+
+def takes_recalled_by(handler: object) -> bool:
+    """Whether ``handler.on_messages_recalled`` takes a second argument (``recalled_by``)."""
+    fn = getattr(handler, "on_messages_recalled", None)
+    if not callable(fn):
+        return False
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params) or sum(
+        p.kind in positional for p in params) >= 2
 
 
 def is_transport(obj: object) -> bool:

@@ -14,7 +14,7 @@ Rules kept here:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from ..adapters import (
@@ -28,6 +28,7 @@ from ..adapters import (
     check_remove_args,
     is_transport,
 )
+from ..codec import check_recalled_by
 from ..errors import ErrorCode, IMError
 from ..kinds import AutoDownload
 from ..lifecycle import PENDING_RECEIPT_TTL_MS, ReceiptKind
@@ -272,8 +273,9 @@ class ChatClient:
     def on_group_read_acks(self, acks: list[GroupReadAck]) -> None:
         self._inbound.group_read_acks(check_acks(acks))
 
-    def on_messages_recalled(self, msg_ids: list[str]) -> None:
-        self._inbound.recalled(check_ids(msg_ids, "msg_ids"))
+    def on_messages_recalled(self, msg_ids: list[str],
+                             recalled_by: Mapping[str, str] | None = None) -> None:
+        self._inbound.recalled(check_ids(msg_ids, "msg_ids"), check_recalled_by(recalled_by))
 
     def on_messages_edited(self, messages: list[Message]) -> None:
         self._inbound.edited(check_messages(messages))

@@ -20,7 +20,7 @@ Rules kept here:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from ..adapters import ConnectionState
@@ -121,8 +121,10 @@ class Inbound:
         if heard:
             self._listeners.emit("on_group_message_read", heard)
 
-    def recalled(self, msg_ids: list[str]) -> None:
-        changed = self._store.apply_recall(list(msg_ids), now_ms())
+    def recalled(self, msg_ids: list[str], recalled_by: Mapping[str, str] | None = None) -> None:
+        """Recalls that arrived; ``recalled_by`` names who recalled the messages their sender
+        did not (a moderator)."""
+        changed = self._store.apply_recall(list(msg_ids), now_ms(), recalled_by=recalled_by)
         if changed:
             self._listeners.emit("on_messages_recalled", changed)
 

@@ -10,13 +10,13 @@ store does not know servers exist).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import peewee as pw
 
-from ..codec import Limits
+from ..codec import Limits, check_recalled_by
 from ..errors import ErrorCode, IMError
 from ..lifecycle import ReceiptKind
 from ..message import (
@@ -382,6 +382,14 @@ class MessageStore:
         first (the complement of `gaps`)."""
         return self._stretches.spans(check_id(conv_id, "conv_id"))
 
+    def forget_live_edge(self, conv_id: str) -> None:
+        """Stop trusting that a conversation is contiguous up to the live edge: its stretch that
+        reaches it ends before the newest server time it holds, so `timeline` shows a gap above
+        (and that time's messages, which others may share, are fetched again). A client without
+        live delivery calls it before reading the newest page."""
+        with self.connection.tx():
+            self._stretches.forget_live_edge(check_id(conv_id, "conv_id"))
+
     def message_count(self, conv_id: str) -> int:
         """How many messages of a conversation are stored."""
         return self._reads.count(check_id(conv_id, "conv_id"))
@@ -671,14 +679,17 @@ class MessageStore:
         check_time(older_than_ms, "older_than_ms", lo=0)
         return self._receipts.prune_pending(older_than_ms)
 
-    def apply_recall(self, msg_ids: Sequence[str], recalled_at: int) -> list[Message]:
+    def apply_recall(self, msg_ids: Sequence[str], recalled_at: int, *,
+                     recalled_by: Mapping[str, str] | None = None) -> list[Message]:
         """The server recalled messages (by id): each becomes a recall notice, keeping its ids,
         type, sender, times and read state, with its type's blank body and ``recalled_at`` set;
-        it leaves the search index. Returns the messages recalled now (unknown or already
+        it leaves the search index. ``recalled_by`` maps the ids of messages recalled by someone
+        other than their sender (a moderator) to who did: their notices say so in ``ext``
+        (`lifecycle.RECALLED_BY`). Returns the messages recalled now (unknown or already
         recalled ids are skipped)."""
         ids = check_ids(msg_ids, "msg_ids")
         check_stamp(recalled_at, "recalled_at")
-        return self._writes.apply_recall(ids, recalled_at)
+        return self._writes.apply_recall(ids, recalled_at, check_recalled_by(recalled_by))
 
     def apply_edit(self, msg_id: str, body: Body, edited_at: int) -> Message | None:
         """The server replaced a TEXT or CUSTOM message's content: the stored message takes

@@ -103,9 +103,10 @@ class Merger:
 
 
 def _live_spans(rows: list[MessageRow]) -> list[Span]:
-    """Live delivery brings every message after the oldest one it brought, per conversation."""
+    """Live delivery brings every message after the oldest one it brought, per conversation
+    (`Span.after`: others may share the oldest's time)."""
     oldest: dict[str, int] = {}
     for r in rows:
         if r.server_time is not None and r.direction == Direction.RECEIVE:
             oldest[r.conv_id] = min(oldest.get(r.conv_id, r.server_time), r.server_time)
-    return [Span(conv_id, t, None) for conv_id, t in oldest.items()]
+    return [Span.after(conv_id, t) for conv_id, t in oldest.items()]

@@ -16,14 +16,21 @@ Rules kept here:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
 from ..codec import Limits, encode_local_ext, validate_message
 from ..errors import ErrorCode, IMError
 from ..kinds import ATTACHMENT_TYPES, KINDS, blank_body
-from ..lifecycle import INT64_MAX, INT64_MIN, is_mine, send_move, settled_status
+from ..lifecycle import (
+    INT64_MAX,
+    INT64_MIN,
+    RECALLED_BY,
+    is_mine,
+    send_move,
+    settled_status,
+)
 from ..message import (
     Body,
     ChatType,
@@ -297,10 +304,12 @@ class Writes:
         row = self.find_row(msg_id, SELECT_COLUMNS)
         return None if row is None else row_to_message(row)
 
-    def apply_recall(self, msg_ids: Sequence[str], recalled_at: int) -> list[Message]:
+    def apply_recall(self, msg_ids: Sequence[str], recalled_at: int,
+                     recalled_by: Mapping[str, str] | None = None) -> list[Message]:
         """Turn messages into recall notices: same ids, type, sender and times, the type's blank
-        body, ``recalled_at`` set; read state unchanged; they leave the search index. Unknown
-        and already recalled ids are skipped. Returns the messages recalled now."""
+        body, ``recalled_at`` set, and who recalled it in ``ext`` (`RECALLED_BY`) where
+        ``recalled_by`` names someone; read state unchanged; they leave the search index.
+        Unknown and already recalled ids are skipped. Returns the messages recalled now."""
         out = []
         with self._conn.tx():
             for msg_id in dict.fromkeys(msg_ids):
@@ -308,6 +317,9 @@ class Writes:
                 if msg is None or msg.recalled_at is not None:
                     continue
                 msg.body, msg.recalled_at, msg.edited_at = blank_body(msg.type), recalled_at, None
+                by = (recalled_by or {}).get(msg_id)
+                if by:
+                    msg.ext = {**(msg.ext or {}), RECALLED_BY: by}
                 self._rewrite_decoded(msg)
                 out.append(msg)
         return out

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...kinds import blank_body
-from ...lifecycle import MAX_TIME, is_mine
+from ...lifecycle import MAX_TIME, RECALLED_BY, is_mine
 from ...message import (
     Body,
     ChatType,
@@ -57,7 +57,6 @@ HIDDEN = f"{NS}.hidden"  # room account data: this user's one-way deletes
 CMD_EVENT = f"{NS}.cmd"  # to-device: CMD messages
 RECEIPT_EVENT = f"{NS}.receipt"  # to-device: delivery receipts
 CUSTOM_MSGTYPE = f"{NS}.custom"
-RECALLED_BY = f"{NS}.recalled_by"  # ext of a message a moderator redacted: who did
 THUMB_MARK = "#thumbnail"  # appended to an mxc URL: "the server's thumbnail of this file"
 HTML = "org.matrix.custom.html"
 STICKER = "m.sticker"

@@ -33,7 +33,7 @@ from typing import Any
 
 from ...errors import ErrorCode, IMError
 from ...message import Message
-from .. import ConnectionState, ConversationState, PinEvent, ReactionEvent
+from .. import ConnectionState, ConversationState, PinEvent, ReactionEvent, takes_recalled_by
 from . import _mapping as mp
 from . import _requests as rq
 from ._api import Api, need
@@ -57,6 +57,7 @@ class _Batch:
     messages: list[Message] = field(default_factory=list)
     edits: list[Message] = field(default_factory=list)
     recalls: list[str] = field(default_factory=list)
+    recalled_by: dict[str, str] = field(default_factory=dict)  # a moderator's recalls: who
     receipts: list[tuple[str, Any]] = field(default_factory=list)
     bad: list[mp.BadEvent] = field(default_factory=list)
     reactions: list[ReactionEvent] = field(default_factory=list)
@@ -318,9 +319,11 @@ class SyncLoop:
                                             (sender, ts))
                 if edited is not None:
                     batch.edits.append(edited)
-            elif mp.takes_change(actor, sender) or (
-                    isinstance(actor, str) and await self.rooms.may_redact(info.room_id, actor)):
+            elif mp.takes_change(actor, sender):
                 batch.recalls.append(rid)
+            elif isinstance(actor, str) and await self.rooms.may_redact(info.room_id, actor):
+                batch.recalls.append(rid)
+                batch.recalled_by[rid] = mp.from_mxid(actor, self.rooms.server_name)
             else:
                 log.warning("ignored a redaction of %s by %s, who neither sent it nor moderates "
                             "the room", target, actor)
@@ -364,7 +367,8 @@ class SyncLoop:
         if batch.edits:
             self.link.emit("on_messages_edited", batch.edits)
         if batch.recalls:
-            self.link.emit("on_messages_recalled", batch.recalls)
+            by = batch.recalled_by if takes_recalled_by(self.link.handler) else {}
+            self.link.emit("on_messages_recalled", batch.recalls, *([by] if by else []))
         for name, items in (("on_reactions", batch.reactions), ("on_message_pins", batch.pins),
                             ("on_conversation_states", batch.states)):
             if items:
