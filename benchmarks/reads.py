@@ -11,13 +11,15 @@ whole conversation list — taken apart (reported, never asserted):
 - with ``--profile``, where the Python time of each read goes.
 
 ``--store DIR`` keeps the imported store there and reuses it on the next run (the import is the
-slow part); without it, everything lives in a temporary directory.
+slow part); without it, everything lives in a temporary directory. For "before" figures, run it
+with an older imstore first on the path (``PYTHONPATH=<old checkout>``).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import pstats
 import shutil
@@ -32,20 +34,42 @@ from typing import Any
 
 import imstore
 from imstore.store import CONVERSATION_LIST_SQL
-from imstore.store._rows import PAGE_FROM_SQL, SELECT_COLUMNS
+from imstore.store._rows import SELECT_COLUMNS
 
-from .__main__ import DATA, timings
+try:  # an older imstore (put first on the path for "before" figures) reads the anchor apart
+    from imstore.store._rows import PAGE_FROM_SQL
+except ImportError:
+    PAGE_FROM_SQL = {}
+
+from .__main__ import DATA
 from .reference import RawSQLite
 from .workload import OWNER, generate, load_corpus
 
 _LIST = CONVERSATION_LIST_SQL.format(where="")
-_PAGE = PAGE_FROM_SQL[imstore.Direction.UP]  # the page and its anchor, as imstore reads them
+_PAGE = PAGE_FROM_SQL.get(imstore.Direction.UP)  # the page and its anchor, as imstore reads them
 
 
-def median_ms(fn: Callable[[], Any], n: int) -> float:
-    for _ in range(3):  # warm the caches first
+def medians(fns: list[Callable[[], Any]], n: int) -> list[float]:
+    """The median ms of each of ``fns``, called in turn ``n`` times (after a warm-up), so that
+    a busy shared machine slows them alike."""
+    for fn in fns:
         fn()
-    return statistics.median(timings(fn, n))
+    spent: list[list[float]] = [[] for _ in fns]
+    for _ in range(n):
+        for fn, out in zip(fns, spent, strict=True):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1000)
+    return [statistics.median(out) for out in spent]
+
+
+def without_gc(fn: Callable[[], Any]) -> Any:
+    """``fn()`` with the cyclic garbage collector off (what the collector's passes cost)."""
+    gc.disable()
+    try:
+        return fn()
+    finally:
+        gc.enable()
 
 
 def line(name: str, mine: float, ref: float | None = None, unit: str = "ms") -> None:
@@ -107,28 +131,32 @@ def main(argv: list[str] | None = None) -> int:
 
         for label, anchor in (("oldest", ids[min(20, len(ids) - 1)]),
                               ("middle", ids[len(ids) // 2]), ("newest", ids[-1])):
-            mine = median_ms(lambda a=anchor: store.messages(big, start_msg_id=a, limit=20), 300)
-            ref = median_ms(lambda a=anchor: raw.page(big, *raw.anchor(a)), 300)
+            fns = [lambda a=anchor: store.messages(big, start_msg_id=a, limit=20),
+                   lambda a=anchor: raw.page(big, *raw.anchor(a)),
+                   lambda a=anchor: [m.body for m in store.messages(big, start_msg_id=a,
+                                                                    limit=20)]]
+            if _PAGE is not None:
+                fns.append(lambda a=anchor: plain.execute(_PAGE, (big, a, a, 20)).fetchall())
+            mine, ref, read, *same = medians(fns, 300)
             line(f"page of 20, {label}", mine, ref)
-            read = median_ms(lambda a=anchor: [m.body for m in store.messages(
-                big, start_msg_id=a, limit=20)], 300)
             line("  and every body read", read, ref)
-            same = median_ms(lambda a=anchor: plain.execute(_PAGE, (big, a, a, 20)).fetchall(),
-                             300)
-            line(f"  imstore's SQL ({len(SELECT_COLUMNS.split(','))} columns) by sqlite3", same,
-                 ref)
+            if same:
+                line(f"  imstore's SQL ({len(SELECT_COLUMNS.split(','))} columns) by sqlite3",
+                     same[0], ref)
 
         for limit in (50, None):
             what = "first 50" if limit else f"all {convs:,}"
             sql = _LIST + (f" LIMIT {limit}" if limit else "")
-            reps = 30 if limit else 10
-            mine = median_ms(lambda lim=limit: store.conversations(limit=lim), reps)
-            ref = median_ms(lambda lim=limit: raw.conversations(lim), reps)
+            mine, ref, same, quiet, first = medians([
+                lambda lim=limit: store.conversations(limit=lim),
+                lambda lim=limit: raw.conversations(lim),
+                lambda s=sql: plain.execute(s).fetchall(),
+                lambda lim=limit: without_gc(lambda: store.conversations(limit=lim)),
+                lambda lim=limit: [c.last_message.body for c in store.conversations(limit=lim)
+                                   if c.last_message]], 100 if limit else 30)
             line(f"conversation list, {what}", mine, ref)
-            same = median_ms(lambda s=sql: plain.execute(s).fetchall(), reps)
             line("  the same SQL by sqlite3 on imstore's file", same, ref)
-            first = median_ms(lambda lim=limit: [c.last_message.body for c in store.conversations(
-                limit=lim) if c.last_message], reps)
+            line("  imstore's, the garbage collector off", quiet, ref)
             line("  and every last message read (its body too)", first, ref)
         plain.close()
 
