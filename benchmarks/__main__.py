@@ -32,7 +32,7 @@ from imstore.text import content_text, ext_text
 
 from .reference import Fts5, RawSQLite, naive_whoosh, rows_of
 from .report import _fmt
-from .workload import OWNER, Corpus, generate, load_corpus
+from .workload import OWNER, Corpus, common_queries, generate, load_corpus
 
 DATA = Path(os.environ.get("IMSTORE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -300,6 +300,37 @@ def main(argv: list[str] | None = None) -> int:
                 rep.add(f"search {lang}, {scope}, p50", pct(m_t, .5), pct(r_t, .5), "ms")
                 rep.add(f"search {lang}, {scope}, p95", pct(m_t, .95), pct(r_t, .95), "ms",
                         goal, check)
+
+        step("search, common words")
+        common = common_queries(msgs)
+        for scope, conv in (("one conversation", big), ("all conversations", None)):
+            m_t = [timings(lambda q=q, c=conv: store.search_messages(q, conv_id=c), 1)[0]
+                   for q in common]
+            r_t = [timings(lambda q=q, c=conv: fts.search(q, c), 1)[0] for q in common]
+            limit_ms = 30 if conv else 100
+            rep.add(f"search common words, {scope}, p50", pct(m_t, .5), pct(r_t, .5), "ms")
+            rep.add(f"search common words, {scope}, p95", pct(m_t, .95), pct(r_t, .95), "ms",
+                    f"p95 <= {limit_ms} ms at 100k", (lambda lim: lambda m, r: m <= lim)(limit_ms))
+            worst = max(range(len(common)), key=lambda i: m_t[i])
+            print(f"    slowest: {common[worst]!r} {m_t[worst]:.1f} ms")
+
+        step("search, OR of two keywords")
+        pairs = [[en[i], zh[i]] for i in range(min(len(en), len(zh), 20))]
+        m_t = [timings(lambda p=p: store.search_messages(p, match="any"), 1)[0] for p in pairs]
+        r_t = [timings(lambda p=p: fts.search(p, None), 1)[0] for p in pairs]
+        rep.add("search OR (an English, a Chinese word), p95", pct(m_t, .95), pct(r_t, .95), "ms")
+
+        step("counts per conversation")
+        typical = en[:15] + zh[:15]
+        m_t = [timings(lambda q=q: store.search_counts(q), 1)[0] for q in typical]
+        r_t = [timings(lambda q=q: fts.counts(q), 1)[0] for q in typical]
+        rep.add("search_counts, typical words, p95", pct(m_t, .95), pct(r_t, .95), "ms",
+                "p95 <= 50 ms at 100k", lambda m, r: m <= 50)
+        some = common[::4]
+        m_t = [timings(lambda q=q: store.search_counts(q), 1)[0] for q in some]
+        r_t = [timings(lambda q=q: fts.counts(q), 1)[0] for q in some]
+        rep.add("search_counts, common words (max_hits 10k), p95", pct(m_t, .95), pct(r_t, .95),
+                "ms")
 
         # Searches while every message is still waiting for the index: the indexer is held
         # back and every row put in its outbox, as right after an import of them all; the

@@ -3,9 +3,9 @@ run, as ratios (encrypted / plain), and the time a passphrase costs at open.
 
     python -m benchmarks.encryption --messages 50000
 
-The database is encrypted (SQLCipher); the search index is encrypted only once the indexer
-uses `imstore._crypto._whoosh.EncryptedStorage`, so the search figure measures the database's
-share of a search (candidate rows read through SQLCipher).
+The database is encrypted (SQLCipher) and so is the search index (every file sealed,
+`imstore.index._sealed`): the search figure includes decrypting index files (cached after the
+first read), the import-until-indexed one sealing them.
 """
 
 from __future__ import annotations

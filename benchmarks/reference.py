@@ -134,7 +134,9 @@ def fts_text(text: str) -> str:
 def fts_query(keyword: str) -> str:
     parts = []
     for word in keyword.split():
-        if _CJK.fullmatch(word):
+        if _CJK.fullmatch(word) and len(word) == 1:  # a bigram starting with it (or alone)
+            parts.append(f'"{word}"*')
+        elif _CJK.fullmatch(word):
             grams = [word[i:i + 2] for i in range(len(word) - 1)] or [word]
             parts.append('"' + " ".join(grams) + '"')
         else:
@@ -157,14 +159,25 @@ class Fts5:
         self.db.execute("COMMIT")
         return time.perf_counter() - t
 
-    def search(self, keyword: str, conv_id: str | None) -> list[Any]:
+    def search(self, keyword: str | Sequence[str], conv_id: str | None) -> list[Any]:
+        """The newest 20 matches (a list of keywords: any of them)."""
+        expr = fts_query(keyword) if isinstance(keyword, str) else fts_any(keyword)
         where = "fts MATCH ?" + (" AND conv_id = ?" if conv_id else "")
-        params: tuple[Any, ...] = (fts_query(keyword), conv_id) if conv_id else (fts_query(keyword),)
+        params: tuple[Any, ...] = (expr, conv_id) if conv_id else (expr,)
         ids = self.db.execute(f"SELECT rowid FROM fts WHERE {where} ORDER BY sort_time DESC "
                               "LIMIT 20", params).fetchall()
         marks = ",".join("?" * len(ids))
         return self.db.execute(f"SELECT * FROM message WHERE id IN ({marks})",
                                [i[0] for i in ids]).fetchall()
+
+    def counts(self, keyword: str) -> list[Any]:
+        """Matches per conversation, with the newest match's time."""
+        return self.db.execute("SELECT conv_id, count(*), max(sort_time) FROM fts WHERE fts "
+                               "MATCH ? GROUP BY conv_id", (fts_query(keyword),)).fetchall()
+
+
+def fts_any(keywords: Sequence[str]) -> str:
+    return " OR ".join(f"({fts_query(k)})" for k in keywords)
 
 
 def naive_whoosh(texts: Sequence[str]) -> float:

@@ -138,3 +138,25 @@ def _media(to: str, rnd: random.Random, n: int, kw: dict) -> Message:
     msg = Message.file(to, name, **kw)
     msg.type, msg.body = kind, body
     return msg
+
+
+def common_queries(msgs: list[Message]) -> list[str]:
+    """The "common words" set: the 20 most frequent words (3+ letters) and the 20 most frequent
+    Chinese characters of the workload's text messages, 20 pairs of them (a word and a
+    character, two words, two characters) and a lone 的."""
+    import re
+    from collections import Counter
+
+    words: Counter[str] = Counter()
+    chars: Counter[str] = Counter()
+    for m in msgs:
+        text = getattr(m.body, "text", None)
+        if isinstance(text, str):
+            words.update(w.lower() for w in re.findall(r"[A-Za-z]{3,}", text))
+            chars.update(re.findall(r"[\u4e00-\u9fff]", text))
+    w = [x for x, _ in words.most_common(20)]
+    c = [x for x, _ in chars.most_common(20)]
+    pairs = [f"{w[i]} {c[i]}" for i in range(0, 20, 3)] + \
+        [f"{w[i]} {w[i + 1]}" for i in range(0, 19, 3)] + \
+        [f"{c[i]} {c[i + 1]}" for i in range(0, 19, 3)]
+    return [*w, *c, *pairs, "的"]

@@ -48,6 +48,7 @@ from .message import (
     VoiceBody,
 )
 from .store import (
+    ConversationHits,
     Gap,
     IndexPolicy,
     IndexStatus,
@@ -70,6 +71,7 @@ __all__ = [
     "CmdBody",
     "ConnectionState",
     "Conversation",
+    "ConversationHits",
     "ConversationMark",
     "CursorResult",
     "CustomBody",

@@ -2,7 +2,9 @@
 of a message. No whoosh here (that is `search`), no storage.
 
 Rules kept here:
-- one fold for every script: case, accents and full-width forms are folded; CJK is left as is;
+- one fold for every script: case, accents and full-width forms are folded; a traditional
+  Chinese character becomes its simplified form (`_hanzi`, generated from OpenCC's table by
+  scripts/opencc_table.py), so 臺灣 and 台湾, 發 and 发 find each other; other CJK is kept;
 - one tokenization: alphabetic words; for a CJK run, the bigram at each position plus the run's
   last character alone (so a one-character query is a prefix, two characters a term, three or more
   a phrase of bigrams); each symbol or emoji character (`SYMBOLS`) is a term of its own, so
@@ -23,12 +25,13 @@ from collections.abc import Iterator, Sequence
 from operator import add
 from typing import Any
 
+from ._hanzi import SIMPLIFIED, TRADITIONAL
 from .kinds import KINDS, searchable_text
 from .message import MessageType
 
-__all__ = ["SYMBOLS", "TOKEN_RE", "ascii_verbatim", "ascii_word", "content_text", "ext_text",
-           "fold", "indexable", "keyword_words", "matches", "needles", "terms", "tokens",
-           "verbatim_searchable"]
+__all__ = ["SYMBOLS", "TOKEN_RE", "TRADITIONAL_CHARACTERS", "ascii_verbatim", "ascii_word",
+           "content_text", "ext_text", "fold", "indexable", "keyword_words", "matches", "needles",
+           "terms", "tokens", "verbatim_searchable"]
 
 _CJK = (
     "\u1100-\u11ff\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
@@ -39,9 +42,11 @@ _CJK = (
 SYMBOLS = "\u00a9\u00ae\u20a0-\u20cf\u2190-\u2bff\U0001f000-\U0001faff"
 _CJK_CHAR = re.compile(f"[{_CJK}]")
 TOKEN_RE = re.compile(f"([{_CJK}]+)|((?:(?![{_CJK}])\\w)+)|([{SYMBOLS}])")
-# CJK and symbol characters that some other character folds into (NFKD: "⼀" -> "一", "㈠" ->
-# "(一)"); a test recomputes this from unicodedata.
-_FOLD_TARGETS = frozenset(
+_TO_SIMPLIFIED = dict(zip(TRADITIONAL, SIMPLIFIED, strict=True))
+TRADITIONAL_CHARACTERS = frozenset(TRADITIONAL)
+# CJK and symbol characters that some other character folds into by NFKD ("⼀" -> "一", "㈠" ->
+# "(一)"; a test recomputes these from unicodedata) or as its simplified form (_hanzi).
+_NFKD_TARGETS = frozenset(
     "ᄀᄁᄂᄃᄄᄅᄆᄇᄈᄉᄊᄋᄌᄍᄎᄏᄐᄑᄒᄚᄡᅠᅡᅢᅣᅤᅥᅦᅧᅨᅩᅪᅫᅬᅭᅮᅯᅰᅱᅲ"
     "ᅳᅴᅵᆪᆫᆬᆭᆰᆱᆲᆳᆴᆵᆷ₩←↑→↓↔⇐⇒⇔∂∃∇∈∋∑−∕∣∥∫∮∼≃≅≈≍"
     "≡≤≥≲≳≶≷≺≻≼≽⊂⊃⊆⊇⊑⊒⊢⊨⊩⊫⊲⊳⊴⊵│■○⦅⦆⫝かほァアィイウェエ"
@@ -56,14 +61,27 @@ _FOLD_TARGETS = frozenset(
     "雨靑非面革韋韭音頁項風飛食首香馬骨高髟鬥鬯鬲鬼魚鳥鹵鹿麥麻黃黍黑黹黽鼎鼓鼠鼻齊齒"
     "龍龜龟龠"
 )
+_FOLD_TARGETS = frozenset(_TO_SIMPLIFIED.get(c, c) for c in _NFKD_TARGETS) | frozenset(SIMPLIFIED)
 _NEEDLE = re.compile(f"[{_CJK}{SYMBOLS}]")
 
 
-def _fold_char(ch: str) -> str:
+def _fold_once(ch: str) -> str:
     if _CJK_CHAR.match(ch):
-        return ch
+        return _TO_SIMPLIFIED.get(ch, ch)
     decomposed = unicodedata.normalize("NFKD", ch)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def _fold_char(ch: str) -> str:
+    """One character folded until folding changes nothing more (a Kangxi radical becomes a
+    traditional character, then a simplified one): `fold` is idempotent, so folded text can be
+    kept and folded again (the index does) with the same result."""
+    out = _fold_once(ch)
+    while True:
+        again = "".join(_fold_once(c) for c in out)
+        if again == out:
+            return out
+        out = again
 
 
 class _FoldTable(dict[int, "str | int"]):
@@ -81,7 +99,8 @@ _FOLD = _FoldTable()
 
 
 def fold(text: str) -> str:
-    """Lower-case, strip accents and width; CJK characters are kept as they are."""
+    """Lower-case, strip accents and width; traditional Chinese characters become simplified,
+    other CJK characters are kept as they are."""
     if text.isascii():
         return text.lower()
     return text.translate(_FOLD)

@@ -85,7 +85,7 @@ class Homeserver:
     @staticmethod
     def _is_loop(request: httpx.Request) -> bool:
         filt = parse_qs(urlsplit(str(request.url)).query).get("filter", ["{}"])[0]
-        return '"limit": 0' not in filt
+        return '"limit": 0' not in filt and not is_list_sync(request)
 
     async def _sync(self, request: httpx.Request) -> httpx.Response:
         self.sync_count += 1
@@ -114,6 +114,12 @@ class Homeserver:
         return {k: v[0] for k, v in parse_qs(urlsplit(str(request.url)).query).items()}
 
 
+def is_list_sync(request: httpx.Request) -> bool:
+    """Whether a ``/sync`` is the conversation list's (its timeline holds messages only)."""
+    filt = parse_qs(urlsplit(str(request.url)).query).get("filter", ["{}"])[0]
+    return '"types": ["m.room.message"]' in filt
+
+
 def login_answer(user: str = ME) -> dict[str, Any]:
     return {"access_token": "tok", "user_id": user, "device_id": "DEV"}
 
@@ -126,7 +132,11 @@ async def adapter(hs: Homeserver, **kw: Any) -> MatrixAdapter:
 
 
 def dm_rooms(hs: Homeserver, room: str = DM, peer: str = BOB) -> None:
-    """A one-to-one room with ``peer`` that the adapter learns from its state."""
+    """A one-to-one room with ``peer``: the user's ``m.direct`` lists it (asked when no sync
+    brought it), and its imstore state says so too."""
+    direct: dict[str, list[str]] = hs.__dict__.setdefault("direct", {})
+    direct.setdefault(peer, []).append(room)
+    hs.on("GET", r"/account_data/m\.direct$", lambda request: direct)
     hs.on("GET", rf"/rooms/{re.escape(room)}/state/io\.imstore\.conversation/$",
           {"chat_type": "CHAT", "id": "", "members": sorted([ME, peer])})
 

@@ -1,5 +1,6 @@
 """Encryption at rest (issue 22), the store's side: SQLCipher keys, the errors for each wrong
-key, the rewrites (`encrypt_store`, `change_key`), and the sealed files an index is made of."""
+key, the rewrites (`encrypt_store`, `change_key`), no plaintext in any file at any moment, and
+no temporary file (the index's side: test_encryption_index.py)."""
 
 from __future__ import annotations
 
@@ -63,17 +64,75 @@ def test_a_passphrase_and_the_raw_key_it_derives_open_the_same_store(tmp_path: P
 
 def test_no_plaintext_in_the_database_files_while_open_and_after_close(tmp_path: Path) -> None:
     path = tmp_path / "s"
-    word = b"xylophonic"
+    word, peer = b"xylophonic", "bob-4f2a9c1e"  # long enough never to occur in ciphertext
     with imstore.open(path, user_id="alice", key=KEY, search=False) as s:
-        s.import_messages(Message.text("alice", f"{word.decode()} {i}", sender="bob",
+        s.import_messages(Message.text("alice", f"{word.decode()} {i}", sender=peer,
                                        ext={"note": word.decode()}) for i in range(500))
-        s.insert_message(Message.text("bob", "one more xylophonic"))
+        s.insert_message(Message.text(peer, "one more xylophonic"))
         assert (path / "imstore.db-wal").stat().st_size > 0  # the WAL holds the last writes
         assert _holding(path, word) == []
-        assert _holding(path, b"bob") == []  # ids too
+        assert _holding(path, peer.encode()) == []  # ids too
     assert _holding(path, word) == []
     with imstore.open(path, user_id="alice", key=KEY, search=False) as s:
-        assert s.message_count(BOB) == 501
+        assert s.message_count(Message.text(peer, "").conv_id) == 501
+
+
+class _Scanner:
+    """Reads every file under a folder, again and again, and remembers which held a secret.
+    (Files come and go while a store works: one that vanished between listing and reading
+    held nothing.)"""
+
+    def __init__(self, folder: Path, secrets: list[bytes]) -> None:
+        self.folder, self.secrets = folder, secrets
+        self.found: set[tuple[str, bytes]] = set()
+        self.scans = 0
+
+    def scan(self) -> None:
+        for p in list(self.folder.rglob("*")):
+            try:
+                data = p.read_bytes()
+            except (FileNotFoundError, IsADirectoryError):
+                continue
+            self.found |= {(p.name, s) for s in self.secrets if s in data}
+        self.scans += 1
+
+
+@pytest.mark.parametrize("search", [False, True], ids=["no index", "with its index"])
+def test_a_unique_word_is_in_no_file_at_any_moment_of_an_import_nor_after_close(
+        tmp_path: Path, search: bool) -> None:
+    path = tmp_path / "s"
+    peer, word = "zqxpeer-83f1c0", "quetzalcoatlite"
+    scanner = _Scanner(path, [word.encode(), peer.encode(), word.encode("utf-16-le")])
+    stop = threading.Event()
+
+    def keep_scanning() -> None:
+        while not stop.is_set():
+            scanner.scan()
+
+    with imstore.open(path, user_id="alice", key=KEY, search=search) as s:
+        thread = threading.Thread(target=keep_scanning)
+        thread.start()
+        try:
+            s.import_messages((Message.text("alice", f"{word} number {i}", sender=peer,
+                                            ext={"tag": word}) for i in range(6000)),
+                              batch_size=300, progress=lambda _n: scanner.scan())
+            conv = Message.text(peer, "").conv_id
+            s.set_conversation_ext(conv, {"draft": word})
+            sent = s.insert_message(Message.text(peer, f"a reply with {word}"))
+            s.mark_conversation_read(conv)
+            s.delete_message(sent.msg_id)
+            assert s.verify().ok
+            if search:
+                s.flush_index()
+                assert len(s.search_messages(word, limit=400)) == 400
+                s.rebuild_search_index()  # a rebuild writes the whole index again
+        finally:
+            stop.set()
+            thread.join()
+        scanner.scan()
+    scanner.scan()
+    assert scanner.scans > 20  # one per batch at least, while the import ran
+    assert scanner.found == set()
 
 
 def test_the_passphrase_is_derived_once_per_open_for_every_thread(
@@ -82,11 +141,14 @@ def test_the_passphrase_is_derived_once_per_open_for_every_thread(
     real = _cipher.derive_key
 
     def counting(key, salt):
-        calls.append(1)
+        if isinstance(key, str):  # a raw key goes through as it is: no derivation
+            calls.append(1)
         return real(key, salt)
 
     monkeypatch.setattr(_cipher, "derive_key", counting)
-    with imstore.open(tmp_path / "s", user_id="alice", key="pass") as s:
+    imstore.open(tmp_path / "s", user_id="alice", key="pass").close()  # created: derived once
+    assert calls == [1]
+    with imstore.open(tmp_path / "s", user_id="alice", key="pass") as s:  # opened: once more
         def read() -> None:  # each thread opens its own SQLite connection
             for _ in range(5):
                 s.insert_message(Message.text("bob", "hi"))
@@ -98,7 +160,7 @@ def test_the_passphrase_is_derived_once_per_open_for_every_thread(
         for t in threads:
             t.join()
         assert s.message_count(BOB) == 20
-    assert calls == [1]
+    assert calls == [1, 1]
 
 
 # ----------------------------------------------------------------------- one error for each
@@ -146,6 +208,36 @@ def test_a_key_that_is_no_key_is_refused(tmp_path: Path, key) -> None:
         imstore.open(tmp_path / "s", user_id="alice", key=key)
     assert err.value.code == ErrorCode.INVALID_PARAM
     assert not (tmp_path / "s" / "imstore.db").exists()
+
+
+@pytest.mark.parametrize("key", [bytes(31), bytes(33), memoryview(KEY), "\ud800", 3.5, True],
+                         ids=["31 bytes", "33 bytes", "memoryview", "surrogate", "float", "bool"])
+def test_a_bad_key_for_a_new_store_creates_nothing(tmp_path: Path, key) -> None:
+    with pytest.raises(IMError) as err:
+        imstore.open(tmp_path / "s", user_id="alice", key=key)
+    assert err.value.code == ErrorCode.INVALID_PARAM
+    assert not (tmp_path / "s").exists()
+
+
+_PATH_CALLS = {
+    "open": lambda p: imstore.open(p, user_id="alice"),
+    "open with a key": lambda p: imstore.open(p, user_id="alice", key=KEY),
+    "stored_owner": lambda p: MessageStore.stored_owner(p, key=KEY),
+    "check_writable": MessageStore.check_writable,
+    "is_encrypted": imstore.is_encrypted,
+    "encrypt_store": lambda p: imstore.encrypt_store(p, KEY),
+    "change_key": lambda p: imstore.change_key(p, KEY, OTHER),
+}
+
+
+@pytest.mark.parametrize("path", ["/tmp/a\x00b", b"/tmp", 7, None, ""],
+                         ids=["nul", "bytes", "int", "none", "empty"])
+@pytest.mark.parametrize("call", list(_PATH_CALLS))
+def test_a_path_that_is_no_path_is_refused(call: str, path: object) -> None:
+    with pytest.raises(IMError) as err:
+        _PATH_CALLS[call](path)
+    assert err.value.code == ErrorCode.INVALID_PARAM
+    assert "path" in err.value.description
 
 
 def test_a_key_for_a_store_in_memory_is_refused() -> None:
@@ -251,64 +343,6 @@ def test_is_encrypted_needs_a_store(tmp_path: Path) -> None:
     assert err.value.code == ErrorCode.FILE_NOT_FOUND
 
 
-# ------------------------------------------------------------------- sealed files (the index)
-
-def test_a_sealed_file_round_trips_and_never_repeats() -> None:
-    key = _crypto.index_key(KEY)
-    one, two = _crypto.seal(key, b"secret words"), _crypto.seal(key, b"secret words")
-    assert one != two and b"secret" not in one  # a fresh salt and nonce per file
-    assert _crypto.unseal(key, one) == _crypto.unseal(key, two) == b"secret words"
-    assert _crypto.sealed_length(len(one)) == len(b"secret words")
-
-
-@pytest.mark.parametrize("damage", ["flip", "cut", "plain", "other key"])
-def test_a_sealed_file_that_was_changed_does_not_open(damage: str) -> None:
-    key = _crypto.index_key(KEY)
-    sealed = bytearray(_crypto.seal(key, b"x" * 100))
-    if damage == "flip":
-        sealed[40] ^= 1
-    elif damage == "cut":
-        del sealed[-5:]
-    elif damage == "plain":
-        sealed = bytearray(b"x" * 100)
-    else:
-        key = _crypto.index_key(OTHER)
-    with pytest.raises(IMError) as err:
-        _crypto.unseal(key, bytes(sealed))
-    assert err.value.code == ErrorCode.DATABASE_ERROR
-
-
-def test_keys_for_other_purposes_differ_from_the_store_key() -> None:
-    assert _crypto.index_key(KEY) != KEY
-    assert _crypto.index_key(KEY) != _crypto.index_key(OTHER)
-    assert _crypto.subkey(KEY, b"a") != _crypto.subkey(KEY, b"b")
-
-
-def test_an_encrypted_whoosh_index_holds_no_plaintext(tmp_path: Path) -> None:
-    from whoosh import fields, qparser
-
-    from imstore._crypto._whoosh import EncryptedStorage
-
-    key = _crypto.index_key(KEY)
-    storage = EncryptedStorage(str(tmp_path / "ix"), key)
-    storage.create()
-    ix = storage.create_index(fields.Schema(id=fields.ID(stored=True), body=fields.TEXT))
-    for batch in range(3):  # several segments, then a merge
-        w = ix.writer()
-        for i in range(200):
-            w.add_document(id=f"{batch}-{i}", body=f"zanzibar word{i}")
-        w.commit(merge=False)
-    ix.writer().commit(optimize=True)
-    assert _holding(tmp_path / "ix", b"zanzibar") == []
-    assert _holding(tmp_path / "ix", b"word1") == []
-    again = EncryptedStorage(str(tmp_path / "ix"), key).open_index()  # a cold cache
-    query = qparser.QueryParser("body", again.schema).parse("zanzibar")
-    with again.searcher() as searcher:
-        assert len(searcher.search(query, limit=None)) == 600
-    with pytest.raises(IMError):
-        EncryptedStorage(str(tmp_path / "ix"), _crypto.index_key(OTHER)).open_index()
-
-
 _HOLD_OPEN = """
 import sys, imstore
 s = imstore.open(sys.argv[1], user_id="alice", key=bytes(range(32)))
@@ -338,3 +372,95 @@ def test_a_store_open_in_another_process_is_refused_by_change_key(tmp_path: Path
     assert not any(name.endswith(".rekey") for name in os.listdir(path))
     with imstore.open(path, user_id="alice", key=KEY) as s:  # still the old key
         assert s.conversations() == []
+
+
+# ------------------------------------------------------------------------- temporary files
+
+@pytest.fixture
+def spilled(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The SQLite temporary files (sort spills, VACUUM copies) any SQLCipher connection opens
+    from now on, seen from inside SQLite while it works. Each connection starts as a driver
+    built with SQLite's own default would (temp_store FILE) and with a tiny cache, so that
+    whatever may spill does."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to see open files")
+    import sqlcipher3
+
+    seen: set[str] = set()
+    real = sqlcipher3.connect
+
+    def look() -> int:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if "etilqs_" in target:  # SQLite's prefix for its temporary files
+                seen.add(target)
+        return 0
+
+    def connect(*args, **kwargs):
+        base = kwargs.pop("factory", sqlcipher3.Connection)
+
+        class Spilling(base):  # type: ignore[misc, valid-type]
+            keyed = False
+
+            def execute(self, sql, *params):
+                if not self.keyed and not sql.startswith(("PRAGMA key", "PRAGMA cipher")):
+                    self.keyed = True  # the statements that read the file may run now
+                    super().execute("PRAGMA temp_store = FILE")
+                    self.shrink()
+                cursor = super().execute(sql, *params)
+                if sql.startswith("ATTACH"):
+                    self.shrink()
+                return cursor
+
+            def shrink(self) -> None:
+                for schema in [r[1] for r in super().execute("PRAGMA database_list")]:
+                    super().execute(f'PRAGMA "{schema}".cache_size = 2')
+
+        con = real(*args, factory=Spilling, **kwargs)
+        con.set_progress_handler(look, 500)
+        return con
+
+    monkeypatch.setattr(sqlcipher3, "connect", connect)
+    return seen
+
+
+def test_the_spill_detector_sees_a_temporary_file(tmp_path: Path, spilled: set[str]) -> None:
+    import sqlcipher3
+
+    con = sqlcipher3.connect(str(tmp_path / "x.db"))
+    con.execute(f"PRAGMA key = \"x'{KEY.hex()}'\"")
+    con.execute("CREATE TABLE t (x)")
+    con.executemany("INSERT INTO t VALUES (?)", [(os.urandom(40).hex(),) for _ in range(20000)])
+    con.execute("SELECT x FROM t ORDER BY substr(x, 3)").fetchall()
+    con.close()
+    assert spilled
+
+
+def test_an_encrypted_store_never_spills_to_temporary_files(tmp_path: Path,
+                                                            spilled: set[str]) -> None:
+    path = tmp_path / "s"
+    with imstore.open(path, user_id="alice", key=KEY, search=False) as s:
+        s.import_messages(Message.text("alice", f"sorted {os.urandom(30).hex()}", sender="bob")
+                          for i in range(20000))
+        db = s.connection.db
+        # said on the connection, whatever the driver was built with (SQLite's default: FILE)
+        assert db.execute_sql("PRAGMA temp_store").fetchone()[0] == 2
+        db.execute_sql("PRAGMA cache_size = 2")
+        db.execute_sql("SELECT * FROM message ORDER BY substr(body, 3)").fetchall()
+        db.execute_sql("VACUUM")
+        assert s.verify().ok
+    assert MessageStore.stored_owner(path, key=KEY) == "alice"
+    imstore.change_key(path, KEY, OTHER)  # the copy builds every index: sorts
+    assert spilled == set()
+
+
+def test_a_passphrase_opens_its_store_whichever_unicode_form_it_is_typed_in(
+        tmp_path: Path) -> None:
+    composed, decomposed = "caf\u00e9 cr\u00e8me", "cafe\u0301 cre\u0300me"  # macOS types NFD
+    with imstore.open(tmp_path / "s", user_id="alice", key=composed) as s:
+        s.insert_message(Message.text("bob", "kept"))
+    with imstore.open(tmp_path / "s", user_id="alice", key=decomposed) as s:
+        assert s.message_count(BOB) == 1

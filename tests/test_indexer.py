@@ -73,7 +73,7 @@ _CRASH_IN_A_DAMAGE_REBUILD = textwrap.dedent("""
         raise SearchIndexError("a damaged segment", damaged=True)
     def crash(self, db):
         os._exit(0)  # the process dies (power cut, kill -9) while queueing the rebuild
-    SearchIndex.candidates = SearchIndex.is_common = damaged
+    SearchIndex.hits = SearchIndex.is_common = damaged
     Outbox.enqueue_everything = crash
     assert len(st.search_messages("apple", limit=400)) == 200  # read from the rows
     time.sleep(30)
@@ -147,11 +147,10 @@ def test_flush_and_rebuild_from_a_store_that_is_not_the_indexer(tmp_path: Path):
     try:
         with a.pause_indexing():  # the indexer is busy
             b.insert_message(Message.text("p", "hello kiwi", sender="p", msg_id="k"))
-            started = time.monotonic()
+            # the indexer is held for the whole block: only the time-out can end this wait
             with pytest.raises(IMError) as err:
                 b.flush_index(timeout=0.5)
             assert err.value.code == ErrorCode.DATABASE_ERROR
-            assert time.monotonic() - started < 3
         assert b.flush_index(timeout=10) == 1
         # a rebuild asked of the indexer, which goes away meanwhile: this one takes over
         res: list[int] = []

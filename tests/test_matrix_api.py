@@ -215,3 +215,9 @@ def test_register_with_the_shared_secret_and_through_open_registration():
         with pytest.raises(MatrixError):
             await MatrixAdapter.register(BASE, "alice", "pw", http_transport=hs.transport)
     run(main())
+
+
+def test_an_initial_sync_is_never_asked_twice_the_same_way():
+    # Synapse keeps an initial sync's answer two minutes under a key holding its timeout
+    assert rq.fresh_timeout(1_000) != rq.fresh_timeout(1_001)
+    assert all(rq.fresh_timeout(t) > 0 for t in (0, 86_399_999, 2**53))

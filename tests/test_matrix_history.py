@@ -11,7 +11,17 @@ import pytest
 from imstore import ChatType, Direction, ErrorCode, FetchOptions, IMError, MessageType
 from imstore.adapters.matrix import _mapping as mp
 
-from .matrix_canned import BOB, DM, GROUP, ME, Homeserver, adapter, msg_event, run
+from .matrix_canned import (
+    BOB,
+    DM,
+    GROUP,
+    ME,
+    Homeserver,
+    adapter,
+    is_list_sync,
+    msg_event,
+    run,
+)
 
 MESSAGES = rf"/rooms/{re.escape(DM)}/messages$"
 
@@ -58,11 +68,14 @@ def test_filters_types_sender_and_window_apply_and_stop_past_the_window():
         assert [m.msg_id for m in page.items] == ["$2"] and page.cursor is None
         call = hs.params(hs.calls("GET", "/messages$")[0])
         assert call["from"] == "e-ctx" and BOB in call["filter"]
-        assert hs.params(hs.calls("GET", "timestamp_to_event")[0])["dir"] == "b"
+        # paged from just past the bound: events sharing its time are all reached
+        assert [(hs.params(c)["dir"], hs.params(c)["ts"])
+                for c in hs.calls("GET", "timestamp_to_event")] == [("b", "36")]
         before = len(hs.calls("GET", "/messages$"))
         down = await a.fetch_history("bob", ChatType.CHAT, None, 10, FetchOptions(
             direction=Direction.DOWN, start_time=1))
         assert hs.params(hs.calls("GET", "/messages$")[before])["from"] == "s-ctx"
+        assert hs.params(hs.calls("GET", "timestamp_to_event")[1])["ts"] == "0"
         assert down.cursor is not None
         hs.on("GET", r"/timestamp_to_event$", 404)
         empty = await a.fetch_history("bob", ChatType.CHAT, None, 10, FetchOptions(end_time=1))
@@ -115,30 +128,50 @@ def test_a_deleted_or_left_conversation_reads_empty_or_not_existing():
     run(main())
 
 
-def test_the_conversation_list_is_newest_first_and_pages():
+def test_the_conversation_list_is_one_sync_newest_first_and_pages():
+    def room(*events: dict, unread: int = 0, **extra: object) -> dict:
+        return {"timeline": {"events": list(events)},
+                "unread_notifications": {"notification_count": unread}, **extra}
+
+    edit = {"type": "m.room.message", "event_id": "$x", "sender": BOB, "origin_server_ts": 99,
+            "content": mp.edit_content("$old", MessageType.TEXT, mp.TextBody("x"))}
+    hidden = {"type": mp.HIDDEN, "content": {"ids": ["$h"]}}
+    listing = {"next_batch": "l1", "account_data": {"events": [
+        {"type": "m.direct", "content": {BOB: [DM]}}]}, "rooms": {"join": {
+            DM: room(msg_event("$d0", "older", ts=4), msg_event("$d", "d", ts=5), unread=3),
+            GROUP: room(msg_event("$g", "g", ts=9, sender=ME), state={"events": [
+                {"type": mp.CONV_STATE, "state_key": "", "event_id": "$s", "sender": ME,
+                 "origin_server_ts": 1,
+                 "content": {"chat_type": "GROUP_CHAT", "id": "team", "members": [ME]}}]}),
+            "!edits:hs.test": room(msg_event("$e0", "before", ts=6), edit),
+            "!hidden:hs.test": room(msg_event("$h", "gone", ts=50),
+                                    account_data={"events": [hidden]}),
+            "!empty:hs.test": room(), "!bad:hs.test": 7}}}
+
+    def answer(request: httpx.Request) -> dict:
+        return listing if is_list_sync(request) else {"next_batch": "invites"}
+
     async def main() -> None:
         hs = Homeserver()
-        hs.on("GET", r"/joined_rooms$", {"joined_rooms": [DM, GROUP, "!empty:hs.test", 7]})
-        hs.on("GET", rf"/rooms/{re.escape(DM)}/messages$", {"chunk": [msg_event("$d", "d", ts=5)]})
-        hs.on("GET", rf"/rooms/{re.escape(GROUP)}/messages$",
-              {"chunk": [msg_event("$g", "g", ts=9, sender=ME)]})
-        hs.on("GET", r"/rooms/!empty:hs.test/messages$", {"chunk": []})
-        hs.on("GET", r"/state/io\.imstore\.conversation/$", 404)
         a = await adapter(hs)
+        hs.on("GET", r"/sync$", answer)
         a.sync.paused = True
-        a.rooms.remember(mp.RoomInfo(DM, "bob", ChatType.CHAT))
-        a.rooms.unread[DM] = 3
-        first = await a.fetch_conversations(None, 1)
-        assert [c.conv_id for c in first.items] == [GROUP]
-        assert first.items[0].chat_type == ChatType.GROUP_CHAT and first.cursor
+        first = await a.fetch_conversations(None, 2)
+        assert [(c.conv_id, c.chat_type) for c in first.items] == [
+            ("team", ChatType.GROUP_CHAT), ("!edits:hs.test", ChatType.GROUP_CHAT)]
+        assert first.items[1].last_message.msg_id == "$e0" and first.cursor
         rest = await a.fetch_conversations(first.cursor, 5)
         assert [(c.conv_id, c.unread_count) for c in rest.items] == [("bob", 3)]
-        assert rest.cursor is None
+        assert rest.items[0].last_message.is_read is False and rest.cursor is None
+        assert len([r for r in hs.requests if is_list_sync(r)]) == 1  # the next page: kept
+        assert not hs.calls("GET", r"/messages$") and not hs.calls("GET", r"/state/")
+        await a.fetch_conversations(None, 2)  # a new listing asks again
+        assert len([r for r in hs.requests if is_list_sync(r)]) == 2
         await a.close()
     run(main())
 
 
-def test_deleting_for_everyone_needs_an_admin_and_frees_the_alias():
+def test_deleting_for_everyone_needs_an_admin():
     async def main() -> None:
         hs = Homeserver()
         hs.on("DELETE", r"/_synapse/admin/v1/rooms/", httpx.Response(
@@ -150,6 +183,25 @@ def test_deleting_for_everyone_needs_an_admin_and_frees_the_alias():
         assert err.value.code == ErrorCode.SERVICE_NOT_ENABLED
         await a.delete_conversation("bob", ChatType.CHAT, True)
         assert ("bob" not in [i.conv_id for i in a.rooms.rooms.values()])
-        assert hs.calls("DELETE", r"/directory/room/#imstore\.dm\.")
+        assert not hs.calls("DELETE", r"/directory/room/")  # a chat has no alias to free
+        await a.close()
+    run(main())
+
+
+def test_the_list_counts_what_came_after_the_read_position_when_the_server_counts_less():
+    receipt = {"type": "m.receipt", "content": {"$1": {"m.read": {ME: {"ts": 15}}}}}
+    listing = {"next_batch": "l1", "rooms": {"join": {DM: {
+        "timeline": {"events": [msg_event(f"${i}", f"m{i}", ts=10 * i) for i in range(1, 5)]},
+        "ephemeral": {"events": [receipt]},
+        "unread_notifications": {"notification_count": 2}}}}}
+
+    async def main() -> None:
+        hs = Homeserver()
+        a = await adapter(hs)
+        hs.on("GET", r"/sync$", lambda r: listing if is_list_sync(r) else {"next_batch": "i"})
+        a.sync.paused = True
+        a.rooms.remember(mp.RoomInfo(DM, "bob", ChatType.CHAT))
+        (conv,) = (await a.fetch_conversations(None, 5)).items
+        assert (conv.unread_count, conv.last_message.is_read) == (3, False)
         await a.close()
     run(main())

@@ -31,7 +31,7 @@ def _sent(msg: Message) -> Message:
     return msg
 
 
-ALIAS = r"/directory/room/#imstore\.dm\..*bob.*:hs\.test$"
+DIRECT = r"/account_data/m\.direct$"
 
 
 def _event_route(hs: Homeserver, eid: str, ts: int, room: str = DM, sender: str = ME) -> None:
@@ -39,12 +39,12 @@ def _event_route(hs: Homeserver, eid: str, ts: int, room: str = DM, sender: str 
           msg_event(eid, "x", sender=sender, ts=ts))
 
 
-def test_a_first_send_resolves_the_alias_joins_and_records_m_direct():
+def test_a_first_send_goes_to_the_dm_that_m_direct_lists():
     async def main() -> None:
         hs = Homeserver()
-        hs.on("GET", ALIAS, {"room_id": DM})
-        hs.on("POST", r"/join/", {"room_id": DM})
-        hs.on("PUT", r"/account_data/m\.direct$", {})
+        hs.on("GET", DIRECT, {BOB: [DM, "!a:hs.test"], "@carol:hs.test": ["!c:hs.test"]})
+        hs.on("POST", r"/join/", httpx.Response(403, json={"errcode": "M_FORBIDDEN"}),
+              {"room_id": DM})
         hs.on("PUT", r"/send/m\.room\.message/", {"event_id": "$s1"})
         _event_route(hs, "$s1", 777)
         a = await adapter(hs)
@@ -52,30 +52,34 @@ def test_a_first_send_resolves_the_alias_joins_and_records_m_direct():
         res = await a.send(msg)
         assert (res.msg_id, res.server_time) == ("$s1", 777)
         put = hs.calls("PUT", r"/send/m\.room\.message/")[0]
-        assert put.url.path.endswith(msg.msg_id)
+        assert DM in put.url.path and put.url.path.endswith(msg.msg_id)
         content = hs.body(put)
         assert content["body"] == "hello" and content[mp.NS]["local_id"] == msg.msg_id
-        assert hs.body(hs.calls("PUT", "m.direct")[0]) == {BOB: [DM]}
+        # the first listed room could not be joined (left): the next one is the chat
+        assert [c.url.path for c in hs.calls("POST", "/join/")] == [
+            "/_matrix/client/v3/join/!a:hs.test", "/_matrix/client/v3/join/!dm:hs.test"]
         await a.send(Message.text("bob", "again"))  # the room is cached now
-        assert len(hs.calls("GET", ALIAS)) == 1
+        assert len(hs.calls("GET", DIRECT)) == 1 and len(hs.calls("POST", "/join/")) == 2
+        assert not hs.calls("GET", r"/directory/") and not hs.calls("PUT", DIRECT)
         await a.close()
     run(main())
 
 
-def test_a_send_to_a_new_peer_creates_the_room_and_a_race_resolves_it():
+def test_a_send_to_a_new_peer_creates_a_direct_room_without_an_alias():
     async def main() -> None:
         hs = Homeserver()
-        hs.on("GET", ALIAS, 404, {"room_id": DM})
-        hs.on("POST", r"/createRoom$", httpx.Response(400, json={"errcode": "M_ROOM_IN_USE"}))
-        hs.on("POST", r"/join/", {})
-        hs.on("PUT", r"/account_data/m\.direct$", {})
+        hs.on("GET", DIRECT, 404)
+        hs.on("POST", r"/createRoom$", {"room_id": DM})
+        hs.on("PUT", DIRECT, {})
         hs.on("PUT", r"/send/", {"event_id": "$s"})
         _event_route(hs, "$s", 5)
         a = await adapter(hs)
         assert (await a.send(Message.text("bob", "x"))).msg_id == "$s"
         create = hs.body(hs.calls("POST", "createRoom")[0])
         assert create["is_direct"] and create["invite"] == [BOB]
-        assert create["preset"] == "trusted_private_chat"
+        assert create["preset"] == "trusted_private_chat" and "room_alias_name" not in create
+        assert hs.body(hs.calls("PUT", DIRECT)[0]) == {BOB: [DM]}
+        assert not hs.calls("GET", r"/directory/")
         await a.close()
     run(main())
 
@@ -101,9 +105,8 @@ def test_a_send_to_an_unknown_user_and_to_an_unknown_group_fail_clearly():
 def test_a_room_left_since_it_was_cached_is_resolved_again():
     async def main() -> None:
         hs = Homeserver()
-        hs.on("GET", ALIAS, {"room_id": DM})
+        hs.on("GET", DIRECT, {BOB: [DM]})
         hs.on("POST", r"/join/", {})
-        hs.on("PUT", r"/account_data/", {})
         hs.on("PUT", r"/send/", httpx.Response(403, json={"errcode": "M_FORBIDDEN"}),
               {"event_id": "$ok"})
         _event_route(hs, "$ok", 3)

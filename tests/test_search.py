@@ -280,10 +280,14 @@ def test_missing_or_corrupt_index_is_rebuilt_on_open(tmp_path: Path):
 def _lose_documents(st: MessageStore, rowids: range) -> int:
     """Remove documents from a store's index behind its back (as a damaged index would lose
     them); returns how many documents the index holds then."""
+    from imstore._crypto import index_key
     from imstore.index import SearchIndex
+    from imstore.index._sealed import Sealing
 
     assert st.directory is not None
-    ix = SearchIndex(os.path.join(st.directory, "search"), workers=1)
+    key = st.connection.store_key  # an encrypted store's index is sealed under its index key
+    ix = SearchIndex(os.path.join(st.directory, "search"), workers=1,
+                     sealing=None if key is None else Sealing(index_key(key)))
     try:
         ix.apply([], list(rowids))
         return ix.doc_count()
@@ -533,8 +537,8 @@ def test_damaged_files_raise_one_error_type_or_are_rebuilt(tmp_path: Path, suffi
     try:
         for words in (["meeting"], ["北京"], ["unique10"], ["电影很好看"], ["x"]):
             try:
-                ix.candidates(words, ["content", "ext"], conv_id="conv1", start_time=None,
-                              end_time=None, newest_first=True, limit=50)
+                ix.hits(words, ["content", "ext"], conv_id="conv1", start_time=None,
+                        end_time=None)
                 ix.is_common(words, ["content"], 20, 4000)
                 ix.doc_count()
             except SearchIndexError as exc:
@@ -554,8 +558,8 @@ def test_a_hostile_document_is_left_out_and_the_rest_indexed(tmp_path: Path):
            Doc(4, 6, "c", "s", 1, "lone \udc80 surrogate ok", "")]
     assert sorted(ix.apply([], [], new=[*bad, *docs])) == [1, 2]
     assert ix.doc_count() == len(docs) + 2
-    assert ix.candidates(["surrogate"], ["content"], conv_id=None, start_time=None,
-                         end_time=None, newest_first=True, limit=5)[0] == [4]
+    assert ix.hits(["surrogate"], ["content"], conv_id=None, start_time=None,
+                   end_time=None) == [(6, 4)]
     ix.close()
 
 
@@ -604,7 +608,8 @@ def test_fold_targets_are_what_unicodedata_says():
     targets = set()
     for i in range(0x110000):
         ch = chr(i)
-        if 0xD800 <= i < 0xE000 or not (unicodedata.decomposition(ch) or ch.casefold() != ch):
+        if 0xD800 <= i < 0xE000 or not (unicodedata.decomposition(ch) or ch.casefold() != ch
+                                         or ch in text.TRADITIONAL_CHARACTERS):
             continue
         folded = fold(ch)
         if folded != ch:
@@ -705,9 +710,8 @@ def test_many_commits_are_merged_into_few_segments(tmp_path: Path):
     deleted = {d.rowid for i in range(40, 1200, 40) for d in docs[i - 40:i:7]}
     truth = sorted((d.sort_time, d.rowid) for d in docs
                    if "meeting" in d.content.lower().split() and d.rowid not in deleted)
-    ids, _ = ix.candidates(["meeting"], ["content"], conv_id=None, start_time=None,
-                           end_time=None, newest_first=False, limit=10_000)
-    assert ids == [r for _, r in truth]
+    assert ix.hits(["meeting"], ["content"], conv_id=None, start_time=None,
+                   end_time=None) == truth
     assert ix.doc_count() == 1200 - len(deleted)
     ix.close()
 
@@ -1060,3 +1064,39 @@ def test_reindex_from_a_process_that_is_not_the_indexer(tmp_path: Path):
         assert [m.msg_id for m in app.search_messages("w42q")] == ["m42"]
     finally:
         app.close()
+
+
+# -- traditional and simplified Chinese -----------------------------------------------------
+
+@pytest.mark.parametrize("stored, keyword", [("我住在臺灣", "台湾"), ("我住在台湾", "臺灣"),
+                                             ("他發了消息", "发"), ("他发了消息", "發"),
+                                             ("頭髮很長", "头发"), ("臺灣的發展", "台湾的发展")])
+@pytest.mark.parametrize("pending", [False, True])
+def test_traditional_and_simplified_find_each_other(tmp_path: Path, stored: str, keyword: str,
+                                                    pending: bool):
+    with imstore.open(tmp_path / "s", user_id="me") as st:
+        st.insert_message(Message.text("p", "无关的消息 unrelated", sender="p", msg_id="other"))
+        if pending:  # found by the scan of rows not indexed yet
+            with st.pause_indexing():
+                st.insert_message(Message.text("p", stored, sender="p", msg_id="m"))
+                assert [m.msg_id for m in st.search_messages(keyword)] == ["m"]
+        else:
+            st.insert_message(Message.text("p", stored, sender="p", msg_id="m"))
+            st.flush_index()
+            assert [m.msg_id for m in st.search_messages(keyword)] == ["m"]
+
+
+def test_fold_is_idempotent_for_every_character():
+    bad = [hex(i) for i in range(0x110000)
+           if not 0xD800 <= i < 0xE000 and fold(fold(chr(i))) != fold(chr(i))]
+    assert bad == []
+
+
+def test_the_fold_table_is_opencc_s_and_idempotent():
+    from imstore._hanzi import SIMPLIFIED, TRADITIONAL
+
+    assert len(TRADITIONAL) == len(SIMPLIFIED) > 3000
+    assert not set(SIMPLIFIED) & set(TRADITIONAL)  # folding twice changes nothing
+    assert fold("臺灣發髮") == "台湾发发" and fold("台湾") == "台湾"
+    sample = TRADITIONAL[::7] + SIMPLIFIED[::7]
+    assert fold(fold(sample)) == fold(sample)

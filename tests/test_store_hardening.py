@@ -298,3 +298,120 @@ def test_a_real_full_disk(tiny_disk: Path) -> None:
     with imstore.open(path, user_id="alice") as s:
         assert s.message_count(Message.text("bob", "").conv_id) >= 50
         assert s.verify(timeout=60).undecodable == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rewrite", ["encrypt_store", "change_key"])
+def test_a_rewrite_on_a_full_disk_changes_nothing(tiny_disk: Path, rewrite: str) -> None:
+    pytest.importorskip("sqlcipher3", reason="encryption needs imstore[crypto]")
+    path = tiny_disk / "s"
+    old = None if rewrite == "encrypt_store" else bytes(range(32))
+    with imstore.open(path, user_id="alice", key=old, search=False) as s:
+        s.import_messages(Message.text("alice", f"kept {i} " * 20, sender="bob")
+                          for i in range(1500))
+    filler = _fill_disk(tiny_disk)
+    filler.write_bytes(filler.read_bytes()[:-200_000])  # room to open, not to copy
+    with pytest.raises(IMError) as err:
+        if rewrite == "encrypt_store":
+            imstore.encrypt_store(path, bytes(range(1, 33)))
+        else:
+            imstore.change_key(path, old, bytes(range(1, 33)))
+    assert err.value.code == ErrorCode.DATABASE_ERROR
+    assert FULL in err.value.description and "nothing was changed" in err.value.description
+    assert sorted(os.listdir(path)) == ["imstore.db"]  # no half copy left
+    filler.unlink()
+    with imstore.open(path, user_id="alice", key=old, search=False) as s:
+        assert s.message_count(Message.text("bob", "").conv_id) == 1500
+        assert s.verify().ok
+
+
+def test_verify_without_a_timeout_gives_up_on_an_index_that_cannot_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from whoosh.filedb.filestore import FileStorage
+
+    from imstore.store import _verify
+
+    def full(*_args: object, **_kw: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_verify, "STALL_SECONDS", 0.5)
+    with imstore.open(tmp_path / "s", user_id="alice") as s:
+        _fill(s, 3)
+        s.flush_index()
+        monkeypatch.setattr(FileStorage, "create_file", full)
+        _fill(s, 3, "later")
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                s.verify()
+                outcome.append(None)
+            except BaseException as exc:  # handed to the test's thread
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=run, daemon=True)
+        waiter.start()
+        waiter.join(120)  # a guard against the hang under test, not a measure
+        monkeypatch.undo()  # the disk has room again: a verify that still waits goes on
+        waiter.join()
+        assert len(outcome) == 1 and isinstance(outcome[0], IMError), outcome
+        assert "has not moved" in outcome[0].description
+        assert s.verify().repaired.get("search_index") == 0
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_under_an_encrypted_store_and_its_index(tiny_disk: Path) -> None:
+    pytest.importorskip("sqlcipher3", reason="encryption needs imstore[crypto]")
+    path, key = tiny_disk / "s", bytes(range(32))
+    with imstore.open(path, user_id="alice", key=key) as s:
+        kept = _fill(s, 50, "zanzibarite")
+        s.flush_index()
+        filler = _fill_disk(tiny_disk)
+        with pytest.raises(IMError) as err:
+            for i in range(5000):
+                s.insert_message(Message.text("bob", f"zanzibarite more {i} " * 40))
+        assert FULL in err.value.description
+        assert s.get_message(kept[-1].msg_id) is not None
+        assert len(s.search_messages("zanzibarite", limit=400)) >= 50  # exact, full or not
+        try:  # the index may or may not be behind: either way verify returns or says so
+            s.verify(timeout=1)
+        except IMError as exc:
+            assert "search index" in exc.description or FULL in exc.description
+        filler.unlink()
+        s.flush_index(timeout=120)
+        assert s.verify(timeout=120).repaired.get("search_index") == 0
+    assert not [p for p in path.rglob("*") if p.is_file() and b"zanzibarite" in p.read_bytes()]
+
+
+def _child_searches(store: MessageStore, word: str, expected: int) -> int:
+    """In a forked child: search the inherited store."""
+    try:
+        return 0 if len(store.search_messages(word, limit=400)) == expected else 1
+    except BaseException:  # the child reports by its exit code
+        return 2
+
+
+def test_a_fork_while_a_thread_is_inside_the_sealed_index_cache(tmp_path: Path) -> None:
+    pytest.importorskip("sqlcipher3", reason="encryption needs imstore[crypto]")
+    store = imstore.open(tmp_path / "s", user_id="alice", key=bytes(range(32)))
+    code: int | None = None
+    try:
+        _fill(store, 30, "cached")
+        store.flush_index()
+        assert len(store.search_messages("cached", limit=400)) == 30
+        _fill(store, 10, "cached")
+        store.flush_index()  # a new commit: the next search opens files it has not read yet
+        cache = store._indexer._sealing.cache  # type: ignore[union-attr]
+        with cache._lock:  # a thread of this process is inside the cache when it forks
+            pid = os.fork()
+            if pid == 0:
+                os._exit(_child_searches(store, "cached", 40))
+        try:
+            code = _reap(pid, 60)
+        finally:
+            if code is None:  # hung: exactly the child this test started
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        assert code == 0
+    finally:
+        store.close()

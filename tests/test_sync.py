@@ -671,8 +671,8 @@ def test_load_messages_offline_returns_the_local_page(pair, monkeypatch):
         raise IMError(ErrorCode.NETWORK_ERROR, "no network")
 
     async def main():
-        for i in range(3):
-            pair.server.post(Message.text("alice", f"m{i}", sender="bob"), deliver=False)
+        for i in range(3):  # sent from alice's other device: read, so the list brings only m2
+            pair.server.post(Message.text("bob", f"m{i}", sender="alice"), deliver=False)
         await pair.ca.fetch_conversations_from_server()
         monkeypatch.setattr(pair.ca.adapter, "fetch_history", unreachable)
         page = await pair.ca.load_messages("bob", ChatType.CHAT)

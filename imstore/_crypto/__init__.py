@@ -2,8 +2,9 @@
 
 Rules kept here:
 - a store key is 32 raw bytes; a passphrase becomes one with PBKDF2-HMAC-SHA512 (256,000
-  rounds, SQLCipher 4's own choice) and the 16-byte salt kept in the database's first bytes, once
-  per open — never per connection;
+  rounds, SQLCipher 4's own choice) over its UTF-8 in Unicode form NFC (the same passphrase
+  typed on any system) and the 16-byte salt kept in the database's first bytes, once per open —
+  never per connection;
 - every other key is derived from the store key with HKDF-SHA256 and a purpose label
   (`subkey`): the index key is ``subkey(store_key, INDEX_PURPOSE)``, so a new store key makes
   every index file unreadable (the index is a cache: it is rebuilt);
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import unicodedata
 from types import ModuleType
 from typing import Any
 
@@ -66,7 +68,8 @@ def derive_key(key: bytes | str, salt: bytes) -> bytes:
     """The raw store key: ``key`` itself when raw, else the passphrase stretched with ``salt``."""
     if isinstance(key, bytes):
         return key
-    return hashlib.pbkdf2_hmac("sha512", key.encode("utf-8"), salt, KDF_ROUNDS, KEY_BYTES)
+    text = unicodedata.normalize("NFC", key)  # é typed as one character or as e + accent
+    return hashlib.pbkdf2_hmac("sha512", text.encode("utf-8"), salt, KDF_ROUNDS, KEY_BYTES)
 
 
 def subkey(key: bytes, purpose: bytes, salt: bytes = b"") -> bytes:

@@ -6,7 +6,9 @@ the importers' `import_file`/`scan`), and draws what the library reports through
 Parts: `_parser` (the arguments, and `main`: the failure rule below), `_preflight` (which store,
 whose, can it be written now), `_output` (times, names and messages for people; JSON for
 scripts), `_progress` (bars, and Ctrl-C during long work), `_importing` (``imstore import``),
-`_commands` (every other command), `demo` (``imstore demo``).
+`_commands` (every other command), `_keys` (where a key comes from: ``--key-file``,
+``$IMSTORE_KEY_FILE``, ``$IMSTORE_KEY``; never the command line), `_crypt_commands`
+(``imstore encrypt``, ``rekey``, ``info``), `demo` (``imstore demo``).
 
 Rules kept here:
 - text output is for people (names next to ids, times in the local zone with the zone shown,
@@ -16,7 +18,8 @@ Rules kept here:
   permissions, locks, encodings, a closed pipe -- never a traceback; Ctrl-C is exit 130 after a
   clean stop (an import keeps every batch written before it);
 - a file the command writes (``export -o``) appears whole or not at all;
-- the global options (``--store``, ``--json``, ``--utc``) go before or after the subcommand.
+- the global options (``--store``, ``--json``, ``--utc``, ``--key-file``) go before or after the
+  subcommand.
 """
 
 from __future__ import annotations

@@ -32,7 +32,9 @@ from ._commands import (
     cmd_stats,
     cmd_verify,
 )
+from ._crypt_commands import add_crypt_commands
 from ._importing import cmd_import, one_line
+from ._keys import add_key_options, keys_from
 from ._preflight import DEFAULT_STORE
 
 __all__ = ["build_parser", "command", "main"]
@@ -73,6 +75,7 @@ def _globals(p: argparse.ArgumentParser, *, sub: bool) -> None:
     p.add_argument("--utc", action="store_true", default=d if sub else False,
                    help="show and read times in UTC instead of this machine's zone")
     p.add_argument("--version", action="version", version=f"imstore {__version__}")
+    add_key_options(p, sub=sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("reindex", cmd_reindex, "rebuild the keyword index from the database")
     add("verify", cmd_verify, "recount unread counters and derived state, repair drift")
+    add_crypt_commands(add)
     return p
 
 
@@ -191,7 +195,8 @@ def _run(argv: Sequence[str] | None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     try:
-        return int(args.fn(args))
+        with keys_from(args):
+            return int(args.fn(args))
     except IMError as exc:
         print(f"imstore: error {one_line(exc)}", file=sys.stderr)
         return 2

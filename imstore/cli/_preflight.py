@@ -18,6 +18,7 @@ import os
 from ..codec import Limits
 from ..errors import ErrorCode, IMError
 from ..store import IndexPolicy, MessageStore
+from ._keys import key_for
 
 __all__ = ["DEFAULT_STORE", "open_store", "require_store", "stored_owner"]
 
@@ -31,17 +32,19 @@ def stored_owner(path: str) -> str | None:
             raise IMError(ErrorCode.INVALID_PARAM, f"{path} is a file, not a store directory")
         if not os.access(path, os.R_OK | os.X_OK):
             raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot read {path}")
-    return MessageStore.stored_owner(path)
+    return MessageStore.stored_owner(path, key=key_for(path))
 
 
 def open_store(path: str, owner: str, limits: Limits | None = None, *,
                index_policy: IndexPolicy | None = None) -> MessageStore:
     """The store in ``path`` (created for ``owner`` when there is none), once it can be written."""
-    MessageStore.check_writable(path, timeout=float(os.environ.get("IMSTORE_LOCK_TIMEOUT", "5")))
+    MessageStore.check_writable(path, timeout=float(os.environ.get("IMSTORE_LOCK_TIMEOUT", "5")),
+                                key=key_for(path))
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.exists(path) and os.path.isdir(parent) and not os.access(parent, os.W_OK):
         raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot create {path}")
-    return MessageStore.open(path, user_id=owner, limits=limits, index_policy=index_policy)
+    return MessageStore.open(path, user_id=owner, limits=limits, index_policy=index_policy,
+                             key=key_for(path))
 
 
 def require_store(args: argparse.Namespace) -> MessageStore:

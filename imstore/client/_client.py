@@ -151,6 +151,10 @@ class ChatClient:
                                 self._attachments, live)
         self._receipts = OutgoingReceipts(store, self._gate, self._settings)
         self._history = History(store, adapter, self._listeners, self._inbound, live)
+        # an adapter that keeps state between runs (a sync position) keeps it in the store
+        keep = getattr(transport if transport is not None else adapter, "keep_state", None)
+        if callable(keep):
+            keep(store.adapter_state, store.save_adapter_state)
         if transport is not None:
             transport.attach(self)
         store.add_change_listener(self._store_changed)

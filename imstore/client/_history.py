@@ -11,7 +11,11 @@ Rules kept here:
   store's (`Span`, `MessageStore.timeline`); this part only fetches into the gaps it is shown,
   from the side the reading comes from. Without live delivery a page reaches only its newest
   message, never the live edge;
-- when the server cannot be reached, `load_messages` returns the local page, marked incomplete.
+- when the server cannot be reached, `load_messages` returns the local page, marked incomplete;
+- the conversation list's unread count is the server's: where it counts more unread messages than
+  the store holds (a fresh device, a long absence), the newest history is fetched with the list
+  (at most `UNREAD_FETCH_PAGES` pages of 50) so that every unread message is one the store holds,
+  counted once whatever loads it later.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from ._listeners import Listeners
 __all__ = ["History", "MessagePage"]
 
 log = logging.getLogger("imstore.client")
+
+UNREAD_FETCH_PAGES = 4
 
 _OFFLINE = frozenset({ErrorCode.NETWORK_ERROR, ErrorCode.SERVER_NOT_REACHABLE,
                       ErrorCode.SERVER_TIMEOUT, ErrorCode.MESSAGE_WEBSOCKET_DISCONNECTED})
@@ -81,9 +87,28 @@ class History:
                 result = self.merge([last], span)
                 if result.suppressed and self._store.conversation(c.conv_id) is None:
                     continue
-            out.append(self._store.save_conversation(c.conv_id, c.chat_type,
-                                                     last_activity=c.last_activity))
+            conv = self._store.save_conversation(c.conv_id, c.chat_type,
+                                                 last_activity=c.last_activity)
+            if c.unread_count > conv.unread_count:
+                conv = await self._fetch_unread(conv, c.unread_count)
+            out.append(conv)
         return CursorResult(out, page.cursor)
+
+    async def _fetch_unread(self, conv: Conversation, server_unread: int) -> Conversation:
+        """Fetch the newest history until the store holds the ``server_unread`` unread
+        messages, the server has no more, or a page brings none (deleted here)."""
+        cursor = None
+        for _ in range(UNREAD_FETCH_PAGES):
+            page = await self.fetch(conv.conv_id, conv.chat_type, cursor,
+                                    min(50, server_unread - conv.unread_count + 1), None)
+            cursor = page.cursor
+            now = self._store.conversation(conv.conv_id)
+            if now is None:
+                break
+            gained, conv = now.unread_count > conv.unread_count, now
+            if cursor is None or conv.unread_count >= server_unread or not gained:
+                break
+        return conv
 
     async def fetch(self, conv_id: str, chat_type: ChatType, cursor: str | None, limit: int,
                     options: FetchOptions | None) -> CursorResult[Message]:

@@ -11,6 +11,9 @@ Rules kept here:
   group) until their message is there, and prunes them at each reconnection when it never came;
 - one-to-one receipts apply to one-to-one messages (`takes_receipt`); a group receipt from the
   owner is never counted (`counts_group_ack`);
+- a conversation read by the owner itself (on another of its devices) marks what was received
+  there up to that server time read here too, and nothing goes back to the server; read by
+  anyone else, it read-acks the owner's sent messages;
 - a recall or an edit without the server's time takes the time it arrived.
 """
 
@@ -20,10 +23,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from ..adapters import ConnectionState
+from ..kinds import kind_of
 from ..lifecycle import (
     PENDING_RECEIPT_TTL_MS,
     ReceiptKind,
     counts_group_ack,
+    is_mine,
     now_ms,
     sends_delivery_ack,
     takes_receipt,
@@ -89,8 +94,22 @@ class Inbound:
             self._listeners.emit(_RECEIPT_EVENTS[kind], msgs)
 
     def conversation_read(self, conv_id: str, reader: str, up_to: int | None) -> None:
-        self._store.mark_conversation_read_acked(conv_id, up_to)
+        if is_mine(reader, self._store.user_id):
+            self._read_on_another_device(conv_id, up_to)
+        else:
+            self._store.mark_conversation_read_acked(conv_id, up_to)
         self._listeners.emit("on_conversation_read", conv_id, reader)
+
+    def _read_on_another_device(self, conv_id: str, up_to: int | None) -> None:
+        if self._store.conversation(conv_id) is None:
+            return
+        if up_to is None:
+            self._store.mark_conversation_read(conv_id)
+            return
+        stored = [t for t in MessageType if kind_of(t).stored]
+        last = self._store.messages_by_type(conv_id, stored, timestamp=up_to + 1, limit=1)
+        if last:
+            self._store.mark_conversation_read(conv_id, up_to_msg_id=last[-1].msg_id)
 
     def group_read_acks(self, acks: list[GroupReadAck]) -> None:
         acks = [a for a in acks if counts_group_ack(a.reader, self._store.user_id)]

@@ -275,23 +275,24 @@ class _TextPostings:
 
 class Tracked:
     """The storage a new segment is written to, remembering every file it creates, so that a
-    failed write (a full disk) closes them all."""
+    failed write (a full disk) closes and removes them all: a retry leaves nothing behind."""
 
     def __init__(self, storage: Any) -> None:
         self._storage = storage
-        self._files: list[Any] = []
+        self._files: list[tuple[str, Any]] = []
 
     def create_file(self, name: str, **kwargs: Any) -> Any:
         f = self._storage.create_file(name, **kwargs)
-        self._files.append(f)
+        self._files.append((name, f))
         return f
 
     def close_all(self) -> None:
-        for f in self._files:
-            try:
-                f.close()
-            except Exception:
-                pass
+        for name, f in self._files:
+            for step in (f.close, lambda n=name: self._storage.delete_file(n)):
+                try:
+                    step()
+                except Exception:
+                    pass
 
 
 def _check_doc(d: Doc) -> tuple[int, int, str, str, str]:

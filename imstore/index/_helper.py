@@ -3,8 +3,10 @@
 Rules kept here:
 - the helper (``python -m imstore.index._helper PARENT_PID``) holds no lock: the parent holds
   the index's writer lock and commits the segments the helper wrote into the index directory;
-- one request, one answer: (directory, index name, documents) in, (segment id, size, field
-  lengths, row ids left out) back, each a length-prefixed msgpack frame;
+- one request, one answer: (directory, index name, index key or None, documents) in, (segment
+  id, size, field lengths, row ids left out) back, each a length-prefixed msgpack frame; the
+  key of an encrypted store's index travels only there (never in argv or the environment),
+  and with it the helper seals every file it writes;
 - the helper exits when its stdin closes or its parent dies (``PR_SET_PDEATHSIG`` on Linux);
 - any failure on the parent's side is the caller's cue to write the documents itself.
 """
@@ -23,6 +25,7 @@ from whoosh.codec.whoosh3 import W3Segment
 from whoosh.filedb.filestore import FileStorage
 
 from ._format import Doc, ImCodec, schema, write_segment
+from ._sealed import Sealing
 
 __all__ = ["INDEXNAME", "Helper"]
 
@@ -44,9 +47,9 @@ class Helper:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=env, close_fds=True)
 
-    def send(self, directory: str, docs: Sequence[Doc]) -> None:
+    def send(self, directory: str, docs: Sequence[Doc], key: bytes | None = None) -> None:
         payload = msgpack.packb(
-            [directory, INDEXNAME,
+            [directory, INDEXNAME, key,
              [(d.rowid, d.sort_time, d.conv_id, d.content, d.ext) for d in docs]],
             use_bin_type=True, unicode_errors="surrogatepass")
         assert self.proc.stdin is not None
@@ -104,7 +107,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _serve(parent: int) -> None:
-    """Read requests (directory, index name, documents) from stdin, write each as a segment
+    """Read requests (directory, index name, key, documents) from stdin, write each as a segment
     there, answer with the segment's id, size and field lengths; exit at end of input. Holds
     no lock: the parent holds the index's writer lock and commits what it gets back."""
     _die_with_parent(parent)
@@ -117,10 +120,12 @@ def _serve(parent: int) -> None:
             return
         (size,) = struct.unpack("!Q", head)
         try:
-            directory, indexname, rows = msgpack.unpackb(inp.read(size), raw=False,
-                                                         unicode_errors="surrogatepass")
+            directory, indexname, key, rows = msgpack.unpackb(inp.read(size), raw=False,
+                                                              unicode_errors="surrogatepass")
             docs = [Doc(r[0], r[1], r[2], "", 0, r[3], r[4]) for r in rows]
-            seg, skipped = write_segment(FileStorage(directory), indexname, sch, docs, codec)
+            storage = (FileStorage(directory) if key is None else
+                       Sealing(key, cache_bytes=0).storage(directory))  # it only writes
+            seg, skipped = write_segment(storage, indexname, sch, docs, codec)
             reply = (["ok", None, 0, {}, skipped] if seg is None else
                      ["ok", seg.segid, seg.doc_count_all(), seg._fieldlengths, skipped])
         except Exception as exc:  # the parent writes these documents itself

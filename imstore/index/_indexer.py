@@ -47,10 +47,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .._crypto import index_key
 from ..errors import ErrorCode, IMError
 from ._lease import Lease
 from ._outbox import Outbox
 from ._rebuild import Rebuild
+from ._sealed import Sealing
 from ._whoosh import SearchIndex, SearchIndexError
 from ._worker import APPLY, FLUSH, REBUILD, RECOVER, Command, IndexPolicy, Worker
 
@@ -102,6 +104,9 @@ class Indexer:
         self._directory = directory
         self.policy = policy or IndexPolicy()
         self._index_dir = None if directory is None else os.path.join(directory, "search")
+        store_key = getattr(conn, "store_key", None)  # an encrypted store's: seal the index
+        self._sealing = None if store_key is None or directory is None else Sealing(
+            index_key(store_key))
         self.outbox = Outbox(conn, self._index_dir, indexing=search)
         self._rebuild = Rebuild(conn, self.outbox)
         self._lease = None if directory is None else Lease(directory)
@@ -133,7 +138,8 @@ class Indexer:
             if indexer._lease.take():
                 indexer._become_indexer()
             else:
-                indexer._reader = SearchIndex(indexer._index_dir, readonly=True)
+                indexer._reader = SearchIndex(indexer._index_dir, readonly=True,
+                                              sealing=indexer._sealing)
         return indexer
 
     # ------------------------------------------------------------------ what callers see
@@ -172,6 +178,21 @@ class Indexer:
         reader = self._reader
         return 0 if reader is None else reader.doc_count()
 
+    def drift(self, undecodable: int = 0) -> int:
+        """How far the index's documents are from the searchable rows (neither recalled nor
+        among the ``undecodable`` ones, which have none): row ids missing, extra or doubled.
+        Compares the row ids themselves, so a damaged row-id column shows. Call it with
+        nothing pending (`wait` first)."""
+        reader = self._reader
+        if reader is None:
+            return 0
+        ids = reader.row_ids()
+        held = set(ids)
+        stored = {r[0] for r in self._conn.query("SELECT id FROM message WHERE recalled_at IS "
+                                                 "NULL")}
+        missing = max(len(stored - held) - undecodable, 0)
+        return missing + len(held - stored) + len(ids) - len(held)
+
     @contextmanager
     def pause(self) -> Iterator[None]:
         """Hold back applying the outbox until the block ends (the current batch finishes
@@ -209,7 +230,8 @@ class Indexer:
             if not self._lease.take():
                 reader = self._reader
                 if reader is not None and not reader.available:  # made readable since?
-                    self._swap_reader(SearchIndex(self._index_dir, readonly=True))
+                    self._swap_reader(SearchIndex(self._index_dir, readonly=True,
+                                                  sealing=self._sealing))
                 return False
             log.info("taking over indexing of %s", self._directory)
             self._become_indexer()
@@ -220,7 +242,7 @@ class Indexer:
         missing, damaged or asked for), a reader for searches, and start the thread."""
         assert self._lease is not None and self._index_dir is not None
         try:
-            writer = SearchIndex(self._index_dir)
+            writer = SearchIndex(self._index_dir, sealing=self._sealing)
         except BaseException:
             self._lease.release()
             raise
@@ -232,7 +254,8 @@ class Indexer:
         else:
             self.outbox.replay_all()
         self.outbox.high = self.outbox.max_rowid()
-        self._swap_reader(SearchIndex(self._index_dir, readonly=True))
+        self._swap_reader(SearchIndex(self._index_dir, readonly=True,
+                                                  sealing=self._sealing))
         worker = Worker(self._conn, self.outbox, self._rebuild, self.policy, writer,
                         threaded=True)
         worker.paused = self._pauses

@@ -6,13 +6,19 @@ Rules kept here:
   miss a committed change; an entry leaves the outbox only after the index commit that applied
   it (`remove_through`, called by the indexer), oldest first;
 - an entry is ``(rowid, op)``: INDEX (replace the row's document), DELETE, or ADD (a row id the
-  index has never held: no look-up for an older document); flag `OP_VERBATIM` says
-  `text.verbatim_searchable` held for the row when written (searches pre-filter such pending
-  rows in SQL);
+  index has never held: no look-up for an older document); flag `OP_VERBATIM` (what
+  `text.verbatim_searchable` said of the row) is still written with writes' entries but no
+  longer read: pending rows are searched through their kept texts;
 - only rows this process has just inserted above every row id it has handed over before may be
   ADDs (`high`): a row another process inserted lies above this process's mark too, and may be
   indexed already; entries an earlier process may have applied before it crashed are replayed
   as INDEX (`replay_until`);
+- each pending row's folded text (what scopes CONTENT and EXT see, through `text.fold`) is kept
+  beside its entry in table ``search_text``, written in the same transaction: a search scans
+  that narrow table for the rows the index does not hold yet instead of decoding their payloads
+  (exactness is still judged by `text.matches` on the stored message); the text leaves with the
+  row's last entry. Rows pending without a text (written before this table existed, or deletes)
+  are scanned from their payloads as before;
 - writes queue work when this process indexes, or, with search off here, when the store has an
   index on disk that another process (or a later open) keeps; a store never indexed queues
   nothing and gets its index built whole on the first open with search.
@@ -28,7 +34,7 @@ from typing import Any
 from ..codec import decode_body, decode_ext
 from ..errors import IMError
 from ..message import MessageType
-from ..text import content_text, ext_text, verbatim_searchable
+from ..text import content_text, ext_text, fold
 from ._format import Doc
 
 __all__ = ["OP_ADD", "OP_DELETE", "OP_INDEX", "OP_VERBATIM", "Outbox"]
@@ -40,13 +46,29 @@ OP_MASK = 7
 OP_VERBATIM = 8
 
 
-def _verbatim_row(mtype: int, body: bytes) -> bool:
-    """`text.verbatim_searchable` of a stored row (False when its payload cannot be read)."""
+# a row's payload as bytes, whatever type a damaged row's column holds (it then fails to decode)
+_PAYLOAD = "id, type, CAST(body AS BLOB), CAST(ext AS BLOB)"
+TEXT_TABLE = ("CREATE TABLE IF NOT EXISTS search_text (id INTEGER PRIMARY KEY, content TEXT NOT "
+              "NULL, ext TEXT NOT NULL)")
+
+
+def folded_texts(mtype: int, body: bytes, ext: bytes | None) -> tuple[str, str] | None:
+    """What scopes CONTENT and EXT see of a stored row, folded; None when its payload cannot
+    be read (such a row is never a hit, and has no document)."""
     try:
         t = MessageType(mtype)
-        return verbatim_searchable(t, decode_body(t, body))
+        return fold(content_text(t, decode_body(t, body))), fold(ext_text(decode_ext(ext)))
     except (IMError, ValueError):
-        return False
+        return None
+
+
+def _text_rows(rows: Sequence[Any]) -> list[tuple[int, str, str]]:
+    out = []
+    for rid, mtype, body, ext in rows:
+        texts = folded_texts(mtype, body, ext)
+        if texts is not None:
+            out.append((rid, *texts))
+    return out
 
 
 class Outbox:
@@ -59,6 +81,19 @@ class Outbox:
         self.indexing = indexing  # this process keeps an index (search on)
         self.high = self.max_rowid()  # row ids above this were never handed to the index
         self.replay_until = 0  # entries up to this id may be applied already: replace them
+        conn.execute(TEXT_TABLE)
+        if indexing:
+            self._backfill()
+
+    def _backfill(self) -> None:
+        """Keep the texts of pending rows that have none (queued by an imstore from before the
+        table): every searchable pending row has its text, so searches need no payload."""
+        missing = [r[0] for r in self._conn.query(
+            f"SELECT DISTINCT rowid FROM search_outbox o WHERE (op & {OP_MASK}) != {OP_DELETE} "
+            "AND NOT EXISTS (SELECT 1 FROM search_text t WHERE t.id = o.rowid)")]
+        for i in range(0, len(missing), 5000):
+            with self._conn.tx():
+                self.keep_texts(missing[i:i + 5000])
 
     # ------------------------------------------------------------- in the write transaction
 
@@ -73,6 +108,30 @@ class Outbox:
                             [(r, op | OP_VERBATIM if a else op)
                              for r, a in zip(rowids, flags, strict=True)])
         self.high = max(self.high, max(rowids))
+        self.keep_texts(rowids)
+
+    def keep_texts(self, rowids: Sequence[int]) -> None:
+        """The folded texts of these rows, beside their entries (read back in the caller's
+        transaction: the row as stored is what a search judges)."""
+        lo, hi = min(rowids), max(rowids)
+        if hi - lo + 1 == len(rowids) == len(set(rowids)):  # new rows: one range
+            rows = self._conn.run(
+                f"SELECT {_PAYLOAD} FROM message WHERE id BETWEEN ? AND ? AND recalled_at IS "
+                "NULL", (lo, hi)).fetchall()
+        else:
+            rows = []
+            for i in range(0, len(rowids), 500):
+                part = list(rowids[i:i + 500])
+                rows += self._conn.run(
+                    f"SELECT {_PAYLOAD} FROM message WHERE id IN "
+                    f"({','.join('?' * len(part))}) AND recalled_at IS NULL", part).fetchall()
+        kept = _text_rows(rows)
+        self._conn.run_many("INSERT OR REPLACE INTO search_text (id, content, ext) VALUES "
+                            "(?, ?, ?)", kept)
+        if len(kept) < len(rowids):  # recalled or unreadable now: an older text must go
+            have = {k[0] for k in kept}
+            self._conn.run_many("DELETE FROM search_text WHERE id = ?",
+                                [(r,) for r in set(rowids) if r not in have])
 
     def enqueue_deletes(self, where: str, params: Sequence[Any]) -> None:
         """Remove the documents of the message rows matching ``where`` (before they go)."""
@@ -86,17 +145,20 @@ class Outbox:
         return self._index_dir is not None and os.path.isdir(self._index_dir)
 
     def enqueue_everything(self, db: Any) -> int:
-        """Queue every message as an ADD (a rebuild, inside the caller's transaction), flagged
-        as writes flag them; returns how many."""
+        """Queue every message as an ADD, with its kept text (a rebuild, inside the caller's
+        transaction); returns how many."""
         db.execute_sql("DELETE FROM search_outbox")
+        db.execute_sql("DELETE FROM search_text")
         self.replay_until = 0
-        rows = db.execute_sql("SELECT id, type, CAST(body AS BLOB) FROM message ORDER BY id")
+        rows = db.execute_sql("SELECT id, type, CAST(body AS BLOB), CAST(ext AS BLOB), "
+                              "recalled_at FROM message ORDER BY id")
         done = 0
         while part := rows.fetchmany(5000):
+            db.cursor().executemany("INSERT INTO search_outbox (rowid, op) VALUES (?, ?)",
+                                    [(rid, OP_ADD) for rid, *_ in part])
             db.cursor().executemany(
-                "INSERT INTO search_outbox (rowid, op) VALUES (?, ?)",
-                [(rid, OP_ADD | OP_VERBATIM if _verbatim_row(t, b) else OP_ADD)
-                 for rid, t, b in part])
+                "INSERT INTO search_text (id, content, ext) VALUES (?, ?, ?)",
+                _text_rows([(rid, t, b, e) for rid, t, b, e, r in part if r is None]))
             done += len(part)
         return done
 
@@ -151,28 +213,39 @@ class Outbox:
             ops[rid] = op
         return (rows[-1][0] if rows else 0), len(rows), ops
 
-    def remove_through(self, last: int) -> None:
-        """The entries up to ``last`` are in the index: they leave the outbox."""
+    def remove_through(self, last: int, rowids: Sequence[int]) -> None:
+        """The entries up to ``last`` (of rows ``rowids``) are in the index: they leave the
+        outbox, and so do the texts of rows with no entry left."""
         with self._conn.tx():
             self._conn.run("DELETE FROM search_outbox WHERE id <= ?", (last,))
+            for i in range(0, len(rowids), 500):
+                part = list(rowids[i:i + 500])
+                self._conn.run(f"DELETE FROM search_text WHERE id IN ({','.join('?' * len(part))})"
+                               " AND id NOT IN (SELECT rowid FROM search_outbox)", part)
 
     def docs(self, last: int, ops: dict[int, int]) -> list[Doc]:
         """The documents of the batch ending at entry ``last``: its rows that are neither
-        deleted nor recalled and whose payloads decode (a corrupt one is logged, left out)."""
+        deleted nor recalled, from their kept folded texts (`text.fold` is idempotent, so the
+        index folds them to the same terms); a row without one is decoded, and left out (and
+        logged) when its payload cannot be read."""
         docs = []
+        batch = (f"SELECT rowid FROM search_outbox WHERE id <= ? AND op & {OP_MASK} != "
+                 f"{OP_DELETE}")
+        for rid, sort, conv, sender, mtype, content, extt in self._conn.query(
+                "SELECT m.id, m.sort_time, m.conv_id, m.sender, m.type, t.content, t.ext FROM "
+                f"message m JOIN search_text t ON t.id = m.id WHERE m.id IN ({batch}) AND "
+                "m.recalled_at IS NULL", (last,)):
+            if ops.get(rid, OP_DELETE) != OP_DELETE:
+                docs.append(Doc(rid, sort, conv, sender, mtype, content, extt))
         for rid, sort, conv, sender, mtype, body, ext in self._conn.query(
-                "SELECT id, sort_time, conv_id, sender, type, CAST(body AS BLOB), CAST(ext AS BLOB) "
-                "FROM message WHERE id IN "
-                f"(SELECT rowid FROM search_outbox WHERE id <= ? AND op & {OP_MASK} != "
-                f"{OP_DELETE}) AND recalled_at IS NULL", (last,)):
+                "SELECT id, sort_time, conv_id, sender, type, CAST(body AS BLOB), CAST(ext AS "
+                f"BLOB) FROM message WHERE id IN ({batch}) AND recalled_at IS NULL AND id NOT IN "
+                "(SELECT id FROM search_text)", (last,)):
             if ops.get(rid, OP_DELETE) == OP_DELETE:
                 continue
-            try:
-                t = MessageType(mtype)
-                content = content_text(t, decode_body(t, body))
-                extt = ext_text(decode_ext(ext))
-            except (IMError, ValueError):
+            texts = folded_texts(mtype, body, ext)
+            if texts is None:
                 log.warning("message row %s has a corrupt payload; not indexed", rid)
                 continue
-            docs.append(Doc(rid, sort, conv, sender, mtype, content, extt))
+            docs.append(Doc(rid, sort, conv, sender, mtype, *texts))
         return docs

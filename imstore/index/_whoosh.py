@@ -16,7 +16,10 @@ Rules kept here:
   (whoosh's intersection collects every id of both sides into sets);
 - writes build whole segments directly (`_format.write_segment`), half of them in the helper
   process (`_helper`) when a batch is large and there is a second core; segments are merged by
-  size tiers (`_merge.merge_tiered`): a search visits every segment, so they stay few.
+  size tiers (`_merge.merge_tiered`): a search visits every segment, so they stay few;
+- the index of an encrypted store is sealed (``sealing``, `_sealed`): every file it writes, the
+  helper's too, is encrypted; its FORMAT says so, so that an index of the other kind is rebuilt,
+  and a file that does not decrypt is damage like any other.
 """
 
 from __future__ import annotations
@@ -40,12 +43,12 @@ from whoosh.index import TOC, FileIndex
 from whoosh.writing import SegmentWriter
 
 from ..errors import ErrorCode, IMError
-from ..text import TOKEN_RE
 from ._format import Doc, ImCodec, key_of, schema, write_segment
 from ._helper import INDEXNAME as _INDEXNAME
 from ._helper import Helper
-from ._hits import column, part_df, word_query
+from ._hits import collect, column, share, word_query
 from ._merge import MERGE_FACTOR, merge_tiered, no_merge
+from ._sealed import Sealing
 
 __all__ = ["SearchIndex", "SearchIndexError"]
 
@@ -55,7 +58,9 @@ _CODEC = ImCodec()
 _SEGMENT_DOCS = 50_000  # documents per directly written segment, at most
 _PARALLEL_DOCS = 4_000  # a batch this large is split with the helper process
 # What the documents of an index hold (tokens, fields); another value means: rebuild it.
-_FORMAT = "imstore index 2: key term, rowid and sort columns, symbol terms\n"
+_FORMAT = ("imstore index 3: key term, rowid and sort columns, symbol terms, traditional "
+           "folded to simplified\n")
+_SEALED = "sealed: every file AES-256-GCM under the store's index key\n"
 _FORMAT_FILE = "FORMAT"
 
 
@@ -88,6 +93,21 @@ def _error(action: str, exc: BaseException) -> SearchIndexError:
     err = SearchIndexError(f"the search index could not be {action}: {exc!r}", damaged=not passing)
     err.__cause__ = exc
     return err
+
+
+def _fresh_dir(directory: str) -> None:
+    """An empty directory at ``directory``, whatever stood there (an old index, a file, a
+    link): the index is a cache. An IMError says what to do when it cannot be made."""
+    try:
+        if os.path.islink(directory) or os.path.isfile(directory):
+            os.unlink(directory)
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise IMError(ErrorCode.DATABASE_ERROR,
+                      f"the search index cannot be made at {directory} ({exc.strerror}); "
+                      "remove what is there or check the directory's permissions") from exc
 
 
 # -- storage and index classes used only by our index -----------------------------------------
@@ -151,6 +171,26 @@ class _Writer(SegmentWriter):  # type: ignore[misc]
         self._finish()
 
 
+def _drop_unreferenced(ix: Any, storage: Any, segments: Sequence[Any]) -> None:
+    """After a failed commit: remove the files of the segments it wrote that no TOC names
+    (a full disk must not fill up with the leftovers of each retry)."""
+    try:
+        live = {seg.segment_id() for seg in ix._segments()}
+        names = list(storage.list())
+    except Exception:
+        return  # the next successful commit cleans them (whoosh removes unnamed files)
+    for seg in segments:
+        prefix = seg.segment_id()
+        if prefix in live:
+            continue
+        for name in names:
+            if name.startswith(prefix + ".") or name.startswith(prefix + "_"):
+                try:
+                    storage.delete_file(name)
+                except Exception:
+                    pass
+
+
 def _abandon(writer: Any) -> None:
     """Cancel a writer whatever state it is in (a full disk can fail the cancel too): close
     its files, drop its temporary storage, and make sure its lock is released."""
@@ -192,12 +232,15 @@ class SearchIndex:
     """A whoosh index of message documents, in a directory or in memory (``directory=None``).
 
     ``workers``: processes that write segments (1: this one only; default: 2 when the machine
-    has a second core and the index is on disk).
+    has a second core and the index is on disk). ``sealing``: the key (and cache) of an
+    encrypted store's index: every file on disk is sealed.
     """
 
     def __init__(self, directory: str | None, *, workers: int | None = None,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, sealing: Sealing | None = None) -> None:
         self.directory = directory
+        self._sealing = sealing if directory is not None else None
+        self._format = _FORMAT if self._sealing is None else _FORMAT + _SEALED
         self.rebuilt = False
         # ``readonly``: another process indexes this directory; this object only reads it and
         # never creates, resets or writes it. ``available`` is False when there was nothing
@@ -220,10 +263,16 @@ class SearchIndex:
             self._ix = self._create()
             self.rebuilt = True
         else:
-            self._storage = _DiskStorage(directory)
+            self._storage = self._disk_storage()
             self._ix = self._open_dir()
         self._generation = self._ix.latest_generation()
         self._searcher = self._ix.searcher()
+
+    def _disk_storage(self) -> Any:
+        assert self.directory is not None
+        if self._sealing is not None:
+            return self._sealing.storage(self.directory)
+        return _DiskStorage(self.directory)
 
     def _create(self, generation: int = 0) -> Any:
         # A reset index goes on from a higher generation than the one it replaces: a reader
@@ -231,14 +280,14 @@ class SearchIndex:
         TOC(self._schema, [], generation).write(self._storage, _INDEXNAME)
         if self.directory is not None:
             with open(os.path.join(self.directory, _FORMAT_FILE), "w", encoding="ascii") as f:
-                f.write(_FORMAT)
+                f.write(self._format)
         return _Index(self._storage, self._schema, _INDEXNAME)
 
     def _format_ok(self) -> bool:
         assert self.directory is not None
         try:
             with open(os.path.join(self.directory, _FORMAT_FILE), encoding="ascii") as f:
-                return f.read() == _FORMAT
+                return f.read() == self._format
         except (OSError, ValueError):
             return False
 
@@ -276,8 +325,7 @@ class SearchIndex:
             generation = TOC._latest_generation(self._storage, _INDEXNAME) + 1
         except Exception:
             generation = 0
-        shutil.rmtree(directory, ignore_errors=True)
-        os.makedirs(directory, exist_ok=True)
+        _fresh_dir(directory)
         self.rebuilt = True
         return self._create(max(generation, 0))
 
@@ -312,9 +360,8 @@ class SearchIndex:
         if self.directory is None:
             self._storage = _MemoryStorage()
         else:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            os.makedirs(self.directory, exist_ok=True)
-            self._storage = _DiskStorage(self.directory)
+            _fresh_dir(self.directory)
+            self._storage = self._disk_storage()
         self._ix = self._create(generation)
         self._generation = self._ix.latest_generation()
         self._searcher = self._ix.searcher()
@@ -323,6 +370,26 @@ class SearchIndex:
         try:
             self._fresh()
             return int(self._searcher.doc_count())
+        except Exception as exc:
+            raise _error("read", exc) from exc
+
+    def row_ids(self) -> list[int]:
+        """The row id of every live document, read from disk (not from the column cache), so
+        a damaged row-id column shows."""
+        try:
+            self._fresh()
+            out: list[int] = []
+            for sub, _ in self._searcher.leaf_searchers():
+                reader = sub.reader()
+                n = reader.doc_count_all()
+                if not n:
+                    continue  # an empty index's reader has no columns
+                col = column(reader, "rowid")
+                if reader.has_deletions():
+                    out += [col[d] for d in range(n) if not reader.is_deleted(d)]
+                else:
+                    out += col[:n].tolist()
+            return out
         except Exception as exc:
             raise _error("read", exc) from exc
 
@@ -356,6 +423,7 @@ class SearchIndex:
             writer.commit(mergetype=self._merge_policy if merge else no_merge)
         except BaseException as exc:
             _abandon(writer)
+            _drop_unreferenced(self._ix, self._storage, [*writer._ready, writer.newsegment])
             if isinstance(exc, Exception):
                 raise _error("written", exc) from exc
             raise
@@ -399,7 +467,8 @@ class SearchIndex:
         sent = False
         if helper is not None:
             try:
-                helper.send(self.directory, theirs)
+                helper.send(self.directory, theirs,
+                            None if self._sealing is None else self._sealing.key)
                 sent = True
             except Exception as exc:
                 log.info("segment helper unavailable (%r); writing here", exc)
@@ -459,6 +528,7 @@ class SearchIndex:
             writer.commit(mergetype=self._merge_policy)
         except BaseException as exc:
             _abandon(writer)
+            _drop_unreferenced(self._ix, self._storage, [writer.newsegment])
             if isinstance(exc, Exception):
                 raise _error("merged", exc) from exc
             raise
@@ -502,74 +572,35 @@ class SearchIndex:
 
     def is_common(self, words: Sequence[str], fields: Sequence[str], limit: int,
                   rows: int) -> bool:
-        """Whether ``limit`` hits are expected within ``rows`` messages read in time order, from
-        the share of documents that may match every word (estimated from document
-        frequencies; an overestimate, never an underestimate)."""
+        """Whether ``limit`` hits are expected within ``rows`` messages read in time order
+        (`_hits.share`: the product of the words' shares of documents)."""
         try:
             self._fresh()
-            reader = self._searcher.reader()
-            n = max(self._searcher.doc_count(), 1)
-            enough = n * limit / rows  # documents a word must be in for the answer to be yes
-            for w in words:
-                best = 0
-                for f in fields:
-                    word_df = n
-                    for m in TOKEN_RE.finditer(w):
-                        word_df = min(word_df, part_df(reader, f, m.group(1) or m.group(2)
-                                                        or m.group(3), bool(m.group(1)),
-                                                        enough))
-                    best = max(best, word_df)
-                if best < enough:
-                    return False
-            return True
+            return share(self._searcher, words, fields) * rows >= limit
         except Exception as exc:
             raise _error("read", exc) from exc
 
-    def candidates(self, words: Sequence[str], fields: Sequence[str], *, conv_id: str | None,
-                   start_time: int | None, end_time: int | None, newest_first: bool,
-                   limit: int, skip: int = 0) -> tuple[list[int], bool]:
-        """Row ids of documents that may match, in (sort time, row id) order; and whether more
-        may follow. Sender and type filters are the caller's (on the stored rows)."""
+    def hits(self, words: Sequence[str], fields: Sequence[str], *, conv_id: str | None,
+             start_time: int | None, end_time: int | None) -> list[tuple[int, int]]:
+        """(sort time, row id) of every document that may match every word, in that order,
+        collected once (a search pages through the list). Sender and type filters are the
+        caller's (on the stored rows)."""
         per_word = []
         for w in words:
             alts = [q for q in (word_query(f, w) for f in fields) if q is not None]
             if not alts:
-                return [], False
-            per_word.append(alts[0] if len(alts) == 1 else wq.Or(alts))
+                return []
+            per_word.append(alts)
         if conv_id is not None:
             try:
                 conv_id.encode("utf-8")
             except UnicodeEncodeError:
-                return [], False  # no document holds it (`write_segment` leaves them out)
-            per_word.append(wq.Term("conv", conv_id))
-        q = wq.And(per_word) if len(per_word) > 1 else per_word[0]
+                return []  # no document holds it (`write_segment` leaves them out)
+            per_word.append([wq.Term("conv", conv_id)])
         try:
             self._fresh()
-            hits = self._collect(q, start_time, end_time)
+            hits = collect(self._searcher, per_word, start_time, end_time, self._column_of)
         except Exception as exc:
             raise _error("searched", exc) from exc
-        hits.sort(reverse=newest_first)
-        page = hits[skip:skip + limit]
-        return [rid for _, rid in page], len(hits) > skip + limit
-
-    def _collect(self, q: wq.Query, start: int | None, end: int | None) -> list[tuple[int, int]]:
-        """(sort time, row id) of every live document matching ``q`` in the time range,
-        walking each segment's matcher (intersections skip, never build sets)."""
-        lo = -(1 << 63) if start is None else start
-        hi = (1 << 63) - 1 if end is None else end
-        out: list[tuple[int, int]] = []
-        for sub, _ in self._searcher.leaf_searchers():
-            m = q.matcher(sub)
-            if not m.is_active():
-                continue
-            reader = sub.reader()
-            sorts = self._column_of(reader, "sort")
-            rowids = self._column_of(reader, "rowid")
-            while m.is_active():
-                d = m.id()
-                s = sorts[d]
-                if lo <= s <= hi:
-                    out.append((s, rowids[d]))
-                m.next()
-        return out
-
+        hits.sort()
+        return hits

@@ -11,8 +11,8 @@ Rules kept here (the lock rule itself is written once, in `_indexer`):
 - a ticket is served only by a drain that completed after the ticket was taken: a waiter that
   sees ``served >= ticket`` knows everything queued before its command is in the index, merged;
 - an entry leaves the outbox only after the commit that applied it (`Outbox.remove_through`);
-- a failed write (a full disk) keeps its work queued and backs off (0.5 s doubling to 5 s); a
-  damaged index starts over at once.
+- a failed write (a full disk) keeps its work queued and backs off (0.5 s doubling to 30 s),
+  leaving no partial segment files behind; a damaged index starts over at once.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = ["APPLY", "CLOSE", "FLUSH", "REBUILD", "RECOVER", "Command", "IndexPol
 log = logging.getLogger("imstore.store")
 
 APPLY, FLUSH, REBUILD, RECOVER, CLOSE = "apply", "flush", "rebuild", "recover", "close"
+_MAX_BACKOFF = 30.0  # seconds between retries of a failing write (a full disk), at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,19 @@ class IndexPolicy:
     poll: float = 0.5
     coalesce: float = 0.05
     yield_until: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "live_batch", "bulk_apply", "yield_until"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise IMError(ErrorCode.INVALID_PARAM,
+                              f"IndexPolicy.{name} must be a whole number >= 1, not {value!r}")
+        for name, least in (("poll", 0.01), ("coalesce", 0.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not least <= value <= 60:
+                raise IMError(ErrorCode.INVALID_PARAM, f"IndexPolicy.{name} must be {least} to "
+                              f"60 seconds, not {value!r}")
 
 
 @dataclass(slots=True)
@@ -178,7 +192,7 @@ class Worker:
             new = [d for d in docs if ops[d.rowid] == OP_ADD]
             upserts = [d for d in docs if ops[d.rowid] == OP_INDEX]
             self.writer.apply(upserts, deletes, new=new, merge=merge)
-            self._outbox.remove_through(last)
+            self._outbox.remove_through(last, list(ops))
         done, spent = self.rate
         if done > 200_000:  # keep the speed recent
             done, spent = done // 2, spent / 2
@@ -250,7 +264,7 @@ class Worker:
                     cmd.done.set()
             with self.progress:
                 self.progress.notify_all()
-        return min(max(backoff * 2, 0.5), 5.0)
+        return min(max(backoff * 2, 0.5), _MAX_BACKOFF)
 
     def _retry_start_over(self) -> None:
         try:

@@ -26,13 +26,13 @@ writes; no network I/O (the store does not know servers exist). See docs/archite
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import peewee as pw
 
+from .._crypto import check_key
 from ..codec import Limits, encode_ext, encode_local_ext
 from ..errors import ErrorCode, IMError
 from ..index import LOCK_FILE
@@ -55,6 +55,7 @@ from ..message import (
     ThreadSummary,
     now_ms,
 )
+from ._adapter_state import AdapterState
 from ._changes import ChangeFeed, Changes
 from ._checks import (
     as_types,
@@ -73,17 +74,20 @@ from ._checks import (
 )
 from ._cipher import (
     change_key,
-    database_state,
     encrypt_store,
     is_encrypted,
     open_database,
+    probe_write_lock,
     read_owner,
+    settle_key,
 )
 from ._connection import Connection, connect
 from ._conversations import ConversationTable
+from ._counts import ConversationHits, Counter, keyword_groups
 from ._gaps import Gap, Span, Stretches, TimelinePage
 from ._indexer import IndexPolicy, IndexStatus, SearchWriter
 from ._merge import Merger, MergeResult
+from ._names import Names
 from ._pins import Pins
 from ._query import Query, Searcher
 from ._reactions import Reactions
@@ -96,7 +100,8 @@ from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
 from ._writes import Writes
 
-__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Changes", "Gap",
+__all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Changes",
+           "ConversationHits", "Gap",
            "IndexPolicy", "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage",
            "VerifyReport", "change_key", "encrypt_store", "is_encrypted", "open_store"]
 
@@ -107,6 +112,8 @@ def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
             raise IMError(ErrorCode.INVALID_PARAM, "a store in memory is written nowhere: "
                           "key= is for a store on disk; open ':memory:' without it")
         return connect(":memory:"), None
+    if key is not None:
+        check_key(key)  # a key that is no key creates nothing
     directory = os.path.abspath(path)
     try:
         os.makedirs(directory, exist_ok=True)
@@ -182,12 +189,15 @@ class MessageStore:
                               user_id)
         self._receipts = Receipts(conn, self._convs, self._indexer, self._writes)
         self._searcher = Searcher(conn, self._indexer)
+        self._counter = Counter(conn, self._indexer)
+        self._names = Names(conn)
         self._threads = Threads(conn, self._reads)
         self._reactions = Reactions(conn, user_id)
         self._pins = Pins(conn)
         self._verifier = Verifier(conn, self._convs, self._indexer, self._threads,
                                   self._reactions)
         self._changes = ChangeFeed(conn, self._reads.total_unread_count)
+        self._adapter_state = AdapterState(conn)
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -218,6 +228,7 @@ class MessageStore:
         if index_policy is not None and not isinstance(index_policy, IndexPolicy):
             raise invalid("index_policy", "an IndexPolicy or None", index_policy)
         if path != ":memory:":
+            key = settle_key(path, key)  # a passphrase derived once for this whole open
             owner = read_owner(path, key)
             if owner is not None and owner != user_id:
                 raise IMError(ErrorCode.DATABASE_ERROR,
@@ -236,35 +247,21 @@ class MessageStore:
         return read_owner(check_path(path, "a directory path"), key)
 
     @staticmethod
-    def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+    def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0,
+                       key: bytes | str | None = None) -> None:
         """Raise `IMError(DATABASE_ERROR)` saying why the store in directory ``path`` cannot be
         written now: a file of it is not writable, or another process keeps its write lock for
-        more than ``timeout`` seconds (`open` itself waits 30). Creates and changes nothing; a
-        directory without a store passes."""
+        more than ``timeout`` seconds (`open` itself waits 30). An encrypted store's lock is
+        probed with its ``key`` (without one, `open` says the key is missing). Creates and
+        changes nothing; a directory without a store passes."""
         directory = check_path(path, "a directory path")
         db = os.path.join(directory, DATABASE_FILE)
         for p in (directory, db, os.path.join(directory, "search")):
             if os.path.exists(p) and not os.access(p, os.W_OK):
                 raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot write {p} "
                               "(a store needs write access, even to be read)")
-        if not os.path.isfile(db) or database_state(db) == "encrypted":
-            return  # probing an encrypted database's lock needs its key: open waits for it
-        con = sqlite3.connect(db, timeout=timeout, isolation_level=None)
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            con.execute("ROLLBACK")
-        except sqlite3.OperationalError as exc:
-            why = str(exc)
-            if "locked" in why or "busy" in why:
-                raise IMError(ErrorCode.DATABASE_ERROR,
-                              f"the store {directory} is locked by another process (an import?); "
-                              "try again when it is done") from exc
-            if "readonly" in why:
-                raise IMError(ErrorCode.DATABASE_ERROR,
-                              f"permission denied: cannot write {db} (read-only)") from exc
-            raise IMError(ErrorCode.DATABASE_ERROR, f"{db}: {exc}") from exc
-        finally:
-            con.close()
+        if os.path.isfile(db):
+            probe_write_lock(db, key, timeout)
 
     def close(self) -> None:
         """Stop the indexer thread after its current batch and close the database (index work
@@ -783,6 +780,21 @@ class MessageStore:
 
     # ---------------------------------------------------------------------- client support
 
+    def adapter_state(self, name: str) -> dict[str, Any]:
+        """The document a server adapter kept under ``name`` (`save_adapter_state`); an empty
+        dict when there is none."""
+        return self._adapter_state.load(check_id(name, "name"))
+
+    def save_adapter_state(self, name: str, state: dict[str, Any]) -> None:
+        """Keep ``state``, a JSON object, under ``name`` in one transaction, replacing what was
+        there: what a server adapter needs after a restart (its sync position, its room
+        directory). The store never reads inside it. INVALID_PARAM for what is not plain JSON
+        or is larger than 4 MiB."""
+        check_id(name, "name")
+        if not isinstance(state, dict):
+            raise invalid("state", "a dict (a JSON object)", state)
+        self._adapter_state.save(name, state)
+
     def mark_sent(self, local_id: str, server_id: str, server_time: int
                   ) -> tuple[Message, list[ReceiptKind]]:
         """A send succeeded: the message takes the server's id and time (its local id still finds
@@ -854,7 +866,8 @@ class MessageStore:
 
     # ---------------------------------------------------------------------------- search
 
-    def search_messages(self, keyword: str, *, conv_id: str | None = None,
+    def search_messages(self, keyword: str | Sequence[str], *, match: str = "all",
+                        conv_id: str | None = None,
                         sender: str | Sequence[str] | None = None,
                         types: MessageType | Iterable[MessageType] | None = None,
                         start_time: int | None = None, end_time: int | None = None,
@@ -864,22 +877,66 @@ class MessageStore:
         """Messages containing ``keyword``, oldest first.
 
         The keyword is literal text (never query syntax); its white-space separated words must all
-        match, each at the start of a word or, for Chinese, Japanese and Korean, anywhere. UP
+        match, each at the start of a word or, for Chinese, Japanese and Korean, anywhere
+        (traditional and simplified characters find each other). A list of 1-5 keywords
+        wants every one (``match="all"``) or at least one (``match="any"``). UP
         returns the newest ``limit`` matches, DOWN the oldest; with ``start_msg_id`` the ``limit``
         matches just before (UP) or after (DOWN) that message, exclusive, paging on (sort time,
         row id) as `messages` does, so matches that share a timestamp are never lost.
         ``start_time`` and ``end_time`` (inclusive, ms) are filters. Raises `IMError`:
-        INVALID_PARAM for an empty keyword or an unknown ``start_msg_id``,
-        QUERY_PARAM_REACHES_LIMIT for a limit outside 1-400.
+        INVALID_PARAM for an empty keyword, more than 5 keywords, an unknown ``match`` or
+        ``start_msg_id``, QUERY_PARAM_REACHES_LIMIT for a limit outside 1-400.
         """
-        if not isinstance(keyword, str) or not keyword.strip():
-            raise IMError(ErrorCode.INVALID_PARAM, "the search keyword is empty; type some text")
+        check_limit(limit)
+        direction = check_direction(direction)
+        _optional(conv_id, "conv_id", check_id)
+        _optional(start_msg_id, "start_msg_id", check_id)
+        groups = keyword_groups(keyword, match)  # checked before the anchor is looked up
+        queries = self._search_queries(
+            groups, conv_id=conv_id, sender=sender, types=types, start_time=start_time,
+            end_time=end_time, scope=scope, limit=limit, newest_first=direction == Direction.UP,
+            anchor=None if start_msg_id is None else (
+                self._reads.anchor(start_msg_id) if conv_id is None
+                else self._in_conversation(conv_id, start_msg_id)))
+        return self._searcher.search_any(queries)
+
+    def search_counts(self, keyword: str | Sequence[str], *, match: str = "all",
+                      sender: str | Sequence[str] | None = None,
+                      types: MessageType | Iterable[MessageType] | None = None,
+                      start_time: int | None = None, end_time: int | None = None,
+                      scope: SearchScope = SearchScope.CONTENT,
+                      max_hits: int = 10_000) -> list[ConversationHits]:
+        """How many messages match, per conversation, newest conversation first: each a
+        `ConversationHits` (``count``, the ``newest`` match, ``capped``). The keyword(s) and
+        filters mean what they mean for `search_messages`. Counting stops after ``max_hits``
+        matches (1 to 1,000,000): the counts are then lower bounds, every entry ``capped``."""
+        if isinstance(max_hits, bool) or not isinstance(max_hits, int) or \
+                not 1 <= max_hits <= 1_000_000:
+            raise invalid("max_hits", "an integer from 1 to 1,000,000", max_hits)
+        queries = self._search_queries(
+            keyword_groups(keyword, match), conv_id=None, sender=sender, types=types,
+            start_time=start_time, end_time=end_time, scope=scope, limit=1, newest_first=True,
+            anchor=None)
+        return self._counter.counts(queries, max_hits)
+
+    def search_conversations(self, text: str, *, limit: int = 20) -> list[Conversation]:
+        """Conversations whose title or id matches ``text``, newest first: as keyword search
+        matches words (folded, traditional and simplified alike), and by pinyin, full or
+        initials ("beijing", "bj" find 北京). Works with search=False too (no index needed)."""
+        if not isinstance(text, str) or not text.strip():
+            raise IMError(ErrorCode.INVALID_PARAM, "the search text is empty; type some text")
+        check_text(text, "text")
+        check_limit(limit)
+        found = [self._reads.conversation(c) for c in self._names.search(text, limit)]
+        return [c for c in found if c is not None]
+
+    def _search_queries(self, groups: list[list[str]], *, conv_id: Any, sender: Any,
+                        types: Any, start_time: Any, end_time: Any, scope: Any, limit: int,
+                        newest_first: bool, anchor: tuple[int, int] | None) -> list[Query]:
+        """The checked `Query` of each keyword group of a search (one unless ``match="any"``)."""
         _optional(conv_id, "conv_id", check_id)
         _optional(start_time, "start_time", check_time)
         _optional(end_time, "end_time", check_time)
-        _optional(start_msg_id, "start_msg_id", check_id)
-        check_limit(limit)
-        direction = check_direction(direction)
         if isinstance(scope, bool) or scope not in tuple(SearchScope):
             raise invalid("scope", "a SearchScope", scope)
         senders = None if sender is None else (
@@ -887,14 +944,10 @@ class MessageStore:
         if not self._indexer.enabled:
             raise IMError(ErrorCode.SERVICE_NOT_ENABLED,
                           "this store was opened with search=False; open it with search=True")
-        return self._searcher.search(Query(
-            words=self._searcher.words(check_text(keyword, "keyword")), scope=SearchScope(scope),
-            conv_id=conv_id, senders=senders,
-            types=as_types(types), start_time=start_time, end_time=end_time,
-            newest_first=direction == Direction.UP, limit=limit,
-            anchor=None if start_msg_id is None else (
-                self._reads.anchor(start_msg_id) if conv_id is None
-                else self._in_conversation(conv_id, start_msg_id))))
+        return [Query(words=words, scope=SearchScope(scope), conv_id=conv_id, senders=senders,
+                      types=as_types(types), start_time=start_time, end_time=end_time,
+                      newest_first=newest_first, limit=limit, anchor=anchor)
+                for words in groups]
 
     def flush_index(self, *, progress: Callable[[IndexStatus], None] | None = None,
                     timeout: float | None = None) -> int:
@@ -944,7 +997,10 @@ class MessageStore:
         rows, the search index, tombstones of stored messages), repair any drift, and report
         what was repaired; report too the stored messages that cannot be decoded and the
         receipts still waiting for a message. ``timeout`` (seconds) bounds the wait for the
-        search index to catch up (a full disk stops it): then IMError(DATABASE_ERROR) says so."""
+        search index to catch up (a full disk stops it); without one, verify waits while the
+        index moves and gives up once it has not for 60 s (a backlog being indexed is waited
+        for, a full disk is not). Giving up is IMError(DATABASE_ERROR), after the database's
+        own counters were checked and repaired."""
         _check_timeout(timeout)
         report = self._verifier.verify(timeout)
         report.pending_receipts = self._receipts.pending_count()

@@ -11,20 +11,28 @@ Rules kept here:
   written;
 - a rewrite runs only on a closed store (it must be the only connection: leaving WAL mode needs
   that) and is atomic: the new database is written beside the old one, checked (integrity and
-  the row count of every table), and only then renamed over it; the search index, which the old
-  key (or no key) protected, is removed and rebuilt at the next open.
+  the row count of every table), and only then renamed over it; from before the copy until
+  after the rename it holds the old database's exclusive lock, so a process that opens the store
+  meanwhile fails instead of writing into a file about to be replaced;
+- the search index, which the old key (or no key) protected, is removed before the rename (a
+  crash never leaves it beside the new database) and rebuilt at the next open; a SIGKILL at any
+  step leaves a store that opens with the old key or the new one, and what it left over is
+  removed by the next rewrite or open.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
 import urllib.parse
 from types import ModuleType
 from typing import Any
 
 from .._crypto import SALT_BYTES, check_key, cipher_driver, derive_key
 from ..errors import ErrorCode, IMError
+from ._checks import check_path
 from ._connection import Database, connect, open_in_this_process, use_key
 from ._schema import DATABASE_FILE
 from ._schema import read_owner as read_plain_owner
@@ -35,11 +43,14 @@ __all__ = [
     "encrypt_store",
     "is_encrypted",
     "open_database",
+    "probe_write_lock",
     "read_owner",
+    "settle_key",
 ]
 
 _PLAIN = b"SQLite format 3\x00"
 _NOT_A_DATABASE = "file is not a database"
+_REKEY = ".rekey"  # suffix of the copy a rewrite makes
 
 
 def database_state(db_path: str) -> str:
@@ -71,7 +82,8 @@ _REFUSALS: dict[str, tuple[ErrorCode, str]] = {
                     "without key=, or encrypt it first with imstore.encrypt_store(path, key)"),
     "wrong key": (ErrorCode.INVALID_PARAM,
                   "the key does not open the encrypted store in {where!r}: it is not the key "
-                  "(or passphrase) the store was encrypted with; nothing was changed"),
+                  "(or passphrase) the store was encrypted with (or the database's first page "
+                  "is damaged: then restore it from a backup); nothing was changed"),
     "still open": (ErrorCode.DATABASE_ERROR,
                    "the store in {where!r} is open (in this or another process): close it "
                    "everywhere, then try again; nothing was changed"),
@@ -106,20 +118,34 @@ def _match(state: str, key: Any, where: str) -> None:
         raise _refusal("plain store", where)
 
 
+def settle_key(directory: str, key: Any) -> Any:
+    """``key`` as every later step of one open takes it: a passphrase for an encrypted store
+    already derived (with its salt) into the raw key, so that checking the owner and opening
+    derive it once between them; anything else as it is (checked where it is used)."""
+    db_path = os.path.join(directory, DATABASE_FILE)
+    if not isinstance(key, str) or database_state(db_path) != "encrypted":
+        return key
+    return derive_key(check_key(key), _salt(db_path))
+
+
 def open_database(db_path: str, key: Any) -> Database:
     """The connected database of a store on disk, opened with ``key`` (None: a plain store)."""
     where = os.path.dirname(db_path)
     state = database_state(db_path)
     _match(state, key, where)
     if key is None:
-        return connect(db_path)
-    driver, spec = _key_spec(key, state, db_path)
-    try:
-        return connect(db_path, driver=driver, key=spec)
-    except IMError as exc:
-        if state == "encrypted" and _NOT_A_DATABASE in str(exc.__cause__):
-            raise _refusal("wrong key", where) from exc
-        raise
+        db = connect(db_path)
+    else:
+        driver, spec = _key_spec(key, state, db_path)
+        try:
+            db = connect(db_path, driver=driver, key=spec)
+        except IMError as exc:
+            if state == "encrypted" and _NOT_A_DATABASE in str(exc.__cause__):
+                raise _refusal("wrong key", where) from exc
+            raise
+    # connected (in WAL mode): no rewrite runs now, so what one left is garbage
+    remove_leftovers(db_path)
+    return db
 
 
 def is_encrypted(path: str | os.PathLike[str]) -> bool:
@@ -154,9 +180,43 @@ def read_owner(directory: str, key: Any) -> str | None:
     return None if row is None else str(row[0])
 
 
+def probe_write_lock(db_path: str, key: Any, timeout: float) -> None:
+    """IMError when the database at ``db_path`` cannot take a write now: another process keeps
+    its write lock for more than ``timeout`` seconds, or it is read-only. An encrypted one is
+    probed with ``key`` (None: not probed; opening it will say the key is missing)."""
+    where = os.path.dirname(db_path)
+    state = database_state(db_path)
+    if state in ("missing", "empty") or (state == "encrypted" and key is None):
+        return
+    _match(state, key, where)
+    driver: Any = sqlite3
+    if key is not None:
+        driver, spec = _key_spec(key, state, db_path)
+    con = driver.connect(db_path, timeout=timeout, isolation_level=None)
+    try:
+        if key is not None:
+            use_key(con, spec)
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+    except driver.Error as exc:
+        why = str(exc)
+        if _NOT_A_DATABASE in why and key is not None:
+            raise _refusal("wrong key", where) from exc
+        if "locked" in why or "busy" in why:
+            raise IMError(ErrorCode.DATABASE_ERROR,
+                          f"the store {where} is locked by another process (an import?); "
+                          "try again when it is done") from exc
+        if "readonly" in why:
+            raise IMError(ErrorCode.DATABASE_ERROR,
+                          f"permission denied: cannot write {db_path} (read-only)") from exc
+        raise IMError(ErrorCode.DATABASE_ERROR, f"{db_path}: {exc}") from exc
+    finally:
+        con.close()
+
+
 def _existing(path: str | os.PathLike[str]) -> tuple[str, str, str]:
     """The directory, database file and state of the store in ``path``; IMError when none."""
-    directory = os.path.abspath(os.fspath(path))
+    directory = os.path.abspath(check_path(path, "a directory path"))
     db_path = os.path.join(directory, DATABASE_FILE)
     state = database_state(db_path)
     if state in ("missing", "empty"):
@@ -197,29 +257,29 @@ def _counts(con: Any, schema: str = "main") -> dict[str, int]:
 
 
 def _rewrite(directory: str, driver: ModuleType, source: bytes | None, target: bytes) -> None:
-    """Copy the database into a new file under key ``target``, check it, rename it over the
-    old one, and remove the index the old key protected."""
+    """Copy the database into a new file under key ``target``, check it, and rename it over the
+    old one, holding the old one exclusively from before the copy until after the rename: no
+    other process reads or writes it meanwhile (one that tried gets an error, never a write into
+    the file about to be replaced). The index the old key protected goes before the rename."""
     db_path = os.path.join(directory, DATABASE_FILE)
     if open_in_this_process(db_path):
         raise _refusal("still open", directory)
-    tmp = db_path + ".rekey"
-    for leftover in (tmp, tmp + "-journal"):
-        if os.path.exists(leftover):
-            os.remove(leftover)
+    tmp = db_path + _REKEY
     con = driver.connect(db_path, timeout=0, isolation_level=None)
     try:
         if source is not None:
             use_key(con, source)
         try:
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except driver.Error as exc:
-            raise _refusal("wrong key", directory) from exc
-        try:  # leaving WAL needs every other connection gone: the store must be closed
-            con.execute("PRAGMA journal_mode = DELETE").fetchone()
-            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "delete":
-                raise driver.OperationalError("database is locked")
-        except driver.Error as exc:
-            raise _refusal("still open", directory) from exc
+        except driver.Error as exc:  # the key, or another process holding the file
+            raise _refusal("wrong key" if _NOT_A_DATABASE in str(exc) else "still open",
+                           directory) from exc
+        _hold(con, driver, directory)
+    except BaseException:
+        con.close()
+        raise
+    try:  # held: no other rewrite runs, so a copy already there is a leftover
+        remove_leftovers(db_path)
         try:
             con.execute(f"ATTACH DATABASE ? AS fresh KEY \"x'{target.hex()}'\"", (tmp,))
             con.execute("SELECT sqlcipher_export('fresh')").fetchone()
@@ -232,18 +292,52 @@ def _rewrite(directory: str, driver: ModuleType, source: bytes | None, target: b
             raise IMError(ErrorCode.DATABASE_ERROR,
                           f"cannot rewrite the store in {directory!r}: {exc}; nothing was "
                           "changed") from exc
+        _remove_index(directory)
+        os.replace(tmp, db_path)
+        for name in (f"{DATABASE_FILE}-wal", f"{DATABASE_FILE}-shm"):
+            if os.path.exists(os.path.join(directory, name)):
+                os.remove(os.path.join(directory, name))
+        _fsync_dir(directory)
     except BaseException:
-        con.close()
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        remove_leftovers(db_path)
         raise
-    con.close()
-    os.replace(tmp, db_path)
-    for name in (f"{DATABASE_FILE}-wal", f"{DATABASE_FILE}-shm"):
-        if os.path.exists(os.path.join(directory, name)):
-            os.remove(os.path.join(directory, name))
-    _fsync_dir(directory)
-    shutil.rmtree(os.path.join(directory, "search"), ignore_errors=True)
+    finally:
+        con.close()  # releases the old file: a process that waited for it finds it replaced
+
+
+def _hold(con: Any, driver: ModuleType, directory: str) -> None:
+    """Take the database out of WAL mode (that needs every other connection gone: the store
+    must be closed) and hold its exclusive lock until ``con`` closes."""
+    try:
+        con.execute("PRAGMA locking_mode = EXCLUSIVE").fetchone()
+        con.execute("PRAGMA journal_mode = DELETE").fetchone()
+        con.execute("BEGIN EXCLUSIVE")
+        con.execute("COMMIT")
+        if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "delete":
+            raise driver.OperationalError("database is locked")
+    except driver.Error as exc:
+        raise _refusal("still open", directory) from exc
+
+
+def _remove_index(directory: str) -> None:
+    """Remove the search index (a cache the next open rebuilds): it was written under the old
+    key, or in plaintext. Before the rename, so that a crash never leaves it beside the new
+    database."""
+    index = os.path.join(directory, "search")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(index)
+    except OSError as exc:
+        raise IMError(ErrorCode.DATABASE_ERROR,
+                      f"cannot remove the search index {index!r} ({exc}); the database was "
+                      "not changed: remove that folder and try again") from exc
+
+
+def remove_leftovers(db_path: str) -> None:
+    """Remove what an interrupted rewrite left (its unfinished copy and that copy's journal)."""
+    for leftover in (db_path + _REKEY, db_path + _REKEY + "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(leftover)
 
 
 def _check_copy(driver: ModuleType, tmp: str, key: bytes, expected: dict[str, int]) -> None:

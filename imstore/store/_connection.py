@@ -31,13 +31,14 @@ import peewee as pw
 
 from ..errors import ErrorCode, IMError
 
-__all__ = ["CHUNK", "PRAGMAS", "Connection", "Database", "chunks", "connect", "marks", "open_in_this_process",
-           "use_key"]
+__all__ = ["BUSY_TIMEOUT", "CHUNK", "PRAGMAS", "Connection", "Database", "chunks", "connect",
+           "marks", "open_in_this_process", "use_key"]
 
 CHUNK = 500  # ids per IN (...) list
 # The pragmas of every connection (a database on disk adds WAL). Tests change it to make a
 # disk look full (``max_page_count``).
 PRAGMAS: dict[str, Any] = {"foreign_keys": 1, "cache_size": -32000, "temp_store": "memory"}
+BUSY_TIMEOUT = 30.0  # seconds a connection waits for another process's lock before failing
 _FORK_WAIT = 10.0  # seconds a fork waits for a store's writer before giving up on that store
 _FULL = "database or disk is full"
 
@@ -97,7 +98,7 @@ def connect(path: str, *, driver: ModuleType = sqlite3, key: bytes | None = None
         db = Database(":memory:", pragmas=pragmas, thread_safe=False, check_same_thread=False)
     else:
         pragmas |= {"journal_mode": "wal", "synchronous": "normal"}
-        db = Database(path, driver=driver, key=key, pragmas=pragmas, timeout=30,
+        db = Database(path, driver=driver, key=key, pragmas=pragmas, timeout=BUSY_TIMEOUT,
                       lock_type="IMMEDIATE", check_same_thread=False)
     try:
         db.connect(reuse_if_open=True)

@@ -2,14 +2,16 @@
 
 Rules kept here:
 - a search never waits for the indexer: rows whose index work is still pending (in the outbox,
-  for this process's indexer thread or another process's) are scanned in SQLite and added, so
+  for this process's indexer thread or another process's) are scanned in SQLite (their kept
+  folded text, table ``search_text``) and added, so
   results are exact and read-your-writes in every process (a store in memory, which has no
   thread, applies the outbox first); then it asks the index for
   candidates in time order and keeps only those whose stored text really contains every word
   (`text.matches` is the judge, the index only proposes);
 - words the index cannot hold (emoji, symbols) are found by a scan of the stored payloads;
-- common words are answered by reading rows in time order, which finds ``limit`` hits sooner than
-  sorting every index hit by time would;
+- the index's hits are collected once per search, in (time, row id) order, and paged through;
+  one common word is answered by reading rows in time order instead, which finds ``limit`` hits
+  sooner (several words go to the index: words common alone may seldom meet);
 - pages are keyset pages on (sort time, row id), as `Reads.page`: a page anchored on a message
   holds the ``limit`` matches just before (or after) it, ties at one time included, so paging
   never loses messages that share a timestamp; the time bounds are filters.
@@ -23,15 +25,13 @@ from typing import Any
 
 import msgpack
 
-from ..index import OP_VERBATIM, SearchIndexError
+from ..index import SearchIndexError
 from ..kinds import searchable_text
 from ..message import Message, MessageType, SearchScope
 from ..text import (
-    ascii_word,
     content_text,
     ext_text,
     indexable,
-    keyword_words,
     matches,
     needles,
 )
@@ -39,15 +39,17 @@ from ._connection import Connection, chunks, marks
 from ._indexer import SearchWriter
 from ._rows import MESSAGE_COLUMNS, SELECT_COLUMNS, row_to_message
 
-__all__ = ["Query", "Searcher"]
+__all__ = ["SCOPE_COLUMNS", "SCOPE_FIELDS", "TEXT_COLUMNS", "Query", "Searcher", "raw_texts"]
 
 _MTYPE = {int(t): t for t in MessageType}
 _DENSE_ROWS = 4000  # a search reads rows in time order when it expects hits within this many
-_FIELDS = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
+SCOPE_FIELDS = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
            SearchScope.ALL: ("content", "ext")}
-_COLUMNS = {SearchScope.CONTENT: ("body",), SearchScope.EXT: ("ext",),
+SCOPE_COLUMNS = {SearchScope.CONTENT: ("body",), SearchScope.EXT: ("ext",),
             SearchScope.ALL: ("body", "ext")}
 _SORT = MESSAGE_COLUMNS.index("sort_time")
+TEXT_COLUMNS = {SearchScope.CONTENT: ("content",), SearchScope.EXT: ("ext",),
+                 SearchScope.ALL: ("content", "ext")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ class Query:
         return key < self.anchor if self.newest_first else key > self.anchor
 
 
-def _raw_texts(mtype: int, body: bytes, ext: bytes | None, scope: SearchScope) -> list[str]:
+def raw_texts(mtype: int, body: bytes, ext: bytes | None, scope: SearchScope) -> list[str]:
     """What search sees of a stored row, read straight from its payload (as `content_text` and
     `ext_text` would from the decoded message)."""
     out = []
@@ -142,10 +144,22 @@ class Searcher:
         self._conn = conn
         self._indexer = indexer
 
-    @staticmethod
-    def words(keyword: str) -> list[str]:
-        """The folded words of a keyword (`text.keyword_words`)."""
-        return keyword_words(keyword)
+    def search_any(self, queries: Sequence[Query]) -> list[Message]:
+        """Messages matching any of ``queries`` (one per keyword group, the same filters and
+        page): each answers its own page, and the page of their union is within theirs."""
+        if len(queries) == 1:
+            return self.search(queries[0])
+        q0 = queries[0]
+        found = {m.msg_id: m for q in queries for m in self.search(q)}
+        keys: dict[tuple[int, int], Message] = {}
+        ids = list(found)
+        for part in chunks(ids):
+            for msg_id, sort, rid in self._conn.query(
+                    f"SELECT msg_id, sort_time, id FROM message WHERE msg_id IN "
+                    f"({marks(len(part))})", tuple(part)):
+                keys[(sort, rid)] = found[msg_id]
+        page = sorted(keys, reverse=q0.newest_first)[:q0.limit]
+        return [keys[k] for k in sorted(page)]
 
     def search(self, q: Query) -> list[Message]:
         # The indexer's lock rule: take-over and catch-up before the writer lock, and a
@@ -171,7 +185,7 @@ class Searcher:
         return found
 
     def _search(self, q: Query) -> list[Message]:
-        fields = _FIELDS[q.scope]
+        fields = SCOPE_FIELDS[q.scope]
         with self._conn.lock:
             index = self._indexer.reader
             assert index is not None
@@ -179,10 +193,13 @@ class Searcher:
                 return self._read_all(q)
             # Rows not indexed yet are scanned first, then the index is read: a row that
             # leaves the outbox in between was committed to the index before, so it is found.
-            pending = self._read_hits(q, pending_only=True) if self._indexer.has_pending() \
-                else []
+            pending = self._kept(q) if self._indexer.has_pending() else []
             scan = not all(indexable(w) for w in q.words)  # emoji, symbols: not in the index
-            if not scan and index.is_common(q.words, fields, q.limit, _DENSE_ROWS):
+            # Rows are read in time order only for one common word: words common alone may seldom
+            # meet (an English and a Chinese one), and the index's hits, collected once, are
+            # cheap to page through
+            if not scan and len(q.words) == 1 and \
+                    index.is_common(q.words, fields, q.limit, _DENSE_ROWS):
                 dense = self._dense(q)
                 if dense is not None:
                     return [m for _, m in sorted(dense, key=lambda h: h[0])]
@@ -195,20 +212,39 @@ class Searcher:
 
     def _gather(self, q: Query, scan: bool) -> list[tuple[tuple[int, int], Message]]:
         """Matches in time order until ``limit`` are found and every tie at the time of the last
-        one is in (the index orders by time only)."""
+        one is in. The index's hits are collected once and paged through here, a widening
+        window at a time (only the rows are read per window)."""
         index = self._indexer.reader
         assert index is not None
+        if scan:
+            return self._gather_scan(q)
+        start_time, end_time = q.index_window()
+        with self._conn.guard():
+            keys = index.hits(q.words, SCOPE_FIELDS[q.scope], conv_id=q.conv_id,
+                              start_time=start_time, end_time=end_time)
+        if q.newest_first:
+            keys.reverse()
+        if q.anchor is not None:
+            keys = [k for k in keys if q.before_anchor(k)]
         hits: list[tuple[tuple[int, int], Message]] = []
         skip, window = 0, q.limit * 2 + 10
-        start_time, end_time = q.index_window()
+        while skip < len(keys):
+            found, _ = self._verified([rid for _, rid in keys[skip:skip + window]], q)
+            hits.extend(h for h in found if q.keeps(h[1]))
+            if len(hits) >= q.limit:
+                return hits  # the index's order is the rows' order (a moved row is pending)
+            skip += window
+            window *= 2
+        return hits
+
+    def _gather_scan(self, q: Query) -> list[tuple[tuple[int, int], Message]]:
+        """`_gather` for words the index cannot hold: rows found by `_scan`, a window at a
+        time, until ``limit`` match and every tie at the time of the last one is in."""
+        hits: list[tuple[tuple[int, int], Message]] = []
+        skip, window = 0, q.limit * 2 + 10
         while True:
             with self._conn.guard():
-                if scan:
-                    ids, more = self._scan(q, window, skip)
-                else:
-                    ids, more = index.candidates(
-                        q.words, _FIELDS[q.scope], conv_id=q.conv_id, start_time=start_time,
-                        end_time=end_time, newest_first=q.newest_first, limit=window, skip=skip)
+                ids, more = self._scan(q, window, skip)
             found, last = self._verified(ids, q)
             hits.extend(h for h in found if q.keeps(h[1]))
             if not more:
@@ -240,7 +276,7 @@ class Searcher:
                                     f"ORDER BY sort_time {order}, id {order} LIMIT 500",
                                     (*params, *(after or ())))
             for rid, _sort, mtype, body, ext in rows:
-                if any(matches(q.words, t) for t in _raw_texts(mtype, body, ext, q.scope)):
+                if any(matches(q.words, t) for t in raw_texts(mtype, body, ext, q.scope)):
                     hits.append(rid)
                     if len(hits) == q.limit:
                         break
@@ -255,32 +291,14 @@ class Searcher:
         `text.needles`, when it has some), judged by `text.matches` on their payloads."""
         return [m for _, m in sorted(self._read_hits(q), key=lambda h: h[0])]
 
-    def _read_hits(self, q: Query, *, pending_only: bool = False
-                   ) -> list[tuple[tuple[int, int], Message]]:
-        """`_read_all`'s matches with their (sort_time, id) keys. ``pending_only``: only the
-        rows whose index work is still in the outbox (not in the index yet)."""
+    def _read_hits(self, q: Query) -> list[tuple[tuple[int, int], Message]]:
+        """`_read_all`'s matches with their (sort_time, id) keys."""
         where, params = q.row_filters()
-        cols = _COLUMNS[q.scope]
-        general: list[str] = []
+        cols = SCOPE_COLUMNS[q.scope]
         for w in q.words:
             for needle in needles(w):
-                general.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
+                where.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
                 params += [needle.encode("utf-8")] * len(cols)
-        if pending_only:
-            # Rows flagged verbatim in the outbox hold every plain ASCII word they match as it
-            # is, up to ASCII case (`text.ascii_verbatim`): SQLite checks that, without Python.
-            if q.scope == SearchScope.CONTENT and all(ascii_word(w) for w in q.words):
-                verbatim = " AND ".join(["instr(lower(body), ?) > 0"] * len(q.words))
-                params += list(q.words)
-                where.append(
-                    f"(id IN (SELECT rowid FROM search_outbox WHERE op < {OP_VERBATIM})"
-                    f"{''.join(' AND ' + g for g in general)} OR "
-                    f"id IN (SELECT rowid FROM search_outbox WHERE op >= {OP_VERBATIM}) "
-                    f"AND {verbatim})")
-            else:
-                where += ["id IN (SELECT rowid FROM search_outbox)", *general]
-        elif general:
-            where += general
         q.add_people_and_types(where, params)
         order = "DESC" if q.newest_first else "ASC"
         hits: list[int] = []
@@ -289,18 +307,39 @@ class Searcher:
                     "SELECT id, type, CAST(body AS BLOB), CAST(ext AS BLOB) FROM message "
                     f"WHERE {' AND '.join(where)} "
                     f"ORDER BY sort_time {order}, id {order}", params):
-                if any(matches(q.words, t) for t in _raw_texts(mtype, body, ext, q.scope)):
+                if any(matches(q.words, t) for t in raw_texts(mtype, body, ext, q.scope)):
                     hits.append(rid)
                     if len(hits) == q.limit:
                         break
             found, _ = self._verified(hits, q)
         return found
 
+    def _kept(self, q: Query) -> list[tuple[tuple[int, int], Message]]:
+        """Matches among the rows not in the index yet: every searchable pending row keeps its
+        folded text (`Outbox`), where each word must stand (SQL ``instr``, no payload decoded);
+        then `text.matches` judges the stored message, a window at a time until ``limit``."""
+        cols = TEXT_COLUMNS[q.scope]
+        cond = " AND ".join("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")"
+                            for _ in q.words)
+        where, params = q.row_filters(people_and_types=True)
+        order = "DESC" if q.newest_first else "ASC"
+        ids = [r[0] for r in self._conn.query(
+            f"SELECT id FROM message WHERE id IN (SELECT id FROM search_text WHERE {cond}) AND "
+            f"{' AND '.join(where)} ORDER BY sort_time {order}, id {order}",
+            (*[w for w in q.words for _ in cols], *params))]
+        hits: list[tuple[tuple[int, int], Message]] = []
+        window = q.limit * 2 + 10
+        for i in range(0, len(ids), window):
+            hits += self._verified(ids[i:i + window], q)[0]
+            if len(hits) >= q.limit:
+                break
+        return hits
+
     def _scan(self, q: Query, limit: int, skip: int) -> tuple[list[int], bool]:
         """Candidates for words the index cannot hold (emoji, symbols): rows whose stored
         payload contains their bytes, in time order. A table scan, for these rare queries."""
         where, params = q.row_filters()
-        cols = _COLUMNS[q.scope]
+        cols = SCOPE_COLUMNS[q.scope]
         for w in q.words:
             where.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in cols) + ")")
             params += [w.encode("utf-8")] * len(cols)

@@ -33,6 +33,7 @@ import peewee as pw
 
 from ..codec import Limits, decode_ext, encode_ext
 from ..errors import ErrorCode, IMError
+from ._adapter_state import TABLES as _ADAPTER_STATE_TABLES
 from ._gaps import TABLES as _STRETCH_TABLES
 from ._rows import (
     IN_PROGRESS,
@@ -323,7 +324,8 @@ def migrate(db: pw.Database, models: SimpleNamespace, user_id: str) -> None:
             db.execute_sql("UPDATE conversation SET last_rowid = last_rowid")
         if 0 < version < 3:  # the page index gained thread_id
             db.execute_sql("DROP INDEX IF EXISTS message_conv_sort")
-        for sql in (*_EXTRA_INDEXES, *_TOMBSTONE_TABLES, *_STRETCH_TABLES):
+        for sql in (*_EXTRA_INDEXES, *_TOMBSTONE_TABLES, *_STRETCH_TABLES,
+                    *_ADAPTER_STATE_TABLES):
             db.execute_sql(sql)
         if 0 < version < 3:
             _titles_out_of_ext(db)

@@ -9,8 +9,9 @@ Rules kept here:
   conversation with an unknown chat type takes the type its messages have;
 - the index is never emptied of a history SQLite cannot see: an index with documents over a
   database without messages (the database was replaced or lost) is reported, not "repaired";
-- verify never blocks for ever: with a ``timeout`` it gives up waiting for the indexer (a full
-  disk stops it) with an `IMError` saying what was and was not checked.
+- verify never blocks for ever: it gives up waiting for the indexer (a full disk stops it) at
+  its ``timeout``, or without one once the index has not moved for `STALL_SECONDS`, with an
+  `IMError` saying what was and was not checked.
 """
 
 from __future__ import annotations
@@ -46,9 +47,14 @@ _ATTACH_INTS = tuple(sorted(int(t) for t in ATTACHMENT_TYPES))
 _TRUE_UNREAD = f"(SELECT count(*) FROM message m WHERE m.conv_id = conversation.conv_id AND {UNREAD})"
 _TRUE_LAST = (f"(SELECT id FROM message m WHERE m.conv_id = conversation.conv_id AND {MAIN} "
               "ORDER BY sort_time DESC, id DESC LIMIT 1)")
+STALL_SECONDS = 60.0  # verify() without a timeout gives up on an index that stopped moving
 _CHAT_TYPES = tuple(int(t) for t in ChatType)
 _MTYPE = {int(t): t for t in MessageType}
 _TRUE_ACKS = "(SELECT count(*) FROM group_ack g WHERE g.msg_id = message.msg_id)"
+
+
+class _Stalled(Exception):
+    """The search index has not moved for `STALL_SECONDS`."""
 
 
 @dataclass(slots=True)
@@ -177,27 +183,49 @@ class Verifier:
                 log.warning("message row %s has a corrupt payload", r[0])
         rep["attachment_rows"] = len(missing)
 
+    def _caught_up(self, deadline: float | None) -> bool:
+        """Wait until the indexer has caught up (True), or give up (False): at ``deadline``, or
+        without one once it has indexed nothing for `STALL_SECONDS` (with nothing of the
+        backlog left it is merging: that is moving)."""
+        if deadline is not None:
+            return self._indexer.wait(None, max(deadline - time.monotonic(), 0.0))
+        start = self._indexer.pending()
+        best, moved = -1, time.monotonic()
+
+        def watch(done: int) -> None:
+            nonlocal best, moved
+            if done > best or done >= start:
+                best, moved = done, time.monotonic()
+            elif time.monotonic() - moved >= STALL_SECONDS:
+                raise _Stalled
+
+        try:
+            return self._indexer.wait(watch, None, start=start)
+        except _Stalled:
+            return False
+
     def _search_index(self, undecodable: int, deadline: float | None) -> int:
         """Rebuild the index when it does not hold one document per searchable message (neither
         recalled nor undecodable); returns by how many documents it was off."""
         if not self._indexer.enabled or not self._indexer.owns():
             return 0  # another process indexes this store; it is checked there
-        for _ in range(5):  # another process may write meanwhile: count with nothing pending
-            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            if not self._indexer.wait(None, left):
+        for _ in range(5):  # another process may write meanwhile: compare with nothing pending
+            if not self._caught_up(deadline):
+                why = ("when the time ran out" if deadline is not None else
+                       f"and has not moved for {STALL_SECONDS:g} s")
                 raise IMError(ErrorCode.DATABASE_ERROR,
                               f"verify: the search index is still {self._indexer.pending()} "
-                              "changes behind when the time ran out (is the disk full?); the "
+                              f"changes behind {why} (is the disk full?); the "
                               "database's counters and attachments were checked and repaired, "
                               "the search index was not: call verify again once it catches up")
-            stored = int(self._conn.one(
-                "SELECT count(*) FROM message WHERE recalled_at IS NULL")[0])
             if not self._indexer.has_pending():
                 break
-        stored -= undecodable
-        indexed = self._indexer.doc_count()
-        if indexed == stored:
+        drift = self._indexer.drift(undecodable)  # row ids compared, not only counted
+        if not drift:
             return 0
+        stored = int(self._conn.one(
+            "SELECT count(*) FROM message WHERE recalled_at IS NULL")[0]) - undecodable
+        indexed = self._indexer.doc_count()
         if stored <= 0 < indexed:
             raise IMError(ErrorCode.DATABASE_ERROR,
                           f"verify: the search index holds {indexed} messages but the database "
@@ -205,4 +233,4 @@ class Verifier:
                           "left as it is. Restore the database from a backup, or call "
                           "rebuild_search_index() to make the index match the empty database")
         self._indexer.rebuild()
-        return abs(indexed - stored)
+        return drift

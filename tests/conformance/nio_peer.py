@@ -96,10 +96,10 @@ class NioPeer:
     async def sync(self) -> SyncResponse:
         """One ``/sync`` (no long-poll) from the last position."""
         answer = _ok(await self.client.sync(timeout=0), SyncResponse, f"sync of {self.mxid}")
-        for ev in answer.account_data_events:
-            source = getattr(ev, "source", {}) or {}
-            if source.get("type") == "m.direct":
-                self.direct = {k: list(v) for k, v in (source.get("content") or {}).items()}
+        for ev in answer.account_data_events:  # nio keeps m.direct as an unknown event
+            if getattr(ev, "type", None) == "m.direct":
+                self.direct = {k: list(v) for k, v in (getattr(ev, "content", None)
+                                                       or {}).items()}
         return answer
 
     async def _raw(self, method: str, path: str, body: Any) -> dict[str, Any]:

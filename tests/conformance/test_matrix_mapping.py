@@ -97,9 +97,13 @@ def test_edits_redactions_and_state_are_not_messages():
 
 
 def test_a_bundled_edit_and_a_redaction_show_in_history():
-    edit = {"origin_server_ts": 1_700_000_000_999,
+    edit = {"origin_server_ts": 1_700_000_000_999, "sender": "@bob:example.org",
             "content": mp.edit_content("$e1", MessageType.CUSTOM, CustomBody("card", {"v": "2"}))}
     content = mp.message_content(Message.custom("bob", "card", {"v": "1"}))
+    forged = mp.event_to_message(event(content, **{"m.relations": {"m.replace": {
+        **edit, "sender": "@mallory:example.org"}}}), ROOM, ME, "example.org")
+    assert forged is not None and forged.body == CustomBody("card", {"v": "1"})
+    assert forged.edited_at is None, "an edit by another member is no edit"
     got = mp.event_to_message(event(content, **{"m.relations": {"m.replace": edit}}), ROOM, ME,
                               "example.org", history=True, read_up_to=None)
     assert got is not None and got.body == CustomBody("card", {"v": "2"})
@@ -111,23 +115,49 @@ def test_a_bundled_edit_and_a_redaction_show_in_history():
     assert gone is not None and gone.type == MessageType.CUSTOM
     assert gone.body == CustomBody("")
     assert getattr(gone, "recalled_at", 1_700_000_001_000) == 1_700_000_001_000
+    assert gone.ext == {}
+    moderated = mp.event_to_message(event({}, redacted_because={
+        **redaction, "sender": "@mod:example.org"}), ROOM, ME, "example.org")
+    assert moderated is not None and moderated.ext == {mp.RECALLED_BY: "mod"}
 
 
-def test_direct_aliases_are_one_per_pair_and_never_collide():
-    ab = mp.direct_alias("@a.b:s", "@c:s", "s")
-    assert ab == mp.direct_alias("@c:s", "@a.b:s", "s")
-    assert ab != mp.direct_alias("@a:s", "@b.c:s", "s")
+def test_an_edit_applies_only_from_the_sender_of_the_original():
+    edit = {**event(mp.edit_content("$orig", MessageType.TEXT, TextBody("new"))),
+            "event_id": "$ed", "origin_server_ts": 1_700_000_000_500}
+    original = ("@bob:example.org", 1_700_000_000_000)
+    got = mp.edit_to_message(edit, ROOM, ME, "example.org", original)
+    assert got is not None and (got.msg_id, got.body, got.edited_at) == (
+        "$orig", TextBody("new"), 1_700_000_000_500)
+    assert mp.edit_to_message(edit, ROOM, ME, "example.org", ("@mallory:example.org", 1)) is None
+    assert mp.edit_to_message(edit, ROOM, ME, "example.org", None) is None
+    assert not mp.takes_change("", "") and not mp.takes_change(None, None)
 
 
 def test_rooms_map_to_conversations():
+    # a room's state is written by whoever made it: it never makes a room a chat (m.direct does)
     state = mp.conv_state(ChatType.CHAT, "", ["@alice:s", "@bob:s"])
-    assert mp.room_info("!a:s", state, "@alice:s", "s") == mp.RoomInfo("!a:s", "bob",
-                                                                       ChatType.CHAT)
+    assert mp.room_info("!a:s", state, "@alice:s", "s") == mp.RoomInfo("!a:s", "!a:s",
+                                                                       ChatType.GROUP_CHAT)
+    assert mp.room_info("!a:s", state, "@alice:s", "s", "@bob:s") == mp.RoomInfo(
+        "!a:s", "bob", ChatType.CHAT)
     group = mp.conv_state(ChatType.GROUP_CHAT, "team", ["@alice:s"])
     assert mp.room_info("!g:s", group, "@alice:s", "s").conv_id == "team"
     assert mp.room_info("!d:s", None, "@alice:s", "s", direct_peer="@carol:s") == mp.RoomInfo(
         "!d:s", "carol", ChatType.CHAT)
     assert mp.room_info("!x:s", None, "@alice:s", "s").chat_type == ChatType.GROUP_CHAT
+
+
+def test_a_direct_invite_names_its_inviter():
+    def invite(**content: object) -> dict:
+        return {"invite_state": {"events": [
+            {"type": "m.room.member", "state_key": "@alice:s", "sender": "@bob:s",
+             "content": {"membership": "invite", **content}}]}}
+
+    assert mp.direct_inviter(invite(is_direct=True), "@alice:s") == "@bob:s"
+    assert mp.direct_inviter(invite(), "@alice:s") is None
+    assert mp.direct_inviter(invite(is_direct="yes"), "@alice:s") is None
+    assert mp.direct_inviter(invite(is_direct=True), "@carol:s") is None
+    assert mp.direct_inviter({"invite_state": 5}, "@alice:s") is None
 
 
 def test_demo_users_on_synapse_register_once_then_log_in(synapse: dict):

@@ -38,8 +38,6 @@ def world(synapse: dict[str, Any], tmp_path: Path) -> Harness:
 # --------------------------------------------------------------------- 2. DMs of other clients
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: a DM from a normal Matrix client (is_direct, "
-                   "m.direct) becomes a GROUP_CHAT named after the room id")
 def test_a_dm_from_a_normal_client_is_a_chat_with_its_sender(world: Harness):
     async def main(b: Any, w: Any) -> None:
         (alice,) = await b.users("alice")
@@ -65,8 +63,6 @@ def test_a_dm_from_a_normal_client_is_a_chat_with_its_sender(world: Harness):
 # ------------------------------------------------------------------------ 3. the alias squat
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: a public room holding the predictable alias "
-                   "#imstore.dm.<a>.<b> receives the first private message")
 def test_a_squatted_dm_alias_does_not_intercept_the_first_message(world: Harness):
     async def main(b: Any, w: Any) -> None:
         alice, bob = await b.users("alice", "bob")
@@ -89,8 +85,6 @@ def test_a_squatted_dm_alias_does_not_intercept_the_first_message(world: Harness
 # ------------------------------------------------------------------------ 4. the forged edit
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: an m.replace from another member rewrites "
-                   "someone else's message")
 def test_an_edit_from_another_member_is_ignored_live_and_in_history(world: Harness):
     async def main(b: Any, w: Any) -> None:
         (alice,) = await b.users("alice")
@@ -179,8 +173,6 @@ async def counted_user(b: Any, name: str) -> tuple[Peer, Requests]:
 # ------------------------------------------------------------- 7. the conversation list's cost
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: a page of 20 conversations costs about three "
-                   "requests per room the user is in")
 def test_a_page_of_the_conversation_list_costs_a_handful_of_requests(world: Harness):
     rooms, page_size = 100, 20
 
@@ -217,8 +209,6 @@ def test_a_page_of_the_conversation_list_costs_a_handful_of_requests(world: Harn
 # ------------------------------------------------- 8. other clients' rooms after a restart
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: right after a restart a room made by another "
-                   "client cannot be written to until the first sync returns")
 def test_a_room_made_by_another_client_is_usable_right_after_a_restart(world: Harness,
                                                                        tmp_path: Path):
     from imstore.adapters.matrix import MatrixAdapter
@@ -281,8 +271,6 @@ def test_media_carry_their_mimetype(world: Harness, tmp_path: Path):
     nio_peer.run(world, main)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: every received one-to-one message costs a "
-                   "to-device delivery receipt that a Matrix client never reads")
 def test_received_messages_do_not_cost_a_to_device_request_each(world: Harness):
     async def main(b: Any, w: Any) -> None:
         bob, reqs = await counted_user(b, "bob")
@@ -297,6 +285,7 @@ def test_received_messages_do_not_cost_a_to_device_request_each(world: Harness):
                       "the ten messages at bob")
         await b.settle()
         acks = reqs.of(path="/sendToDevice/")[before:]
-        assert len(acks) <= 1, f"{len(acks)} to-device requests for 10 received messages"
+        # batched: the first receipt's request, then one for all that came meanwhile
+        assert len(acks) <= 2, f"{len(acks)} to-device requests for 10 received messages"
 
     nio_peer.run(world, main)

@@ -132,9 +132,6 @@ class App:
                     await self.proc.wait()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: a restart loses messages, edits and "
-                   "redactions that arrived while the app was closed; unread is wrong and no gap "
-                   "is recorded")
 def test_a_restart_catches_up_everything_that_happened_while_closed(synapse: dict[str, Any],
                                                                      tmp_path: Path):
     from . import nio_peer

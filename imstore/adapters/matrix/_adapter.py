@@ -15,7 +15,7 @@ receipts). `_mapping` turns events into messages and back; `_requests` builds ev
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -214,6 +214,16 @@ class MatrixAdapter:
                                           {"max_lifetime": int(max_lifetime_ms)}))
 
     # --------------------------------------------------------------------------- the sync loop
+
+    def keep_state(self, load: Callable[[str], dict[str, Any]],
+                   save: Callable[[str, dict[str, Any]], None]) -> None:
+        """Keep the sync position and the room directory between runs, under this account's
+        name: ``load(name)`` gives what an earlier run kept, ``save(name, state)`` keeps it.
+        `ChatClient` calls this with its store's ``adapter_state`` and ``save_adapter_state``
+        before it attaches; a restarted app then goes on from where the last run stopped, and
+        knows every room at once."""
+        name = f"matrix {self.mxid}"
+        self.sync.keep(load(name), lambda state: save(name, state))
 
     def attach(self, handler: TransportHandler) -> None:
         self._link.attach(handler)

@@ -3,18 +3,23 @@
 Rules kept here:
 - history cursors are Matrix pagination tokens wrapped in the shared cursor format; they stay
   valid while the room grows; pages are filtered by the shared `FetchOptions` filter (the sender
-  also server-side, through the ``/messages`` filter) and start at the time bound of the
-  direction they page in (``/timestamp_to_event``);
+  also server-side, through the ``/messages`` filter) and start just past the time bound of
+  the direction they page in (``/timestamp_to_event``), so events sharing the bound's time are
+  all reached: pages follow the server's order (its tokens), never times alone;
 - one-way deletes live in this user's room account data (``io.imstore.hidden``: ids, ``before``,
   ``deleted_at``) and are applied here, to pages and to the conversation list;
 - a conversation this user left or that was deleted reads as empty (one-to-one) or
   CONVERSATION_NOT_EXIST (groups), after one fresh look-up of its room;
-- the conversation list is the joined rooms with their newest visible message, newest first.
+- the conversation list is the joined rooms with their newest visible message, newest first, and
+  the server's unread (notification) count: one filtered ``/sync`` answers it for every room
+  (a page of 20 costs that request and the invites check, not three requests per room), and
+  the next pages of a listing page through what it answered for `LIST_KEPT_SECONDS`.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +39,8 @@ from ._rooms import Rooms
 __all__ = ["History"]
 
 MAX_PAGES = 20  # /messages calls for one history page (filtered-out events make pages short)
+LIST_MESSAGES = 10  # newest messages per room in the list's sync (edits and hidden ones skipped)
+LIST_KEPT_SECONDS = 60.0  # the next pages of a listing page through it for this long
 
 
 class History:
@@ -47,6 +54,7 @@ class History:
         self.reads = reads
         self.now = now
         self.mxid = rooms.mxid
+        self._listed: tuple[float, list[tuple[int, str, Conversation]]] | None = None
 
     async def hidden(self, room_id: str) -> dict[str, Any]:
         try:
@@ -72,7 +80,10 @@ class History:
         edge = options.end_time if up else options.start_time
         if edge is None:
             return True, None
-        event_id = await self.events.at_time(room, edge, "b" if up else "f")
+        # one past the edge: the bounds are inclusive, and of several events sharing the edge's
+        # time the server may name any one; paging from past them reaches them all
+        event_id = await self.events.at_time(room, edge + 1 if up else max(0, edge - 1),
+                                             "b" if up else "f")
         if event_id is None:
             return False, None
         ctx = await self.api.call(rq.context(room, event_id))
@@ -154,31 +165,15 @@ class History:
                       f"there is no {chat_type.name} {conv_id!r} on the server") from cause
 
     async def conversations(self, cursor: str | None, limit: int) -> CursorResult[Conversation]:
-        """Joined rooms with their newest visible message, newest first."""
+        """Joined rooms with their newest visible message, newest first: one filtered
+        ``/sync`` lists them all (`rq.list_filter`); the next pages of that listing, asked
+        within `LIST_KEPT_SECONDS`, page through it without asking again."""
         check_page_size(limit)
         bound = decode_cursor(cursor, "c", int, str) if cursor else None
-        joined = (await self.api.call(rq.joined_rooms())).get("joined_rooms")
-        rows: list[tuple[int, str, Conversation]] = []
-        for room in joined if isinstance(joined, list) else ():
-            if not isinstance(room, str):
-                continue
-            info = await self.rooms.info(room)
-            hidden = await self.hidden(room)
-            page = await self.api.call(rq.messages(room, "b", 20, filter_=rq.MESSAGES_FILTER))
-            read_ts = await self.reads.position(room)
-            last = None
-            chunk = page.get("chunk")
-            for ev in chunk if isinstance(chunk, list) else ():
-                msg = self._message(room, info, ev, read_ts)
-                if msg is not None and not self.is_hidden(msg, hidden):
-                    last = msg
-                    break
-            if last is None or (last.server_time or 0) <= mp.as_int(hidden.get("deleted_at")):
-                continue
-            rows.append((last.server_time or 0, room, Conversation(
-                info.conv_id, info.chat_type, self.rooms.unread.get(room, 0), last,
-                last.timestamp)))
-        rows.sort(key=lambda r: (-r[0], r[1]))
+        kept = self._listed
+        if bound is None or kept is None or time.monotonic() - kept[0] > LIST_KEPT_SECONDS:
+            kept = self._listed = (time.monotonic(), await self._list())
+        rows = kept[1]
         if bound is not None:
             rows = [r for r in rows if (-r[0], r[1]) > (-bound[0], bound[1])]
         page_rows = rows[:limit]
@@ -186,6 +181,56 @@ class History:
         return CursorResult([c for _, _, c in page_rows],
                             encode_cursor("c", page_rows[-1][0], page_rows[-1][1]) if more
                             else None)
+
+    async def _list(self) -> list[tuple[int, str, Conversation]]:
+        """Every listed conversation as ``(last message time, room, conversation)``, sorted."""
+        answer = await self.api.call(rq.sync(
+            rq.list_filter(LIST_MESSAGES, [mp.CONV_STATE], [mp.HIDDEN, "m.fully_read"]), None,
+            rq.fresh_timeout(self.now())))
+        for ev in mp.events_of(answer.get("account_data")):
+            if mp.as_obj(ev).get("type") == "m.direct":
+                self.rooms.set_direct(mp.as_obj(ev).get("content"))
+        rows: list[tuple[int, str, Conversation]] = []
+        for room_id, room in mp.as_obj(mp.as_obj(answer.get("rooms")).get("join")).items():
+            if not isinstance(room, dict):
+                continue
+            timeline = mp.as_obj(room.get("timeline"))
+            events = mp.events_of(timeline)
+            info = await self.rooms.info(room_id, mp.events_of(room.get("state")) + events,
+                                         ask=False)
+            extra = {e.get("type"): mp.as_obj(e.get("content"))
+                     for e in mp.events_of(room.get("account_data")) if isinstance(e, dict)}
+            hidden = extra.get(mp.HIDDEN, {})
+            read_ts = _read_position(self.mxid, events, room, extra.get("m.fully_read", {}))
+            msgs = [m for m in (self._message(room_id, info, ev, read_ts) for ev in events)
+                    if m is not None and not self.is_hidden(m, hidden)]
+            # the server's count leaves out what came before this user joined (a DM's first
+            # message): the messages after the read position in hand count too
+            unread = max(mp.as_int(mp.as_obj(room.get("unread_notifications")).get(
+                "notification_count")), sum(m.is_read is False for m in msgs), 0)
+            self.rooms.unread[room_id] = unread
+            last = msgs[-1] if msgs else None
+            if last is None and timeline.get("limited") is True:
+                last = await self._last_message(room_id, info, hidden)  # edits, hidden ones
+            if last is None or (last.server_time or 0) <= mp.as_int(hidden.get("deleted_at")):
+                continue
+            if unread == 0 and last.is_read is False:
+                last.is_read = True  # the server counts nothing unread
+            rows.append((last.server_time or 0, room_id, Conversation(
+                info.conv_id, info.chat_type, unread, last, last.timestamp)))
+        rows.sort(key=lambda r: (-r[0], r[1]))
+        return rows
+
+    async def _last_message(self, room: str, info: mp.RoomInfo,
+                            hidden: dict[str, Any]) -> Message | None:
+        """The newest visible message of a room, from one ``/messages`` page."""
+        page = await self.api.call(rq.messages(room, "b", 50, filter_=rq.MESSAGES_FILTER))
+        read_ts = await self.reads.position(room)
+        for ev in mp.events_of(page, "chunk"):
+            msg = self._message(room, info, ev, read_ts)
+            if msg is not None and not self.is_hidden(msg, hidden):
+                return msg
+        return None
 
     async def remove(self, conv_id: str, chat_type: ChatType, msg_ids: Sequence[str] | None,
                      before: int | None) -> None:
@@ -218,7 +263,31 @@ class History:
                               "admin account") from exc
             raise
         self.rooms.forget(room)
+        if chat_type == ChatType.CHAT:
+            return  # a chat has no alias; a new one gets a new room
         try:  # a new conversation with the same id gets a new room
             await self.api.call(rq.delete_alias(self.rooms.alias(conv_id, chat_type)))
         except MatrixError:
             pass  # the room delete took it already
+
+
+def _read_position(me: str, events: list[Any], room: dict[str, Any],
+                   fully_read: dict[str, Any]) -> int | None:
+    """This user's read position in a listed room (server time), from its ``m.read`` receipt and
+    ``m.fully_read`` marker: an event among ``events`` gives its time; a receipt on another one
+    gives the time it was made. None when neither says."""
+    times = {e.get("event_id"): mp.as_int(e.get("origin_server_ts"))
+             for e in events if isinstance(e, dict)}
+    found: list[int] = []
+    marker = fully_read.get("event_id")
+    if marker in times:
+        found.append(times[marker])
+    for ev in mp.events_of(room.get("ephemeral")):
+        if mp.as_obj(ev).get("type") != "m.receipt":
+            continue
+        for event_id, kinds in mp.as_obj(mp.as_obj(ev).get("content")).items():
+            for kind in ("m.read", "m.read.private"):
+                mine = mp.as_obj(mp.as_obj(mp.as_obj(kinds).get(kind)).get(me))
+                if mine:
+                    found.append(times.get(event_id) or mp.as_int(mine.get("ts")))
+    return max(found) if found else None

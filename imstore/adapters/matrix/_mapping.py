@@ -49,6 +49,7 @@ HIDDEN = f"{NS}.hidden"  # room account data: this user's one-way deletes
 CMD_EVENT = f"{NS}.cmd"  # to-device: CMD messages
 RECEIPT_EVENT = f"{NS}.receipt"  # to-device: delivery receipts
 CUSTOM_MSGTYPE = f"{NS}.custom"
+RECALLED_BY = f"{NS}.recalled_by"  # ext of a message a moderator redacted: who did
 THUMB_MARK = "#thumbnail"  # appended to an mxc URL: "the server's thumbnail of this file"
 
 _MSGTYPES = {
@@ -104,13 +105,6 @@ def group_alias(group_id: str, server_name: str) -> str:
     return f"#imstore.g.{escape_localpart(group_id)}:{server_name}"
 
 
-def direct_alias(a_mxid: str, b_mxid: str, server_name: str) -> str:
-    """One alias per pair of users, whichever of them asks; a ``.`` inside an id is escaped so
-    the separator is unambiguous (``a.b`` + ``c`` and ``a`` + ``b.c`` differ)."""
-    x, y = sorted(escape_localpart(m).replace(".", "=2e") for m in (a_mxid, b_mxid))
-    return f"#imstore.dm.{x}.{y}:{server_name}"
-
-
 # ---------------------------------------------------------------------------------------- rooms
 
 
@@ -130,21 +124,31 @@ def conv_state(chat_type: ChatType, conv_key: str, members: list[str]) -> dict[s
 
 def room_info(room_id: str, state: dict[str, Any] | None, me: str, server_name: str,
               direct_peer: str | None = None) -> RoomInfo:
-    """Map a room to a conversation from its imstore state (or, for rooms other clients made,
-    from ``m.direct``; anything else is a group keyed by the room id)."""
-    name = state.get("chat_type") if state else None
-    if state and isinstance(name, str) and name in ChatType.__members__:
-        chat_type = ChatType[name]
-        if chat_type == ChatType.CHAT:
-            members = state.get("members")
-            others = [m for m in (members if isinstance(members, list) else ())
-                      if isinstance(m, str) and m.startswith("@") and m != me]
-            peer = others[0] if others else me
-            return RoomInfo(room_id, from_mxid(peer, server_name), chat_type)
-        return RoomInfo(room_id, as_str(state.get("id")) or room_id, chat_type)
+    """Map a room to a conversation: a chat with ``direct_peer`` when the user's ``m.direct``
+    lists it under that peer (the only thing that makes a room a chat: its state is written by
+    whoever created it), else the group or chat room its imstore state names, else a group keyed
+    by the room id."""
     if direct_peer:
         return RoomInfo(room_id, from_mxid(direct_peer, server_name), ChatType.CHAT)
+    if state and state.get("chat_type") in ChatType.__members__:
+        chat_type = ChatType[state["chat_type"]]
+        if chat_type != ChatType.CHAT:
+            return RoomInfo(room_id, str(state.get("id") or room_id), chat_type)
     return RoomInfo(room_id, room_id, ChatType.GROUP_CHAT)
+
+
+def direct_inviter(invite: Any, me: str) -> str | None:
+    """Who invited ``me`` to a direct chat: the sender of the invite's own membership event when
+    it says ``is_direct`` (the invite entry of a sync's ``rooms.invite``); None otherwise."""
+    events = as_obj(as_obj(invite).get("invite_state")).get("events")
+    for ev in events if isinstance(events, list) else ():
+        ev = as_obj(ev)
+        if (ev.get("type") == "m.room.member" and ev.get("state_key") == me
+                and as_obj(ev.get("content")).get("is_direct") is True):
+            sender = ev.get("sender")
+            if isinstance(sender, str) and sender.startswith("@") and sender != me:
+                return sender
+    return None
 
 
 # ------------------------------------------------------------------------------------- contents
@@ -169,6 +173,12 @@ def as_int(value: Any, default: int = 0) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and -MAX_TIME <= value <= MAX_TIME:
         return value
     return default
+
+
+def events_of(section: Any, key: str = "events") -> list[Any]:
+    """``section[key]`` when it is a list (an answer's event list), else nothing."""
+    got = as_obj(section).get(key)
+    return got if isinstance(got, list) else []
 
 
 def _size(value: Any) -> int | None:
@@ -388,14 +398,17 @@ def event_to_message(event: dict[str, Any], room: RoomInfo, me: str, server_name
     edited_at = None
     edit = as_obj(as_obj(unsigned.get("m.relations")).get("m.replace")) if recalled is None else {}
     new = as_obj(edit.get("content")).get("m.new_content")
-    if isinstance(new, dict):
+    if isinstance(new, dict) and takes_change(edit.get("sender"), sender_mxid):
         got = body_from_content(new)
         if got is not None and got[0] == mtype:
             body = got[1]
             edited_at = as_int(edit.get("origin_server_ts"), ts)
     mine = is_mine(sender_mxid, me)
     local_id = ns.get("local_id")
-    ext = ns.get("ext")
+    ext = dict(as_obj(ns.get("ext")))
+    redacter = as_obj(recalled).get("sender")
+    if recalled is not None and isinstance(redacter, str) and redacter != sender_mxid:
+        ext[RECALLED_BY] = from_mxid(redacter, server_name)  # a moderator's redaction
     return Message(
         msg_id=eid, conv_id=room.conv_id, chat_type=room.chat_type, type=mtype,
         sender=from_mxid(sender_mxid, server_name), to=_recipient(room, mine, me, server_name),
@@ -403,34 +416,44 @@ def event_to_message(event: dict[str, Any], room: RoomInfo, me: str, server_name
         status=MessageStatus.SUCCESS, local_time=ts, server_time=ts,
         is_read=(read_up_to is not None and ts <= read_up_to) if history and not mine else None,
         need_group_ack=ns.get("need_group_ack") is True and room.chat_type == ChatType.GROUP_CHAT,
-        ext=dict(ext) if isinstance(ext, dict) else {},
-        local_id=local_id if mine and isinstance(local_id, str) else None,
+        ext=ext, local_id=local_id if mine and isinstance(local_id, str) else None,
         edited_at=edited_at,
         recalled_at=as_int(as_obj(recalled).get("origin_server_ts"), ts) if recalled is not None
         else None)
+
+
+def takes_change(actor: Any, sender: Any) -> bool:
+    """Whether an edit (or a redaction without a moderator's power) by ``actor`` applies to a
+    message ``sender`` sent: only the sender changes a message (the Matrix spec: an
+    ``m.replace`` from anyone else is ignored). Both are Matrix ids; an unknown one never
+    matches."""
+    return isinstance(actor, str) and bool(actor) and actor == sender
 
 
 def edit_to_message(event: dict[str, Any], room: RoomInfo, me: str, server_name: str,
                     original: tuple[str, int] | None) -> Message | None:
     """The edited message an ``m.replace`` event announces (its server ``msg_id``, new body and
     ``edited_at``), as ``me`` sees it; ``original`` is the (sender, server time) of the edited
-    event when known. None when ``event`` is no edit or carries no message content."""
+    event. None when ``event`` is no edit, carries no message content, or when the original is
+    unknown or was sent by someone else than the editor (`takes_change`)."""
     rep = replacement(event)
     if rep is None:
         return None
     _, editor, ts = _envelope(event)
+    if original is None or not takes_change(editor, original[0]):
+        return None
     got = body_from_content(rep[1])
     if got is None:
         return None
     mtype, body = got
-    sender = original[0] if original else editor
+    sender = original[0]
     mine = is_mine(sender, me)
     return Message(
         msg_id=rep[0], conv_id=room.conv_id, chat_type=room.chat_type, type=mtype,
         sender=from_mxid(sender, server_name), to=_recipient(room, mine, me, server_name),
         body=body, direction=Direction.SEND if mine else Direction.RECEIVE,
-        status=MessageStatus.SUCCESS, local_time=original[1] if original else ts,
-        server_time=original[1] if original else None, edited_at=ts)
+        status=MessageStatus.SUCCESS, local_time=original[1], server_time=original[1],
+        edited_at=ts)
 
 
 def cmd_content(msg: Message, ts: int) -> dict[str, Any]:

@@ -5,6 +5,8 @@ Rules kept here:
   (a receipt on an older event than the known one is ignored);
 - this user's own position decides what a first sync and history call read: the newer of its
   ``m.read`` receipt and its ``m.fully_read`` marker;
+- this user's own receipt or ``m.fully_read`` marker moved by another device is a conversation
+  read by this user up to that event (the client marks read what it covers);
 - another member's receipt in a one-to-one room is a read ack of this user's message it names
   and a conversation read up to that event; in a group it is a group read ack of every message
   this user sent with ``need_group_ack`` at or before it, each announced once per reader;
@@ -86,8 +88,31 @@ class ReadPositions:
                     ts = mp.as_int(mp.as_obj(data).get("ts")) or self.now()
                     if not self._record(room_id, reader, event_id, ev_ts, ts):
                         continue
-                    if announce and not is_mine(reader, self.mxid):
+                    if announce and is_mine(reader, self.mxid):
+                        self._announce_mine(info, ev_ts)
+                    elif announce:
                         self._announce(info, reader, event_id, sender, ev_ts, ts)
+
+    async def note_fully_read(self, room_id: str, content: Any) -> None:
+        """This user's ``m.fully_read`` marker moved (on another device: this one moves its
+        receipt first): what it covers is read here too."""
+        event_id = mp.as_obj(content).get("event_id")
+        if not isinstance(event_id, str):
+            return
+        try:
+            _, _, ev_ts = await self.events.event(room_id, event_id)
+        except IMError:
+            return
+        if self._record(room_id, self.mxid, event_id, ev_ts, self.now()):
+            self._announce_mine(await self.rooms.info(room_id), ev_ts)
+
+    def _announce_mine(self, info: mp.RoomInfo, ev_ts: int) -> None:
+        """This user read the room up to ``ev_ts`` on another device."""
+        me = self.rooms.im(self.mxid)
+        if self.link.up_to_ok:
+            self.link.emit("on_conversation_read", info.conv_id, me, ev_ts)
+        elif ev_ts >= self.events.latest.get(info.room_id, 0):
+            self.link.emit("on_conversation_read", info.conv_id, me)
 
     def _announce(self, info: mp.RoomInfo, reader: str, event_id: str, sender: str,
                   ev_ts: int, ts: int) -> None:
@@ -112,13 +137,16 @@ class ReadPositions:
             self.link.emit("on_group_read_acks", acks)
 
     async def mark_read(self, room_id: str, event_id: str) -> None:
-        """Move this user's receipt and fully-read marker to ``event_id``."""
-        await self.api.call(rq.read_markers(room_id, event_id))
+        """Move this user's receipt and fully-read marker to ``event_id``. The position is
+        recorded before the request, so the sync's echo of it is not taken for a read on
+        another device."""
         try:
             _, _, ev_ts = await self.events.event(room_id, event_id)
         except IMError:
-            return
-        self._record(room_id, self.mxid, event_id, ev_ts, self.now())
+            ev_ts = None
+        if ev_ts is not None:
+            self._record(room_id, self.mxid, event_id, ev_ts, self.now())
+        await self.api.call(rq.read_markers(room_id, event_id))
 
     def readers(self, room_id: str, msg_id: str, sender: str, sent_at: int, conv_id: str,
                 cursor: str | None, limit: int) -> CursorResult[GroupReadAck]:

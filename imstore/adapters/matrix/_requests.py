@@ -64,8 +64,30 @@ def sync_filter(timeline_limit: int) -> str:
         "room": {"timeline": {"limit": timeline_limit},
                  "state": {"lazy_load_members": True},
                  "ephemeral": {"types": ["m.receipt"]},
-                 "account_data": {"types": []}},
+                 "account_data": {"types": ["m.fully_read"]}},
     })
+
+
+def list_filter(messages: int, state_types: list[str], account_types: list[str]) -> str:
+    """The conversation list's one ``/sync``: every joined room with its newest ``messages``
+    ``m.room.message`` events, the state and room account data of the types given, its
+    notification counts and read receipts, and ``m.direct``; no presence."""
+    return json.dumps({
+        "presence": {"types": []},
+        "account_data": {"types": ["m.direct"]},
+        "room": {"timeline": {"limit": messages, "types": ["m.room.message"],
+                              "lazy_load_members": True},
+                 "state": {"types": state_types, "lazy_load_members": True},
+                 "ephemeral": {"types": ["m.receipt"]},
+                 "account_data": {"types": account_types}},
+    })
+
+
+def fresh_timeout(now_ms: int) -> int:
+    """The ``timeout`` of an initial ``/sync`` (no ``since``) that must not be answered from
+    Synapse's two-minute response cache: the timeout is part of the cache's key, and an initial
+    sync never waits, so a value that changes every millisecond costs nothing."""
+    return 1 + now_ms % 86_400_000
 
 
 def sync(filter_: str, since: str | None, timeout_ms: int) -> Request:

@@ -12,6 +12,10 @@ Rules kept here:
 - a ``limited`` timeline is back-filled with ``/messages`` down to the previous sync position,
   so nothing sent while this device was away is missed; the first sync of a session delivers
   only what this user has not read (the events after its own read receipt);
+- restart-safe: with `keep`, the position, the room directory and ``m.direct`` are saved (in the
+  store, through the client) after every sync is handled, and a new run goes on from them — its
+  first sync is an ordinary later sync, back-filled like any other, so what happened while the
+  app was closed (messages, edits, redactions, receipts) arrives once;
 - the handler hears messages before edits, recalls and receipts of the same batch; a big batch
   is handled and handed over in slices of `Bounds.sync_slice` events with a yield to the event
   loop between them, so nothing else starves while it goes in.
@@ -26,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import ErrorCode, IMError
-from ...lifecycle import is_mine
 from ...message import Message
 from .. import ConnectionState
 from . import _mapping as mp
@@ -40,6 +43,7 @@ from ._rooms import Rooms
 __all__ = ["BAD_EVENTS_KEPT", "SyncLoop"]
 
 BAD_EVENTS_KEPT = 200
+_FULLY_READ = "m.fully_read"
 BACKFILL_PAGES = 40  # pages of 100: past that the history API fills the gap
 
 
@@ -52,6 +56,7 @@ class _Batch:
     recalls: list[str] = field(default_factory=list)
     receipts: list[tuple[str, Any]] = field(default_factory=list)
     bad: list[mp.BadEvent] = field(default_factory=list)
+    changes: list[tuple[mp.RoomInfo, dict[str, Any]]] = field(default_factory=list)  # to judge
 
 
 class SyncLoop:
@@ -76,6 +81,30 @@ class SyncLoop:
         self.synced = asyncio.Event()
         self.bad_events: deque[mp.BadEvent] = deque(maxlen=BAD_EVENTS_KEPT)
         self._handled = 0  # events handled since the last yield
+        self._save: Callable[[dict[str, Any]], None] | None = None
+
+    # ---------------------------------------------------------------------- kept between runs
+
+    def keep(self, state: dict[str, Any], save: Callable[[dict[str, Any]], None]) -> None:
+        """Go on from what an earlier run kept (its sync position, room directory and
+        ``m.direct``), and keep them through ``save`` after every sync handled from now on."""
+        since = state.get("since")
+        if isinstance(since, str) and since and self.since is None:
+            self.since = since
+        self.rooms.restore(state.get("rooms"))
+        if isinstance(state.get("direct"), dict) and not self.rooms.direct_known:
+            self.rooms.set_direct(state["direct"])
+        self._save = save
+
+    def _kept(self) -> None:
+        """Save the position the handler has everything up to (its batch is stored by now)."""
+        if self._save is None or self.since is None:
+            return
+        try:
+            self._save({"since": self.since, "rooms": self.rooms.export(),
+                        "direct": self.rooms.direct if self.rooms.direct_known else None})
+        except Exception:  # a closed store must not stop the loop; the next sync tries again
+            log.exception("could not keep the sync position")
 
     # ---------------------------------------------------------------------------- control
 
@@ -120,7 +149,8 @@ class SyncLoop:
         conversation a peer opened a moment ago is listed now rather than after the loop's next
         turn (a one-shot ``/sync`` that returns invites and nothing else; the loop's position is
         not moved, and joining twice is harmless)."""
-        answer = await self.api.call(rq.sync(rq.INVITES_FILTER, self.since, 0))
+        wait = 0 if self.since else rq.fresh_timeout(self.now())
+        answer = await self.api.call(rq.sync(rq.INVITES_FILTER, self.since, wait))
         await self.rooms.join_invites(mp.as_obj(answer.get("rooms")).get("invite"))
 
     # ------------------------------------------------------------------------------ the loop
@@ -129,7 +159,9 @@ class SyncLoop:
         delay = 0.1
         filt = rq.sync_filter(self.timeline_limit)
         while not self.closed:
-            timeout_ms = int(self.poll_timeout * 1000) if self.since else 0
+            # the first sync of a run answers at once, even from a kept position
+            timeout_ms = (int(self.poll_timeout * 1000) if self.synced.is_set() else 0) \
+                if self.since else rq.fresh_timeout(self.now())
             try:
                 answer = await self.api.call(
                     rq.sync(filt, self.since, timeout_ms),
@@ -148,6 +180,7 @@ class SyncLoop:
                 log.exception("a sync answer could not be processed; retrying in %.1f s", delay)
             else:
                 self.since = next_batch
+                self._kept()
                 delay = 0.1
                 self.link.set_state(ConnectionState.CONNECTED)
                 self.synced.set()
@@ -190,6 +223,7 @@ class SyncLoop:
         for ev in _events_of(answer.get("to_device")):
             self._to_device(batch, ev)
             await self._tick()
+        await self._judge(batch)
         await self._hand_over(batch)
 
     async def _room(self, batch: _Batch, room_id: str, room: dict[str, Any],
@@ -198,6 +232,7 @@ class SyncLoop:
         events = _events_of(timeline)
         state = _events_of(room.get("state")) + events
         info = await self.rooms.info(room_id, state)
+        self.rooms.note_state(room_id, state)
         counts = mp.as_obj(room.get("unread_notifications"))
         self.rooms.unread[room_id] = max(0, mp.as_int(counts.get("notification_count")))
         eph = [e for e in _events_of(room.get("ephemeral"))
@@ -220,27 +255,19 @@ class SyncLoop:
             await self._tick()
         if not initial:
             batch.receipts += [(room_id, e.get("content")) for e in eph]
+            batch.receipts += [(room_id, {_FULLY_READ: e.get("content")})
+                               for e in _events_of(room.get("account_data"))
+                               if isinstance(e, dict) and e.get("type") == _FULLY_READ]
 
     def _event(self, batch: _Batch, info: mp.RoomInfo, ev: Any, initial: bool,
                my_read: int | None) -> None:
         if not isinstance(ev, dict):
             raise mp.BadEventError(f"a timeline entry that is a {type(ev).__name__}")
         self.events.see(info.room_id, ev)
-        rid = mp.redacted_id(ev)
-        if rid is not None:
-            if not initial:
-                batch.recalls.append(rid)
-            return
-        rep = mp.replacement(ev)
-        if rep is not None:
-            if not initial and not is_mine(ev.get("sender"), self.mxid):
-                known = self.events.get(rep[0])
-                edited = mp.edit_to_message(ev, info, self.mxid, self.rooms.server_name,
-                                            (known[1], known[2]) if known else None)
-                if edited is not None:
-                    batch.edits.append(edited)
-            return
-        if is_mine(ev.get("sender"), self.mxid):
+        if _from_this_device(ev):
+            return  # this device's own doing, applied when it was done
+        if mp.redacted_id(ev) is not None or mp.replacement(ev) is not None:
+            batch.changes.append((info, ev))  # judged once the batch's events are all seen
             return
         msg = mp.event_to_message(ev, info, self.mxid, self.rooms.server_name)
         if msg is None:
@@ -248,6 +275,33 @@ class SyncLoop:
         if initial and my_read is not None and (msg.server_time or 0) <= my_read:
             return
         batch.messages.append(msg)
+
+    async def _judge(self, batch: _Batch) -> None:
+        """Edits and redactions apply only from the message's sender (`mp.takes_change`); a
+        redaction also from a member whose power level may redact others' events (a
+        moderator). Anything else is ignored, and logged."""
+        for info, ev in batch.changes:
+            rid, rep = mp.redacted_id(ev), mp.replacement(ev)
+            target = rid if rid is not None else rep[0] if rep is not None else ""
+            actor = ev.get("sender")
+            try:
+                _, sender, ts = await self.events.event(info.room_id, target)
+            except IMError:
+                continue  # an event this user cannot see changes nothing here
+            if rid is None:
+                if not mp.takes_change(actor, sender):
+                    log.warning("ignored an edit of %s by %s, who did not send it", target, actor)
+                    continue
+                edited = mp.edit_to_message(ev, info, self.mxid, self.rooms.server_name,
+                                            (sender, ts))
+                if edited is not None:
+                    batch.edits.append(edited)
+            elif mp.takes_change(actor, sender) or (
+                    isinstance(actor, str) and await self.rooms.may_redact(info.room_id, actor)):
+                batch.recalls.append(rid)
+            else:
+                log.warning("ignored a redaction of %s by %s, who neither sent it nor moderates "
+                            "the room", target, actor)
 
     async def _backfill(self, room_id: str, token: str, until: str) -> list[Any]:
         """The events between the previous sync position and a limited timeline, oldest first."""
@@ -290,12 +344,18 @@ class SyncLoop:
         if batch.recalls:
             self.link.emit("on_messages_recalled", batch.recalls)
         for room_id, content in batch.receipts:
-            await self.reads.note(room_id, content, announce=True)
+            if _FULLY_READ in content:
+                await self.reads.note_fully_read(room_id, content[_FULLY_READ])
+            else:
+                await self.reads.note(room_id, content, announce=True)
         if batch.bad:
             self.link.offer("on_bad_events", batch.bad)
 
 
-def _events_of(section: Any, key: str = "events") -> list[Any]:
-    """``section[key]`` when it is a list (an answer's event list), else nothing."""
-    got = mp.as_obj(section).get(key)
-    return got if isinstance(got, list) else []
+def _from_this_device(ev: dict[str, Any]) -> bool:
+    """The homeserver gives the device that sent an event its transaction id, and no one else
+    (the user's other devices get the event without it)."""
+    return "transaction_id" in mp.as_obj(ev.get("unsigned"))
+
+
+_events_of = mp.events_of

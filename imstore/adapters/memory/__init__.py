@@ -5,7 +5,7 @@ history per conversation and a per-user view of it, and `MemoryServer.connect` g
 `MemoryConnection` (a `SyncAdapter` and a `Transport` in one object). Its parts: `_state` (the
 directory of conversations and messages), `_history` (what each user sees: pages through the
 shared `FetchOptions` filter and cursors, the conversation list, one-way deletes, read
-positions), `_receipts`, `_delivery` (one ordered event queue per user), `_connection`, and the
+positions), `_receipts`, `_delivery` (one ordered event queue per device of a user), `_connection`, and the
 `_server` facade. It depends on `message`, `kinds` and `adapters` only, never on the store.
 """
 

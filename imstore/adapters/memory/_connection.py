@@ -4,7 +4,9 @@ Rules kept here:
 - every call is one network round trip: the injected latency, then the server's answer;
 - calls that need the connection raise `IMError(MESSAGE_WEBSOCKET_DISCONNECTED)` unless it is
   CONNECTED; a state change is reported to the handler, and CONNECTED hands it what was kept;
-- a lost answer means the server took the send but the caller never hears back.
+- a lost answer means the server took the send but the caller never hears back;
+- what this device does (sends, edits, recalls, reads) reaches the user's other devices, never
+  this one (the server is told which connection acted).
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ __all__ = ["MemoryConnection"]
 
 
 class MemoryConnection:
-    """One user's connection to a `MemoryServer`: implements `SyncAdapter` and `Transport`."""
+    """One device of a user connected to a `MemoryServer`: implements `SyncAdapter` and
+    `Transport`. ``device_id`` is None for the user's default device."""
 
-    def __init__(self, server: MemoryServer, user_id: str) -> None:
+    def __init__(self, server: MemoryServer, user_id: str, device_id: str | None = None) -> None:
         self.server = server
         self.user_id = user_id
+        self.device_id = device_id
         self.state = ConnectionState.CONNECTED
         self.handler: TransportHandler | None = None
 
@@ -41,7 +45,7 @@ class MemoryConnection:
         if self.handler is not None:
             self.handler.on_connection_state_changed(state)
             if state == ConnectionState.CONNECTED:
-                self.server.delivery.flush(self.user_id, self.handler)
+                self.server.delivery.flush(self.user_id, self.device_id, self.handler)
 
     async def _wire(self) -> None:
         """One network round trip: the injected latency."""
@@ -88,7 +92,7 @@ class MemoryConnection:
     def attach(self, handler: TransportHandler) -> None:
         self.handler = handler
         if self.state == ConnectionState.CONNECTED:
-            self.server.delivery.flush(self.user_id, handler)
+            self.server.delivery.flush(self.user_id, self.device_id, handler)
 
     async def send(self, message: Message) -> SendResult:
         await self._online()
@@ -96,9 +100,9 @@ class MemoryConnection:
         faults = self.server.faults
         if faults.lost_answers > 0:
             faults.lost_answers -= 1
-            self.server.accept(self.user_id, message)  # it arrived; the answer never comes back
+            self.server.accept(self.user_id, message, by=self)  # it arrived; the answer never comes back
             await asyncio.Event().wait()
-        return self.server.accept(self.user_id, message)[0]
+        return self.server.accept(self.user_id, message, by=self)[0]
 
     async def reconnect(self) -> None:
         await self._wire()
@@ -113,24 +117,24 @@ class MemoryConnection:
 
     async def send_read_ack(self, message: Message) -> None:
         await self._online()
-        self.server.read_ack(self.user_id, message.msg_id)
+        self.server.read_ack(self.user_id, message.msg_id, by=self)
 
     async def send_conversation_ack(self, conv_id: str, chat_type: ChatType,
                                     up_to: int | None = None) -> None:
         await self._online()
-        self.server.conversation_ack(self.user_id, conv_id, ChatType(chat_type), up_to)
+        self.server.conversation_ack(self.user_id, conv_id, ChatType(chat_type), up_to, by=self)
 
     async def send_group_read_ack(self, message: Message) -> None:
         await self._online()
-        self.server.group_ack(self.user_id, message.msg_id)
+        self.server.group_ack(self.user_id, message.msg_id, by=self)
 
     async def recall_message(self, message: Message) -> int:
         await self._online()
-        return self.server.recall(self.user_id, message.msg_id)
+        return self.server.recall(self.user_id, message.msg_id, by=self)
 
     async def edit_message(self, message: Message, body: Body) -> int:
         await self._online()
-        return self.server.edit(self.user_id, message.msg_id, body)
+        return self.server.edit(self.user_id, message.msg_id, body, by=self)
 
     async def fetch_group_read_acks(self, msg_id: str, cursor: str | None, limit: int
                                     ) -> CursorResult[GroupReadAck]:

@@ -6,12 +6,16 @@ Rules kept here:
   other than the sender, and only within `GROUP_ACK_DAYS`; a member's first receipt of a message
   is announced to the sender, later ones change nothing;
 - a read receipt or conversation ack moves the reader's read position (never backwards); the
-  sender (the peer, for a conversation ack in a one-to-one chat) hears it now or on reconnection.
+  sender (the peer, for a conversation ack in a one-to-one chat) hears it now or on reconnection;
+- every read (read receipt, conversation ack, group read receipt) reaches the reader's other
+  devices as ``on_conversation_read(conv, reader, up_to)`` with the reader itself as reader, so
+  reading on one device clears unread on the others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ...errors import ErrorCode, IMError
 from ...lifecycle import (
@@ -21,12 +25,15 @@ from ...lifecycle import (
     sends_delivery_ack,
     sends_read_ack,
 )
-from ...message import ChatType, CursorResult, GroupReadAck, Message
+from ...message import ChatType, CursorResult, GroupReadAck, Message, conversation_id
 from .. import check_page_size
 from .._cursor import decode_cursor, encode_cursor
 from ._delivery import Delivery
 from ._history import History
 from ._state import GROUP_ACK_DAYS, Conv, Directory
+
+if TYPE_CHECKING:
+    from ._connection import MemoryConnection
 
 __all__ = ["Receipts"]
 
@@ -58,14 +65,20 @@ class Receipts:
         _, m = self._received(user, msg_id, "delivery receipts", sends_delivery_ack)
         self.delivery.emit(m.sender, "on_delivery_acks", [msg_id])
 
-    def read_ack(self, user: str, msg_id: str) -> None:
+    def _read_elsewhere(self, user: str, conv_id: str, up_to: int,
+                        by: MemoryConnection | None) -> None:
+        self.delivery.emit(user, "on_conversation_read", conv_id, user, up_to, skip=by)
+
+    def read_ack(self, user: str, msg_id: str, by: MemoryConnection | None = None) -> None:
         check_read_ack(self.directory.stored(msg_id)[1].msg)
         conv, m = self._received(user, msg_id, "read receipts", sends_read_ack)
         self.history.move_read_position(user, conv.key, m.server_time or 0)
         self.delivery.emit(m.sender, "on_read_acks", [msg_id])
+        self._read_elsewhere(user, conversation_id(m.chat_type, m.to, m.sender, user),
+                            m.server_time or 0, by)
 
     def conversation_ack(self, user: str, conv_id: str, chat_type: ChatType,
-                         up_to: int | None) -> None:
+                         up_to: int | None, by: MemoryConnection | None = None) -> None:
         members = self.directory.members(user, conv_id, chat_type)
         conv = self.directory.conversation_of(user, conv_id, chat_type)
         if up_to is None:
@@ -75,8 +88,10 @@ class Receipts:
             self.history.move_read_position(user, conv.key, up_to)
         if chat_type == ChatType.CHAT and conv_id in members:
             self.delivery.emit(conv_id, "on_conversation_read", user, user, up_to)
+        self._read_elsewhere(user, conv_id, up_to, by)
 
-    def group_ack(self, user: str, msg_id: str) -> GroupReadAck:
+    def group_ack(self, user: str, msg_id: str, by: MemoryConnection | None = None
+                  ) -> GroupReadAck:
         conv, stored = self.directory.stored(msg_id)
         m = stored.msg
         check_group_read_ack(self.history.view(m, user))
@@ -92,6 +107,7 @@ class Receipts:
         self.history.move_read_position(user, conv.key, m.server_time or 0)
         if first:
             self.delivery.emit(m.sender, "on_group_read_acks", [ack])
+        self._read_elsewhere(user, m.to, m.server_time or 0, by)
         return ack
 
     def readers(self, msg_id: str, cursor: str | None, limit: int) -> CursorResult[GroupReadAck]:

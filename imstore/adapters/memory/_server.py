@@ -9,6 +9,12 @@ Rules kept here (each part keeps its own: `_state` the directory, `_history` wha
 - a recall (within ``recall_window_ms`` of the send) blanks the message for everyone and an edit
   (the types `kinds` marks editable) replaces its body; both reach every other member, offline
   ones on reconnection, and history shows the message as it is now;
+- a user may be connected from several devices (`connect` with a ``device_id``): each receives
+  what the others send, edit, recall and read (`_delivery` keeps the queues);
+- a conversation deleted for everyone reaches no member afterwards: what was kept for its
+  members' devices and not delivered yet is taken back;
+- the retention is the plan's days; only the ENTERPRISE plan takes other days (its custom
+  ``retention_days``), and days are a positive whole number;
 - faults are injected on purpose for tests: latency, lost answers, disconnects with and without
   reconnection, failed uploads, an unreachable server.
 """
@@ -53,6 +59,17 @@ class MemoryServer:
     def __init__(self, plan: RetentionPlan = RetentionPlan.FREE, retention_days: int | None = None,
                  clock: Callable[[], int] | None = None,
                  recall_window_ms: int = RECALL_WINDOW_MS) -> None:
+        if not isinstance(plan, RetentionPlan):
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          f"plan must be a RetentionPlan ({', '.join(RetentionPlan.__members__)}), "
+                          f"not {plan!r}")
+        if retention_days is not None:
+            _check_days(retention_days)
+            if plan != RetentionPlan.ENTERPRISE and retention_days != plan.value:
+                raise IMError(ErrorCode.INVALID_PARAM,
+                              f"the {plan.name} plan keeps {plan.value} days, not "
+                              f"{retention_days}: custom retention_days is for "
+                              "RetentionPlan.ENTERPRISE")
         self.plan = plan
         self.recall_window_ms = recall_window_ms
         self.clock = clock or now_ms
@@ -74,16 +91,21 @@ class MemoryServer:
 
     @retention_days.setter
     def retention_days(self, days: int) -> None:
-        self._history.retention_days = days
+        self._history.retention_days = _check_days(days)
 
     # ------------------------------------------------------------------------------ set-up
 
-    def connect(self, user_id: str) -> MemoryConnection:
-        """The user's connection: a `SyncAdapter` and a `Transport` in one object."""
-        conn = self.delivery.connections.get(user_id)
+    def connect(self, user_id: str, device_id: str | None = None) -> MemoryConnection:
+        """The connection of one of the user's devices (None: its default device), a
+        `SyncAdapter` and a `Transport` in one object; the same object for the same device."""
+        conn = self.delivery.devices(user_id).get(device_id)
         if conn is None:
-            conn = self.delivery.connections[user_id] = MemoryConnection(self, user_id)
+            conn = MemoryConnection(self, user_id, device_id)
+            self.delivery.add(user_id, device_id, conn)
         return conn
+
+    def _devices(self, user_id: str) -> list[MemoryConnection]:
+        return list(self.delivery.devices(user_id).values()) or [self.connect(user_id)]
 
     def create_group(self, group_id: str, members: Sequence[str]) -> None:
         self.directory.create(group_id, ChatType.GROUP_CHAT, members)
@@ -100,13 +122,16 @@ class MemoryServer:
     # ------------------------------------------------------------------------ fault control
 
     def disconnect(self, user_id: str, *, reconnect: bool = True) -> None:
-        """Drop a user's connection: RECONNECTING (it can come back) or DISCONNECTED."""
-        self.connect(user_id)._set_state(
-            ConnectionState.RECONNECTING if reconnect else ConnectionState.DISCONNECTED)
+        """Drop the connections of all the user's devices: RECONNECTING (they can come back) or
+        DISCONNECTED."""
+        for conn in self._devices(user_id):
+            conn._set_state(
+                ConnectionState.RECONNECTING if reconnect else ConnectionState.DISCONNECTED)
 
     def restore(self, user_id: str) -> None:
-        """End a disconnect: the user's connection is CONNECTED again."""
-        self.connect(user_id)._set_state(ConnectionState.CONNECTED)
+        """End a disconnect: the connections of all the user's devices are CONNECTED again."""
+        for conn in self._devices(user_id):
+            conn._set_state(ConnectionState.CONNECTED)
 
     def set_latency(self, seconds: float) -> None:
         """Delay every answer by ``seconds``."""
@@ -138,9 +163,10 @@ class MemoryServer:
             raise IMError(ErrorCode.INVALID_PARAM, "post() needs a message with a sender")
         return self.accept(message.sender, message, deliver=deliver)[1]
 
-    def accept(self, sender: str, message: Message, *,
-               deliver: bool = True) -> tuple[SendResult, Message]:
-        """Take ``sender``'s message: stamp, store and deliver it once, whatever the retries."""
+    def accept(self, sender: str, message: Message, *, deliver: bool = True,
+               by: MemoryConnection | None = None) -> tuple[SendResult, Message]:
+        """Take ``sender``'s message: stamp, store and deliver it once, whatever the retries, to
+        the other members and (when a device ``by`` sent it) to the sender's other devices."""
         key = (sender, message.msg_id)
         if key in self._sent:
             res = self._sent[key]
@@ -176,6 +202,8 @@ class MemoryServer:
         self._sent[key] = res
         for member in members - {sender} if deliver else ():
             self.delivery.emit(member, "on_messages", [self.view(m, member)])
+        if deliver and by is not None and kind_of(m.type).stored:
+            self.delivery.emit(sender, "on_messages", [self.view(m, sender)], skip=by)
         return res, m
 
     def view(self, msg: Message, user: str, *, history: bool = False) -> Message:
@@ -193,7 +221,7 @@ class MemoryServer:
         check_recall(self.view(stored.msg, user))
         return conv, stored.msg
 
-    def recall(self, user: str, msg_id: str) -> int:
+    def recall(self, user: str, msg_id: str, by: MemoryConnection | None = None) -> int:
         """``user`` recalls its message ``msg_id`` within the recall window: it becomes a recall
         notice (blank body) for everyone, who hear it now or on reconnection. Returns the time
         of the recall (the first one's, when recalled again)."""
@@ -208,9 +236,11 @@ class MemoryServer:
         m.recalled_at = self._stamp()
         for member in conv.members - {user}:
             self.delivery.emit(member, "on_messages_recalled", [msg_id])
+        self.delivery.emit(user, "on_messages_recalled", [msg_id], skip=by)
         return m.recalled_at
 
-    def edit(self, user: str, msg_id: str, body: Body) -> int:
+    def edit(self, user: str, msg_id: str, body: Body,
+             by: MemoryConnection | None = None) -> int:
         """``user`` replaces the body of its TEXT or CUSTOM message ``msg_id``: everyone sees the
         new body and ``edited_at`` (now or on reconnection). Returns ``edited_at``."""
         conv, m = self._own(user, msg_id)
@@ -219,6 +249,7 @@ class MemoryServer:
         m.edited_at = self._stamp()
         for member in conv.members - {user}:
             self.delivery.emit(member, "on_messages_edited", [self.view(m, member)])
+        self.delivery.emit(user, "on_messages_edited", [self.view(m, user)], skip=by)
         return m.edited_at
 
     # ------------------------------------------------------------------ history and receipts
@@ -237,25 +268,42 @@ class MemoryServer:
         self._history.remove(user, conv_id, chat_type, msg_ids, before)
 
     def delete(self, user: str, conv_id: str, chat_type: ChatType, delete_messages: bool) -> None:
+        conv = self.directory.users_conversation(user, conv_id, chat_type)
+        ids = {sid for sid, (c, _) in self.directory.by_server_id.items() if c is conv}
         self._history.delete(user, conv_id, chat_type, delete_messages)
+        if delete_messages:  # nothing of it reaches anyone afterwards, offline devices included
+            def concerns(member: str, item: object) -> bool:
+                return (getattr(item, "msg_id", item) in ids
+                        or getattr(item, "local_id", None) in ids)
+
+            def conversation(member: str) -> str | None:
+                if member not in conv.members:
+                    return None
+                if conv.chat_type == ChatType.CHAT:
+                    return next(iter(conv.members - {member}), member)
+                return conv.key.partition(":")[2]
+
+            self.delivery.purge(concerns, conversation)
 
     def delivery_ack(self, user: str, msg_id: str) -> None:
         """``user`` got the one-to-one message ``msg_id``: its sender hears it (now or later)."""
         self.receipts.delivery_ack(user, msg_id)
 
-    def read_ack(self, user: str, msg_id: str) -> None:
+    def read_ack(self, user: str, msg_id: str, by: MemoryConnection | None = None) -> None:
         """``user`` read the one-to-one message ``msg_id``: its read position moves there and
-        the sender hears it (now or later)."""
-        self.receipts.read_ack(user, msg_id)
+        the sender (and the user's other devices) hear it (now or later)."""
+        self.receipts.read_ack(user, msg_id, by)
 
     def conversation_ack(self, user: str, conv_id: str, chat_type: ChatType,
-                         up_to: int | None) -> None:
+                         up_to: int | None, by: MemoryConnection | None = None) -> None:
         """``user`` read a conversation up to server time ``up_to`` (None: everything it has now):
-        the read position moves; in a one-to-one chat the peer hears it, with the position."""
-        self.receipts.conversation_ack(user, conv_id, chat_type, up_to)
+        the read position moves; in a one-to-one chat the peer hears it, with the position, and
+        the user's other devices hear it in every conversation."""
+        self.receipts.conversation_ack(user, conv_id, chat_type, up_to, by)
 
-    def group_ack(self, user: str, msg_id: str) -> GroupReadAck:
-        return self.receipts.group_ack(user, msg_id)
+    def group_ack(self, user: str, msg_id: str, by: MemoryConnection | None = None
+                  ) -> GroupReadAck:
+        return self.receipts.group_ack(user, msg_id, by)
 
     def group_acks(self, msg_id: str, cursor: str | None, limit: int) -> CursorResult[GroupReadAck]:
         return self.receipts.readers(msg_id, cursor, limit)
@@ -269,3 +317,10 @@ class MemoryServer:
 
     def get_file(self, url: str) -> bytes | None:
         return self._files.get(url)
+
+
+def _check_days(days: object) -> int:
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise IMError(ErrorCode.INVALID_PARAM,
+                      f"retention_days must be a whole number of days, 1 or more, not {days!r}")
+    return days

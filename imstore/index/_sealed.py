@@ -1,21 +1,28 @@
 """A whoosh `Storage` whose every file is sealed (`imstore._crypto.seal`): a search index that
-holds no plaintext on disk.
+holds no plaintext on disk (`imstore._crypto` owns the keys and the sealing; this module only
+puts whoosh's files through it, since `imstore.index` alone imports whoosh).
 
 Rules kept here:
 - a file is written whole, in memory, and sealed when whoosh closes it; it reaches the folder
   through a temporary name and one rename, so a crash leaves the old file or the new one, never
   half of either (temporary names are not listed);
 - reads decrypt the whole file once and keep the plaintext in a bounded in-memory cache keyed by
-  the file's identity on disk (inode, size, mtime): whoosh's files never change once written, so
+  the file's path and identity on disk (inode, size, mtime): whoosh's files never change once written, so
   a hit is exact; a rewritten or renamed file is read again;
 - temporary storage (whoosh's sort pools) is sealed too, under the same key, inside the folder;
-- lock files are empty and stay plain (they carry no data).
+- lock files are empty and stay plain (they carry no data);
+- one `Sealing` (the index key and one cache) serves every storage of a store's index in this
+  process: the writer's, the searches' and their temporary storages;
+- a file that does not unseal (another key, plaintext, changed) raises `IMError`: the index
+  treats it as damage and rebuilds;
+- fork: a child gets every cache empty, with a fresh lock.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from io import BytesIO
 from typing import Any
@@ -24,9 +31,9 @@ from whoosh.filedb.filestore import FileStorage, ReadOnlyError
 from whoosh.filedb.structfile import BufferFile, StructFile
 from whoosh.util import random_name
 
-from . import seal, sealed_length, unseal
+from .._crypto import seal, sealed_length, unseal
 
-__all__ = ["DEFAULT_CACHE_BYTES", "EncryptedStorage"]
+__all__ = ["DEFAULT_CACHE_BYTES", "EncryptedStorage", "Sealing"]
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 _TMP = ".imstmp"  # suffix of a file being written
@@ -40,6 +47,14 @@ class _Cache:
         self._size = 0
         self._items: OrderedDict[str, tuple[tuple[int, int, int], bytes]] = OrderedDict()
         self._lock = threading.Lock()
+        _CACHES.add(self)
+
+    def renew(self) -> None:
+        """In a forked child: a fresh lock (a thread of the parent may have held this one) and
+        an empty cache (that thread may have been changing it)."""
+        self._lock = threading.Lock()
+        self._items = OrderedDict()
+        self._size = 0
 
     def get(self, name: str, ident: tuple[int, int, int]) -> bytes | None:
         with self._lock:
@@ -69,21 +84,45 @@ class _Cache:
             self._size -= len(item[1])
 
 
+_CACHES: weakref.WeakSet[_Cache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_CACHES):
+        cache.renew()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Sealing:
+    """What the sealed storages of one index share: its key (`imstore._crypto.index_key`) and
+    one cache of decrypted files, ``cache_bytes`` at most (0: none, for a process that only
+    writes)."""
+
+    def __init__(self, key: bytes, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.key = key
+        self.cache = _Cache(cache_bytes)
+
+    def storage(self, path: str, *, readonly: bool = False) -> EncryptedStorage:
+        return EncryptedStorage(path, self, readonly=readonly)
+
+
 def _ident(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class EncryptedStorage(FileStorage):  # type: ignore[misc]
-    """`FileStorage` over ``path`` with every file sealed under ``key`` (the index key,
-    `imstore._crypto.index_key`). ``cache_bytes`` bounds the decrypted files kept in memory."""
+    """`FileStorage` over ``path`` with every file sealed under the key of ``sealing``, whose
+    cache keeps decrypted files (bounded)."""
 
     supports_mmap = False
 
-    def __init__(self, path: str, key: bytes, *, readonly: bool = False,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(self, path: str, sealing: Sealing, *, readonly: bool = False) -> None:
         super().__init__(path, supports_mmap=False, readonly=readonly)
-        self._key = key
-        self._cache = _Cache(cache_bytes)
+        self._sealing = sealing
+        self._key = sealing.key
+        self._cache = sealing.cache
 
     def __repr__(self) -> str:
         return f"EncryptedStorage({self.folder!r})"
@@ -111,17 +150,17 @@ class EncryptedStorage(FileStorage):  # type: ignore[misc]
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
-        self._cache.put(name, _ident(os.stat(path)), data)
+        self._cache.put(path, _ident(os.stat(path)), data)
 
     def read_bytes(self, name: str) -> bytes:
         """The plaintext of file ``name``."""
         path = self._fpath(name)
         with open(path, "rb") as f:
             ident = _ident(os.fstat(f.fileno()))
-            data = self._cache.get(name, ident)
+            data = self._cache.get(path, ident)
             if data is None:
                 data = unseal(self._key, f.read(), f"index file {name!r}")
-                self._cache.put(name, ident, data)
+                self._cache.put(path, ident, data)
         return data
 
     def open_file(self, name: str, **kwargs: Any) -> BufferFile:
@@ -135,20 +174,20 @@ class EncryptedStorage(FileStorage):  # type: ignore[misc]
 
     def delete_file(self, name: str) -> None:
         super().delete_file(name)
-        self._cache.drop(name)
+        self._cache.drop(self._fpath(name))
 
     def rename_file(self, oldname: str, newname: str, safe: bool = False) -> None:
         super().rename_file(oldname, newname, safe)
-        self._cache.drop(oldname)
-        self._cache.drop(newname)
+        self._cache.drop(self._fpath(oldname))
+        self._cache.drop(self._fpath(newname))
 
     def clean(self, ignore: bool = False) -> None:
         for name in self.list():
-            self._cache.drop(name)
+            self._cache.drop(self._fpath(name))
         super().clean(ignore)
 
     def temp_storage(self, name: str | None = None) -> EncryptedStorage:
         name = name or f"{random_name()}.tmp"
-        temp = EncryptedStorage(os.path.join(self.folder, name), self._key)
+        temp = EncryptedStorage(os.path.join(self.folder, name), self._sealing)
         temp.create()
         return temp
