@@ -25,6 +25,7 @@ from ._rows import (
     MAIN,
     MARK_SEPARATOR,
     NOT_ROOMS,
+    PAGE_FROM_SQL,
     PAGE_SQL,
     SELECT_COLUMNS,
     row_to_message,
@@ -86,8 +87,10 @@ class Reads:
         if start_msg_id is None:
             rows = self._conn.query(PAGE_SQL[direction, False], (conv_id, limit))
         else:
-            sort, rowid = self.anchor(start_msg_id)
-            rows = self._conn.query(PAGE_SQL[direction, True], (conv_id, sort, rowid, limit))
+            rows = self._conn.query(PAGE_FROM_SQL[direction],
+                                    (conv_id, start_msg_id, start_msg_id, limit))
+            if not rows:  # nothing before (after) the anchor, or no such anchor: say which
+                self.anchor(start_msg_id)
         if direction == Direction.UP:
             rows.reverse()
         return [row_to_message(r) for r in rows]
