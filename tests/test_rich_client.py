@@ -704,3 +704,33 @@ def test_a_conversation_deleted_for_everyone_is_not_brought_back_by_a_kept_state
         assert (await d.server.connect("alice").fetch_conversations(None, 20)).items == []
 
     run(main())
+
+
+class _NamedRooms:
+    """A server's history API whose conversation list names its group (a Matrix room's
+    m.room.name): the list is all it serves."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+
+    async def fetch_conversations(self, cursor: str | None, limit: int) -> Any:
+        conv = imstore.Conversation("g-named", imstore.ChatType.GROUP_CHAT, 0, None, 5,
+                                    title=self.title)
+        return imstore.CursorResult([conv], None)
+
+
+def test_the_servers_conversation_title_reaches_the_store(tmp_path: Path):
+    with imstore.open(":memory:", user_id="alice") as store:
+        client = imstore.ChatClient(store, _NamedRooms("Climbing club"),
+                                    download_dir=str(tmp_path))
+        try:
+            listed = run(client.fetch_conversations_from_server())
+            assert [c.title for c in listed.items] == ["Climbing club"]
+            assert store.conversation("g-named").title == "Climbing club"
+            renamed = _NamedRooms("Climbing club (2027)")  # renamed on the server
+            client2 = imstore.ChatClient(store, renamed, download_dir=str(tmp_path))
+            run(client2.fetch_conversations_from_server())
+            assert store.conversation("g-named").title == "Climbing club (2027)"
+            client2.close()
+        finally:
+            client.close()

@@ -97,6 +97,8 @@ class History:
                     continue
             conv = self._store.save_conversation(c.conv_id, c.chat_type,
                                                  last_activity=c.last_activity)
+            if c.title and c.title != conv.title:  # the server's name (a room's m.room.name)
+                self._store.set_conversation_title(c.conv_id, c.title)
             if new_here:
                 self._rich.listed(c)
             if c.unread_count > conv.unread_count:
