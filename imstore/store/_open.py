@@ -28,6 +28,7 @@ from ._checks import check_path
 from ._cipher import open_database, probe_write_lock, read_owner, settle_key
 from ._connection import Connection, connect
 from ._indexer import IndexPolicy
+from ._rows import SENT
 from ._schema import DATABASE_FILE, build_models, migrate, settle_limits
 
 __all__ = ["check_options", "check_writable", "connect_store", "prepare", "refuse_lost_database",
@@ -121,9 +122,11 @@ def prepare(conn: Connection, db: pw.SqliteDatabase, user_id: str,
     except IMError:
         db.close()
         raise
-    # A crash mid-send leaves INPROGRESS rows: they did not go out (the INTERRUPT move).
+    # A crash mid-send leaves INPROGRESS rows: they did not go out (the INTERRUPT move). Only
+    # this user's sends: a received copy's status is the server's word, not a send of ours.
     for was, now in status_after(SendEvent.INTERRUPT).items():
-        conn.execute("UPDATE message SET status = ? WHERE status = ?", (int(now), int(was)))
+        conn.execute(f"UPDATE message SET status = ? WHERE status = ? AND {SENT}",
+                     (int(now), int(was)))
     return models, settled
 
 
