@@ -337,3 +337,29 @@ def test_a_direct_invite_is_joined_recorded_in_m_direct_and_a_chat_with_its_invi
         assert not hs.calls("GET", r"/state/")  # m.direct said what the room is
         await a.close()
     run(main())
+
+
+def test_a_batch_the_app_failed_to_store_is_asked_again_after_a_restart():
+    """The position is kept only for a batch the handler took: when storing it raised (a full
+    disk, say), the next run starts before it again instead of skipping it for good."""
+    class Failing(Recorder):
+        def on_messages(self, messages):  # type: ignore[no-untyped-def]
+            if any(m.msg_id == "$2" for m in messages):
+                raise OSError("database or disk is full")
+            self.calls.append(("on_messages", (messages,)))
+
+    async def main() -> None:
+        hs = Homeserver()
+        kept: dict[str, dict] = {}
+        first = await adapter(hs)
+        first.keep_state(lambda name: kept.get(name, {}), kept.__setitem__)
+        dm_rooms(hs)
+        hs.sync(joined(DM, msg_event("$1", "kept", ts=10)))
+        hs.sync({**joined(DM, msg_event("$2", "lost to a full disk", ts=20)),
+                 "next_batch": "s2"})
+        rec = Failing()
+        first.attach(rec)
+        await hs.asked_sync(3)
+        await first.close()
+        assert next(iter(kept.values()))["since"] == "s1"  # not s2: $2 was never stored
+    run(main())

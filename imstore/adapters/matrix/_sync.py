@@ -175,6 +175,7 @@ class SyncLoop:
                     rq.sync(filt, self.since, timeout_ms),
                     timeout=self.poll_timeout + self.api.bounds.answer_timeout)
                 next_batch = need(answer, "next_batch", str, "GET /sync")
+                failures = self.link.failures
                 await self.process(answer, initial=self.since is None)
             except asyncio.CancelledError:
                 raise
@@ -188,7 +189,10 @@ class SyncLoop:
                 log.exception("a sync answer could not be processed; retrying in %.1f s", delay)
             else:
                 self.since = next_batch
-                self._kept()
+                if self.link.failures == failures:
+                    self._kept()
+                else:  # the app did not take all of it (a full disk?): a restart asks again
+                    log.warning("the handler failed on a sync batch: its position is not kept")
                 delay = 0.1
                 self.link.set_state(ConnectionState.CONNECTED)
                 self.synced.set()
