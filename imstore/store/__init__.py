@@ -445,7 +445,7 @@ class MessageStore:
         """Create a conversation (or update its ext and activity), e.g. from the server's list."""
         check_id(conv_id, "conv_id")
         chat_type = check_chat_type(chat_type)
-        check_time(last_activity, "last_activity")
+        check_stamp(last_activity, "last_activity")
         blob = None if ext is None else conversation_ext(ext)
         with self.connection.tx():
             self._convs.save(conv_id, chat_type, last_activity, blob)

@@ -221,7 +221,7 @@ def check_group_acks(acks: Any) -> list[GroupReadAck]:
     for a in items:
         check_id(a.msg_id, "acks[].msg_id")
         check_id(a.reader, "acks[].reader")
-        check_time(a.timestamp, "acks[].timestamp")
+        check_stamp(a.timestamp, "acks[].timestamp")
     return items
 
 
