@@ -71,6 +71,7 @@ __all__ = [
 FORMAT_VERSION = 1
 MAX_ID_CHARS = 256  # ids longer than this are refused
 MAX_MARK_CHARS = 64  # the longest conversation mark
+MAX_MARKS = 32  # the most marks a conversation has (the store's and the reference server's)
 MAX_EXT_DEPTH = 32  # nesting of ext (and of body params) beyond this is refused
 UINT64_MAX = 2**64 - 1  # msgpack holds ints from INT64_MIN to this
 

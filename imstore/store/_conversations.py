@@ -23,16 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..codec import encode_ext
+from ..codec import MAX_MARKS, encode_ext
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, ConversationMark
 from ._connection import Connection, chunks, marks
 from ._rows import MAIN, MARK_SEPARATOR, UNREAD
 
-__all__ = ["MAX_MARKS", "ConversationTable"]
-
-MAX_MARKS = 32
-"""A conversation has at most this many marks."""
+__all__ = ["ConversationTable"]
 
 _CREATE = ("INSERT OR IGNORE INTO conversation (conv_id, chat_type, unread_count, last_sort, "
            "last_activity) VALUES (?, ?, 0, 0, ?)")

@@ -26,6 +26,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ...codec import MAX_MARKS, check_marks
 from ...errors import ErrorCode, IMError
 from ...kinds import kind_of
 from ...message import (
@@ -43,13 +44,11 @@ from ._state import Conv, Directory
 if TYPE_CHECKING:
     from ._connection import MemoryConnection
 
-__all__ = ["MAX_MARKS", "MAX_TOKEN_CHARS", "Rich", "resolve_relations"]
+__all__ = ["MAX_TOKEN_CHARS", "Rich", "resolve_relations"]
 
 MAX_TOKEN_CHARS = 64
-"""The longest reaction key or conversation mark the server takes."""
+"""The longest reaction key the server takes (marks follow `codec.check_marks`)."""
 
-MAX_MARKS = 32
-"""The most marks one user's conversation may have."""
 
 
 def _check_token(value: Any, what: str) -> str:
@@ -177,8 +176,7 @@ class Rich:
     def set_marks(self, user: str, conv_id: str, chat_type: ChatType, add: Sequence[str],
                   remove: Sequence[str], by: MemoryConnection | None = None) -> frozenset[str]:
         """``user`` adds and removes marks of a conversation; returns its marks after."""
-        plus = {_check_token(m, "mark") for m in add}
-        minus = {_check_token(m, "mark") for m in remove}
+        plus, minus = set(check_marks(add, "add")), set(check_marks(remove, "remove"))
         key, state = self._state(user, conv_id, chat_type)
         marks = (state.marks | plus) - minus
         if len(marks) > MAX_MARKS:
