@@ -2,15 +2,15 @@
 
 Rules kept here:
 - a user has one connection per device (``device_id``; None is the user's default device);
-  everything for a user — messages, receipts of every kind, recalls, edits, its own sends and
-  reads from another device — is one handler call (``handler.<name>(*args)``) per device, made at
-  once while that device is CONNECTED with a handler attached, else kept and made when it comes
-  back, in the order it happened;
+  everything for a user — messages, receipts of every kind, recalls, edits, reactions, pins,
+  conversation states, its own sends and reads from another device — is one handler call
+  (``handler.<name>(*args)``) per device, made at once while that device is CONNECTED with a
+  handler attached, else kept and made when it comes back, in the order it happened;
 - what arrives for a user that has no device yet is kept for its first device (a new device of
   a user that has others starts from the server's history, not from their queues);
 - the device that caused an event (its send, edit, recall, read) does not hear it back;
 - on reconnection runs of the same call with one list argument are merged into one call;
-- `purge` takes back what was kept and not delivered yet (a conversation deleted for everyone).
+- `purge` takes back what was kept and not delivered yet (a conversation deleted for everyone);
 - a handler that lacks an optional method (`OPTIONAL_HANDLER_METHODS`) is not told those
   events.
 """
