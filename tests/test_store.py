@@ -684,3 +684,13 @@ def test_flush_index_applies_pending_work(disk_store: MessageStore):
     disk_store.insert_message(recv("queued"))
     assert disk_store.flush_index() == 1
     assert disk_store.stats()["search_pending"] == 0
+
+
+@pytest.mark.parametrize("how", ["merge_received", "merge_history"])
+def test_a_merge_leaves_out_a_one_to_one_message_between_two_other_people(store, how):
+    """What the server sends is held to the store's owner rule as inserts and imports are."""
+    ours = Message.text("alice", "for alice", sender="bob", msg_id="s1", timestamp=10**12)
+    stray = Message.text("dave", "not for alice", sender="carol", msg_id="s2", timestamp=10**12)
+    result = getattr(store, how)([ours, stray])
+    assert [m.msg_id for m in result.new] == ["s1"]
+    assert store.get_message("s2") is None and store.conversation("dave") is None

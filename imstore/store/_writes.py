@@ -240,6 +240,11 @@ class Writes:
                     mode: Mode, screen: Screen | None = None) -> list[Message]:
         """Store a batch in one transaction, skipping (and counting) invalid messages and
         duplicates, and the messages ``screen`` leaves out. Returns the messages written."""
+        if mode != Mode.IMPORT:  # (an import left them out already, counting them as read)
+            kept = [m for m in batch if stranger_chat(m, self._owner) is None]
+            for _ in range(len(batch) - len(kept)):  # a server's message not for this user
+                result.skip("a one-to-one message between two other people")
+            batch = kept
         with self._conn.tx():
             rows, msgs = self._prepare_batch(batch, result, mode)
             existing = self._existing_ids([r.msg_id for r in rows])
