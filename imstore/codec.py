@@ -48,9 +48,11 @@ __all__ = [
     "body_from_dict",
     "body_to_dict",
     "check_body_fields",
+    "check_chat_type",
     "check_direction",
     "check_enum",
     "check_ext",
+    "check_flag",
     "check_id",
     "check_ids",
     "check_marks",
@@ -516,6 +518,19 @@ def check_enum(enum: type[Any], value: Any, field: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, int) or value not in values:
         raise invalid(field, f"a {enum.__name__}", value)
     return enum(value)
+
+
+def check_chat_type(value: Any, field: str = "chat_type") -> ChatType:
+    """A `ChatType` (or its int value)."""
+    chat_type: ChatType = check_enum(ChatType, value, field)
+    return chat_type
+
+
+def check_flag(value: Any, field: str) -> bool:
+    """True or False (not 0/1, not None)."""
+    if type(value) is not bool:
+        raise invalid(field, "True or False", value)
+    return value
 
 
 def _check_fields(msg: Message) -> MessageType:

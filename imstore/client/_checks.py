@@ -23,8 +23,10 @@ from typing import Any, TypeVar
 
 from ..adapters import ConnectionState, SyncAdapter
 from ..codec import (
+    check_chat_type,
     check_direction,
     check_enum,
+    check_flag,
     check_id,
     check_ids,
     check_path,
@@ -34,20 +36,20 @@ from ..codec import (
     invalid,
 )
 from ..lifecycle import is_mine
-from ..message import ChatType, FetchOptions, GroupReadAck, Message
+from ..message import FetchOptions, GroupReadAck, Message
 from ..store import MessageStore
 from ._listeners import MessageListener
 
 __all__ = [
     "check_acks",
     "check_adapter",
-    "check_bool",
     "check_callback",
     "check_chat_type",
     "check_cursor",
     "check_direction",
     "check_download_dir",
     "check_events",
+    "check_flag",
     "check_id",
     "check_ids",
     "check_listener",
@@ -91,12 +93,6 @@ def check_download_dir(path: Any) -> str | None:
     return text
 
 
-def check_bool(value: Any, field: str) -> bool:
-    if type(value) is not bool:
-        raise invalid(field, "True or False", value)
-    return value
-
-
 def check_callback(fn: Any, field: str = "progress") -> None:
     """None, or something to call."""
     if fn is not None and not callable(fn):
@@ -116,11 +112,6 @@ def check_cursor(cursor: Any) -> str | None:
     return cursor
 
 
-def check_chat_type(value: Any) -> ChatType:
-    chat_type: ChatType = check_enum(ChatType, value, "chat_type")
-    return chat_type
-
-
 def check_options(options: Any) -> FetchOptions | None:
     """None, or `FetchOptions` whose every field has its type."""
     if options is None:
@@ -133,7 +124,7 @@ def check_options(options: Any) -> FetchOptions | None:
         if getattr(options, name) is not None:
             check_time(getattr(options, name), f"options.{name}")
     check_optional_id(options.sender, "options.sender")
-    check_bool(options.save, "options.save")
+    check_flag(options.save, "options.save")
     return options
 
 

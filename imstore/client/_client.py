@@ -49,12 +49,12 @@ from ._attachments import TARGETS, Attachments
 from ._checks import (
     check_acks,
     check_adapter,
-    check_bool,
     check_callback,
     check_chat_type,
     check_cursor,
     check_download_dir,
     check_events,
+    check_flag,
     check_id,
     check_ids,
     check_listener,
@@ -319,13 +319,13 @@ class ChatClient:
         """Pin (or unpin) a message the server has in its conversation, for every member
         (`MessageStore.pinned_messages`); returns whether that changed anything here."""
         check_id(msg_id, "msg_id")
-        return await self._rich.pin_message(msg_id, check_bool(pinned, "pinned"))
+        return await self._rich.pin_message(msg_id, check_flag(pinned, "pinned"))
 
     async def pin_conversation(self, conv_id: str, pinned: bool = True) -> bool:
         """Pin (or unpin) a conversation on all your devices (`MessageStore.pin_conversation`
         is the local-only form); returns whether that changed anything here."""
         check_id(conv_id, "conv_id")
-        return await self._rich.pin_conversation(conv_id, check_bool(pinned, "pinned"))
+        return await self._rich.pin_conversation(conv_id, check_flag(pinned, "pinned"))
 
     async def set_conversation_marks(self, conv_id: str, *, add: str | Sequence[str] = (),
                                      remove: str | Sequence[str] = ()) -> frozenset[str]:
@@ -447,5 +447,5 @@ class ChatClient:
         False) and locally."""
         check_id(conv_id, "conv_id")
         check_chat_type(chat_type)
-        check_bool(delete_messages, "delete_messages")
+        check_flag(delete_messages, "delete_messages")
         await self._history.delete_conversation(conv_id, chat_type, delete_messages)

@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..codec import (
+    check_chat_type,
     check_direction,
     check_enum,
+    check_flag,
     check_id,
     check_ids,
     check_marks,
@@ -94,11 +96,6 @@ def check_limit(limit: Any, hi: int = 400) -> int:
 def check_status(value: Any, field: str = "status") -> MessageStatus:
     status: MessageStatus = check_enum(MessageStatus, value, field)
     return status
-
-
-def check_chat_type(value: Any, field: str = "chat_type") -> ChatType:
-    chat_type: ChatType = check_enum(ChatType, value, field)
-    return chat_type
 
 
 as_types = check_types
@@ -184,12 +181,6 @@ def check_reaction(msg_id: Any, key: Any, sender: Any, owner: str) -> str:
     check_id(msg_id, "msg_id")
     check_id(key, "key")
     return owner if sender is None else check_id(sender, "sender")
-
-
-def check_flag(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise invalid(field, "True or False", value)
-    return value
 
 
 def check_callable(value: Any, field: str) -> Any:
