@@ -21,7 +21,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import ErrorCode, IMError
+from .errors import ErrorCode, IMError, invalid
 from .kinds import ATTACHMENT_TYPES, KINDS, check_content
 from .lifecycle import INT64_MIN, MAX_TIME
 from .message import (
@@ -48,12 +48,16 @@ __all__ = [
     "body_from_dict",
     "body_to_dict",
     "check_body_fields",
+    "check_chat_type",
     "check_direction",
     "check_enum",
     "check_ext",
+    "check_flag",
     "check_id",
     "check_ids",
+    "check_marks",
     "check_path",
+    "check_recalled_by",
     "check_text",
     "check_time",
     "check_types",
@@ -68,6 +72,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MAX_ID_CHARS = 256  # ids longer than this are refused
+MAX_MARK_CHARS = 64  # the longest conversation mark
+MAX_MARKS = 32  # the most marks a conversation has (the store's and the reference server's)
 MAX_EXT_DEPTH = 32  # nesting of ext (and of body params) beyond this is refused
 UINT64_MAX = 2**64 - 1  # msgpack holds ints from INT64_MIN to this
 
@@ -235,14 +241,6 @@ def decode_ext(blob: bytes | None, what: str = "ext") -> dict[str, Any]:
 # is encoded or written; nothing below raises anything else.
 
 
-def invalid(field: str, what: str, value: Any, code: ErrorCode = ErrorCode.INVALID_PARAM) -> IMError:
-    """An `IMError` saying that ``field`` must be ``what``."""
-    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return IMError(code, f"{field} must be {what}, not {shown}")
-
-
 def _encodable(text: str) -> bool:
     if text.isascii():
         return True
@@ -267,11 +265,36 @@ def check_id(value: Any, field: str) -> str:
     return value
 
 
+def check_marks(value: Any, field: str) -> tuple[str, ...]:
+    """One conversation mark or several (a str, or an iterable of str): each 1 to
+    `MAX_MARK_CHARS` printable characters of valid Unicode (no control characters: the store
+    keeps marks between U+001F separators)."""
+    items = [value] if isinstance(value, str) else value
+    if isinstance(items, bytes | Mapping) or not isinstance(items, Iterable):
+        raise invalid(field, "a mark (str) or a list of marks", value)
+    out = []
+    for mark in items:
+        if not isinstance(mark, str) or not 0 < len(mark) <= MAX_MARK_CHARS \
+                or not mark.isprintable():
+            raise invalid(field, f"marks of 1 to {MAX_MARK_CHARS} printable characters", mark)
+        out.append(check_text(mark, field))
+    return tuple(out)
+
+
 def check_ids(values: Any, field: str) -> list[str]:
     """A list (or other iterable, not a str nor a mapping) of ids."""
     if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         raise invalid(field, "a list of ids", values)
     return [check_id(v, f"{field}[{i}]") for i, v in enumerate(values)]
+
+
+def check_recalled_by(value: Any, field: str = "recalled_by") -> dict[str, str] | None:
+    """Who recalled which messages: a mapping of message ids to user ids, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise invalid(field, "a mapping of message ids to user ids, or None", value)
+    return {check_id(k, f"{field} key"): check_id(v, f"{field}[{k!r}]") for k, v in value.items()}
 
 
 def check_direction(direction: Any, field: str = "direction") -> Direction:
@@ -495,6 +518,19 @@ def check_enum(enum: type[Any], value: Any, field: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, int) or value not in values:
         raise invalid(field, f"a {enum.__name__}", value)
     return enum(value)
+
+
+def check_chat_type(value: Any, field: str = "chat_type") -> ChatType:
+    """A `ChatType` (or its int value)."""
+    chat_type: ChatType = check_enum(ChatType, value, field)
+    return chat_type
+
+
+def check_flag(value: Any, field: str) -> bool:
+    """True or False (not 0/1, not None)."""
+    if type(value) is not bool:
+        raise invalid(field, "True or False", value)
+    return value
 
 
 def _check_fields(msg: Message) -> MessageType:

@@ -2,15 +2,17 @@
 
 Rules kept here:
 - the numbers follow the product's published error table and never change;
-- every `IMError` has a sentence a developer can act on;
+- every `IMError` has a sentence a developer can act on; a bad argument's sentence is written
+  one way, here (`invalid`: "<field> must be <what>, not <value>"; the codec re-exports it);
 - a wrapped driver error stays reachable as ``__cause__`` (raise ... from exc).
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
-__all__ = ["ErrorCode", "IMError"]
+__all__ = ["ErrorCode", "IMError", "invalid"]
 
 
 class ErrorCode(IntEnum):
@@ -63,3 +65,11 @@ class IMError(Exception):
 
     def __reduce__(self) -> tuple[type[IMError], tuple[int, str]]:
         return (IMError, (int(self.code), self.description))
+
+
+def invalid(field: str, what: str, value: Any, code: ErrorCode = ErrorCode.INVALID_PARAM) -> IMError:
+    """An `IMError` saying that ``field`` must be ``what``."""
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return IMError(code, f"{field} must be {what}, not {shown}")

@@ -18,6 +18,8 @@ Rules kept here:
 - receipts are a `ReceiptKind`; a read receipt implies delivery (`ReceiptKind.implied`);
 - a message is *mine* when its sender is the store's owner (None: the owner) (`is_mine`); a
   stored message is mine when its direction is SEND;
+- a recall notice of a message recalled by someone other than its sender (a moderator) names
+  who did in its ``ext`` under `RECALLED_BY`, whether the recall arrived live or with history;
 - only my sent messages that the server has (SUCCESS) may be recalled or edited; only kinds that
   are ``editable`` in `kinds.KINDS`, with a body of their own type, and not after a recall; only
   my messages that are CREATE or FAIL may be resent (`check_recall`, `check_edit`,
@@ -53,6 +55,7 @@ __all__ = [
     "INT64_MIN",
     "MAX_TIME",
     "PENDING_RECEIPT_TTL_MS",
+    "RECALLED_BY",
     "SEND_TRANSITIONS",
     "SHORTEST_RETENTION_DAYS",
     "DownloadEvent",
@@ -77,6 +80,9 @@ __all__ = [
     "status_after",
     "takes_receipt",
 ]
+
+RECALLED_BY = "io.imstore.recalled_by"
+"""The ``ext`` key of a recall notice naming who recalled it, when not its sender."""
 
 # ------------------------------------------------------------------------------------- time
 
@@ -223,7 +229,7 @@ class ReceiptKind(IntEnum):
 # ------------------------------------------------------------------------------ who may what
 
 
-def is_mine(sender: str | None, owner: str) -> bool:
+def is_mine(sender: str | None, owner: str | None) -> bool:
     """Whether a message (or receipt) from ``sender`` is the owner's own: None is the owner."""
     return sender is None or sender == owner
 

@@ -1,9 +1,10 @@
-"""Values of the domain: enums, message bodies, `Message`, `Conversation` and paging results.
+"""Values of the domain: enums, `Message` and its factories, `Conversation`, reactions, pins,
+threads and paging results.
 
 Rules kept here:
 - no I/O and no storage: these are plain values that the store, the client and adapters pass around;
-- every body keeps the fields it does not know in ``extra``, so a payload written by a newer
-  version survives a decode/encode round trip;
+- the bodies (and their `DownloadStatus`) are `bodies`' values, re-exported here: ``from
+  imstore.message import TextBody`` keeps working;
 - ``Message.conv_id`` follows the specification (`conversation_id`, the one place that says it):
   the peer for CHAT, ``to`` for groups and rooms. Factories do not know the store's owner, so a
   message whose ``sender`` is given is first taken as received; the store settles ``direction``
@@ -21,6 +22,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, Generic, TypeVar
+
+from .bodies import (
+    Body,
+    CmdBody,
+    CustomBody,
+    DownloadStatus,
+    FileBody,
+    ImageBody,
+    LocationBody,
+    TextBody,
+    ThumbnailedBody,
+    UndecodableBody,
+    VideoBody,
+    VoiceBody,
+)
+from .errors import ErrorCode, IMError, invalid
 
 __all__ = [
     "REACTION_SENDERS",
@@ -94,13 +111,6 @@ class MessageStatus(IntEnum):
     FAIL = 4
 
 
-class DownloadStatus(IntEnum):
-    PENDING = 1
-    DOWNLOADING = 2
-    SUCCEEDED = 3
-    FAILED = 4
-
-
 class SearchScope(IntEnum):
     CONTENT = 1
     EXT = 2
@@ -119,111 +129,13 @@ _counter = itertools.count()
 
 def now_ms() -> int:
     """Milliseconds since the epoch: the clock of `lifecycle` (which owns it), kept importable
-    here. Imported on call: `lifecycle` reads this module's enums."""
-    from .lifecycle import now_ms as clock
-
-    return clock()
+    here."""
+    return _lifecycle.now_ms()
 
 
 def new_msg_id() -> str:
     """A local message id: unique on this device, ordered by creation time."""
     return f"L{time.time_ns():x}{os.getpid() & 0xFFFF:04x}{next(_counter) & 0xFFFFFF:06x}"
-
-
-# ---------------------------------------------------------------------------------------- bodies
-
-
-@dataclass(slots=True)
-class TextBody:
-    """Plain text (what search sees) and, when the sender formatted it, its HTML form (Matrix's
-    ``org.matrix.custom.html``) in ``formatted``."""
-
-    text: str
-    formatted: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class FileBody:
-    """An attachment. ``local_path`` is where the file is (sender) or will be (receiver) on this
-    device; ``remote_url`` where the server keeps it once uploaded; ``caption`` the text sent
-    with it (searched like the file name)."""
-
-    local_path: str = ""
-    display_name: str = ""
-    remote_url: str = ""
-    secret: str = ""
-    size: int = 0
-    download_status: DownloadStatus = DownloadStatus.PENDING
-    caption: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class ThumbnailedBody(FileBody):
-    """The one group of thumbnail fields, shared by the bodies that have a thumbnail (images,
-    videos; `kinds.Kind.thumbnail` says which): where the thumbnail is on this device, where the
-    server keeps it, and how its download went. Keyword-only, after each body's own fields."""
-
-    thumbnail_path: str = field(default="", kw_only=True)
-    thumbnail_url: str = field(default="", kw_only=True)
-    thumbnail_status: DownloadStatus = field(default=DownloadStatus.PENDING, kw_only=True)
-
-
-@dataclass(slots=True)
-class ImageBody(ThumbnailedBody):
-    width: int | None = None
-    height: int | None = None
-
-
-@dataclass(slots=True)
-class VoiceBody(FileBody):
-    duration_ms: int = 0
-
-
-@dataclass(slots=True)
-class VideoBody(ThumbnailedBody):
-    duration_ms: int = 0
-    width: int | None = None
-    height: int | None = None
-
-
-@dataclass(slots=True)
-class LocationBody:
-    latitude: float
-    longitude: float
-    address: str = ""
-    building_name: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class CmdBody:
-    action: str
-    params: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class CustomBody:
-    event: str
-    params: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class UndecodableBody:
-    """The body of a stored message that could not be decoded (a corrupt or foreign payload):
-    the raw bytes as stored and why decoding failed. Reads return such messages instead of
-    failing; `MessageStore.verify` reports them. Never written back."""
-
-    raw: bytes
-    error: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-Body = (TextBody | FileBody | ThumbnailedBody | ImageBody | VoiceBody | VideoBody | LocationBody
-        | CmdBody | CustomBody | UndecodableBody)
 
 
 # --------------------------------------------------------------------------------------- message
@@ -233,8 +145,8 @@ def conversation_id(chat_type: ChatType, to: str, sender: str | None,
                     owner: str | None = None) -> str:
     """The conversation a message belongs to: for CHAT the peer (the sender of a received
     message, ``to`` of a sent one), for groups and rooms ``to``. ``sender`` None or equal to
-    ``owner`` means the message was sent by the owner."""
-    received = sender is not None and sender != owner
+    ``owner`` means the message was sent by the owner (`lifecycle.is_mine`)."""
+    received = not _lifecycle.is_mine(sender, owner)
     return sender if (received and chat_type == ChatType.CHAT and sender) else to
 
 
@@ -445,8 +357,6 @@ SECONDS_BY_MISTAKE = (946_684_800, 978_307_200_000)  # 2000-01-01 in s .. 2001-0
 
 def _want(ok: bool, field: str, what: str, value: Any) -> None:
     if not ok:
-        from .codec import invalid  # only on failure: codec imports this module
-
         raise invalid(field, what, value)
 
 
@@ -467,18 +377,13 @@ def _check_timestamp(value: Any) -> None:
           value)
     lo, hi = SECONDS_BY_MISTAKE
     if lo <= value < hi:
-        from .errors import ErrorCode, IMError
-
         raise IMError(ErrorCode.INVALID_PARAM,
                       f"timestamp {value} is a date before 2001 in milliseconds; it looks like "
                       f"seconds since the epoch: pass {value * 1000}")
 
 
 def _path(value: Any, field: str) -> str:
-    _want(isinstance(value, str | os.PathLike), field, "a file path (str or os.PathLike)", value)
-    p = os.fspath(value)
-    _want(isinstance(p, str) and bool(p), field, "a non-empty file path (str)", value)
-    return str(p)
+    return _codec.check_path(value, "a file path (str or os.PathLike)", field)
 
 
 def _name(display_name: Any, path: str) -> str:
@@ -499,7 +404,7 @@ def _size(value: Any, field: str) -> int | None:
 
 
 def _duration(value: Any) -> int:
-    ok = (_is_int(value) or isinstance(value, float)) and 0 <= value < 2**53
+    ok = (_is_int(value) or isinstance(value, float)) and 0 <= value < _lifecycle.MAX_TIME
     _want(ok, "duration_ms", "a non-negative number of milliseconds", value)
     return int(value)
 
@@ -689,3 +594,10 @@ class ImportResult:
     def skip(self, reason: str) -> None:
         self.skipped += 1
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+
+# The factories read the clock, the time bound and "is it mine" from `lifecycle`, which owns them.
+# Its tables are keyed by this module's enums, so it is imported last, once they exist (whichever
+# of the two is imported first, each finds the other's names when a factory runs).
+from . import codec as _codec  # noqa: E402  (the one path rule; codec imports this module)
+from . import lifecycle as _lifecycle  # noqa: E402

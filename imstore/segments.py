@@ -6,6 +6,6 @@ module keeps that name importable, so those indexes open as they are instead of 
 Everything else of the index lives in `imstore.index`.
 """
 
-from .index._format import ImTokenizer
+from .index import ImTokenizer
 
 __all__ = ["ImTokenizer"]

@@ -117,7 +117,8 @@ class Homeserver:
 def is_list_sync(request: httpx.Request) -> bool:
     """Whether a ``/sync`` is the conversation list's (its timeline holds messages only)."""
     filt = parse_qs(urlsplit(str(request.url)).query).get("filter", ["{}"])[0]
-    return '"types": ["m.room.message"]' in filt
+    timeline = json.loads(filt).get("room", {}).get("timeline", {})
+    return "m.room.message" in timeline.get("types", ())
 
 
 def login_answer(user: str = ME) -> dict[str, Any]:
@@ -179,6 +180,15 @@ class Recorder:
 
     def states(self) -> list[ConnectionState]:
         return [args[0] for args in self.got("on_connection_state_changed")]
+
+
+async def started(hs: Homeserver, *answers: Answer, **kw: Any) -> tuple[MatrixAdapter, Recorder]:
+    """An adapter attached to a `Recorder`, its sync loop answered by ``answers``."""
+    a = await adapter(hs, **kw)
+    rec = Recorder()
+    hs.sync(*answers)
+    a.attach(rec)
+    return a, rec
 
 
 def run(coro: Any) -> Any:

@@ -53,8 +53,11 @@ def _stats(store: Path, capsys, *extra: str) -> tuple[int, str, str]:
 # ------------------------------------------------------------------------------ the key
 
 @pytest.mark.parametrize("content,key", [(RAW, RAW), (SECRET.encode() + b"\n", SECRET),
-                                         (b"   " + SECRET.encode() + b"\r\n", SECRET)],
-                         ids=["32 raw bytes", "passphrase and newline", "passphrase, CRLF"])
+                                         (b"   " + SECRET.encode() + b"\r\n", SECRET),
+                                         (b"0123456789abcdefghijklmnopqrstu\n",
+                                          "0123456789abcdefghijklmnopqrstu")],
+                         ids=["32 raw bytes", "passphrase and newline", "passphrase, CRLF",
+                              "31 characters and echo's newline: 32 bytes of text"])
 def test_a_key_file_opens_the_store(tmp_path: Path, capsys, content: bytes, key) -> None:
     _store(tmp_path / "s", key)
     code, out, err = _stats(tmp_path / "s", capsys, "--key-file", _key_file(tmp_path, content))

@@ -26,6 +26,7 @@ from imstore import (
     MessageType,
 )
 from imstore.client import safe_file_name
+from imstore.client._attachments import image_suffix
 from imstore.kinds import KINDS, AutoDownload
 from imstore.message import CustomBody, TextBody
 
@@ -327,6 +328,54 @@ def test_upload_progress_is_reported(pair: Pair, tmp_path: Path):
                                     progress=lambda done, total: seen.append((done, total))))
     assert seen[-1] == (600 * 1024, 600 * 1024) and len(seen) == 3
     assert sent.body.remote_url and sent.status == MessageStatus.SUCCESS
+
+
+def test_a_recall_by_a_moderator_is_recorded_and_old_handlers_still_hear_recalls(pair: Pair):
+    from imstore.adapters import takes_recalled_by
+    from imstore.lifecycle import RECALLED_BY
+
+    class OldHandler:
+        def on_messages_recalled(self, msg_ids):
+            self.got = msg_ids
+
+    assert takes_recalled_by(pair.ca) and not takes_recalled_by(OldHandler())
+    assert not takes_recalled_by(object())
+
+    async def main():
+        m = await pair.cb.send_message(Message.text("alice", "spam"))
+        await pair.settle()
+        pair.ca.on_messages_recalled([m.msg_id], {m.msg_id: "mod"})
+        return pair.a.get_message(m.msg_id)
+
+    got = run(main())
+    assert got.recalled_at is not None and got.ext[RECALLED_BY] == "mod"
+    with pytest.raises(IMError) as err:
+        pair.ca.on_messages_recalled([got.msg_id], {got.msg_id: ""})
+    assert err.value.code == ErrorCode.INVALID_PARAM
+
+
+@pytest.mark.parametrize(("head", "suffix"), [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d", ".png"), (b"\xff\xd8\xff\xe0" + bytes(8), ".jpg"),
+    (b"GIF89a" + bytes(6), ".gif"), (b"GIF87a" + bytes(6), ".gif"),
+    (b"RIFF\x00\x00\x00\x00WEBP", ".webp"), (b"RIFF\x00\x00\x00\x00WAVE", ""),
+    (b"\x00\x00\x00\x18ftypmp42", ""), (b"", "")])
+def test_a_thumbnail_is_named_after_the_image_it_holds(pair: Pair, tmp_path: Path, head, suffix):
+    assert image_suffix(head) == suffix
+    clip, thumb = tmp_path / "clip.mp4", tmp_path / "thumb.png"  # the thumbnail's name lies
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(100))
+    thumb.write_bytes(head + b"rest")
+
+    async def main():
+        sent = await pair.ca.send_message(Message.video("bob", clip, 1000, thumbnail=thumb))
+        await pair.settle()
+        return pair.b.get_message(sent.msg_id)
+
+    got = run(main())
+    path = Path(got.body.thumbnail_path)
+    assert got.body.thumbnail_status == DownloadStatus.SUCCEEDED
+    assert path.read_bytes() == head + b"rest" and path.suffix == suffix
+    assert path.name == f"thumb_{got.msg_id}_clip{suffix}"
+    assert os.listdir(path.parent) == [path.name]  # renamed, not copied
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "a\x00b.txt", "..", "",

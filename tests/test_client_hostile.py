@@ -169,6 +169,16 @@ CALLS: dict[str, tuple[dict[str, Any], int]] = {
     "on_messages_recalled": ({"msg_ids": ["no-such-id"]}, 1),
     "on_messages_edited": ({"messages": []}, 1),
     "on_connection_state_changed": ({"state": ConnectionState.CONNECTED}, 1),
+    "on_reactions": ({"events": []}, 1),
+    "on_message_pins": ({"events": []}, 1),
+    "on_conversation_states": ({"states": []}, 1),
+    # rich messages (issue 20): the valid calls change no message, count or status
+    "add_reaction": ({"msg_id": "R1", "key": "👍"}, 2),
+    "remove_reaction": ({"msg_id": "R1", "key": "👍"}, 2),
+    "pin_message": ({"msg_id": "R1", "pinned": False}, 1),
+    "pin_conversation": ({"conv_id": "bob", "pinned": False}, 1),
+    "set_conversation_marks": ({"conv_id": "bob", "add": (), "remove": ()}, 1),
+    "mark_conversation_unread": ({"conv_id": "bob"}, 1),
 }
 # Valid calls that change the world (the fuzz's valid arguments are kept to ones that do not).
 ACCEPTED: dict[str, dict[str, Any]] = {"delete_conversation_from_server": {"conv_id": "bob"}}
@@ -177,7 +187,7 @@ PAIRS = [(m, p) for m, (args, _) in CALLS.items() for p in args]
 
 # Arguments a value of the right type may legitimately pass (an id no message has may be
 # accepted, e.g. by a delete, or refused as unknown).
-_ID = {"msg_id", "conv_id", "start_msg_id", "up_to_msg_id", "reader"}
+_ID = {"msg_id", "conv_id", "start_msg_id", "up_to_msg_id", "reader", "key"}
 _OPTIONAL = {"progress", "cursor", "start_msg_id", "up_to_msg_id", "up_to", "options",
              "msg_ids", "before", "transport", "reconnect_wait", "download_dir"}
 
@@ -204,8 +214,15 @@ def _well_typed(param: str, value: Any, method: str = "") -> bool:
         return _int(value) and value in set(ChatType)
     if param == "direction":
         return _int(value) and value in (Direction.UP, Direction.DOWN)
-    if param == "delete_messages":
+    if param in ("delete_messages", "pinned"):
         return type(value) is bool
+    if param in ("add", "remove"):  # a conversation mark, or a list of them
+        marks = [value] if isinstance(value, str) else value
+        return isinstance(marks, list | tuple) and all(
+            type(m) is str and 0 < len(m) <= 64 and m.isprintable()
+            and not any(0xD800 <= ord(c) <= 0xDFFF for c in m) for m in marks)
+    if param in ("events", "states"):  # none of the hostile values is one of these values
+        return isinstance(value, list | tuple) and not value
     if param == "state":
         return _int(value) and value in set(ConnectionState)
     if param in ("messages", "acks", "msg_ids"):
@@ -346,6 +363,13 @@ NAMED: list[tuple[str, tuple[Any, ...], dict[str, Any], ErrorCode, str]] = [
     ("on_connection_state_changed", (7,), {}, ErrorCode.INVALID_PARAM, "state"),
     ("on_messages", ([None],), {}, ErrorCode.INVALID_PARAM, "messages[0]"),
     ("add_listener", (object(),), {}, ErrorCode.INVALID_PARAM, "MessageListener"),
+    ("add_reaction", ("R1", ""), {}, ErrorCode.INVALID_PARAM, "key"),
+    ("pin_message", ("no-such-id",), {}, ErrorCode.MESSAGE_INVALID, "no-such-id"),
+    ("pin_conversation", ("bob",), {"pinned": "yes"}, ErrorCode.INVALID_PARAM, "pinned"),
+    ("pin_conversation", ("nobody",), {}, ErrorCode.CONVERSATION_NOT_EXIST, "nobody"),
+    ("set_conversation_marks", ("bob",), {"add": ["a\nb"]}, ErrorCode.INVALID_PARAM, "add"),
+    ("on_reactions", ([None],), {}, ErrorCode.INVALID_PARAM, "events[0]"),
+    ("on_conversation_states", ({"bob": 1},), {}, ErrorCode.INVALID_PARAM, "states"),
 ]
 
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from imstore import ErrorCode, IMError, Message, MessageStatus
+from imstore import Direction, ErrorCode, IMError, Message, MessageStatus
 from imstore.lifecycle import (
     DOWNLOAD_TRANSITIONS,
     SEND_TRANSITIONS,
@@ -193,3 +193,17 @@ def test_apply_receipts_refuses_what_is_not_a_kind(store: MessageStore, kind):
                                               ("", False)])
 def test_is_mine(sender, mine):
     assert is_mine(sender, "alice") is mine
+
+
+def test_a_received_copy_is_not_a_send_in_flight(tmp_path):
+    """The INTERRUPT move is for this user's sends: a received message whose server copy said
+    INPROGRESS does not turn into "failed to send" when the store is opened again."""
+    path = str(tmp_path / "s")
+    with MessageStore.open(path, user_id="alice", search=False) as store:
+        theirs = Message.text("alice", "from bob", sender="bob", msg_id="r1", timestamp=10**12)
+        theirs.status = S.INPROGRESS
+        store.merge_received([theirs])
+        before = store.get_message("r1").status
+    with MessageStore.open(path, user_id="alice", search=False) as store:
+        got = store.get_message("r1")
+        assert got.direction == Direction.RECEIVE and got.status == before != S.FAIL

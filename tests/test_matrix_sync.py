@@ -23,15 +23,8 @@ from .matrix_canned import (
     joined,
     msg_event,
     run,
+    started,
 )
-
-
-async def _started(hs: Homeserver, *answers, **kw):
-    a = await adapter(hs, **kw)
-    rec = Recorder()
-    hs.sync(*answers)
-    a.attach(rec)
-    return a, rec
 
 
 def test_the_first_sync_delivers_only_what_the_user_has_not_read():
@@ -39,7 +32,7 @@ def test_the_first_sync_delivers_only_what_the_user_has_not_read():
         hs = Homeserver()
         dm_rooms(hs)
         receipt = {"type": "m.receipt", "content": {"$1": {"m.read": {ME: {"ts": 5}}}}}
-        a, rec = await _started(hs, joined(DM, msg_event("$1", "old", ts=10),
+        a, rec = await started(hs, joined(DM, msg_event("$1", "old", ts=10),
                                            msg_event("$2", "new", ts=20),
                                            ephemeral={"events": [receipt]}))
         await hs.asked_sync(2)
@@ -65,7 +58,7 @@ def test_later_syncs_deliver_messages_then_edits_recalls_and_receipts():
         # this device's own message comes back with its transaction id: not delivered again
         mine = {**msg_event("$m", "mine", sender=ME, ts=30), "unsigned": {"transaction_id": "t"}}
         receipt = {"type": "m.receipt", "content": {"$m": {"m.read": {BOB: {"ts": 60}}}}}
-        a, rec = await _started(hs, {}, joined(
+        a, rec = await started(hs, {}, joined(
             DM, msg_event("$1", "hi", ts=10), msg_event("$2", "oops", ts=20), mine, edit,
             redaction, ephemeral={"events": [receipt]}))
         await hs.asked_sync(3)
@@ -90,7 +83,7 @@ def test_group_receipts_become_group_read_acks_once_per_reader():
         mine = msg_event("$g1", "ack me", sender=ME, ts=10,
                          **{mp.NS: {"need_group_ack": True}})
         receipt = {"type": "m.receipt", "content": {"$g1": {"m.read": {BOB: {"ts": 99}}}}}
-        a, rec = await _started(hs, {}, joined(GROUP, mine, ephemeral={"events": [receipt]}),
+        a, rec = await started(hs, {}, joined(GROUP, mine, ephemeral={"events": [receipt]}),
                                 joined(GROUP, ephemeral={"events": [receipt]}))
         await hs.asked_sync(4)
         acks = rec.got("on_group_read_acks")
@@ -113,7 +106,7 @@ def test_to_device_delivery_receipts_and_commands_arrive():
              "content": {"action": "typing", "params": {"on": True}, "local_id": "L1",
                          "chat_type": "CHAT", "ts": 7}},
             {"type": mp.CMD_EVENT, "sender": BOB, "content": {"chat_type": "NOPE"}}]}
-        a, rec = await _started(hs, {}, {"to_device": to_device})
+        a, rec = await started(hs, {}, {"to_device": to_device})
         await hs.asked_sync(3)
         assert rec.got("on_delivery_acks") == [(["$x"],)]
         cmd = rec.messages()[0]
@@ -133,7 +126,7 @@ def test_a_limited_timeline_is_back_filled_down_to_the_last_position():
                "end": "p2"}, {"chunk": []})
         limited = {"rooms": {"join": {DM: {"timeline": {
             "events": [msg_event("$3", "three", ts=13)], "limited": True, "prev_batch": "p1"}}}}}
-        a, rec = await _started(hs, {}, limited)
+        a, rec = await started(hs, {}, limited)
         await hs.asked_sync(3)
         assert [m.msg_id for m in rec.messages()] == ["$b1", "$b2", "$3"]
         first = hs.params(hs.calls("GET", "/messages$")[0])
@@ -152,7 +145,7 @@ def test_invites_are_joined_left_rooms_forgotten_and_m_direct_read():
             "rooms": {"invite": {"!new:hs.test": {}}, "leave": {DM: {}},
                       "join": {"!d2:hs.test": {"timeline": {"events": [
                           msg_event("$d", "direct", ts=3)]}}}}}
-        a, rec = await _started(hs, {}, answer)
+        a, rec = await started(hs, {}, answer)
         await hs.asked_sync(3)
         assert hs.calls("POST", r"/join/!new:hs.test")
         assert a.rooms.direct == {BOB: ["!d2:hs.test"]}
@@ -165,7 +158,7 @@ def test_invites_are_joined_left_rooms_forgotten_and_m_direct_read():
 def test_a_failing_sync_is_reconnecting_until_one_succeeds():
     async def main() -> None:
         hs = Homeserver()
-        a, rec = await _started(hs, {}, 502, {"next_batch": 5}, httpx.Response(200, text="x"),
+        a, rec = await started(hs, {}, 502, {"next_batch": 5}, httpx.Response(200, text="x"),
                                 {})
         await hs.asked_sync(6)
         assert rec.states() == [ConnectionState.RECONNECTING, ConnectionState.CONNECTED]
@@ -177,7 +170,7 @@ def test_a_failing_sync_is_reconnecting_until_one_succeeds():
 def test_a_revoked_token_ends_the_loop_disconnected():
     async def main() -> None:
         hs = Homeserver()
-        a, _ = await _started(hs, httpx.Response(401, json={"errcode": "M_UNKNOWN_TOKEN"}))
+        a, _ = await started(hs, httpx.Response(401, json={"errcode": "M_UNKNOWN_TOKEN"}))
         await hs.asked_sync(1)
         while a.sync.running():
             await a.sync.task  # type: ignore[misc]
@@ -190,7 +183,7 @@ def test_pause_and_resume_go_on_from_the_same_position():
     async def main() -> None:
         hs = Homeserver()
         dm_rooms(hs)
-        a, rec = await _started(hs, {})
+        a, rec = await started(hs, {})
         await a.wait_synced(5)
         a.pause()
         assert a.state == ConnectionState.RECONNECTING
@@ -242,7 +235,7 @@ def test_edits_and_redactions_apply_only_from_the_sender_or_a_moderator():
         levels = {"type": "m.room.power_levels", "state_key": "", "event_id": "$pl",
                   "sender": ME, "origin_server_ts": 1,
                   "content": {"users": {ME: 100, "@mod:hs.test": 50}, "redact": 50}}
-        a, rec = await _started(hs, {}, joined(
+        a, rec = await started(hs, {}, joined(
             GROUP, levels, msg_event("$1", "bob's", ts=10), msg_event("$2", "bob's too", ts=11),
             msg_event("$3", "and this", ts=12),
             _edit("$e1", "$1", "forged", MALLORY, 20), _edit("$e2", "$2", "fixed", BOB, 21),
@@ -251,7 +244,7 @@ def test_edits_and_redactions_apply_only_from_the_sender_or_a_moderator():
         await hs.asked_sync(3)
         assert [(m.msg_id, m.body.text) for (ms,) in rec.got("on_messages_edited") for m in ms] \
             == [("$2", "fixed")]
-        assert rec.got("on_messages_recalled") == [(["$2", "$3"],)]
+        assert rec.got("on_messages_recalled") == [(["$2", "$3"], {"$2": "mod"})]
         await a.close()
     run(main())
 
@@ -264,7 +257,7 @@ def test_what_another_device_of_the_user_sends_arrives_as_sent():
         here = {**msg_event("$h", "from here", sender=ME, ts=11),
                 "unsigned": {"transaction_id": "t1"}}
         edit = _edit("$pe", "$p", "edited on the phone", ME, 12)
-        a, rec = await _started(hs, {}, joined(DM, phone, here, edit))
+        a, rec = await started(hs, {}, joined(DM, phone, here, edit))
         await hs.asked_sync(3)
         (got,) = rec.messages()
         assert (got.msg_id, got.conv_id, got.direction, got.status) == (
@@ -281,7 +274,7 @@ def test_a_read_on_another_device_of_the_user_is_a_conversation_read_by_the_user
         dm_rooms(hs)
         receipt = {"type": "m.receipt", "content": {"$2": {"m.read": {ME: {"ts": 60}}}}}
         marker = {"type": "m.fully_read", "content": {"event_id": "$3"}}
-        a, rec = await _started(hs, {}, joined(DM, msg_event("$1", "a", ts=10),
+        a, rec = await started(hs, {}, joined(DM, msg_event("$1", "a", ts=10),
                                                msg_event("$2", "b", ts=20),
                                                msg_event("$3", "c", ts=30)),
                                 joined(DM, ephemeral={"events": [receipt]}),
@@ -335,7 +328,7 @@ def test_a_direct_invite_is_joined_recorded_in_m_direct_and_a_chat_with_its_invi
         invite = {"rooms": {"invite": {room: {"invite_state": {"events": [member]}}}},
                   "account_data": {"events": [{"type": "m.direct",
                                                "content": {"@carol:hs.test": ["!c:hs.test"]}}]}}
-        a, rec = await _started(hs, invite, joined(room, msg_event("$1", "hi", ts=10)))
+        a, rec = await started(hs, invite, joined(room, msg_event("$1", "hi", ts=10)))
         await hs.asked_sync(3)
         assert hs.body(hs.calls("PUT", r"m\.direct")[0]) == {"@carol:hs.test": ["!c:hs.test"],
                                                             BOB: [room]}
@@ -343,4 +336,30 @@ def test_a_direct_invite_is_joined_recorded_in_m_direct_and_a_chat_with_its_invi
         assert (got.conv_id, got.chat_type) == ("bob", ChatType.CHAT)
         assert not hs.calls("GET", r"/state/")  # m.direct said what the room is
         await a.close()
+    run(main())
+
+
+def test_a_batch_the_app_failed_to_store_is_asked_again_after_a_restart():
+    """The position is kept only for a batch the handler took: when storing it raised (a full
+    disk, say), the next run starts before it again instead of skipping it for good."""
+    class Failing(Recorder):
+        def on_messages(self, messages):  # type: ignore[no-untyped-def]
+            if any(m.msg_id == "$2" for m in messages):
+                raise OSError("database or disk is full")
+            self.calls.append(("on_messages", (messages,)))
+
+    async def main() -> None:
+        hs = Homeserver()
+        kept: dict[str, dict] = {}
+        first = await adapter(hs)
+        first.keep_state(lambda name: kept.get(name, {}), kept.__setitem__)
+        dm_rooms(hs)
+        hs.sync(joined(DM, msg_event("$1", "kept", ts=10)))
+        hs.sync({**joined(DM, msg_event("$2", "lost to a full disk", ts=20)),
+                 "next_batch": "s2"})
+        rec = Failing()
+        first.attach(rec)
+        await hs.asked_sync(3)
+        await first.close()
+        assert next(iter(kept.values()))["since"] == "s1"  # not s2: $2 was never stored
     run(main())

@@ -540,6 +540,22 @@ def test_recall_blanks_the_body_and_keeps_the_ids(store: MessageStore):
     assert got.timestamp == 100
 
 
+def test_a_recall_by_a_moderator_names_who_did(store: MessageStore):
+    from imstore.lifecycle import RECALLED_BY
+
+    spam, own = store.insert_message(recv("spam")), store.insert_message(recv("mine"))
+    spam.ext = {"k": "v"}
+    store.update_message(spam)
+    done = store.apply_recall([spam.msg_id, own.msg_id], 500,
+                              recalled_by={spam.msg_id: "mod", "unknown": "mod"})
+    assert [m.ext for m in done] == [{"k": "v", RECALLED_BY: "mod"}, {}]
+    assert store.get_message(spam.msg_id).ext == {"k": "v", RECALLED_BY: "mod"}
+    for bad in ({spam.msg_id: 5}, ["mod"], {"": "mod"}):
+        with pytest.raises(IMError) as err:
+            store.apply_recall([own.msg_id], 600, recalled_by=bad)
+        assert err.value.code == ErrorCode.INVALID_PARAM
+
+
 @pytest.mark.parametrize("mtype", [t for t in MessageType if t != MessageType.CMD])
 def test_blank_bodies_are_valid_only_on_recall_notices(store: MessageStore, mtype: MessageType):
     notice = Message.of(mtype, "alice", blank_body(mtype), sender="bob", recalled_at=5)
@@ -668,3 +684,13 @@ def test_flush_index_applies_pending_work(disk_store: MessageStore):
     disk_store.insert_message(recv("queued"))
     assert disk_store.flush_index() == 1
     assert disk_store.stats()["search_pending"] == 0
+
+
+@pytest.mark.parametrize("how", ["merge_received", "merge_history"])
+def test_a_merge_leaves_out_a_one_to_one_message_between_two_other_people(store, how):
+    """What the server sends is held to the store's owner rule as inserts and imports are."""
+    ours = Message.text("alice", "for alice", sender="bob", msg_id="s1", timestamp=10**12)
+    stray = Message.text("dave", "not for alice", sender="carol", msg_id="s2", timestamp=10**12)
+    result = getattr(store, how)([ours, stray])
+    assert [m.msg_id for m in result.new] == ["s1"]
+    assert store.get_message("s2") is None and store.conversation("dave") is None

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -15,8 +15,11 @@ import imstore
 from imstore import (
     ChatClient,
     ChatType,
+    Conversation,
+    CursorResult,
     Direction,
     ErrorCode,
+    FetchOptions,
     IMError,
     Message,
     MessageListener,
@@ -220,16 +223,27 @@ def test_the_newest_page_is_contiguous_up_to_the_live_edge(store: MessageStore):
 
 
 def test_live_messages_open_a_stretch_up_to_the_live_edge(store: MessageStore):
+    # after the oldest's time: others may share it and lie before it
     store.save_received([server_msg(5), server_msg(3)])
-    assert store.stretches("bob") == [Span("bob", T0 + 3, None)]
+    assert store.stretches("bob") == [Span("bob", T0 + 4, None)]
     store.save_received([server_msg(8)])
-    assert store.stretches("bob") == [Span("bob", T0 + 3, None)]
+    assert store.stretches("bob") == [Span("bob", T0 + 4, None)]
 
 
 def test_the_conversation_list_last_message_opens_a_live_stretch(store: MessageStore):
     last = server_msg(45, is_read=False)
-    store.save_history([last], span=Span("bob", last.server_time, None))
-    assert [g.before_time for g in store.gaps("bob")] == [T0 + 45]
+    store.save_history([last], span=Span.after("bob", last.timestamp))
+    assert [g.before_time for g in store.gaps("bob")] == [T0 + 46]
+    assert store.gaps("bob")[0].newer_msg_id is None  # its time is still to be fetched
+
+
+def test_forgetting_the_live_edge_reopens_the_newest_time(store: MessageStore):
+    store.save_history([server_msg(i) for i in range(5)], span=Span("bob", None, None))
+    store.forget_live_edge("bob")
+    assert store.stretches("bob") == [Span("bob", None, T0 + 3)]
+    store.save_history([server_msg(9)], span=Span.after("carol", T0))  # another conversation
+    store.forget_live_edge("carol")  # a stretch holding no server message goes
+    assert store.stretches("carol") == [] and store.stretches("bob") == [Span("bob", None, T0 + 3)]
 
 
 def test_stretches_that_touch_merge_and_keep_their_outer_cursors(store: MessageStore):
@@ -267,27 +281,49 @@ def at(x: int | None) -> int | None:
 
 
 @pytest.mark.parametrize(("direction", "cursor", "first", "start", "end", "span"), [
-    # UP from the newest: up to the live edge
-    (Direction.UP, "c", True, None, None, (10, None, "c", None)),
+    # UP from the newest: up to the live edge, not the time at the cut (more may share it)
+    (Direction.UP, "c", True, None, None, (11, None, "c", None)),
     (Direction.UP, None, True, None, None, (None, None, None, None)),
     # UP in a window: to its top; with nothing more, from its bottom
-    (Direction.UP, "c", True, 0, 25, (10, 25, "c", None)),
+    (Direction.UP, "c", True, 0, 25, (11, 25, "c", None)),
     (Direction.UP, None, True, 5, 25, (5, 25, None, None)),
     (Direction.UP, None, True, None, 25, (None, 25, None, None)),
-    # UP with a cursor from elsewhere: only what the page holds
-    (Direction.UP, "c", False, None, None, (10, 19, "c", None)),
+    # UP with a cursor from elsewhere: inside what the page holds, both edges' times unknown
+    (Direction.UP, "c", False, None, None, (11, 18, "c", None)),
+    (Direction.UP, None, False, None, None, (None, 18, None, None)),
+    (Direction.UP, "c", False, None, 19, (11, 19, "c", None)),  # the caller vouches for 19
     # DOWN from the oldest, and in a window
-    (Direction.DOWN, "n", True, None, None, (None, 19, None, "n")),
-    (Direction.DOWN, "n", True, None, 30, (None, 19, None, "n")),
+    (Direction.DOWN, "n", True, None, None, (None, 18, None, "n")),
+    (Direction.DOWN, "n", True, None, 30, (None, 18, None, "n")),
     (Direction.DOWN, None, True, 5, None, (5, None, None, None)),
     (Direction.DOWN, None, True, 5, 30, (5, 30, None, None)),
-    (Direction.DOWN, "n", False, None, None, (10, 19, None, "n")),
+    (Direction.DOWN, "n", False, None, None, (11, 18, None, "n")),
+    (Direction.DOWN, None, False, None, None, (11, None, None, None)),
+    (Direction.DOWN, "n", False, 10, None, (10, 18, None, "n")),  # the caller vouches for 10
 ])
 def test_the_span_of_a_page(direction, cursor, first, start, end, span):
     page = [server_msg(i) for i in range(10, 20)]
     got = Span.of_page("bob", page, direction=direction, cursor=cursor, first=first,
                        start_time=at(start), end_time=at(end))
     assert got == Span("bob", at(span[0]), at(span[1]), span[2], span[3])
+
+
+@pytest.mark.parametrize("direction", [Direction.UP, Direction.DOWN])
+def test_a_page_cut_inside_a_tie_proves_nothing_at_that_time(direction):
+    # two messages share each time: T0+10 at the page's oldest edge, T0+13 at its newest
+    page = [server_msg(i, t=T0 + 10 + i // 2) for i in range(8)]
+    got = Span.of_page("bob", page, direction=direction, cursor="c", first=True)
+    if direction == Direction.UP:  # cut at its oldest time: the span starts after it
+        assert got == Span("bob", T0 + 11, None, older_cursor="c")
+    else:  # cut at its newest time: the span ends before it
+        assert got == Span("bob", None, T0 + 12, newer_cursor="c")
+    assert not got.holds(T0 + 10 if direction == Direction.UP else T0 + 13)
+    # every message of the page at one time, more to come: nothing proved either way
+    tie = [server_msg(i, t=T0) for i in range(5)]
+    assert Span.of_page("bob", tie, direction=direction, cursor="c", first=False,
+                        start_time=T0, end_time=T0) is None
+    assert Span.of_page("bob", tie, direction=direction, cursor=None, first=False,
+                        start_time=T0, end_time=T0) == Span("bob", T0, T0)
 
 
 def test_an_empty_page_with_more_to_come_proves_nothing():
@@ -399,6 +435,145 @@ def test_filling_gaps_brings_back_nothing_deleted_here(store: MessageStore):
     store.delete_messages("bob", start_time=T0, end_time=T0 + 1)
     expected = [m.msg_id for m in server.history if m.msg_id not in ("S0040", "S0000", "S0001")]
     assert load_all(store, server, Direction.UP) == expected
+
+
+# ------------------------------------------------------------------------- tied timestamps
+
+
+class TiedServer:
+    """A read-only `SyncAdapter` for bob's chat with alice whose messages share server times as
+    ``times`` says (non-decreasing, in the server's order). It pages in that order with opaque
+    cursors and applies the time bounds inclusively; it counts its fetches."""
+
+    def __init__(self, times: list[int]) -> None:
+        self.history = [server_msg(i, t=T0 + t, is_read=True) for i, t in enumerate(times)]
+        self.fetches = 0
+
+    async def fetch_conversations(self, cursor, limit):
+        last = self.history[-1]
+        return CursorResult([Conversation("bob", ChatType.CHAT, 0, last, last.timestamp)], None)
+
+    async def fetch_history(self, conv_id, chat_type, cursor, limit, options: FetchOptions):
+        self.fetches += 1
+        order = list(range(len(self.history)))
+        if options.direction != Direction.DOWN:
+            order.reverse()
+        if cursor is not None:
+            order = order[order.index(int(cursor)) + 1:]
+        picked = [i for i in order if (options.start_time is None
+                                       or self.history[i].timestamp >= options.start_time)
+                  and (options.end_time is None or self.history[i].timestamp <= options.end_time)]
+        page = picked[:limit]
+        return CursorResult([self.history[i] for i in sorted(page)],
+                            str(page[-1]) if len(picked) > limit else None)
+
+    async def remove_messages(self, *args):
+        raise IMError(ErrorCode.SERVICE_NOT_ENABLED, "read-only")
+
+    async def delete_conversation(self, *args):
+        raise IMError(ErrorCode.SERVICE_NOT_ENABLED, "read-only")
+
+
+async def read_all(client: ChatClient, limit: int, direction: Direction) -> list[str]:
+    """Every message `load_messages` gives, page after page in ``direction``."""
+    seen: list[str] = []
+    start = None
+    for _ in range(200):
+        page = await client.load_messages("bob", ChatType.CHAT, start_msg_id=start, limit=limit,
+                                          direction=direction)
+        assert page.complete
+        if not page:
+            return seen
+        if direction == Direction.UP:
+            seen, start = ids(page) + seen, page[0].msg_id
+        else:
+            seen, start = seen + ids(page), page[-1].msg_id
+    raise AssertionError("load_messages never reached the end")
+
+
+def read_tied(times: list[int], limit: int, direction: Direction, listed: bool) -> TiedServer:
+    """Read a whole `TiedServer` conversation through a client without live delivery (after
+    the conversation list when ``listed``); it must come back whole, once, in the server's
+    order (but for the tie of the list's last message, stored before the rest of its tie)."""
+    server = TiedServer(times)
+
+    async def main():
+        with imstore.open(":memory:", user_id="alice", search=False) as store:
+            client = ChatClient(store, server)
+            if listed:
+                await client.fetch_conversations_from_server()
+            got = await read_all(client, limit, direction)
+            if listed:  # the list's last message came first: its tie keeps arrival order
+                tied = {m.msg_id for m in server.history if m.timestamp == T0 + times[-1]}
+                assert sorted(got) == ids(server.history)
+                assert [i for i in got if i not in tied] == [
+                    i for i in ids(server.history) if i not in tied]
+            else:
+                assert got == ids(server.history)
+            assert store.gaps("bob") == []
+            fetched = server.fetches
+            if direction == Direction.DOWN:  # the whole conversation is known: no more fetches
+                assert await read_all(client, limit, direction) == got
+                assert server.fetches == fetched
+    run(main())
+    return server
+
+
+@pytest.mark.parametrize("direction", [Direction.UP, Direction.DOWN])
+@pytest.mark.parametrize("listed", [False, True], ids=["fresh", "listed"])
+def test_a_tie_larger_than_a_page_comes_back_whole_in_order(direction, listed):
+    # 5 messages, then 45 at one time (more than a fill's page of 20), then 5
+    times = [0, 1, 2, 3, 4] + [5] * 45 + [6, 7, 8, 9, 10]
+    read_tied(times, 20, direction, listed)
+
+
+@pytest.mark.parametrize("direction", [Direction.UP, Direction.DOWN])
+def test_ties_at_the_edges_of_every_page_come_back_whole_in_order(direction):
+    # pages of 20 cut at a time two messages share, at both ends of the conversation too
+    times = [i // 2 for i in range(60)]
+    read_tied(times, 7, direction, listed=False)
+
+
+def test_a_client_without_live_delivery_fetches_the_newest_page_again():
+    server = TiedServer([0, 1, 2])
+
+    async def main():
+        with imstore.open(":memory:", user_id="alice", search=False) as store:
+            client = ChatClient(store, server)
+            assert ids(await client.load_messages("bob", ChatType.CHAT)) == ids(server.history)
+            late = server_msg(3, t=T0 + 2, is_read=True)  # arrives with the newest's time
+            server.history.append(late)
+            page = await client.load_messages("bob", ChatType.CHAT)
+            assert ids(page) == ids(server.history) and server.fetches == 2
+    run(main())
+
+
+def test_a_moderators_recall_learned_from_history_names_who_did():
+    from imstore.kinds import blank_body
+    from imstore.lifecycle import RECALLED_BY
+
+    server = TiedServer([0, 1])
+
+    async def main():
+        with imstore.open(":memory:", user_id="alice", search=False) as store:
+            client = ChatClient(store, server)
+            await client.fetch_history_messages("bob", ChatType.CHAT)
+            spam = server.history[0]
+            spam.body, spam.recalled_at, spam.ext = blank_body(spam.type), T0 + 5, {
+                RECALLED_BY: "mod"}
+            await client.fetch_history_messages("bob", ChatType.CHAT)
+            got = store.get_message(spam.msg_id)
+            assert got.recalled_at == T0 + 5 and got.ext == {RECALLED_BY: "mod"}
+    run(main())
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=1, max_size=70),
+       limit=st.integers(1, 25), direction=st.sampled_from([Direction.UP, Direction.DOWN]),
+       listed=st.booleans())
+def test_any_ties_come_back_whole_in_order(steps, limit, direction, listed):
+    times = [sum(steps[:i + 1]) for i in range(len(steps))]
+    read_tied(times, limit, direction, listed)
 
 
 # --------------------------------------------------------------------------- keyset paging

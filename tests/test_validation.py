@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import imstore
-from imstore import ErrorCode, GroupReadAck, IMError, Message, MessageStore, MessageType
+from imstore import ChatType, ErrorCode, GroupReadAck, IMError, Message, MessageStore, MessageType
 from imstore.message import FileBody, TextBody
 
 
@@ -452,3 +452,24 @@ def test_the_size_error_says_how_much_text_fits_and_that_is_exact(store: Message
     store.insert_message(Message.text("alice", "x" * fits, sender="bob", ext=ext))
     with pytest.raises(IMError):
         store.insert_message(Message.text("alice", "x" * (fits + 1), sender="bob", ext=ext))
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.save_conversation("bob", ChatType.CHAT, last_activity=-5),
+    lambda s: s.add_group_acks([GroupReadAck("m1", "g", "bob", -5)]),
+], ids=["a conversation's activity", "a group ack's time"])
+def test_a_time_a_record_carries_is_not_a_filter(store, call):
+    """Stamps are 0..2^53 (lifecycle.MAX_TIME); only filters take any int64."""
+    with pytest.raises(IMError) as err:
+        call(store)
+    assert err.value.code == ErrorCode.INVALID_PARAM
+
+
+@pytest.mark.parametrize("path", ["a\x00b.txt", "x\udc80.txt"], ids=["NUL", "lone surrogate"])
+def test_a_factory_and_an_importer_refuse_a_path_no_file_system_takes(path):
+    """One path rule (codec.check_path) for open, the factories and the importers."""
+    from imstore import importers
+    for call in (lambda: Message.file("bob", path), lambda: importers.find_exports(path)):
+        with pytest.raises(IMError) as err:
+            call()
+        assert err.value.code == ErrorCode.INVALID_PARAM

@@ -24,11 +24,18 @@ Rules every adapter keeps:
   ``message.msg_id`` on the first try and on every retry; the server de-duplicates by (sender,
   that id), answers a retry with the first result, and carries the id back as ``local_id`` on the
   sender's own messages in history.
+- **Rich messages** (`_rich`): reactions, message pins and each user's conversation pins and
+  marks are optional transport methods like the others; what the server says about them arrives
+  through optional handler methods (`TransportHandler.on_reactions`, ``on_message_pins``,
+  ``on_conversation_states``: a transport calls them only on handlers that have them) and
+  beside a history page (`HistoryPage`). A change is attributed to the connection's user: a
+  server never takes one user's reaction, pin or mark as another's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol, runtime_checkable
@@ -43,12 +50,18 @@ from ..message import (
     GroupReadAck,
     Message,
 )
+from ._rich import ConversationState, HistoryPage, PinEvent, ReactionEvent
 
 __all__ = [
     "MAX_PAGE",
     "MAX_REMOVE_IDS",
+    "OPTIONAL_HANDLER_METHODS",
     "RECALL_WINDOW_MS",
     "ConnectionState",
+    "ConversationState",
+    "HistoryPage",
+    "PinEvent",
+    "ReactionEvent",
     "RemoteFile",
     "SendResult",
     "SyncAdapter",
@@ -57,6 +70,7 @@ __all__ = [
     "check_page_size",
     "check_remove_args",
     "is_transport",
+    "takes_recalled_by",
     "transport_method",
 ]
 
@@ -87,6 +101,10 @@ def check_page_size(limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT,
                       f"page size must be 1 to {MAX_PAGE}, not {limit!r}")
+
+
+OPTIONAL_HANDLER_METHODS = frozenset({"on_reactions", "on_message_pins", "on_conversation_states"})
+"""`TransportHandler` methods a handler may lack: a transport calls them only when it has them."""
 
 
 ProgressFn = Callable[[int, int], None]
@@ -169,8 +187,13 @@ class TransportHandler(Protocol):
         SUCCESS sent message already sent). Transports that know no position may omit it."""
         ...
 
-    def on_messages_recalled(self, msg_ids: list[str]) -> None:
-        """These messages (server ids) were recalled by their sender: they become recall notices."""
+    def on_messages_recalled(self, msg_ids: list[str],
+                             recalled_by: Mapping[str, str] | None = None) -> None:
+        """These messages (server ids) were recalled: they become recall notices.
+        ``recalled_by`` maps those recalled by someone other than their sender (a moderator)
+        to who did. Handlers written before it take only ``msg_ids``: a transport passes
+        ``recalled_by`` only when it names someone and `takes_recalled_by` says the handler
+        takes it."""
         ...
 
     def on_messages_edited(self, messages: list[Message]) -> None:
@@ -184,6 +207,23 @@ class TransportHandler(Protocol):
 
     def on_connection_state_changed(self, state: ConnectionState) -> None:
         """The connection changed state; call it on every change."""
+        ...
+
+    # Optional (`OPTIONAL_HANDLER_METHODS`): a handler written before rich messages lacks
+    # these; a transport calls them only when the handler has them.
+
+    def on_reactions(self, events: list[ReactionEvent]) -> None:
+        """Reactions were added or removed (by any member, this user's other devices included),
+        in the order they happened."""
+        ...
+
+    def on_message_pins(self, events: list[PinEvent]) -> None:
+        """Messages were pinned or unpinned in their conversations (by any member)."""
+        ...
+
+    def on_conversation_states(self, states: list[ConversationState]) -> None:
+        """This user's pin or marks of conversations changed on another of its devices: each is
+        the conversation's whole state now (the newest last)."""
         ...
 
 
@@ -261,6 +301,50 @@ class Transport(Protocol):
         """Replace the content of one of this user's sent TEXT or CUSTOM messages (by its server
         ``msg_id``) for every member; returns the server time of the edit (``edited_at``)."""
         ...
+
+    async def send_reaction(self, message: Message, key: str) -> str:
+        """React with ``key`` to a message (by its server ``msg_id``) as this user; returns the
+        server's id of the reaction (the first one's when the user had reacted so already).
+        Every member hears `ReactionEvent` (this user's other devices too)."""
+        ...
+
+    async def remove_reaction(self, message: Message, reaction_id: str) -> None:
+        """Take back this user's reaction ``reaction_id`` to ``message``. Someone else's reaction
+        is `IMError(INVALID_PARAM)` and changes nothing; one already taken back is not an
+        error."""
+        ...
+
+    async def pin_message(self, message: Message, pinned: bool) -> int:
+        """Pin (or unpin) a message in its conversation for every member; returns the server
+        time of the change (of the first pin when it was pinned already)."""
+        ...
+
+    async def pin_conversation(self, conv_id: str, chat_type: ChatType, pinned: bool
+                               ) -> int | None:
+        """Pin (or unpin) a conversation for this user, on all its devices; returns when it is
+        pinned (ms; None: unpinned)."""
+        ...
+
+    async def set_conversation_marks(self, conv_id: str, chat_type: ChatType,
+                                     add: Sequence[str], remove: Sequence[str]
+                                     ) -> frozenset[str]:
+        """Add and remove marks of a conversation for this user, on all its devices; returns the
+        conversation's marks after."""
+        ...
+
+
+def takes_recalled_by(handler: object) -> bool:
+    """Whether ``handler.on_messages_recalled`` takes a second argument (``recalled_by``)."""
+    fn = getattr(handler, "on_messages_recalled", None)
+    if not callable(fn):
+        return False
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params) or sum(
+        p.kind in positional for p in params) >= 2
 
 
 def is_transport(obj: object) -> bool:

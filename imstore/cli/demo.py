@@ -25,6 +25,7 @@ from ..message import (
     Message,
     MessageStatus,
     MessageType,
+    Reaction,
     SearchScope,
     TextBody,
 )
@@ -81,6 +82,12 @@ class _Printer(MessageListener):
     def on_group_message_read(self, acks: list[GroupReadAck]) -> None:
         for a in acks:
             self._count(f"group receipt from {a.reader}")
+
+    def on_reactions_changed(self, msg_id: str, reactions: list[Reaction]) -> None:
+        self._count("reactions now " + " ".join(f"{r.key}x{r.count}" for r in reactions))
+
+    def on_pinned_messages_changed(self, conv_id: str, messages: list[Message]) -> None:
+        self._count(f"{len(messages)} pinned in {conv_id}")
 
     def flush(self) -> str:
         """What was heard since the last flush, as one phrase ("" for nothing)."""
@@ -277,7 +284,23 @@ async def _demo(root: str, say: Callable[[str], None], check: _Check) -> None:
     resent = await pending
     check(resent.status == MessageStatus.SUCCESS, "a send waited through a reconnection, then went out")
 
-    say("8. consistency")
+    say("8. rich messages in the team group (bob on his new phone): reply, thread, reaction, pin")
+    grp = ChatType.GROUP_CHAT
+    q = await ca.send_message(Message.text("team", "Lunch on Friday?", chat_type=grp))
+    await settle()
+    await cf.send_message(Message.text("team", "Yes!", formatted="<b>Yes!</b>", reply_to=q.msg_id,
+                                       chat_type=grp))
+    await cf.send_message(Message.text("team", "Which place?", thread_id=q.msg_id, chat_type=grp))
+    await cf.add_reaction(q.msg_id, "👍")
+    await ca.pin_message(q.msg_id)
+    await settle()
+    check(all(s.messages("team")[-1].reply_to == q.msg_id
+              and [m.body.text for m in s.thread_messages(q.msg_id)] == ["Which place?"]  # type: ignore[union-attr]
+              and [(r.key, r.count) for r in s.reactions(q.msg_id)] == [("👍", 1)]
+              and [m.msg_id for m in s.pinned_messages("team")] == [q.msg_id] for s in (alice, fresh)),
+          "alice and bob see the reply, the thread reply in its thread only, one 👍, the pin")
+
+    say("9. consistency")
     for name, s in stores.items():
         report = s.verify()
         check(report.ok, f"{name}: verify() found nothing to repair")

@@ -8,6 +8,9 @@ Rules kept here:
 - what a received message downloads by itself is its kind's ``auto_download`` (`kinds.KINDS`),
   never a rule of the client's own; the thumbnail only for kinds that have one;
 - a file lands in ``download_dir/<conversation>/``, with a name that cannot leave it;
+- a file keeps the extension of its display name; a thumbnail is named after what it holds,
+  sniffed from its first bytes once downloaded (`image_suffix`: PNG, JPEG, GIF, WebP; no
+  extension when none of them), never after the file it shows (a video's ``.mp4``);
 - a store in memory gets a temporary download folder only when a download needs one; it is
   removed when the client closes (or is collected).
 """
@@ -32,7 +35,7 @@ from ..store import MessageStore
 from ._gate import ConnectionGate
 from ._settings import Settings
 
-__all__ = ["TARGETS", "Attachments", "Target", "safe_file_name"]
+__all__ = ["TARGETS", "Attachments", "Target", "image_suffix", "safe_file_name"]
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 
@@ -42,6 +45,17 @@ def safe_file_name(name: str, fallback: str = "file") -> str:
     base = name.replace("\\", "/").split("/")[-1]
     base = _UNSAFE.sub("_", base).strip().lstrip(".")
     return base[:120] or fallback
+
+
+_IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF87a", ".gif"),
+                (b"GIF89a", ".gif"))
+
+
+def image_suffix(head: bytes) -> str:
+    """The extension of the image format ``head`` (a file's first 12 bytes) starts, or ""."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return ".webp"
+    return next((ext for magic, ext in _IMAGE_MAGIC if head.startswith(magic)), "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +70,15 @@ class Target:
     fallback: str  # the file's name when the body has no display name
     missing: str  # the error when the body has none to download
     sized: bool  # the body's size becomes the downloaded file's
+    sniffed: bool  # named after the image format it holds, not the display name's extension
 
 
 TARGETS: dict[AutoDownload, Target] = {
     AutoDownload.FILE: Target(FileBody, "remote_url", "local_path", "download_status", "", "file",
-                              "this message has no file to download", sized=True),
+                              "this message has no file to download", sized=True, sniffed=False),
     AutoDownload.THUMBNAIL: Target(ThumbnailedBody, "thumbnail_url", "thumbnail_path",
                                    "thumbnail_status", "thumb_", "thumb",
-                                   "this message has no thumbnail", sized=False),
+                                   "this message has no thumbnail", sized=False, sniffed=True),
 }
 
 
@@ -126,7 +141,10 @@ class Attachments:
         if not isinstance(body, target.body) or not getattr(body, target.url):
             raise IMError(ErrorCode.MESSAGE_INVALID, target.missing)
         url: str = getattr(body, target.url)
-        dest = self._dest(msg, body.display_name or target.fallback, target.prefix)
+        name = body.display_name or target.fallback
+        if target.sniffed:
+            name = os.path.splitext(safe_file_name(name))[0] or target.fallback
+        dest = self._dest(msg, name, target.prefix)
         self._set(msg, target, DownloadEvent.START)
         download: Callable[..., Awaitable[Any]] = self._gate.method("download")
 
@@ -141,10 +159,22 @@ class Attachments:
         except IMError as exc:
             self._set(msg, target, DownloadEvent.FAIL)
             raise IMError(ErrorCode.FILE_DOWNLOAD_FAILED, exc.description) from exc
+        if target.sniffed:
+            dest = self._named_by_content(dest)
         setattr(body, target.path, dest)
         if target.sized:
             body.size = os.path.getsize(dest)
         return self._set(msg, target, DownloadEvent.DONE)
+
+    @staticmethod
+    def _named_by_content(path: str) -> str:
+        """``path`` renamed with the extension of the image it holds (as it is, if none)."""
+        with open(path, "rb") as f:
+            suffix = image_suffix(f.read(12))
+        if not suffix:
+            return path
+        os.replace(path, path + suffix)
+        return path + suffix
 
     def _set(self, msg: Message, target: Target, event: DownloadEvent) -> Message:
         status: DownloadStatus = getattr(msg.body, target.status)

@@ -9,20 +9,24 @@ Rules kept here:
   `check_enum`, `check_direction`, `check_types`, `check_path`); which of one's messages may be
   sent the lifecycle's (`is_mine`); settings the client's `Settings`; the rest — callbacks,
   listeners, what the transport hands over — is kept here;
-- what the transport hands the client (messages, receipts, acks, states) is checked like what an
-  application passes: a transport's bug is refused whole, not half applied.
+- what the transport hands the client (messages, receipts, acks, states, reactions, pins) is
+  checked like what an application passes: a transport's bug is refused whole, not half
+  applied (a value of the right type that the store refuses, such as a reaction with an empty
+  key, is the client's `Rich` part's to skip).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from ..adapters import ConnectionState, SyncAdapter
 from ..codec import (
+    check_chat_type,
     check_direction,
     check_enum,
+    check_flag,
     check_id,
     check_ids,
     check_path,
@@ -32,19 +36,20 @@ from ..codec import (
     invalid,
 )
 from ..lifecycle import is_mine
-from ..message import ChatType, FetchOptions, GroupReadAck, Message
+from ..message import FetchOptions, GroupReadAck, Message
 from ..store import MessageStore
 from ._listeners import MessageListener
 
 __all__ = [
     "check_acks",
     "check_adapter",
-    "check_bool",
     "check_callback",
     "check_chat_type",
     "check_cursor",
     "check_direction",
     "check_download_dir",
+    "check_events",
+    "check_flag",
     "check_id",
     "check_ids",
     "check_listener",
@@ -56,6 +61,8 @@ __all__ = [
     "check_store",
     "check_time",
 ]
+
+T = TypeVar("T")
 
 # What an adapter must have: the methods of the `SyncAdapter` protocol.
 _ADAPTER_METHODS = ("fetch_conversations", "fetch_history", "remove_messages",
@@ -86,12 +93,6 @@ def check_download_dir(path: Any) -> str | None:
     return text
 
 
-def check_bool(value: Any, field: str) -> bool:
-    if type(value) is not bool:
-        raise invalid(field, "True or False", value)
-    return value
-
-
 def check_callback(fn: Any, field: str = "progress") -> None:
     """None, or something to call."""
     if fn is not None and not callable(fn):
@@ -111,11 +112,6 @@ def check_cursor(cursor: Any) -> str | None:
     return cursor
 
 
-def check_chat_type(value: Any) -> ChatType:
-    chat_type: ChatType = check_enum(ChatType, value, "chat_type")
-    return chat_type
-
-
 def check_options(options: Any) -> FetchOptions | None:
     """None, or `FetchOptions` whose every field has its type."""
     if options is None:
@@ -128,7 +124,7 @@ def check_options(options: Any) -> FetchOptions | None:
         if getattr(options, name) is not None:
             check_time(getattr(options, name), f"options.{name}")
     check_optional_id(options.sender, "options.sender")
-    check_bool(options.save, "options.save")
+    check_flag(options.save, "options.save")
     return options
 
 
@@ -159,6 +155,12 @@ def check_messages(messages: Any, field: str = "messages") -> list[Message]:
 
 def check_acks(acks: Any) -> list[GroupReadAck]:
     return _items(acks, "acks", GroupReadAck, "GroupReadAck objects")
+
+
+def check_events(events: Any, cls: type[T], field: str = "events") -> list[T]:
+    """A list of the rich-message values a transport hands over (`ReactionEvent`, `PinEvent`,
+    `ConversationState`)."""
+    return _items(events, field, cls, f"{cls.__name__} objects")
 
 
 def check_state(state: Any) -> ConnectionState:

@@ -6,24 +6,29 @@ Rules kept here:
   `wait_idle`), `ConnectionGate` (what a network step does in each connection state: its table),
   `Sender` (sends, their per-conversation queue, uploads, recall and edit), `Inbound` (what the
   transport brings: the client is its `TransportHandler`), `OutgoingReceipts` (read receipts),
-  `Attachments` (downloads, driven by `kinds`), `History` (server history and gaps);
+  `Attachments` (downloads, driven by `kinds`), `History` (server history and gaps), `Rich`
+  (reactions, message pins, the user's conversation pins and marks);
 - the client talks to servers only through the adapters and to the database only through
   `MessageStore`; the message lifecycle's rules are `imstore.lifecycle`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from ..adapters import (
     ConnectionState,
+    ConversationState,
+    PinEvent,
     ProgressFn,
+    ReactionEvent,
     SyncAdapter,
     Transport,
     check_remove_args,
     is_transport,
 )
+from ..codec import check_recalled_by
 from ..errors import ErrorCode, IMError
 from ..kinds import AutoDownload
 from ..lifecycle import PENDING_RECEIPT_TTL_MS, ReceiptKind
@@ -31,22 +36,25 @@ from ..message import (
     Body,
     ChatType,
     Conversation,
+    ConversationMark,
     CursorResult,
     Direction,
     FetchOptions,
     GroupReadAck,
     Message,
+    Reaction,
 )
 from ..store import Changes, MessageStore
 from ._attachments import TARGETS, Attachments
 from ._checks import (
     check_acks,
     check_adapter,
-    check_bool,
     check_callback,
     check_chat_type,
     check_cursor,
     check_download_dir,
+    check_events,
+    check_flag,
     check_id,
     check_ids,
     check_listener,
@@ -63,6 +71,7 @@ from ._history import History, MessagePage
 from ._inbound import Inbound
 from ._listeners import Listeners, MessageListener
 from ._receipts import OutgoingReceipts
+from ._rich import Rich
 from ._sending import Sender
 from ._settings import Settings
 from ._units import Units
@@ -150,7 +159,8 @@ class ChatClient:
         self._inbound = Inbound(store, self._gate, self._units, self._listeners, self._settings,
                                 self._attachments, live)
         self._receipts = OutgoingReceipts(store, self._gate, self._settings)
-        self._history = History(store, adapter, self._listeners, self._inbound, live)
+        self._rich = Rich(store, self._gate, self._listeners, self._settings)
+        self._history = History(store, adapter, self._listeners, self._inbound, self._rich, live)
         # an adapter that keeps state between runs (a sync position) keeps it in the store
         keep = getattr(transport if transport is not None else adapter, "keep_state", None)
         if callable(keep):
@@ -263,8 +273,9 @@ class ChatClient:
     def on_group_read_acks(self, acks: list[GroupReadAck]) -> None:
         self._inbound.group_read_acks(check_acks(acks))
 
-    def on_messages_recalled(self, msg_ids: list[str]) -> None:
-        self._inbound.recalled(check_ids(msg_ids, "msg_ids"))
+    def on_messages_recalled(self, msg_ids: list[str],
+                             recalled_by: Mapping[str, str] | None = None) -> None:
+        self._inbound.recalled(check_ids(msg_ids, "msg_ids"), check_recalled_by(recalled_by))
 
     def on_messages_edited(self, messages: list[Message]) -> None:
         self._inbound.edited(check_messages(messages))
@@ -272,10 +283,62 @@ class ChatClient:
     def on_connection_state_changed(self, state: ConnectionState) -> None:
         self._inbound.connection_changed(check_state(state))
 
+    def on_reactions(self, events: list[ReactionEvent]) -> None:
+        self._rich.reactions(check_events(events, ReactionEvent))
+
+    def on_message_pins(self, events: list[PinEvent]) -> None:
+        self._rich.pins(check_events(events, PinEvent))
+
+    def on_conversation_states(self, states: list[ConversationState]) -> None:
+        self._rich.conversation_states(check_events(states, ConversationState, "states"))
+
     def prune_pending_receipts(self, older_than_ms: int = PENDING_RECEIPT_TTL_MS) -> None:
         """Forget receipts (group ones included) kept for messages that never arrived, once
         they are older than ``older_than_ms``. Runs at every reconnection."""
         self._inbound.prune(older_than_ms)
+
+    # ------------------------------------------------------------------------ rich messages
+
+    async def add_reaction(self, msg_id: str, key: str) -> list[Reaction]:
+        """React with ``key`` (an emoji, or any short text) to a message the server has, for
+        every member; returns the message's reactions after (`MessageStore.reactions`).
+        Listeners hear `on_reactions_changed` when they changed. SERVICE_NOT_ENABLED when the
+        transport has no ``send_reaction``."""
+        check_id(msg_id, "msg_id")
+        check_id(key, "key")
+        return await self._rich.add_reaction(msg_id, key)
+
+    async def remove_reaction(self, msg_id: str, key: str) -> list[Reaction]:
+        """Take back your reaction ``key`` to a message, for every member; returns the
+        message's reactions after (unchanged when you had none with that key)."""
+        check_id(msg_id, "msg_id")
+        check_id(key, "key")
+        return await self._rich.remove_reaction(msg_id, key)
+
+    async def pin_message(self, msg_id: str, pinned: bool = True) -> bool:
+        """Pin (or unpin) a message the server has in its conversation, for every member
+        (`MessageStore.pinned_messages`); returns whether that changed anything here."""
+        check_id(msg_id, "msg_id")
+        return await self._rich.pin_message(msg_id, check_flag(pinned, "pinned"))
+
+    async def pin_conversation(self, conv_id: str, pinned: bool = True) -> bool:
+        """Pin (or unpin) a conversation on all your devices (`MessageStore.pin_conversation`
+        is the local-only form); returns whether that changed anything here."""
+        check_id(conv_id, "conv_id")
+        return await self._rich.pin_conversation(conv_id, check_flag(pinned, "pinned"))
+
+    async def set_conversation_marks(self, conv_id: str, *, add: str | Sequence[str] = (),
+                                     remove: str | Sequence[str] = ()) -> frozenset[str]:
+        """Add and remove marks of a conversation on all your devices (the server keeps them);
+        returns its marks after. `MessageStore.set_conversation_marks` is the local-only form."""
+        check_id(conv_id, "conv_id")
+        return await self._rich.set_marks(conv_id, add, remove)
+
+    async def mark_conversation_unread(self, conv_id: str) -> frozenset[str]:
+        """Add `ConversationMark.UNREAD` on all your devices (a badge with no unread message;
+        reading the conversation clears it); returns the conversation's marks after."""
+        check_id(conv_id, "conv_id")
+        return await self._rich.set_marks(conv_id, ConversationMark.UNREAD.value, ())
 
     # ----------------------------------------------------------------------------- receipts
 
@@ -384,5 +447,5 @@ class ChatClient:
         False) and locally."""
         check_id(conv_id, "conv_id")
         check_chat_type(chat_type)
-        check_bool(delete_messages, "delete_messages")
+        check_flag(delete_messages, "delete_messages")
         await self._history.delete_conversation(conv_id, chat_type, delete_messages)

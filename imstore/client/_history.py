@@ -6,11 +6,17 @@ Rules kept here:
   a local CREATE or FAIL copy of a send that reached the server becomes the server's copy
   (the lifecycle's ACCEPT; a server id that is another message's keeps both apart); recalls and
   edits the stored copies missed are applied and announced; received messages new here and
-  unread are announced once (`Inbound.arrived`);
+  unread are announced once (`Inbound.arrived`); what a page carries beside its messages
+  (reactions, pins) and the pins and marks of the conversation list are `Rich`'s to apply;
 - which stretch of a conversation a page proves contiguous, and so where the gaps are, is the
   store's (`Span`, `MessageStore.timeline`); this part only fetches into the gaps it is shown,
-  from the side the reading comes from. Without live delivery a page reaches only its newest
-  message, never the live edge;
+  from the side the reading comes from, by the gap's inclusive time bounds. A gap is filled with
+  whole ties: while every message fetched shares one time and the server has more, the fill
+  follows the server's cursor; it then merges only what the page's span holds, leaving the
+  messages of the time at its cut to the next fill, which brings them with the rest of their tie
+  (so the store, which orders ties by arrival, holds them in the server's order). Without live
+  delivery, reading the newest page forgets the live edge first (`forget_live_edge`), so that
+  page is fetched again;
 - when the server cannot be reached, `load_messages` returns the local page, marked incomplete;
 - the conversation list's unread count is the server's: where it counts more unread messages than
   the store holds (a fresh device, a long absence), the newest history is fetched with the list
@@ -26,7 +32,7 @@ from typing import Any
 
 from ..adapters import SyncAdapter, check_page_size, transport_method
 from ..errors import ErrorCode, IMError
-from ..lifecycle import INT64_MIN, awaits_send, is_mine
+from ..lifecycle import INT64_MIN, RECALLED_BY, awaits_send, is_mine
 from ..message import (
     ChatType,
     Conversation,
@@ -39,6 +45,7 @@ from ..store import Gap, MergeResult, MessageStore, Span
 from ._gate import call
 from ._inbound import Inbound
 from ._listeners import Listeners
+from ._rich import Rich
 
 __all__ = ["History", "MessagePage"]
 
@@ -63,11 +70,12 @@ class History:
     """History of one client."""
 
     def __init__(self, store: MessageStore, adapter: SyncAdapter, listeners: Listeners,
-                 inbound: Inbound, live: bool) -> None:
+                 inbound: Inbound, rich: Rich, live: bool) -> None:
         self._store = store
         self._adapter = adapter
         self._listeners = listeners
         self._inbound = inbound
+        self._rich = rich
         self._live = live  # a transport delivers live: a page may reach the live edge
 
     def _api(self, name: str) -> Any:
@@ -79,19 +87,23 @@ class History:
         page = await call(self._api("fetch_conversations")(cursor, limit))
         out = []
         for c in page.items:
+            new_here = self._store.conversation(c.conv_id) is None
             last = c.last_message
             if last is not None:
                 t = last.server_time
-                # the newest message: contiguous up to the live edge, when live delivery follows
-                span = None if t is None else Span(c.conv_id, t, None if self._live else t)
+                span = None if t is None else Span.after(c.conv_id, t)
                 result = self.merge([last], span)
                 if result.suppressed and self._store.conversation(c.conv_id) is None:
                     continue
             conv = self._store.save_conversation(c.conv_id, c.chat_type,
                                                  last_activity=c.last_activity)
+            if c.title and c.title != conv.title:  # the server's name (a room's m.room.name)
+                self._store.set_conversation_title(c.conv_id, c.title)
+            if new_here:
+                self._rich.listed(c)
             if c.unread_count > conv.unread_count:
                 conv = await self._fetch_unread(conv, c.unread_count)
-            out.append(conv)
+            out.append(self._store.conversation(c.conv_id) or conv)
         return CursorResult(out, page.cursor)
 
     async def _fetch_unread(self, conv: Conversation, server_unread: int) -> Conversation:
@@ -124,6 +136,7 @@ class History:
                                 cursor=page.cursor, first=cursor is None,
                                 start_time=options.start_time, end_time=options.end_time)
         self.merge(page.items, span)
+        self._rich.history_page(page, conv_id)
         items = [self._store.get_message(m.msg_id) or m for m in page.items]
         return CursorResult(items, page.cursor)
 
@@ -132,7 +145,9 @@ class History:
         self._store.messages(conv_id, start_msg_id=start_msg_id, limit=limit,
                              direction=direction)  # checks the arguments
         chat_type = ChatType(chat_type)
-        for _ in range(1000):  # each fetch closes the gap or moves its edge
+        if not self._live and start_msg_id is None and direction == Direction.UP:
+            self._store.forget_live_edge(conv_id)
+        for _ in range(1000):  # each fill closes the gap or moves its edge
             page = self._store.timeline(conv_id, start_msg_id=start_msg_id, limit=limit,
                                         direction=direction)
             if page.gap is None:
@@ -151,11 +166,33 @@ class History:
 
     async def _fill(self, conv_id: str, chat_type: ChatType, gap: Gap, direction: Direction,
                     limit: int) -> None:
-        """Fetch one page into a gap, from the side the reading comes from."""
-        lo = None if gap.after_time is None else gap.after_time + 1
-        hi = None if gap.before_time is None else gap.before_time - 1
-        await self.fetch(conv_id, chat_type, None, min(50, max(limit, 20)),
-                         FetchOptions(direction=direction, start_time=lo, end_time=hi))
+        """Fetch into a gap from the side the reading comes from, in whole ties (the module's
+        rules), and merge what the fetch proves."""
+        up = direction != Direction.DOWN
+        options = FetchOptions(
+            direction=direction, save=False,
+            start_time=None if gap.after_time is None else gap.after_time + 1,
+            end_time=None if gap.before_time is None else gap.before_time - 1)
+        items: list[Message] = []
+        cursor = None
+        for _ in range(1000):
+            page = await call(self._api("fetch_history")(conv_id, chat_type, cursor,
+                                                          min(50, max(limit, 20)), options))
+            items = page.items + items if up else items + page.items
+            cursor = page.cursor
+            times = {m.server_time for m in items if m.server_time is not None}
+            if cursor is None or len(times) > 1:
+                break
+        else:
+            raise IMError(ErrorCode.SERVER_UNKNOWN_ERROR,
+                          "the server's history pages never leave one time; check its cursors")
+        span = Span.of_page(conv_id, items, direction=direction, cursor=cursor, first=True,
+                            start_time=options.start_time, end_time=options.end_time)
+        if span is None:
+            return
+        # the messages of the time at the cut come with their tie, and the cursor lies past them
+        self.merge([m for m in items if m.server_time is None or span.holds(m.server_time)],
+                   Span(conv_id, span.start, span.end))
 
     def _accept_sent(self, items: Sequence[Message]) -> None:
         """Local copies of sends the server's page shows it has: they become the server's."""
@@ -182,10 +219,6 @@ class History:
                 here = self._store.get_message(m.msg_id)
                 if here is not None:
                     known[m.msg_id] = here
-        if span is not None and not self._live and span.end is None:
-            # no live delivery follows: the page reaches only its newest message
-            times = [m.server_time for m in items if m.server_time is not None]
-            span = Span(span.conv_id, span.start, max(times), span.older_cursor) if times else None
         result = self._store.merge_history(items, span=span)
         self._inbound.arrived([m for m in result.new if not m.is_read])
         for m in items:
@@ -193,7 +226,9 @@ class History:
             if here is None:
                 continue
             if m.recalled_at is not None and here.recalled_at is None:
-                done = self._store.apply_recall([m.msg_id], m.recalled_at)
+                by = (m.ext or {}).get(RECALLED_BY)
+                done = self._store.apply_recall([m.msg_id], m.recalled_at, recalled_by=(
+                    {m.msg_id: by} if isinstance(by, str) and by else None))
                 if done:
                     self._listeners.emit("on_messages_recalled", done)
             elif m.recalled_at is None and (m.edited_at or 0) > (here.edited_at or 0):

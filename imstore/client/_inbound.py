@@ -14,12 +14,13 @@ Rules kept here:
 - a conversation read by the owner itself (on another of its devices) marks what was received
   there up to that server time read here too, and nothing goes back to the server; read by
   anyone else, it read-acks the owner's sent messages;
-- a recall or an edit without the server's time takes the time it arrived.
+- a recall or an edit without the server's time takes the time it arrived; an edit is applied
+  only when it comes from the stored message's sender (a forged one changes nothing).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from ..adapters import ConnectionState
@@ -120,16 +121,26 @@ class Inbound:
         if heard:
             self._listeners.emit("on_group_message_read", heard)
 
-    def recalled(self, msg_ids: list[str]) -> None:
-        changed = self._store.apply_recall(list(msg_ids), now_ms())
+    def recalled(self, msg_ids: list[str], recalled_by: Mapping[str, str] | None = None) -> None:
+        """Recalls that arrived; ``recalled_by`` names who recalled the messages their sender
+        did not (a moderator)."""
+        changed = self._store.apply_recall(list(msg_ids), now_ms(), recalled_by=recalled_by)
         if changed:
             self._listeners.emit("on_messages_recalled", changed)
 
     def edited(self, messages: list[Message]) -> None:
         changed = [m for m in (self._store.apply_edit(e.msg_id, e.body, e.edited_at or now_ms())
-                               for e in messages) if m is not None]
+                               for e in messages if self._from_sender(e)) if m is not None]
         if changed:
             self._listeners.emit("on_messages_edited", changed)
+
+    def _from_sender(self, edit: Message) -> bool:
+        here = self._store.get_message(edit.msg_id)
+        if here is None or edit.sender is None:
+            return True  # nothing to compare (a transport that does not say who edited)
+        owner = self._store.user_id
+        return here.sender == edit.sender or (is_mine(here.sender, owner)
+                                              and is_mine(edit.sender, owner))
 
     def connection_changed(self, state: ConnectionState) -> None:
         self._gate.changed()

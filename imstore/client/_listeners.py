@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from ..adapters import ConnectionState
-from ..message import GroupReadAck, Message, MessageStatus
+from ..message import GroupReadAck, Message, MessageStatus, Reaction
 
 __all__ = ["Listeners", "MessageListener"]
 
@@ -60,6 +60,14 @@ class MessageListener:
 
     def on_total_unread_changed(self, total: int) -> None:
         """`MessageStore.total_unread_count` changed; ``total`` is the new count."""
+
+    def on_reactions_changed(self, msg_id: str, reactions: list[Reaction]) -> None:
+        """A message's reactions changed (anyone's, this user's included); ``reactions`` are
+        all of them now (`MessageStore.reactions`)."""
+
+    def on_pinned_messages_changed(self, conv_id: str, messages: list[Message]) -> None:
+        """Messages were pinned or unpinned in a conversation; ``messages`` are its pinned
+        messages now, the newest pin first (`MessageStore.pinned_messages`)."""
 
 
 class Listeners:

@@ -30,6 +30,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..codec import check_path
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, ImportResult, Message
 from ._archive import MAX_TEXT_BYTES, open_member
@@ -312,13 +313,8 @@ def import_file(store: Any, path: str, *, fmt: str = "auto", options: ImportOpti
 
 
 def _path_arg(path: Any, name: str = "path") -> str:
-    """A path argument as a str, or the IMError naming it."""
-    if isinstance(path, str | os.PathLike):
-        p = os.fspath(path)
-        if isinstance(p, str) and p and "\x00" not in p:
-            return p
-    raise IMError(ErrorCode.INVALID_PARAM,
-                  f"{name} must be a file or folder path (str or os.PathLike), not {path!r:.60}")
+    """A path argument as a str, or the IMError naming it (the codec's one path rule)."""
+    return check_path(path, "a file or folder path (str or os.PathLike)", name)
 
 
 def _options_arg(options: Any) -> ImportOptions:

@@ -1,47 +1,28 @@
 """MessageStore: every local operation on conversations and messages, as a facade over composed
-parts. Each part owns one rule and receives what it uses; none calls back into the facade:
-
-- `_connection.Connection`: the SQLite connection, the writer lock, transactions, driver errors;
-- `_rows`: the message row (its columns written once), the SQL derived from it, row <-> Message;
-- `_schema`: the tables built from the row, and migrations;
-- `_conversations.ConversationTable`: unread counters and last messages;
-- `_writes.Writes`: insert, import, received/history batches, update, delete, read state;
-- `_reads.Reads`: pages, filters, the conversation list, unread counts;
-- `_receipts.Receipts`: the server's id for a sent message, receipts from peers;
-- `imstore.index.Indexer` (as `_indexer.SearchWriter`): the search outbox and its indexer;
-- `_query.Searcher`: keyword search;
-- `_verify.Verifier`: verify/repair;
-- `_tombstones.Tombstones`: what was deleted here stays deleted when the server sends it again;
-- `_gaps.Stretches`: the stretches of each conversation known to be contiguous with the server,
-  and the gaps between them;
-- `_merge.Merger`: merging history and live messages (once, unread once, tombstones, stretches);
-- `_threads.Threads`, `_reactions.Reactions`, `_pins.Pins`: thread replies and summaries,
-  reactions and their counts, pinned messages;
-- `_changes.ChangeFeed`: after each commit, which conversations changed and the total unread.
+parts. Each part owns one rule and receives what it uses; none calls back into the facade. The
+parts, what each owns and how they are wired: docs/architecture.md, "The store's parts".
 
 Rules kept here: every public method checks its arguments (`_checks`) before any part reads or
-writes; no network I/O (the store does not know servers exist). See docs/architecture.md.
+writes, then calls one part; nothing else lives here (opening is `_open`'s); no network I/O (the
+store does not know servers exist).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import peewee as pw
 
-from .._crypto import check_key
-from ..codec import Limits, encode_ext, encode_local_ext
+from ..codec import Limits, check_recalled_by
 from ..errors import ErrorCode, IMError
-from ..index import LOCK_FILE
-from ..lifecycle import ReceiptKind, SendEvent, status_after
+from ..lifecycle import ReceiptKind
 from ..message import (
     Body,
     ChatType,
     Conversation,
-    ConversationMark,
     Direction,
     GroupReadAck,
     ImportResult,
@@ -58,43 +39,53 @@ from ..message import (
 from ._adapter_state import AdapterState
 from ._changes import ChangeFeed, Changes
 from ._checks import (
+    MAX_DRAFT,
+    MAX_TITLE,
     as_types,
+    check_callable,
     check_chat_type,
     check_direction,
+    check_flag,
+    check_group_acks,
     check_id,
     check_ids,
+    check_import,
     check_limit,
+    check_list_limit,
+    check_marks,
+    check_page,
     check_path,
+    check_range,
+    check_reaction,
+    check_receipt_kind,
+    check_short_text,
+    check_span,
     check_stamp,
     check_status,
     check_text,
     check_time,
+    check_timeout,
+    check_type_page,
+    conversation_ext,
     invalid,
-    stranger_chat,
+    message_list,
+    optional,
 )
-from ._cipher import (
-    change_key,
-    encrypt_store,
-    is_encrypted,
-    open_database,
-    probe_write_lock,
-    read_owner,
-    settle_key,
-)
-from ._connection import Connection, connect
+from ._cipher import change_key, encrypt_store, is_encrypted
+from ._connection import Connection
 from ._conversations import ConversationTable
 from ._counts import ConversationHits, Counter, keyword_groups
 from ._gaps import Gap, Span, Stretches, TimelinePage
 from ._indexer import IndexPolicy, IndexStatus, SearchWriter
 from ._merge import Merger, MergeResult
 from ._names import Names
+from ._open import check_options, check_writable, connect_store, prepare, stored_owner
 from ._pins import Pins
 from ._query import Query, Searcher
 from ._reactions import Reactions
 from ._reads import Reads
 from ._receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
-from ._rows import CONVERSATION_LIST_SQL, MARK_SEPARATOR
-from ._schema import DATABASE_FILE, build_models, migrate, settle_limits
+from ._rows import CONVERSATION_LIST_SQL
 from ._threads import Threads
 from ._tombstones import Tombstones
 from ._verify import Verifier, VerifyReport
@@ -104,45 +95,6 @@ __all__ = ["CONVERSATION_LIST_SQL", "RECEIPT_DELIVERED", "RECEIPT_READ", "Change
            "ConversationHits", "Gap",
            "IndexPolicy", "IndexStatus", "MergeResult", "MessageStore", "Span", "TimelinePage",
            "VerifyReport", "change_key", "encrypt_store", "is_encrypted", "open_store"]
-
-
-def _connect(path: str, key: Any) -> tuple[pw.SqliteDatabase, str | None]:
-    if path == ":memory:":
-        if key is not None:
-            raise IMError(ErrorCode.INVALID_PARAM, "a store in memory is written nowhere: "
-                          "key= is for a store on disk; open ':memory:' without it")
-        return connect(":memory:"), None
-    if key is not None:
-        check_key(key)  # a key that is no key creates nothing
-    directory = os.path.abspath(path)
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as exc:
-        raise IMError(ErrorCode.DATABASE_ERROR,
-                      f"cannot create the store directory {directory!r}: {exc}") from exc
-    _refuse_lost_database(directory)
-    return open_database(os.path.join(directory, DATABASE_FILE), key), directory
-
-
-def _refuse_lost_database(directory: str) -> None:
-    """A store whose database is gone (deleted, or truncated to 0 bytes) while the rest of it
-    remains is not re-created empty: that would hide the loss (and verify would then empty the
-    index of a history it cannot see)."""
-    db = os.path.join(directory, DATABASE_FILE)
-    try:
-        if os.path.getsize(db) > 0:
-            return
-        state = "is empty (0 bytes)"
-    except OSError:
-        state = "is missing"
-    remains = [name for name in (f"{DATABASE_FILE}-wal", LOCK_FILE, "search")
-               if os.path.lexists(os.path.join(directory, name))]
-    if remains:
-        raise IMError(ErrorCode.DATABASE_ERROR,
-                      f"the database {db!r} {state} but the rest of a store remains "
-                      f"({', '.join(remains)}): the message history is not there. Restore "
-                      f"{DATABASE_FILE} from a backup, or delete the folder to start an empty "
-                      "store")
 
 
 class MessageStore:
@@ -164,20 +116,7 @@ class MessageStore:
         self.user_id = user_id
         self.directory = directory
         self.connection = conn = Connection(db, shared=directory is None)
-        self.models = build_models(db)
-        try:
-            with conn.guard():
-                migrate(db, self.models, user_id)
-                self.limits = settle_limits(db, limits)
-        except ValueError as exc:
-            db.close()
-            raise IMError(ErrorCode.DATABASE_ERROR, str(exc)) from exc
-        except IMError:
-            db.close()
-            raise
-        # A crash mid-send leaves INPROGRESS rows: they did not go out (the INTERRUPT move).
-        for was, now in status_after(SendEvent.INTERRUPT).items():
-            conn.execute("UPDATE message SET status = ? WHERE status = ?", (int(now), int(was)))
+        self.models, self.limits = prepare(conn, db, user_id, limits)
         self._indexer = SearchWriter.open(conn, directory, search=search, policy=index_policy)
         self._convs = ConversationTable(conn)
         self._tombstones = Tombstones(conn)
@@ -195,7 +134,7 @@ class MessageStore:
         self._reactions = Reactions(conn, user_id)
         self._pins = Pins(conn)
         self._verifier = Verifier(conn, self._convs, self._indexer, self._threads,
-                                  self._reactions)
+                                  self._reactions, self._tombstones, self._receipts)
         self._changes = ChangeFeed(conn, self._reads.total_unread_count)
         self._adapter_state = AdapterState(conn)
 
@@ -223,19 +162,8 @@ class MessageStore:
         """
         check_id(user_id, "user_id")
         path = check_path(path, "a directory path or ':memory:'")
-        if limits is not None:
-            _check_limits(limits)
-        if index_policy is not None and not isinstance(index_policy, IndexPolicy):
-            raise invalid("index_policy", "an IndexPolicy or None", index_policy)
-        if path != ":memory:":
-            key = settle_key(path, key)  # a passphrase derived once for this whole open
-            owner = read_owner(path, key)
-            if owner is not None and owner != user_id:
-                raise IMError(ErrorCode.DATABASE_ERROR,
-                              f"the store in {path!r} belongs to {owner!r}, not {user_id!r}: open "
-                              f"it with user_id={owner!r}, or give {user_id!r} a directory of "
-                              "their own")
-        db, directory = _connect(path, key)
+        check_options(limits, index_policy)
+        db, directory = connect_store(path, user_id, key)
         return cls(db, user_id=user_id, directory=directory, limits=limits, search=bool(search),
                    index_policy=index_policy)
 
@@ -244,7 +172,7 @@ class MessageStore:
                      key: bytes | str | None = None) -> str | None:
         """The owner of the store in directory ``path``, or None when there is no store there.
         Reads without creating or changing anything; an encrypted store needs its ``key``."""
-        return read_owner(check_path(path, "a directory path"), key)
+        return stored_owner(path, key)
 
     @staticmethod
     def check_writable(path: str | os.PathLike[str], *, timeout: float = 5.0,
@@ -254,14 +182,7 @@ class MessageStore:
         more than ``timeout`` seconds (`open` itself waits 30). An encrypted store's lock is
         probed with its ``key`` (without one, `open` says the key is missing). Creates and
         changes nothing; a directory without a store passes."""
-        directory = check_path(path, "a directory path")
-        db = os.path.join(directory, DATABASE_FILE)
-        for p in (directory, db, os.path.join(directory, "search")):
-            if os.path.exists(p) and not os.access(p, os.W_OK):
-                raise IMError(ErrorCode.DATABASE_ERROR, f"permission denied: cannot write {p} "
-                              "(a store needs write access, even to be read)")
-        if os.path.isfile(db):
-            probe_write_lock(db, key, timeout)
+        check_writable(path, timeout, key)
 
     def close(self) -> None:
         """Stop the indexer thread after its current batch and close the database (index work
@@ -292,9 +213,6 @@ class MessageStore:
         conversation id is taken by another chat type, and the codec's errors for bad payloads.
         Returns the stored message.
         """
-        err = stranger_chat(msg, self.user_id)
-        if err is not None:
-            raise err
         return self._writes.insert(msg)
 
     def import_messages(self, messages: Iterable[Message], *, batch_size: int = 1000,
@@ -307,26 +225,8 @@ class MessageStore:
         count as unread only when they say ``is_read=False``. ``progress`` is called after each
         batch with the number of messages read so far.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise invalid("batch_size", "a positive int", batch_size)
-        if progress is not None and not callable(progress):
-            raise invalid("progress", "a callable or None", progress)
-        if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
-            raise invalid("messages", "an iterable of Message", messages)
-        strangers = ImportResult()
-        result = self._writes.import_all(self._ours(messages, strangers), batch_size, progress)
-        for reason, n in strangers.reasons.items():
-            result.skipped += n
-            result.reasons[reason] = result.reasons.get(reason, 0) + n
-        return result
-
-    def _ours(self, messages: Iterable[Message], strangers: ImportResult) -> Iterator[Message]:
-        """``messages`` without one-to-one messages between two other people (counted)."""
-        for m in messages:
-            if stranger_chat(m, self.user_id) is None:
-                yield m
-            else:
-                strangers.skip("a one-to-one message between two other people")
+        check_import(messages, batch_size, progress)
+        return self._writes.import_all(messages, batch_size, progress)
 
     def save_history(self, messages: Sequence[Message], *,
                      span: Span | None = None) -> list[Message]:
@@ -345,8 +245,8 @@ class MessageStore:
         device (tombstones) stay out and are listed in ``suppressed``. ``span``, when given, is
         what the page proves about the conversation's contiguity with the server (see `gaps`).
         """
-        msgs = _message_list(messages)
-        spans = [] if span is None else [_check_span(span)]
+        msgs = message_list(messages)
+        spans = [] if span is None else [check_span(span)]
         return self._merger.merge(msgs, live=False, spans=spans)
 
     def save_received(self, messages: Sequence[Message]) -> list[Message]:
@@ -360,7 +260,8 @@ class MessageStore:
         are left as they are (a server saying ``is_read=True`` makes an unread one read); ones
         deleted on this device stay out (``suppressed``). Each conversation becomes contiguous
         with the server from the oldest server-stamped message received up to the live edge."""
-        return self._merger.merge(_message_list(messages), live=True)
+        return self._merger.merge(message_list(messages), live=True)
+
     def update_message(self, msg: Message) -> Message:
         """Write back a changed message (body, ext, status, flags, server time).
 
@@ -389,13 +290,13 @@ class MessageStore:
         Returns how many were deleted. It leaves a tombstone over that range (cut at the
         newest message stored), so history merges bring back nothing from it."""
         check_id(conv_id, "conv_id")
-        _check_range(start_time, end_time)
+        check_range(start_time, end_time)
         return self._writes.delete_range(conv_id, start_time, end_time)
 
     def delete_message_ids(self, msg_ids: Sequence[str]) -> int:
         """Delete several messages by id in one transaction, leaving tombstones. Returns how many
         were deleted."""
-        return self._writes.delete_ids(_id_list(msg_ids, "msg_ids"))
+        return self._writes.delete_ids(check_ids(msg_ids, "msg_ids"))
 
     def delete_conversation(self, conv_id: str, *, delete_messages: bool = True) -> bool:
         """Remove a conversation from the list, with its messages unless ``delete_messages`` is
@@ -425,11 +326,7 @@ class MessageStore:
     def mark_message_read(self, msg_id: str) -> bool:
         """Mark one received message read (its conversation loses `ConversationMark.UNREAD`).
         Returns True when it was unread."""
-        check_id(msg_id, "msg_id")
-        with self.connection.tx():
-            changed = self._writes.mark_message_read(msg_id)
-            self._convs.clear_unread_mark([self._writes.find_row(msg_id, "conv_id")[0]])
-        return changed
+        return self._writes.mark_message_read(check_id(msg_id, "msg_id"))
 
     def mark_conversation_read(self, conv_id: str, *, up_to_msg_id: str | None = None) -> int:
         """Mark a conversation's messages read (all, or up to and including ``up_to_msg_id``),
@@ -437,23 +334,13 @@ class MessageStore:
         unread (0 for an unknown conversation, as for an empty one). Raises INVALID_PARAM when
         ``up_to_msg_id`` is not one of its messages."""
         check_id(conv_id, "conv_id")
-        _optional(up_to_msg_id, "up_to_msg_id", check_id)
-        if up_to_msg_id is not None:
-            self._in_conversation(conv_id, up_to_msg_id, "up_to_msg_id")
-        elif not self._convs.exists(conv_id):
-            return 0
-        with self.connection.tx():
-            n = self._writes.mark_conversation_read(conv_id, up_to_msg_id)
-            self._convs.clear_unread_mark([conv_id])
-        return n
+        self._reads.anchor_in(conv_id, up_to_msg_id, "up_to_msg_id")
+        return self._writes.mark_conversation_read(conv_id, up_to_msg_id)
 
     def mark_all_conversations_read(self) -> int:
         """Mark every message read and clear every `ConversationMark.UNREAD`; returns how many
         messages were unread."""
-        with self.connection.tx():
-            n = self._writes.mark_all_read()
-            self._convs.clear_unread_mark(None)
-        return n
+        return self._writes.mark_all_read()
 
     # ------------------------------------------------------------------------------- reading
 
@@ -468,11 +355,8 @@ class MessageStore:
         UP reads towards older messages: without ``start_msg_id`` the newest ``limit``, with it the
         ``limit`` just before it (exclusive). DOWN reads towards newer ones the same way.
         """
-        check_id(conv_id, "conv_id")
-        check_limit(limit)
-        direction = check_direction(direction)
-        if start_msg_id is not None:
-            self._in_conversation(conv_id, start_msg_id)
+        direction = check_page(conv_id, limit, direction)
+        self._reads.anchor_in(conv_id, start_msg_id)
         return self._reads.page(conv_id, start_msg_id, limit, direction)
 
     def timeline(self, conv_id: str, *, start_msg_id: str | None = None, limit: int = 20,
@@ -481,11 +365,8 @@ class MessageStore:
         (see `gaps`), with that gap. ``gap`` is None when the page is exactly what the whole
         conversation would give. `ChatClient.load_messages` fills the gap from the server and
         reads again."""
-        check_id(conv_id, "conv_id")
-        check_limit(limit)
-        direction = check_direction(direction)
-        if start_msg_id is not None:
-            self._in_conversation(conv_id, start_msg_id)
+        direction = check_page(conv_id, limit, direction)
+        self._reads.anchor_in(conv_id, start_msg_id)
         return self._stretches.timeline(conv_id, start_msg_id, limit, direction)
 
     def gaps(self, conv_id: str) -> list[Gap]:
@@ -501,6 +382,14 @@ class MessageStore:
         first (the complement of `gaps`)."""
         return self._stretches.spans(check_id(conv_id, "conv_id"))
 
+    def forget_live_edge(self, conv_id: str) -> None:
+        """Stop trusting that a conversation is contiguous up to the live edge: its stretch that
+        reaches it ends before the newest server time it holds, so `timeline` shows a gap above
+        (and that time's messages, which others may share, are fetched again). A client without
+        live delivery calls it before reading the newest page."""
+        with self.connection.tx():
+            self._stretches.forget_live_edge(check_id(conv_id, "conv_id"))
+
     def message_count(self, conv_id: str) -> int:
         """How many messages of a conversation are stored."""
         return self._reads.count(check_id(conv_id, "conv_id"))
@@ -514,17 +403,10 @@ class MessageStore:
         oldest first. ``start_msg_id`` anchors the page on a message (exclusive) and pages on
         (sort time, row id) as `messages` does, so messages that share a timestamp are never
         lost; ``timestamp`` is a filter: only messages before it (UP) or after it (DOWN)."""
-        _optional(conv_id, "conv_id", check_id)
-        _optional(start_msg_id, "start_msg_id", check_id)
-        _optional(sender, "sender", check_id)
-        _optional(timestamp, "timestamp", check_time)
-        check_limit(limit)
-        direction = check_direction(direction)
-        tlist = as_types(types) or []
-        if not tlist:
-            raise IMError(ErrorCode.INVALID_PARAM, "give at least one message type")
-        if conv_id is not None and start_msg_id is not None:
-            self._in_conversation(conv_id, start_msg_id)
+        tlist, direction = check_type_page(conv_id, types, start_msg_id, timestamp, limit,
+                                           sender, direction)
+        if conv_id is not None:
+            self._reads.anchor_in(conv_id, start_msg_id)
         return self._reads.by_type(conv_id, tlist, start_msg_id=start_msg_id,
                                    timestamp=timestamp, limit=limit, sender=sender,
                                    direction=direction)
@@ -536,20 +418,9 @@ class MessageStore:
         page) the next ``limit`` after it, paging on (sort time, row id) as `messages` does."""
         check_id(conv_id, "conv_id")
         check_limit(limit)
-        _check_range(start_time, end_time)
-        after = None if start_msg_id is None else self._in_conversation(conv_id, start_msg_id)
+        check_range(start_time, end_time)
+        after = self._reads.anchor_in(conv_id, start_msg_id)
         return self._reads.between(conv_id, start_time, end_time, limit, after)
-
-    def _in_conversation(self, conv_id: str, msg_id: str,
-                         field: str = "start_msg_id") -> tuple[int, int]:
-        """The page key of ``msg_id``, which must be a stored message of ``conv_id``."""
-        check_id(msg_id, field)
-        row = self._reads.find_row(msg_id, "sort_time, id, conv_id")
-        if row is None or row[2] != conv_id:
-            raise IMError(ErrorCode.INVALID_PARAM,
-                          f"{field} {msg_id!r} is not a stored message of conversation "
-                          f"{conv_id!r}; page from one of its messages")
-        return int(row[0]), int(row[1])
 
     # ------------------------------------------------------------------------- conversations
 
@@ -560,12 +431,9 @@ class MessageStore:
         first (newest pin first), then by newest activity (all of them, or the first
         ``limit``). ``marks`` (a mark or several) keeps the conversations that have every one
         of them."""
-        if chat_type is not None:
-            chat_type = check_chat_type(chat_type)
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                                  or not 1 <= limit <= 2**62):
-            raise IMError(ErrorCode.QUERY_PARAM_REACHES_LIMIT, "limit must be a positive integer")
-        wanted = () if marks is None else _check_marks(marks, "marks")
+        chat_type = None if chat_type is None else check_chat_type(chat_type)
+        optional(limit, "limit", check_list_limit)
+        wanted = () if marks is None else check_marks(marks, "marks")
         return self._reads.conversations(chat_type, limit, wanted)
 
     def conversation(self, conv_id: str) -> Conversation | None:
@@ -577,8 +445,8 @@ class MessageStore:
         """Create a conversation (or update its ext and activity), e.g. from the server's list."""
         check_id(conv_id, "conv_id")
         chat_type = check_chat_type(chat_type)
-        check_time(last_activity, "last_activity")
-        blob = None if ext is None else _encode_conversation_ext(ext)
+        check_stamp(last_activity, "last_activity")
+        blob = None if ext is None else conversation_ext(ext)
         with self.connection.tx():
             self._convs.save(conv_id, chat_type, last_activity, blob)
         conv = self.conversation(conv_id)
@@ -588,7 +456,7 @@ class MessageStore:
     def set_conversation_ext(self, conv_id: str, ext: dict[str, Any]) -> None:
         """Replace a conversation's app-defined attributes (drafts, pins, ...)."""
         check_id(conv_id, "conv_id")
-        _encode_conversation_ext(ext)
+        conversation_ext(ext)
         with self.connection.tx():
             self._convs.set_ext(conv_id, ext)
 
@@ -599,9 +467,8 @@ class MessageStore:
         was pinned (default now; a pin synced from another device passes its time). Returns
         whether anything changed; CONVERSATION_NOT_EXIST for an unknown conversation."""
         check_id(conv_id, "conv_id")
-        if not isinstance(pinned, bool):
-            raise invalid("pinned", "True or False", pinned)
-        _optional(timestamp, "timestamp", _check_ms)
+        check_flag(pinned, "pinned")
+        optional(timestamp, "timestamp", check_stamp)
         at = (now_ms() if timestamp is None else timestamp) if pinned else None
         with self.connection.tx():
             return self._convs.pin(conv_id, at, keep=timestamp is None)
@@ -612,13 +479,9 @@ class MessageStore:
         the app's: at most 64 characters, no control characters); returns its marks after.
         A conversation has at most 32 marks. CONVERSATION_NOT_EXIST for an unknown one."""
         check_id(conv_id, "conv_id")
-        plus, minus = _check_marks(add, "add"), _check_marks(remove, "remove")
+        plus, minus = check_marks(add, "add"), check_marks(remove, "remove")
         with self.connection.tx():
-            after = self._convs.set_marks(conv_id, plus, minus)
-            if len(after) > _MAX_MARKS:
-                raise IMError(ErrorCode.INVALID_PARAM,
-                              f"a conversation has at most {_MAX_MARKS} marks; remove some first")
-        return after
+            return self._convs.set_marks(conv_id, plus, minus)
 
     def mark_conversation_unread(self, conv_id: str) -> bool:
         """Show a conversation as unread without an unread message (it gets
@@ -627,15 +490,13 @@ class MessageStore:
         the mark was new."""
         check_id(conv_id, "conv_id")
         with self.connection.tx():
-            had = ConversationMark.UNREAD in self._convs.marks(conv_id)
-            self._convs.set_marks(conv_id, (ConversationMark.UNREAD.value,), ())
-        return not had
+            return self._convs.mark_unread(conv_id)
 
     def set_draft(self, conv_id: str, text: str | None) -> bool:
         """Keep the text being written in a conversation (None or "": no draft); this device
         only. Returns whether it changed; CONVERSATION_NOT_EXIST for an unknown one."""
         check_id(conv_id, "conv_id")
-        _check_short_text(text, "text", _MAX_DRAFT)
+        check_short_text(text, "text", MAX_DRAFT)
         with self.connection.tx():
             return self._convs.set_draft(conv_id, text or None)
 
@@ -643,7 +504,7 @@ class MessageStore:
         """Name a conversation (None or "": no title). Returns whether it changed;
         CONVERSATION_NOT_EXIST for an unknown one."""
         check_id(conv_id, "conv_id")
-        _check_short_text(title, "title", _MAX_TITLE)
+        check_short_text(title, "title", MAX_TITLE)
         with self.connection.tx():
             return self._convs.set_title(conv_id, title or None)
 
@@ -653,10 +514,8 @@ class MessageStore:
                         limit: int = 20, direction: Direction = Direction.UP) -> list[Message]:
         """A page of a thread's replies (messages whose ``thread_id`` is ``root_msg_id``),
         oldest first, paged as `messages` pages. Thread replies are not in `messages`."""
-        check_id(root_msg_id, "root_msg_id")
-        check_limit(limit)
-        direction = check_direction(direction)
-        _optional(start_msg_id, "start_msg_id", check_id)
+        direction = check_page(root_msg_id, limit, direction, "root_msg_id")
+        optional(start_msg_id, "start_msg_id", check_id)
         return self._threads.page(root_msg_id, start_msg_id, limit, direction)
 
     def threads(self, conv_id: str, *, limit: int = 20) -> list[ThreadSummary]:
@@ -678,11 +537,9 @@ class MessageStore:
         message; ``reaction_id`` is the server's id of the reaction, kept so that a removal
         naming only it finds it. Returns the message's reactions after, or None when nothing
         changed (already there, or the message is not stored here)."""
-        check_id(msg_id, "msg_id")
-        check_id(key, "key")
-        who = self.user_id if sender is None else check_id(sender, "sender")
-        _optional(reaction_id, "reaction_id", check_id)
-        _optional(timestamp, "timestamp", _check_ms)
+        who = check_reaction(msg_id, key, sender, self.user_id)
+        optional(reaction_id, "reaction_id", check_id)
+        optional(timestamp, "timestamp", check_stamp)
         with self.connection.tx():
             return self._reactions.add(msg_id, key, who, reaction_id,
                                        now_ms() if timestamp is None else timestamp)
@@ -691,9 +548,7 @@ class MessageStore:
                                sender: str | None = None) -> list[Reaction] | None:
         """Remove ``sender``'s (None: the store's user) reaction ``key`` from a message; returns
         the message's reactions after, or None when there was no such reaction."""
-        check_id(msg_id, "msg_id")
-        check_id(key, "key")
-        who = self.user_id if sender is None else check_id(sender, "sender")
+        who = check_reaction(msg_id, key, sender, self.user_id)
         with self.connection.tx():
             return self._reactions.remove(msg_id, key, who)
 
@@ -710,15 +565,13 @@ class MessageStore:
         sender, the server's id of the reaction and its time; each message's oldest first.
         What `reactions` summarises (it lists 20 senders a key), in full -- for exports and
         tools. Ids of messages not stored here are left out."""
-        return self._reactions.records(_id_list(msg_ids, "msg_ids"))
+        return self._reactions.records(check_ids(msg_ids, "msg_ids"))
 
     def reaction_id(self, msg_id: str, key: str, sender: str | None = None) -> str | None:
         """The server's id of ``sender``'s (None: the store's user) reaction ``key`` to a
         message (None when it is not there or its id is not known)."""
-        check_id(msg_id, "msg_id")
-        check_id(key, "key")
-        who = self.user_id if sender is None else check_id(sender, "sender")
-        return self._reactions.reaction_id(msg_id, key, who)
+        return self._reactions.reaction_id(msg_id, key,
+                                           check_reaction(msg_id, key, sender, self.user_id))
 
     def pinned_messages(self, conv_id: str) -> list[Message]:
         """The messages pinned in a conversation, the newest pin first."""
@@ -735,10 +588,9 @@ class MessageStore:
         said; ``timestamp`` (ms, default now) orders the pins. Returns whether anything
         changed (False as well for a message not stored here)."""
         check_id(msg_id, "msg_id")
-        if not isinstance(pinned, bool):
-            raise invalid("pinned", "True or False", pinned)
-        _optional(pinned_by, "pinned_by", check_id)
-        _optional(timestamp, "timestamp", _check_ms)
+        check_flag(pinned, "pinned")
+        optional(pinned_by, "pinned_by", check_id)
+        optional(timestamp, "timestamp", check_stamp)
         with self.connection.tx():
             return self._pins.apply(msg_id, pinned, pinned_by,
                                     now_ms() if timestamp is None else timestamp) is not None
@@ -751,16 +603,7 @@ class MessageStore:
         check_id(msg_id, "msg_id")
         if data is not None and not isinstance(data, dict):
             raise invalid("data", "a dict or None", data)
-        blob = encode_local_ext(data or {}, self.limits)
-        with self.connection.tx():
-            row = self._writes.find_row(msg_id, "id")
-            if row is None:
-                raise IMError(ErrorCode.MESSAGE_INVALID,
-                              f"no stored message has id {msg_id!r}; insert it first")
-            self.connection.run("UPDATE message SET local_ext = ? WHERE id = ?", (blob, row[0]))
-        msg = self._reads.get(msg_id)
-        assert msg is not None
-        return msg
+        return self._writes.set_local_ext(msg_id, data or {})
 
     # --------------------------------------------------------------------- change listeners
 
@@ -770,9 +613,7 @@ class MessageStore:
         title, pin, marks, draft or ext changed, or that were created or deleted) and
         `Changes.total_unread` (the new `total_unread_count`, None when it did not change). It
         runs in the writing thread, after the commit; what it raises is logged, not raised."""
-        if not callable(listener):
-            raise invalid("listener", "a callable", listener)
-        self._changes.subscribe(listener)
+        self._changes.subscribe(check_callable(listener, "listener"))
 
     def remove_change_listener(self, listener: Callable[[Changes], None]) -> None:
         """Stop calling ``listener`` (nothing happens when it was not added)."""
@@ -813,28 +654,19 @@ class MessageStore:
         """Set ``is_delivered`` (`ReceiptKind.DELIVERED`, 1) or ``is_read_acked`` (and
         ``is_delivered``: `ReceiptKind.READ`, 2) on sent messages; returns the ids that changed.
         Receipts for messages not stored yet are kept until they are."""
-        if type(kind) not in (int, ReceiptKind) or kind not in tuple(ReceiptKind):
-            raise invalid("kind", "a ReceiptKind (DELIVERED or READ)", kind)
-        return self._receipts.apply(ReceiptKind(kind), _id_list(msg_ids, "msg_ids"))
+        return self._receipts.apply(check_receipt_kind(kind), check_ids(msg_ids, "msg_ids"))
 
     def mark_conversation_read_acked(self, conv_id: str, up_to: int | None = None) -> list[str]:
         """The peer read a conversation: its sent messages with a time up to ``up_to`` (all when
         None) are read-acked. Returns their ids."""
         check_id(conv_id, "conv_id")
-        _optional(up_to, "up_to", check_time)
+        optional(up_to, "up_to", check_time)
         return self._receipts.conversation_read(conv_id, up_to)
 
     def add_group_acks(self, acks: Sequence[Any]) -> dict[str, int]:
         """Record group read receipts (`GroupReadAck`); returns msg_id -> distinct readers, for
         the stored messages whose count changed."""
-        items = list(acks) if isinstance(acks, Iterable) and not isinstance(acks, str) else None
-        if items is None or not all(isinstance(a, GroupReadAck) for a in items):
-            raise invalid("acks", "a list of GroupReadAck", acks)
-        for a in items:
-            check_id(a.msg_id, "acks[].msg_id")
-            check_id(a.reader, "acks[].reader")
-            check_time(a.timestamp, "acks[].timestamp")
-        return self._receipts.add_group_acks(items)
+        return self._receipts.add_group_acks(check_group_acks(acks))
 
     def group_read_acks(self, msg_id: str) -> list[GroupReadAck]:
         """The group read receipts kept for a message (by its server id; also ones that came
@@ -847,14 +679,17 @@ class MessageStore:
         check_time(older_than_ms, "older_than_ms", lo=0)
         return self._receipts.prune_pending(older_than_ms)
 
-    def apply_recall(self, msg_ids: Sequence[str], recalled_at: int) -> list[Message]:
+    def apply_recall(self, msg_ids: Sequence[str], recalled_at: int, *,
+                     recalled_by: Mapping[str, str] | None = None) -> list[Message]:
         """The server recalled messages (by id): each becomes a recall notice, keeping its ids,
         type, sender, times and read state, with its type's blank body and ``recalled_at`` set;
-        it leaves the search index. Returns the messages recalled now (unknown or already
+        it leaves the search index. ``recalled_by`` maps the ids of messages recalled by someone
+        other than their sender (a moderator) to who did: their notices say so in ``ext``
+        (`lifecycle.RECALLED_BY`). Returns the messages recalled now (unknown or already
         recalled ids are skipped)."""
-        ids = _id_list(msg_ids, "msg_ids")
+        ids = check_ids(msg_ids, "msg_ids")
         check_stamp(recalled_at, "recalled_at")
-        return self._writes.apply_recall(ids, recalled_at)
+        return self._writes.apply_recall(ids, recalled_at, check_recalled_by(recalled_by))
 
     def apply_edit(self, msg_id: str, body: Body, edited_at: int) -> Message | None:
         """The server replaced a TEXT or CUSTOM message's content: the stored message takes
@@ -889,15 +724,15 @@ class MessageStore:
         """
         check_limit(limit)
         direction = check_direction(direction)
-        _optional(conv_id, "conv_id", check_id)
-        _optional(start_msg_id, "start_msg_id", check_id)
+        optional(conv_id, "conv_id", check_id)
+        optional(start_msg_id, "start_msg_id", check_id)
         groups = keyword_groups(keyword, match)  # checked before the anchor is looked up
         queries = self._search_queries(
             groups, conv_id=conv_id, sender=sender, types=types, start_time=start_time,
             end_time=end_time, scope=scope, limit=limit, newest_first=direction == Direction.UP,
             anchor=None if start_msg_id is None else (
                 self._reads.anchor(start_msg_id) if conv_id is None
-                else self._in_conversation(conv_id, start_msg_id)))
+                else self._reads.anchor_in(conv_id, start_msg_id)))
         return self._searcher.search_any(queries)
 
     def search_counts(self, keyword: str | Sequence[str], *, match: str = "all",
@@ -934,9 +769,9 @@ class MessageStore:
                         types: Any, start_time: Any, end_time: Any, scope: Any, limit: int,
                         newest_first: bool, anchor: tuple[int, int] | None) -> list[Query]:
         """The checked `Query` of each keyword group of a search (one unless ``match="any"``)."""
-        _optional(conv_id, "conv_id", check_id)
-        _optional(start_time, "start_time", check_time)
-        _optional(end_time, "end_time", check_time)
+        optional(conv_id, "conv_id", check_id)
+        optional(start_time, "start_time", check_time)
+        optional(end_time, "end_time", check_time)
         if isinstance(scope, bool) or scope not in tuple(SearchScope):
             raise invalid("scope", "a SearchScope", scope)
         senders = None if sender is None else (
@@ -957,9 +792,8 @@ class MessageStore:
         is pending. ``progress`` hears an `IndexStatus` about five times a second;
         ``timeout`` (seconds) bounds the wait: then IMError(DATABASE_ERROR) says what is left
         (nothing is lost; the work stays queued)."""
-        if progress is not None and not callable(progress):
-            raise invalid("progress", "a callable or None", progress)
-        _check_timeout(timeout)
+        optional(progress, "progress", check_callable)
+        check_timeout(timeout)
         if not self._indexer.enabled:
             return 0
         pending = self._indexer.pending()
@@ -986,8 +820,7 @@ class MessageStore:
         """Rebuild the keyword index from the database; returns how many messages it indexed.
         ``progress`` is called with the number indexed so far. Crash-safe: an interrupted rebuild
         finishes when the store is next opened."""
-        if progress is not None and not callable(progress):
-            raise invalid("progress", "a callable or None", progress)
+        optional(progress, "progress", check_callable)
         return self._indexer.rebuild(progress)
 
     # ---------------------------------------------------------------------------- verify
@@ -1001,105 +834,12 @@ class MessageStore:
         index moves and gives up once it has not for 60 s (a backlog being indexed is waited
         for, a full disk is not). Giving up is IMError(DATABASE_ERROR), after the database's
         own counters were checked and repaired."""
-        _check_timeout(timeout)
-        report = self._verifier.verify(timeout)
-        report.pending_receipts = self._receipts.pending_count()
-        with self.connection.tx():
-            report.repaired["tombstones_of_stored_messages"] = self._tombstones.verify()
-        return report
+        check_timeout(timeout)
+        return self._verifier.verify(timeout)
 
     def stats(self) -> dict[str, int]:
         """Counts for tools: conversations, messages, unread, attachments, pending index work."""
         return self._reads.stats()
-
-
-_MAX_MARKS = 32
-_MAX_MARK_CHARS = 64
-_MAX_TITLE = 1024
-_MAX_DRAFT = 64 * 1024
-
-
-def _check_ms(value: Any, field: str) -> int:
-    return check_time(value, field, lo=0, hi=2**53)
-
-
-def _check_short_text(value: Any, field: str, most: int) -> None:
-    """None, or a str of valid Unicode of at most ``most`` characters."""
-    if value is not None:
-        check_text(value, field)
-        if len(value) > most:
-            raise invalid(field, f"at most {most} characters", value)
-
-
-def _check_marks(value: Any, field: str) -> tuple[str, ...]:
-    """One mark or several: non-empty str of at most 64 characters, no control characters."""
-    items = [value] if isinstance(value, str) else value
-    if isinstance(items, bytes) or not isinstance(items, Iterable):
-        raise invalid(field, "a mark (str) or a list of marks", value)
-    out = []
-    for mark in items:
-        if not isinstance(mark, str) or not 0 < len(mark) <= _MAX_MARK_CHARS \
-                or not mark.isprintable() or MARK_SEPARATOR in mark:
-            raise invalid(field, f"marks of 1 to {_MAX_MARK_CHARS} printable characters", mark)
-        out.append(str(check_text(mark, field)))
-    return tuple(out)
-
-
-def _optional(value: Any, field: str, check: Callable[[Any, str], Any]) -> None:
-    if value is not None:
-        check(value, field)
-
-
-def _check_timeout(timeout: Any) -> None:
-    if timeout is not None and (isinstance(timeout, bool) or
-                                not isinstance(timeout, int | float) or not timeout >= 0):
-        raise invalid("timeout", "a number of seconds >= 0 or None", timeout)
-
-
-def _check_range(start_time: Any, end_time: Any) -> None:
-    check_time(start_time, "start_time")
-    check_time(end_time, "end_time")
-    if start_time > end_time:
-        raise IMError(ErrorCode.INVALID_PARAM, "start_time is after end_time")
-
-
-def _check_span(span: Any) -> Span:
-    if not isinstance(span, Span):
-        raise invalid("span", "a Span or None", span)
-    check_id(span.conv_id, "span.conv_id")
-    _optional(span.start, "span.start", check_time)
-    _optional(span.end, "span.end", check_time)
-    for name in ("older_cursor", "newer_cursor"):
-        value = getattr(span, name)
-        if value is not None:
-            check_text(value, f"span.{name}")
-    return span
-
-
-def _id_list(values: Any, field: str) -> list[str]:
-    return check_ids(values, field)
-
-
-def _message_list(messages: Any) -> list[Message]:
-    if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
-        raise invalid("messages", "a list of Message", messages)
-    return list(messages)
-
-
-def _check_limits(limits: Any) -> None:
-    if not isinstance(limits, Limits):
-        raise invalid("limits", "a Limits or None", limits)
-    for name in ("max_payload_bytes", "max_file_bytes", "max_thumbnail_bytes",
-                 "max_local_ext_bytes"):
-        value = getattr(limits, name)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**53:
-            raise invalid(f"limits.{name}", "a positive int", value)
-
-
-def _encode_conversation_ext(ext: Any) -> bytes:
-    if not isinstance(ext, dict):
-        raise invalid("ext", "a dict", ext)
-    return encode_ext(ext)
 
 
 def open_store(path: str | os.PathLike[str], *, user_id: str, limits: Limits | None = None,

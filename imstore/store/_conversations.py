@@ -11,6 +11,7 @@ Rules kept here:
 - thread replies count in the conversation's unread (there is no separate thread badge; reading
   the conversation reads them);
 - marks are kept sorted between separators (`_rows.MARK_SEPARATOR`), NULL when there is none;
+  a conversation has at most `MAX_MARKS`;
   `ConversationMark.UNREAD` is cleared whenever the conversation is read;
 - a conversation id has one chat type for good (ids are unique across types).
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..codec import encode_ext
+from ..codec import MAX_MARKS, encode_ext
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, ConversationMark
 from ._connection import Connection, chunks, marks
@@ -146,11 +147,20 @@ class ConversationTable:
         return frozenset(m for m in text.split(MARK_SEPARATOR) if m)
 
     def set_marks(self, conv_id: str, add: Iterable[str], remove: Iterable[str]) -> frozenset[str]:
-        """Add and remove marks; returns the conversation's marks after."""
+        """Add and remove marks; returns the conversation's marks after (at most `MAX_MARKS`)."""
         now = (self.marks(conv_id) - frozenset(remove)) | frozenset(add)
+        if len(now) > MAX_MARKS:
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          f"a conversation has at most {MAX_MARKS} marks; remove some first")
         text = (MARK_SEPARATOR + MARK_SEPARATOR.join(sorted(now)) + MARK_SEPARATOR) if now else None
         self._set(conv_id, "marks", text)
         return now
+
+    def mark_unread(self, conv_id: str) -> bool:
+        """Give the conversation `ConversationMark.UNREAD`; returns whether the mark was new."""
+        had = ConversationMark.UNREAD in self.marks(conv_id)
+        self.set_marks(conv_id, (ConversationMark.UNREAD.value,), ())
+        return not had
 
     def clear_unread_mark(self, conv_ids: Iterable[str] | None) -> None:
         """The conversations were read: `ConversationMark.UNREAD` leaves them (all: None)."""

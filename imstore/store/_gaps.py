@@ -9,16 +9,24 @@ A *gap* is what lies between two stretches, or before the first and after the la
 Rules kept here:
 - what proves contiguity is a `Span`: a history page (from its oldest message, or from the
   beginning when the server said there is no more, up to its newest, or to the live edge when it
-  was the newest page), the conversation list's last message (from it to the live edge), a batch of
-  live messages (from its oldest to the live edge); the caller (the client, which knows what it
+  was the newest page), the conversation list's last message (after it to the live edge), a batch
+  of live messages (from its oldest to the live edge); the caller (the client, which knows what it
   asked the server) builds it, the store only keeps it;
+- a stretch's ends are server times, and a server may stamp several messages with one time
+  (bridged or imported history) and cut a page among them: so a page's edge where more may follow
+  (its cursor's side, and the side a cursor it was fetched with came from, unless the caller
+  vouches for a bound there) proves nothing at that edge's time, and its span stops short of it
+  (`Span.of_page`, `Span.after`); the messages of that time are fetched again with the rest of
+  their tie (the store orders ties by arrival, so a tie stored in one piece keeps the server's
+  order);
+- a client without live delivery cannot know the live edge stays where a fetch found it:
+  `Stretches.forget_live_edge` ends the live stretch before its newest server time, so the
+  next read of the newest page fetches it (and that time's tie) again;
 - stretches of a conversation never overlap or touch: a span that overlaps or touches one (times
   are whole milliseconds, so [a, b] and [b + 1, c] touch) merges with it; the merged stretch keeps
   the cursors of its outer ends;
 - local deletes do not open gaps (tombstones keep deleted messages out of later merges), and local
-  messages (unsent, imported, inserted) neither prove nor break contiguity;
-- a stretch's ends are server times: a server that stamps several messages with one time and cuts a
-  page among them can leave such a tie unseen at a stretch's end (the store orders ties by arrival).
+  messages (unsent, imported, inserted) neither prove nor break contiguity.
 
 Every method that writes runs inside the caller's open write transaction.
 """
@@ -55,9 +63,11 @@ class Span:
         end: the newest time covered (ms); None: up to the live edge (the fetch returned the
             server's newest, and live delivery brings everything after it).
         older_cursor: a server cursor that continues towards older messages from ``start``
-            (the cursor of an UP history page), when known.
+            (the cursor of an UP history page: it continues after that page's messages of time
+            ``start - 1``, so it holds only where they were stored), when known.
         newer_cursor: a server cursor that continues towards newer messages from ``end`` (the
-            cursor of a DOWN history page), when known.
+            cursor of a DOWN history page, likewise after its messages of time ``end + 1``),
+            when known.
     """
 
     conv_id: str
@@ -65,6 +75,16 @@ class Span:
     end: int | None
     older_cursor: str | None = None
     newer_cursor: str | None = None
+
+    @classmethod
+    def after(cls, conv_id: str, time: int) -> Span:
+        """What the newest messages prove when the oldest of them has server time ``time``:
+        everything after it up to the live edge (others may share ``time`` and lie before it)."""
+        return cls(conv_id, time + 1, None)
+
+    def holds(self, time: int) -> bool:
+        """Whether server time ``time`` lies in the span."""
+        return (self.start is None or time >= self.start) and (self.end is None or time <= self.end)
 
     @classmethod
     def of_page(cls, conv_id: str, messages: Sequence[Message], *, direction: Direction,
@@ -77,40 +97,43 @@ class Span:
             conv_id: the conversation.
             messages: the page.
             direction: the direction it was fetched in.
-            cursor: the cursor the server returned with it (None: nothing more that way).
+            cursor: the cursor the server returned with it (None: nothing more that way). Its
+                side of the page proves nothing at the time of the page's last message there
+                (more may share it beyond the cursor): the span stops short of that time, and
+                keeps the cursor, which continues after the page's messages of that time.
             first: it was fetched with no cursor, so it starts at the end of the conversation it
-                reads from (UP: the newest, or ``end_time``; DOWN: the oldest, or ``start_time``).
+                reads from (UP: the newest, or ``end_time``; DOWN: the oldest, or
+                ``start_time``). A page fetched with a cursor and no such bound proves nothing
+                at the time of its first message either (the page before it may hold only part
+                of that time's messages).
             start_time, end_time: the time window it was fetched with (inclusive, ms), if any.
                 A page fetched with a cursor that continues from a known time may pass that
                 time as the bound it starts from (``end_time`` going UP, ``start_time`` going
                 DOWN): the caller vouches that nothing lies between.
 
-        Returns None when the page proves nothing (it is empty and more may follow).
+        Returns None when the page proves nothing (it is empty and more may follow, or all its
+        messages share the time at a cut).
         """
         times = [m.server_time for m in messages if m.server_time is not None]
-        if direction != Direction.DOWN:
-            if end_time is not None:
-                top: int | None = end_time
-            elif first:
-                top = None  # the newest page: up to the live edge
-            elif times:
-                top = max(times)
-            else:
+        up = direction != Direction.DOWN
+        entry = end_time if up else start_time  # the bound of the side the page starts from
+        if entry is None and not first:
+            if not times:
                 return None
-            if cursor is None:
-                return cls(conv_id, start_time, top)
-            return cls(conv_id, min(times), top, older_cursor=cursor) if times else None
-        if start_time is not None:
-            bottom: int | None = start_time
-        elif first:
-            bottom = None  # the oldest page: from the beginning
+            entry = max(times) - 1 if up else min(times) + 1
+        if cursor is None:
+            far = start_time if up else end_time
         elif times:
-            bottom = min(times)
+            far = min(times) + 1 if up else max(times) - 1
         else:
             return None
+        lo, hi = (far, entry) if up else (entry, far)
+        if lo is not None and hi is not None and lo > hi:
+            return None
         if cursor is None:
-            return cls(conv_id, bottom, end_time)
-        return cls(conv_id, bottom, max(times), newer_cursor=cursor) if times else None
+            return cls(conv_id, lo, hi)
+        return cls(conv_id, lo, hi, older_cursor=cursor) if up else cls(
+            conv_id, lo, hi, newer_cursor=cursor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +240,21 @@ class Stretches:
             "VALUES (?, ?, ?, ?, ?)",
             (span.conv_id, low.start, high.end, low.older_cursor if low.start is not None else None,
              high.newer_cursor if high.end is not None else None))
+
+    def forget_live_edge(self, conv_id: str) -> None:
+        """End the stretch that reaches the live edge before the newest server time it holds
+        (messages may have reached the server since, and may share that time); a stretch left
+        holding no server message goes."""
+        for s in self._load(conv_id, in_tx=True):
+            if s.end is not None:
+                continue
+            row = self._conn.run("SELECT max(server_time) FROM message WHERE conv_id = ? AND "
+                                 "server_time >= ?", (conv_id, s.lo)).fetchone()
+            if row[0] is None or row[0] - 1 < s.lo:
+                self._conn.run("DELETE FROM stretch WHERE id = ?", (s.id,))
+            else:
+                self._conn.run("UPDATE stretch SET end_time = ?, newer_cursor = NULL WHERE id = ?",
+                               (row[0] - 1, s.id))
 
     # ------------------------------------------------------------------------------ reading
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..lifecycle import is_mine
 from ..message import Direction, ImportResult, Message
 from ._connection import Connection, chunks, marks
 from ._conversations import ConversationTable
@@ -59,10 +60,10 @@ class Merger:
     def merge(self, messages: list[Message], *, live: bool,
               spans: Sequence[Span] = ()) -> MergeResult:
         said_read = [m.msg_id for m in messages if isinstance(m, Message) and m.is_read is True
-                     and isinstance(m.msg_id, str) and m.sender not in (None, self._owner)]
+                     and isinstance(m.msg_id, str) and not is_mine(m.sender, self._owner)]
         # the sender's local id of our own messages, when the server carries it
         local_ids = {m.msg_id: lid for m in messages if isinstance(m, Message)
-                     and m.sender in (None, self._owner) and isinstance(m.msg_id, str)
+                     and is_mine(m.sender, self._owner) and isinstance(m.msg_id, str)
                      and isinstance(lid := getattr(m, "local_id", None), str) and lid}
         suppressed: list[str] = []
         read: list[str] = []
@@ -102,9 +103,10 @@ class Merger:
 
 
 def _live_spans(rows: list[MessageRow]) -> list[Span]:
-    """Live delivery brings every message after the oldest one it brought, per conversation."""
+    """Live delivery brings every message after the oldest one it brought, per conversation
+    (`Span.after`: others may share the oldest's time)."""
     oldest: dict[str, int] = {}
     for r in rows:
         if r.server_time is not None and r.direction == Direction.RECEIVE:
             oldest[r.conv_id] = min(oldest.get(r.conv_id, r.server_time), r.server_time)
-    return [Span(conv_id, t, None) for conv_id, t in oldest.items()]
+    return [Span.after(conv_id, t) for conv_id, t in oldest.items()]

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..codec import check_id
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, Conversation, Direction, Message
 from ._connection import Connection, marks
@@ -24,6 +25,7 @@ from ._rows import (
     MAIN,
     MARK_SEPARATOR,
     NOT_ROOMS,
+    PAGE_FROM_SQL,
     PAGE_SQL,
     SELECT_COLUMNS,
     row_to_message,
@@ -66,13 +68,29 @@ class Reads:
                           f"no stored message has id {msg_id!r}; page from a stored message")
         return row[0], row[1]
 
+    def anchor_in(self, conv_id: str, msg_id: str | None,
+                  field: str = "start_msg_id") -> tuple[int, int] | None:
+        """The page key of ``msg_id`` (None: None), which must be a stored message of
+        ``conv_id``."""
+        if msg_id is None:
+            return None
+        check_id(msg_id, field)
+        row = self.find_row(msg_id, "sort_time, id, conv_id")
+        if row is None or row[2] != conv_id:
+            raise IMError(ErrorCode.INVALID_PARAM,
+                          f"{field} {msg_id!r} is not a stored message of conversation "
+                          f"{conv_id!r}; page from one of its messages")
+        return int(row[0]), int(row[1])
+
     def page(self, conv_id: str, start_msg_id: str | None, limit: int,
              direction: Direction) -> list[Message]:
         if start_msg_id is None:
             rows = self._conn.query(PAGE_SQL[direction, False], (conv_id, limit))
         else:
-            sort, rowid = self.anchor(start_msg_id)
-            rows = self._conn.query(PAGE_SQL[direction, True], (conv_id, sort, rowid, limit))
+            rows = self._conn.query(PAGE_FROM_SQL[direction],
+                                    (conv_id, start_msg_id, start_msg_id, limit))
+            if not rows:  # nothing before (after) the anchor, or no such anchor: say which
+                self.anchor(start_msg_id)
         if direction == Direction.UP:
             rows.reverse()
         return [row_to_message(r) for r in rows]

@@ -17,6 +17,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
@@ -44,6 +45,7 @@ __all__ = [
     "MARK_SEPARATOR",
     "MESSAGE_COLUMNS",
     "NOT_ROOMS",
+    "PAGE_FROM_SQL",
     "PAGE_SQL",
     "SELECT_COLUMNS",
     "SENT",
@@ -51,6 +53,10 @@ __all__ = [
     "UNREAD",
     "UPDATE_SQL",
     "MessageRow",
+    "StoredMessage",
+    "decode_payload",
+    "keyset_pages",
+    "keyset_pages_from",
     "message_row",
     "row_to_message",
     "select_columns",
@@ -147,8 +153,28 @@ def keyset_pages(key: str) -> dict[tuple[Direction, bool], str]:
     }
 
 
+# The anchor of a page given by its message's id (or the local id it had before the server
+# renamed it), read inside the page's own statement: one round trip instead of two.
+_ANCHOR_OF = ("(SELECT sort_time, id FROM message WHERE msg_id = ? UNION ALL "
+              "SELECT sort_time, id FROM message WHERE local_id = ? LIMIT 1)")
+
+
+def keyset_pages_from(key: str) -> dict[Direction, str]:
+    """The anchored forms of `keyset_pages`, taking the anchor message's id twice (for
+    ``msg_id``, then ``local_id``) after ``key``'s value. An anchor that is not stored reads
+    as an empty page."""
+    base = f"SELECT {SELECT_COLUMNS} FROM message WHERE {key} = ? "
+    return {
+        Direction.UP: base + f"AND (sort_time, id) < {_ANCHOR_OF} "
+                             "ORDER BY sort_time DESC, id DESC LIMIT ?",
+        Direction.DOWN: base + f"AND (sort_time, id) > {_ANCHOR_OF} "
+                               "ORDER BY sort_time ASC, id ASC LIMIT ?",
+    }
+
+
 # A conversation's main timeline (thread replies are read by their root).
 PAGE_SQL = keyset_pages(f"{MAIN} AND conv_id")
+PAGE_FROM_SQL = keyset_pages_from(f"{MAIN} AND conv_id")
 
 # Marks are kept as one TEXT column: each mark between separators ("\x1fa\x1fb\x1f"), sorted, so
 # a filter is ``instr(marks, sep || mark || sep)``; NULL when there is none.
@@ -175,13 +201,14 @@ _DIR = {int(d): d for d in Direction}
 _STATUS = {int(s): s for s in MessageStatus}
 
 
-# The columns a `Message` is made of, picked out of a row by name in one C call (the row's
-# order is MessageRow's; this is only the order of the unpacking in `row_to_message`).
-_DECODED = ("msg_id", "conv_id", "chat_type", "type", "sender", "recipient", "direction",
-            "status", "local_time", "server_time", "is_read", "is_delivered", "is_read_acked",
-            "need_group_ack", "group_ack_count", "body", "ext", "local_id", "edited_at",
-            "recalled_at", "reply_to", "thread_id", "local_ext")
-_pick = itemgetter(*(MESSAGE_COLUMNS.index(c) for c in _DECODED))
+# The columns a `Message` is made of, in the order `_message_reader` unpacks them (the row's
+# order is MessageRow's): those stored as read, those converted, then the payload (decoded when
+# first read, with the type number).
+_AS_READ = ("msg_id", "conv_id", "sender", "recipient", "local_time", "server_time",
+            "group_ack_count", "local_id", "edited_at", "recalled_at", "reply_to", "thread_id")
+_CONVERTED = ("chat_type", "direction", "status", "is_read", "is_delivered", "is_read_acked",
+              "need_group_ack")
+_PAYLOAD = ("type", "body", "ext", "local_ext")
 
 
 def raw_bytes(value: Any) -> bytes:
@@ -198,44 +225,140 @@ def _int(value: Any) -> int | None:
     return value if type(value) is int else None
 
 
-def row_to_message(row: Any) -> Message:
-    """A message row (a `MessageRow`, or a driver tuple in its column order) as a `Message`.
+def decode_payload(type_no: Any, raw: Any, raw_ext: Any,
+                   raw_local: Any) -> tuple[Body, dict[str, Any], dict[str, Any]]:
+    """A row's body, ext and local_ext, decoded together: when any of them cannot be read (a
+    corrupt payload, a column of the wrong SQL type, an unknown type number) the body is an
+    `UndecodableBody` with the raw bytes and the reason, and ext and local_ext are empty (the
+    stored type number is kept in the body's ``extra["type"]``)."""
+    mtype = _MTYPE.get(type_no)
+    try:
+        if mtype is None:
+            raise IMError(ErrorCode.MESSAGE_INVALID, f"unknown message type number {type_no!r}")
+        return (decode_body(mtype, raw), decode_ext(raw_ext) if raw_ext else {},
+                decode_ext(raw_local, "local_ext") if raw_local else {})
+    except IMError as exc:
+        return UndecodableBody(raw_bytes(raw), exc.description, {"type": type_no}), {}, {}
+
+
+class StoredMessage(Message):
+    """A `Message` read from the store: its body, ext and local_ext are decoded together from
+    the row's payload when one of them is first read or set, so a page costs only what is
+    looked at (as a conversation's last message does). What callers see is a `Message`: equal
+    to one, the same ``repr``, copies (``copy``, ``pickle``) that are plain `Message` values,
+    and every field as if decoded at once (`decode_payload` keeps the rule for a row that does
+    not decode). The three values live in this class's own slots, behind properties."""
+
+    __slots__ = ("_body", "_ext", "_local_ext", "_payload")
+    _payload: tuple[Any, ...] | None  # type number, body, ext, local_ext as stored; then None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # dataclasses.replace: decoded
+        self._payload = None
+        Message.__init__(self, *args, **kwargs)
+
+    def _decode(self) -> None:
+        payload = self._payload
+        if payload is not None:
+            self._body, self._ext, self._local_ext = decode_payload(*payload)
+            self._payload = None  # last: another thread reading meanwhile decodes it again
+
+    @property  # type: ignore[override]
+    def body(self) -> Body:
+        if self._payload is not None:
+            self._decode()
+        return self._body
+
+    @body.setter
+    def body(self, value: Body) -> None:
+        if self._payload is not None:
+            self._decode()
+        self._body = value
+
+    @property  # type: ignore[override]
+    def ext(self) -> dict[str, Any]:
+        if self._payload is not None:
+            self._decode()
+        return self._ext
+
+    @ext.setter
+    def ext(self, value: dict[str, Any]) -> None:
+        if self._payload is not None:
+            self._decode()
+        self._ext = value
+
+    @property  # type: ignore[override]
+    def local_ext(self) -> dict[str, Any]:
+        if self._payload is not None:
+            self._decode()
+        return self._local_ext
+
+    @local_ext.setter
+    def local_ext(self, value: dict[str, Any]) -> None:
+        if self._payload is not None:
+            self._decode()
+        self._local_ext = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Message, tuple(getattr(self, n) for n in _MESSAGE_ORDER)
+
+
+StoredMessage.__qualname__ = "Message"  # its repr is a Message's
+
+
+def _message_reader(offset: int) -> Callable[[Any], Message]:
+    """`row_to_message` for rows whose message columns start at ``offset``, compiled once:
+    one C call picks the columns, then one slot store each (no keyword parsing, no decoding)."""
+    local = {"recipient": "to", "type": "type_no"}  # column -> the name it is unpacked into
+    columns = (*_AS_READ, *_CONVERTED, *_PAYLOAD)
+    names = [local.get(c, c) for c in columns]
+    pick = itemgetter(*(offset + MESSAGE_COLUMNS.index(c) for c in columns))
+    stores = "".join(f"    m.{n} = {n}\n" for n in names[:len(_AS_READ)])
+    source = (
+        "def read(row):\n"
+        f"    {', '.join(names)} = pick(row)\n"
+        "    m = new(StoredMessage)\n"
+        f"{stores}"
+        "    m.chat_type = chat_types.get(chat_type, CHAT)\n"
+        "    m.type = types.get(type_no, TEXT)\n"
+        "    m.direction = directions.get(direction, RECEIVE)\n"
+        "    m.status = statuses.get(status, FAIL)\n"
+        "    m.is_read = bool(is_read)\n"
+        "    m.is_delivered = bool(is_delivered)\n"
+        "    m.is_read_acked = bool(is_read_acked)\n"
+        "    m.need_group_ack = bool(need_group_ack)\n"
+        "    m._payload = (type_no, body, ext, local_ext)\n"
+        "    return m\n")
+    namespace: dict[str, Any] = {
+        "pick": pick, "new": object.__new__, "StoredMessage": StoredMessage,
+        "chat_types": _CTYPE, "CHAT": ChatType.CHAT, "types": _MTYPE, "TEXT": MessageType.TEXT,
+        "directions": _DIR, "RECEIVE": Direction.RECEIVE, "statuses": _STATUS,
+        "FAIL": MessageStatus.FAIL, "bool": bool}
+    exec(compile(source, f"<row_to_message at column {offset} of {__name__}>", "exec"),
+         namespace)
+    read: Callable[[Any], Message] = namespace["read"]
+    read.__doc__ = _ROW_TO_MESSAGE_DOC
+    return read
+
+
+_ROW_TO_MESSAGE_DOC = """A message row (a `MessageRow`, or a driver tuple in its column order) as a
+    `Message` (a `StoredMessage`: its payload decodes when first read).
 
     A row that cannot be read in full still becomes a message (so that a page is never lost to
     one bad row): its body is an `UndecodableBody` with the raw bytes and the reason, its ext and
     local_ext are empty, and an unknown type number reads as TEXT (the stored number is kept in
     the body's ``extra["type"]``). The reason covers a corrupt payload and a body stored as TEXT
     or INTEGER instead of a BLOB (read as the bytes it holds, see `select_columns`)."""
-    (msg_id, conv_id, chat_type, type_no, sender, recipient, direction, status, local_time,
-     server_time, is_read, is_delivered, is_read_acked, need_group_ack, group_ack_count, raw,
-     raw_ext, local_id, edited_at, recalled_at, reply_to, thread_id, raw_local) = _pick(row)
-    mtype = _MTYPE.get(type_no)
-    body: Body
-    try:
-        if mtype is None:
-            raise IMError(ErrorCode.MESSAGE_INVALID, f"unknown message type number {type_no!r}")
-        body = decode_body(mtype, raw)
-        ext = decode_ext(raw_ext) if raw_ext else {}
-        local_ext = decode_ext(raw_local, "local_ext") if raw_local else {}
-    except IMError as exc:
-        body = UndecodableBody(raw_bytes(raw), exc.description, {"type": type_no})
-        ext, local_ext = {}, {}
-    # positional, in `Message`'s field order (a hot path: keyword parsing costs more)
-    return Message(
-        msg_id, conv_id, _CTYPE.get(chat_type, ChatType.CHAT), mtype or MessageType.TEXT, sender,
-        recipient, body, _DIR.get(direction, Direction.RECEIVE),
-        _STATUS.get(status, MessageStatus.FAIL), local_time, server_time, bool(is_read),
-        bool(is_delivered), bool(is_read_acked), bool(need_group_ack), group_ack_count, ext,
-        local_id, edited_at, recalled_at, reply_to, thread_id, local_ext)
+row_to_message = _message_reader(0)
+_last_message = _message_reader(_N_STATE)  # the conversation list's copy, after its state
 
 
-_MESSAGE_ORDER = ("msg_id", "conv_id", "chat_type", "type", "sender", "to", "body", "direction",
-                  "status", "local_time", "server_time", "is_read", "is_delivered",
-                  "is_read_acked", "need_group_ack", "group_ack_count", "ext", "local_id",
-                  "edited_at", "recalled_at", "reply_to", "thread_id", "local_ext")
-if tuple(Message.__dataclass_fields__) != _MESSAGE_ORDER:
-    raise RuntimeError("row_to_message builds Message positionally: update it for the fields "
-                       f"{tuple(Message.__dataclass_fields__)}")
+# Every field of `Message`, each filled by `_message_reader` (the columns it reads, ``to`` from
+# ``recipient``) or by the payload; its copies are built positionally in this order.
+_MESSAGE_ORDER = tuple(Message.__dataclass_fields__)
+if {"to" if c == "recipient" else c for c in (*_AS_READ, *_CONVERTED, *_PAYLOAD)} != set(
+        _MESSAGE_ORDER):
+    raise RuntimeError("_message_reader fills every field of Message: update _AS_READ, "
+                       f"_CONVERTED or _PAYLOAD for the fields {_MESSAGE_ORDER}")
 
 
 _NO_MARKS: frozenset[str] = frozenset()
@@ -259,13 +382,12 @@ def to_conversation(r: Any) -> Conversation:
     map, a column of the wrong SQL type) still becomes a conversation: what could be read, with
     ``error`` saying what could not (an unknown type reads as CHAT)."""
     conv_id, chat_type, unread, activity, raw_ext, title, pinned_at, marks, draft = r[:_N_STATE]
-    last = r[_N_STATE:]
+    last = r if r[_N_STATE] is not None else None  # its message columns: `_last_message`
     ctype = _CTYPE.get(chat_type)
     if ctype is not None and not raw_ext and type(unread) is int:
         # the usual row: nothing to decode
-        return Conversation.lazy(conv_id, ctype, unread, activity, {},
-                                 last if last[0] is not None else None, row_to_message, title,
-                                 pinned_at, _marks(marks) if marks else _NO_MARKS, draft)
+        return Conversation.lazy(conv_id, ctype, unread, activity, {}, last, _last_message,
+                                 title, pinned_at, _marks(marks) if marks else _NO_MARKS, draft)
     errors = []
     if ctype is None:
         errors.append(f"unknown chat type number {chat_type!r}")
@@ -279,8 +401,8 @@ def to_conversation(r: Any) -> Conversation:
         errors.append("unread_count or last_activity is not an integer")
     return Conversation.lazy(
         conv_id if type(conv_id) is str else str(conv_id), ctype or ChatType.CHAT,
-        _int(unread) or 0, _int(activity) or 0, ext, last if last[0] is not None else None,
-        row_to_message, title if type(title) is str else None, _int(pinned_at), _marks(marks),
+        _int(unread) or 0, _int(activity) or 0, ext, last, _last_message,
+        title if type(title) is str else None, _int(pinned_at), _marks(marks),
         draft if type(draft) is str else None, "; ".join(errors) or None)
 
 

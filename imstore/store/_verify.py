@@ -28,6 +28,7 @@ from ._connection import Connection, marks
 from ._conversations import ConversationTable
 from ._indexer import SearchWriter
 from ._reactions import Reactions
+from ._receipts import Receipts
 from ._rows import (
     CONVERSATION_LIST_SQL,
     MAIN,
@@ -37,6 +38,7 @@ from ._rows import (
     to_conversation,
 )
 from ._threads import Threads
+from ._tombstones import Tombstones
 from ._writes import upsert_attachment
 
 __all__ = ["Verifier", "VerifyReport"]
@@ -81,12 +83,15 @@ class VerifyReport:
 
 class Verifier:
     def __init__(self, conn: Connection, conversations: ConversationTable,
-                 indexer: SearchWriter, threads: Threads, reactions: Reactions) -> None:
+                 indexer: SearchWriter, threads: Threads, reactions: Reactions,
+                 tombstones: Tombstones, receipts: Receipts) -> None:
         self._conn = conn
         self._convs = conversations
         self._indexer = indexer
         self._threads = threads
         self._reactions = reactions
+        self._tombstones = tombstones
+        self._receipts = receipts
 
     def verify(self, timeout: float | None = None) -> VerifyReport:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -100,7 +105,10 @@ class Verifier:
             rep["reaction_counts"] = self._reactions.verify()
         undecodable = self._undecodable()
         rep["search_index"] = self._search_index(len(undecodable), deadline)
+        with self._conn.tx():
+            rep["tombstones_of_stored_messages"] = self._tombstones.verify()
         return VerifyReport(rep, undecodable=undecodable,
+                            pending_receipts=self._receipts.pending_count(),
                             unreadable_conversations=self._unreadable_conversations())
 
     def _text_bodies(self) -> int:

@@ -1,4 +1,5 @@
-"""Writing messages: insert, import, received and history batches, update, delete, read state.
+"""Writing messages: insert, import, received and history batches, update, delete, read state,
+local ext.
 
 Rules kept here:
 - every call is one write transaction (`Connection.tx`): a call that fails leaves nothing written;
@@ -8,19 +9,28 @@ Rules kept here:
   read when imported); nothing else of the caller's message is changed;
 - each change keeps the conversation's unread counter and last message (`ConversationTable`) and
   enqueues its search work (`SearchWriter`) in the same transaction;
-- attachment rows mirror each attachment's download state.
+- attachment rows mirror each attachment's download state;
+- reading a conversation (or one of its messages) clears its `ConversationMark.UNREAD`;
+- a one-to-one message between two other people is refused (insert) or skipped (import).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-from ..codec import Limits, validate_message
+from ..codec import Limits, encode_local_ext, validate_message
 from ..errors import ErrorCode, IMError
 from ..kinds import ATTACHMENT_TYPES, KINDS, blank_body
-from ..lifecycle import INT64_MAX, INT64_MIN, is_mine, send_move, settled_status
+from ..lifecycle import (
+    INT64_MAX,
+    INT64_MIN,
+    RECALLED_BY,
+    is_mine,
+    send_move,
+    settled_status,
+)
 from ..message import (
     Body,
     ChatType,
@@ -34,6 +44,7 @@ from ..message import (
     VideoBody,
     conversation_id,
 )
+from ._checks import stranger_chat
 from ._connection import Connection, chunks, marks
 from ._conversations import ConversationTable
 from ._indexer import SearchWriter
@@ -163,6 +174,9 @@ class Writes:
     # -------------------------------------------------------------------------------- writing
 
     def insert(self, msg: Message) -> Message:
+        err = stranger_chat(msg, self._owner)
+        if err is not None:
+            raise err
         with self._conn.tx():
             row = self.prepare(msg)
             if self._existing_ids([row.msg_id]):
@@ -182,6 +196,9 @@ class Writes:
         try:
             for msg in messages:
                 seen += 1
+                if stranger_chat(msg, self._owner) is not None:
+                    result.skip("a one-to-one message between two other people")
+                    continue
                 batch.append(msg)
                 if len(batch) >= batch_size:
                     self.write_batch(batch, result, mode=Mode.IMPORT)
@@ -221,6 +238,11 @@ class Writes:
                     mode: Mode, screen: Screen | None = None) -> list[Message]:
         """Store a batch in one transaction, skipping (and counting) invalid messages and
         duplicates, and the messages ``screen`` leaves out. Returns the messages written."""
+        if mode != Mode.IMPORT:  # (an import left them out already, counting them as read)
+            kept = [m for m in batch if stranger_chat(m, self._owner) is None]
+            for _ in range(len(batch) - len(kept)):  # a server's message not for this user
+                result.skip("a one-to-one message between two other people")
+            batch = kept
         with self._conn.tx():
             rows, msgs = self._prepare_batch(batch, result, mode)
             existing = self._existing_ids([r.msg_id for r in rows])
@@ -285,10 +307,12 @@ class Writes:
         row = self.find_row(msg_id, SELECT_COLUMNS)
         return None if row is None else row_to_message(row)
 
-    def apply_recall(self, msg_ids: Sequence[str], recalled_at: int) -> list[Message]:
+    def apply_recall(self, msg_ids: Sequence[str], recalled_at: int,
+                     recalled_by: Mapping[str, str] | None = None) -> list[Message]:
         """Turn messages into recall notices: same ids, type, sender and times, the type's blank
-        body, ``recalled_at`` set; read state unchanged; they leave the search index. Unknown
-        and already recalled ids are skipped. Returns the messages recalled now."""
+        body, ``recalled_at`` set, and who recalled it in ``ext`` (`RECALLED_BY`) where
+        ``recalled_by`` names someone; read state unchanged; they leave the search index.
+        Unknown and already recalled ids are skipped. Returns the messages recalled now."""
         out = []
         with self._conn.tx():
             for msg_id in dict.fromkeys(msg_ids):
@@ -296,6 +320,9 @@ class Writes:
                 if msg is None or msg.recalled_at is not None:
                     continue
                 msg.body, msg.recalled_at, msg.edited_at = blank_body(msg.type), recalled_at, None
+                by = (recalled_by or {}).get(msg_id)
+                if by:
+                    msg.ext = {**(msg.ext or {}), RECALLED_BY: by}
                 self._rewrite_decoded(msg)
                 out.append(msg)
         return out
@@ -413,14 +440,13 @@ class Writes:
             changed = self._conn.run(f"UPDATE message SET is_read = 1 WHERE id = ? AND {UNREAD}",
                                      (row[0],)).rowcount
             self._convs.add_unread(row[1], -changed)
+            self._convs.clear_unread_mark([row[1]])
             return bool(changed)
 
     def mark_conversation_read(self, conv_id: str, up_to_msg_id: str | None = None) -> int:
         with self._conn.tx():
             if not self._convs.exists(conv_id):
-                raise IMError(ErrorCode.CONVERSATION_NOT_EXIST,
-                              f"there is no conversation {conv_id!r}; list them with "
-                              "store.conversations()")
+                return 0  # as for an empty conversation
             if up_to_msg_id is None:
                 n = self._conn.run(f"UPDATE message SET is_read = 1 WHERE conv_id = ? AND "
                                    f"{UNREAD}", (conv_id,)).rowcount
@@ -433,10 +459,25 @@ class Writes:
                                    "AND (sort_time, id) <= (?, ?)",
                                    (conv_id, anchor[0], anchor[1])).rowcount
             self._convs.add_unread(conv_id, -n)
+            self._convs.clear_unread_mark([conv_id])
             return int(n)
 
     def mark_all_read(self) -> int:
         with self._conn.tx():
             n = self._conn.run(f"UPDATE message SET is_read = 1 WHERE {UNREAD}").rowcount
             self._conn.run("UPDATE conversation SET unread_count = 0 WHERE unread_count != 0")
+            self._convs.clear_unread_mark(None)
             return int(n)
+
+    def set_local_ext(self, msg_id: str, data: dict[str, Any]) -> Message:
+        """Replace a stored message's ``local_ext`` (its own limit, not the payload's)."""
+        blob = encode_local_ext(data, self._limits)
+        with self._conn.tx():
+            row = self.find_row(msg_id, "id")
+            if row is None:
+                raise IMError(ErrorCode.MESSAGE_INVALID,
+                              f"no stored message has id {msg_id!r}; insert it first")
+            self._conn.run("UPDATE message SET local_ext = ? WHERE id = ?", (blob, row[0]))
+        msg = self._stored(msg_id)
+        assert msg is not None
+        return msg

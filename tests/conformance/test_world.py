@@ -269,8 +269,6 @@ def test_a_conversation_deleted_for_everyone_reaches_no_member(backend: Harness,
 # ------------------------------------------------------------------------- file names
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: a video's PNG thumbnail is saved under the "
-                   "video's name (…_clip.mp4)")
 def test_a_thumbnail_keeps_its_real_extension(backend: Harness, tmp_path: Path):
     clip, thumb = tmp_path / "clip.mp4", tmp_path / "thumb.png"
     clip.write_bytes(bytes(range(256)) * 40)
@@ -341,8 +339,6 @@ class BridgedHistory:
         raise IMError(ErrorCode.SERVICE_NOT_ENABLED, "a bridge's history is read-only")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: messages sharing a timestamp lose a page of "
-                   "history (load_messages asks for what is strictly older)")
 def test_history_with_tied_timestamps_loses_nothing():
     import asyncio
 

@@ -110,6 +110,35 @@ def test_an_edit_from_another_member_is_ignored_live_and_in_history(world: Harne
     nio_peer.run(world, main)
 
 
+def test_a_moderators_live_redaction_records_who_redacted(world: Harness):
+    from imstore.lifecycle import RECALLED_BY
+
+    async def main(b: Any, w: Any) -> None:
+        (alice,) = await b.users("alice")
+        bob, mallory = await w.user("bob"), await w.user("mallory")
+        server = bob.mxid.partition(":")[2]
+        room = await bob.create_room(invite=[f"@{alice.id}:{server}", mallory.mxid],
+                                     name="bob moderates")  # its creator: power level 100
+        assert await mallory.accept_invites() == [room]
+        await alice.client.fetch_conversations_from_server()  # joins the invite
+        spam = await mallory.text(room, "spam")
+        await b.until(lambda: alice.store.get_message(spam) is not None, "mallory's message")
+        await bob.redact(room, spam)
+        own = await mallory.text(room, "mine to take back")
+        await b.until(lambda: alice.store.get_message(own) is not None, "mallory's second")
+        await mallory.redact(room, own)
+
+        def recalled() -> bool:
+            return all((m := alice.store.get_message(i)) is not None and m.recalled_at
+                       for i in (spam, own))
+
+        await b.until(recalled, "both redactions at alice")
+        assert alice.store.get_message(spam).ext.get(RECALLED_BY) == localpart(bob.mxid)
+        assert RECALLED_BY not in (alice.store.get_message(own).ext or {})  # its sender's
+
+    nio_peer.run(world, main)
+
+
 # ------------------------------------------------------------- requests, counted per adapter
 
 

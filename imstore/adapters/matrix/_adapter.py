@@ -3,9 +3,10 @@
 A facade of short methods over parts that each own one thing: `_rooms` (which room is which
 conversation), `_sync` (the ``/sync`` loop, the connection state and every handler call it
 makes), `_events` (events by id), `_reads` (read positions and receipts), `_history` (history
-pages, the conversation list, one-way deletes), `_media`, `_delivery` (batched delivery
-receipts). `_mapping` turns events into messages and back; `_requests` builds every request and
-`_api` sends it. Rules kept here:
+pages, the conversation list, one-way deletes), `_rich` (reactions, pins, conversation pins and
+marks, and the rich `Transport` methods), `_media`, `_delivery` (batched delivery receipts).
+`_mapping` turns events into messages and back; `_requests` builds every request and `_api`
+sends it. Rules kept here:
 - one access token and one device for the adapter's life: a retried send reuses the message's
   local id as the Matrix transaction id, so the homeserver answers a retry with the first event;
 - a network failure of a call the client makes is MESSAGE_WEBSOCKET_DISCONNECTED and makes the
@@ -51,6 +52,7 @@ from ._history import History
 from ._link import Link
 from ._media import Media
 from ._reads import ReadPositions
+from ._rich import RichRooms, RichTransport
 from ._rooms import Rooms
 from ._sync import SyncLoop
 
@@ -59,7 +61,7 @@ __all__ = ["MatrixAdapter"]
 T = TypeVar("T")
 
 
-class MatrixAdapter:
+class MatrixAdapter(RichTransport):
     """One Matrix account and device, as a `SyncAdapter` and a `Transport`.
 
     Create it with `MatrixAdapter.login`; hand it to `ChatClient` (it serves as both protocols);
@@ -81,9 +83,10 @@ class MatrixAdapter:
         self.rooms = Rooms(api, mxid)
         self.events = EventCache(api, mxid)
         self.reads = ReadPositions(api, self.rooms, self.events, self._link, now_ms)
-        self.sync = SyncLoop(api, self.rooms, self.events, self.reads, self._link,
+        self.rich = RichRooms(api, self.rooms, self.events, now_ms)
+        self.sync = SyncLoop(api, self.rooms, self.events, self.reads, self._link, self.rich,
                              poll_timeout=poll_timeout, timeline_limit=timeline_limit, now=now_ms)
-        self.history = History(api, self.rooms, self.events, self.reads, now_ms)
+        self.history = History(api, self.rooms, self.events, self.reads, self.rich, now_ms)
         self.media = Media(api)
         self.delivery_acks = DeliveryAcks(api)
 
@@ -345,8 +348,12 @@ class MatrixAdapter:
     async def send_read_ack(self, message: Message) -> None:
         """An ``m.read`` receipt on the message: in Matrix it means "read up to here"."""
         self._require_connection()
-        room = await self._room_of(message)
-        await self._net(self.reads.mark_read(room, message.msg_id))
+        await self._read(await self._room_of(message), message.msg_id)
+
+    async def _read(self, room: str, event_id: str) -> None:
+        """Move this user's read position (and clear its UNREAD mark of the room)."""
+        await self._net(self.reads.mark_read(room, event_id))
+        await self._net(self.rich.read(room))
 
     async def send_conversation_ack(self, conv_id: str, chat_type: ChatType,
                                     up_to: int | None = None) -> None:
@@ -359,7 +366,7 @@ class MatrixAdapter:
         event_id = await self._net(self.events.newest(room) if up_to is None
                                    else self.events.at_time(room, up_to, "b"))
         if event_id is not None:
-            await self._net(self.reads.mark_read(room, event_id))
+            await self._read(room, event_id)
 
     async def send_group_read_ack(self, message: Message) -> None:
         """An ``m.read`` receipt on a group message sent with ``need_group_ack``."""
@@ -367,8 +374,7 @@ class MatrixAdapter:
         if ChatType(message.chat_type) != ChatType.GROUP_CHAT or not message.need_group_ack:
             raise IMError(ErrorCode.INVALID_PARAM,
                           "group read receipts are for group messages sent with need_group_ack")
-        room = await self._room_of(message)
-        await self._net(self.reads.mark_read(room, message.msg_id))
+        await self._read(await self._room_of(message), message.msg_id)
 
     async def fetch_group_read_acks(self, msg_id: str, cursor: str | None, limit: int
                                     ) -> CursorResult[GroupReadAck]:

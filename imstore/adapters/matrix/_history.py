@@ -34,6 +34,7 @@ from ._api import Api, MatrixError
 from ._events import EventCache
 from ._link import log
 from ._reads import ReadPositions
+from ._rich import RichRooms, conversation_state
 from ._rooms import Rooms
 
 __all__ = ["History"]
@@ -47,7 +48,8 @@ class History:
     """The `SyncAdapter` calls, for one user."""
 
     def __init__(self, api: Api, rooms: Rooms, events: EventCache, reads: ReadPositions,
-                 now: Callable[[], int]) -> None:
+                 rich: RichRooms, now: Callable[[], int]) -> None:
+        self.rich = rich
         self.api = api
         self.rooms = rooms
         self.events = events
@@ -105,7 +107,8 @@ class History:
                 return CursorResult([], None)
         hidden = await self.hidden(room)
         read_ts = await self.reads.position(room)
-        filt: dict[str, Any] = {"types": ["m.room.message"], "lazy_load_members": True}
+        filt: dict[str, Any] = {"types": ["m.room.message", mp.STICKER],
+                                "lazy_load_members": True}
         if options.sender:
             filt["senders"] = [self.rooms.mx(options.sender)]
         items: list[Message] = []
@@ -185,7 +188,8 @@ class History:
     async def _list(self) -> list[tuple[int, str, Conversation]]:
         """Every listed conversation as ``(last message time, room, conversation)``, sorted."""
         answer = await self.api.call(rq.sync(
-            rq.list_filter(LIST_MESSAGES, [mp.CONV_STATE], [mp.HIDDEN, "m.fully_read"]), None,
+            rq.list_filter(LIST_MESSAGES, [mp.CONV_STATE, "m.room.name", "m.room.topic"],
+                           [mp.HIDDEN, "m.fully_read", *rq.ROOM_STATE_DATA]), None,
             rq.fresh_timeout(self.now())))
         for ev in mp.events_of(answer.get("account_data")):
             if mp.as_obj(ev).get("type") == "m.direct":
@@ -216,8 +220,13 @@ class History:
                 continue
             if unread == 0 and last.is_read is False:
                 last.is_read = True  # the server counts nothing unread
+            self.rich.take_account_data(room_id, mp.events_of(room.get("account_data")))
+            pinned_at, marks = conversation_state(self.rich.tags.get(room_id, {}),
+                                                  self.rich.unread.get(room_id, False))
             rows.append((last.server_time or 0, room_id, Conversation(
-                info.conv_id, info.chat_type, unread, last, last.timestamp)))
+                info.conv_id, info.chat_type, unread, last, last.timestamp,
+                title=_title(mp.events_of(room.get("state"))) if info.chat_type != ChatType.CHAT
+                else None, pinned_at=pinned_at, marks=marks)))
         rows.sort(key=lambda r: (-r[0], r[1]))
         return rows
 
@@ -291,3 +300,10 @@ def _read_position(me: str, events: list[Any], room: dict[str, Any],
                 if mine:
                     found.append(times.get(event_id) or mp.as_int(mine.get("ts")))
     return max(found) if found else None
+
+
+def _title(state: list[Any]) -> str | None:
+    """A room's name (``m.room.name``), else its topic; None when it has neither."""
+    found = {mp.as_obj(e).get("type"): mp.as_obj(mp.as_obj(e).get("content")) for e in state}
+    name = mp.as_str(found.get("m.room.name", {}).get("name"))
+    return name or mp.as_str(found.get("m.room.topic", {}).get("topic")) or None

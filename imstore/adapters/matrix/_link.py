@@ -27,6 +27,7 @@ class Link:
         self.state = ConnectionState.CONNECTED
         self.handler: TransportHandler | None = None
         self.up_to_ok = False
+        self.failures = 0  # handler calls that raised: a batch with one is not kept as done
 
     def attach(self, handler: TransportHandler) -> None:
         self.handler = handler
@@ -51,6 +52,7 @@ class Link:
         try:
             fn(*args)
         except Exception:  # the handler's bug must not stop the sync loop
+            self.failures += 1
             log.exception("handler %s failed", name)
 
     def offer(self, name: str, *args: Any) -> None:

@@ -12,18 +12,26 @@ event kind: `event_to_message` for timeline messages, `edit_to_message` for ``m.
   claims to be one it maps but carries fields of the wrong type raises `BadEventError` (the
   sync loop keeps it as a `BadEvent` and goes on with the rest of its batch);
 - the server is not trusted: numbers are read only when they are JSON integers within range,
-  strings only when they are strings; a recall notice takes the blank body `kinds` gives.
+  strings only when they are strings; a recall notice takes the blank body `kinds` gives;
+- rich bodies and relations are Matrix's own keys: ``formatted`` is ``formatted_body`` with
+  ``format: org.matrix.custom.html``; a caption is the ``body`` of a file event whose
+  ``filename`` differs (MSC2530); ``reply_to`` is ``m.in_reply_to`` and ``thread_id`` an
+  ``m.thread`` relation (its ``m.in_reply_to`` fallback is no reply); an ``m.sticker`` is an
+  image; a non-state event of a type imstore does not know (not ``m.room.*`` but
+  ``m.room.encrypted``) is kept as a CUSTOM message naming its type, with its content (never
+  dropped).
 """
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...kinds import blank_body
-from ...lifecycle import MAX_TIME, is_mine
+from ...lifecycle import MAX_TIME, RECALLED_BY, is_mine
 from ...message import (
     Body,
     ChatType,
@@ -49,8 +57,10 @@ HIDDEN = f"{NS}.hidden"  # room account data: this user's one-way deletes
 CMD_EVENT = f"{NS}.cmd"  # to-device: CMD messages
 RECEIPT_EVENT = f"{NS}.receipt"  # to-device: delivery receipts
 CUSTOM_MSGTYPE = f"{NS}.custom"
-RECALLED_BY = f"{NS}.recalled_by"  # ext of a message a moderator redacted: who did
 THUMB_MARK = "#thumbnail"  # appended to an mxc URL: "the server's thumbnail of this file"
+HTML = "org.matrix.custom.html"
+STICKER = "m.sticker"
+NOT_MESSAGES = frozenset({"m.reaction", "m.room.redaction"})  # events that change others
 
 _MSGTYPES = {
     MessageType.TEXT: "m.text",
@@ -210,9 +220,14 @@ def body_content(mtype: MessageType, body: Body) -> dict[str, Any]:
     content: dict[str, Any] = {"msgtype": _MSGTYPES[mtype]}
     if isinstance(body, TextBody):
         content["body"] = body.text
+        if body.formatted:
+            content["format"] = HTML
+            content["formatted_body"] = body.formatted
     elif isinstance(body, FileBody):
-        content["body"] = body.display_name or "file"
         content["filename"] = body.display_name or "file"
+        content["body"] = body.caption or content["filename"]
+        if body.caption == content["filename"]:
+            ns["caption"] = True  # MSC2530 cannot tell a caption equal to the file name
         content["url"] = body.remote_url.split("#", 1)[0]
         info = _info(body)
         if isinstance(body, ImageBody | VideoBody):
@@ -252,6 +267,9 @@ def body_content(mtype: MessageType, body: Body) -> dict[str, Any]:
 def message_content(msg: Message) -> dict[str, Any]:
     """The content of the ``m.room.message`` event that carries ``msg``."""
     content = body_content(msg.type, msg.body)
+    relation = relates_to(msg.reply_to, msg.thread_id)
+    if relation:
+        content["m.relates_to"] = relation
     ns = content.setdefault(NS, {})
     ns["local_id"] = msg.msg_id
     if msg.ext:
@@ -259,6 +277,27 @@ def message_content(msg: Message) -> dict[str, Any]:
     if msg.need_group_ack:
         ns["need_group_ack"] = True
     return content
+
+
+def relates_to(reply_to: str | None, thread_id: str | None) -> dict[str, Any]:
+    """The ``m.relates_to`` of a reply (``m.in_reply_to``) and of a thread reply (``m.thread``,
+    with the reply fallback other clients expect: the quoted message, else the root)."""
+    if thread_id:
+        return {"rel_type": "m.thread", "event_id": thread_id,
+                "is_falling_back": not reply_to,
+                "m.in_reply_to": {"event_id": reply_to or thread_id}}
+    return {"m.in_reply_to": {"event_id": reply_to}} if reply_to else {}
+
+
+def relations(content: dict[str, Any]) -> tuple[str | None, str | None]:
+    """``(reply_to, thread_id)`` of a message content; a thread's reply fallback is no reply."""
+    rel = as_obj(content.get("m.relates_to"))
+    quoted = as_obj(rel.get("m.in_reply_to")).get("event_id")
+    reply = quoted if isinstance(quoted, str) and quoted else None
+    root = rel.get("event_id")
+    if rel.get("rel_type") == "m.thread" and isinstance(root, str) and root:
+        return (None if rel.get("is_falling_back") is True else reply), root
+    return reply, None
 
 
 def edit_content(original_event_id: str, mtype: MessageType, body: Body) -> dict[str, Any]:
@@ -296,7 +335,8 @@ def body_from_content(content: dict[str, Any]) -> tuple[MessageType, Body] | Non
     info = as_obj(content.get("info"))
     body: Body
     if mtype == MessageType.TEXT:
-        body = TextBody(text, extra=extra)
+        html = content.get("formatted_body") if content.get("format") == HTML else None
+        body = TextBody(text, as_str(html), extra=extra)
     elif mtype == MessageType.LOCATION:
         lat, lon = _geo(as_str(content.get("geo_uri")))
         body = LocationBody(lat, lon, as_str(ns.get("address"), text),
@@ -307,8 +347,10 @@ def body_from_content(content: dict[str, Any]) -> tuple[MessageType, Body] | Non
                           {str(k): str(v) for k, v in params.items()}, extra=extra)
     else:
         url = as_str(content.get("url"))
+        filename = as_str(content.get("filename"))
+        caption = text if filename and (text != filename or ns.get("caption") is True) else ""
         common: dict[str, Any] = {
-            "display_name": as_str(content.get("filename")) or text or "file",
+            "display_name": filename or text or "file", "caption": caption,
             "remote_url": url, "secret": as_str(ns.get("secret")),
             "size": _size(info.get("size")) or 0, "download_status": DownloadStatus.PENDING,
             "extra": extra}
@@ -373,8 +415,12 @@ def event_to_message(event: dict[str, Any], room: RoomInfo, me: str, server_name
     recall notice. A received ``history`` message is read when it is at or before
     ``read_up_to`` (the user's read position); a live one leaves ``is_read`` unsaid.
     Raises `BadEventError` for an ``m.room.message`` it cannot trust."""
-    if event.get("type") != "m.room.message" or replacement(event) is not None:
+    kind = event.get("type")
+    if not isinstance(kind, str) or replacement(event) is not None or "state_key" in event:
         return None
+    if kind != "m.room.message" and (kind in NOT_MESSAGES or kind.startswith(NS) or (
+            kind.startswith("m.room.") and kind != "m.room.encrypted")):
+        return None  # changes of other events, and room state (even without its state_key)
     eid, sender_mxid, ts = _envelope(event)
     raw = event.get("content")
     if raw is not None and not isinstance(raw, dict):
@@ -390,6 +436,11 @@ def event_to_message(event: dict[str, Any], room: RoomInfo, me: str, server_name
         mtype = (MessageType[prior] if isinstance(prior, str) and prior in MessageType.__members__
                  and prior != "CMD" else MessageType.TEXT)
         mapped = (mtype, blank_body(mtype))
+    elif kind == STICKER:
+        got = body_from_content({**content, "msgtype": "m.image"})
+        mapped = got if got is None else (got[0], _as_sticker(got[1], content))
+    elif kind != "m.room.message":
+        mapped = MessageType.CUSTOM, foreign_body(kind, content)
     else:
         mapped = body_from_content(content)
     if mapped is None:
@@ -404,6 +455,7 @@ def event_to_message(event: dict[str, Any], room: RoomInfo, me: str, server_name
             body = got[1]
             edited_at = as_int(edit.get("origin_server_ts"), ts)
     mine = is_mine(sender_mxid, me)
+    reply_to, thread_id = relations(content)
     local_id = ns.get("local_id")
     ext = dict(as_obj(ns.get("ext")))
     redacter = as_obj(recalled).get("sender")
@@ -417,9 +469,27 @@ def event_to_message(event: dict[str, Any], room: RoomInfo, me: str, server_name
         is_read=(read_up_to is not None and ts <= read_up_to) if history and not mine else None,
         need_group_ack=ns.get("need_group_ack") is True and room.chat_type == ChatType.GROUP_CHAT,
         ext=ext, local_id=local_id if mine and isinstance(local_id, str) else None,
-        edited_at=edited_at,
+        edited_at=edited_at, reply_to=reply_to, thread_id=thread_id,
         recalled_at=as_int(as_obj(recalled).get("origin_server_ts"), ts) if recalled is not None
         else None)
+
+
+def _as_sticker(body: Body, content: dict[str, Any]) -> Body:
+    """A sticker is an image whose ``body`` is its description, not a caption."""
+    if isinstance(body, ImageBody):
+        body.caption = ""
+        body.display_name = as_str(content.get("filename")) or as_str(content.get("body")) \
+            or "sticker"
+        body.extra.setdefault("matrix_type", STICKER)
+    return body
+
+
+def foreign_body(kind: str, content: dict[str, Any]) -> CustomBody:
+    """A CUSTOM body keeping an event imstore does not know: its type is the ``event``, its
+    top-level content the ``params`` (strings as they are, anything else as JSON)."""
+    params = {str(k): v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+              for k, v in content.items()}
+    return CustomBody(kind, params, extra={"matrix_type": kind})
 
 
 def takes_change(actor: Any, sender: Any) -> bool:

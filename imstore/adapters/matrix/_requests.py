@@ -19,11 +19,16 @@ __all__ = ["CS", "MEDIA", "MESSAGES_FILTER", "Request", "q"]
 CS = "/_matrix/client/v3"
 MEDIA = "/_matrix/client/v1/media"
 THUMB_SIZE = 320
-MESSAGES_FILTER = json.dumps({"types": ["m.room.message"], "lazy_load_members": True})
+MESSAGES_FILTER = json.dumps({"types": ["m.room.message", "m.sticker"],
+                              "lazy_load_members": True})
 INVITES_FILTER = json.dumps({
     "presence": {"types": []}, "account_data": {"types": []},
     "room": {"timeline": {"limit": 0}, "state": {"types": []}, "ephemeral": {"types": []},
              "account_data": {"types": []}}})
+
+
+ROOM_STATE_DATA = ("m.tag", "m.marked_unread", "com.famedly.marked_unread")
+"""Room account data that is this user's state of a conversation (its pin and marks)."""
 
 
 class Request(NamedTuple):
@@ -64,7 +69,7 @@ def sync_filter(timeline_limit: int) -> str:
         "room": {"timeline": {"limit": timeline_limit},
                  "state": {"lazy_load_members": True},
                  "ephemeral": {"types": ["m.receipt"]},
-                 "account_data": {"types": ["m.fully_read"]}},
+                 "account_data": {"types": ["m.fully_read", *ROOM_STATE_DATA]}},
     })
 
 
@@ -75,7 +80,7 @@ def list_filter(messages: int, state_types: list[str], account_types: list[str])
     return json.dumps({
         "presence": {"types": []},
         "account_data": {"types": ["m.direct"]},
-        "room": {"timeline": {"limit": messages, "types": ["m.room.message"],
+        "room": {"timeline": {"limit": messages, "types": ["m.room.message", "m.sticker"],
                               "lazy_load_members": True},
                  "state": {"types": state_types, "lazy_load_members": True},
                  "ephemeral": {"types": ["m.receipt"]},
@@ -167,6 +172,26 @@ def timestamp_to_event(room_id: str, ts: int, direction: str) -> Request:
 
 def send_message(room_id: str, txn: str, content: dict[str, Any]) -> Request:
     return Request("PUT", f"{CS}/rooms/{q(room_id)}/send/m.room.message/{q(txn)}", content)
+
+
+def send_event(room_id: str, event_type: str, txn: str, content: dict[str, Any]) -> Request:
+    return Request("PUT", f"{CS}/rooms/{q(room_id)}/send/{q(event_type)}/{q(txn)}", content)
+
+
+def relations(room_id: str, event_id: str, rel_type: str, event_type: str) -> Request:
+    """The events relating to ``event_id`` by ``rel_type`` (newest first)."""
+    return Request("GET", _query(f"/_matrix/client/v1/rooms/{q(room_id)}/relations/"
+                                 f"{q(event_id)}/{q(rel_type)}/{q(event_type)}", {"limit": 100}))
+
+
+def tags(mxid: str, room_id: str) -> Request:
+    return Request("GET", f"{CS}/user/{q(mxid)}/rooms/{q(room_id)}/tags")
+
+
+def tag(mxid: str, room_id: str, name: str, content: dict[str, Any] | None) -> Request:
+    """PUT a room tag with its ``content``, or (None) DELETE it."""
+    path = f"{CS}/user/{q(mxid)}/rooms/{q(room_id)}/tags/{q(name)}"
+    return Request("DELETE", path) if content is None else Request("PUT", path, content)
 
 
 def redact(room_id: str, event_id: str, txn: str, body: dict[str, Any]) -> Request:

@@ -33,6 +33,12 @@ from ._link import log
 __all__ = ["Rooms"]
 
 
+POWER_EVENTS = {  # Synapse's defaults, and every member may pin messages
+    "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+    "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+    "m.room.server_acl": 100, "m.room.encryption": 100, "m.room.pinned_events": 0}
+
+
 class Rooms:
     """The rooms of one user and the conversations they are."""
 
@@ -46,6 +52,7 @@ class Rooms:
         self.direct_known = False  # m.direct was read (from a sync or asked)
         self.unread: dict[str, int] = {}  # room: the sync's notification count
         self.power: dict[str, dict[str, Any]] = {}  # room: its m.room.power_levels content
+        self.creators: dict[str, frozenset[str]] = {}  # room: its privileged creators (v12+)
 
     def mx(self, user_id: str) -> str:
         return mp.to_mxid(user_id, self.server_name)
@@ -130,6 +137,7 @@ class Rooms:
             ],
         }
         if chat_type != ChatType.CHAT:
+            body["power_level_content_override"] = {"events": POWER_EVENTS}
             body["name"] = key
             body["room_alias_name"] = self.alias(key, chat_type)[1:].rsplit(":", 1)[0]
         try:
@@ -244,7 +252,26 @@ class Rooms:
             self.power[room_id] = levels
         users = mp.as_obj(levels.get("users"))
         level = mp.as_int(users.get(user), mp.as_int(levels.get("users_default"), 0))
-        return level >= mp.as_int(levels.get("redact"), 50)
+        return level >= mp.as_int(levels.get("redact"), 50) or user in await self._creators(room_id)
+
+    async def _creators(self, room_id: str) -> frozenset[str]:
+        """From room version 12 on, a room's creators (the create event's sender and its
+        ``additional_creators``) outrank every power level and are not listed in them."""
+        if room_id not in self.creators:
+            path = rq.room_state(room_id, "m.room.create").path + "?format=event"
+            try:
+                create = mp.as_obj(await self.api.call(rq.Request("GET", path)))
+            except MatrixError:
+                create = {}
+            content = mp.as_obj(create.get("content"))
+            found: set[str] = set()
+            if str(content.get("room_version", "1")) not in {str(v) for v in range(1, 12)}:
+                extra = content.get("additional_creators")
+                found = {c for c in extra if isinstance(c, str)} if isinstance(extra, list) else set()
+                if isinstance(create.get("sender"), str):
+                    found.add(create["sender"])
+            self.creators[room_id] = frozenset(found)
+        return self.creators[room_id]
 
     async def join_invites(self, invites: Any) -> None:
         """Join every invite; one that says ``is_direct`` is a chat with its inviter, recorded

@@ -16,6 +16,8 @@ Rules kept here:
   store, through the client) after every sync is handled, and a new run goes on from them — its
   first sync is an ordinary later sync, back-filled like any other, so what happened while the
   app was closed (messages, edits, redactions, receipts) arrives once;
+- reactions, pin changes and this user's conversation states (`_rich`) are told after the
+  batch's messages, edits and recalls, and only to a handler that has their methods;
 - the handler hears messages before edits, recalls and receipts of the same batch; a big batch
   is handled and handed over in slices of `Bounds.sync_slice` events with a yield to the event
   loop between them, so nothing else starves while it goes in.
@@ -31,13 +33,14 @@ from typing import Any
 
 from ...errors import ErrorCode, IMError
 from ...message import Message
-from .. import ConnectionState
+from .. import ConnectionState, ConversationState, PinEvent, ReactionEvent, takes_recalled_by
 from . import _mapping as mp
 from . import _requests as rq
 from ._api import Api, need
 from ._events import EventCache
 from ._link import Link, log
 from ._reads import ReadPositions
+from ._rich import RichRooms
 from ._rooms import Rooms
 
 __all__ = ["BAD_EVENTS_KEPT", "SyncLoop"]
@@ -54,8 +57,12 @@ class _Batch:
     messages: list[Message] = field(default_factory=list)
     edits: list[Message] = field(default_factory=list)
     recalls: list[str] = field(default_factory=list)
+    recalled_by: dict[str, str] = field(default_factory=dict)  # a moderator's recalls: who
     receipts: list[tuple[str, Any]] = field(default_factory=list)
     bad: list[mp.BadEvent] = field(default_factory=list)
+    reactions: list[ReactionEvent] = field(default_factory=list)
+    pins: list[PinEvent] = field(default_factory=list)
+    states: list[ConversationState] = field(default_factory=list)
     changes: list[tuple[mp.RoomInfo, dict[str, Any]]] = field(default_factory=list)  # to judge
 
 
@@ -63,8 +70,9 @@ class SyncLoop:
     """The long-poll loop of one adapter."""
 
     def __init__(self, api: Api, rooms: Rooms, events: EventCache, reads: ReadPositions,
-                 link: Link, *, poll_timeout: float, timeline_limit: int,
+                 link: Link, rich: RichRooms, *, poll_timeout: float, timeline_limit: int,
                  now: Callable[[], int]) -> None:
+        self.rich = rich
         self.api = api
         self.rooms = rooms
         self.events = events
@@ -167,6 +175,7 @@ class SyncLoop:
                     rq.sync(filt, self.since, timeout_ms),
                     timeout=self.poll_timeout + self.api.bounds.answer_timeout)
                 next_batch = need(answer, "next_batch", str, "GET /sync")
+                failures = self.link.failures
                 await self.process(answer, initial=self.since is None)
             except asyncio.CancelledError:
                 raise
@@ -180,7 +189,10 @@ class SyncLoop:
                 log.exception("a sync answer could not be processed; retrying in %.1f s", delay)
             else:
                 self.since = next_batch
-                self._kept()
+                if self.link.failures == failures:
+                    self._kept()
+                else:  # the app did not take all of it (a full disk?): a restart asks again
+                    log.warning("the handler failed on a sync batch: its position is not kept")
                 delay = 0.1
                 self.link.set_state(ConnectionState.CONNECTED)
                 self.synced.set()
@@ -233,6 +245,11 @@ class SyncLoop:
         state = _events_of(room.get("state")) + events
         info = await self.rooms.info(room_id, state)
         self.rooms.note_state(room_id, state)
+        for ev in _events_of(room.get("state")):  # the state before the timeline
+            if isinstance(ev, dict):
+                batch.pins += self.rich.pin_changes(room_id, ev)
+        if self.rich.take_account_data(room_id, _events_of(room.get("account_data"))):
+            batch.states.append(await self.rich.state(info))
         counts = mp.as_obj(room.get("unread_notifications"))
         self.rooms.unread[room_id] = max(0, mp.as_int(counts.get("notification_count")))
         eph = [e for e in _events_of(room.get("ephemeral"))
@@ -264,8 +281,14 @@ class SyncLoop:
         if not isinstance(ev, dict):
             raise mp.BadEventError(f"a timeline entry that is a {type(ev).__name__}")
         self.events.see(info.room_id, ev)
+        pins = self.rich.pin_changes(info.room_id, ev)
+        reaction = self.rich.note_reaction(ev)
         if _from_this_device(ev):
             return  # this device's own doing, applied when it was done
+        batch.pins += pins
+        if reaction is not None:
+            batch.reactions.append(reaction)
+            return
         if mp.redacted_id(ev) is not None or mp.replacement(ev) is not None:
             batch.changes.append((info, ev))  # judged once the batch's events are all seen
             return
@@ -281,6 +304,10 @@ class SyncLoop:
         redaction also from a member whose power level may redact others' events (a
         moderator). Anything else is ignored, and logged."""
         for info, ev in batch.changes:
+            known, removal = self.rich.removal(ev)
+            if known:
+                batch.reactions += [removal] if removal is not None else []
+                continue
             rid, rep = mp.redacted_id(ev), mp.replacement(ev)
             target = rid if rid is not None else rep[0] if rep is not None else ""
             actor = ev.get("sender")
@@ -296,9 +323,11 @@ class SyncLoop:
                                             (sender, ts))
                 if edited is not None:
                     batch.edits.append(edited)
-            elif mp.takes_change(actor, sender) or (
-                    isinstance(actor, str) and await self.rooms.may_redact(info.room_id, actor)):
+            elif mp.takes_change(actor, sender):
                 batch.recalls.append(rid)
+            elif isinstance(actor, str) and await self.rooms.may_redact(info.room_id, actor):
+                batch.recalls.append(rid)
+                batch.recalled_by[rid] = mp.from_mxid(actor, self.rooms.server_name)
             else:
                 log.warning("ignored a redaction of %s by %s, who neither sent it nor moderates "
                             "the room", target, actor)
@@ -342,7 +371,12 @@ class SyncLoop:
         if batch.edits:
             self.link.emit("on_messages_edited", batch.edits)
         if batch.recalls:
-            self.link.emit("on_messages_recalled", batch.recalls)
+            by = batch.recalled_by if takes_recalled_by(self.link.handler) else {}
+            self.link.emit("on_messages_recalled", batch.recalls, *([by] if by else []))
+        for name, items in (("on_reactions", batch.reactions), ("on_message_pins", batch.pins),
+                            ("on_conversation_states", batch.states)):
+            if items:
+                self.link.offer(name, items)
         for room_id, content in batch.receipts:
             if _FULLY_READ in content:
                 await self.reads.note_fully_read(room_id, content[_FULLY_READ])

@@ -174,3 +174,30 @@ class MemoryConnection:
         os.replace(tmp, dest)
         if progress:
             progress(len(data), len(data))
+
+    # -- Transport: rich messages (the server's `_rich` part) -------------------------------
+
+    async def send_reaction(self, message: Message, key: str) -> str:
+        await self._online()
+        return self.server.rich.react(self.user_id, message.msg_id, key, self)
+
+    async def remove_reaction(self, message: Message, reaction_id: str) -> None:
+        await self._online()
+        self.server.rich.unreact(self.user_id, message.msg_id, reaction_id, self)
+
+    async def pin_message(self, message: Message, pinned: bool) -> int:
+        await self._online()
+        return self.server.rich.pin(self.user_id, message.msg_id, pinned, self)
+
+    async def pin_conversation(self, conv_id: str, chat_type: ChatType, pinned: bool
+                               ) -> int | None:
+        await self._online()
+        return self.server.rich.pin_conversation(self.user_id, conv_id, ChatType(chat_type),
+                                                 pinned, self)
+
+    async def set_conversation_marks(self, conv_id: str, chat_type: ChatType,
+                                     add: Sequence[str], remove: Sequence[str]
+                                     ) -> frozenset[str]:
+        await self._online()
+        return self.server.rich.set_marks(self.user_id, conv_id, ChatType(chat_type),
+                                          list(add), list(remove), self)

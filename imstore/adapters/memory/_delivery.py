@@ -2,15 +2,17 @@
 
 Rules kept here:
 - a user has one connection per device (``device_id``; None is the user's default device);
-  everything for a user — messages, receipts of every kind, recalls, edits, its own sends and
-  reads from another device — is one handler call (``handler.<name>(*args)``) per device, made at
-  once while that device is CONNECTED with a handler attached, else kept and made when it comes
-  back, in the order it happened;
+  everything for a user — messages, receipts of every kind, recalls, edits, reactions, pins,
+  conversation states, its own sends and reads from another device — is one handler call
+  (``handler.<name>(*args)``) per device, made at once while that device is CONNECTED with a
+  handler attached, else kept and made when it comes back, in the order it happened;
 - what arrives for a user that has no device yet is kept for its first device (a new device of
   a user that has others starts from the server's history, not from their queues);
 - the device that caused an event (its send, edit, recall, read) does not hear it back;
 - on reconnection runs of the same call with one list argument are merged into one call;
-- `purge` takes back what was kept and not delivered yet (a conversation deleted for everyone).
+- `purge` takes back what was kept and not delivered yet (a conversation deleted for everyone);
+- a handler that lacks an optional method (`OPTIONAL_HANDLER_METHODS`) is not told those
+  events.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import ConnectionState, TransportHandler
+from .. import OPTIONAL_HANDLER_METHODS, ConnectionState, TransportHandler
 
 if TYPE_CHECKING:
     from ._connection import MemoryConnection
@@ -65,7 +67,7 @@ class Delivery:
             if conn.state != ConnectionState.CONNECTED or conn.handler is None:
                 self.offline.setdefault((user, device), []).append((name, args))
             else:
-                getattr(conn.handler, name)(*args)
+                _call(conn.handler, name, args)
 
     def flush(self, user: str, device: str | None, handler: TransportHandler) -> None:
         """Hand a device the events kept while it was away, in order (runs of one kind
@@ -81,7 +83,7 @@ class Delivery:
                     i += 1
                     batch += pending[i][1][0]
                 args = (batch,)
-            getattr(handler, name)(*args)
+            _call(handler, name, args)
             i += 1
 
     def purge(self, concerns: Callable[[str, Any], bool],
@@ -102,3 +104,9 @@ class Delivery:
                           and args[0] == conversation(user)):
                     kept.append((name, args))
             queue[:] = kept
+
+
+def _call(handler: TransportHandler, name: str, args: tuple[Any, ...]) -> None:
+    if name in OPTIONAL_HANDLER_METHODS and getattr(handler, name, None) is None:
+        return  # a handler written before the method was added
+    getattr(handler, name)(*args)

@@ -6,8 +6,9 @@ Rules kept here:
   cutoff (``retention_days`` before the clock's now);
 - history pages are filtered by the shared `FetchOptions` filter and paged by sequence number:
   cursors are sequence numbers, so they stay valid while history grows;
-- the conversation list is newest first by the last visible message; an entry the user removed
-  (`delete` without ``delete_messages``) is listed again once a newer message arrives;
+- the conversation list is newest first by the last visible message (thread replies aside: they
+  are outside the main timeline); an entry the user removed (`delete` without
+  ``delete_messages``) is listed again once a newer message arrives;
 - each user's read position per conversation only moves forward; it marks history read and sets
   the unread count (visible messages of others after it).
 """
@@ -110,7 +111,9 @@ class History:
         for conv in self.directory.convs.values():
             if user not in conv.members:
                 continue
-            last = next((s for s in reversed(conv.messages) if self.visible(user, s)), None)
+            # a thread reply is outside the main timeline: never the conversation's last message
+            last = next((s for s in reversed(conv.messages)
+                         if self.visible(user, s) and s.msg.thread_id is None), None)
             if last is None or last.seq <= self.removed_entries.get((user, conv.key), 0):
                 continue
             v = self.view(last.msg, user, history=True)

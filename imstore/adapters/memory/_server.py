@@ -15,6 +15,8 @@ Rules kept here (each part keeps its own: `_state` the directory, `_history` wha
   members' devices and not delivered yet is taken back;
 - the retention is the plan's days; only the ENTERPRISE plan takes other days (its custom
   ``retention_days``), and days are a positive whole number;
+- reactions, message pins and each user's conversation pins and marks are `_rich`'s; history
+  pages and the conversation list carry them;
 - faults are injected on purpose for tests: latency, lost answers, disconnects with and without
   reconnection, failed uploads, an unreachable server.
 """
@@ -47,6 +49,7 @@ from ._connection import MemoryConnection
 from ._delivery import Delivery
 from ._history import History
 from ._receipts import Receipts
+from ._rich import Rich, resolve_relations
 from ._state import Conv, Directory, Faults, RetentionPlan, Stored
 
 __all__ = ["MemoryServer"]
@@ -82,6 +85,7 @@ class MemoryServer:
                                  lambda: self.clock())
         self._seq = itertools.count(1)
         self._last_time = 0
+        self.rich = Rich(self.directory, self._history, self.delivery, self._stamp)
         self._sent: dict[tuple[str, str], SendResult] = {}
         self._files: dict[str, bytes] = {}
 
@@ -177,6 +181,7 @@ class MemoryServer:
         m.sender = sender
         m.local_id = message.msg_id
         m.msg_id = f"S{seq:012d}"
+        resolve_relations(m, sender, self._sent)
         # Strictly increasing stamps: no two messages share a server time, so every client
         # orders history exactly as the server does, whatever order it fetched it in.
         m.server_time = self._stamp()
@@ -257,11 +262,12 @@ class MemoryServer:
     def history(self, user: str, conv_id: str, chat_type: ChatType, cursor: str | None,
                 limit: int, options: FetchOptions) -> CursorResult[Message]:
         """A page of ``user``'s view of a conversation (see `History.page`)."""
-        return self._history.page(user, conv_id, chat_type, cursor, limit, options)
+        return self.rich.page(user, conv_id, chat_type,
+                              self._history.page(user, conv_id, chat_type, cursor, limit, options))
 
     def conversations(self, user: str, cursor: str | None, limit: int
                       ) -> CursorResult[Conversation]:
-        return self._history.conversations(user, cursor, limit)
+        return self.rich.conversations(user, self._history.conversations(user, cursor, limit))
 
     def remove(self, user: str, conv_id: str, chat_type: ChatType,
                msg_ids: Sequence[str] | None, before: int | None) -> None:
@@ -284,6 +290,7 @@ class MemoryServer:
                 return conv.key.partition(":")[2]
 
             self.delivery.purge(concerns, conversation)
+            self.rich.forget(conv.key)
 
     def delivery_ack(self, user: str, msg_id: str) -> None:
         """``user`` got the one-to-one message ``msg_id``: its sender hears it (now or later)."""
@@ -293,6 +300,7 @@ class MemoryServer:
         """``user`` read the one-to-one message ``msg_id``: its read position moves there and
         the sender (and the user's other devices) hear it (now or later)."""
         self.receipts.read_ack(user, msg_id, by)
+        self.rich.read_message(user, msg_id, by)
 
     def conversation_ack(self, user: str, conv_id: str, chat_type: ChatType,
                          up_to: int | None, by: MemoryConnection | None = None) -> None:
@@ -300,10 +308,13 @@ class MemoryServer:
         the read position moves; in a one-to-one chat the peer hears it, with the position, and
         the user's other devices hear it in every conversation."""
         self.receipts.conversation_ack(user, conv_id, chat_type, up_to, by)
+        self.rich.read(user, conv_id, chat_type, by)
 
     def group_ack(self, user: str, msg_id: str, by: MemoryConnection | None = None
                   ) -> GroupReadAck:
-        return self.receipts.group_ack(user, msg_id, by)
+        ack = self.receipts.group_ack(user, msg_id, by)
+        self.rich.read_message(user, msg_id, by)
+        return ack
 
     def group_acks(self, msg_id: str, cursor: str | None, limit: int) -> CursorResult[GroupReadAck]:
         return self.receipts.readers(msg_id, cursor, limit)
