@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -172,6 +171,37 @@ def test_search_shows_the_conversation_and_pages(person, capsys):
     assert code == 0 and out.strip() == "(no messages)"
 
 
+def test_search_any_of_several_keywords_and_counts_per_conversation(person, capsys):
+    store = str(person["store"])
+    run(["import", str(person["tg"]), "--store", store], capsys)
+    run(["import", str(person["wa"]), "--store", store, "--me", "Ann", "--tz", "UTC"], capsys)
+    code, out, _ = run(["search", "hi", "hey", "--store", store, "--json"], capsys)
+    assert code == 0 and ndjson(out) == []  # both keywords: no message has both
+    code, out, _ = run(["search", "hi", "hey", "--any", "--store", store, "--json"], capsys)
+    assert sorted(m["body"]["text"] for m in ndjson(out)) == [
+        "hey Ann", "hey Dana\nhow are you", "hi Ann", "hi Bob"]
+    code, out, _ = run(["search", "hey dana", "hi", "--any", "--store", store, "--json"], capsys)
+    assert sorted(m["body"]["text"] for m in ndjson(out)) == [
+        "hey Dana\nhow are you", "hi Ann", "hi Bob"]  # a quoted keyword's words all match
+    code, out, _ = run(["search", "hi", "hey", "--any", "--counts", "--store", store, "--json"],
+                       capsys)
+    counts = ndjson(out)
+    assert [(c["conv_id"], c["title"], c["count"], c["capped"]) for c in counts] == [
+        ("tg:222", "Bob Smith", 2, False), ("wa:Dana", "Dana", 2, False)]  # newest first
+    assert [c["newest"]["body"]["text"] for c in counts] == ["hi Bob", "hey Dana\nhow are you"]
+    code, out, _ = run(["search", "hi", "hey", "--any", "--counts", "--store", store, "--utc"],
+                       capsys)
+    assert out.splitlines() == [
+        "tg:222 (Bob Smith)  2 hits, newest 2021-03-01 10:01 UTC  Ann Lee (me): [reply] hi Bob "
+        "[edited]",
+        "wa:Dana (Dana)  2 hits, newest 2021-03-01 09:02 UTC  Ann (me): hey Dana how are you"]
+    code, out, _ = run(["search", "hey", "--counts", "--conv", "wa:Dana", "--store", store,
+                        "--json"], capsys)
+    assert [(c["conv_id"], c["count"]) for c in ndjson(out)] == [("wa:Dana", 2)]
+    code, out, _ = run(["search", "nothing", "--counts", "--store", store], capsys)
+    assert code == 0 and out.strip() == "(no messages)"
+
+
 @pytest.mark.parametrize("until, hits", [("2021-03-01", 2), ("2021-02-28", 0),
                                          ("2021-03-01T10:00:30", 1), ("1614592800000", 1)])
 def test_until_a_date_includes_that_day(person, capsys, until: str, hits: int):
@@ -303,6 +333,8 @@ ERRORS = [
     (["search", "hi", "--until", "2021-13-01", "--store", "{store}"], "--until"),
     (["search", "hi", "--limit", "0", "--store", "{store}"], "QUERY_PARAM_REACHES_LIMIT"),
     (["search", "hi", "--before", "no-such-id", "--store", "{store}"], "no-such-id"),
+    (["search", "a", "b", "c", "d", "e", "f", "--store", "{store}"], "1 to 5 keywords"),
+    (["search", "hi", "--counts", "--before", "x", "--store", "{store}"], "leave out --before"),
     (["messages", "nope", "--store", "{store}"], "no conversation 'nope'"),
     (["messages", "tg:222", "--before", "nope", "--store", "{store}"], "nope"),
     (["import", "{tmp}/missing.json", "--store", "{store}"], "missing.json"),
@@ -471,43 +503,56 @@ def test_a_closed_pipe_is_one_line_not_a_traceback(tmp_path: Path):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "broken pipe" in err
 
 
+_HOLD_AT_FIRST_BATCH = """
+import sys
+from imstore.cli import _progress
+plain = _progress.Progress.__call__
+def held(self, done):
+    plain(self, done)
+    if self.label.startswith("importing") and not getattr(held, "once", False):
+        held.once = True
+        sys.stdin.buffer.read()  # the test sends Ctrl-C, then closes stdin
+_progress.Progress.__call__ = held
+sys.argv = ["imstore", *sys.argv[1:]]
+import _imstore_cli
+sys.exit(_imstore_cli.main())
+"""
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_an_import_cleanly(tmp_path: Path):
+    # The import holds after its first batch (it printed its first progress line) until the test
+    # has sent Ctrl-C and closed stdin: the signal is pending before the import can go on, so it
+    # never finishes first, whatever the machine's load.
     chat = tmp_path / "WhatsApp Chat with Dana.txt"
     chat.write_text("".join(
         f"{1 + d:02}/0{1 + m}/2021, {h:02}:{mi:02} - {'Ann' if mi % 3 else 'Dana'}: m {m} {d} {h} {mi}\n"
         for m in range(3) for d in range(28) for h in range(24) for mi in range(0, 60, 2)),
         encoding="utf-8")
+    driver = tmp_path / "hold.py"
+    driver.write_text(_HOLD_AT_FIRST_BATCH, encoding="utf-8")
     store = str(tmp_path / "s")
-    proc = subprocess.Popen([sys.executable, "-m", "imstore.cli", "import", str(chat), "--store",
-                             store, "--me", "Ann", "--tz", "UTC"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**_env(), "IMSTORE_PROGRESS_EVERY": "0"})
+    proc = subprocess.Popen([sys.executable, str(driver), "import", str(chat), "--store", store,
+                             "--me", "Ann", "--tz", "UTC"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**_env(), "IMSTORE_PROGRESS_EVERY": "0"})
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     lines: list[str] = []
-    progressed = threading.Event()
-
-    def read_err() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            lines.append(raw.decode())
-            if "importing" in raw.decode():
-                progressed.set()
-
-    reader = threading.Thread(target=read_err, daemon=True)
-    reader.start()
     try:
-        assert progressed.wait(timeout=120), "the import never reported progress"
+        for raw in proc.stderr:  # ends early only if the import died before its first batch
+            lines.append(raw.decode())
+            if lines[-1].startswith("importing"):
+                break
+        assert lines and lines[-1].startswith("importing"), "".join(lines)
         proc.send_signal(signal.SIGINT)
-        assert proc.stdout is not None
-        out = proc.stdout.read()  # the reader thread alone reads stderr
-        proc.wait(timeout=120)
+        out, rest = proc.communicate(b"", timeout=300)  # closes stdin: the import goes on
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        reader.join(timeout=60)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+    lines.append(rest.decode())
     err = "".join(lines)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err

@@ -42,7 +42,7 @@ VALID: dict[str, Any] = {
     "recalled_at": 5, "edited_at": 5, "body": TextBody("edited"), "older_than_ms": 0,
     "messages": [], "batch_size": 10, "acks": [], "delete_messages": True, "timestamp": None,
     "sender": None, "direction": imstore.Direction.UP, "scope": imstore.SearchScope.CONTENT,
-    "progress": None, "up_to_msg_id": None,
+    "progress": None, "up_to_msg_id": None, "match": "all", "max_hits": 100, "text": "bob",
 }
 
 # method -> the parameters it takes (positional first), all checked one at a time.
@@ -53,8 +53,11 @@ CALLS: dict[str, tuple[str, ...]] = {
     "messages_by_type": ("conv_id", "types", "start_msg_id", "timestamp", "limit", "sender",
                          "direction"),
     "messages_between": ("conv_id", "start_time", "end_time", "limit"),
-    "search_messages": ("keyword", "conv_id", "sender", "types", "start_time", "end_time",
-                        "scope", "limit", "direction"),
+    "search_messages": ("keyword", "match", "conv_id", "sender", "types", "start_time",
+                        "end_time", "scope", "limit", "direction"),
+    "search_counts": ("keyword", "match", "sender", "types", "start_time", "end_time", "scope",
+                      "max_hits"),
+    "search_conversations": ("text", "limit"),
     "unread_count": ("conv_id",),
     "mark_message_read": ("msg_id",),
     "mark_conversation_read": ("conv_id", "up_to_msg_id"),
@@ -82,7 +85,8 @@ CALLS: dict[str, tuple[str, ...]] = {
     "rebuild_search_index": ("progress",),
 }
 POSITIONAL = {"get_message": 1, "messages": 1, "message_count": 1, "messages_by_type": 2,
-              "messages_between": 3, "search_messages": 1, "unread_count": 1,
+              "messages_between": 3, "search_messages": 1, "search_counts": 1,
+              "search_conversations": 1, "unread_count": 1,
               "mark_message_read": 1, "mark_conversation_read": 1, "delete_message": 1,
               "delete_messages": 1, "delete_message_ids": 1, "delete_conversation": 1,
               "conversation": 1, "conversations": 0, "save_conversation": 2,
@@ -123,6 +127,19 @@ def test_a_hostile_argument_raises_only_imerror(shared: MessageStore, method: st
         _call(shared, method, param, value)
     except IMError:
         pass
+
+
+@pytest.mark.parametrize("method, found", [
+    ("search_messages", lambda r: [m.msg_id for m in r] == ["m1"]),
+    ("search_counts", lambda r: [(h.conv_id, h.count, h.newest.msg_id) for h in r] == [
+        ("bob", 1, "m1")]),
+    ("search_conversations", lambda r: [c.conv_id for c in r] == ["bob"]),
+])
+def test_the_valid_arguments_of_a_search_find_the_message(
+        store: MessageStore, method: str, found: Callable[[Any], bool]) -> None:
+    # The hostile values above replace one of these at a time: the rest must be a working call.
+    store.insert_message(Message.text("alice", "hello", sender="bob", msg_id="m1", timestamp=1))
+    assert found(_call(store, method, "", None)), method
 
 
 MESSAGE_FIELDS = [f.name for f in dataclasses.fields(Message)]

@@ -9,6 +9,7 @@ that `main` prints as one line.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any
@@ -25,6 +26,7 @@ from ._output import (
     title_of,
     titles,
     when,
+    who,
 )
 from ._preflight import require_store
 from ._progress import Progress
@@ -76,8 +78,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     types = [MessageType[t.upper()] for t in args.type] if args.type else None
     start = time_arg(args.since, "--since", args)
     end = time_arg(args.until, "--until", args, end_of_day=True)
+    keyword = args.keyword[0] if len(args.keyword) == 1 else args.keyword
+    match = "any" if args.any else "all"
+    if args.counts:
+        if args.before:
+            raise IMError(ErrorCode.INVALID_PARAM, "--counts counts every hit: leave out --before")
+        with require_store(args) as store:
+            hits = [h for h in store.search_counts(
+                keyword, match=match, sender=args.sender, types=types, start_time=start,
+                end_time=end, scope=SearchScope[args.scope.upper()]) if args.conv in (None, h.conv_id)]
+            names = titles(store, [h.conv_id for h in hits])
+        _print_counts(args, hits, names)
+        return 0
     with require_store(args) as store:
-        msgs = store.search_messages(args.keyword, conv_id=args.conv, sender=args.sender,
+        msgs = store.search_messages(keyword, match=match, conv_id=args.conv, sender=args.sender,
                                      types=types, start_time=start, end_time=end,
                                      scope=SearchScope[args.scope.upper()], limit=args.limit,
                                      start_msg_id=args.before)
@@ -86,6 +100,28 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.json and len(msgs) == args.limit:
         print(f"(more: --before {msgs[0].msg_id})")
     return 0
+
+
+def _print_counts(args: argparse.Namespace, hits: list[Any], names: dict[str, str]) -> None:
+    """`search --counts`: NDJSON, one object a conversation, or a line each for people."""
+    if args.json:
+        from ..importers.jsonl import to_dict
+
+        for h in hits:
+            print(json.dumps({"conv_id": h.conv_id, "title": names.get(h.conv_id, ""),
+                              "count": h.count, "capped": h.capped, "newest": to_dict(h.newest)},
+                             ensure_ascii=False, default=str))
+        return
+    if not hits:
+        print("(no messages)")
+        return
+    for h in hits:
+        t = names.get(h.conv_id)
+        conv = h.conv_id + (f" ({t})" if t and t != h.conv_id else "")
+        print(f"{conv}  {h.count:,}{'+' if h.capped else ''} hit{'' if h.count == 1 else 's'}, "
+              f"newest {when(h.newest.timestamp, args)}  {who(h.newest)}: {summary(h.newest)}")
+    if hits[0].capped:
+        print("(counting stopped at 10,000 hits: the counts are lower bounds)")
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

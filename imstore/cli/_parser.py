@@ -128,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--after", metavar="MSG_ID", help="the page after this message")
 
     sp = add("search", cmd_search, "search messages by keyword (any language)")
-    sp.add_argument("keyword", metavar="KEYWORD")
+    sp.add_argument("keyword", metavar="KEYWORD", nargs="+",
+                    help="1-5 keywords; a message needs every one (each keyword's own words too)")
+    sp.add_argument("--any", action="store_true",
+                    help="a message needs only one of the keywords (quote a phrase to keep it one)")
+    sp.add_argument("--counts", action="store_true",
+                    help="how many hits per conversation, newest first, instead of the hits")
     sp.add_argument("--conv", help="only this conversation")
     sp.add_argument("--type", action="append", help="only this message type (repeatable)",
                     choices=[t.name.lower() for t in MessageType])

@@ -14,18 +14,17 @@ Its parts, each owning one rule (each module opens with the rules it keeps):
 - `_worker`: `Worker`, the one owner of the writing index (a thread taking commands through a
   queue; in memory, one caller at a time); `IndexPolicy`.
 
-The store (`imstore.store`) uses `Indexer`, `IndexPolicy`, `IndexStatus`, `OP_VERBATIM` and
-`SearchIndexError`; tests and benchmarks may use `SearchIndex` and the format names directly.
+The store (`imstore.store`) uses `Indexer`, `IndexPolicy`, `IndexStatus` and `SearchIndexError`;
+tests and benchmarks may use `SearchIndex` and the format names directly.
 """
 
 from ._format import Doc, ImCodec, ImTokenizer, key_of, schema, write_segment
 from ._indexer import Indexer, IndexStatus
 from ._lease import LOCK_FILE, try_lock
 from ._merge import merge_segments
-from ._outbox import OP_VERBATIM
 from ._whoosh import SearchIndex, SearchIndexError
 from ._worker import IndexPolicy
 
-__all__ = ["LOCK_FILE", "OP_VERBATIM", "Doc", "ImCodec", "ImTokenizer", "IndexPolicy",
+__all__ = ["LOCK_FILE", "Doc", "ImCodec", "ImTokenizer", "IndexPolicy",
            "IndexStatus", "Indexer", "SearchIndex", "SearchIndexError", "key_of",
            "merge_segments", "schema", "try_lock", "write_segment"]

@@ -153,9 +153,8 @@ class Indexer:
         """The index searches read (the thread's commits reach it)."""
         return self._reader
 
-    def enqueue(self, rowids: Sequence[int], verbatim: Sequence[bool] | None = None, *,
-                new: bool = False) -> None:
-        self.outbox.enqueue(rowids, verbatim, new=new)
+    def enqueue(self, rowids: Sequence[int], *, new: bool = False) -> None:
+        self.outbox.enqueue(rowids, new=new)
 
     def enqueue_deletes(self, where: str, params: Sequence[Any]) -> None:
         self.outbox.enqueue_deletes(where, params)

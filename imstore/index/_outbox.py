@@ -6,9 +6,9 @@ Rules kept here:
   miss a committed change; an entry leaves the outbox only after the index commit that applied
   it (`remove_through`, called by the indexer), oldest first;
 - an entry is ``(rowid, op)``: INDEX (replace the row's document), DELETE, or ADD (a row id the
-  index has never held: no look-up for an older document); flag `OP_VERBATIM` (what
-  `text.verbatim_searchable` said of the row) is still written with writes' entries but no
-  longer read: pending rows are searched through their kept texts;
+  index has never held: no look-up for an older document); the op is read through `OP_MASK`
+  (outboxes written by earlier versions may carry a flag bit above it, now meaningless: pending
+  rows are searched through their kept texts);
 - only rows this process has just inserted above every row id it has handed over before may be
   ADDs (`high`): a row another process inserted lies above this process's mark too, and may be
   indexed already; entries an earlier process may have applied before it crashed are replayed
@@ -37,13 +37,12 @@ from ..message import MessageType
 from ..text import content_text, ext_text, fold
 from ._format import Doc
 
-__all__ = ["OP_ADD", "OP_DELETE", "OP_INDEX", "OP_VERBATIM", "Outbox"]
+__all__ = ["OP_ADD", "OP_DELETE", "OP_INDEX", "Outbox"]
 
 log = logging.getLogger("imstore.store")
 
 OP_INDEX, OP_DELETE, OP_ADD = 1, 2, 3
-OP_MASK = 7
-OP_VERBATIM = 8
+OP_MASK = 7  # earlier versions wrote a flag (8) above the op
 
 
 # a row's payload as bytes, whatever type a damaged row's column holds (it then fails to decode)
@@ -97,16 +96,13 @@ class Outbox:
 
     # ------------------------------------------------------------- in the write transaction
 
-    def enqueue(self, rowids: Sequence[int], verbatim: Sequence[bool] | None = None, *,
-                new: bool = False) -> None:
+    def enqueue(self, rowids: Sequence[int], *, new: bool = False) -> None:
         """Index (or re-index) these rows once the transaction commits."""
         if not rowids or not self.feeds():
             return
         op = OP_ADD if new and min(rowids) > self.high else OP_INDEX
-        flags = verbatim if verbatim is not None else [False] * len(rowids)
         self._conn.run_many("INSERT INTO search_outbox (rowid, op) VALUES (?, ?)",
-                            [(r, op | OP_VERBATIM if a else op)
-                             for r, a in zip(rowids, flags, strict=True)])
+                            [(r, op) for r in rowids])
         self.high = max(self.high, max(rowids))
         self.keep_texts(rowids)
 

@@ -44,7 +44,6 @@ from ..message import (
     VideoBody,
     conversation_id,
 )
-from ..text import verbatim_searchable
 from ._checks import stranger_chat
 from ._connection import Connection, chunks, marks
 from ._conversations import ConversationTable
@@ -170,8 +169,7 @@ class Writes:
             conn.run_many(_ATTACH_UPSERT, attach)
         for conv_id, (chat_type, unread, sort, rowid) in convs.items():
             self._convs.add_messages(conv_id, chat_type, unread, sort, rowid)
-        self._indexer.enqueue([first + i for i in range(len(rows))],
-                              [verbatim_searchable(m.type, m.body) for m in msgs], new=True)
+        self._indexer.enqueue([first + i for i in range(len(rows))], new=True)
 
     # -------------------------------------------------------------------------------- writing
 
@@ -303,7 +301,7 @@ class Writes:
             upsert_attachment(self._conn, row.id, msg)
         if row.sort_time != old_sort:
             self._convs.refresh_last(row.conv_id)
-        self._indexer.enqueue([row.id], [verbatim_searchable(msg.type, msg.body)])
+        self._indexer.enqueue([row.id])
 
     def _stored(self, msg_id: str) -> Message | None:
         row = self.find_row(msg_id, SELECT_COLUMNS)
