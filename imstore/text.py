@@ -26,12 +26,12 @@ from operator import add
 from typing import Any
 
 from ._hanzi import SIMPLIFIED, TRADITIONAL
-from .kinds import KINDS, searchable_text
+from .kinds import searchable_text
 from .message import MessageType
 
-__all__ = ["SYMBOLS", "TOKEN_RE", "TRADITIONAL_CHARACTERS", "ascii_verbatim", "ascii_word",
+__all__ = ["SYMBOLS", "TOKEN_RE", "TRADITIONAL_CHARACTERS",
            "content_text", "ext_text", "fold", "indexable", "keyword_words", "matches", "needles",
-           "terms", "tokens", "verbatim_searchable"]
+           "terms", "tokens"]
 
 _CJK = (
     "\u1100-\u11ff\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
@@ -104,35 +104,6 @@ def fold(text: str) -> str:
     if text.isascii():
         return text.lower()
     return text.translate(_FOLD)
-
-
-class _KeepsAscii(dict[str, bool]):
-    """Per non-ASCII character, on first sight: whether folding keeps it non-empty and free of
-    ASCII letters, digits and underscores (so it neither becomes nor removes part of a plain
-    ASCII word)."""
-
-    def __missing__(self, ch: str) -> bool:
-        out = fold(ch)
-        self[ch] = ok = bool(out) and _ASCII_WORD_CHAR.search(out) is None
-        return ok
-
-
-_KEEPS_ASCII = _KeepsAscii()
-_ASCII_WORD_CHAR = re.compile("[A-Za-z0-9_]")
-_ASCII_WORD = re.compile("[a-z0-9_]+")
-
-
-def ascii_word(word: str) -> bool:
-    """Whether a folded keyword word is plain ASCII: letters, digits and underscores only."""
-    return _ASCII_WORD.fullmatch(word) is not None
-
-
-def ascii_verbatim(text: str) -> bool:
-    """Whether every `ascii_word` that `matches` can find in ``text`` stands in ``text`` itself
-    up to ASCII case: true when no character of it folds into an ASCII letter, digit or
-    underscore, or away ("CAFÉ" and "ｃａｆｅ" are not; "北京，cafe" and "Привет" are). Searches
-    pre-filter such texts in SQL."""
-    return text.isascii() or all(_KEEPS_ASCII[c] for c in set(text) if not c.isascii())
 
 
 def tokens(folded: str) -> Iterator[tuple[int, str, bool]]:
@@ -225,17 +196,3 @@ def ext_text(ext: Any) -> str:
     if isinstance(ext, bytes) or ext is None:
         return ""
     return str(ext)
-
-
-def verbatim_searchable(mtype: MessageType, body: Any) -> bool:
-    """Whether every searchable field of a body is a string that `ascii_verbatim` accepts:
-    an ASCII word search finds there then stands in the encoded payload up to ASCII case (a
-    search pre-filters such rows in SQL; see `store._query`)."""
-    kind = KINDS.get(mtype)
-    if kind is None or not isinstance(body, kind.body):
-        return False
-    for k in kind.searchable:
-        v = getattr(body, k)
-        if not isinstance(v, str) or not ascii_verbatim(v):
-            return False
-    return True

@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as hs
 
 import imstore
 from imstore import (
@@ -1024,21 +1022,6 @@ def test_a_reset_index_never_reuses_a_generation(tmp_path: Path):
     assert reader.doc_count() == gen  # the reader sees the new index, not the old one
     reader.close()
     ix.close()
-
-
-_VERBATIM_POOL = "abcXYZ09_ ,.'-éÉﬁｃａ北京，。Привет🎂\u0301\u3000ǅß"
-
-
-@settings(max_examples=400, deadline=None)
-@given(text=hs.text(alphabet=_VERBATIM_POOL, max_size=24),
-       word=hs.text(alphabet="abcdefisxyz09_", min_size=1, max_size=3))
-def test_a_verbatim_text_holds_every_plain_word_it_matches(text: str, word: str):
-    # the SQL pre-filter of pending rows relies on this: never a match it cannot see
-    from imstore.text import ascii_verbatim, ascii_word, matches
-
-    assert ascii_word(word)
-    if ascii_verbatim(text) and matches([word], text):
-        assert word in text.lower()
 
 
 def test_reindex_from_a_process_that_is_not_the_indexer(tmp_path: Path):
