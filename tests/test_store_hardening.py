@@ -84,6 +84,19 @@ def _reap(pid: int, timeout: float) -> int | None:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
+def _reap_or_kill(pid: int, timeout: float = 60) -> int | None:
+    """`_reap`, and a child still running after ``timeout`` (hung) is killed: exactly the child
+    the test started. Returns its exit status, or None when it had to be killed."""
+    code: int | None = None
+    try:
+        code = _reap(pid, timeout)
+    finally:
+        if code is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    return code
+
+
 def _child_uses(store: MessageStore) -> int:
     """In a forked child: write, read and close the store inherited from the parent."""
     try:
@@ -145,17 +158,10 @@ def test_fork_while_another_thread_writes(tmp_path: Path, store_key: bytes | Non
 def test_fork_child_of_a_store_in_memory_keeps_its_copy() -> None:
     store = imstore.open(":memory:", user_id="alice")
     _fill(store, 3)
-    code: int | None = None
     pid = os.fork()
     if pid == 0:
         os._exit(_child_uses(store))
-    try:
-        code = _reap(pid, 60)
-    finally:
-        if code is None:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    assert code == 0
+    assert _reap_or_kill(pid) == 0
     assert store.message_count(Message.text("carol", "").conv_id) == 0  # the child wrote to its own copy
     store.close()
 
@@ -173,19 +179,12 @@ def _child_is_refused(store: MessageStore) -> int:
 
 def test_a_store_forked_inside_a_transaction_is_refused_in_the_child(tmp_path: Path) -> None:
     store = imstore.open(tmp_path / "s", user_id="alice")
-    code: int | None = None
     try:
         with store.connection.tx():
             pid = os.fork()
             if pid == 0:
                 os._exit(_child_is_refused(store))
-        try:
-            code = _reap(pid, 60)
-        finally:
-            if code is None:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-        assert code == 0
+        assert _reap_or_kill(pid) == 0
         _fill(store, 2)  # the parent goes on
         assert store.verify().ok
     finally:
@@ -394,7 +393,6 @@ def _child_searches(store: MessageStore, word: str, expected: int) -> int:
 def test_a_fork_while_a_thread_is_inside_the_sealed_index_cache(tmp_path: Path) -> None:
     pytest.importorskip("sqlcipher3", reason="encryption needs imstore[crypto]")
     store = imstore.open(tmp_path / "s", user_id="alice", key=bytes(range(32)))
-    code: int | None = None
     try:
         _fill(store, 30, "cached")
         store.flush_index()
@@ -406,12 +404,6 @@ def test_a_fork_while_a_thread_is_inside_the_sealed_index_cache(tmp_path: Path) 
             pid = os.fork()
             if pid == 0:
                 os._exit(_child_searches(store, "cached", 40))
-        try:
-            code = _reap(pid, 60)
-        finally:
-            if code is None:  # hung: exactly the child this test started
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-        assert code == 0
+        assert _reap_or_kill(pid) == 0
     finally:
         store.close()
