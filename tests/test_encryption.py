@@ -30,8 +30,17 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 
 def _holding(folder: Path, word: bytes) -> list[str]:
-    return [str(p.relative_to(folder)) for p in folder.rglob("*")
-            if p.is_file() and word in p.read_bytes()]
+    """The files under ``folder`` that hold ``word`` now. While an import runs the indexer
+    writes and removes temporary files: one gone between the listing and the read holds
+    nothing any more (the next look reads whatever replaced it)."""
+    found = []
+    for p in folder.rglob("*"):
+        try:
+            if p.is_file() and word in p.read_bytes():
+                found.append(str(p.relative_to(folder)))
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _plain_store(path: Path, n: int = 30, word: str = "plainword") -> None:
