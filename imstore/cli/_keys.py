@@ -70,30 +70,22 @@ def _from_file(path: str, option: str) -> bytes | str:
     except OSError as exc:
         raise IMError(ErrorCode.FILE_NOT_FOUND,
                       f"{option}: cannot read the key file {path!r}: {exc.strerror or exc}") from exc
-    if len(data) == KEY_BYTES and not _is_text(data):
-        return data  # raw key bytes (random bytes are never a line of printable text)
-    if len(data) > _MAX_FILE:
-        raise IMError(ErrorCode.INVALID_PARAM, f"{option}: {path!r} is not a key file (over "
-                      f"{_MAX_FILE} bytes): it must hold {KEY_BYTES} raw bytes or a passphrase")
     try:
         text = data.decode("utf-8-sig").strip()  # an editor's byte order mark is not in it
     except UnicodeDecodeError:
         text = ""
+    if len(data) == KEY_BYTES and not (text and text.isprintable()):
+        # raw key bytes: random bytes are never a line of printable text, and a 31-character
+        # passphrase that `echo` wrote with its newline is one
+        return data
+    if len(data) > _MAX_FILE:
+        raise IMError(ErrorCode.INVALID_PARAM, f"{option}: {path!r} is not a key file (over "
+                      f"{_MAX_FILE} bytes): it must hold {KEY_BYTES} raw bytes or a passphrase")
     if not text or "\x00" in text:
         raise IMError(ErrorCode.INVALID_PARAM,
                       f"{option}: {path!r} holds no key: it must hold exactly {KEY_BYTES} raw "
                       f"bytes, or a passphrase as text (it holds {len(data)} bytes)")
     return text
-
-
-def _is_text(data: bytes) -> bool:
-    """Whether ``data`` reads as a passphrase: UTF-8 whose stripped text is printable (so a
-    31-character passphrase that `echo` wrote with its newline is not taken for 32 raw bytes)."""
-    try:
-        text = data.decode("utf-8-sig").strip()
-    except UnicodeDecodeError:
-        return False
-    return bool(text) and text.isprintable()
 
 
 def read_key(args: argparse.Namespace, *, new: bool = False) -> bytes | str | None:
