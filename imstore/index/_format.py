@@ -263,16 +263,22 @@ def _encode_positions(poslist: list[int]) -> bytes:
     return _pack_uint(len(deltas)) + dumps(deltas, 2)
 
 
-class _TextPostings:
-    """One text field's inverted postings: term -> [(docnum, position or positions)] (an int
-    for a term that stands once in the document, a list otherwise); plus each document's
-    length byte and the field's total length."""
+_DOC_SHIFT = 32  # a posting is ``docnum << 32 | position`` (a text has fewer than 2**32 terms)
+_POS_MASK = (1 << _DOC_SHIFT) - 1
 
-    __slots__ = ("lengths", "repeated", "terms", "total")
+
+class _TextPostings:
+    """One text field's inverted postings: term -> [docnum << 32 | first position] (ints, not
+    a tuple per posting: the collector tracks every tuple, and in a large process each
+    tracked object makes its full collections slower), the other positions of the few terms
+    that stand more than once in a document, each document's length byte, and the field's
+    total length."""
+
+    __slots__ = ("lengths", "more", "terms", "total")
 
     def __init__(self, doccount: int) -> None:
-        self.terms: dict[str, list[tuple[int, Any]]] = {}
-        self.repeated: set[str] = set()  # terms standing more than once in some document
+        self.terms: dict[str, list[int]] = {}
+        self.more: dict[tuple[str, int], list[int]] = {}  # (term, docnum) -> every position
         self.lengths = bytearray(doccount)  # length bytes, as whoosh stores them
         self.total = 0
 
@@ -285,13 +291,14 @@ class _TextPostings:
             return
         inverted = self.terms
         get = inverted.get
+        base = docnum << _DOC_SHIFT
         if len(set(found)) == n:  # every term once: the common case
-            for p, t in enumerate(found):
+            for posting, t in enumerate(found, base):
                 entry = get(t)
                 if entry is None:
-                    inverted[t] = [(docnum, p)]
+                    inverted[t] = [posting]
                 else:
-                    entry.append((docnum, p))
+                    entry.append(posting)
         else:
             local: dict[str, list[int]] = {}
             for p, t in enumerate(found):
@@ -301,16 +308,22 @@ class _TextPostings:
                 else:
                     pl.append(p)
             for t, pl in local.items():
-                item = (docnum, pl if len(pl) > 1 else pl[0])
                 if len(pl) > 1:
-                    self.repeated.add(t)
+                    self.more[t, docnum] = pl
                 entry = get(t)
                 if entry is None:
-                    inverted[t] = [item]
+                    inverted[t] = [base + pl[0]]
                 else:
-                    entry.append(item)
+                    entry.append(base + pl[0])
         self.lengths[docnum] = length_to_byte(n)
         self.total += n
+
+    def repeated(self) -> dict[str, dict[int, list[int]]]:
+        """term -> {docnum: positions} for the terms standing more than once in a document."""
+        out: dict[str, dict[int, list[int]]] = {}
+        for (t, d), pl in self.more.items():
+            out.setdefault(t, {})[d] = pl
+        return out
 
 
 class Tracked:
@@ -426,26 +439,22 @@ def _write_text_field(fw: Any, fieldname: str, fieldobj: Any, tp: _TextPostings)
     quant = [byte_to_length(b) for b in range(256)]
     one = _ONE
     enc = _encode_positions
-    repeated = tp.repeated
+    repeated = tp.repeated()
+    shift, mask = _DOC_SHIFT, _POS_MASK
 
     def lists() -> Iterator[tuple[str, list[int], list[float], list[bytes], list[int]]]:
         for term in sorted(tp.terms):
             postings = tp.terms[term]
-            if len(postings) == 1:
-                d, x = postings[0]
-                if type(x) is int:
-                    yield term, [d], [1.0], [one[x]], [quant[lengths[d]]]
-                else:
-                    yield term, [d], [float(len(x))], [enc(x)], [quant[lengths[d]]]
-                continue
-            ids = [p[0] for p in postings]
-            xs = [p[1] for p in postings]
+            ids = [p >> shift for p in postings]
             ls = [quant[lengths[d]] for d in ids]
-            if term in repeated:
-                yield (term, ids, [1.0 if type(x) is int else float(len(x)) for x in xs],
-                       [one[x] if type(x) is int else enc(x) for x in xs], ls)
-            else:  # once in each document: the common case, no test per posting
-                yield term, ids, [1.0] * len(ids), list(map(one.__getitem__, xs)), ls
+            more = repeated.get(term)
+            if more is None:  # once in each document: the common case, no test per posting
+                yield term, ids, [1.0] * len(ids), [one[p & mask] for p in postings], ls
+            else:
+                pls = [more.get(d) for d in ids]
+                yield (term, ids, [1.0 if pl is None else float(len(pl)) for pl in pls],
+                       [one[p & mask] if pl is None else enc(pl)
+                        for p, pl in zip(postings, pls, strict=True)], ls)
 
     write_field(fw, fieldname, fieldobj, lists())
 
