@@ -208,3 +208,48 @@ def test_a_valid_index_policy_is_accepted(tmp_path: Path):
         st.import_messages(_corpus(9, 40))
         st.flush_index(timeout=60)
         assert st.index_status().pending == 0 and st.verify().ok
+
+
+def test_a_batch_leaving_the_outbox_keeps_the_texts_of_rows_queued_again_after_it(
+        tmp_path: Path):
+    with imstore.open(tmp_path / "s", user_id="me") as st:
+        outbox = st._indexer.outbox
+        with st.pause_indexing():
+            st.import_messages([Message.text("p", f"plum {i}", sender="p", msg_id=f"m{i}",
+                                             timestamp=1000 + i) for i in range(6)])
+            last, count, ops = outbox.next_batch(6)  # the import's six entries
+            edited = st.get_message("m2")
+            assert edited is not None and count == 6
+            edited.body.text = "quince now"
+            st.update_message(edited)  # m2 queued again, after the batch
+            outbox.remove_through(last, list(ops))
+            texts = st.connection.query("SELECT id, content FROM search_text")
+            assert [c for _, c in texts] == ["quince now"]  # only m2's, the new one
+            assert [m.msg_id for m in st.search_messages("quince")] == ["m2"]
+        st.flush_index()
+        assert st.connection.query("SELECT count(*) FROM search_text")[0][0] == 0
+        assert [m.msg_id for m in st.search_messages("quince")] == ["m2"]
+
+
+def test_a_rebuild_folds_texts_in_two_processes_as_one_would(tmp_path: Path):
+    from imstore.index._outbox import fold_rows
+
+    with imstore.open(tmp_path / "s", user_id="me") as st:
+        st.import_messages([Message.text("p", f"Café 臺灣 {i}", sender="p", msg_id=f"m{i}",
+                                         timestamp=1000 + i, ext={"tag": f"t{i}"})
+                            for i in range(5000)])
+        rows = st.connection.query("SELECT type, CAST(body AS BLOB), CAST(ext AS BLOB) FROM "
+                                   "message ORDER BY id")
+        rows[7] = (rows[7][0], b"\x01\xc1", None)  # a corrupt payload folds to None
+        st.flush_index()
+        with st.pause_indexing():  # the indexer's thread leaves its index (and helper) alone
+            index = st._indexer._worker.writer
+            assert index.fold_rows(rows) == fold_rows(rows)
+            assert fold_rows(rows)[7] is None and fold_rows(rows)[4999] is not None
+            assert index._helper is not None  # the helper folded half of them
+            index._helper.proc.kill()
+            index._helper.proc.wait()
+            assert index.fold_rows(rows) == fold_rows(rows)  # a dead helper: folded here
+        assert st.rebuild_search_index() == 5000
+        st.flush_index()
+        assert [m.msg_id for m in st.search_messages("台湾 4999")] == ["m4999"]

@@ -3,9 +3,11 @@
 Rules kept here:
 - the helper (``python -m imstore.index._helper PARENT_PID``) holds no lock: the parent holds
   the index's writer lock and commits the segments the helper wrote into the index directory;
-- one request, one answer: (directory, index name, index key or None, documents) in, (segment
-  id, size, field lengths, row ids left out) back, each a length-prefixed msgpack frame; the
-  key of an encrypted store's index travels only there (never in argv or the environment),
+- one request, one answer, each a length-prefixed msgpack frame: a segment request
+  (directory, index name, index key or None, documents) is answered with the segment's id,
+  size, field lengths and the row ids left out; a texts request (message rows' type and
+  payloads) with each row's folded texts (`_outbox.folded_texts`, the one owner of that rule);
+  the key of an encrypted store's index travels only there (never in argv or the environment),
   and with it the helper seals every file it writes;
 - the helper exits when its stdin closes or its parent dies (``PR_SET_PDEATHSIG`` on Linux);
 - any failure on the parent's side is the caller's cue to write the documents itself.
@@ -25,11 +27,13 @@ from whoosh.codec.whoosh3 import W3Segment
 from whoosh.filedb.filestore import FileStorage
 
 from ._format import Doc, ImCodec, schema, write_segment
+from ._outbox import folded_texts
 from ._sealed import Sealing
 
 __all__ = ["INDEXNAME", "Helper"]
 
 INDEXNAME = "MAIN"
+_SEGMENT, _TEXTS = "segment", "texts"  # the kinds of request
 _CODEC = ImCodec()
 
 
@@ -48,25 +52,39 @@ class Helper:
             env=env, close_fds=True)
 
     def send(self, directory: str, docs: Sequence[Doc], key: bytes | None = None) -> None:
-        payload = msgpack.packb(
-            [directory, INDEXNAME, key,
-             [(d.rowid, d.sort_time, d.conv_id, d.content, d.ext) for d in docs]],
-            use_bin_type=True, unicode_errors="surrogatepass")
+        """Ask for a segment of ``docs`` in ``directory`` (answered by `receive`)."""
+        self._request([_SEGMENT, directory, INDEXNAME, key,
+                       [(d.rowid, d.sort_time, d.conv_id, d.content, d.ext) for d in docs]])
+
+    def send_texts(self, rows: Sequence[tuple[int, bytes, bytes | None]]) -> None:
+        """Ask for the folded texts of message rows (type, body, ext), answered by
+        `receive_texts`."""
+        self._request([_TEXTS, [list(r) for r in rows]])
+
+    def _request(self, request: list[Any]) -> None:
+        payload = msgpack.packb(request, use_bin_type=True, unicode_errors="surrogatepass")
         assert self.proc.stdin is not None
         self.proc.stdin.write(struct.pack("!Q", len(payload)))
         self.proc.stdin.write(payload)
         self.proc.stdin.flush()
 
-    def receive(self) -> tuple[Any, list[int]]:
+    def _reply(self) -> list[Any]:
         assert self.proc.stdout is not None
         head = self.proc.stdout.read(8)
         if len(head) < 8:
             raise EOFError("the segment helper exited")
         (size,) = struct.unpack("!Q", head)
-        reply = msgpack.unpackb(self.proc.stdout.read(size), raw=False)
+        reply: list[Any] = msgpack.unpackb(self.proc.stdout.read(size), raw=False,
+                                           unicode_errors="surrogatepass")
         if reply[0] != "ok":
             raise RuntimeError(f"the segment helper failed: {reply[1]}")
-        _, segid, count, lengths, skipped = reply
+        return reply
+
+    def receive_texts(self) -> list[tuple[str, str] | None]:
+        return [None if t is None else (t[0], t[1]) for t in self._reply()[1]]
+
+    def receive(self) -> tuple[Any, list[int]]:
+        _, segid, count, lengths, skipped = self._reply()
         if segid is None:
             return None, list(skipped)
         seg = W3Segment(_CODEC, INDEXNAME, doccount=count, segid=segid)
@@ -107,9 +125,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _serve(parent: int) -> None:
-    """Read requests (directory, index name, key, documents) from stdin, write each as a segment
-    there, answer with the segment's id, size and field lengths; exit at end of input. Holds
-    no lock: the parent holds the index's writer lock and commits what it gets back."""
+    """Read requests from stdin: write a segment (directory, index name, key, documents) and
+    answer with its id, size and field lengths, or fold message rows' texts; exit at end of
+    input. Holds no lock: the parent holds the index's writer lock and commits what it gets back."""
     _die_with_parent(parent)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     codec = ImCodec()
@@ -120,19 +138,25 @@ def _serve(parent: int) -> None:
             return
         (size,) = struct.unpack("!Q", head)
         try:
-            directory, indexname, key, rows = msgpack.unpackb(inp.read(size), raw=False,
-                                                              unicode_errors="surrogatepass")
-            docs = [Doc(r[0], r[1], r[2], "", 0, r[3], r[4]) for r in rows]
-            storage = (FileStorage(directory) if key is None else
-                       Sealing(key, cache_bytes=0).storage(directory))  # it only writes
-            seg, skipped = write_segment(storage, indexname, sch, docs, codec)
-            reply = (["ok", None, 0, {}, skipped] if seg is None else
-                     ["ok", seg.segid, seg.doc_count_all(), seg._fieldlengths, skipped])
-        except Exception as exc:  # the parent writes these documents itself
+            reply = _answer(msgpack.unpackb(inp.read(size), raw=False,
+                                            unicode_errors="surrogatepass"), codec, sch)
+        except Exception as exc:  # the parent does this work itself
             reply = ["error", repr(exc)]
-        data = msgpack.packb(reply, use_bin_type=True)
+        data = msgpack.packb(reply, use_bin_type=True, unicode_errors="surrogatepass")
         out.write(struct.pack("!Q", len(data)) + data)
         out.flush()
+
+
+def _answer(request: list[Any], codec: ImCodec, sch: Any) -> list[Any]:
+    if request[0] == _TEXTS:
+        return ["ok", [folded_texts(*r) for r in request[1]]]
+    _, directory, indexname, key, rows = request
+    docs = [Doc(r[0], r[1], r[2], "", 0, r[3], r[4]) for r in rows]
+    storage = (FileStorage(directory) if key is None else
+               Sealing(key, cache_bytes=0).storage(directory))  # it only writes
+    seg, skipped = write_segment(storage, indexname, sch, docs, codec)
+    return (["ok", None, 0, {}, skipped] if seg is None else
+            ["ok", seg.segid, seg.doc_count_all(), seg._fieldlengths, skipped])
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..codec import decode_body, decode_ext
@@ -37,7 +37,7 @@ from ..message import MessageType
 from ..text import content_text, ext_text, fold
 from ._format import Doc
 
-__all__ = ["OP_ADD", "OP_DELETE", "OP_INDEX", "Outbox"]
+__all__ = ["OP_ADD", "OP_DELETE", "OP_INDEX", "Folder", "Outbox", "fold_rows", "folded_texts"]
 
 log = logging.getLogger("imstore.store")
 
@@ -61,13 +61,17 @@ def folded_texts(mtype: int, body: bytes, ext: bytes | None) -> tuple[str, str] 
         return None
 
 
-def _text_rows(rows: Sequence[Any]) -> list[tuple[int, str, str]]:
-    out = []
-    for rid, mtype, body, ext in rows:
-        texts = folded_texts(mtype, body, ext)
-        if texts is not None:
-            out.append((rid, *texts))
-    return out
+Folder = Callable[[Sequence[tuple[int, bytes, bytes | None]]], list[tuple[str, str] | None]]
+
+
+def fold_rows(rows: Sequence[tuple[int, bytes, bytes | None]]) -> list[tuple[str, str] | None]:
+    """`folded_texts` of each (type, body, ext)."""
+    return [folded_texts(*r) for r in rows]
+
+
+def _text_rows(rows: Sequence[Any], fold_many: Folder = fold_rows) -> list[tuple[int, str, str]]:
+    texts = fold_many([(mtype, body, ext) for _, mtype, body, ext in rows])
+    return [(row[0], *t) for row, t in zip(rows, texts, strict=True) if t is not None]
 
 
 class Outbox:
@@ -140,21 +144,22 @@ class Outbox:
             return True
         return self._index_dir is not None and os.path.isdir(self._index_dir)
 
-    def enqueue_everything(self, db: Any) -> int:
+    def enqueue_everything(self, db: Any, fold_many: Folder = fold_rows) -> int:
         """Queue every message as an ADD, with its kept text (a rebuild, inside the caller's
-        transaction); returns how many."""
+        transaction; ``fold_many`` folds the texts of many rows, perhaps in two processes);
+        returns how many."""
         db.execute_sql("DELETE FROM search_outbox")
         db.execute_sql("DELETE FROM search_text")
         self.replay_until = 0
         rows = db.execute_sql("SELECT id, type, CAST(body AS BLOB), CAST(ext AS BLOB), "
                               "recalled_at FROM message ORDER BY id")
         done = 0
-        while part := rows.fetchmany(5000):
+        while part := rows.fetchmany(10_000):
             db.cursor().executemany("INSERT INTO search_outbox (rowid, op) VALUES (?, ?)",
                                     [(rid, OP_ADD) for rid, *_ in part])
             db.cursor().executemany(
                 "INSERT INTO search_text (id, content, ext) VALUES (?, ?, ?)",
-                _text_rows([(rid, t, b, e) for rid, t, b, e, r in part if r is None]))
+                _text_rows([(rid, t, b, e) for rid, t, b, e, r in part if r is None], fold_many))
             done += len(part)
         return done
 
@@ -211,13 +216,17 @@ class Outbox:
 
     def remove_through(self, last: int, rowids: Sequence[int]) -> None:
         """The entries up to ``last`` (of rows ``rowids``) are in the index: they leave the
-        outbox, and so do the texts of rows with no entry left."""
+        outbox, and so do the texts of rows with no entry left (one scan of the later entries
+        in the batch's row range; the texts go by ranges of row ids)."""
         with self._conn.tx():
             self._conn.run("DELETE FROM search_outbox WHERE id <= ?", (last,))
-            for i in range(0, len(rowids), 500):
-                part = list(rowids[i:i + 500])
-                self._conn.run(f"DELETE FROM search_text WHERE id IN ({','.join('?' * len(part))})"
-                               " AND id NOT IN (SELECT rowid FROM search_outbox)", part)
+            if not rowids:
+                return
+            later = {r for (r,) in self._conn.run(
+                "SELECT rowid FROM search_outbox WHERE rowid BETWEEN ? AND ?",
+                (min(rowids), max(rowids)))}
+            self._conn.run_many("DELETE FROM search_text WHERE id BETWEEN ? AND ?",
+                                _ranges(sorted(set(rowids) - later)))
 
     def docs(self, last: int, ops: dict[int, int]) -> list[Doc]:
         """The documents of the batch ending at entry ``last``: its rows that are neither
@@ -225,23 +234,31 @@ class Outbox:
         index folds them to the same terms); a row without one is decoded, and left out (and
         logged) when its payload cannot be read."""
         docs = []
-        batch = (f"SELECT rowid FROM search_outbox WHERE id <= ? AND op & {OP_MASK} != "
-                 f"{OP_DELETE}")
-        for rid, sort, conv, sender, mtype, content, extt in self._conn.query(
-                "SELECT m.id, m.sort_time, m.conv_id, m.sender, m.type, t.content, t.ext FROM "
-                f"message m JOIN search_text t ON t.id = m.id WHERE m.id IN ({batch}) AND "
-                "m.recalled_at IS NULL", (last,)):
-            if ops.get(rid, OP_DELETE) != OP_DELETE:
-                docs.append(Doc(rid, sort, conv, sender, mtype, content, extt))
-        for rid, sort, conv, sender, mtype, body, ext in self._conn.query(
-                "SELECT id, sort_time, conv_id, sender, type, CAST(body AS BLOB), CAST(ext AS "
-                f"BLOB) FROM message WHERE id IN ({batch}) AND recalled_at IS NULL AND id NOT IN "
-                "(SELECT id FROM search_text)", (last,)):
+        for rid, sort, conv, sender, mtype, content, extt, body, ext in self._conn.query(
+                "SELECT m.id, m.sort_time, m.conv_id, m.sender, m.type, t.content, t.ext, "
+                "CASE WHEN t.id IS NULL THEN CAST(m.body AS BLOB) END, "
+                "CASE WHEN t.id IS NULL THEN CAST(m.ext AS BLOB) END "
+                "FROM message m LEFT JOIN search_text t ON t.id = m.id WHERE m.id IN "
+                f"(SELECT rowid FROM search_outbox WHERE id <= ? AND op & {OP_MASK} != "
+                f"{OP_DELETE}) AND m.recalled_at IS NULL", (last,)):
             if ops.get(rid, OP_DELETE) == OP_DELETE:
                 continue
-            texts = folded_texts(mtype, body, ext)
-            if texts is None:
-                log.warning("message row %s has a corrupt payload; not indexed", rid)
-                continue
-            docs.append(Doc(rid, sort, conv, sender, mtype, *texts))
+            if content is None:
+                texts = folded_texts(mtype, body, ext)
+                if texts is None:
+                    log.warning("message row %s has a corrupt payload; not indexed", rid)
+                    continue
+                content, extt = texts
+            docs.append(Doc(rid, sort, conv, sender, mtype, content, extt))
         return docs
+
+
+def _ranges(ids: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted ids as (first, last) runs of consecutive ids."""
+    out: list[tuple[int, int]] = []
+    for i in ids:
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out

@@ -8,7 +8,9 @@ Rules kept here:
 - a process that is not the indexer asks for a rebuild with a mark in ``meta``
   (``index_stale``, `ask`); the indexer looks for it (`asked`) at open and at every idle poll,
   and clears it in the transaction that queues the rebuild, so the asker knows when its rebuild
-  was served and waits only for the entries queued then, not for later writes.
+  was served and waits only for the entries queued then, not for later writes;
+- the texts of every message are folded half here, half in the index's helper process
+  (`SearchIndex.fold_rows`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class Rebuild:
         """Queue every message and clear the mark (one transaction), then empty ``index``
         (unless it is new); returns how many messages were queued."""
         with self._conn.tx() as db:
-            done = self._outbox.enqueue_everything(db)
+            done = self._outbox.enqueue_everything(db, index.fold_rows)
             db.execute_sql(f"DELETE FROM meta WHERE key = '{_STALE}'")
         if reset:
             with self._conn.guard():

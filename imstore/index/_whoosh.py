@@ -48,6 +48,7 @@ from ._helper import INDEXNAME as _INDEXNAME
 from ._helper import Helper
 from ._hits import collect, column, share, word_query
 from ._merge import MERGE_FACTOR, merge_tiered, no_merge
+from ._outbox import fold_rows
 from ._sealed import Sealing
 
 __all__ = ["SearchIndex", "SearchIndexError"]
@@ -490,10 +491,43 @@ class SearchIndex:
         out.append(write_segment(self._storage, _INDEXNAME, self._schema, theirs, _CODEC))
         return out
 
+    def fold_rows(self, rows: Sequence[tuple[int, bytes, bytes | None]]
+                  ) -> list[tuple[str, str] | None]:
+        """`_outbox.fold_rows`, half of the rows folded by the helper when that pays off (a
+        rebuild folds every stored message)."""
+        if self._workers < 2 or len(rows) < _PARALLEL_DOCS or self.directory is None:
+            return fold_rows(rows)
+        half = len(rows) // 2
+        helper = self._get_helper()
+        if helper is not None:
+            try:
+                helper.send_texts(rows[half:])
+            except Exception as exc:
+                log.info("segment helper unavailable (%r); folding here", exc)
+                self._drop_helper()
+                helper = None
+        try:
+            mine = fold_rows(rows[:half])
+        except BaseException:
+            if helper is not None:  # its answer must never be read as a later one's
+                self._drop_helper()
+            raise
+        if helper is not None:
+            try:
+                return mine + helper.receive_texts()
+            except Exception as exc:
+                log.info("segment helper failed (%r); folding here", exc)
+                self._drop_helper()
+        return mine + fold_rows(rows[half:])
+
     def _get_helper(self) -> Helper | None:
         with self._helper_lock:
             if self._helper is not None and self._helper.proc.poll() is not None:
-                self._helper = None
+                dead, self._helper = self._helper, None
+                try:
+                    dead.close()  # its pipes
+                except Exception:
+                    pass
             if self._helper is None:
                 try:
                     self._helper = Helper()
