@@ -213,3 +213,24 @@ def test_a_forked_child_is_a_reader_and_the_parent_keeps_indexing(tmp_path: Path
                           env={**os.environ, "PYTHONPATH": _ROOT}, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_collector_pause_nests_and_keeps_an_apps_choice():
+    import gc
+
+    from imstore.index._collector import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():  # another batch (another store's thread) meanwhile
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer batch is still running
+    assert gc.isenabled()
+    gc.disable()  # the app's own choice
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # not turned on behind the app's back
+    finally:
+        gc.enable()

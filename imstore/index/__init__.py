@@ -4,7 +4,9 @@ Its parts, each owning one rule (each module opens with the rules it keeps):
 
 - `_format`: the file format (schema, codec) and the direct segment writer;
 - `_merge`: the tiered merge policy and the direct merge;
-- `_helper`: the helper process that writes segments, both ends of its pipe;
+- `_helper`: the helper process that writes segments (and folds a rebuild's texts), both ends
+  of its pipe;
+- `_collector`: the garbage collector paused for bulk batches;
 - `_whoosh`: `SearchIndex`, the whoosh boundary (opening, writing, reading, `SearchIndexError`);
 - `_outbox`: the ``search_outbox`` table, written in each write transaction;
 - `_lease`: which process indexes a store directory (``search.lock``);

@@ -26,6 +26,7 @@ import msgpack
 from whoosh.codec.whoosh3 import W3Segment
 from whoosh.filedb.filestore import FileStorage
 
+from ._collector import collector_paused
 from ._format import Doc, ImCodec, schema, write_segment
 from ._outbox import folded_texts
 from ._sealed import Sealing
@@ -138,8 +139,9 @@ def _serve(parent: int) -> None:
             return
         (size,) = struct.unpack("!Q", head)
         try:
-            reply = _answer(msgpack.unpackb(inp.read(size), raw=False,
-                                            unicode_errors="surrogatepass"), codec, sch)
+            with collector_paused():
+                reply = _answer(msgpack.unpackb(inp.read(size), raw=False,
+                                                unicode_errors="surrogatepass"), codec, sch)
         except Exception as exc:  # the parent does this work itself
             reply = ["error", repr(exc)]
         data = msgpack.packb(reply, use_bin_type=True, unicode_errors="surrogatepass")

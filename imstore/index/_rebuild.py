@@ -10,13 +10,14 @@ Rules kept here:
   and clears it in the transaction that queues the rebuild, so the asker knows when its rebuild
   was served and waits only for the entries queued then, not for later writes;
 - the texts of every message are folded half here, half in the index's helper process
-  (`SearchIndex.fold_rows`).
+  (`SearchIndex.fold_rows`), with the garbage collector paused (`_collector`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ._collector import collector_paused
 from ._outbox import Outbox
 
 __all__ = ["Rebuild"]
@@ -38,7 +39,7 @@ class Rebuild:
     def start_over(self, index: Any, *, reset: bool = True) -> int:
         """Queue every message and clear the mark (one transaction), then empty ``index``
         (unless it is new); returns how many messages were queued."""
-        with self._conn.tx() as db:
+        with self._conn.tx() as db, collector_paused():
             done = self._outbox.enqueue_everything(db, index.fold_rows)
             db.execute_sql(f"DELETE FROM meta WHERE key = '{_STALE}'")
         if reset:

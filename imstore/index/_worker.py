@@ -11,6 +11,8 @@ Rules kept here (the lock rule itself is written once, in `_indexer`):
 - a ticket is served only by a drain that completed after the ticket was taken: a waiter that
   sees ``served >= ticket`` knows everything queued before its command is in the index, merged;
 - an entry leaves the outbox only after the commit that applied it (`Outbox.remove_through`);
+- a batch of many entries runs with the garbage collector paused (`_collector`); a single
+  write never does;
 - a failed write (a full disk) keeps its work queued and backs off (0.5 s doubling to 30 s),
   leaving no partial segment files behind; a damaged index starts over at once.
 """
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ErrorCode, IMError
+from ._collector import collector_paused
 from ._outbox import OP_ADD, OP_DELETE, OP_INDEX, Outbox
 from ._rebuild import Rebuild
 from ._whoosh import SearchIndex, SearchIndexError
@@ -37,6 +40,7 @@ log = logging.getLogger("imstore.store")
 
 APPLY, FLUSH, REBUILD, RECOVER, CLOSE = "apply", "flush", "rebuild", "recover", "close"
 _MAX_BACKOFF = 30.0  # seconds between retries of a failing write (a full disk), at most
+_BULK = 1000  # a batch of this many entries runs with the collector paused (`_collector`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,12 +190,14 @@ class Worker:
             if not count:
                 return 0
             started = time.perf_counter()
-            docs = self._outbox.docs(last, ops)
-            found = {d.rowid for d in docs}
-            deletes = [rid for rid, op in ops.items() if op == OP_DELETE or rid not in found]
-            new = [d for d in docs if ops[d.rowid] == OP_ADD]
-            upserts = [d for d in docs if ops[d.rowid] == OP_INDEX]
-            self.writer.apply(upserts, deletes, new=new, merge=merge)
+            with collector_paused() if count >= _BULK else nullcontext():
+                docs = self._outbox.docs(last, ops)
+                found = {d.rowid for d in docs}
+                deletes = [rid for rid, op in ops.items() if op == OP_DELETE or rid not in found]
+                new = [d for d in docs if ops[d.rowid] == OP_ADD]
+                upserts = [d for d in docs if ops[d.rowid] == OP_INDEX]
+                self.writer.apply(upserts, deletes, new=new, merge=merge)
+                del docs, new, upserts
             self._outbox.remove_through(last, list(ops))
         done, spent = self.rate
         if done > 200_000:  # keep the speed recent
