@@ -201,6 +201,28 @@ def test_a_thread_whose_root_is_not_stored_is_listed(store: MessageStore):
     assert [t.root for t in store.threads("team")] == ["unseen-root"]
 
 
+def test_a_sent_root_takes_its_replies_and_thread_along_to_its_server_id(store: MessageStore):
+    root = store.insert_message(Message.text("team", "root", chat_type=ChatType.GROUP_CHAT))
+    local = root.msg_id
+    quote = store.insert_message(Message.text("team", "quote", chat_type=ChatType.GROUP_CHAT,
+                                              reply_to=local))
+    mine = store.insert_message(Message.text("team", "in thread",
+                                             chat_type=ChatType.GROUP_CHAT, thread_id=local))
+    theirs = store.insert_message(group("peer, already on the server id", ts=9, thread_id="S1",
+                                        msg_id="p1"))
+    elsewhere = store.insert_message(recv("another conversation", reply_to=local))
+    assert [t.root for t in store.threads("team")] == [local, "S1"]
+    store.mark_sent(local, "S1", 5)
+    assert store.get_message(quote.msg_id).reply_to == "S1"
+    assert [m.msg_id for m in store.thread_messages("S1")] == [theirs.msg_id, mine.msg_id]
+    assert [(t.root, t.reply_count, t.last_reply.msg_id) for t in store.threads("team")] == \
+        [("S1", 2, mine.msg_id)]
+    assert store.thread_messages(local) == []
+    assert store.get_message(elsewhere.msg_id).reply_to == local  # not this conversation's
+    assert store.get_message(local).msg_id == "S1"  # the local id still finds the root
+    assert store.verify().ok
+
+
 # ---------------------------------------------------------------------------------- reactions
 
 

@@ -57,9 +57,11 @@ class Receipts:
 
     def mark_sent(self, local_id: str, server_id: str, server_time: int) -> list[ReceiptKind]:
         """A send succeeded: the message takes the server's id and time (its local id still finds
-        it) and receipts that arrived early are applied; returns their kinds. If the server's
-        copy came in first (e.g. with history) the two become one message; a server id used by a
-        message of another conversation is refused with MESSAGE_INVALID and nothing changes."""
+        it), the replies and thread replies of its conversation that named it by its local id
+        name the server's id, and receipts that arrived early are applied; returns their kinds.
+        If the server's copy came in first (e.g. with history) the two become one message; a
+        server id used by a message of another conversation is refused with MESSAGE_INVALID and
+        nothing changes."""
         run = self._conn.run
         with self._conn.tx():
             row = self._writes.find_row(local_id, "id, conv_id, msg_id, status")
@@ -71,6 +73,10 @@ class Receipts:
             run("UPDATE message SET msg_id = ?, local_id = CASE WHEN msg_id != ? THEN msg_id "
                 "ELSE local_id END, server_time = ?, sort_time = ?, status = ? WHERE id = ?",
                 (server_id, server_id, server_time, server_time, int(status), rowid))
+            if current != server_id:  # replies named it by the local id, as peers never will
+                for column in ("reply_to", "thread_id"):
+                    run(f"UPDATE message SET {column} = ? WHERE {column} = ? AND conv_id = ?",
+                        (server_id, current, conv_id))
             kinds = sorted(ReceiptKind(k) for (k,) in run(
                 "SELECT kind FROM pending_receipt WHERE msg_id = ?", (server_id,)).fetchall()
                 if k in _COLUMN)

@@ -15,7 +15,7 @@ Rules kept here:
   ``pinned_at``, ``marks`` and ``draft`` (a title an importer kept in ``ext["title"]`` moves to
   ``title``); the tables ``reaction``, ``reaction_count``, ``thread`` and ``pinned_message``;
 - ``thread`` (reply count and newest reply per root) is derived state kept by triggers on the
-  message table, so every insert and delete path keeps it; ``reaction_count`` is kept by
+  message table, so every insert, delete and change of a reply's root keeps it; ``reaction_count`` is kept by
   `_reactions`; both are checked by verify. Reactions and pins belong to a message row and go
   with it (``ON DELETE CASCADE``);
 - the store's `Limits` live in ``meta`` too: a store keeps the limits it was opened with.
@@ -73,6 +73,8 @@ _EXTRA_INDEXES = (
     "CREATE INDEX IF NOT EXISTS message_thread ON message (thread_id, sort_time, id) "
     "WHERE thread_id IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS thread_conv ON thread (conv_id, last_sort, last_rowid)",
+    # the replies to a message (a sent message's local id becomes its server id in them)
+    "CREATE INDEX IF NOT EXISTS message_reply ON message (reply_to) WHERE reply_to IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS reaction_order ON reaction (message_id, key, created_at, sender)",
     "CREATE INDEX IF NOT EXISTS reaction_server_id ON reaction (reaction_id) "
     "WHERE reaction_id IS NOT NULL",
@@ -122,6 +124,20 @@ _TRIGGERS = {
           UPDATE thread SET reply_count = reply_count - 1 WHERE root = OLD.thread_id;
           DELETE FROM thread WHERE root = OLD.thread_id AND reply_count <= 0;
           {_THREAD_LAST.format(when="last_rowid = OLD.id", root="OLD.thread_id")}
+        END""",
+    "thread_reply_renamed": f"""
+        AFTER UPDATE OF thread_id ON message FOR EACH ROW
+        WHEN NEW.thread_id IS NOT OLD.thread_id
+        BEGIN
+          UPDATE thread SET reply_count = reply_count - 1 WHERE root = OLD.thread_id;
+          DELETE FROM thread WHERE root = OLD.thread_id AND reply_count <= 0;
+          {_THREAD_LAST.format(when="last_rowid = OLD.id", root="OLD.thread_id")}
+          INSERT INTO thread (root, conv_id, reply_count, last_rowid, last_sort)
+            SELECT NEW.thread_id, NEW.conv_id, 1, NEW.id, NEW.sort_time
+            WHERE NEW.thread_id IS NOT NULL
+          ON CONFLICT (root) DO UPDATE SET reply_count = reply_count + 1,
+            last_rowid = CASE WHEN {_NEWER} THEN NEW.id ELSE last_rowid END,
+            last_sort = CASE WHEN {_NEWER} THEN NEW.sort_time ELSE last_sort END;
         END""",
     "thread_reply_moved": f"""
         AFTER UPDATE OF sort_time ON message FOR EACH ROW
