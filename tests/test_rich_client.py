@@ -98,6 +98,26 @@ def test_a_reply_to_a_local_id_names_the_server_id(pair: Pair, clock: Clock):
     assert other.reply_to == "local-1"  # only the sender's own local ids are its messages
 
 
+def test_replies_sent_before_their_root_went_out_name_its_server_id_everywhere(pair: Pair):
+    async def main() -> None:
+        root = Message.text("bob", "root")
+        local = root.msg_id
+        reply = Message.text("bob", "quote", reply_to=local)
+        inner = Message.text("bob", "in thread", thread_id=local)
+        sent = await asyncio.gather(*(pair.ca.send_message(m) for m in (root, reply, inner)))
+        await pair.settle()
+        server_id = sent[0].msg_id
+        assert server_id != local
+        for store in (pair.a, pair.b):  # the sender's own copies too
+            assert store.get_message(sent[1].msg_id).reply_to == server_id
+            assert [m.msg_id for m in store.thread_messages(server_id)] == [sent[2].msg_id]
+            assert [(t.root, t.reply_count) for t in store.threads("bob" if store is pair.a
+                                                                   else "alice")] == \
+                [(server_id, 1)]
+
+    run(main())
+
+
 def test_a_thread_reply_stays_out_of_the_main_timeline(pair: Pair):
     async def main() -> None:
         root = await hello(pair)

@@ -13,6 +13,8 @@ Rules kept here:
 - what an attachment uploads is its file (unless it has a remote url) and, for the kinds with a
   thumbnail (`kinds.Kind.thumbnail`), a local thumbnail without a url;
 - receipts that arrived before the server's answer (kept in the store) are announced with it;
+- a reply or thread reply goes out naming its root by the server's id once the root was sent
+  from here, even when it was made with the root's local id (`_name_sent_roots`);
 - who may recall and edit what is the lifecycle's (`check_recall`, `check_edit`).
 """
 
@@ -96,9 +98,21 @@ class Sender:
             msg.status = status
         else:
             msg.status = status
+            self._name_sent_roots(msg)
             self._store.insert_message(msg)
         self._listeners.emit("on_message_status_changed", msg, status)
         return await self._deliver(transport, msg, progress)
+
+    def _name_sent_roots(self, msg: Message) -> None:
+        """``reply_to`` and ``thread_id`` name the server's id of a message sent from here when
+        they name it by its local id (peers and other clients know only the server's; the
+        store renames them in stored replies when the root's send succeeds, `mark_sent`)."""
+        for name in ("reply_to", "thread_id"):
+            ref = getattr(msg, name)
+            if ref is not None:
+                root = self._store.get_message(ref)
+                if root is not None and root.msg_id != ref and root.local_id == ref:
+                    setattr(msg, name, root.msg_id)
 
     async def resend(self, msg_id: str, progress: ProgressFn | None) -> Message:
         transport = self._gate.transport()
@@ -126,6 +140,7 @@ class Sender:
         body = msg.body
         if isinstance(body, FileBody) and (not body.remote_url or _thumbnail_to_upload(msg)):
             await self._upload(transport, msg, body, progress, budget)
+        self._name_sent_roots(msg)  # a root sent while this message waited its turn
         result = await self._send_with_retry(transport, msg, budget)
         if msg.type == MessageType.CMD:
             msg.msg_id, msg.server_time = result.msg_id, result.server_time

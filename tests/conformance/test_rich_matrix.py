@@ -5,6 +5,7 @@ changes nothing. Only public names and the Matrix client-server API are used."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,28 @@ def test_what_imstore_sends_is_what_another_client_reads(world: Harness, tmp_pat
             alice.transport.mxid, {"rel_type": "m.annotation", "event_id": hi, "key": "👍"})
         pinned = (await bob.client.room_get_state_event(room, "m.room.pinned_events")).content
         assert pinned.get("pinned") == [hi]
+
+    nio_peer.run(world, main)
+
+
+def test_replies_made_before_their_root_went_out_reach_another_client_with_its_event_id(
+        world: Harness):
+    async def main(b: Any, w: Any) -> None:
+        alice, bob, room, _ = await said_hi(b, w)
+        peer = localpart(bob.mxid)
+        root = Message.text(peer, "root")
+        local = root.msg_id  # what the app has while the root is being sent
+        sent = await asyncio.gather(*(alice.client.send_message(m) for m in (
+            root, Message.text(peer, "quote", reply_to=local),
+            Message.text(peer, "in thread", thread_id=local))))
+        event_id = sent[0].msg_id
+        assert event_id.startswith("$")
+        events = {ev["event_id"]: ev for ev in await bob.events(room)}
+        assert events[sent[1].msg_id]["content"]["m.relates_to"] == {
+            "m.in_reply_to": {"event_id": event_id}}
+        assert events[sent[2].msg_id]["content"]["m.relates_to"]["event_id"] == event_id
+        assert alice.store.get_message(sent[1].msg_id).reply_to == event_id
+        assert [m.msg_id for m in alice.store.thread_messages(event_id)] == [sent[2].msg_id]
 
     nio_peer.run(world, main)
 
