@@ -253,3 +253,50 @@ def test_a_rebuild_folds_texts_in_two_processes_as_one_would(tmp_path: Path):
         assert st.rebuild_search_index() == 5000
         st.flush_index()
         assert [m.msg_id for m in st.search_messages("台湾 4999")] == ["m4999"]
+
+
+def test_texts_kept_for_new_rows_are_those_their_stored_payloads_fold_to(tmp_path: Path):
+    from imstore.index._outbox import folded_texts
+
+    pic = tmp_path / "p.png"
+    pic.write_bytes(b"\x89PNG" + bytes(40))
+    msgs = [Message.text("p", "Café 臺灣 <b>", sender="p", ext={"k": ["Ünï", 3, {"n": "發"}]},
+                         formatted="<i>Café</i>"),
+            Message.image("p", pic, caption="Menü 發票", sender="p"),
+            Message.file("p", pic, sender="p"),
+            Message.location("p", 1.5, 2.5, address="北京 Straße", sender="p"),
+            Message.custom("p", "order", {"id": "九"}, sender="p"),
+            Message.text("p", "gone", sender="p", recalled_at=5)]
+    with imstore.open(tmp_path / "s", user_id="me") as st, st.pause_indexing():
+        st.import_messages(msgs[:3])
+        for m in msgs[3:]:
+            st.insert_message(m)
+        kept = {r[0]: (r[1], r[2]) for r in st.connection.query(
+            "SELECT id, content, ext FROM search_text")}
+        stored = {r[0]: folded_texts(r[1], r[2], r[3]) for r in st.connection.query(
+            "SELECT id, type, CAST(body AS BLOB), CAST(ext AS BLOB) FROM message WHERE "
+            "recalled_at IS NULL")}
+        assert kept == stored and len(kept) == 5  # the recalled one has none
+        assert kept[1] == ("cafe 台湾 <b>", "uni\n3\n发")
+
+
+def test_a_row_id_used_again_while_its_deleted_rows_entry_waits_gets_its_own_text(
+        tmp_path: Path):
+    with imstore.open(tmp_path / "s", user_id="me") as st:
+        with st.pause_indexing():
+            st.insert_message(Message.text("p", "apple", sender="p", msg_id="a", timestamp=1))
+            st.insert_message(Message.text("p", "banana", sender="p", msg_id="b", timestamp=2))
+            st.delete_message("b")  # the newest row: SQLite gives its id to the next one
+            st.insert_message(Message.text("p", "cherry", sender="p", msg_id="c", timestamp=3))
+            st.import_messages([Message.text("p", "date", sender="p", msg_id="d", timestamp=4)])
+            st.delete_message("d")
+            st.import_messages([Message.text("p", "gone", sender="p", msg_id="e", timestamp=5,
+                                             recalled_at=6)])
+            assert [m.msg_id for m in st.search_messages("cherry")] == ["c"]
+            assert st.search_messages("banana") == [] and st.search_messages("date") == []
+            assert st.connection.query("SELECT content FROM search_text ORDER BY id") == [
+                ("apple",), ("cherry",)]
+        st.flush_index()
+        assert [m.msg_id for m in st.search_messages("cherry")] == ["c"]
+        assert st.search_messages("banana") == [] and st.search_messages("date") == []
+        assert st.verify().ok

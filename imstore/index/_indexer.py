@@ -49,6 +49,7 @@ from typing import Any
 
 from .._crypto import index_key
 from ..errors import ErrorCode, IMError
+from ..message import Message
 from ._lease import Lease
 from ._outbox import Outbox
 from ._rebuild import Rebuild
@@ -153,8 +154,9 @@ class Indexer:
         """The index searches read (the thread's commits reach it)."""
         return self._reader
 
-    def enqueue(self, rowids: Sequence[int], *, new: bool = False) -> None:
-        self.outbox.enqueue(rowids, new=new)
+    def enqueue(self, rowids: Sequence[int], *, new: bool = False,
+                messages: Sequence[Message] | None = None) -> None:
+        self.outbox.enqueue(rowids, new=new, messages=messages)
 
     def enqueue_deletes(self, where: str, params: Sequence[Any]) -> None:
         self.outbox.enqueue_deletes(where, params)

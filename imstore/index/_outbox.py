@@ -14,7 +14,10 @@ Rules kept here:
   indexed already; entries an earlier process may have applied before it crashed are replayed
   as INDEX (`replay_until`);
 - each pending row's folded text (what scopes CONTENT and EXT see, through `text.fold`) is kept
-  beside its entry in table ``search_text``, written in the same transaction: a search scans
+  beside its entry in table ``search_text``, written in the same transaction (for the new rows
+  of an insert or import, folded from the messages in hand: what is stored is their encoding,
+  which decodes to the same values; for any other change, read back from the row as stored,
+  `keep_texts`): a search scans
   that narrow table for the rows the index does not hold yet instead of decoding their payloads
   (exactness is still judged by `text.matches` on the stored message); the text leaves with the
   row's last entry. Rows pending without a text (written before this table existed, or deletes)
@@ -33,7 +36,7 @@ from typing import Any
 
 from ..codec import decode_body, decode_ext
 from ..errors import IMError
-from ..message import MessageType
+from ..message import Message, MessageType
 from ..text import content_text, ext_text, fold
 from ._format import Doc
 
@@ -100,15 +103,31 @@ class Outbox:
 
     # ------------------------------------------------------------- in the write transaction
 
-    def enqueue(self, rowids: Sequence[int], *, new: bool = False) -> None:
-        """Index (or re-index) these rows once the transaction commits."""
+    def enqueue(self, rowids: Sequence[int], *, new: bool = False,
+                messages: Sequence[Message] | None = None) -> None:
+        """Index (or re-index) these rows once the transaction commits. ``messages``: what was
+        just written at ``rowids`` (new rows, one each, in order), whose texts are folded from
+        the values in hand instead of decoding the rows again."""
         if not rowids or not self.feeds():
             return
         op = OP_ADD if new and min(rowids) > self.high else OP_INDEX
         self._conn.run_many("INSERT INTO search_outbox (rowid, op) VALUES (?, ?)",
                             [(r, op) for r in rowids])
         self.high = max(self.high, max(rowids))
-        self.keep_texts(rowids)
+        if messages is None:
+            self.keep_texts(rowids)
+            return
+        kept, recalled = [], []
+        for rid, m in zip(rowids, messages, strict=True):
+            if m.recalled_at is None:
+                kept.append((rid, fold(content_text(m.type, m.body)), fold(ext_text(m.ext))))
+            else:  # never a hit (`keep_texts`)
+                recalled.append((rid,))
+        # a row id is used again after the newest message is deleted, and a deleted row's
+        # text stays until its entry leaves: the new row's text replaces it
+        self._conn.run_many("INSERT OR REPLACE INTO search_text (id, content, ext) VALUES "
+                            "(?, ?, ?)", kept)
+        self._conn.run_many("DELETE FROM search_text WHERE id = ?", recalled)
 
     def keep_texts(self, rowids: Sequence[int]) -> None:
         """The folded texts of these rows, beside their entries (read back in the caller's

@@ -169,7 +169,7 @@ class Writes:
             conn.run_many(_ATTACH_UPSERT, attach)
         for conv_id, (chat_type, unread, sort, rowid) in convs.items():
             self._convs.add_messages(conv_id, chat_type, unread, sort, rowid)
-        self._indexer.enqueue([first + i for i in range(len(rows))], new=True)
+        self._indexer.enqueue([first + i for i in range(len(rows))], new=True, messages=msgs)
 
     # -------------------------------------------------------------------------------- writing
 
