@@ -189,6 +189,25 @@ def test_reactions_are_told_with_their_sender_and_own_id_and_taken_back_by_it_on
     run(main())
 
 
+def test_a_reaction_made_before_a_restart_is_taken_back_by_its_id_and_by_its_sender_only():
+    async def main() -> None:
+        hs = Homeserver()
+        dm_rooms(hs)
+        # as the server keeps reactions once redacted: type and sender, no content
+        kept = {"$r9": {**reaction("$r9", "$m", "👍"), "content": {}},
+                "$r8": {**reaction("$r8", "$m", "🎉", sender=CAROL), "content": {}}}
+        hs.on("GET", r"/event/", lambda request: kept[request.url.path.rsplit("/", 1)[-1]
+                                                      .replace("%24", "$")])
+        a, rec = await started(hs, joined(DM, redaction("$x9", "$r9", sender=BOB),
+                                          redaction("$x8", "$r8", sender=BOB)))
+        await hs.asked_sync(2)
+        told = [e for args in rec.got("on_reactions") for e in args[0]]
+        assert told == [ReactionEvent("", "", "bob", "$r9", removed=True, time=9)]
+        assert not rec.got("on_messages_recalled")
+        await a.close()
+    run(main())
+
+
 def test_a_forged_edit_changes_nothing():
     async def main() -> None:
         hs = Homeserver()

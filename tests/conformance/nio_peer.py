@@ -197,6 +197,12 @@ class NioPeer:
             "m.new_content": {"msgtype": "m.text", "body": text},
             "m.relates_to": {"rel_type": "m.replace", "event_id": event_id}})
 
+    async def react(self, room_id: str, event_id: str, key: str) -> str:
+        answer = _ok(await self.client.room_send(room_id, "m.reaction", {"m.relates_to": {
+            "rel_type": "m.annotation", "event_id": event_id, "key": key}}),
+            RoomSendResponse, f"reaction by {self.mxid} in {room_id}")
+        return str(answer.event_id)
+
     async def redact(self, room_id: str, event_id: str) -> str:
         answer = _ok(await self.client.room_redact(room_id, event_id, reason="deleted"),
                      RoomRedactResponse, f"redaction of {event_id}")

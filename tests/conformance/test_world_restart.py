@@ -3,7 +3,8 @@
 The app is a separate process (this module run with ``python -m``): it opens its store folder,
 logs in, syncs, does what it is told, prints a JSON report of the store and waits for SIGTERM,
 then closes cleanly. The test starts it and stops it by its PID, twice on the same folder; while
-it is down a matrix-nio peer sends messages, edits, redactions and replies.
+it is down a matrix-nio peer sends messages, edits, redactions and replies, and takes back a
+reaction the app had stored.
 
 Synapse answers an initial sync from a cache for two minutes after the same request (same
 device, same filter), which hides the loss; each process therefore logs in as a fresh device, as
@@ -80,7 +81,9 @@ async def app(args: argparse.Namespace) -> None:
         messages = store.messages(args.peer, limit=400)
         _say(messages=[[m.msg_id, m.sender, getattr(m.body, "text", None),
                         m.recalled_at is not None] for m in messages],
-             unread=store.unread_count(args.peer))
+             unread=store.unread_count(args.peer),
+             reactions={m.msg_id: [[r.key, r.count] for r in store.reactions(m.msg_id)]
+                        for m in messages if store.reactions(m.msg_id)})
         await stop.wait()
     finally:
         await adapter.close()
@@ -150,11 +153,15 @@ def test_a_restart_catches_up_everything_that_happened_while_closed(synapse: dic
         try:
             hello = (await first.said())["sent"]
             (room,) = await bob.accept_invites()
+            liked = await bob.react(room, hello, "👍")
             hi = await bob.text(room, "hi alice")  # received live by the running app
-            assert [m[0] for m in (await first.said())["messages"]] == [hello, hi]
+            said = await first.said()
+            assert [m[0] for m in said["messages"]] == [hello, hi]
+            assert said["reactions"] == {hello: [["👍", 1]]}
         finally:
             await first.stop()
         # the app is closed: bob goes on from his client
+        await bob.redact(room, liked)  # the app has never seen this reaction's event
         ids = [await bob.text(room, f"bob {i}") for i in range(texts)]
         ids += [await bob.reply(room, ids[0], "a reply to bob 0"),
                 await bob.reply(room, ids[-1], "a reply to the last")]
@@ -176,6 +183,7 @@ def test_a_restart_catches_up_everything_that_happened_while_closed(synapse: dic
         kept = [i for i in redacted if not got[ids[i]][3] or got[ids[i]][2]]
         assert not kept, f"{len(kept)} of {len(redacted)} redacted messages keep their text"
         assert second["unread"] == len(ids) + 1, f"unread {second['unread']}, not {len(ids) + 1}"
+        assert second["reactions"] == {}, "a reaction taken back while closed is still there"
 
     nio_peer.run(Harness("synapse", tmp_path, synapse), scenario)
 

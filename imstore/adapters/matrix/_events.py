@@ -2,7 +2,8 @@
 
 Rules kept here:
 - every event the adapter sees (sync, history, back-fill, ``GET /event``) goes through `see`,
-  which records its room, sender and server time, wakes a send waiting for its echo, and notes
+  which records its room, sender and server time (and whether it is a reaction: its type
+  survives a redaction, its key and message may not), wakes a send waiting for its echo, and notes
   the newest message time per room and this user's own ``need_group_ack`` messages;
 - the cache is bounded (`MAX_EVENTS`, oldest forgotten first); an event not cached is asked of
   the server, and an unknown one is `IMError(MESSAGE_INVALID)`;
@@ -37,6 +38,11 @@ class EventCache:
         self.echo: dict[str, asyncio.Future[int]] = {}  # sent events awaiting their sync echo
         self.latest: dict[str, int] = {}  # room: newest message time seen
         self.group_acked: dict[str, dict[str, int]] = {}  # room: my need_group_ack event: ts
+        self.reactions: OrderedDict[str, None] = OrderedDict()  # the m.reaction events seen
+
+    def is_reaction(self, event_id: str) -> bool:
+        """Whether ``event_id`` is an ``m.reaction`` event seen here (a redacted one too)."""
+        return event_id in self.reactions
 
     def get(self, event_id: str) -> tuple[str, str, int] | None:
         return self.events.get(event_id)
@@ -56,6 +62,10 @@ class EventCache:
             self.latest[room_id] = ts
         while len(self.events) > MAX_EVENTS:
             self.events.popitem(last=False)
+        if ev.get("type") == "m.reaction":
+            self.reactions[eid] = None
+            while len(self.reactions) > MAX_EVENTS:
+                self.reactions.popitem(last=False)
         ns = mp.as_obj(mp.as_obj(ev.get("content")).get(mp.NS))
         if (isinstance(sender, str) and is_mine(sender, self.mxid)
                 and ns.get("need_group_ack") is True and mp.replacement(ev) is None):

@@ -315,6 +315,17 @@ class SyncLoop:
                 _, sender, ts = await self.events.event(info.room_id, target)
             except IMError:
                 continue  # an event this user cannot see changes nothing here
+            if rid is not None and self.events.is_reaction(rid):
+                # a reaction this adapter has not kept (it was made before a restart): taken
+                # back by its id, if by its sender (`_rich` rules)
+                if mp.takes_change(actor, sender):
+                    batch.reactions.append(ReactionEvent(
+                        "", "", mp.from_mxid(sender, self.rooms.server_name), rid, removed=True,
+                        time=mp.as_int(ev.get("origin_server_ts"))))
+                else:
+                    log.warning("ignored the redaction of %s's reaction %s by %s", sender, rid,
+                                actor)
+                continue
             if rid is None:
                 if not mp.takes_change(actor, sender):
                     log.warning("ignored an edit of %s by %s, who did not send it", target, actor)
