@@ -145,6 +145,12 @@ def dm_rooms(hs: Homeserver, room: str = DM, peer: str = BOB) -> None:
 def group_room(hs: Homeserver, room: str = GROUP, gid: str = "team") -> None:
     hs.on("GET", rf"/rooms/{re.escape(room)}/state/io\.imstore\.conversation/$",
           {"chat_type": "GROUP_CHAT", "id": gid, "members": [ME, BOB]})
+    group_alias(hs, room, gid)
+
+
+def group_alias(hs: Homeserver, room: str = GROUP, gid: str = "team") -> None:
+    """The server's alias of group ``gid`` names ``room`` (which vouches for its state)."""
+    hs.on("GET", rf"/directory/room/#imstore\.g\.{re.escape(gid)}:", {"room_id": room})
 
 
 def msg_event(eid: str, text: str, *, sender: str = BOB, ts: int = 1_000, **content: Any

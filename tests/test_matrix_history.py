@@ -18,6 +18,7 @@ from .matrix_canned import (
     ME,
     Homeserver,
     adapter,
+    group_alias,
     is_list_sync,
     msg_event,
     run,
@@ -155,6 +156,7 @@ def test_the_conversation_list_is_one_sync_newest_first_and_pages():
         hs = Homeserver()
         a = await adapter(hs)
         hs.on("GET", r"/sync$", answer)
+        group_alias(hs)
         a.sync.paused = True
         first = await a.fetch_conversations(None, 2)
         assert [(c.conv_id, c.chat_type) for c in first.items] == [

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import imstore
-from imstore import ChatClient, ConnectionState, DownloadStatus, ErrorCode, IMError, Message
+from imstore import ChatClient, ChatType, ConnectionState, DownloadStatus, ErrorCode, IMError, Message
 from imstore.adapters.matrix import Bounds, MatrixAdapter
 from imstore.adapters.matrix import _mapping as mp
 from imstore.message import ImageBody
@@ -27,11 +27,13 @@ from .matrix_canned import (
     BASE,
     BOB,
     DM,
+    GROUP,
     ME,
     Homeserver,
     Recorder,
     adapter,
     dm_rooms,
+    group_alias,
     joined,
     msg_event,
     run,
@@ -119,6 +121,31 @@ def test_the_same_batch_with_valid_events_only_is_accepted_whole():
         a, rec, _ = await _delivered(_batch_with(msg_event("$ok", "middle", ts=20)))
         assert [m.msg_id for m in rec.messages()] == ["$ok1", "$ok", "$ok2"]
         assert a.bad_events == [] and rec.got("on_bad_events") == []
+        await a.close()
+    run(main())
+
+
+@pytest.mark.parametrize("alias", ["another room's", "no one's", "this room's"])
+def test_a_room_is_the_group_its_state_claims_only_when_the_groups_alias_names_it(alias: str):
+    async def main() -> None:
+        hs = Homeserver()
+        dm_rooms(hs)
+        if alias != "no one's":
+            group_alias(hs, GROUP if alias == "another room's" else "!claims:hs.test")
+        a = await adapter(hs)
+        rec = Recorder()
+        claim = {"type": mp.CONV_STATE, "state_key": "", "event_id": "$s", "sender": BOB,
+                 "origin_server_ts": 1,
+                 "content": {"chat_type": "GROUP_CHAT", "id": "team", "members": [ME, BOB]}}
+        hs.sync({}, {"rooms": {"join": {"!claims:hs.test": {
+            "state": {"events": [claim]},
+            "timeline": {"events": [msg_event("$p", "the team's plan, says bob")]}}}}})
+        a.attach(rec)
+        await hs.asked_sync(3)
+        [m] = rec.messages()
+        assert (m.conv_id, m.chat_type) == (
+            ("team", ChatType.GROUP_CHAT) if alias == "this room's" else
+            ("!claims:hs.test", ChatType.GROUP_CHAT))
         await a.close()
     run(main())
 

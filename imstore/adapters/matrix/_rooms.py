@@ -11,7 +11,10 @@ Rules kept here:
   a DM this user creates or joins is added to it;
 - a group or chat room is found by its alias ``#imstore.g.<id>`` and joined; its room's
   conversation comes from its ``io.imstore.conversation`` state, else it is a group keyed by the
-  room id (`_mapping.room_info`);
+  room id (`_mapping.room_info`). The state is its creator's word: a room met any other way
+  (an invite, a sync) is the group its state names only when that group's alias names this
+  room; otherwise it is a group of its own, keyed by its room id, so no one can make a room
+  that pours messages into another group's conversation;
 - invites are joined as they come (a DM invite also goes into ``m.direct``); a room this user
   left is forgotten;
 - the directory (rooms, their conversations) can be exported and restored (`export`,
@@ -230,8 +233,25 @@ class Rooms:
                 content = None
         info = mp.room_info(room_id, content if isinstance(content, dict) else None, self.mxid,
                             self.server_name, peer)
+        if info.chat_type != ChatType.CHAT and info.conv_id != room_id \
+                and not await self._holds_alias(room_id, info):
+            log.warning("room %s claims to be %s %r, whose alias names another room or none; it "
+                        "is a conversation of its own", room_id, info.chat_type.name, info.conv_id)
+            info = mp.RoomInfo(room_id, room_id, ChatType.GROUP_CHAT)
         self.remember(info)
         return info
+
+    async def _holds_alias(self, room_id: str, info: mp.RoomInfo) -> bool:
+        """Whether the server's alias of the group or room ``info`` names (``#imstore.g.<id>``,
+        given to the room that created it) is ``room_id``: a room's state is whatever its
+        creator wrote, the alias is the server's. An answer other than "no such alias" leaves
+        the claim as it is (the server could not say)."""
+        try:
+            found = await self.api.call(rq.resolve_alias(self.alias(info.conv_id,
+                                                                    info.chat_type)))
+        except MatrixError as exc:
+            return exc.status != 404
+        return bool(found.get("room_id") == room_id)
 
     def note_state(self, room_id: str, events: list[Any]) -> None:
         """Take the state a sync carries for a room (its power levels, for now)."""
