@@ -88,8 +88,8 @@ def test_no_plaintext_in_the_database_files_while_open_and_after_close(tmp_path:
 
 class _Scanner:
     """Reads every file under a folder, again and again, and remembers which held a secret.
-    (Files come and go while a store works: one that vanished between listing and reading
-    held nothing.)"""
+    (Files and folders come and go while a store works: one that vanished between listing and
+    reading held nothing; `os.walk` skips a folder that vanished while it was listed.)"""
 
     def __init__(self, folder: Path, secrets: list[bytes]) -> None:
         self.folder, self.secrets = folder, secrets
@@ -97,7 +97,7 @@ class _Scanner:
         self.scans = 0
 
     def scan(self) -> None:
-        for p in list(self.folder.rglob("*")):
+        for p in [Path(d, f) for d, _, files in os.walk(self.folder) for f in files]:
             try:
                 data = p.read_bytes()
             except (FileNotFoundError, IsADirectoryError):
