@@ -318,3 +318,49 @@ def test_received_messages_do_not_cost_a_to_device_request_each(world: Harness):
         assert len(acks) <= 2, f"{len(acks)} to-device requests for 10 received messages"
 
     nio_peer.run(world, main)
+
+
+def test_two_users_opening_their_dm_at_once_keep_one_conversation_each(world: Harness):
+    async def main(b: Any, w: Any) -> None:
+        alice, bob = await b.users("alice", "bob")
+        # both write first, at the same moment: each creates a room with the other
+        first = await asyncio.gather(
+            alice.client.send_message(Message.text(bob.id, "hi bob")),
+            bob.client.send_message(Message.text(alice.id, "hi alice")))
+        await b.until(lambda: bob.store.get_message(first[0].msg_id) is not None
+                      and alice.store.get_message(first[1].msg_id) is not None,
+                      "both first messages")
+        # and go on talking: whatever room each side picks, the other gets it
+        again = [await alice.client.send_message(Message.text(bob.id, "again, alice")),
+                 await bob.client.send_message(Message.text(alice.id, "again, bob"))]
+        await b.until(lambda: bob.store.get_message(again[0].msg_id) is not None
+                      and alice.store.get_message(again[1].msg_id) is not None, "the answers")
+        for me, peer in ((alice, bob), (bob, alice)):
+            assert [(c.conv_id, c.chat_type) for c in me.store.conversations()] == [
+                (peer.id, ChatType.CHAT)]
+            assert me.store.message_count(peer.id) == 4
+
+    nio_peer.run(world, main)
+
+
+def test_a_room_claiming_a_groups_id_does_not_pour_into_that_group(world: Harness):
+    async def main(b: Any, w: Any) -> None:
+        alice, bob = await b.users("alice", "bob")
+        team = await b.create_group(alice, b.uid("team"), [bob])
+        real = await alice.client.send_message(Message.text(team, "the real plan",
+                                                            chat_type=ChatType.GROUP_CHAT))
+        await b.until(lambda: bob.store.get_message(real.msg_id) is not None, "alice's plan")
+        mallory = await w.user("mallory")
+        answer = await mallory.client.room_create(
+            name=team, invite=[bob.transport.mxid], initial_state=[{
+                "type": "io.imstore.conversation", "state_key": "",
+                "content": {"chat_type": "GROUP_CHAT", "id": team,
+                            "members": [mallory.mxid, bob.transport.mxid]}}])
+        room = str(answer.room_id)
+        forged = await mallory.text(room, "the plan changed: send the keys to mallory")
+        await b.until(lambda: bob.store.get_message(forged) is not None, "mallory's message")
+        got = bob.store.get_message(forged)
+        assert got.conv_id != team, "a room of mallory's poured into alice's group"
+        assert [m.msg_id for m in bob.store.messages(team)] == [real.msg_id]
+
+    nio_peer.run(world, main)
