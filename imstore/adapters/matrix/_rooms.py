@@ -251,7 +251,7 @@ class Rooms:
                                                                     info.chat_type)))
         except MatrixError as exc:
             return exc.status != 404
-        return bool(found.get("room_id") == room_id)
+        return bool(mp.as_obj(found).get("room_id") == room_id)
 
     def note_state(self, room_id: str, events: list[Any]) -> None:
         """Take the state a sync carries for a room (its power levels, for now)."""
