@@ -3,6 +3,7 @@ history pages, filters and cursors, the conversation list, one-way and full dele
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -50,6 +51,28 @@ def test_a_page_is_oldest_first_with_a_cursor_that_goes_on():
         second = await a.fetch_history("bob", ChatType.CHAT, first.cursor, 2, FetchOptions())
         assert [m.msg_id for m in second.items] == ["$1"] and second.cursor is None
         assert hs.params(hs.calls("GET", "/messages$")[1])["from"] == "t2"
+        await a.close()
+    run(main())
+
+
+def test_a_page_carries_unknown_events_as_live_sync_does_and_asks_for_no_state():
+    async def main() -> None:
+        hs = Homeserver()
+        poll = {"type": "org.example.poll", "event_id": "$p", "sender": BOB,
+                "origin_server_ts": 20, "content": {"question": "pizza?"}}
+        member = {"type": "m.room.member", "event_id": "$j", "sender": BOB, "state_key": BOB,
+                  "origin_server_ts": 15, "content": {"membership": "join"}}
+        hs.on("GET", MESSAGES, {"chunk": [msg_event("$t", "text", ts=30), poll, member],
+                                "end": "t2"}, {"chunk": []})
+        a = await _dm(hs)
+        page = await a.fetch_history("bob", ChatType.CHAT, None, 10, FetchOptions())
+        assert [(m.msg_id, m.type) for m in page.items] == [("$p", MessageType.CUSTOM),
+                                                             ("$t", MessageType.TEXT)]
+        assert page.items[0].body.event == "org.example.poll"
+        filt = json.loads(hs.params(hs.calls("GET", "/messages$")[0])["filter"])
+        assert "types" not in filt
+        assert {"m.reaction", "m.room.redaction", "m.room.member"} <= set(filt["not_types"])
+        assert "m.room.message" not in filt["not_types"]
         await a.close()
     run(main())
 

@@ -90,6 +90,11 @@ def test_what_another_client_sends_arrives_as_what_it_is(world: Harness):
         assert got[sticker].type == MessageType.IMAGE
         assert isinstance(got[poll].body, CustomBody) and got[poll].body.event == "org.example.poll"
         assert got[poll].body.params == {"question": "pizza?", "answers": "[1, 2]"}
+        # history carries what live sync did: the same messages, the poll among them
+        page = await alice.client.fetch_history_messages(localpart(bob.mxid), ChatType.CHAT,
+                                                         limit=50)
+        assert [m.msg_id for m in page.items] == [root, reply, thread, image, sticker, poll]
+        assert page.items[-1].body == got[poll].body
 
     nio_peer.run(world, main)
 

@@ -5,7 +5,9 @@ Rules kept here:
   valid while the room grows; pages are filtered by the shared `FetchOptions` filter (the sender
   also server-side, through the ``/messages`` filter) and start just past the time bound of
   the direction they page in (``/timestamp_to_event``), so events sharing the bound's time are
-  all reached: pages follow the server's order (its tokens), never times alone;
+  all reached: pages follow the server's order (its tokens), never times alone; a page carries
+  every event live sync would store (messages, stickers, encrypted and unknown events: the
+  ``/messages`` filter leaves out only `_mapping.HISTORY_NOT_TYPES`);
 - one-way deletes live in this user's room account data (``io.imstore.hidden``: ids, ``before``,
   ``deleted_at``) and are applied here, to pages and to the conversation list;
 - a conversation this user left or that was deleted reads as empty (one-to-one) or
@@ -107,8 +109,7 @@ class History:
                 return CursorResult([], None)
         hidden = await self.hidden(room)
         read_ts = await self.reads.position(room)
-        filt: dict[str, Any] = {"types": ["m.room.message", mp.STICKER],
-                                "lazy_load_members": True}
+        filt: dict[str, Any] = {"not_types": mp.HISTORY_NOT_TYPES, "lazy_load_members": True}
         if options.sender:
             filt["senders"] = [self.rooms.mx(options.sender)]
         items: list[Message] = []

@@ -61,6 +61,16 @@ THUMB_MARK = "#thumbnail"  # appended to an mxc URL: "the server's thumbnail of 
 HTML = "org.matrix.custom.html"
 STICKER = "m.sticker"
 NOT_MESSAGES = frozenset({"m.reaction", "m.room.redaction"})  # events that change others
+# What a history page leaves out, asked of the server (``not_types``): events that change others,
+# room state and imstore's own. Whatever else it carries is what `event_to_message` maps, as live:
+# ``m.room.message``, stickers, encrypted and unknown events (a filter cannot keep
+# ``m.room.message`` and leave out the rest of ``m.room.*``: the state types are named).
+_ROOM_STATE_TYPES = frozenset({
+    "m.room.member", "m.room.create", "m.room.power_levels", "m.room.join_rules",
+    "m.room.history_visibility", "m.room.guest_access", "m.room.name", "m.room.topic",
+    "m.room.avatar", "m.room.canonical_alias", "m.room.pinned_events", "m.room.server_acl",
+    "m.room.tombstone", "m.room.third_party_invite", "m.room.encryption"})
+HISTORY_NOT_TYPES = [*sorted(NOT_MESSAGES | _ROOM_STATE_TYPES), f"{NS}.*"]
 
 _MSGTYPES = {
     MessageType.TEXT: "m.text",
