@@ -87,7 +87,8 @@ async def main(rooms: int, page_size: int, runs: int) -> dict[str, float]:
             pages = -(-listed // page_size)
             per_page.append((hook.requests - before) / pages)
             t = time.perf_counter()  # the reference: the one request that carries the list
-            await fresh.api.call(rq.sync(rq.list_filter(10, [mp.CONV_STATE], [mp.HIDDEN]),
+            await fresh.api.call(rq.sync(rq.list_filter(10, [mp.CONV_STATE], [mp.HIDDEN],
+                                                        mp.HISTORY_NOT_TYPES),
                                          None, rq.fresh_timeout(int(time.time() * 1000))))
             raw_s.append(time.perf_counter() - t)
         finally:

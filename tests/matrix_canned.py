@@ -115,10 +115,10 @@ class Homeserver:
 
 
 def is_list_sync(request: httpx.Request) -> bool:
-    """Whether a ``/sync`` is the conversation list's (its timeline holds messages only)."""
+    """Whether a ``/sync`` is the conversation list's (its timeline leaves out reactions)."""
     filt = parse_qs(urlsplit(str(request.url)).query).get("filter", ["{}"])[0]
     timeline = json.loads(filt).get("room", {}).get("timeline", {})
-    return "m.room.message" in timeline.get("types", ())
+    return "m.reaction" in timeline.get("not_types", ())
 
 
 def login_answer(user: str = ME) -> dict[str, Any]:

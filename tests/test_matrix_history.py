@@ -170,7 +170,10 @@ def test_the_conversation_list_is_one_sync_newest_first_and_pages():
             "!edits:hs.test": room(msg_event("$e0", "before", ts=6), edit),
             "!hidden:hs.test": room(msg_event("$h", "gone", ts=50),
                                     account_data={"events": [hidden]}),
-            "!empty:hs.test": room(), "!bad:hs.test": 7}}}
+            "!empty:hs.test": room(), "!bad:hs.test": 7,
+            "!poll:hs.test": room(msg_event("$q0", "before the poll", ts=2), {
+                "type": "org.example.poll", "event_id": "$q", "sender": BOB,
+                "origin_server_ts": 3, "content": {"question": "pizza?"}})}}}
 
     def answer(request: httpx.Request) -> dict:
         return listing if is_list_sync(request) else {"next_batch": "invites"}
@@ -186,8 +189,14 @@ def test_the_conversation_list_is_one_sync_newest_first_and_pages():
             ("team", ChatType.GROUP_CHAT), ("!edits:hs.test", ChatType.GROUP_CHAT)]
         assert first.items[1].last_message.msg_id == "$e0" and first.cursor
         rest = await a.fetch_conversations(first.cursor, 5)
-        assert [(c.conv_id, c.unread_count) for c in rest.items] == [("bob", 3)]
+        assert [c.conv_id for c in rest.items] == ["bob", "!poll:hs.test"]
+        assert rest.items[0].unread_count == 3
         assert rest.items[0].last_message.is_read is False and rest.cursor is None
+        # the newest event stored live is the last message: a poll, not the text before it
+        assert (rest.items[1].last_message.msg_id, rest.items[1].last_message.type) == (
+            "$q", MessageType.CUSTOM)
+        assert "not_types" in json.loads(hs.params(
+            next(r for r in hs.requests if is_list_sync(r)))["filter"])["room"]["timeline"]
         assert len([r for r in hs.requests if is_list_sync(r)]) == 1  # the next page: kept
         assert not hs.calls("GET", r"/messages$") and not hs.calls("GET", r"/state/")
         await a.fetch_conversations(None, 2)  # a new listing asks again

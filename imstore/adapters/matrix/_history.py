@@ -190,7 +190,8 @@ class History:
         """Every listed conversation as ``(last message time, room, conversation)``, sorted."""
         answer = await self.api.call(rq.sync(
             rq.list_filter(LIST_MESSAGES, [mp.CONV_STATE, "m.room.name", "m.room.topic"],
-                           [mp.HIDDEN, "m.fully_read", *rq.ROOM_STATE_DATA]), None,
+                           [mp.HIDDEN, "m.fully_read", *rq.ROOM_STATE_DATA],
+                           mp.HISTORY_NOT_TYPES), None,
             rq.fresh_timeout(self.now())))
         for ev in mp.events_of(answer.get("account_data")):
             if mp.as_obj(ev).get("type") == "m.direct":

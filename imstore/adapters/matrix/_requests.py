@@ -73,14 +73,16 @@ def sync_filter(timeline_limit: int) -> str:
     })
 
 
-def list_filter(messages: int, state_types: list[str], account_types: list[str]) -> str:
+def list_filter(messages: int, state_types: list[str], account_types: list[str],
+                not_messages: list[str]) -> str:
     """The conversation list's one ``/sync``: every joined room with its newest ``messages``
-    ``m.room.message`` events, the state and room account data of the types given, its
-    notification counts and read receipts, and ``m.direct``; no presence."""
+    timeline events but those of the types ``not_messages``, the state and room account data of
+    the types given, its notification counts and read receipts, and ``m.direct``; no
+    presence."""
     return json.dumps({
         "presence": {"types": []},
         "account_data": {"types": ["m.direct"]},
-        "room": {"timeline": {"limit": messages, "types": ["m.room.message", "m.sticker"],
+        "room": {"timeline": {"limit": messages, "not_types": not_messages,
                               "lazy_load_members": True},
                  "state": {"types": state_types, "lazy_load_members": True},
                  "ephemeral": {"types": ["m.receipt"]},
