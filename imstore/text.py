@@ -13,7 +13,8 @@ Rules kept here:
   folded stored text, whether every word stands there (at the start of a word, or anywhere when
   it starts with a CJK character or a symbol). The index only proposes candidates; this is the
   judge, for rows the index does not hold yet too: `needles` gives the characters a raw stored
-  text must contain for `matches` to hold (a cheap SQL pre-filter, sound under folding);
+  text must contain for `matches` to hold (a cheap SQL pre-filter, sound under folding), and
+  `found_exactly` the words whose index hits need no judge (one or two CJK characters);
 - `content_text` and `ext_text` are what scopes CONTENT and EXT see of a message.
 """
 
@@ -30,7 +31,8 @@ from .kinds import searchable_text
 from .message import MessageType
 
 __all__ = ["SYMBOLS", "TOKEN_RE", "TRADITIONAL_CHARACTERS",
-           "content_text", "ext_text", "fold", "indexable", "keyword_words", "matches", "needles",
+           "content_text", "ext_text", "fold", "found_exactly", "indexable", "keyword_words",
+           "matches", "needles",
            "terms", "tokens"]
 
 _CJK = (
@@ -148,6 +150,15 @@ def keyword_words(keyword: str) -> list[str]:
 def indexable(word: str) -> bool:
     """Whether the index holds anything of a folded word (letters, digits or CJK in it)."""
     return TOKEN_RE.search(word) is not None
+
+
+def found_exactly(word: str) -> bool:
+    """Whether every text the index finds a folded word in holds it as `matches` means: one or
+    two CJK characters (the run's pair, or any pair or run end starting with the character: a
+    CJK word matches anywhere). Longer runs are phrases of pairs and Latin words prefixes of
+    terms; those the judge still reads."""
+    return 1 <= len(word) <= 2 and _CJK_CHAR.fullmatch(word[0]) is not None and \
+        _CJK_CHAR.fullmatch(word[-1]) is not None
 
 
 def needles(word: str) -> list[str]:

@@ -13,8 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 import imstore
-from imstore import ConversationHits, ErrorCode, IMError, Message, MessageStore, MessageType
-from imstore.text import keyword_words, matches
+from imstore import (
+    ConversationHits,
+    ErrorCode,
+    IMError,
+    Message,
+    MessageStore,
+    MessageType,
+    SearchScope,
+)
+from imstore.text import content_text, ext_text, keyword_words, matches
 
 _WORDS = ["apple", "pear", "plum", "fig", "的", "是", "我", "北京", "臺灣", "台湾", "發", "发",
           "🎂", "time", "meeting", "cafe"]
@@ -70,6 +78,58 @@ def test_counts_per_conversation_equal_a_full_scan(corpus, keyword: list[str], m
         assert h.newest.server_time == max(m.server_time for m in mine)
     assert [h.newest.server_time for h in hits] == sorted(
         (h.newest.server_time for h in hits), reverse=True)
+
+
+@pytest.fixture(scope="module")
+def settled(tmp_path_factory: pytest.TempPathFactory):
+    """The corpus with nothing waiting for the index: counts of one- and two-character CJK
+    words come from the index's hits without reading the rows."""
+    path = tmp_path_factory.mktemp("settled") / "s"
+    msgs = _corpus(4, 1500)
+    for i in range(0, 1500, 7):  # the scope ALL reads ext too
+        msgs[i].ext = {"note": random.Random(i).choice(["北京", "是 time", "plain"])}
+    st = imstore.open(path, user_id="me")
+    st.import_messages(msgs)
+    gone = {r.msg_id for r in st.apply_recall(["m5", "m1300"], recalled_at=99_999)}
+    st.delete_message("m7")
+    edited = st.get_message("m8")
+    assert edited is not None
+    edited.body.text = "nothing common here"
+    st.update_message(edited)
+    st.flush_index()
+    assert st.index_status().pending == 0
+    live = [st.get_message(m.msg_id) for m in msgs if m.msg_id not in gone | {"m7"}]
+    yield st, [m for m in live if m is not None]
+    st.close()
+
+
+def _scope_truth(msgs: list[Message], groups: list[str], scope: SearchScope,
+                 any_: bool, sender: str | None = None) -> Counter[str]:
+    words = [keyword_words(g) for g in groups]
+    if not any_:
+        words = [[w for ws in words for w in ws]]
+
+    def texts(m: Message) -> list[str]:
+        return [t for s, t in ((SearchScope.CONTENT, content_text(m.type, m.body)),
+                               (SearchScope.EXT, ext_text(m.ext)))
+                if scope in (s, SearchScope.ALL)]
+    return Counter(m.conv_id for m in msgs if (sender is None or m.sender == sender)
+                   and any(matches(ws, t) for ws in words for t in texts(m)))
+
+
+@pytest.mark.parametrize("keyword", [["的"], ["发"], ["台湾"], ["北京", "是"], ["的", "apple"],
+                                     ["是", "time"]])
+@pytest.mark.parametrize("match", ["all", "any"])
+@pytest.mark.parametrize("scope", [SearchScope.CONTENT, SearchScope.ALL])
+def test_counts_read_from_the_index_alone_equal_a_full_scan(settled, keyword: list[str],
+                                                            match: str, scope: SearchScope):
+    st, msgs = settled
+    truth = _scope_truth(msgs, keyword, scope, match == "any")
+    assert {h.conv_id: h.count for h in st.search_counts(keyword, match=match, scope=scope)} \
+        == dict(truth)
+    by_c1 = _scope_truth(msgs, keyword, scope, match == "any", sender="c1")
+    assert {h.conv_id: h.count for h in st.search_counts(keyword, match=match, scope=scope,
+                                                         sender="c1")} == dict(by_c1)
 
 
 def test_counts_follow_the_sender_filter_and_stop_at_max_hits(corpus):

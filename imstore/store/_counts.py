@@ -7,7 +7,9 @@ Rules kept here:
   group stands in it);
 - counts are exact: every candidate (the index's hits, the rows still pending, or for words the
   index cannot hold the rows whose payload holds their bytes) is judged by `text.matches` on its
-  stored text, newest first, as a search judges; recalled messages never count;
+  stored text, newest first, as a search judges, except the index's hits for words it finds
+  exactly (`text.found_exactly`: one or two CJK characters) while no row waits for the index;
+  recalled messages never count, and the sender and type filters are SQL's, on every row;
 - counting stops once ``max_hits`` matches are counted: the counts are then lower bounds and
   every entry says ``capped`` (show "10,000+"); ``newest`` is each conversation's newest match.
 """
@@ -22,7 +24,7 @@ from ..codec import check_text, invalid
 from ..errors import ErrorCode, IMError
 from ..index import SearchIndexError
 from ..message import Message
-from ..text import indexable, keyword_words, matches, needles
+from ..text import found_exactly, indexable, keyword_words, matches, needles
 from ._connection import Connection, chunks, marks
 from ._indexer import SearchWriter
 from ._query import SCOPE_COLUMNS, SCOPE_FIELDS, TEXT_COLUMNS, Query, raw_texts
@@ -79,23 +81,34 @@ class Counter:
         self._indexer.before_search()
         with self._conn.lock:
             keys: set[tuple[int, int]] = set()
+            sure: set[int] = set()  # row ids that match without reading them
             for q in queries:
-                keys |= self._candidates(q)
-            return self._judge(sorted(keys, reverse=True), queries, max_hits)
+                found, exact = self._candidates(q)
+                keys |= found
+                if exact:
+                    sure.update(rid for _, rid in found)
+            return self._judge(sorted(keys, reverse=True), sure, queries, max_hits)
 
-    def _candidates(self, q: Query) -> set[tuple[int, int]]:
-        """(sort time, row id) of every row that may match ``q``."""
+    def _candidates(self, q: Query) -> tuple[set[tuple[int, int]], bool]:
+        """(sort time, row id) of every row that may match ``q``, and whether each of them
+        does: the index answered, nothing waits for it (no row differs from its document), and
+        the index finds each word exactly (`text.found_exactly`) in the one text `matches`
+        reads (one word, or a scope of one field)."""
         index = self._indexer.reader
         if index is None or not index.available or not all(indexable(w) for w in q.words):
-            return self._scanned(q)
-        pending = self._pending(q) if self._indexer.has_pending() else set()
+            return self._scanned(q), False
+        pending = self._indexer.has_pending()
+        fields = SCOPE_FIELDS[q.scope]
         try:
             with self._conn.guard():
-                hits = index.hits(q.words, SCOPE_FIELDS[q.scope], conv_id=q.conv_id,
+                hits = index.hits(q.words, fields, conv_id=q.conv_id,
                                   start_time=q.start_time, end_time=q.end_time)
         except SearchIndexError:
-            return self._scanned(q)  # a damaged index: the search that meets it reports it
-        return pending | set(hits)
+            return self._scanned(q), False  # a damaged index: the search that meets it says so
+        if pending:
+            return self._pending(q) | set(hits), False
+        exact = all(found_exactly(w) for w in q.words) and (len(q.words) == 1 or len(fields) == 1)
+        return set(hits), exact
 
     def _pending(self, q: Query) -> set[tuple[int, int]]:
         """Rows not in the index yet whose kept folded text holds every word."""
@@ -119,7 +132,7 @@ class Counter:
         return set(self._conn.query(f"SELECT sort_time, id FROM message WHERE "
                                     f"{' AND '.join(where)}", params))
 
-    def _judge(self, keys: list[tuple[int, int]], queries: Sequence[Query],
+    def _judge(self, keys: list[tuple[int, int]], sure: set[int], queries: Sequence[Query],
                max_hits: int) -> list[ConversationHits]:
         q0 = queries[0]
         where, params = q0.row_filters(people_and_types=True)
@@ -127,15 +140,18 @@ class Counter:
         total = 0
         capped = False
         for part in chunks([rid for _, rid in keys]):
-            rows = {r[0]: r for r in self._conn.query(
-                f"SELECT id, conv_id, type, body, ext, sort_time FROM message WHERE id IN "
-                f"({marks(len(part))}) AND {' AND '.join(where)}", (*part, *params))}
+            rows: dict[int, Any] = {}
+            for ids, payload in (([r for r in part if r in sure], "NULL, NULL"),
+                                 ([r for r in part if r not in sure], "body, ext")):
+                if ids:  # the rows that match for sure are read without their payloads
+                    rows.update((r[0], r) for r in self._conn.query(
+                        f"SELECT id, conv_id, type, {payload}, sort_time FROM message WHERE id "
+                        f"IN ({marks(len(ids))}) AND {' AND '.join(where)}", (*ids, *params)))
             for rid in part:
                 r = rows.get(rid)
                 if r is None:
                     continue
-                texts = raw_texts(r[2], r[3], r[4], q0.scope)
-                if not any(any(matches(q.words, t) for t in texts) for q in queries):
+                if rid not in sure and not _holds(r, queries):
                     continue
                 c = counts.setdefault(r[1], [0, rid, r[5]])
                 c[0] += 1
@@ -150,3 +166,9 @@ class Counter:
                                             f"({marks(len(part))})", tuple(part))}
         order = sorted(counts.items(), key=lambda kv: (kv[1][2], kv[1][1]), reverse=True)
         return [ConversationHits(conv, c[0], newest[c[1]], capped) for conv, c in order]
+
+
+def _holds(row: Any, queries: Sequence[Query]) -> bool:
+    """Whether a message row (id, conv_id, type, body, ext, ...) matches any of ``queries``."""
+    texts = raw_texts(row[2], row[3], row[4], queries[0].scope)
+    return any(any(matches(q.words, t) for t in texts) for q in queries)
