@@ -14,7 +14,8 @@ Rules kept here:
   it starts with a CJK character or a symbol). The index only proposes candidates; this is the
   judge, for rows the index does not hold yet too: `needles` gives the characters a raw stored
   text must contain for `matches` to hold (a cheap SQL pre-filter, sound under folding), and
-  `found_exactly` the words whose index hits need no judge (one or two CJK characters);
+  `found_exactly` the words whose index hits need no judge (one token: a word, a symbol, one
+  or two CJK characters);
 - `content_text` and `ext_text` are what scopes CONTENT and EXT see of a message.
 """
 
@@ -153,12 +154,17 @@ def indexable(word: str) -> bool:
 
 
 def found_exactly(word: str) -> bool:
-    """Whether every text the index finds a folded word in holds it as `matches` means: one or
-    two CJK characters (the run's pair, or any pair or run end starting with the character: a
-    CJK word matches anywhere). Longer runs are phrases of pairs and Latin words prefixes of
-    terms; those the judge still reads."""
-    return 1 <= len(word) <= 2 and _CJK_CHAR.fullmatch(word[0]) is not None and \
-        _CJK_CHAR.fullmatch(word[-1]) is not None
+    """Whether every text the index finds a folded word in holds it as `matches` means, so its
+    hits need no judge. True for a word that is one token of `TOKEN_RE`:
+    - one or two CJK characters: the pair is a term, a lone character every pair or run end it
+      starts (a CJK word matches anywhere); a longer run is a phrase of pairs, judged;
+    - a run of word characters: the index finds the terms it starts, which begin where a word
+      character follows a non-word one (or CJK, or the start), and `matches` wants exactly
+      that (``\\w`` is `str.isalnum` or ``_``);
+    - one symbol: a term of its own, matched anywhere.
+    A word of several tokens ("e-mail", "🎂🎂") is an AND of them, judged."""
+    m = TOKEN_RE.fullmatch(word)
+    return m is not None and (m.group(1) is None or len(m.group(1)) <= 2)
 
 
 def needles(word: str) -> list[str]:

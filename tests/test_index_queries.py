@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as hs
 
 import imstore
@@ -360,3 +360,34 @@ def test_a_row_id_used_again_while_its_deleted_rows_entry_waits_gets_its_own_tex
         assert [m.msg_id for m in st.search_messages("cherry")] == ["c"]
         assert st.search_messages("banana") == [] and st.search_messages("date") == []
         assert st.verify().ok
+
+
+_PIECES = ["meet", "meeting", "Café", "cafe", "a_b", "42", "420", "的", "是", "的是", "臺灣", "台湾",
+           "🎂", "e-mail", "x", "é", "_", "-", " ", "\n", "。", "ø", "İ"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=hs.lists(hs.lists(hs.sampled_from(_PIECES), max_size=6).map("".join),
+                      min_size=1, max_size=8),
+       word=hs.lists(hs.sampled_from(_PIECES), min_size=1, max_size=2).map("".join))
+def test_the_index_finds_a_word_it_finds_exactly_where_matches_does(texts: list[str], word: str):
+    from imstore.index import Doc, SearchIndex
+    from imstore.text import fold, found_exactly
+
+    words = keyword_words(word)
+    assume(len(words) == 1 and found_exactly(words[0]))
+    index = SearchIndex(None)
+    index.apply([], [], new=[Doc(i + 1, i, "c", "s", 1, fold(t), "") for i, t in enumerate(texts)])
+    found = {rid for _, rid in index.hits(words, ("content",), conv_id=None, start_time=None,
+                                           end_time=None)}
+    assert found == {i + 1 for i, t in enumerate(texts) if matches(words, t)}
+    index.close()
+
+
+@pytest.mark.parametrize(("word", "exact"), [
+    ("的", True), ("的是", True), ("台湾大学", False), ("meet", True), ("a_b", True),
+    ("42", True), ("🎂", True), ("🎂🎂", False), ("e-mail", False), ("cafe的", False)])
+def test_which_words_the_index_finds_exactly(word: str, exact: bool):
+    from imstore.text import found_exactly
+
+    assert found_exactly(word) is exact

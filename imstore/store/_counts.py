@@ -8,7 +8,7 @@ Rules kept here:
 - counts are exact: every candidate (the index's hits, the rows still pending, or for words the
   index cannot hold the rows whose payload holds their bytes) is judged by `text.matches` on its
   stored text, newest first, as a search judges, except the index's hits for words it finds
-  exactly (`text.found_exactly`: one or two CJK characters) while no row waits for the index;
+  exactly (`text.found_exactly`: one token) while no row waits for the index;
   recalled messages never count, and the sender and type filters are SQL's, on every row;
 - counting stops once ``max_hits`` matches are counted: the counts are then lower bounds and
   every entry says ``capped`` (show "10,000+"); ``newest`` is each conversation's newest match.
