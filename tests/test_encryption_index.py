@@ -85,10 +85,10 @@ def test_the_segment_helper_seals_what_it_writes(tmp_path: Path) -> None:
     try:
         ix.apply([], [], new=[Doc(i, i, "conv-7f3e9a", "s", 1, f"helperword {i}", "")
                               for i in range(1, 9001)])
-        assert ix._helper is not None  # half of the batch went through the helper process
+        assert ix._split.helper is not None  # half of the batch went through the helper process
         key = _crypto.index_key(KEY)
         for part in ("cmdline", "environ"):  # the key went over its stdin, nowhere else
-            seen = Path(f"/proc/{ix._helper.proc.pid}/{part}").read_bytes()
+            seen = Path(f"/proc/{ix._split.helper.proc.pid}/{part}").read_bytes()
             assert key not in seen and key.hex().encode() not in seen
         hits = ix.hits(["helperword"], ["content"], conv_id=None, start_time=None,
                        end_time=None)  # (sort time, row id), oldest first

@@ -306,9 +306,9 @@ def test_a_rebuild_folds_texts_in_two_processes_as_one_would(tmp_path: Path):
             index = st._indexer._worker.writer
             assert index.fold_rows(rows) == fold_rows(rows)
             assert fold_rows(rows)[7] is None and fold_rows(rows)[4999] is not None
-            assert index._helper is not None  # the helper folded half of them
-            index._helper.proc.kill()
-            index._helper.proc.wait()
+            assert index._split.helper is not None  # the helper folded half of them
+            index._split.helper.proc.kill()
+            index._split.helper.proc.wait()
             assert index.fold_rows(rows) == fold_rows(rows)  # a dead helper: folded here
         assert st.rebuild_search_index() == 5000
         st.flush_index()

@@ -566,8 +566,8 @@ def _index_in_child(directory: str, out) -> None:  # in a child process
 
     ix = SearchIndex(directory, workers=2)
     ix.apply([], [], new=_corpus_docs(5000, 2))
-    assert ix._helper is not None
-    out.send(ix._helper.proc.pid)
+    assert ix._split.helper is not None
+    out.send(ix._split.helper.proc.pid)
     out.recv()  # until killed
 
 

@@ -10,17 +10,23 @@ Rules kept here:
   the key of an encrypted store's index travels only there (never in argv or the environment),
   and with it the helper seals every file it writes;
 - the helper exits when its stdin closes or its parent dies (``PR_SET_PDEATHSIG`` on Linux);
-- any failure on the parent's side is the caller's cue to write the documents itself.
+- work is shared with it through `Split` only: the helper does one part while this process
+  does the other; any failure of the helper (it cannot start, send, answer, or is dead) is
+  this process's cue to do that part too, and the helper is started again for the next
+  batch; a request whose answer might never be read (this process failed after sending it)
+  drops the helper, so an answer is never taken for a later request's.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import subprocess
 import sys
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import msgpack
 from whoosh.codec.whoosh3 import W3Segment
@@ -31,10 +37,15 @@ from ._format import Doc, ImCodec, schema, write_segment
 from ._outbox import folded_texts
 from ._sealed import Sealing
 
-__all__ = ["INDEXNAME", "Helper"]
+__all__ = ["INDEXNAME", "PARALLEL_DOCS", "Helper", "Split"]
+
+log = logging.getLogger("imstore.search")
 
 INDEXNAME = "MAIN"
 _SEGMENT, _TEXTS = "segment", "texts"  # the kinds of request
+PARALLEL_DOCS = 4_000  # a batch this large is shared with the helper process
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 _CODEC = ImCodec()
 
 
@@ -104,6 +115,85 @@ class Helper:
         finally:
             if proc.stdout:
                 proc.stdout.close()
+
+
+class Split:
+    """Work shared with one helper process (started when first needed, under a lock);
+    ``workers`` 1 means this process alone."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.helper: Helper | None = None
+        self._lock = threading.Lock()
+
+    def shares(self, n: int) -> bool:
+        """Whether ``n`` items are worth sharing."""
+        return self.workers >= 2 and n >= PARALLEL_DOCS
+
+    def run(self, items: Sequence[_T], first: int, here: Callable[[Sequence[_T]], list[_R]],
+            send: Callable[[Helper, Sequence[_T]], None],
+            receive: Callable[[Helper], list[_R]]) -> list[_R]:
+        """``here`` of ``items[:first]``, then what the helper answers for the rest (it works
+        while this process does its part), or ``here`` of the rest when the helper fails."""
+        mine, theirs = items[:first], items[first:]
+        helper = self._get()
+        if helper is not None:
+            try:
+                send(helper, theirs)
+            except Exception as exc:
+                log.info("index helper unavailable (%r); working here", exc)
+                self._drop()
+                helper = None
+        try:
+            out = here(mine) if mine else []
+        except BaseException:
+            if helper is not None:  # its answer must never be read as a later request's
+                self._drop()
+            raise
+        if helper is not None:
+            try:
+                return out + receive(helper)
+            except Exception as exc:
+                log.info("index helper failed (%r); working here", exc)
+                self._drop()
+        return out + here(theirs)
+
+    def _get(self) -> Helper | None:
+        with self._lock:
+            if self.helper is not None and self.helper.proc.poll() is not None:
+                dead, self.helper = self.helper, None
+                try:
+                    dead.close()  # its pipes
+                except Exception:
+                    pass
+            if self.helper is None:
+                try:
+                    self.helper = Helper()
+                except Exception as exc:
+                    log.info("no index helper (%r)", exc)
+                    self.workers = 1
+            return self.helper
+
+    def _drop(self) -> None:
+        with self._lock:
+            if self.helper is not None:
+                helper, self.helper = self.helper, None
+                try:
+                    helper.proc.kill()
+                    helper.close()
+                except Exception:
+                    pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self.helper is not None:
+                self.helper.close()
+                self.helper = None
+
+    def forget(self) -> None:
+        """Drop the helper without stopping it (in a forked child: it is the parent's)."""
+        self._lock = threading.Lock()  # a thread of the parent may have held it
+        self.helper = None
 
 
 # -- the helper's side --------------------------------------------------------------------------

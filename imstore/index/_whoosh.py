@@ -29,7 +29,6 @@ import logging
 import mmap
 import os
 import shutil
-import threading
 import warnings
 from array import array
 from collections.abc import Iterable, Sequence
@@ -45,7 +44,7 @@ from whoosh.writing import SegmentWriter
 from ..errors import ErrorCode, IMError
 from ._format import Doc, ImCodec, key_of, schema, write_segment
 from ._helper import INDEXNAME as _INDEXNAME
-from ._helper import Helper
+from ._helper import Split
 from ._hits import collect, column, share, word_query
 from ._merge import MERGE_FACTOR, merge_tiered, no_merge
 from ._outbox import fold_rows
@@ -57,7 +56,6 @@ log = logging.getLogger("imstore.search")
 
 _CODEC = ImCodec()
 _SEGMENT_DOCS = 50_000  # documents per directly written segment, at most
-_PARALLEL_DOCS = 4_000  # a batch this large is split with the helper process
 # What the documents of an index hold (tokens, fields); another value means: rebuild it.
 _FORMAT = ("imstore index 3: key term, rowid and sort columns, symbol terms, traditional "
            "folded to simplified\n")
@@ -255,9 +253,7 @@ class SearchIndex:
         self._schema = schema()
         if workers is None:
             workers = 2 if (os.cpu_count() or 1) > 1 else 1
-        self._workers = workers if directory is not None else 1
-        self._helper: Helper | None = None
-        self._helper_lock = threading.Lock()
+        self._split = Split(workers if directory is not None else 1)
         self._columns: dict[tuple[str, str], array[int]] = {}
         if directory is None:
             self._storage: Any = _MemoryStorage()
@@ -331,10 +327,7 @@ class SearchIndex:
         return self._create(max(generation, 0))
 
     def close(self) -> None:
-        with self._helper_lock:
-            if self._helper is not None:
-                self._helper.close()
-                self._helper = None
+        self._split.close()
         try:
             self._searcher.close()
         except Exception:  # closing a damaged index must not fail
@@ -344,8 +337,7 @@ class SearchIndex:
     def forget_helper(self) -> None:
         """Drop the helper process without stopping it (in a forked child: it is the
         parent's)."""
-        self._helper_lock = threading.Lock()  # a thread of the parent may have held it
-        self._helper = None
+        self._split.forget()
 
     def reset(self) -> None:
         """Start again from an empty index (before a rebuild)."""
@@ -460,91 +452,26 @@ class SearchIndex:
     def _build(self, docs: Sequence[Doc]) -> list[tuple[Any, list[int]]]:
         """Segments for ``docs``: half of them written by the helper when that pays off (all of
         them when ``offload`` is set: this process has other work for its interpreter)."""
-        if self._workers < 2 or len(docs) < _PARALLEL_DOCS or self.directory is None:
-            return [write_segment(self._storage, _INDEXNAME, self._schema, docs, _CODEC)]
-        half = 0 if self.offload else len(docs) // 2
-        mine, theirs = docs[:half], docs[half:]
-        helper = self._get_helper()
-        sent = False
-        if helper is not None:
-            try:
-                helper.send(self.directory, theirs,
-                            None if self._sealing is None else self._sealing.key)
-                sent = True
-            except Exception as exc:
-                log.info("segment helper unavailable (%r); writing here", exc)
-                self._drop_helper()
-        try:
-            out = [write_segment(self._storage, _INDEXNAME, self._schema, mine, _CODEC)
-                   ] if mine else []
-        except BaseException:
-            if sent:  # its answer must never be read as the answer to a later batch
-                self._drop_helper()
-            raise
-        if sent and helper is not None:
-            try:
-                out.append(helper.receive())
-                return out
-            except Exception as exc:
-                log.info("segment helper failed (%r); writing here", exc)
-                self._drop_helper()
-        out.append(write_segment(self._storage, _INDEXNAME, self._schema, theirs, _CODEC))
-        return out
+        def here(part: Sequence[Doc]) -> list[tuple[Any, list[int]]]:
+            return [write_segment(self._storage, _INDEXNAME, self._schema, part, _CODEC)]
+
+        directory = self.directory
+        if directory is None or not self._split.shares(len(docs)):
+            return here(docs)
+        key = None if self._sealing is None else self._sealing.key
+        return self._split.run(docs, 0 if self.offload else len(docs) // 2, here,
+                               lambda helper, part: helper.send(directory, part, key),
+                               lambda helper: [helper.receive()])
 
     def fold_rows(self, rows: Sequence[tuple[int, bytes, bytes | None]]
                   ) -> list[tuple[str, str] | None]:
         """`_outbox.fold_rows`, half of the rows folded by the helper when that pays off (a
         rebuild folds every stored message)."""
-        if self._workers < 2 or len(rows) < _PARALLEL_DOCS or self.directory is None:
+        if self.directory is None or not self._split.shares(len(rows)):
             return fold_rows(rows)
-        half = len(rows) // 2
-        helper = self._get_helper()
-        if helper is not None:
-            try:
-                helper.send_texts(rows[half:])
-            except Exception as exc:
-                log.info("segment helper unavailable (%r); folding here", exc)
-                self._drop_helper()
-                helper = None
-        try:
-            mine = fold_rows(rows[:half])
-        except BaseException:
-            if helper is not None:  # its answer must never be read as a later one's
-                self._drop_helper()
-            raise
-        if helper is not None:
-            try:
-                return mine + helper.receive_texts()
-            except Exception as exc:
-                log.info("segment helper failed (%r); folding here", exc)
-                self._drop_helper()
-        return mine + fold_rows(rows[half:])
-
-    def _get_helper(self) -> Helper | None:
-        with self._helper_lock:
-            if self._helper is not None and self._helper.proc.poll() is not None:
-                dead, self._helper = self._helper, None
-                try:
-                    dead.close()  # its pipes
-                except Exception:
-                    pass
-            if self._helper is None:
-                try:
-                    self._helper = Helper()
-                except Exception as exc:
-                    log.info("no segment helper (%r)", exc)
-                    self._workers = 1
-            return self._helper
-
-    def _drop_helper(self) -> None:
-        with self._helper_lock:
-            if self._helper is not None:
-                helper, self._helper = self._helper, None
-                try:
-                    helper.proc.kill()
-                    helper.close()
-                except Exception:
-                    pass
+        return self._split.run(rows, len(rows) // 2, fold_rows,
+                               lambda helper, part: helper.send_texts(part),
+                               lambda helper: helper.receive_texts())
 
     def merge_if_fragmented(self, segments: int = MERGE_FACTOR) -> None:
         """Merge (by the tiered policy) once the index has at least ``segments`` segments:
