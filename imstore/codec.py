@@ -8,26 +8,44 @@ Rules kept here:
   out while empty, so a body that does not use them encodes as it did before they existed;
 - ``local_ext`` (this device's data on a message) has its own limit and is never part of the
   payload;
-- a blob that cannot be decoded is an `IMError(MESSAGE_INVALID)`, never a crash.
+- a blob that cannot be decoded is an `IMError(MESSAGE_INVALID)`, never a crash;
+- the checks of single values (ids, text, marks, times, enums, paths) are `checks`'s; they are
+  re-exported here, where the message's fields are checked with them.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 import msgpack
 
+from .checks import (
+    MAX_ID_CHARS,
+    MAX_MARKS,
+    check_chat_type,
+    check_direction,
+    check_enum,
+    check_flag,
+    check_id,
+    check_ids,
+    check_marks,
+    check_path,
+    check_recalled_by,
+    check_text,
+    check_time,
+    check_types,
+)
+from .checks import encodable as _encodable
 from .errors import ErrorCode, IMError, invalid
 from .kinds import ATTACHMENT_TYPES, KINDS, check_content
 from .lifecycle import INT64_MIN, MAX_TIME
 from .message import (
     Body,
     ChatType,
-    Direction,
     DownloadStatus,
     FileBody,
     Message,
@@ -43,6 +61,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_EXT_DEPTH",
     "MAX_ID_CHARS",
+    "MAX_MARKS",
     "MAX_TIME",
     "Limits",
     "body_from_dict",
@@ -71,9 +90,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-MAX_ID_CHARS = 256  # ids longer than this are refused
-MAX_MARK_CHARS = 64  # the longest conversation mark
-MAX_MARKS = 32  # the most marks a conversation has (the store's and the reference server's)
 MAX_EXT_DEPTH = 32  # nesting of ext (and of body params) beyond this is refused
 UINT64_MAX = 2**64 - 1  # msgpack holds ints from INT64_MIN to this
 
@@ -241,103 +257,6 @@ def decode_ext(blob: bytes | None, what: str = "ext") -> dict[str, Any]:
 # is encoded or written; nothing below raises anything else.
 
 
-def _encodable(text: str) -> bool:
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: SQLite and msgpack cannot store it
-        return False
-    return True
-
-
-def check_text(value: Any, field: str) -> str:
-    """A str that UTF-8 can encode (no lone surrogates)."""
-    if not isinstance(value, str) or not _encodable(value):
-        raise invalid(field, "a str of valid Unicode", value)
-    return value
-
-
-def check_id(value: Any, field: str) -> str:
-    """A message, conversation or user id: a non-empty str of at most `MAX_ID_CHARS`."""
-    if type(value) is not str or not 0 < len(value) <= MAX_ID_CHARS or not _encodable(value):
-        raise invalid(field, f"a non-empty str of at most {MAX_ID_CHARS} characters", value)
-    return value
-
-
-def check_marks(value: Any, field: str) -> tuple[str, ...]:
-    """One conversation mark or several (a str, or an iterable of str): each 1 to
-    `MAX_MARK_CHARS` printable characters of valid Unicode (no control characters: the store
-    keeps marks between U+001F separators)."""
-    items = [value] if isinstance(value, str) else value
-    if isinstance(items, bytes | Mapping) or not isinstance(items, Iterable):
-        raise invalid(field, "a mark (str) or a list of marks", value)
-    out = []
-    for mark in items:
-        if not isinstance(mark, str) or not 0 < len(mark) <= MAX_MARK_CHARS \
-                or not mark.isprintable():
-            raise invalid(field, f"marks of 1 to {MAX_MARK_CHARS} printable characters", mark)
-        out.append(check_text(mark, field))
-    return tuple(out)
-
-
-def check_ids(values: Any, field: str) -> list[str]:
-    """A list (or other iterable, not a str nor a mapping) of ids."""
-    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
-        raise invalid(field, "a list of ids", values)
-    return [check_id(v, f"{field}[{i}]") for i, v in enumerate(values)]
-
-
-def check_recalled_by(value: Any, field: str = "recalled_by") -> dict[str, str] | None:
-    """Who recalled which messages: a mapping of message ids to user ids, or None."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise invalid(field, "a mapping of message ids to user ids, or None", value)
-    return {check_id(k, f"{field} key"): check_id(v, f"{field}[{k!r}]") for k, v in value.items()}
-
-
-def check_direction(direction: Any, field: str = "direction") -> Direction:
-    """A reading direction: `Direction.UP` or `Direction.DOWN`."""
-    if isinstance(direction, bool) or direction not in (Direction.UP, Direction.DOWN):
-        raise invalid(field, "Direction.UP or Direction.DOWN", direction)
-    return Direction(direction)
-
-
-def check_types(types: Any, field: str = "types") -> list[int] | None:
-    """A filter of message types (a `MessageType` or an iterable of them) as sorted ints;
-    None stays None (no filter)."""
-    if types is None:
-        return None
-    if isinstance(types, int):
-        seq: list[Any] = [types]
-    elif isinstance(types, str | bytes) or not isinstance(types, Iterable):
-        raise invalid(field, "a MessageType or a list of them", types)
-    else:
-        seq = list(types)
-    return sorted({int(check_enum(MessageType, t, field)) for t in seq})
-
-
-def check_path(path: Any, what: str, field: str = "path") -> str:
-    """A file-system path as a str the file system and SQLite take: a str or os.PathLike,
-    non-empty, without NUL, of valid Unicode (no lone surrogate)."""
-    if not isinstance(path, str | os.PathLike):
-        raise invalid(field, what, path)
-    p = os.fspath(path)
-    if not isinstance(p, str) or not p or "\x00" in p:
-        raise invalid(field, what + " (a non-empty str without NUL)", path)
-    if not _encodable(p):  # a lone surrogate (SQLite takes UTF-8 paths)
-        raise invalid(field, what + " of valid Unicode", path)
-    return p
-
-
-def check_time(value: Any, field: str, *, lo: int = 0, hi: int = MAX_TIME) -> int:
-    """A time in ms: an int (not a bool) within ``lo..hi``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise invalid(field, f"an int of milliseconds from {lo} to {hi}", value)
-    return value
-
-
 def _check_tree(value: Any, field: str, depth: int) -> None:
     if depth > MAX_EXT_DEPTH:
         raise invalid(field, f"nested at most {MAX_EXT_DEPTH} levels deep", value)
@@ -503,34 +422,6 @@ def _check_thumbnail(path: str, limits: Limits, need_file: bool) -> None:
         raise IMError(ErrorCode.FILE_TOO_LARGE,
                       f"thumbnail {path!r} has {size} bytes; the limit is "
                       f"{limits.max_thumbnail_bytes} bytes (Limits.max_thumbnail_bytes)")
-
-
-_ENUM_VALUES: dict[type, frozenset[Any]] = {}
-
-
-def check_enum(enum: type[Any], value: Any, field: str) -> Any:
-    """A member of ``enum`` (an int enum): the member, or its int value (not a bool)."""
-    if type(value) is enum:
-        return value
-    values = _ENUM_VALUES.get(enum)
-    if values is None:
-        values = _ENUM_VALUES[enum] = frozenset(m.value for m in enum)
-    if isinstance(value, bool) or not isinstance(value, int) or value not in values:
-        raise invalid(field, f"a {enum.__name__}", value)
-    return enum(value)
-
-
-def check_chat_type(value: Any, field: str = "chat_type") -> ChatType:
-    """A `ChatType` (or its int value)."""
-    chat_type: ChatType = check_enum(ChatType, value, field)
-    return chat_type
-
-
-def check_flag(value: Any, field: str) -> bool:
-    """True or False (not 0/1, not None)."""
-    if type(value) is not bool:
-        raise invalid(field, "True or False", value)
-    return value
 
 
 def _check_fields(msg: Message) -> MessageType:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from ..adapters import ConnectionState, SyncAdapter
-from ..codec import (
+from ..checks import (
     check_chat_type,
     check_direction,
     check_enum,
@@ -33,8 +33,8 @@ from ..codec import (
     check_text,
     check_time,
     check_types,
-    invalid,
 )
+from ..codec import invalid
 from ..lifecycle import is_mine
 from ..message import FetchOptions, GroupReadAck, Message
 from ..store import MessageStore

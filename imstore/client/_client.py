@@ -28,7 +28,7 @@ from ..adapters import (
     check_remove_args,
     is_transport,
 )
-from ..codec import check_recalled_by
+from ..checks import check_recalled_by
 from ..errors import ErrorCode, IMError
 from ..kinds import AutoDownload
 from ..lifecycle import PENDING_RECEIPT_TTL_MS, ReceiptKind

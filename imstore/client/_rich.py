@@ -29,7 +29,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 
 from ..adapters import ConversationState, PinEvent, ReactionEvent
-from ..codec import check_id, check_marks
+from ..checks import check_id, check_marks
 from ..errors import ErrorCode, IMError
 from ..message import Conversation, CursorResult, Message, MessageStatus, Reaction
 from ..store import MessageStore

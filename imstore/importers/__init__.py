@@ -30,7 +30,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..codec import check_path
+from ..checks import check_path
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, ImportResult, Message
 from ._archive import MAX_TEXT_BYTES, open_member

@@ -16,7 +16,8 @@ from typing import Any
 
 import peewee as pw
 
-from ..codec import Limits, check_recalled_by
+from ..checks import check_recalled_by
+from ..codec import Limits
 from ..errors import ErrorCode, IMError
 from ..lifecycle import ReceiptKind
 from ..message import (

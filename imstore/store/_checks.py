@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..codec import (
+from ..checks import (
     check_chat_type,
     check_direction,
     check_enum,
@@ -29,10 +29,9 @@ from ..codec import (
     check_path,
     check_text,
     check_types,
-    encode_ext,
-    invalid,
 )
-from ..codec import check_time as codec_check_time
+from ..checks import check_time as codec_check_time
+from ..codec import encode_ext, invalid
 from ..errors import ErrorCode, IMError
 from ..lifecycle import INT64_MAX, INT64_MIN, ReceiptKind, is_mine
 from ..message import ChatType, Direction, GroupReadAck, Message, MessageStatus

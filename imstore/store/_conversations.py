@@ -23,7 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..codec import MAX_MARKS, encode_ext
+from ..checks import MAX_MARKS
+from ..codec import encode_ext
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, ConversationMark
 from ._connection import Connection, chunks, marks

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..codec import check_text, invalid
+from ..checks import check_text
+from ..codec import invalid
 from ..errors import ErrorCode, IMError
 from ..index import SearchIndexError
 from ..message import Message

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..codec import check_id
+from ..checks import check_id
 from ..errors import ErrorCode, IMError
 from ..message import ChatType, Conversation, Direction, Message
 from ._connection import Connection, marks

@@ -26,7 +26,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...codec import MAX_MARKS, check_marks
+from ...checks import MAX_MARKS, check_marks
 from ...errors import ErrorCode, IMError
 from ...kinds import kind_of
 from ...message import (
