@@ -9,8 +9,8 @@ Rules kept here:
 - ``local_ext`` (this device's data on a message) has its own limit and is never part of the
   payload;
 - a blob that cannot be decoded is an `IMError(MESSAGE_INVALID)`, never a crash;
-- the checks of single values (ids, text, marks, times, enums, paths) are `checks`'s; they are
-  re-exported here, where the message's fields are checked with them.
+- the checks of single values (ids, text, marks, times, enums, paths) are `checks`'s; the
+  message's fields are checked here with them.
 """
 
 from __future__ import annotations
@@ -25,19 +25,10 @@ import msgpack
 
 from .checks import (
     MAX_ID_CHARS,
-    MAX_MARKS,
-    check_chat_type,
-    check_direction,
     check_enum,
-    check_flag,
     check_id,
-    check_ids,
-    check_marks,
-    check_path,
-    check_recalled_by,
     check_text,
     check_time,
-    check_types,
 )
 from .checks import encodable as _encodable
 from .errors import ErrorCode, IMError, invalid
@@ -60,26 +51,12 @@ __all__ = [
     "BODY_CLASSES",
     "FORMAT_VERSION",
     "MAX_EXT_DEPTH",
-    "MAX_ID_CHARS",
-    "MAX_MARKS",
     "MAX_TIME",
     "Limits",
     "body_from_dict",
     "body_to_dict",
     "check_body_fields",
-    "check_chat_type",
-    "check_direction",
-    "check_enum",
     "check_ext",
-    "check_flag",
-    "check_id",
-    "check_ids",
-    "check_marks",
-    "check_path",
-    "check_recalled_by",
-    "check_text",
-    "check_time",
-    "check_types",
     "decode_body",
     "decode_ext",
     "encode_body",

@@ -383,7 +383,7 @@ def _check_timestamp(value: Any) -> None:
 
 
 def _path(value: Any, field: str) -> str:
-    return _codec.check_path(value, "a file path (str or os.PathLike)", field)
+    return _checks.check_path(value, "a file path (str or os.PathLike)", field)
 
 
 def _name(display_name: Any, path: str) -> str:
@@ -599,5 +599,5 @@ class ImportResult:
 # The factories read the clock, the time bound and "is it mine" from `lifecycle`, which owns them.
 # Its tables are keyed by this module's enums, so it is imported last, once they exist (whichever
 # of the two is imported first, each finds the other's names when a factory runs).
-from . import codec as _codec  # noqa: E402  (the one path rule; codec imports this module)
+from . import checks as _checks  # noqa: E402  (the one path rule; checks imports this module)
 from . import lifecycle as _lifecycle  # noqa: E402

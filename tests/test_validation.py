@@ -467,7 +467,7 @@ def test_a_time_a_record_carries_is_not_a_filter(store, call):
 
 @pytest.mark.parametrize("path", ["a\x00b.txt", "x\udc80.txt"], ids=["NUL", "lone surrogate"])
 def test_a_factory_and_an_importer_refuse_a_path_no_file_system_takes(path):
-    """One path rule (codec.check_path) for open, the factories and the importers."""
+    """One path rule (checks.check_path) for open, the factories and the importers."""
     from imstore import importers
     for call in (lambda: Message.file("bob", path), lambda: importers.find_exports(path)):
         with pytest.raises(IMError) as err:

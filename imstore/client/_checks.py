@@ -5,7 +5,7 @@ Rules kept here:
   INVALID_PARAM for a wrong type or value, QUERY_PARAM_REACHES_LIMIT for a page size out of
   range (`adapters.check_page_size`); never a Python error from deeper down;
 - the rules of values are their owners': ids, texts, times, enums, directions, type filters
-  and paths the codec's (`codec.check_id`, `check_ids`, `check_text`, `check_time`,
+  and paths the `checks` module's (`check_id`, `check_ids`, `check_text`, `check_time`,
   `check_enum`, `check_direction`, `check_types`, `check_path`); which of one's messages may be
   sent the lifecycle's (`is_mine`); settings the client's `Settings`; the rest — callbacks,
   listeners, what the transport hands over — is kept here;
@@ -84,7 +84,7 @@ def check_adapter(adapter: Any) -> SyncAdapter:
 
 
 def check_download_dir(path: Any) -> str | None:
-    """None, or a folder path (`codec.check_path`) that is a folder or does not exist yet."""
+    """None, or a folder path (`checks.check_path`) that is a folder or does not exist yet."""
     if path is None:
         return None
     text = check_path(path, "a folder path (str or os.PathLike)", "download_dir")

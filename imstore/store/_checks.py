@@ -4,7 +4,7 @@ Rules kept here:
 - a bad argument is an `IMError` naming the argument: INVALID_PARAM for a wrong type or value,
   QUERY_PARAM_REACHES_LIMIT for a page size out of range; never a driver or Python error later;
 - ids, texts, enums, directions, type filters and paths follow the codec's rules
-  (`codec.check_id`, `check_ids`, `check_text`, `check_enum`, `check_direction`, `check_types`,
+  (`checks.check_id`, `check_ids`, `check_text`, `check_enum`, `check_direction`, `check_types`,
   `check_path`, shared with the client's checks); a time filter is any int SQLite can hold;
 - a one-to-one message belongs in the store of one of its two people (`stranger_chat`);
 - a conversation's marks are 1-64 printable characters, at most 32 of them (`ConversationTable`); a title at

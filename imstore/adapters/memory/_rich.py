@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_TOKEN_CHARS", "Rich", "resolve_relations"]
 
 MAX_TOKEN_CHARS = 64
-"""The longest reaction key the server takes (marks follow `codec.check_marks`)."""
+"""The longest reaction key the server takes (marks follow `checks.check_marks`)."""
 
 
 
