@@ -179,6 +179,36 @@ def test_merge_is_idempotent_keeps_local_state_and_counts_unread_once(pair):
     run(main())
 
 
+def test_a_count_the_store_cannot_reach_costs_no_history_on_each_listing(pair):
+    async def main():
+        sent = [pair.server.post(Message.text("alice", f"u{i}", sender="bob")) for i in range(3)]
+        store = imstore.open(":memory:", user_id="alice")
+        conn = pair.server.connect("alice")
+        asked = []
+        real = conn.fetch_history
+
+        async def counted(*args, **kwargs):
+            asked.append(args[0])
+            return await real(*args, **kwargs)
+
+        conn.fetch_history = counted
+        client = ChatClient(store, conn)
+        await client.fetch_conversations_from_server()  # brings the three unread
+        assert (store.unread_count("bob"), len(asked)) == (3, 1)
+        store.mark_conversation_read("bob")  # read here, no receipt: the server still says 3
+        for _ in range(3):
+            [listed] = (await client.fetch_conversations_from_server()).items
+            assert listed.unread_count == 0
+        assert len(asked) == 2  # one look found nothing to bring; the next listings ask none
+        pair.server.post(Message.text("alice", "new", sender="bob"))  # the server's word changed
+        await client.fetch_conversations_from_server()
+        assert len(asked) == 3 and store.unread_count("bob") == 1
+        assert [m.msg_id for m in store.messages("bob")][:3] == [m.msg_id for m in sent]
+        store.close()
+
+    run(main())
+
+
 def test_conversations_from_the_server_appear_locally(pair):
     async def main():
         pair.server.create_group("g", ["alice", "bob"])

@@ -21,7 +21,9 @@ Rules kept here:
 - the conversation list's unread count is the server's: where it counts more unread messages than
   the store holds (a fresh device, a long absence), the newest history is fetched with the list
   (at most `UNREAD_FETCH_PAGES` pages of 50) so that every unread message is one the store holds,
-  counted once whatever loads it later.
+  counted once whatever loads it later. A count the store cannot reach (messages read here
+  without a receipt, or deleted here) is fetched for once: the next listings fetch again only
+  when the server's count or its last message changes.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ class History:
         self._inbound = inbound
         self._rich = rich
         self._live = live  # a transport delivers live: a page may reach the live edge
+        # conversation -> (the server's unread count, its last message) when a fetch for that
+        # count brought all the store can hold (the rest was read or deleted here)
+        self._reached: dict[str, tuple[int, str | None]] = {}
 
     def _api(self, name: str) -> Any:
         """The adapter's method ``name``; SERVICE_NOT_ENABLED when it has none."""
@@ -101,8 +106,11 @@ class History:
                 self._store.set_conversation_title(c.conv_id, c.title)
             if new_here:
                 self._rich.listed(c)
-            if c.unread_count > conv.unread_count:
+            said = (c.unread_count, None if last is None else last.msg_id)
+            if c.unread_count > conv.unread_count and self._reached.get(c.conv_id) != said:
                 conv = await self._fetch_unread(conv, c.unread_count)
+                if conv.unread_count < c.unread_count:
+                    self._reached[c.conv_id] = said
             out.append(self._store.conversation(c.conv_id) or conv)
         return CursorResult(out, page.cursor)
 
