@@ -54,12 +54,17 @@ TEXT_TABLE = ("CREATE TABLE IF NOT EXISTS search_text (id INTEGER PRIMARY KEY, c
               "NULL, ext TEXT NOT NULL)")
 
 
+def _texts(mtype: MessageType, body: Any, ext: Any) -> tuple[str, str]:
+    """What scopes CONTENT and EXT see of a message, folded."""
+    return fold(content_text(mtype, body)), fold(ext_text(ext))
+
+
 def folded_texts(mtype: int, body: bytes, ext: bytes | None) -> tuple[str, str] | None:
     """What scopes CONTENT and EXT see of a stored row, folded; None when its payload cannot
     be read (such a row is never a hit, and has no document)."""
     try:
         t = MessageType(mtype)
-        return fold(content_text(t, decode_body(t, body))), fold(ext_text(decode_ext(ext)))
+        return _texts(t, decode_body(t, body), decode_ext(ext))
     except (IMError, ValueError):
         return None
 
@@ -116,18 +121,10 @@ class Outbox:
         self.high = max(self.high, max(rowids))
         if messages is None:
             self.keep_texts(rowids)
-            return
-        kept, recalled = [], []
-        for rid, m in zip(rowids, messages, strict=True):
-            if m.recalled_at is None:
-                kept.append((rid, fold(content_text(m.type, m.body)), fold(ext_text(m.ext))))
-            else:  # never a hit (`keep_texts`)
-                recalled.append((rid,))
-        # a row id is used again after the newest message is deleted, and a deleted row's
-        # text stays until its entry leaves: the new row's text replaces it
-        self._conn.run_many("INSERT OR REPLACE INTO search_text (id, content, ext) VALUES "
-                            "(?, ?, ?)", kept)
-        self._conn.run_many("DELETE FROM search_text WHERE id = ?", recalled)
+        else:  # a recalled message is never a hit: no text
+            self._write_texts(rowids, [(rid, *_texts(m.type, m.body, m.ext)) for rid, m in
+                                       zip(rowids, messages, strict=True)
+                                       if m.recalled_at is None])
 
     def keep_texts(self, rowids: Sequence[int]) -> None:
         """The folded texts of these rows, beside their entries (read back in the caller's
@@ -144,10 +141,16 @@ class Outbox:
                 rows += self._conn.run(
                     f"SELECT {_PAYLOAD} FROM message WHERE id IN "
                     f"({','.join('?' * len(part))}) AND recalled_at IS NULL", part).fetchall()
-        kept = _text_rows(rows)
+        self._write_texts(rowids, _text_rows(rows))
+
+    def _write_texts(self, rowids: Sequence[int], kept: list[tuple[int, str, str]]) -> None:
+        """Keep the texts ``kept`` (row id, content, ext) and drop any older text of the other
+        rows among ``rowids`` (recalled or unreadable now). A kept text replaces an older one:
+        a row id is used again after the newest message is deleted, and a deleted row's text
+        stays until its entry leaves."""
         self._conn.run_many("INSERT OR REPLACE INTO search_text (id, content, ext) VALUES "
                             "(?, ?, ?)", kept)
-        if len(kept) < len(rowids):  # recalled or unreadable now: an older text must go
+        if len(kept) < len(rowids):
             have = {k[0] for k in kept}
             self._conn.run_many("DELETE FROM search_text WHERE id = ?",
                                 [(r,) for r in set(rowids) if r not in have])
