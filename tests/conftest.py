@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,29 @@ def clock() -> Clock:
     return Clock()
 
 
+async def settle(clients: Iterable[imstore.ChatClient]) -> None:
+    """Let every client finish its work, three rounds over all of them (one's work, such as a
+    send, starts another's: a receipt back)."""
+    clients = list(clients)
+    for _ in range(3):
+        for c in clients:
+            await c.wait_idle()
+
+
+class Clients:
+    """Named stores and their clients (``stores``, ``clients``): settled and closed together."""
+
+    stores: dict[str, MessageStore]
+    clients: dict[str, imstore.ChatClient]
+
+    async def settle(self) -> None:
+        await settle(self.clients.values())
+
+    def close(self) -> None:
+        for s in self.stores.values():
+            s.close()
+
+
 class Pair:
     """alice and bob, each with a store and a client, on one MemoryServer."""
 
@@ -92,9 +115,7 @@ class Pair:
                                      download_dir=str(tmp / "bob-files"))
 
     async def settle(self) -> None:
-        for _ in range(3):
-            await self.ca.wait_idle()
-            await self.cb.wait_idle()
+        await settle([self.ca, self.cb])
 
     def close(self) -> None:
         self.a.close()

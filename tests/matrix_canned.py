@@ -132,6 +132,14 @@ async def adapter(hs: Homeserver, **kw: Any) -> MatrixAdapter:
                                      poll_timeout=1.0, **kw)
 
 
+async def keeping_adapter(hs: Homeserver, kept: dict[str, dict[str, Any]]) -> MatrixAdapter:
+    """An `adapter` whose state (the sync position, the rooms) is kept in ``kept``, as an app
+    keeps it in its store: a later one made with the same dict goes on from it."""
+    a = await adapter(hs)
+    a.keep_state(lambda name: kept.get(name, {}), kept.__setitem__)
+    return a
+
+
 def dm_rooms(hs: Homeserver, room: str = DM, peer: str = BOB) -> None:
     """A one-to-one room with ``peer``: the user's ``m.direct`` lists it (asked when no sync
     brought it), and its imstore state says so too."""

@@ -30,7 +30,7 @@ from imstore.client._attachments import image_suffix
 from imstore.kinds import KINDS, AutoDownload
 from imstore.message import CustomBody, TextBody
 
-from .conftest import Clock, Pair
+from .conftest import Clients, Clock, Pair
 
 
 def run(coro):
@@ -580,7 +580,7 @@ class HookedConnection:
         conn.send = send
 
 
-class Duo:
+class Duo(Clients):
     """alice and bob on one MemoryServer, through its connections or through WireTransport."""
 
     def __init__(self, backend: str, tmp: Path, clock: Clock, **client_kw) -> None:
@@ -607,15 +607,6 @@ class Duo:
 
     def sends(self, user: str) -> list[str]:
         return self.wires[user].sends
-
-    async def settle(self) -> None:
-        for _ in range(3):
-            for c in self.clients.values():
-                await c.wait_idle()
-
-    def close(self) -> None:
-        for s in self.stores.values():
-            s.close()
 
 
 @pytest.fixture(params=["memory", "protocol"])

@@ -21,6 +21,7 @@ from .matrix_canned import (
     dm_rooms,
     group_room,
     joined,
+    keeping_adapter,
     msg_event,
     run,
     started,
@@ -290,8 +291,7 @@ def test_a_restarted_adapter_goes_on_from_the_position_and_rooms_an_earlier_run_
     async def main() -> None:
         hs = Homeserver()
         kept: dict[str, dict] = {}
-        first = await adapter(hs)
-        first.keep_state(lambda name: kept.get(name, {}), kept.__setitem__)
+        first = await keeping_adapter(hs, kept)
         dm_rooms(hs)
         rec = Recorder()
         hs.sync(joined(DM, msg_event("$1", "hi", ts=10)))
@@ -302,8 +302,7 @@ def test_a_restarted_adapter_goes_on_from_the_position_and_rooms_an_earlier_run_
         assert state["since"] == "s1" and [DM, "bob", "CHAT"] in state["rooms"]
         # the next run: a new session on the same store knows the room before any sync
         hs.sync({**joined(DM, msg_event("$2", "while closed", ts=20)), "next_batch": "s2"})
-        second = await adapter(hs)
-        second.keep_state(lambda name: kept.get(name, {}), kept.__setitem__)
+        second = await keeping_adapter(hs, kept)
         assert second.rooms.by_conv[(ChatType.CHAT, "bob")] == DM
         rec = Recorder()
         second.attach(rec)
@@ -351,8 +350,7 @@ def test_a_batch_the_app_failed_to_store_is_asked_again_after_a_restart():
     async def main() -> None:
         hs = Homeserver()
         kept: dict[str, dict] = {}
-        first = await adapter(hs)
-        first.keep_state(lambda name: kept.get(name, {}), kept.__setitem__)
+        first = await keeping_adapter(hs, kept)
         dm_rooms(hs)
         hs.sync(joined(DM, msg_event("$1", "kept", ts=10)))
         hs.sync({**joined(DM, msg_event("$2", "lost to a full disk", ts=20)),

@@ -25,7 +25,7 @@ from imstore import (
 from imstore.adapters import ConversationState, HistoryPage, PinEvent, ReactionEvent, SendResult
 from imstore.message import TextBody
 
-from .conftest import Clock, Pair
+from .conftest import Clients, Clock, Pair
 
 
 def run(coro: Any) -> Any:
@@ -631,7 +631,7 @@ def test_the_list_does_not_bring_back_a_mark_read_away_here(tmp_path: Path, cloc
 # ------------------------------------------------------------------ the user's other devices
 
 
-class Devices:
+class Devices(Clients):
     """alice on her desktop and her phone, bob on his one device, on one MemoryServer."""
 
     def __init__(self, tmp: Path, clock: Clock) -> None:
@@ -643,15 +643,6 @@ class Devices:
                                       send_timeout=0.5, download_dir=str(tmp / n))
                         for n, s in self.stores.items()}
         self.desk, self.phone, self.bob = (self.clients[n] for n in self.stores)
-
-    async def settle(self) -> None:
-        for _ in range(3):
-            for c in self.clients.values():
-                await c.wait_idle()
-
-    def close(self) -> None:
-        for s in self.stores.values():
-            s.close()
 
 
 @pytest.fixture

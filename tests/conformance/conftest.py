@@ -30,7 +30,7 @@ import pytest
 import imstore
 from imstore import ChatClient, ChatType, ConnectionState, MemoryServer, MessageListener
 
-from ..conftest import REPO, Clock
+from ..conftest import REPO, Clock, settle
 
 SCENARIO_TIMEOUT = 90.0
 WAIT = 15.0  # the bound on waiting for something a server delivers asynchronously
@@ -159,9 +159,7 @@ class Backend:
         raise NotImplementedError
 
     async def settle(self) -> None:
-        for _ in range(3):
-            for p in self.peers:
-                await p.client.wait_idle()
+        await settle(p.client for p in self.peers)
 
     async def until(self, check: Callable[[], object], what: str, timeout: float = WAIT) -> None:
         """Poll ``check`` (settling the clients between tries) until it is true, within a bound."""
