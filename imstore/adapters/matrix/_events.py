@@ -105,7 +105,7 @@ class EventCache:
 
     async def newest(self, room_id: str) -> str | None:
         """The id of the newest message of a room (seen on the way); None when it has none."""
-        page = await self.api.call(rq.messages(room_id, "b", 1, filter_=rq.MESSAGES_FILTER))
+        page = await self.api.call(rq.messages(room_id, "b", 1, filter_=mp.messages_filter()))
         chunk = page.get("chunk")
         newest = chunk[0] if isinstance(chunk, list) and chunk else None
         if not isinstance(newest, dict) or not isinstance(newest.get("event_id"), str):

@@ -20,7 +20,6 @@ Rules kept here:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -109,15 +108,14 @@ class History:
                 return CursorResult([], None)
         hidden = await self.hidden(room)
         read_ts = await self.reads.position(room)
-        filt: dict[str, Any] = {"not_types": mp.HISTORY_NOT_TYPES, "lazy_load_members": True}
-        if options.sender:
-            filt["senders"] = [self.rooms.mx(options.sender)]
+        filt = mp.messages_filter(**({"senders": [self.rooms.mx(options.sender)]}
+                                     if options.sender else {}))
         items: list[Message] = []
         done = False
         for _ in range(MAX_PAGES):
             try:
                 page = await self.api.call(rq.messages(room, "b" if up else "f", limit - len(items),
-                                                       from_=token, filter_=json.dumps(filt)))
+                                                       from_=token, filter_=filt))
             except MatrixError as exc:
                 if exc.status != 403 or cursor is not None or items or retried:
                     raise
@@ -235,7 +233,7 @@ class History:
     async def _last_message(self, room: str, info: mp.RoomInfo,
                             hidden: dict[str, Any]) -> Message | None:
         """The newest visible message of a room, from one ``/messages`` page."""
-        page = await self.api.call(rq.messages(room, "b", 50, filter_=rq.MESSAGES_FILTER))
+        page = await self.api.call(rq.messages(room, "b", 50, filter_=mp.messages_filter()))
         read_ts = await self.reads.position(room)
         for ev in mp.events_of(page, "chunk"):
             msg = self._message(room, info, ev, read_ts)

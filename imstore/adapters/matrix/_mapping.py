@@ -72,6 +72,13 @@ _ROOM_STATE_TYPES = frozenset({
     "m.room.tombstone", "m.room.third_party_invite", "m.room.encryption"})
 HISTORY_NOT_TYPES = [*sorted(NOT_MESSAGES | _ROOM_STATE_TYPES), f"{NS}.*"]
 
+
+def messages_filter(**more: Any) -> str:
+    """The ``/messages`` filter of the events live sync would store (every type but
+    `HISTORY_NOT_TYPES`), with ``more`` keys (``senders``): history pages, a room's newest
+    message and the event a conversation's read receipt goes on all see the same events."""
+    return json.dumps({"not_types": HISTORY_NOT_TYPES, "lazy_load_members": True, **more})
+
 _MSGTYPES = {
     MessageType.TEXT: "m.text",
     MessageType.IMAGE: "m.image",

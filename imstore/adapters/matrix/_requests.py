@@ -14,13 +14,11 @@ import json
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
-__all__ = ["CS", "MEDIA", "MESSAGES_FILTER", "Request", "q"]
+__all__ = ["CS", "MEDIA", "Request", "q"]
 
 CS = "/_matrix/client/v3"
 MEDIA = "/_matrix/client/v1/media"
 THUMB_SIZE = 320
-MESSAGES_FILTER = json.dumps({"types": ["m.room.message", "m.sticker"],
-                              "lazy_load_members": True})
 INVITES_FILTER = json.dumps({
     "presence": {"types": []}, "account_data": {"types": []},
     "room": {"timeline": {"limit": 0}, "state": {"types": []}, "ephemeral": {"types": []},
